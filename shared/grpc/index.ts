@@ -1,0 +1,126 @@
+/**
+ * gRPC plumbing shared by the controller, the agent and the CLI: loading the protos,
+ * the generated types, credentials, and translating CertfleetError to gRPC status and back.
+ *
+ * TLS is not optional anywhere: there is no insecure channel or server helper here.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { CertfleetError, ErrorCode } from '../errors/index.js';
+import type { ProtoGrpcType as AgentProto } from './generated/agent.js';
+import type { ProtoGrpcType as OperatorProto } from './generated/operator.js';
+
+export type { AgentServiceClient } from './generated/certfleet/v1/AgentService.js';
+export type { AgentServiceHandlers } from './generated/certfleet/v1/AgentService.js';
+export type { OperatorServiceClient } from './generated/certfleet/v1/OperatorService.js';
+export type { OperatorServiceHandlers } from './generated/certfleet/v1/OperatorService.js';
+export type * as pb from './pb.js';
+export { grpc };
+
+/** proto/ at the package root; this file runs compiled, from dist/shared/grpc/. */
+const PROTO_ROOT = fileURLToPath(new URL('../../../proto/', import.meta.url));
+
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTO_ROOT],
+};
+
+let cached: { agent: AgentProto; operator: OperatorProto } | undefined;
+
+/** Loads and caches both service definitions. */
+export function loadProtos(): { agent: AgentProto; operator: OperatorProto } {
+  if (cached) return cached;
+  const agentDef = protoLoader.loadSync('certfleet/v1/agent.proto', LOADER_OPTIONS);
+  const operatorDef = protoLoader.loadSync('certfleet/v1/operator.proto', LOADER_OPTIONS);
+  cached = {
+    agent: grpc.loadPackageDefinition(agentDef) as unknown as AgentProto,
+    operator: grpc.loadPackageDefinition(operatorDef) as unknown as OperatorProto,
+  };
+  return cached;
+}
+
+/** Client TLS material: the controller's CA, and for mutual TLS a certificate and key. */
+export interface ClientTls {
+  caPem: string;
+  certPem?: string;
+  keyPem?: string;
+}
+
+/**
+ * Channel credentials. The server's certificate must chain to `caPem` (the controller's
+ * own CA, never the system store) and name the host being dialled.
+ */
+export function clientCredentials(tls: ClientTls): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(
+    Buffer.from(tls.caPem),
+    tls.keyPem === undefined ? null : Buffer.from(tls.keyPem),
+    tls.certPem === undefined ? null : Buffer.from(tls.certPem),
+  );
+}
+
+/** Deadline `ms` from now, for call options. */
+export function deadline(ms: number): Date {
+  return new Date(Date.now() + ms);
+}
+
+const TO_STATUS: Partial<Record<ErrorCode, grpc.status>> = {
+  [ErrorCode.UsageInvalid]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCode.ConfigInvalid]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCode.BundleInvalid]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.NotFound]: grpc.status.NOT_FOUND,
+  [ErrorCode.EnrollTokenInvalid]: grpc.status.PERMISSION_DENIED,
+  [ErrorCode.Unauthenticated]: grpc.status.UNAUTHENTICATED,
+  [ErrorCode.PermissionDenied]: grpc.status.PERMISSION_DENIED,
+  [ErrorCode.StoreUnavailable]: grpc.status.UNAVAILABLE,
+  [ErrorCode.NatsUnavailable]: grpc.status.UNAVAILABLE,
+  [ErrorCode.StoreConflict]: grpc.status.ABORTED,
+};
+
+const CODE_METADATA_KEY = 'certfleet-error-code';
+
+/** A gRPC service error for `err`; the stable code travels in trailing metadata. */
+export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
+  const cf = err instanceof CertfleetError ? err : new CertfleetError(ErrorCode.Internal, 'internal error', { cause: err });
+  const metadata = new grpc.Metadata();
+  metadata.set(CODE_METADATA_KEY, cf.code);
+  return {
+    code: TO_STATUS[cf.code] ?? grpc.status.INTERNAL,
+    // Internal errors are not echoed to the peer: their text may name paths or hosts.
+    details: cf.code === ErrorCode.Internal ? 'internal error (see controller log)' : cf.message,
+    metadata,
+  };
+}
+
+/** The CertfleetError a failed call stands for, from its status and metadata. */
+export function fromServiceError(err: unknown, what: string): CertfleetError {
+  const se = err as Partial<grpc.ServiceError>;
+  if (typeof se?.code !== 'number') {
+    return new CertfleetError(ErrorCode.Internal, `${what}: ${String(err)}`, { cause: err });
+  }
+  const fromMeta = se.metadata?.get(CODE_METADATA_KEY)[0];
+  const known = Object.values(ErrorCode) as string[];
+  if (typeof fromMeta === 'string' && known.includes(fromMeta)) {
+    return new CertfleetError(fromMeta as ErrorCode, se.details ?? what, { cause: err });
+  }
+  switch (se.code) {
+    case grpc.status.UNAVAILABLE:
+    case grpc.status.DEADLINE_EXCEEDED:
+      return new CertfleetError(ErrorCode.ControllerUnavailable, `${what}: controller unreachable (${se.details ?? ''})`, {
+        cause: err,
+        retryable: true,
+      });
+    case grpc.status.PERMISSION_DENIED:
+      return new CertfleetError(ErrorCode.PermissionDenied, se.details ?? what, { cause: err });
+    case grpc.status.UNAUTHENTICATED:
+      return new CertfleetError(ErrorCode.Unauthenticated, se.details ?? what, { cause: err });
+    case grpc.status.NOT_FOUND:
+      return new CertfleetError(ErrorCode.NotFound, se.details ?? what, { cause: err });
+    default:
+      return new CertfleetError(ErrorCode.Internal, `${what}: ${se.details ?? String(err)}`, { cause: err });
+  }
+}

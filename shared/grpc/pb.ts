@@ -1,0 +1,23 @@
+/** Generated message types, re-exported under short names. Never edit generated/. */
+export type { CertificateVersion, CertificateVersion__Output } from './generated/certfleet/v1/CertificateVersion.js';
+export type { DesiredCertificate, DesiredCertificate__Output } from './generated/certfleet/v1/DesiredCertificate.js';
+export type { HookResult, HookResult__Output } from './generated/certfleet/v1/HookResult.js';
+export type { CertificateStatus, CertificateStatus__Output } from './generated/certfleet/v1/CertificateStatus.js';
+export type { EnrollRequest, EnrollRequest__Output } from "./generated/certfleet/v1/EnrollRequest.js";
+export type { EnrollResponse, EnrollResponse__Output } from "./generated/certfleet/v1/EnrollResponse.js";
+export type { GetAssignmentsRequest, GetAssignmentsRequest__Output } from './generated/certfleet/v1/GetAssignmentsRequest.js';
+export type { GetAssignmentsResponse, GetAssignmentsResponse__Output } from './generated/certfleet/v1/GetAssignmentsResponse.js';
+export type { FetchBundleRequest, FetchBundleRequest__Output } from './generated/certfleet/v1/FetchBundleRequest.js';
+export type { FetchBundleResponse, FetchBundleResponse__Output } from './generated/certfleet/v1/FetchBundleResponse.js';
+export type { ReportStatusRequest, ReportStatusRequest__Output } from './generated/certfleet/v1/ReportStatusRequest.js';
+export type { ReportStatusResponse, ReportStatusResponse__Output } from './generated/certfleet/v1/ReportStatusResponse.js';
+export type { GetStatusRequest, GetStatusRequest__Output } from './generated/certfleet/v1/GetStatusRequest.js';
+export type { GetStatusResponse, GetStatusResponse__Output } from './generated/certfleet/v1/GetStatusResponse.js';
+export type { ListCertificatesRequest, ListCertificatesRequest__Output } from './generated/certfleet/v1/ListCertificatesRequest.js';
+export type { ListCertificatesResponse, ListCertificatesResponse__Output } from './generated/certfleet/v1/ListCertificatesResponse.js';
+export type { CertificateSummary, CertificateSummary__Output } from './generated/certfleet/v1/CertificateSummary.js';
+export type { ListAgentsRequest, ListAgentsRequest__Output } from './generated/certfleet/v1/ListAgentsRequest.js';
+export type { ListAgentsResponse, ListAgentsResponse__Output } from './generated/certfleet/v1/ListAgentsResponse.js';
+export type { AgentSummary, AgentSummary__Output } from './generated/certfleet/v1/AgentSummary.js';
+export type { CreateEnrollmentTokenRequest, CreateEnrollmentTokenRequest__Output } from './generated/certfleet/v1/CreateEnrollmentTokenRequest.js';
+export type { CreateEnrollmentTokenResponse, CreateEnrollmentTokenResponse__Output } from './generated/certfleet/v1/CreateEnrollmentTokenResponse.js';

@@ -1,0 +1,94 @@
+/**
+ * The records certfleet's parts exchange, in their JSON shape (NATS values, store
+ * metadata). gRPC messages mirror these in proto/certfleet/v1/; the adapters convert.
+ * All times are RFC 3339 strings; fingerprints are lower-case hex SHA-256 of the DER.
+ */
+
+/** Key types a certificate may ask for. */
+export const KEY_TYPES = ['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'] as const;
+export type KeyType = (typeof KEY_TYPES)[number];
+
+/** Public facts of one immutable certificate version. */
+export interface VersionMeta {
+  name: string;
+  version: number;
+  serial: string;
+  fingerprint: string;
+  names: string[];
+  notBefore: string;
+  notAfter: string;
+  issuedAt: string;
+  keyType: KeyType;
+}
+
+/** A version with its material. Only the store, the gRPC API and the agent see this. */
+export interface Bundle {
+  meta: VersionMeta;
+  /** The leaf certificate, PEM. */
+  certPem: string;
+  /** Intermediates, PEM, leaf excluded; may be empty. */
+  chainPem: string;
+  /** PKCS#8 private key, PEM. */
+  keyPem: string;
+}
+
+/** Desired state of one certificate: the value in the `desired` KV bucket. */
+export interface DesiredRecord {
+  name: string;
+  version: number;
+  fingerprint: string;
+  names: string[];
+  notAfter: string;
+  /** Label selector of the agents that serve it. */
+  selector: string;
+  updatedAt: string;
+}
+
+/** One pending HTTP-01 challenge: the value in the `challenges` KV bucket. */
+export interface ChallengeRecord {
+  token: string;
+  keyAuthorization: string;
+  /** The DNS name being validated. */
+  identifier: string;
+  cert: string;
+  /** Agents matching this selector serve the challenge. */
+  selector: string;
+  createdAt: string;
+}
+
+/** Result of one hook run. */
+export interface HookOutcome {
+  ran: boolean;
+  exitCode: number;
+  signal: string;
+  timedOut: boolean;
+  durationMs: number;
+  outputTail: string;
+}
+
+export type InstallState = 'installed' | 'failed' | 'pending';
+
+/** What one agent reports about one certificate. */
+export interface CertStatus {
+  name: string;
+  version: number;
+  fingerprint: string;
+  desiredVersion: number;
+  state: InstallState;
+  hook: HookOutcome | null;
+  servedVerified: boolean;
+  error: string;
+  errorCode: string;
+  updatedAt: string;
+}
+
+/** A fleet event: one message in the events stream. */
+export interface FleetEvent {
+  type: string;
+  at: string;
+  cert?: string;
+  agent?: string;
+  version?: number;
+  message: string;
+  details?: Record<string, unknown>;
+}
