@@ -1,0 +1,100 @@
+/**
+ * The agent's configuration: one strict schema, every problem reported at once with file,
+ * line and field path (see shared/config). Documented field by field in
+ * docs/configuration.md; keep the two in step.
+ */
+import path from 'node:path';
+import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, z } from '../../shared/config/index.js';
+import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
+
+const hook = z.strictObject({
+  /** A shell command line (run by /bin/sh -c) or an argv array (run directly). */
+  command: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  /** The hook is killed (with its whole process group) after this long; a timeout fails the install. */
+  timeout: duration.prefault('60s'),
+});
+
+const endpoint = z.strictObject({
+  /** host:port of a local TLS listener that serves this certificate. */
+  address: hostPort,
+  /** SNI sent in the handshake; default: the certificate's first name. */
+  serverName: z.string().min(1).optional(),
+});
+
+const perCertificate = z.strictObject({
+  /** Reload hook for this certificate; overrides hooks.reload. */
+  reload: hook.optional(),
+  /** Listeners checked after the hook: each must serve the installed certificate. */
+  verify: z.array(endpoint).default([]),
+});
+
+export const agentConfigSchema = z.strictObject({
+  /** Where certificates, the agent's identity and its state live. */
+  stateDir: z.string().min(1),
+  log: z.strictObject({ level: logLevel.default('info') }).prefault({}),
+  controller: z.strictObject({
+    /** host:port of the controller's gRPC API. */
+    address: hostPort,
+    /** The controller's CA certificate (PEM): the only trust anchor for the API. */
+    caFile: z.string().min(1),
+    /** TLS name to expect when it differs from the host in `address`. */
+    serverName: z.string().min(1).optional(),
+  }),
+  nats: natsSection,
+  http01: z
+    .strictObject({
+      /** Where this agent answers HTTP-01 challenges (the CA connects to port 80 of the names). */
+      listen: hostPort,
+      /** Address the controller uses to check the challenge is served; default: `listen`. */
+      advertise: hostPort.optional(),
+    })
+    .optional(),
+  /** Full resynchronisation over gRPC at this interval (and whenever NATS is unreachable). */
+  resyncInterval: duration.prefault('5m'),
+  /** Status report (heartbeat) interval. */
+  reportInterval: duration.prefault('30s'),
+  /** Installed versions kept per certificate (current and previous are always kept). */
+  keepVersions: z.int().min(2).max(100).default(5),
+  hooks: z
+    .strictObject({
+      /** Reload hook for every certificate without its own. */
+      reload: hook.optional(),
+    })
+    .prefault({}),
+  /** Per-certificate settings, keyed by certificate name. */
+  certificates: z.record(z.string().regex(CERT_NAME_PATTERN, 'not a valid certificate name'), perCertificate).default({}),
+});
+
+export type AgentConfig = z.output<typeof agentConfigSchema>;
+export type HookConfig = z.output<typeof hook>;
+
+function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
+  const base = path.dirname(path.resolve(file));
+  const abs = (p: string): string => path.resolve(base, p);
+  return {
+    ...cfg,
+    stateDir: abs(cfg.stateDir),
+    controller: { ...cfg.controller, caFile: abs(cfg.controller.caFile) },
+    nats: {
+      ...cfg.nats,
+      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: abs(cfg.nats.credentialsFile) }),
+      ...(cfg.nats.tokenFile === undefined ? {} : { tokenFile: abs(cfg.nats.tokenFile) }),
+      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaFile: abs(cfg.nats.tlsCaFile) }),
+    },
+  };
+}
+
+/** Loads and validates an agent config file. Throws CONFIG_INVALID / CONFIG_UNREADABLE. */
+export function loadAgentConfig(file: string, env: NodeJS.ProcessEnv = process.env): Readonly<AgentConfig> {
+  return Object.freeze(resolvePaths(loadConfigFile(file, agentConfigSchema, env), file));
+}
+
+/** Validates config text (for tests). */
+export function parseAgentConfig(text: string, file: string, env: NodeJS.ProcessEnv = {}): Readonly<AgentConfig> {
+  return Object.freeze(resolvePaths(parseConfig(text, file, agentConfigSchema, env), file));
+}
+
+/** The reload hook that applies to `cert`, if any. */
+export function reloadHookFor(cfg: AgentConfig, cert: string): HookConfig | undefined {
+  return cfg.certificates[cert]?.reload ?? cfg.hooks.reload;
+}

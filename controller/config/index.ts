@@ -1,0 +1,140 @@
+/**
+ * The controller's configuration: one strict schema, defaults in the schema, every
+ * problem reported at once with file, line and field path (see shared/config).
+ * Every field is documented in docs/configuration.md; keep the two in step.
+ */
+import path from 'node:path';
+import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, z } from '../../shared/config/index.js';
+import { KEY_TYPES } from '../../shared/model/index.js';
+import { parseSelector } from '../../shared/selector/index.js';
+import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
+
+/** A DNS name a certificate may cover: lower-case LDH labels, optional leading `*.`. */
+const dnsName = z
+  .string()
+  .transform((s) => s.toLowerCase())
+  .pipe(z.string().max(253).regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'not a valid DNS name'));
+
+const selector = z.string().superRefine((text, ctx) => {
+  try {
+    parseSelector(text);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `bad selector: ${(err as Error).message}` });
+  }
+});
+
+const certificate = z
+  .strictObject({
+    /** Stable identifier: store key, KV key, directory name on agents. */
+    name: z.string().regex(CERT_NAME_PATTERN, 'lower-case letters, digits and "-", at most 63 characters'),
+    /** DNS names (SANs); the first is also the common name. */
+    names: z.array(dnsName).min(1).max(100),
+    keyType: z.enum(KEY_TYPES).default('ecdsa-p256'),
+    /** Label selector of the agents that serve this certificate and answer its HTTP-01 challenges. */
+    agents: selector,
+    challenge: z.enum(['http-01']).default('http-01'),
+  })
+  .superRefine((cert, ctx) => {
+    const seen = new Set<string>();
+    cert.names.forEach((n, i) => {
+      if (seen.has(n)) ctx.addIssue({ code: 'custom', path: ['names', i], message: `duplicate name ${n}` });
+      seen.add(n);
+      if (n.startsWith('*.') && cert.challenge === 'http-01') {
+        ctx.addIssue({ code: 'custom', path: ['names', i], message: 'wildcard names need challenge dns-01 (HTTP-01 cannot validate them)' });
+      }
+    });
+  });
+
+export const controllerConfigSchema = z
+  .strictObject({
+    /** Directory for the controller's own state (its CA, the admin credentials, the spool). */
+    stateDir: z.string().min(1),
+    log: z.strictObject({ level: logLevel.default('info') }).prefault({}),
+    api: z
+      .strictObject({
+        /** Where the gRPC API listens (TLS always). */
+        listen: hostPort.default('127.0.0.1:7443'),
+        /** Names and addresses clients dial; they go into the API's server certificate. */
+        hosts: z.array(z.string().min(1)).min(1).default(['localhost', '127.0.0.1']),
+        /** An agent that has not reported for this long is shown offline. */
+        agentOfflineAfter: duration.prefault('90s'),
+      })
+      .prefault({}),
+    nats: natsSection,
+    store: z
+      .discriminatedUnion('type', [
+        z.strictObject({
+          type: z.literal('file'),
+          /** Default: `<stateDir>/store`. */
+          path: z.string().min(1).optional(),
+        }),
+      ])
+      .prefault({ type: 'file' }),
+    acme: z.strictObject({
+      /** The CA's ACME directory URL. */
+      directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
+      /** Contact address registered with the account (recommended: expiry mail from the CA). */
+      email: z.email().optional(),
+      /** PEM bundle trusted for the directory's HTTPS instead of the system store (test CAs such as Pebble). */
+      caFile: z.string().min(1).optional(),
+      /** Must be true: you agree to the CA's terms of service. */
+      termsOfServiceAgreed: z.literal(true, { error: 'must be true: certfleet registers an ACME account only when you agree to the CA terms of service' }),
+    }),
+    http01: z
+      .strictObject({
+        /** How long to wait for every assigned agent to serve a challenge before giving up. */
+        selfCheckTimeout: duration.prefault('30s'),
+        /** How long the CA may take to validate an authorization. */
+        validationTimeout: duration.prefault('2m'),
+      })
+      .prefault({}),
+    renewal: z
+      .strictObject({
+        /** How often the controller checks every certificate. */
+        checkInterval: duration.prefault('1m'),
+        /** Orders in flight at once across all certificates. */
+        concurrency: z.int().min(1).max(64).default(4),
+      })
+      .prefault({}),
+    certificates: z.array(certificate).default([]),
+  })
+  .superRefine((cfg, ctx) => {
+    const seen = new Map<string, number>();
+    cfg.certificates.forEach((c, i) => {
+      const prev = seen.get(c.name);
+      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['certificates', i, 'name'], message: `duplicate certificate name "${c.name}" (also certificates[${prev}])` });
+      seen.set(c.name, i);
+    });
+  });
+
+export type ControllerConfig = z.output<typeof controllerConfigSchema>;
+export type CertificateConfig = ControllerConfig['certificates'][number];
+
+/** Resolves relative paths against the config file's directory and fills path defaults. */
+function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
+  const base = path.dirname(path.resolve(file));
+  const abs = (p: string): string => path.resolve(base, p);
+  const stateDir = abs(cfg.stateDir);
+  return {
+    ...cfg,
+    stateDir,
+    store: { ...cfg.store, path: abs(cfg.store.path ?? path.join(stateDir, 'store')) },
+    acme: { ...cfg.acme, ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }) },
+    nats: {
+      ...cfg.nats,
+      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: abs(cfg.nats.credentialsFile) }),
+      ...(cfg.nats.tokenFile === undefined ? {} : { tokenFile: abs(cfg.nats.tokenFile) }),
+      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaFile: abs(cfg.nats.tlsCaFile) }),
+    },
+  };
+}
+
+/** Loads and validates a controller config file. Throws CONFIG_INVALID / CONFIG_UNREADABLE. */
+export function loadControllerConfig(file: string, env: NodeJS.ProcessEnv = process.env): Readonly<ControllerConfig> {
+  return Object.freeze(resolvePaths(loadConfigFile(file, controllerConfigSchema, env), file));
+}
+
+/** Validates config text (for tests and `certfleet controller --check`). */
+export function parseControllerConfig(text: string, file: string, env: NodeJS.ProcessEnv = {}): Readonly<ControllerConfig> {
+  return Object.freeze(resolvePaths(parseConfig(text, file, controllerConfigSchema, env), file));
+}

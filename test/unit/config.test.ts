@@ -1,0 +1,145 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseControllerConfig } from '../../controller/config/index.js';
+import { parseAgentConfig } from '../../agent/config/index.js';
+import { parseDuration } from '../../shared/config/index.js';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+
+const GOOD_CONTROLLER = `
+stateDir: /var/lib/certfleet
+acme:
+  directoryUrl: https://127.0.0.1:14000/dir
+  termsOfServiceAgreed: true
+certificates:
+  - name: web
+    names: [www.example.test, Example.test]
+    agents: role=web
+`;
+
+function problemsOf(fn: () => unknown): Array<{ path: string; line?: number; message: string }> {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof CertfleetError, `expected CertfleetError, got ${String(err)}`);
+    assert.equal(err.code, ErrorCode.ConfigInvalid);
+    return err.details['problems'] as Array<{ path: string; line?: number; message: string }>;
+  }
+  assert.fail('expected the config to be refused');
+}
+
+test('a minimal controller config gets every default and lower-cased names', () => {
+  const cfg = parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml');
+  assert.equal(cfg.api.listen, '127.0.0.1:7443');
+  assert.equal(cfg.api.agentOfflineAfter, 90_000);
+  assert.equal(cfg.store.type, 'file');
+  assert.equal(cfg.store.path, '/var/lib/certfleet/store');
+  assert.deepEqual(cfg.certificates[0]?.names, ['www.example.test', 'example.test']);
+  assert.equal(cfg.certificates[0]?.keyType, 'ecdsa-p256');
+  assert.equal(cfg.renewal.concurrency, 4);
+  assert.ok(Object.isFrozen(cfg.api), 'the result is frozen');
+});
+
+test('every problem in a controller config is reported at once with path and line', () => {
+  const text = `stateDir: /x
+acme:
+  directoryUrl: http://insecure.example/dir
+  termsOfServiceAgreed: false
+  colour: blue
+renewal:
+  checkInterval: soon
+certificates:
+  - name: Web_1
+    names: [ok.example.test, "not a name"]
+    agents: "role in (a"
+  - name: web
+    names: []
+    agents: "*"
+`;
+  const problems = problemsOf(() => parseControllerConfig(text, 'c.yaml'));
+  const byPath = new Map(problems.map((p) => [p.path, p]));
+  for (const path of ['acme.directoryUrl', 'acme.termsOfServiceAgreed', 'acme.colour', 'renewal.checkInterval', 'certificates[0].name', 'certificates[0].names[1]', 'certificates[0].agents', 'certificates[1].names']) {
+    assert.ok(byPath.has(path), `expected a problem at ${path}; got ${problems.map((p) => p.path).join(', ')}`);
+  }
+  assert.equal(byPath.get('acme.colour')?.line, 5);
+  assert.equal(byPath.get('renewal.checkInterval')?.line, 7);
+  assert.match(byPath.get('acme.colour')?.message ?? '', /unknown field \(allowed: directoryUrl, email, caFile, termsOfServiceAgreed\)/);
+});
+
+test('the error message names the file and each field', () => {
+  try {
+    parseControllerConfig('stateDir: 3\nacme: {}\n', '/etc/certfleet/controller.yaml');
+    assert.fail('expected failure');
+  } catch (err) {
+    assert.ok(err instanceof CertfleetError);
+    assert.match(err.message, /invalid configuration \/etc\/certfleet\/controller.yaml/);
+    assert.match(err.message, /controller.yaml:1: stateDir:/);
+    assert.match(err.message, /acme.directoryUrl/);
+  }
+});
+
+test('duplicate certificate names and wildcards over HTTP-01 are refused', () => {
+  const text = `stateDir: /x
+acme: { directoryUrl: "https://ca.test/dir", termsOfServiceAgreed: true }
+certificates:
+  - { name: a, names: [a.test], agents: "*" }
+  - { name: a, names: ["*.b.test"], agents: "*" }
+`;
+  const paths = problemsOf(() => parseControllerConfig(text, 'c.yaml')).map((p) => p.path);
+  assert.ok(paths.includes('certificates[1].name'));
+  assert.ok(paths.includes('certificates[1].names[0]'));
+});
+
+test('${VAR} in a value is taken from the environment, and a missing one is a problem', () => {
+  const text = `stateDir: \${STATE}\nacme: { directoryUrl: "https://ca.test/dir", termsOfServiceAgreed: true, email: "\${MAIL}" }\n`;
+  const cfg = parseControllerConfig(text, '/c.yaml', { STATE: '/srv/state', MAIL: 'ops@example.com' });
+  assert.equal(cfg.stateDir, '/srv/state');
+  const problems = problemsOf(() => parseControllerConfig(text, '/c.yaml', { STATE: '/srv' }));
+  assert.deepEqual(problems.map((p) => p.path), ['acme.email', 'acme.email'].slice(0, problems.length));
+  assert.match(problems[0]?.message ?? '', /MAIL is not set/);
+});
+
+test('YAML syntax errors are reported with their line', () => {
+  const problems = problemsOf(() => parseControllerConfig('stateDir: /x\nacme: [\n', 'c.yaml'));
+  assert.ok((problems[0]?.line ?? 0) >= 2);
+  assert.match(problems[0]?.message ?? '', /^YAML:/);
+});
+
+test('an agent config resolves relative paths against its own directory', () => {
+  const cfg = parseAgentConfig(
+    `stateDir: state
+controller: { address: "127.0.0.1:7443", caFile: ca.pem }
+http01: { listen: "127.0.0.2:5002" }
+hooks: { reload: { command: "nginx -s reload" } }
+certificates:
+  web: { verify: [{ address: "127.0.0.2:8443" }] }
+`,
+    '/etc/certfleet/agent.yaml',
+  );
+  assert.equal(cfg.stateDir, '/etc/certfleet/state');
+  assert.equal(cfg.controller.caFile, '/etc/certfleet/ca.pem');
+  assert.equal(cfg.hooks.reload?.timeout, 60_000);
+  assert.equal(cfg.certificates['web']?.verify[0]?.address, '127.0.0.2:8443');
+});
+
+test('an agent config with a bad hook and a bad address names both fields', () => {
+  const problems = problemsOf(() =>
+    parseAgentConfig(`stateDir: s\ncontroller: { address: nowhere, caFile: ca.pem }\nhooks: { reload: { command: [] } }\n`, 'a.yaml'),
+  );
+  const paths = problems.map((p) => p.path);
+  assert.ok(paths.includes('controller.address'), paths.join());
+  assert.ok(paths.some((p) => p.startsWith('hooks.reload.command')), paths.join());
+});
+
+const DURATIONS: Array<[string, number | undefined]> = [
+  ['500ms', 500],
+  ['30s', 30_000],
+  ['5m', 300_000],
+  ['2h', 7_200_000],
+  ['7d', 604_800_000],
+  ['5', undefined],
+  ['1.5h', undefined],
+  ['-1s', undefined],
+];
+for (const [text, ms] of DURATIONS) {
+  test(`duration "${text}" parses to ${String(ms)}`, () => assert.equal(parseDuration(text), ms));
+}
