@@ -32,6 +32,7 @@ export const ErrorCode = {
   AcmeRateLimited: 'ACME_RATE_LIMITED',
   AcmeOrderInvalid: 'ACME_ORDER_INVALID',
   ChallengeNotServed: 'CHALLENGE_NOT_SERVED',
+  AcmeTimeout: 'ACME_TIMEOUT',
   // agents, enrolment and authorisation
   EnrollTokenInvalid: 'ENROLL_TOKEN_INVALID',
   Unauthenticated: 'UNAUTHENTICATED',
@@ -39,6 +40,7 @@ export const ErrorCode = {
   HookFailed: 'HOOK_FAILED',
   HookTimeout: 'HOOK_TIMEOUT',
   InstallFailed: 'INSTALL_FAILED',
+  CsrInvalid: 'CSR_INVALID',
   // transport
   NatsUnavailable: 'NATS_UNAVAILABLE',
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',

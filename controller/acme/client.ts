@@ -1,0 +1,452 @@
+/**
+ * The ACME adapter: the `AcmeClient` interface the controller uses, and its
+ * implementation over acme-client.
+ *
+ * The flow is step by step, never acme-client's `auto()`: the caller places an order,
+ * gets its challenges served by the agents (the HTTP-01 answer is not served here),
+ * accepts them, waits, finalizes with its own CSR and downloads. Each step is one call
+ * the controller can persist around, so an order survives a crash (`getOrder`).
+ *
+ *   placeOrder ─► order: pending ─► (serve http-01, acceptChallenge, waitForAuthorization
+ *   for each authz) ─► ready ─► finalize ─► processing ─► valid ─► downloadCertificate
+ *                         └──────────── any step ─► invalid (ACME_ORDER_INVALID / ACME_PROBLEM)
+ *
+ * Failures are CertfleetErrors: ACME_TRANSPORT (no answer; retryable), ACME_RATE_LIMITED
+ * (retryable, retryAfterMs from Retry-After), ACME_PROBLEM (the CA's problem document in
+ * `details`; retryable for 5xx), ACME_ORDER_INVALID (the order or an authorization is
+ * dead; place a new order), ACME_TIMEOUT (still pending at the poll deadline or aborted;
+ * retryable, resume with the same URLs). Nothing here retries a failed request: that is
+ * the controller's work loop's job. Only badNonce is retried, inside acme-client.
+ */
+import crypto from 'node:crypto';
+import net from 'node:net';
+import type https from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as acme from 'acme-client';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { systemClock, type Clock } from '../../shared/clock/index.js';
+import { LogKey, type Logger } from '../../shared/log/index.js';
+import { asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
+import { hookHttpClient, installTransport } from './transport.js';
+
+export type AcmeOrderStatus = 'pending' | 'ready' | 'processing' | 'valid' | 'invalid';
+export type AcmeAuthorizationStatus = 'pending' | 'valid' | 'invalid' | 'deactivated' | 'expired' | 'revoked';
+
+/** An identifier as ACME writes it: `dns` names (wildcards included) or `ip` addresses. */
+export interface AcmeIdentifier {
+  type: string;
+  value: string;
+}
+
+export interface AcmeChallenge {
+  /** 'http-01', 'dns-01', 'tls-alpn-01', ... */
+  type: string;
+  url: string;
+  token: string;
+  status: string;
+  /** Why validation failed, when it did. */
+  error?: AcmeProblemDocument;
+}
+
+export interface AcmeAuthorization {
+  url: string;
+  /** For a wildcard order the CA gives the base name here and sets `wildcard`. */
+  identifier: AcmeIdentifier;
+  status: AcmeAuthorizationStatus;
+  wildcard: boolean;
+  expires?: string;
+  challenges: AcmeChallenge[];
+}
+
+export interface AcmeOrder {
+  /** The order URL: what to persist to resume after a crash. */
+  url: string;
+  status: AcmeOrderStatus;
+  expires?: string;
+  identifiers: AcmeIdentifier[];
+  authorizations: AcmeAuthorization[];
+  finalizeUrl: string;
+  /** Set once the order is valid. */
+  certificateUrl?: string;
+  /** The CA's reason when the order is invalid. */
+  error?: AcmeProblemDocument;
+}
+
+export interface AcmeCertificate {
+  /** The leaf certificate, PEM. */
+  certPem: string;
+  /** The rest of the chain the CA sent (intermediates), PEM; may be empty. */
+  chainPem: string;
+}
+
+/**
+ * One ACME account at one CA. Safe for concurrent use: every signed request fetches its
+ * own nonce. Methods reject only with CertfleetError (codes in the module comment).
+ */
+export interface AcmeClient {
+  /** The directory URL this client talks to. */
+  readonly directoryUrl: string;
+  /**
+   * Creates the account for this key, or finds the existing one (RFC 8555 §7.3.1: the
+   * same key returns the same account), agreeing to the CA's terms of service and setting
+   * the contact email when given. Later calls use the returned URL as the JWS `kid`.
+   */
+  ensureAccount(): Promise<{ accountUrl: string }>;
+  /** Places a new order for `names` (dns, or ip for IP literals) and reads its authorizations. */
+  placeOrder(names: readonly string[]): Promise<AcmeOrder>;
+  /**
+   * Reads an order and its authorizations again, e.g. one persisted before a crash. An
+   * unknown or expired order URL rejects with ACME_PROBLEM (the CA's 404 problem).
+   */
+  getOrder(url: string): Promise<AcmeOrder>;
+  /** The HTTP-01 key authorization (`token.thumbprint`) to serve for `token`. */
+  keyAuthorization(token: string): Promise<string>;
+  /** Tells the CA the challenge is ready to be validated (RFC 8555 §7.5.1). */
+  acceptChallenge(challengeUrl: string): Promise<void>;
+  /**
+   * Polls the authorization until it is valid. Rejects with ACME_PROBLEM carrying the
+   * failed challenge's problem when invalid, ACME_ORDER_INVALID when deactivated, expired
+   * or revoked, ACME_TIMEOUT at the poll deadline or when `signal` aborts.
+   */
+  waitForAuthorization(authzUrl: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Finalizes the order with `csrPem` and polls until it is valid; returns the order with
+   * `certificateUrl`. Resumable: an order already processing or valid is only polled (the
+   * CSR is not sent again, so the caller must keep the key it made the CSR with). Waits
+   * for a pending order to become ready first. ACME_ORDER_INVALID if the order is invalid.
+   */
+  finalize(order: AcmeOrder, csrPem: string, signal?: AbortSignal): Promise<AcmeOrder>;
+  /** Downloads the certificate of a valid order; ACME_ORDER_INVALID if it has none. */
+  downloadCertificate(order: AcmeOrder): Promise<AcmeCertificate>;
+  /** Releases pooled connections. The client must not be used afterwards. */
+  close(): void;
+}
+
+export interface AcmeClientOptions {
+  directoryUrl: string;
+  /** PEM CA(s) to trust, only, for the directory's HTTPS (Pebble). Default: Node's trust store. */
+  caPem?: string;
+  /** The account key, PEM (PKCS#8 or SEC1/PKCS#1). Never logged. */
+  accountKeyPem: string;
+  /** The account URL when already known; saves one request and pins the account. */
+  accountUrl?: string;
+  /** Contact for the account (mailto:). */
+  email?: string;
+  log: Logger;
+  /** Reads HTTP-date Retry-After values and poll deadlines. Default: system clock. */
+  clock?: Clock;
+  /** Per HTTP request. Default 30 000 ms. */
+  requestTimeoutMs?: number;
+  /** Longest a wait for an authorization or an order may poll. Default 120 000 ms. */
+  pollTimeoutMs?: number;
+  /** First poll delay, doubled each round up to `pollMaxDelayMs`. Default 100 ms. */
+  pollMinDelayMs?: number;
+  /** Default 2 000 ms. A Retry-After from the CA takes precedence. */
+  pollMaxDelayMs?: number;
+}
+
+/**
+ * Makes a client. No network traffic until the first call. Rejects (synchronously
+ * throws) CONFIG_INVALID when the account key cannot be read as a private key.
+ */
+export function createAcmeClient(opts: AcmeClientOptions): AcmeClient {
+  return new AcmeClientImpl(opts);
+}
+
+interface ApiInternals {
+  apiRequest(url: string, payload: unknown, validStatusCodes: number[]): Promise<HttpResponseLike>;
+}
+
+type RawObject = Record<string, unknown>;
+
+class AcmeClientImpl implements AcmeClient {
+  readonly directoryUrl: string;
+  private readonly client: acme.Client;
+  private readonly api: ApiInternals;
+  private readonly agent: https.Agent;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly email: string | undefined;
+  private readonly pollTimeoutMs: number;
+  private readonly pollMinDelayMs: number;
+  private readonly pollMaxDelayMs: number;
+
+  constructor(opts: AcmeClientOptions) {
+    try {
+      crypto.createPrivateKey(opts.accountKeyPem);
+    } catch (err) {
+      // The message of a key parse error does not contain the key; keep it as the cause.
+      throw new CertfleetError(ErrorCode.ConfigInvalid, 'ACME account key is not a readable private key', { cause: err });
+    }
+    this.directoryUrl = opts.directoryUrl;
+    this.clock = opts.clock ?? systemClock;
+    this.log = opts.log.child({ [LogKey.component]: 'acme' });
+    this.email = opts.email;
+    this.pollTimeoutMs = opts.pollTimeoutMs ?? 120_000;
+    this.pollMinDelayMs = opts.pollMinDelayMs ?? 100;
+    this.pollMaxDelayMs = opts.pollMaxDelayMs ?? 2_000;
+    installTransport(this.clock);
+    this.client = new acme.Client({
+      directoryUrl: opts.directoryUrl,
+      accountKey: opts.accountKeyPem,
+      ...(opts.accountUrl === undefined ? {} : { accountUrl: opts.accountUrl }),
+      // Only used by acme-client's own waiting helpers, which we do not call on a hot path;
+      // its defaults (5 s minimum) would make a Pebble issuance take tens of seconds.
+      backoffAttempts: 30,
+      backoffMin: this.pollMinDelayMs,
+      backoffMax: this.pollMaxDelayMs,
+    });
+    this.agent = hookHttpClient(this.client, { timeoutMs: opts.requestTimeoutMs ?? 30_000, ...(opts.caPem === undefined ? {} : { caPem: opts.caPem }) });
+    const api = (this.client as unknown as { api?: Partial<ApiInternals> }).api;
+    if (api === undefined || typeof api.apiRequest !== 'function') {
+      throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: no api.apiRequest');
+    }
+    this.api = api as ApiInternals;
+  }
+
+  async ensureAccount(): Promise<{ accountUrl: string }> {
+    await this.call('account', () =>
+      this.client.createAccount({
+        termsOfServiceAgreed: true,
+        ...(this.email === undefined ? {} : { contact: [`mailto:${this.email}`] }),
+      }),
+    );
+    const accountUrl = this.client.getAccountUrl();
+    this.log.info({ accountUrl }, 'account ready');
+    return { accountUrl };
+  }
+
+  async placeOrder(names: readonly string[]): Promise<AcmeOrder> {
+    if (names.length === 0) throw new CertfleetError(ErrorCode.Internal, 'placeOrder needs at least one name');
+    const identifiers = names.map((value) => ({ type: net.isIP(value) === 0 ? 'dns' : 'ip', value }));
+    const created = await this.call('new order', () => this.client.createOrder({ identifiers }));
+    const order = await this.withAuthorizations(created as unknown as RawObject, created.url);
+    this.log.info({ [LogKey.order]: order.url, [LogKey.identifier]: names }, 'order placed');
+    return order;
+  }
+
+  async getOrder(url: string): Promise<AcmeOrder> {
+    const raw = await this.fetch('get order', url);
+    return this.withAuthorizations(raw.data, url);
+  }
+
+  async keyAuthorization(token: string): Promise<string> {
+    return this.call('key authorization', () =>
+      this.client.getChallengeKeyAuthorization({ type: 'http-01', token, url: '', status: 'pending' }),
+    );
+  }
+
+  async acceptChallenge(challengeUrl: string): Promise<void> {
+    await this.call('accept challenge', () =>
+      this.client.completeChallenge({ type: 'http-01', url: challengeUrl, token: '', status: 'pending' }),
+    );
+    this.log.debug({ challengeUrl }, 'challenge accepted');
+  }
+
+  async waitForAuthorization(authzUrl: string, signal?: AbortSignal): Promise<void> {
+    const data = await this.poll('authorization', authzUrl, (d) => d['status'] !== 'pending', signal);
+    const authz = mapAuthorization(data, authzUrl);
+    if (authz.status === 'valid') {
+      this.log.debug({ authzUrl, [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
+      return;
+    }
+    if (authz.status === 'invalid') {
+      const failed = authz.challenges.find((c) => c.error !== undefined);
+      const problem = failed?.error;
+      throw new CertfleetError(
+        ErrorCode.AcmeProblem,
+        `authorization for ${authz.identifier.value} failed: ${problem?.detail ?? problem?.type ?? 'no reason given'}`,
+        {
+          retryable: false,
+          details: { ...problemDetails(problem, undefined, authzUrl), identifier: authz.identifier.value, challengeType: failed?.type },
+        },
+      );
+    }
+    throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, {
+      details: { url: authzUrl, status: authz.status },
+    });
+  }
+
+  async finalize(order: AcmeOrder, csrPem: string, signal?: AbortSignal): Promise<AcmeOrder> {
+    let data = (await this.fetch('get order', order.url)).data;
+    if (data['status'] === 'pending') {
+      // Authorizations just turned valid; the order follows on the CA's next look.
+      data = await this.poll('order', order.url, (d) => d['status'] !== 'pending', signal);
+    }
+    if (data['status'] === 'ready') {
+      const finalizeUrl = typeof data['finalize'] === 'string' ? data['finalize'] : order.finalizeUrl;
+      data = (await this.call('finalize', () =>
+        this.client.finalizeOrder({ ...(data as unknown as acme.Order), url: order.url, finalize: finalizeUrl }, csrPem),
+      )) as unknown as RawObject;
+      this.log.info({ [LogKey.order]: order.url }, 'order finalized');
+    }
+    if (data['status'] === 'processing') {
+      data = await this.poll('order', order.url, (d) => d['status'] !== 'processing', signal);
+    }
+    const result: AcmeOrder = { ...mapOrderFields(data, order.url), authorizations: order.authorizations };
+    if (result.status !== 'valid') {
+      throw orderInvalid(result);
+    }
+    return result;
+  }
+
+  async downloadCertificate(order: AcmeOrder): Promise<AcmeCertificate> {
+    let certificateUrl = order.certificateUrl;
+    if (certificateUrl === undefined) {
+      const fresh = mapOrderFields((await this.fetch('get order', order.url)).data, order.url);
+      if (fresh.status !== 'valid' || fresh.certificateUrl === undefined) throw orderInvalid(fresh);
+      certificateUrl = fresh.certificateUrl;
+    }
+    const url = certificateUrl;
+    const pem = await this.call('download certificate', () =>
+      this.client.getCertificate({ status: 'valid', certificate: url, url: order.url } as unknown as acme.Order),
+    );
+    const parts = acme.crypto.splitPemChain(pem).map((p) => `${p.trim()}\n`);
+    const [leaf, ...rest] = parts;
+    if (leaf === undefined) {
+      throw new CertfleetError(ErrorCode.AcmeProblem, 'CA returned no certificate', { details: { url } });
+    }
+    this.log.info({ [LogKey.order]: order.url }, 'certificate downloaded');
+    return { certPem: leaf, chainPem: rest.join('') };
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** POST-as-GET on `url`, keeping headers (Retry-After) that acme-client's helpers drop. */
+  private async fetch(what: string, url: string): Promise<{ data: RawObject; headers: Record<string, unknown> }> {
+    const resp = await this.call(what, () => this.api.apiRequest(url, null, [200]));
+    if (typeof resp.data !== 'object' || resp.data === null) {
+      throw new CertfleetError(ErrorCode.AcmeProblem, `${what}: CA answered without a JSON object`, { details: { url } });
+    }
+    return { data: resp.data as RawObject, headers: resp.headers };
+  }
+
+  /**
+   * Fetches `url` until `done(data)`; the delay starts at pollMinDelayMs and doubles to
+   * pollMaxDelayMs, or is what the CA's Retry-After says. ACME_TIMEOUT at the deadline
+   * or when `signal` aborts (an in-flight request finishes first, bounded by its timeout).
+   */
+  private async poll(what: string, url: string, done: (data: RawObject) => boolean, signal?: AbortSignal): Promise<RawObject> {
+    const started = this.clock.now();
+    let delay = this.pollMinDelayMs;
+    for (;;) {
+      if (isAborted(signal)) throw aborted(what, url, signal);
+      const { data, headers } = await this.fetch(`poll ${what}`, url);
+      if (done(data)) return data;
+      const elapsed = this.clock.now() - started;
+      const remaining = this.pollTimeoutMs - elapsed;
+      if (remaining <= 0) {
+        throw new CertfleetError(ErrorCode.AcmeTimeout, `${what} still ${String(data['status'])} after ${elapsed} ms`, {
+          retryable: true,
+          details: { url, status: data['status'] },
+        });
+      }
+      const hinted = parseRetryAfterMs(headers['retry-after'], this.clock.now());
+      this.log.debug({ url, status: data['status'] }, `waiting for ${what}`);
+      try {
+        await sleep(Math.min(hinted ?? delay, remaining), undefined, signal === undefined ? undefined : { signal });
+      } catch (err) {
+        if (isAborted(signal)) throw aborted(what, url, signal);
+        throw err;
+      }
+      delay = Math.min(delay * 2, this.pollMaxDelayMs);
+    }
+  }
+
+  private async withAuthorizations(data: RawObject, url: string): Promise<AcmeOrder> {
+    const fields = mapOrderFields(data, url);
+    const authzUrls = Array.isArray(data['authorizations']) ? data['authorizations'].filter((u): u is string => typeof u === 'string') : [];
+    const authorizations = await Promise.all(
+      authzUrls.map(async (authzUrl) => mapAuthorization((await this.fetch('get authorization', authzUrl)).data, authzUrl)),
+    );
+    return { ...fields, authorizations };
+  }
+
+  /** Runs an acme-client call; anything it throws that is not ours becomes ACME_PROBLEM. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof CertfleetError) throw err;
+      // acme-client's own checks (missing Location, unexpected status) throw plain Errors.
+      throw new CertfleetError(ErrorCode.AcmeProblem, `${what}: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+        details: { op: what },
+      });
+    }
+  }
+}
+
+function isAborted(signal: AbortSignal | undefined): signal is AbortSignal {
+  return signal?.aborted === true;
+}
+
+function aborted(what: string, url: string, signal: AbortSignal): CertfleetError {
+  return new CertfleetError(ErrorCode.AcmeTimeout, `waiting for ${what} aborted`, {
+    retryable: true,
+    cause: signal.reason,
+    details: { url, reason: 'aborted' },
+  });
+}
+
+function orderInvalid(order: Omit<AcmeOrder, 'authorizations'>): CertfleetError {
+  const why = order.error?.detail ?? order.error?.type;
+  return new CertfleetError(
+    ErrorCode.AcmeOrderInvalid,
+    order.status === 'invalid' ? `order is invalid${why === undefined ? '' : `: ${why}`}` : `order is ${order.status}, not valid`,
+    { details: { ...problemDetails(order.error, undefined, order.url), orderStatus: order.status } },
+  );
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function mapIdentifier(v: unknown): AcmeIdentifier {
+  const o = (typeof v === 'object' && v !== null ? v : {}) as RawObject;
+  return { type: str(o['type']) ?? 'dns', value: str(o['value']) ?? '' };
+}
+
+function mapOrderFields(data: RawObject, url: string): Omit<AcmeOrder, 'authorizations'> {
+  const order: Omit<AcmeOrder, 'authorizations'> = {
+    url,
+    status: (str(data['status']) ?? 'invalid') as AcmeOrderStatus,
+    identifiers: Array.isArray(data['identifiers']) ? data['identifiers'].map(mapIdentifier) : [],
+    finalizeUrl: str(data['finalize']) ?? '',
+  };
+  const expires = str(data['expires']);
+  if (expires !== undefined) order.expires = expires;
+  const certificateUrl = str(data['certificate']);
+  if (certificateUrl !== undefined) order.certificateUrl = certificateUrl;
+  const error = asProblem(data['error']);
+  if (error !== undefined) order.error = error;
+  return order;
+}
+
+function mapAuthorization(data: RawObject, url: string): AcmeAuthorization {
+  const authz: AcmeAuthorization = {
+    url,
+    identifier: mapIdentifier(data['identifier']),
+    status: (str(data['status']) ?? 'invalid') as AcmeAuthorizationStatus,
+    wildcard: data['wildcard'] === true,
+    challenges: Array.isArray(data['challenges'])
+      ? data['challenges'].map((c: unknown) => {
+          const o = (typeof c === 'object' && c !== null ? c : {}) as RawObject;
+          const challenge: AcmeChallenge = {
+            type: str(o['type']) ?? '',
+            url: str(o['url']) ?? '',
+            token: str(o['token']) ?? '',
+            status: str(o['status']) ?? '',
+          };
+          const error = asProblem(o['error']);
+          if (error !== undefined) challenge.error = error;
+          return challenge;
+        })
+      : [],
+  };
+  const expires = str(data['expires']);
+  if (expires !== undefined) authz.expires = expires;
+  return authz;
+}

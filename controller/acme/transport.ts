@@ -1,0 +1,125 @@
+/**
+ * How acme-client's HTTP requests are sent: trust, timeouts, and error translation.
+ *
+ * acme-client (5.4) sends every request through one module-global axios instance
+ * (`acme.axios`). Out of the box its response interceptor
+ *   - retries 429/5xx/network errors itself, sleeping the whole Retry-After (hours, for a
+ *     rate limit) and then drops the problem document, and
+ *   - after its last attempt on a network error calls `validateStatus(undefined)`, so a
+ *     refused connection or a TLS failure surfaces as `TypeError: Cannot read properties
+ *     of undefined (reading 'config')`.
+ * We replace that interceptor (once per process) with {@link onResponseRejected}: no
+ * retry here (the controller's work loop is the one place that retries), and every
+ * failure becomes a CertfleetError. acme-client's request interceptor stays: it sets
+ * `validateStatus` to reject everything, so every response — 2xx included — arrives in
+ * our rejected handler, which hands non-errors back as the resolved response.
+ *
+ * Trust and timeouts are per client, not global: {@link hookHttpClient} wraps one
+ * acme-client HttpClient's `request` to add that client's https.Agent, so two clients
+ * for different CAs (or a Pebble CA and the public roots) never share trust.
+ */
+import https from 'node:https';
+import * as acme from 'acme-client';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import type { Clock } from '../../shared/clock/index.js';
+import { errorFromResponse, isBadNonce, transportError, type HttpResponseLike } from './problem.js';
+
+/**
+ * acme-client retries badNonce itself (RFC 8555 §6.5) with the nonce from the error
+ * answer; its default of 5 retries fails ~1.5% of requests when a CA rejects half of
+ * all nonces (Pebble's PEBBLE_WFE_NONCEREJECT=50). Each retry is immediate and cheap.
+ */
+export const MAX_BAD_NONCE_RETRIES = 20;
+
+let installed = false;
+let clockForHeaders: Clock = { now: () => Date.now() };
+
+/**
+ * Replaces acme-client's response interceptors with ours. Idempotent; the clock reads
+ * HTTP-date Retry-After values (the first caller's clock wins, as the axios instance is
+ * shared by the whole process).
+ */
+export function installTransport(clock: Clock): void {
+  if (installed) return;
+  installed = true;
+  clockForHeaders = clock;
+  acme.axios.interceptors.response.clear();
+  acme.axios.interceptors.response.use(undefined, onResponseRejected);
+}
+
+interface RejectedLike {
+  response?: HttpResponseLike;
+  config?: { url?: string };
+}
+
+/**
+ * Every response and every failure passes here (see the module comment).
+ * - no response: ACME_TRANSPORT (retryable);
+ * - status < 400: the response, as acme-client expects;
+ * - badNonce: the response, so acme-client's HttpClient.signedRequest retries it;
+ * - other errors: the CA's problem as ACME_RATE_LIMITED / ACME_PROBLEM.
+ */
+export function onResponseRejected(error: unknown): HttpResponseLike {
+  if (error instanceof CertfleetError) throw error;
+  const e = (typeof error === 'object' && error !== null ? error : {}) as RejectedLike;
+  const url = e.config?.url;
+  const resp = e.response;
+  if (resp === undefined || typeof resp.status !== 'number' || resp.status === 0) throw transportError(error, url);
+  if (resp.status < 400) return resp;
+  if (isBadNonce(resp)) return resp;
+  throw errorFromResponse(resp, url, clockForHeaders.now());
+}
+
+/** The parts of acme-client's (internal) HttpClient we wrap. Checked at runtime. */
+interface HttpClientInternals {
+  request(url: string, method: string, opts?: Record<string, unknown>): Promise<HttpResponseLike>;
+  signedRequest(url: string, payload: unknown, opts?: Record<string, unknown>, attempts?: number): Promise<HttpResponseLike>;
+  maxBadNonceRetries: number;
+}
+
+export interface TransportOptions {
+  /** PEM CA(s) to trust exclusively for the CA's HTTPS; default Node's trust store. */
+  caPem?: string;
+  /** Per-request timeout. */
+  timeoutMs: number;
+}
+
+/**
+ * Wraps one acme-client Client's HttpClient so its requests use our agent and timeout,
+ * and so an exhausted badNonce retry ends as a CertfleetError (acme-client would return
+ * the 400 and throw a plain Error). Returns the agent, to destroy on close.
+ *
+ * Without `caPem` the agent trusts Node's default store (its bundled Mozilla roots, plus
+ * NODE_EXTRA_CA_CERTS when the operator set it). With `caPem` it trusts only that PEM —
+ * the extra bundle does not leak in, so a wrong pin fails instead of passing.
+ */
+export function hookHttpClient(client: acme.Client, opts: TransportOptions): https.Agent {
+  const http = (client as unknown as { http?: Partial<HttpClientInternals> }).http;
+  if (
+    http === undefined ||
+    typeof http.request !== 'function' ||
+    typeof http.signedRequest !== 'function' ||
+    typeof http.maxBadNonceRetries !== 'number'
+  ) {
+    // acme-client's internals changed shape: fail loudly instead of sending requests
+    // without the pinned trust or with the library's own retries.
+    throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: cannot install certfleet transport');
+  }
+  const internals = http as HttpClientInternals;
+  const agent = new https.Agent({ keepAlive: true, ...(opts.caPem === undefined ? {} : { ca: opts.caPem }) });
+
+  const request = internals.request.bind(internals);
+  internals.request = (url, method, requestOpts = {}) =>
+    request(url, method, { ...requestOpts, httpsAgent: agent, timeout: opts.timeoutMs });
+
+  internals.maxBadNonceRetries = MAX_BAD_NONCE_RETRIES;
+  // acme-client's signedRequest recurses through `this.signedRequest` on badNonce, so
+  // this wrapper sees every level; only the last level returns a badNonce answer.
+  const signedRequest = internals.signedRequest.bind(internals);
+  internals.signedRequest = async (url, payload, requestOpts, attempts) => {
+    const resp = await signedRequest(url, payload, requestOpts, attempts);
+    if (isBadNonce(resp)) throw errorFromResponse(resp, url, clockForHeaders.now());
+    return resp;
+  };
+  return agent;
+}
