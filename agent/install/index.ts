@@ -1,0 +1,425 @@
+/**
+ * Installs certificate versions on an agent's disk, atomically, and keeps the last few
+ * for rollback.
+ *
+ * Layout under `<stateDir>/certs/<name>/`:
+ *
+ *   versions/<N>/cert.pem        leaf                              0644
+ *   versions/<N>/chain.pem       intermediates                     0644
+ *   versions/<N>/fullchain.pem   leaf + intermediates              0644
+ *   versions/<N>/privkey.pem     PKCS#8 key                        0600
+ *   versions/<N>/combined.pem    fullchain + key (HAProxy)         0600
+ *   versions/<N>/meta.json       VersionMeta                       0644
+ *   current -> versions/<N>      relative symlink: what services read (RENEWED_LINEAGE)
+ *
+ * Directories are 0700. Install sequence and why it is crash safe:
+ *
+ *   validate ──> write versions/.tmp-<N>-<rand>/* (fsync each) ──> fsync tmp dir
+ *     ──> rename to versions/<N> ──> fsync versions/
+ *     ──> symlink .current-<rand> -> versions/<N> ──> rename over `current` ──> fsync
+ *
+ * A version directory appears only by rename, complete; `current` changes only by rename,
+ * so at every instant it names a complete version (or does not exist yet). The rename of
+ * the symlink is the commit point. A crash leaves at most a `.tmp-*` directory or a
+ * `.current-*` link, removed by the next install of that certificate.
+ *
+ * Concurrency: calls for the same certificate are serialised inside one Installer; one
+ * Installer (one agent process) owns a state directory.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Clock } from '../../shared/clock/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
+import { LogKey, type Logger } from '../../shared/log/index.js';
+import type { Bundle, VersionMeta } from '../../shared/model/index.js';
+import { isValidCertName, validateBundle } from '../../shared/bundle/index.js';
+
+/** File names inside a version directory (and so inside `current`). */
+export const LINEAGE_FILES = {
+  cert: 'cert.pem',
+  chain: 'chain.pem',
+  fullchain: 'fullchain.pem',
+  privkey: 'privkey.pem',
+  combined: 'combined.pem',
+  meta: 'meta.json',
+} as const;
+
+/** Versions kept per certificate when not configured. */
+export const DEFAULT_KEEP_VERSIONS = 5;
+
+const DIR_MODE = 0o700;
+const PUBLIC_MODE = 0o644;
+const SECRET_MODE = 0o600;
+const TMP_DIR_PREFIX = '.tmp-';
+const TMP_LINK_PREFIX = '.current-';
+const CURRENT = 'current';
+
+export interface InstallerOptions {
+  /** Agent state directory; `certs/` is created under it (0700). */
+  stateDir: string;
+  /**
+   * How many versions to keep per certificate (the highest numbers); default 5, at least 1.
+   * The current version and the one it replaced are kept whatever this says.
+   */
+  keepVersions?: number;
+  /** Time for expiry checks. */
+  clock: Clock;
+  log: Logger;
+}
+
+export interface InstallOptions {
+  /** Names the certificate must cover (this agent's assignment); default the bundle's meta.names. */
+  requiredNames?: string[];
+}
+
+export interface InstallResult {
+  meta: VersionMeta;
+  /** `<stateDir>/certs/<name>/versions/<N>`. */
+  versionDir: string;
+  /** `<stateDir>/certs/<name>/current`: the path services and hooks use. */
+  lineageDir: string;
+  /** The version `current` pointed at before, or null when there was none. */
+  previousVersion: number | null;
+  /** False when `current` already pointed at this version, so nothing was swapped. */
+  changed: boolean;
+  /** True when versions/<N> already existed with the same fingerprint and was not rewritten. */
+  reused: boolean;
+  /** Versions deleted by retention, ascending. */
+  pruned: number[];
+}
+
+export interface ActivateResult {
+  meta: VersionMeta;
+  previousVersion: number | null;
+  changed: boolean;
+}
+
+/** Installs, lists and activates certificate versions under one state directory. */
+export class Installer {
+  private readonly certsDir: string;
+  private readonly keep: number;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  /** Tail of the operation chain per certificate name (in-process serialisation). */
+  private readonly queues = new Map<string, Promise<unknown>>();
+
+  constructor(options: InstallerOptions) {
+    const keep = options.keepVersions ?? DEFAULT_KEEP_VERSIONS;
+    if (!Number.isSafeInteger(keep) || keep < 1) {
+      throw new CertfleetError(ErrorCode.ConfigInvalid, `keepVersions must be a positive integer, got ${keep}`);
+    }
+    this.certsDir = path.join(options.stateDir, 'certs');
+    this.keep = keep;
+    this.clock = options.clock;
+    this.log = options.log.child({ [LogKey.component]: 'install' });
+  }
+
+  /** `<stateDir>/certs/<name>/current` (it may not exist yet). */
+  lineageDir(name: string): string {
+    return path.join(this.nameDir(name), CURRENT);
+  }
+
+  /** `<stateDir>/certs/<name>/versions/<version>` (it may not exist). */
+  versionDir(name: string, version: number): string {
+    return path.join(this.nameDir(name), 'versions', String(version));
+  }
+
+  /**
+   * Validates `bundle` (validateBundle at clock.now(); nothing touches disk when it fails,
+   * and the Bundle* error is thrown as is), writes it as versions/<N> and makes it current.
+   * Re-installing the version already present with the same fingerprint only re-points
+   * `current`; the same version number with another fingerprint throws INSTALL_FAILED
+   * (versions are immutable). Disk errors throw INSTALL_FAILED (retryable); the previous
+   * `current` is then untouched. Retention runs after the swap; a failure to delete an old
+   * version is logged, not thrown (the install itself succeeded).
+   */
+  async install(bundle: Bundle, opts: InstallOptions = {}): Promise<InstallResult> {
+    const validateOpts: { now: number; requiredNames?: string[] } = { now: this.clock.now() };
+    if (opts.requiredNames !== undefined) validateOpts.requiredNames = opts.requiredNames;
+    validateBundle(bundle, validateOpts);
+    return await this.serialised(bundle.meta.name, () => this.installValidated(bundle));
+  }
+
+  /** The meta of the current version, read through the symlink; null when nothing is installed. */
+  async current(name: string): Promise<VersionMeta | null> {
+    try {
+      return await this.readMeta(this.lineageDir(name));
+    } catch (err) {
+      if (isCertfleetError(err, ErrorCode.NotFound)) return null;
+      throw err;
+    }
+  }
+
+  /** Installed version numbers of `name`, ascending; [] when none. */
+  async versions(name: string): Promise<number[]> {
+    let entries: string[];
+    try {
+      entries = await fs.readdir(path.join(this.nameDir(name), 'versions'));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return [];
+      throw diskError(err, name, 'list versions');
+    }
+    return entries
+      .filter((e) => /^[1-9][0-9]*$/.test(e))
+      .map(Number)
+      .sort((a, b) => a - b);
+  }
+
+  /** True when versions/<version> of `name` is installed (complete: it has meta.json). */
+  async hasVersion(name: string, version: number): Promise<boolean> {
+    try {
+      await fs.access(path.join(this.versionDir(name, version), LINEAGE_FILES.meta));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Reads an installed version back as a Bundle. Throws NOT_FOUND when it is not installed. */
+  async load(name: string, version: number): Promise<Bundle> {
+    const dir = this.versionDir(name, version);
+    const meta = await this.readMeta(dir);
+    const read = async (file: string): Promise<string> => {
+      try {
+        return await fs.readFile(path.join(dir, file), 'utf8');
+      } catch (err) {
+        throw diskError(err, name, `read ${file}`);
+      }
+    };
+    return { meta, certPem: await read(LINEAGE_FILES.cert), chainPem: await read(LINEAGE_FILES.chain), keyPem: await read(LINEAGE_FILES.privkey) };
+  }
+
+  /**
+   * Points `current` at an installed version (rollback). The version is re-validated from
+   * disk first (it may have expired since): NOT_FOUND when it is not installed, a Bundle*
+   * error when it is no longer valid; `current` is unchanged in both cases.
+   */
+  activate(name: string, version: number, opts: InstallOptions = {}): Promise<ActivateResult> {
+    return this.serialised(name, async () => {
+      const bundle = await this.load(name, version);
+      const validateOpts: { now: number; requiredNames?: string[]; expectedVersion: number } = { now: this.clock.now(), expectedVersion: version };
+      if (opts.requiredNames !== undefined) validateOpts.requiredNames = opts.requiredNames;
+      validateBundle(bundle, validateOpts);
+      const previousVersion = await this.currentVersion(name);
+      const changed = previousVersion !== version;
+      if (changed) await this.swapCurrent(name, version);
+      this.log.info({ [LogKey.cert]: name, [LogKey.version]: version, previousVersion, changed }, 'version activated');
+      return { meta: bundle.meta, previousVersion, changed };
+    });
+  }
+
+  private async installValidated(bundle: Bundle): Promise<InstallResult> {
+    const { name, version } = bundle.meta;
+    const nameDir = this.nameDir(name);
+    const versionsDir = path.join(nameDir, 'versions');
+    const versionDir = this.versionDir(name, version);
+    try {
+      await fs.mkdir(versionsDir, { recursive: true, mode: DIR_MODE });
+    } catch (err) {
+      throw diskError(err, name, 'create directories');
+    }
+    await this.cleanLeftovers(name);
+
+    const previousVersion = await this.currentVersion(name);
+    let reused = false;
+    if (await exists(versionDir)) {
+      const onDisk = await this.readMeta(versionDir).catch((err: unknown) => {
+        // Only rename creates version dirs, so one without meta.json was tampered with.
+        throw new CertfleetError(ErrorCode.InstallFailed, `${name} v${version}: installed version is incomplete`, { cause: err });
+      });
+      if (onDisk.fingerprint !== bundle.meta.fingerprint) {
+        throw new CertfleetError(ErrorCode.InstallFailed, `${name} v${version} is already installed with another certificate`, {
+          details: { [LogKey.cert]: name, [LogKey.version]: version, installed: onDisk.fingerprint, offered: bundle.meta.fingerprint },
+        });
+      }
+      reused = true;
+    } else {
+      await this.writeVersion(bundle, versionsDir, versionDir);
+    }
+
+    const changed = previousVersion !== version;
+    if (changed) await this.swapCurrent(name, version);
+    const pruned = await this.prune(name, [version, previousVersion]);
+    this.log.info(
+      { [LogKey.cert]: name, [LogKey.version]: version, fingerprint: bundle.meta.fingerprint, previousVersion, changed, reused, pruned },
+      'version installed',
+    );
+    return { meta: bundle.meta, versionDir, lineageDir: this.lineageDir(name), previousVersion, changed, reused, pruned };
+  }
+
+  /** Writes all files into a temp dir beside the final one, fsyncs, renames into place. */
+  private async writeVersion(bundle: Bundle, versionsDir: string, versionDir: string): Promise<void> {
+    const { name, version } = bundle.meta;
+    const tmp = path.join(versionsDir, `${TMP_DIR_PREFIX}${version}-${randomBytes(6).toString('hex')}`);
+    const chain = withNewline(bundle.chainPem);
+    const cert = withNewline(bundle.certPem);
+    const key = withNewline(bundle.keyPem);
+    const fullchain = cert + chain;
+    const files: [string, string, number][] = [
+      [LINEAGE_FILES.cert, cert, PUBLIC_MODE],
+      [LINEAGE_FILES.chain, chain, PUBLIC_MODE],
+      [LINEAGE_FILES.fullchain, fullchain, PUBLIC_MODE],
+      [LINEAGE_FILES.privkey, key, SECRET_MODE],
+      [LINEAGE_FILES.combined, fullchain + key, SECRET_MODE],
+      [LINEAGE_FILES.meta, `${JSON.stringify(bundle.meta, null, 2)}\n`, PUBLIC_MODE],
+    ];
+    try {
+      await fs.mkdir(tmp, { mode: DIR_MODE });
+      await fs.chmod(tmp, DIR_MODE); // mkdir's mode is filtered by the umask
+      for (const [file, content, mode] of files) await writeDurable(path.join(tmp, file), content, mode);
+      await fsyncDir(tmp);
+      await fs.rename(tmp, versionDir);
+      await fsyncDir(versionsDir);
+    } catch (err) {
+      // Best effort: a leftover would be removed by the next install anyway.
+      await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      throw diskError(err, name, `write v${version}`);
+    }
+  }
+
+  /** The commit point: a new symlink under a temp name renamed over `current`. */
+  private async swapCurrent(name: string, version: number): Promise<void> {
+    const nameDir = this.nameDir(name);
+    const tmpLink = path.join(nameDir, `${TMP_LINK_PREFIX}${randomBytes(6).toString('hex')}`);
+    try {
+      await fs.symlink(path.join('versions', String(version)), tmpLink);
+      await fs.rename(tmpLink, path.join(nameDir, CURRENT));
+      await fsyncDir(nameDir);
+    } catch (err) {
+      await fs.rm(tmpLink, { force: true }).catch(() => undefined);
+      throw diskError(err, name, `switch current to v${version}`);
+    }
+  }
+
+  /** Deletes versions beyond the newest `keep`, sparing `protect` (current and previous). */
+  private async prune(name: string, protect: (number | null)[]): Promise<number[]> {
+    const all = await this.versions(name);
+    const keep = new Set<number>([...all.slice(-this.keep), ...protect.filter((v): v is number => v !== null)]);
+    const pruned: number[] = [];
+    for (const version of all) {
+      if (keep.has(version)) continue;
+      try {
+        await fs.rm(this.versionDir(name, version), { recursive: true, force: true });
+        pruned.push(version);
+      } catch (err) {
+        this.log.warn({ [LogKey.cert]: name, [LogKey.version]: version, [LogKey.err]: err }, 'old version not deleted');
+      }
+    }
+    return pruned;
+  }
+
+  /** Removes temp dirs and temp links a crashed install left behind. */
+  private async cleanLeftovers(name: string): Promise<void> {
+    const nameDir = this.nameDir(name);
+    const versionsDir = path.join(nameDir, 'versions');
+    try {
+      const leftovers = [
+        ...(await fs.readdir(versionsDir)).filter((e) => e.startsWith(TMP_DIR_PREFIX)).map((e) => path.join(versionsDir, e)),
+        ...(await fs.readdir(nameDir)).filter((e) => e.startsWith(TMP_LINK_PREFIX)).map((e) => path.join(nameDir, e)),
+      ];
+      for (const leftover of leftovers) {
+        await fs.rm(leftover, { recursive: true, force: true });
+        this.log.info({ [LogKey.cert]: name, path: leftover }, 'crash leftover removed');
+      }
+    } catch (err) {
+      throw diskError(err, name, 'remove crash leftovers');
+    }
+  }
+
+  /** The version `current` points at, or null when there is no `current`. */
+  private async currentVersion(name: string): Promise<number | null> {
+    let target: string;
+    try {
+      target = await fs.readlink(this.lineageDir(name));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return null;
+      throw diskError(err, name, 'read current');
+    }
+    const match = /^versions\/([1-9][0-9]*)$/.exec(target);
+    if (match?.[1] === undefined) {
+      throw new CertfleetError(ErrorCode.InstallFailed, `${name}: current points at ${target}, not at a version`, { details: { [LogKey.cert]: name } });
+    }
+    return Number(match[1]);
+  }
+
+  private async readMeta(dir: string): Promise<VersionMeta> {
+    let text: string;
+    try {
+      text = await fs.readFile(path.join(dir, LINEAGE_FILES.meta), 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new CertfleetError(ErrorCode.NotFound, `no installed version at ${dir}`, { cause: err });
+      throw diskError(err, path.basename(dir), 'read meta.json');
+    }
+    try {
+      return JSON.parse(text) as VersionMeta;
+    } catch (err) {
+      throw new CertfleetError(ErrorCode.InstallFailed, `${dir}/meta.json is not JSON`, { cause: err });
+    }
+  }
+
+  private nameDir(name: string): string {
+    // Names become path components: refuse anything that could leave certs/.
+    if (!isValidCertName(name)) throw new CertfleetError(ErrorCode.UsageInvalid, `invalid certificate name ${JSON.stringify(name)}`);
+    return path.join(this.certsDir, name);
+  }
+
+  private serialised<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const before = this.queues.get(name) ?? Promise.resolve();
+    const run = before.then(work, work);
+    const tail = run.catch(() => undefined);
+    this.queues.set(name, tail);
+    void tail.then(() => {
+      if (this.queues.get(name) === tail) this.queues.delete(name);
+    });
+    return run;
+  }
+}
+
+async function writeDurable(file: string, content: string, mode: number): Promise<void> {
+  const handle = await fs.open(file, 'wx', mode);
+  try {
+    await handle.chmod(mode); // the open mode is filtered by the umask; the contract is exact modes
+    await handle.writeFile(content, 'utf8');
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.lstat(p);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+}
+
+function withNewline(pem: string): string {
+  return pem === '' || pem.endsWith('\n') ? pem : `${pem}\n`;
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
+
+function diskError(err: unknown, name: string, what: string): CertfleetError {
+  if (err instanceof CertfleetError) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  return new CertfleetError(ErrorCode.InstallFailed, `${name}: cannot ${what}: ${reason}`, {
+    retryable: true,
+    cause: err,
+    details: { [LogKey.cert]: name },
+  });
+}
