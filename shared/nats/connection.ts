@@ -1,0 +1,247 @@
+/**
+ * The NATS connection: one per process, reconnecting forever, with its JetStream
+ * clients. Everything else in this adapter takes the {@link NatsHandle} it returns.
+ *
+ * Connection lifecycle, as the rest of certfleet sees it:
+ *
+ *   connectNats ──ok──> connected ──server lost──> disconnected ──back──> connected ...
+ *        │                   │                          │
+ *        └─refused: throws   └──────── close() ─────────┴──> closed (final)
+ *          NATS_UNAVAILABLE
+ *
+ * While disconnected, calls fail after their request timeout with NATS_UNAVAILABLE
+ * (retryable); watchers and followers resume by themselves once connected again.
+ */
+import fs from 'node:fs';
+import { connect, credsAuthenticator, type NatsConnection, type Status } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { CertfleetError, ErrorCode } from '../errors/index.js';
+import { LogKey, type Logger } from '../log/index.js';
+import { toNatsError } from './errors.js';
+
+/** How long one JetStream request (KV get/put, publish ack, stream info) may take. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
+/** Pause between reconnect attempts (plus up to 100 ms of jitter). */
+const RECONNECT_WAIT_MS = 500;
+/**
+ * A server that vanished without closing the socket (host down, network cut) is noticed
+ * after pingInterval × maxPingOut; the nats.js default (2 min × 2) is too slow for agents
+ * that fall back to gRPC polling while NATS is away.
+ */
+const PING_INTERVAL_MS = 20_000;
+const MAX_PINGS_OUT = 3;
+
+export interface ConnectNatsOptions {
+  /** Server URLs (nats://host:4222, tls://host:4222). Tried in order at start. */
+  servers: string[];
+  /** Client name the server shows in its connection list, e.g. "certfleet-agent edge-1". */
+  name: string;
+  /** A .creds file (JWT + nkey seed). Re-read on every (re)connect, so rotation works. */
+  credentialsFile?: string;
+  /** A server token; mutually exclusive with credentialsFile. */
+  token?: string;
+  /** PEM of the CA that signed the servers' certificates, when it is not a public one. */
+  tlsCaPem?: string;
+  /** Per-request timeout for JetStream calls; default {@link DEFAULT_REQUEST_TIMEOUT_MS}. */
+  requestTimeoutMs?: number;
+  log: Logger;
+}
+
+/**
+ * An open NATS connection. Opaque outside shared/nats: pass it to openKv, publishEvent...
+ */
+export interface NatsHandle {
+  /** The client name given at connect. */
+  readonly name: string;
+  /** True while a server is connected (false while reconnecting and after close). */
+  isConnected(): boolean;
+  /**
+   * Calls `listener(false)` when the connection drops and `listener(true)` when it is back.
+   * Returns a function that removes the listener. Listener errors are logged, not thrown.
+   */
+  onConnectionChange(listener: (connected: boolean) => void): () => void;
+  /** Resolves when the connection is closed for good (by close() or a fatal error). */
+  readonly closed: Promise<void>;
+  /** Closes the connection and stops every watcher on it. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The implementation; only this folder reaches the library objects inside. */
+export class NatsHandleImpl implements NatsHandle {
+  readonly closed: Promise<void>;
+  private connected = true;
+  private readonly listeners = new Set<(connected: boolean) => void>();
+  /** Watchers and followers to stop before the connection closes. */
+  private readonly stoppers = new Set<() => Promise<void>>();
+
+  constructor(
+    readonly name: string,
+    readonly nc: NatsConnection,
+    readonly js: JetStreamClient,
+    readonly jsm: JetStreamManager,
+    readonly kvm: Kvm,
+    readonly log: Logger,
+    readonly requestTimeoutMs: number,
+  ) {
+    this.closed = nc.closed().then((err) => {
+      this.setConnected(false);
+      if (err) log.error({ [LogKey.err]: err }, 'nats connection closed by error');
+      else log.info('nats connection closed');
+    });
+    void this.followStatus();
+  }
+
+  isConnected(): boolean {
+    return this.connected && !this.nc.isClosed();
+  }
+
+  onConnectionChange(listener: (connected: boolean) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.stoppers].map((stop) => stop()));
+    if (!this.nc.isClosed()) await this.nc.close();
+    await this.closed;
+  }
+
+  /** Registers something close() must stop first; returns the unregister function. */
+  track(stop: () => Promise<void>): () => void {
+    this.stoppers.add(stop);
+    return () => this.stoppers.delete(stop);
+  }
+
+  private setConnected(connected: boolean): void {
+    if (this.connected === connected) return;
+    this.connected = connected;
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(connected);
+      } catch (err) {
+        this.log.error({ [LogKey.err]: err }, 'nats connection listener failed');
+      }
+    }
+  }
+
+  private async followStatus(): Promise<void> {
+    for await (const s of this.nc.status()) this.onStatus(s);
+  }
+
+  private onStatus(s: Status): void {
+    switch (s.type) {
+      case 'disconnect':
+        this.log.warn({ server: redactUrl(s.server) }, 'nats disconnected');
+        this.setConnected(false);
+        break;
+      case 'reconnect':
+        this.log.info({ server: redactUrl(s.server) }, 'nats reconnected');
+        this.setConnected(true);
+        break;
+      case 'reconnecting':
+        this.log.debug('nats reconnecting');
+        break;
+      case 'ldm':
+        this.log.warn({ server: redactUrl(s.server) }, 'nats server entering lame duck mode');
+        break;
+      case 'staleConnection':
+        this.log.warn('nats connection stale');
+        break;
+      case 'slowConsumer':
+        this.log.warn({ pending: s.pending }, 'nats slow consumer');
+        break;
+      case 'error':
+        this.log.warn({ [LogKey.err]: s.error }, 'nats async error');
+        break;
+      default:
+        // ping, update, forceReconnect, close: nothing an operator needs per event.
+        break;
+    }
+  }
+}
+
+/** Returns the implementation behind a handle; throws if it came from elsewhere. */
+export function impl(handle: NatsHandle): NatsHandleImpl {
+  if (handle instanceof NatsHandleImpl) return handle;
+  throw new CertfleetError(ErrorCode.Internal, 'not a NatsHandle from connectNats');
+}
+
+/** Drops user:password from a server URL before it is logged. */
+function redactUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//');
+}
+
+/**
+ * Connects to NATS and checks that JetStream answers.
+ *
+ * Fails fast: when no server accepts the connection at start, throws NATS_UNAVAILABLE
+ * (retryable), so the binary's start-up retry decides what happens. Bad credentials →
+ * UNAUTHENTICATED; an unreadable credentials file → CONFIG_UNREADABLE. Once connected,
+ * the client reconnects forever (every 0.5 s) and logs "nats disconnected" /
+ * "nats reconnected".
+ */
+export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle> {
+  const log = opts.log.child({ [LogKey.component]: 'nats' });
+  if (opts.servers.length === 0) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, 'no NATS server configured');
+  }
+  if (opts.credentialsFile !== undefined && opts.token !== undefined) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, 'NATS credentials file and token are mutually exclusive');
+  }
+  let authenticator: ReturnType<typeof credsAuthenticator> | undefined;
+  if (opts.credentialsFile !== undefined) {
+    const file = opts.credentialsFile;
+    let last = readCreds(file);
+    authenticator = credsAuthenticator(() => {
+      // Keep the last good copy if a rotation is caught half-written.
+      try {
+        last = readCreds(file);
+      } catch (err) {
+        log.warn({ [LogKey.err]: err, file }, 'nats credentials unreadable, using previous copy');
+      }
+      return last;
+    });
+  }
+  const timeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: opts.servers,
+      name: opts.name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: RECONNECT_WAIT_MS,
+      reconnectJitter: 100,
+      reconnectJitterTLS: 100,
+      pingInterval: PING_INTERVAL_MS,
+      maxPingOut: MAX_PINGS_OUT,
+      timeout,
+      ...(authenticator === undefined ? {} : { authenticator }),
+      ...(opts.token === undefined ? {} : { token: opts.token }),
+      ...(opts.tlsCaPem === undefined ? {} : { tls: { ca: opts.tlsCaPem } }),
+    });
+  } catch (err) {
+    const e = toNatsError(err, `cannot connect to NATS at ${opts.servers.map(redactUrl).join(', ')}`);
+    throw e.code === ErrorCode.NatsUnavailable || e.code === ErrorCode.Internal
+      ? new CertfleetError(ErrorCode.NatsUnavailable, e.message, { cause: err, retryable: true })
+      : e;
+  }
+  try {
+    const js = jetstream(nc, { timeout });
+    const jsm = await jetstreamManager(nc, { timeout });
+    const handle = new NatsHandleImpl(opts.name, nc, js, jsm, new Kvm(js), log, timeout);
+    log.info({ server: redactUrl(nc.getServer()), serverVersion: nc.info?.version }, 'nats connected');
+    return handle;
+  } catch (err) {
+    await nc.close().catch(() => undefined);
+    throw toNatsError(err, 'JetStream is not available on the NATS server');
+  }
+}
+
+function readCreds(file: string): Uint8Array {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new CertfleetError(ErrorCode.ConfigUnreadable, `cannot read NATS credentials file ${file}`, { cause: err, details: { file } });
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * The NATS resources certfleet needs, created in one place by the controller at start.
+ */
+import { Bucket, EventStream } from '../wire/index.js';
+import type { NatsHandle } from './connection.js';
+import { ensureEventStream } from './events.js';
+import { openKv } from './kv.js';
+
+/** History (values kept per key) of each bucket; see shared/wire for why. */
+export const BUCKET_HISTORY = {
+  [Bucket.desired]: 10,
+  [Bucket.challenges]: 1,
+  [Bucket.agents]: 1,
+} as const;
+
+/**
+ * Creates every KV bucket and the events stream if missing, and brings existing ones to
+ * the settings above. Idempotent and safe to run from several controllers at once.
+ * Throws NATS_UNAVAILABLE (retryable when the server is away).
+ * Agents never call this: they open buckets with `create: false`.
+ */
+export async function ensureFleetNats(handle: NatsHandle): Promise<void> {
+  for (const [bucket, history] of Object.entries(BUCKET_HISTORY)) {
+    await openKv<unknown>(handle, bucket, { create: true, history });
+  }
+  await ensureEventStream(handle, {
+    name: EventStream.name,
+    subjects: [`${EventStream.subjectPrefix}.>`],
+    maxAgeMs: EventStream.maxAgeMs,
+  });
+}

@@ -1,0 +1,28 @@
+/**
+ * The NATS adapter: the only code that imports @nats-io/*. Controller and agent use
+ * NATS through these functions and the {@link NatsHandle} they share.
+ *
+ * - connection: connectNats (fails fast at start, reconnects forever afterwards);
+ * - kv: openKv, a typed JSON view of a JetStream KV bucket with CAS and a watch that
+ *   survives server restarts;
+ * - events: the audit stream (ensureEventStream, publishEvent, readEvents, followEvents);
+ * - fleet: ensureFleetNats, which the controller runs at start to create all of it.
+ *
+ * Written for nats-server 2.9 and later: nothing here needs 2.10 features (no
+ * compression, metadata, subject transforms, multiple consumer filters, per-key TTL).
+ */
+export { connectNats, DEFAULT_REQUEST_TIMEOUT_MS } from './connection.js';
+export type { ConnectNatsOptions, NatsHandle } from './connection.js';
+export { openKv } from './kv.js';
+export type { JsonKv, KvChangeHandler, KvItem, KvValue, KvWatch, OpenKvOptions } from './kv.js';
+export {
+  asFleetEvent,
+  DEFAULT_EVENT_LIMIT,
+  ensureEventStream,
+  followEvents,
+  MAX_EVENT_LIMIT,
+  publishEvent,
+  readEvents,
+} from './events.js';
+export type { EventFollower, EventStreamOptions, PublishEventOptions, ReadEventsOptions } from './events.js';
+export { BUCKET_HISTORY, ensureFleetNats } from './fleet.js';

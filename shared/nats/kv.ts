@@ -1,0 +1,322 @@
+/**
+ * Typed JSON key-value buckets over JetStream KV.
+ *
+ * A revision is the JetStream stream sequence of a write: it grows with every write to
+ * the bucket (not per key), which is what compare-and-set (`update`) compares against.
+ * Values are JSON; an optional `parse` function validates them (a zod schema's `parse`
+ * fits). A value that is not valid JSON or fails `parse` is "malformed": `get` throws
+ * STORE_CORRUPT for it, while `entries` and `watch` log a warning and skip it, so one
+ * bad write cannot stop a whole fleet from reading the rest.
+ */
+import type { JsMsg } from '@nats-io/jetstream';
+import type { KV, KvEntry as LibKvEntry } from '@nats-io/kv';
+import { CertfleetError, ErrorCode } from '../errors/index.js';
+import { LogKey, type Logger } from '../log/index.js';
+import { impl, type NatsHandle, type NatsHandleImpl } from './connection.js';
+import { isStreamNotFound, isWrongLastSequence, toNatsError } from './errors.js';
+import { follow, scan } from './follow.js';
+
+/** A value with the revision it was written at. */
+export interface KvValue<T> {
+  value: T;
+  revision: number;
+}
+
+/** One key of a bucket with its current value. */
+export interface KvItem<T> extends KvValue<T> {
+  key: string;
+}
+
+/** A running watch. */
+export interface KvWatch {
+  /** Stops the watch; no callback runs after it resolves. Idempotent. */
+  stop(): Promise<void>;
+  /**
+   * Resolves once every value present when the watch started has been delivered (at
+   * once for an empty bucket). Also resolves if the watch is stopped first.
+   */
+  initialDone: Promise<void>;
+}
+
+/**
+ * Called for every change. `value` null means the key was deleted; deletions are only
+ * reported for keys this watch reported present. Must not throw (errors are logged).
+ */
+export type KvChangeHandler<T> = (key: string, value: T | null, revision: number) => void;
+
+export interface JsonKv<T> {
+  readonly bucket: string;
+  /** The current value, or null when the key is absent or deleted. Malformed → STORE_CORRUPT. */
+  get(key: string): Promise<KvValue<T> | null>;
+  /** Writes unconditionally; returns the new revision. */
+  put(key: string, value: T): Promise<number>;
+  /**
+   * Writes only if the key's last revision is `expectedRevision` (0: only if the key is
+   * absent or deleted). Returns the new revision; STORE_CONFLICT (not retryable: re-read
+   * first) when someone else wrote in between.
+   */
+  update(key: string, value: T, expectedRevision: number): Promise<number>;
+  /**
+   * Deletes the key (a delete marker; history keeps older values). With
+   * `expectedRevision`, only if nobody wrote since (else STORE_CONFLICT).
+   * Deleting an absent key succeeds.
+   */
+  delete(key: string, expectedRevision?: number): Promise<void>;
+  /** Keys that currently have a value, in no particular order. */
+  keys(): Promise<string[]>;
+  /** Every key with its current value; malformed values are skipped with a warning. */
+  entries(): Promise<KvItem<T>[]>;
+  /**
+   * Delivers every current value first (deleted keys are not reported), then each change
+   * as it happens, until stopped. Survives server restarts and reconnects: it resumes
+   * right after the last revision it delivered, so no change is missed; a value may be
+   * delivered twice only if the connection dropped before the initial values were all
+   * delivered. Malformed values are skipped with a warning. Rejects with
+   * NATS_UNAVAILABLE when it cannot start (bucket missing, server away).
+   * History replay is not offered (`includeHistory` must be false or absent).
+   */
+  watch(onChange: KvChangeHandler<T>, opts?: { includeHistory?: false }): Promise<KvWatch>;
+  /** Bucket facts for status pages: values kept per key, messages stored (all revisions). */
+  info(): Promise<{ bucket: string; history: number; messages: number }>;
+}
+
+export interface OpenKvOptions<T> {
+  /**
+   * true: create the bucket if it is missing (controller). false: it must exist, else
+   * NATS_UNAVAILABLE, retryable (agents: the controller has not initialised it yet).
+   */
+  create: boolean;
+  /** Values kept per key when creating; default 1. An existing bucket is updated to it. */
+  history?: number;
+  /** Validates a parsed JSON value and returns it typed; throws when it is invalid. */
+  parse?: (value: unknown) => T;
+}
+
+/** Keys allowed by JetStream KV (and by our names: certificate names, ACME tokens). */
+const KEY_PATTERN = /^[-/=\w]+(?:\.[-/=\w]+)*$/;
+const OPERATION_HEADER = 'KV-Operation';
+
+/**
+ * Opens (and, with `create`, creates) a bucket as a typed JSON store.
+ * Only settings nats-server 2.9 understands are sent: no compression, no metadata,
+ * no per-key TTL.
+ */
+export async function openKv<T>(handle: NatsHandle, bucket: string, opts: OpenKvOptions<T>): Promise<JsonKv<T>> {
+  const h = impl(handle);
+  const history = opts.history ?? 1;
+  let kv: KV;
+  try {
+    if (opts.create) {
+      kv = await h.kvm.create(bucket, { history });
+      const status = await kv.status();
+      if (status.history !== history) {
+        // The controller owns bucket settings: bring an older bucket to what it asks for.
+        await h.jsm.streams.update(status.streamInfo.config.name, { max_msgs_per_subject: history });
+        h.log.info({ bucket, from: status.history, to: history }, 'kv bucket history changed');
+      }
+    } else {
+      kv = await h.kvm.open(bucket);
+      // open() does not touch the server; status() proves the bucket exists.
+      await kv.status();
+    }
+  } catch (err) {
+    if (isStreamNotFound(err)) {
+      throw new CertfleetError(
+        ErrorCode.NatsUnavailable,
+        `KV bucket ${bucket} does not exist (the controller creates it when it starts)`,
+        { cause: err, retryable: true, details: { bucket } },
+      );
+    }
+    throw toNatsError(err, `cannot open KV bucket ${bucket}`, { bucket });
+  }
+  return new JsonKvImpl<T>(h, bucket, kv, opts.parse ?? ((v) => v as T));
+}
+
+class JsonKvImpl<T> implements JsonKv<T> {
+  private readonly log: Logger;
+  private readonly subjectPrefix: string;
+
+  constructor(
+    private readonly h: NatsHandleImpl,
+    readonly bucket: string,
+    private readonly kv: KV,
+    private readonly parse: (value: unknown) => T,
+  ) {
+    this.log = h.log.child({ bucket });
+    this.subjectPrefix = `$KV.${bucket}.`;
+  }
+
+  async get(key: string): Promise<KvValue<T> | null> {
+    checkKey(key);
+    let e: LibKvEntry | null;
+    try {
+      e = await this.kv.get(key);
+    } catch (err) {
+      throw toNatsError(err, `kv get ${this.bucket}/${key}`, { bucket: this.bucket, kvKey: key });
+    }
+    if (e === null || e.operation !== 'PUT') return null;
+    const decoded = this.decode(e.value);
+    if (!decoded.ok) {
+      throw new CertfleetError(ErrorCode.StoreCorrupt, `malformed value in ${this.bucket}/${key}: ${decoded.reason}`, {
+        details: { bucket: this.bucket, kvKey: key, revision: e.revision },
+      });
+    }
+    return { value: decoded.value, revision: e.revision };
+  }
+
+  async put(key: string, value: T): Promise<number> {
+    checkKey(key);
+    try {
+      return await this.kv.put(key, encode(value));
+    } catch (err) {
+      throw toNatsError(err, `kv put ${this.bucket}/${key}`, { bucket: this.bucket, kvKey: key });
+    }
+  }
+
+  async update(key: string, value: T, expectedRevision: number): Promise<number> {
+    checkKey(key);
+    if (!Number.isSafeInteger(expectedRevision) || expectedRevision < 0) {
+      throw new CertfleetError(ErrorCode.Internal, `invalid expected revision ${expectedRevision}`);
+    }
+    try {
+      return expectedRevision === 0
+        ? await this.kv.create(key, encode(value))
+        : await this.kv.update(key, encode(value), expectedRevision);
+    } catch (err) {
+      throw this.writeError(err, 'update', key, expectedRevision);
+    }
+  }
+
+  async delete(key: string, expectedRevision?: number): Promise<void> {
+    checkKey(key);
+    try {
+      await this.kv.delete(key, expectedRevision === undefined ? undefined : { previousSeq: expectedRevision });
+    } catch (err) {
+      throw this.writeError(err, 'delete', key, expectedRevision);
+    }
+  }
+
+  async keys(): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for await (const k of await this.kv.keys()) out.push(k);
+    } catch (err) {
+      throw toNatsError(err, `kv keys ${this.bucket}`, { bucket: this.bucket });
+    }
+    return out;
+  }
+
+  async entries(): Promise<KvItem<T>[]> {
+    const latest = new Map<string, KvItem<T> | null>();
+    await scan(
+      this.h,
+      { stream: this.streamName(), filterSubject: `${this.subjectPrefix}>`, start: { kind: 'lastPerSubject' }, what: `kv entries ${this.bucket}` },
+      (m) => {
+        const change = this.toChange(m);
+        if (change === undefined) return;
+        latest.set(change.key, change.value === null ? null : { key: change.key, value: change.value, revision: m.seq });
+      },
+    );
+    return [...latest.values()].filter((v): v is KvItem<T> => v !== null);
+  }
+
+  async watch(onChange: KvChangeHandler<T>, opts: { includeHistory?: false } = {}): Promise<KvWatch> {
+    // The type says false; this guards JavaScript callers and casts.
+    if ((opts as { includeHistory?: boolean }).includeHistory === true) {
+      throw new CertfleetError(ErrorCode.Internal, 'kv watch does not replay history');
+    }
+    /** Last revision seen per key, so a replay after a resume is not delivered twice. */
+    const seen = new Map<string, number>();
+    /** Keys reported present, so deletes are only reported for them. */
+    const present = new Set<string>();
+    const follower = await follow(this.h, {
+      stream: this.streamName(),
+      filterSubject: `${this.subjectPrefix}>`,
+      start: { kind: 'lastPerSubject' },
+      what: `kv watch ${this.bucket}`,
+      onStreamReset: () => seen.clear(),
+      onMessage: (m) => {
+        const key = m.subject.slice(this.subjectPrefix.length);
+        const previous = seen.get(key);
+        if (previous !== undefined && m.seq <= previous) return;
+        seen.set(key, m.seq);
+        const change = this.toChange(m);
+        if (change === undefined) return;
+        if (change.value === null) {
+          if (!present.delete(key)) return;
+        } else {
+          present.add(key);
+        }
+        try {
+          onChange(key, change.value, m.seq);
+        } catch (err) {
+          this.log.error({ [LogKey.err]: err, kvKey: key, revision: m.seq }, 'kv watch handler failed');
+        }
+      },
+    });
+    return { stop: () => follower.stop(), initialDone: follower.caughtUp };
+  }
+
+  async info(): Promise<{ bucket: string; history: number; messages: number }> {
+    try {
+      const st = await this.kv.status();
+      return { bucket: this.bucket, history: st.history, messages: st.values };
+    } catch (err) {
+      throw toNatsError(err, `kv info ${this.bucket}`, { bucket: this.bucket });
+    }
+  }
+
+  private streamName(): string {
+    return `KV_${this.bucket}`;
+  }
+
+  /** A KV message as a change; undefined (with a warning) when its value is malformed. */
+  private toChange(m: JsMsg): { key: string; value: T | null } | undefined {
+    const key = m.subject.slice(this.subjectPrefix.length);
+    const op = m.headers?.get(OPERATION_HEADER) ?? '';
+    if (op === 'DEL' || op === 'PURGE') return { key, value: null };
+    const decoded = this.decode(m.data);
+    if (!decoded.ok) {
+      this.log.warn({ kvKey: key, revision: m.seq, reason: decoded.reason }, 'malformed kv value skipped');
+      return undefined;
+    }
+    return { key, value: decoded.value };
+  }
+
+  private decode(data: Uint8Array): { ok: true; value: T } | { ok: false; reason: string } {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(new TextDecoder().decode(data));
+    } catch {
+      return { ok: false, reason: 'not JSON' };
+    }
+    try {
+      return { ok: true, value: this.parse(raw) };
+    } catch (err) {
+      return { ok: false, reason: err instanceof Error ? err.message.slice(0, 200) : 'invalid' };
+    }
+  }
+
+  private writeError(err: unknown, op: string, key: string, expectedRevision: number | undefined): CertfleetError {
+    if (isWrongLastSequence(err)) {
+      return new CertfleetError(
+        ErrorCode.StoreConflict,
+        `kv ${op} ${this.bucket}/${key}: revision is no longer ${expectedRevision ?? 0}`,
+        { cause: err, details: { bucket: this.bucket, kvKey: key, expectedRevision } },
+      );
+    }
+    return toNatsError(err, `kv ${op} ${this.bucket}/${key}`, { bucket: this.bucket, kvKey: key });
+  }
+}
+
+function encode(value: unknown): string {
+  const text = JSON.stringify(value) as string | undefined;
+  if (text === undefined) throw new CertfleetError(ErrorCode.Internal, 'kv value is not JSON-serialisable');
+  return text;
+}
+
+function checkKey(key: string): void {
+  if (!KEY_PATTERN.test(key)) {
+    throw new CertfleetError(ErrorCode.Internal, `invalid KV key ${JSON.stringify(key)}`, { details: { kvKey: key } });
+  }
+}
