@@ -1,0 +1,326 @@
+/**
+ * Agent enrolment: one-time bootstrap tokens and the registry of enrolled agents.
+ *
+ * Lifecycle of a token:
+ *
+ * ```
+ *   createToken ──> stored as enroll/<sha256(token)> ──redeem──> deleted, enroll-used/<hash> marker
+ *                                 │
+ *                                 └── expiresAt passes ──> refused (deleted on the next redeem
+ *                                                          attempt or by pruneExpired)
+ * ```
+ *
+ * Only the SHA-256 of a token is stored, so a copy of the store (or a backup) does not
+ * hold a usable token. redeem refuses unknown, expired and used tokens with one code
+ * and one message (ENROLL_TOKEN_INVALID), so a guesser learns nothing; the real reason
+ * goes to the log. A token is consumed when redeem returns, even if the caller's later
+ * steps fail, so callers validate the CSR before redeeming.
+ *
+ * The registry (`agents/<name>`) holds each agent's labels and the serial of its
+ * current client certificate. Enrolling the same name again replaces the serial, and
+ * {@link Enrollment.authenticateAgent} then refuses the old certificate.
+ *
+ * Concurrency: safe for one controller process. Two concurrent redeems of one token in
+ * this process cannot both succeed (an in-flight guard plus the store's atomic delete);
+ * across controllers it relies on the backend's deleteObject telling who removed it.
+ */
+import crypto from 'node:crypto';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { isoAt, type Clock } from '../../shared/clock/index.js';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
+import type { CertStore } from '../store/index.js';
+
+/** The store abilities enrolment needs (any CertStore has them). */
+export type ObjectStore = Pick<CertStore, 'getObject' | 'putObject' | 'deleteObject' | 'listObjects'>;
+
+export type Labels = Record<string, string>;
+
+/** One enrolled agent, as stored under `agents/<name>`. */
+export interface AgentRegistration {
+  name: string;
+  labels: Labels;
+  /** Serial (lower-case hex) of the agent's current client certificate. */
+  certSerial: string;
+  /** RFC 3339. */
+  enrolledAt: string;
+}
+
+/** What a token binds: returned by redeem. */
+export interface TokenGrant {
+  agent: string;
+  labels: Labels;
+}
+
+/** Tokens last one hour unless asked otherwise (the gRPC API's `ttl_seconds: 0`). */
+export const DEFAULT_TOKEN_TTL_MS = 3600 * 1000;
+/** Longest token lifetime accepted: long enough to bake into an image, short enough to expire. */
+export const MAX_TOKEN_TTL_MS = 30 * 24 * 3600 * 1000;
+/** Prefix of every bootstrap token, so it is recognisable in a secret scanner. */
+export const TOKEN_PREFIX = 'cft_';
+
+const TOKEN_PATTERN = /^cft_[A-Za-z0-9_-]{43}$/; // 32 bytes base64url, no padding
+const TOKEN_KEY_PREFIX = 'enroll/';
+const USED_KEY_PREFIX = 'enroll-used/';
+const AGENT_KEY_PREFIX = 'agents/';
+const LABEL_PATTERN = /^[a-zA-Z0-9._/-]{1,63}$/;
+const LABEL_VALUE_PATTERN = /^[a-zA-Z0-9._/-]{0,63}$/;
+const MAX_LABELS = 64;
+const INVALID_MESSAGE = 'enrolment token is invalid, expired or already used';
+
+interface TokenRecord {
+  agent: string;
+  labels: Labels;
+  createdAt: string;
+  expiresAt: string;
+}
+
+interface UsedRecord {
+  agent: string;
+  usedAt: string;
+  expiresAt: string;
+}
+
+/**
+ * Throws USAGE_INVALID unless `labels` is a plain object of at most 64 entries whose keys
+ * (1–63 chars) and values (0–63 chars) use only `[a-zA-Z0-9._/-]`.
+ */
+export function checkLabels(labels: unknown): asserts labels is Labels {
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) {
+    throw new CertfleetError(ErrorCode.UsageInvalid, 'labels must be an object of strings');
+  }
+  const entries = Object.entries(labels as Record<string, unknown>);
+  if (entries.length > MAX_LABELS) {
+    throw new CertfleetError(ErrorCode.UsageInvalid, `at most ${MAX_LABELS} labels are allowed`);
+  }
+  for (const [k, v] of entries) {
+    if (!LABEL_PATTERN.test(k)) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, `invalid label key ${JSON.stringify(k)}`, { details: { label: k } });
+    }
+    if (typeof v !== 'string' || !LABEL_VALUE_PATTERN.test(v)) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, `invalid value for label ${k}`, { details: { label: k } });
+    }
+  }
+}
+
+/** Throws USAGE_INVALID unless `name` matches AGENT_NAME_PATTERN. */
+export function checkAgentName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || !AGENT_NAME_PATTERN.test(name)) {
+    throw new CertfleetError(ErrorCode.UsageInvalid, `invalid agent name ${JSON.stringify(name)}`, {
+      details: { agent: name },
+    });
+  }
+}
+
+/** Bootstrap tokens and the agent registry, kept as CertStore objects. */
+export class Enrollment {
+  private readonly log: Logger;
+  /** Token hashes being redeemed right now in this process. */
+  private readonly redeeming = new Set<string>();
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly clock: Clock,
+    log: Logger = silentLogger(),
+  ) {
+    this.log = log.child({ component: 'enroll' });
+  }
+
+  /**
+   * Creates a one-time token enrolling agent `agent` with `labels`, valid `ttlMs`
+   * (default one hour, at most 30 days). The token is `cft_` + 32 random bytes
+   * base64url; only its SHA-256 is stored. USAGE_INVALID for a bad name, labels or ttl;
+   * store errors propagate.
+   */
+  async createToken(opts: { agent: string; labels?: Labels; ttlMs?: number }): Promise<{ token: string; expiresAt: string }> {
+    checkAgentName(opts.agent);
+    const labels = { ...(opts.labels ?? {}) };
+    checkLabels(labels);
+    const ttlMs = opts.ttlMs === undefined || opts.ttlMs === 0 ? DEFAULT_TOKEN_TTL_MS : opts.ttlMs;
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_TOKEN_TTL_MS) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, `token ttl must be between 1 ms and ${MAX_TOKEN_TTL_MS} ms`, {
+        details: { ttlMs },
+      });
+    }
+    const token = TOKEN_PREFIX + crypto.randomBytes(32).toString('base64url');
+    const now = this.clock.now();
+    const record: TokenRecord = { agent: opts.agent, labels, createdAt: isoAt(now), expiresAt: isoAt(now + ttlMs) };
+    await this.store.putObject(TOKEN_KEY_PREFIX + hashToken(token), record);
+    this.log.info({ agent: opts.agent, expiresAt: record.expiresAt }, 'enrolment token created');
+    return { token, expiresAt: record.expiresAt };
+  }
+
+  /**
+   * Consumes `token` and returns the agent name and labels it binds. Unknown, malformed,
+   * expired and already-used tokens all fail with ENROLL_TOKEN_INVALID and the same
+   * message; the log says which. Store errors propagate (the token is then not consumed
+   * unless the delete had already happened).
+   */
+  async redeem(token: string): Promise<TokenGrant> {
+    if (typeof token !== 'string' || !TOKEN_PATTERN.test(token)) throw this.refuse('malformed');
+    const hash = hashToken(token);
+    if (this.redeeming.has(hash)) throw this.refuse('redeem already in progress', hash);
+    this.redeeming.add(hash);
+    try {
+      const key = TOKEN_KEY_PREFIX + hash;
+      const raw = await this.store.getObject<unknown>(key);
+      if (raw === null) {
+        const used = await this.store.getObject<UsedRecord>(USED_KEY_PREFIX + hash);
+        throw this.refuse(used === null ? 'unknown' : `already used at ${String(used.usedAt)}`, hash, used?.agent);
+      }
+      const record = parseTokenRecord(raw, key);
+      const now = this.clock.now();
+      if (now >= Date.parse(record.expiresAt)) {
+        await this.store.deleteObject(key);
+        throw this.refuse(`expired at ${record.expiresAt}`, hash, record.agent);
+      }
+      // The delete is the commit point: only the caller that removed the object wins.
+      if (!(await this.store.deleteObject(key))) throw this.refuse('used concurrently', hash, record.agent);
+      const marker: UsedRecord = { agent: record.agent, usedAt: isoAt(now), expiresAt: record.expiresAt };
+      await this.store.putObject(USED_KEY_PREFIX + hash, marker).catch((err: unknown) => {
+        // The token is consumed either way; the marker only improves a later log line.
+        this.log.warn({ err, agent: record.agent }, 'used-token marker not written');
+      });
+      this.log.info({ agent: record.agent, tokenHash: hash.slice(0, 12) }, 'enrolment token redeemed');
+      return { agent: record.agent, labels: { ...record.labels } };
+    } finally {
+      this.redeeming.delete(hash);
+    }
+  }
+
+  /**
+   * Removes expired tokens and used-token markers whose token would have expired by now.
+   * Returns how many objects were removed. Safe to run at any time.
+   */
+  async pruneExpired(): Promise<number> {
+    const now = this.clock.now();
+    let removed = 0;
+    for (const prefix of [TOKEN_KEY_PREFIX, USED_KEY_PREFIX]) {
+      for (const key of await this.store.listObjects(prefix)) {
+        const rec = await this.store.getObject<{ expiresAt?: unknown }>(key);
+        if (rec !== null && typeof rec.expiresAt === 'string' && now >= Date.parse(rec.expiresAt)) {
+          if (await this.store.deleteObject(key)) removed++;
+        }
+      }
+    }
+    if (removed > 0) this.log.info({ removed }, 'expired enrolment tokens pruned');
+    return removed;
+  }
+
+  /**
+   * Records (or replaces) agent `name`'s registration. Re-enrolling a name replaces its
+   * serial, which retires the previous certificate. USAGE_INVALID for a bad name,
+   * labels, serial or date.
+   */
+  async recordAgent(reg: AgentRegistration): Promise<AgentRegistration> {
+    checkAgentName(reg.name);
+    checkLabels(reg.labels);
+    if (typeof reg.certSerial !== 'string' || !/^[0-9a-f]{1,64}$/.test(reg.certSerial)) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, 'certSerial must be lower-case hex', { details: { agent: reg.name } });
+    }
+    if (typeof reg.enrolledAt !== 'string' || Number.isNaN(Date.parse(reg.enrolledAt))) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, 'enrolledAt must be an RFC 3339 time', { details: { agent: reg.name } });
+    }
+    const record: AgentRegistration = {
+      name: reg.name,
+      labels: { ...reg.labels },
+      certSerial: reg.certSerial,
+      enrolledAt: reg.enrolledAt,
+    };
+    const previous = await this.getAgent(reg.name);
+    await this.store.putObject(AGENT_KEY_PREFIX + reg.name, record);
+    this.log.info(
+      { agent: reg.name, serial: reg.certSerial, replacedSerial: previous?.certSerial },
+      previous === null ? 'agent enrolled' : 'agent re-enrolled',
+    );
+    return record;
+  }
+
+  /** The registration of `name`, or null if it never enrolled. STORE_CORRUPT if unreadable. */
+  async getAgent(name: string): Promise<AgentRegistration | null> {
+    checkAgentName(name);
+    const key = AGENT_KEY_PREFIX + name;
+    const raw = await this.store.getObject<unknown>(key);
+    return raw === null ? null : parseAgentRecord(raw, key);
+  }
+
+  /** Every registration, sorted by name. */
+  async listAgents(): Promise<AgentRegistration[]> {
+    const out: AgentRegistration[] = [];
+    for (const key of await this.store.listObjects(AGENT_KEY_PREFIX)) {
+      const raw = await this.store.getObject<unknown>(key);
+      if (raw !== null) out.push(parseAgentRecord(raw, key)); // null: deleted since listed
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * The gate after verifyClientCertificate (controller/pki): the agent must be enrolled
+   * and `serial` must be its current certificate's. Otherwise UNAUTHENTICATED with
+   * `details.reason`.
+   */
+  async authenticateAgent(name: string, serial: string): Promise<AgentRegistration> {
+    const reg = await this.getAgent(name);
+    if (reg === null) {
+      throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} is not enrolled`, {
+        details: { agent: name, reason: 'not enrolled' },
+      });
+    }
+    if (reg.certSerial !== serial.toLowerCase()) {
+      throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
+        details: { agent: name, reason: 'certificate replaced by a later enrolment', serial },
+      });
+    }
+    return reg;
+  }
+
+  private refuse(reason: string, hash?: string, agent?: string): CertfleetError {
+    // Log a prefix of the hash only: enough to correlate, useless to an attacker.
+    this.log.warn({ reason, agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
+    return new CertfleetError(ErrorCode.EnrollTokenInvalid, INVALID_MESSAGE);
+  }
+}
+
+function hashToken(token: string): string {
+  return crypto.createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+function corrupt(key: string, why: string): CertfleetError {
+  return new CertfleetError(ErrorCode.StoreCorrupt, `store object ${key} is malformed: ${why}`, { details: { key } });
+}
+
+function parseTokenRecord(raw: unknown, key: string): TokenRecord {
+  if (typeof raw !== 'object' || raw === null) throw corrupt(key, 'not an object');
+  const o = raw as Record<string, unknown>;
+  if (typeof o['agent'] !== 'string' || typeof o['expiresAt'] !== 'string' || Number.isNaN(Date.parse(o['expiresAt']))) {
+    throw corrupt(key, 'agent or expiresAt missing');
+  }
+  const labels = o['labels'] ?? {};
+  try {
+    checkLabels(labels);
+  } catch {
+    throw corrupt(key, 'labels invalid');
+  }
+  return { agent: o['agent'], labels, createdAt: typeof o['createdAt'] === 'string' ? o['createdAt'] : '', expiresAt: o['expiresAt'] };
+}
+
+function parseAgentRecord(raw: unknown, key: string): AgentRegistration {
+  if (typeof raw !== 'object' || raw === null) throw corrupt(key, 'not an object');
+  const o = raw as Record<string, unknown>;
+  const labels = o['labels'] ?? {};
+  if (
+    typeof o['name'] !== 'string' ||
+    typeof o['certSerial'] !== 'string' ||
+    typeof o['enrolledAt'] !== 'string' ||
+    typeof labels !== 'object' ||
+    labels === null
+  ) {
+    throw corrupt(key, 'name, certSerial, enrolledAt or labels missing');
+  }
+  return {
+    name: o['name'],
+    labels: { ...(labels as Labels) },
+    certSerial: o['certSerial'],
+    enrolledAt: o['enrolledAt'],
+  };
+}

@@ -1,0 +1,456 @@
+/**
+ * FileStore: the embedded CertStore, a directory on local disk.
+ *
+ * Layout (every directory 0700, every file 0600, including public ones: the whole tree
+ * is the controller's and nobody else needs to read it):
+ *
+ * ```
+ * <dir>/certs/<name>/<N>/cert.pem       leaf certificate
+ * <dir>/certs/<name>/<N>/chain.pem      intermediates (may be empty)
+ * <dir>/certs/<name>/<N>/privkey.pem    PKCS#8 private key
+ * <dir>/certs/<name>/<N>/meta.json      VersionMeta, written last
+ * <dir>/certs/<name>/.tmp-<N>-<random>/ a version being written (or left by a crash)
+ * <dir>/objects/<key>.json              internal documents; `a/b` is objects/a/b.json
+ * <dir>/objects/<dir>/.<base>.tmp-<random>  an object being written
+ * ```
+ *
+ * How a version is written, so that a crash never leaves half a version visible:
+ * all four files are written and fsynced inside a fresh temp directory (meta.json
+ * last), the temp directory is fsynced, then renamed to `<N>` and the parent fsynced.
+ * The rename is the compare-and-set: rename(2) onto an existing non-empty directory
+ * fails (ENOTEMPTY/EEXIST), so of two writers racing for the same `<N>` exactly one
+ * wins, also across processes, and the loser gets STORE_CONFLICT. (A separate
+ * `mkdir <N>` claim would leave an empty `<N>` behind after a crash and block that
+ * number forever; the rename claims and publishes in one step.)
+ * Readers see only numeric directories, so temp directories (in-flight or left over by
+ * a crash) are ignored; they are not swept automatically because an in-flight one cannot
+ * be told from an abandoned one — remove `.tmp-*` by hand when the controller is down.
+ *
+ * Objects are written to a temp file, fsynced, renamed over `<key>.json` and the
+ * directory fsynced: readers see the old or the new document, never a torn one.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import type { Logger } from '../../shared/log/index.js';
+import type { Bundle, VersionMeta } from '../../shared/model/index.js';
+import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
+import type { CertStore, VersionInput } from './index.js';
+import {
+  checkCertName,
+  checkExpectedLatest,
+  checkObjectKey,
+  checkObjectPrefix,
+  checkVersionInput,
+  checkVersionNumber,
+  parseVersionMeta,
+} from './keys.js';
+
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
+const VERSION_DIR = /^[1-9][0-9]*$/;
+const FILES = { cert: 'cert.pem', chain: 'chain.pem', key: 'privkey.pem', meta: 'meta.json' } as const;
+
+export interface FileStoreOptions {
+  /** Root directory; created 0700 if missing, tightened to 0700 if looser. */
+  dir: string;
+  log: Logger;
+}
+
+/** The file-backed CertStore. See the module comment for the layout and write protocol. */
+export class FileStore implements CertStore {
+  readonly kind = 'file' as const;
+  private readonly root: string;
+  private readonly certsDir: string;
+  private readonly objectsDir: string;
+  private readonly log: Logger;
+  private initialised: Promise<void> | undefined;
+  private closed = false;
+
+  /** Creates the store; the directory is prepared on first use (or by {@link FileStore.open}). */
+  constructor(options: FileStoreOptions) {
+    this.root = path.resolve(options.dir);
+    this.certsDir = path.join(this.root, 'certs');
+    this.objectsDir = path.join(this.root, 'objects');
+    this.log = options.log.child({ component: 'store', store: 'file' });
+  }
+
+  /** Creates a FileStore and prepares its directory now; STORE_UNAVAILABLE if it cannot. */
+  static async open(options: FileStoreOptions): Promise<FileStore> {
+    const store = new FileStore(options);
+    await store.ready();
+    return store;
+  }
+
+  async putVersion(name: string, input: VersionInput, expectedLatest: number): Promise<VersionMeta> {
+    await this.ready();
+    checkCertName(name);
+    checkExpectedLatest(expectedLatest);
+    checkVersionInput(name, input);
+    const certDir = path.join(this.certsDir, name);
+    await this.io('create certificate directory', certDir, () => ensureDir(certDir));
+    const current = await this.latestNumber(name);
+    if (current !== expectedLatest) throw conflict(name, expectedLatest, current);
+
+    const version = expectedLatest + 1;
+    // Only the known fields, in a fixed order: what is returned equals what a read returns.
+    const m = input.meta;
+    const meta: VersionMeta = {
+      name,
+      version,
+      serial: m.serial,
+      fingerprint: m.fingerprint,
+      names: [...m.names],
+      notBefore: m.notBefore,
+      notAfter: m.notAfter,
+      issuedAt: m.issuedAt,
+      keyType: m.keyType,
+    };
+    const tmp = path.join(certDir, `.tmp-${version}-${crypto.randomBytes(6).toString('hex')}`);
+    const target = path.join(certDir, String(version));
+    try {
+      await this.io('write version', tmp, async () => {
+        await fs.mkdir(tmp, { mode: DIR_MODE });
+        await writeDurable(path.join(tmp, FILES.cert), input.certPem);
+        await writeDurable(path.join(tmp, FILES.chain), input.chainPem);
+        await writeDurable(path.join(tmp, FILES.key), input.keyPem);
+        // meta.json last: a directory with meta.json has everything else.
+        await writeDurable(path.join(tmp, FILES.meta), JSON.stringify(meta, null, 2) + '\n');
+        await fsyncDir(tmp);
+      });
+      try {
+        await fs.rename(tmp, target);
+      } catch (err) {
+        if (errno(err) === 'ENOTEMPTY' || errno(err) === 'EEXIST') throw conflict(name, expectedLatest, version);
+        throw unavailable('publish version', target, err);
+      }
+      await this.io('sync certificate directory', certDir, () => fsyncDir(certDir));
+    } catch (err) {
+      await fs.rm(tmp, { recursive: true, force: true }).catch((rmErr: unknown) => {
+        this.log.warn({ err: rmErr, dir: tmp }, 'temp version directory not removed');
+      });
+      throw err;
+    }
+    this.log.info({ cert: name, version }, 'version stored');
+    return meta;
+  }
+
+  async getVersion(name: string, version: number): Promise<Bundle | null> {
+    await this.ready();
+    checkCertName(name);
+    checkVersionNumber(version);
+    const dir = path.join(this.certsDir, name, String(version));
+    const meta = await this.readMeta(name, dir, version);
+    if (meta === null) return null;
+    const [certPem, chainPem, keyPem] = await Promise.all(
+      [FILES.cert, FILES.chain, FILES.key].map((f) => this.readRequired(path.join(dir, f), name)),
+    );
+    return { meta, certPem: certPem ?? '', chainPem: chainPem ?? '', keyPem: keyPem ?? '' };
+  }
+
+  async latest(name: string): Promise<VersionMeta | null> {
+    await this.ready();
+    checkCertName(name);
+    const n = await this.latestNumber(name);
+    if (n === 0) return null;
+    const dir = path.join(this.certsDir, name, String(n));
+    const meta = await this.readMeta(name, dir, n);
+    if (meta === null) throw this.corrupt(path.join(dir, FILES.meta), name, 'version directory vanished');
+    return meta;
+  }
+
+  async listVersions(name: string): Promise<VersionMeta[]> {
+    await this.ready();
+    checkCertName(name);
+    const numbers = await this.versionNumbers(name);
+    const metas: VersionMeta[] = [];
+    for (const n of numbers) {
+      const dir = path.join(this.certsDir, name, String(n));
+      const meta = await this.readMeta(name, dir, n);
+      if (meta === null) throw this.corrupt(path.join(dir, FILES.meta), name, 'version directory vanished');
+      metas.push(meta);
+    }
+    return metas;
+  }
+
+  async listNames(): Promise<string[]> {
+    await this.ready();
+    const entries = await this.io('list certificates', this.certsDir, () =>
+      fs.readdir(this.certsDir, { withFileTypes: true }),
+    );
+    const names: string[] = [];
+    for (const e of entries) {
+      if (!e.isDirectory() || !CERT_NAME_PATTERN.test(e.name)) continue;
+      // A name whose only entry is a temp directory has no version yet.
+      if ((await this.versionNumbers(e.name)).length > 0) names.push(e.name);
+    }
+    return names.sort();
+  }
+
+  async getObject<T>(key: string): Promise<T | null> {
+    await this.ready();
+    checkObjectKey(key);
+    const file = this.objectPath(key);
+    let text: string;
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch (err) {
+      if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return null;
+      throw unavailable('read object', file, err);
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch (err) {
+      throw this.corrupt(file, undefined, 'not valid JSON', err);
+    }
+  }
+
+  async putObject(key: string, value: unknown): Promise<void> {
+    await this.ready();
+    checkObjectKey(key);
+    const text = JSON.stringify(value);
+    if (text === undefined) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, `object ${key} has no JSON value`, { details: { key } });
+    }
+    const file = this.objectPath(key);
+    await this.io('write object', file, async () => {
+      await ensureDir(path.dirname(file));
+      await writeAtomic(file, text + '\n');
+    });
+  }
+
+  async deleteObject(key: string): Promise<boolean> {
+    await this.ready();
+    checkObjectKey(key);
+    const file = this.objectPath(key);
+    try {
+      // unlink is atomic: of concurrent deleters exactly one sees success.
+      await fs.unlink(file);
+    } catch (err) {
+      if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return false;
+      throw unavailable('delete object', file, err);
+    }
+    await this.io('sync object directory', path.dirname(file), () => fsyncDir(path.dirname(file)));
+    return true;
+  }
+
+  async listObjects(prefix: string): Promise<string[]> {
+    await this.ready();
+    checkObjectPrefix(prefix);
+    // Start the walk at the deepest directory the prefix names completely.
+    const slash = prefix.lastIndexOf('/');
+    const base = slash < 0 ? '' : prefix.slice(0, slash);
+    const keys: string[] = [];
+    const walk = async (relDir: string): Promise<void> => {
+      const abs = relDir === '' ? this.objectsDir : path.join(this.objectsDir, ...relDir.split('/'));
+      let entries;
+      try {
+        entries = await fs.readdir(abs, { withFileTypes: true });
+      } catch (err) {
+        if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return;
+        throw unavailable('list objects', abs, err);
+      }
+      for (const e of entries) {
+        if (e.name.startsWith('.')) continue; // temp files
+        const rel = relDir === '' ? e.name : `${relDir}/${e.name}`;
+        if (e.isDirectory()) await walk(rel);
+        else if (e.isFile() && e.name.endsWith('.json')) keys.push(rel.slice(0, -'.json'.length));
+      }
+    };
+    await walk(base);
+    return keys.filter((k) => k.startsWith(prefix)).sort();
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+
+  // ---- internals ----
+
+  private ready(): Promise<void> {
+    if (this.closed) {
+      return Promise.reject(
+        new CertfleetError(ErrorCode.StoreUnavailable, 'file store is closed', { details: { dir: this.root } }),
+      );
+    }
+    this.initialised ??= this.init().catch((err: unknown) => {
+      this.initialised = undefined; // let a later call try again (e.g. the disk was remounted)
+      throw err;
+    });
+    return this.initialised;
+  }
+
+  private async init(): Promise<void> {
+    await this.io('prepare store directory', this.root, async () => {
+      await fs.mkdir(this.root, { recursive: true, mode: DIR_MODE });
+      const st = await fs.stat(this.root);
+      if ((st.mode & 0o077) !== 0) {
+        // The tree holds private keys; a directory others can enter defeats the 0600 files' neighbours.
+        this.log.warn({ dir: this.root, mode: (st.mode & 0o777).toString(8) }, 'store directory mode tightened to 0700');
+        await fs.chmod(this.root, DIR_MODE);
+      }
+      await ensureDir(this.certsDir);
+      await ensureDir(this.objectsDir);
+      // Fails early (EACCES, EROFS) rather than at the first issuance.
+      await fs.access(this.root, fs.constants.W_OK);
+    });
+    this.log.info({ dir: this.root }, 'file store opened');
+  }
+
+  private objectPath(key: string): string {
+    return path.join(this.objectsDir, ...key.split('/')) + '.json';
+  }
+
+  private async versionNumbers(name: string): Promise<number[]> {
+    const dir = path.join(this.certsDir, name);
+    let entries;
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (errno(err) === 'ENOENT') return [];
+      throw unavailable('list versions', dir, err);
+    }
+    return entries
+      .filter((e) => e.isDirectory() && VERSION_DIR.test(e.name))
+      .map((e) => Number(e.name))
+      .sort((a, b) => a - b);
+  }
+
+  private async latestNumber(name: string): Promise<number> {
+    const numbers = await this.versionNumbers(name);
+    return numbers[numbers.length - 1] ?? 0;
+  }
+
+  /** Meta of the version in `dir`; null if the directory does not exist. */
+  private async readMeta(name: string, dir: string, version: number): Promise<VersionMeta | null> {
+    const file = path.join(dir, FILES.meta);
+    let text: string;
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch (err) {
+      if (errno(err) !== 'ENOENT') throw unavailable('read version meta', file, err);
+      const dirExists = await fs.stat(dir).then(
+        () => true,
+        (statErr: unknown) => {
+          if (errno(statErr) === 'ENOENT') return false;
+          throw unavailable('read version', dir, statErr);
+        },
+      );
+      if (!dirExists) return null;
+      throw this.corrupt(file, name, 'meta.json missing');
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw this.corrupt(file, name, 'not valid JSON', err);
+    }
+    try {
+      return parseVersionMeta(raw, file, { name, version });
+    } catch (err) {
+      this.log.error({ cert: name, file }, 'store corrupt');
+      throw err;
+    }
+  }
+
+  private async readRequired(file: string, name: string): Promise<string> {
+    try {
+      return await fs.readFile(file, 'utf8');
+    } catch (err) {
+      if (errno(err) === 'ENOENT') throw this.corrupt(file, name, 'file missing');
+      throw unavailable('read version', file, err);
+    }
+  }
+
+  private corrupt(file: string, cert: string | undefined, why: string, cause?: unknown): CertfleetError {
+    this.log.error({ cert, file, why }, 'store corrupt');
+    return new CertfleetError(ErrorCode.StoreCorrupt, `corrupt store file ${file}: ${why}`, {
+      details: { file, ...(cert === undefined ? {} : { cert }) },
+      cause,
+    });
+  }
+
+  private async io<T>(op: string, where: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof CertfleetError) throw err;
+      throw unavailable(op, where, err);
+    }
+  }
+}
+
+function errno(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err).code) : undefined;
+}
+
+function unavailable(op: string, where: string, cause: unknown): CertfleetError {
+  const code = errno(cause);
+  return new CertfleetError(ErrorCode.StoreUnavailable, `file store: ${op} failed at ${where}: ${code ?? String(cause)}`, {
+    retryable: true,
+    cause,
+    details: { op, path: where, errno: code },
+  });
+}
+
+function conflict(name: string, expected: number, actual: number): CertfleetError {
+  return new CertfleetError(
+    ErrorCode.StoreConflict,
+    `certificate ${name}: expected latest version ${expected}, store has ${actual}`,
+    { details: { cert: name, expectedLatest: expected, actualLatest: actual } },
+  );
+}
+
+/**
+ * mkdir -p with mode 0700. A new directory's name lives in its parent, so every
+ * directory from the outermost one created up to `dir`'s parent is fsynced.
+ */
+async function ensureDir(dir: string): Promise<void> {
+  const first = await fs.mkdir(dir, { recursive: true, mode: DIR_MODE });
+  if (first === undefined) return;
+  const toSync = [path.dirname(first)];
+  for (let cur = first; cur !== dir; ) {
+    toSync.push(cur);
+    const next = path.relative(cur, dir).split(path.sep)[0];
+    if (next === undefined || next === '' || next === '..') break;
+    cur = path.join(cur, next);
+  }
+  for (const d of toSync) await fsyncDir(d);
+}
+
+/** Writes a new file (must not exist) with mode 0600 and fsyncs it. */
+async function writeDurable(file: string, data: string): Promise<void> {
+  const fh = await fs.open(file, 'wx', FILE_MODE);
+  try {
+    await fh.chmod(FILE_MODE); // independent of the process umask
+    await fh.writeFile(data, 'utf8');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Replaces `file` atomically: temp file, fsync, rename, fsync directory. */
+async function writeAtomic(file: string, data: string): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
+  try {
+    await writeDurable(tmp, data);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
