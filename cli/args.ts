@@ -1,0 +1,238 @@
+/**
+ * Command-line parsing: argv in, an {@link Invocation} out, or a USAGE_INVALID error whose
+ * message fits on one line. Pure: no environment, no files, no clock.
+ *
+ * Parsing runs twice. A lenient pass over every known option finds the command words
+ * (so global options may stand before or after the command); a strict `util.parseArgs`
+ * pass with only that command's options then rejects anything the command does not take.
+ */
+import { parseArgs } from 'node:util';
+import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
+import { parseDuration } from '../shared/config/index.js';
+import { isValidLabelKey, isValidLabelValue } from '../shared/selector/index.js';
+import { AGENT_NAME_PATTERN } from '../shared/wire/index.js';
+import type { CommandName } from './usage.js';
+
+/** Default deadline of one operator request. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** What the operator commands need to reach the controller. */
+export interface OperatorOptions {
+  /** From --credentials; undefined means "environment, then the default path". */
+  credentialsFile: string | undefined;
+  timeoutMs: number;
+}
+
+/** Where `agent enroll` takes its token from. */
+export type TokenSource = { kind: 'inline'; token: string } | { kind: 'file'; path: string };
+
+/** One parsed command line. */
+export type Invocation =
+  | { command: 'help'; topic: CommandName | undefined }
+  | { command: 'version' }
+  | { command: 'controller' | 'agent'; configFile: string; check: boolean }
+  | { command: 'agent enroll'; configFile: string; token: TokenSource }
+  | { command: 'status' | 'certs' | 'agents'; json: boolean; operator: OperatorOptions }
+  | {
+      command: 'token create';
+      agent: string;
+      labels: Record<string, string>;
+      /** 0 lets the controller choose (one hour). */
+      ttlSeconds: number;
+      json: boolean;
+      operator: OperatorOptions;
+    };
+
+type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?: boolean };
+
+const GLOBAL: Record<string, OptionSpec> = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  credentials: { type: 'string' },
+  timeout: { type: 'string' },
+};
+
+const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
+  controller: { config: { type: 'string' }, check: { type: 'boolean' } },
+  agent: { config: { type: 'string' }, check: { type: 'boolean' } },
+  'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } },
+  status: { json: { type: 'boolean' } },
+  certs: { json: { type: 'boolean' } },
+  agents: { json: { type: 'boolean' } },
+  'token create': { json: { type: 'boolean' }, label: { type: 'string', multiple: true }, ttl: { type: 'string' } },
+};
+
+/** Command words after the command itself: `agent enroll` and `token create` take one more word. */
+const COMMAND_WORDS = new Set(['controller', 'agent', 'status', 'certs', 'agents', 'token']);
+
+/** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
+const ALL_OPTIONS: Record<string, OptionSpec> = Object.assign({}, GLOBAL, ...Object.values(COMMAND_OPTIONS)) as Record<string, OptionSpec>;
+
+/** A usage error; `hint` names the help to read and is printed on its own line. */
+export function usageError(message: string, command?: CommandName): CertfleetError {
+  const hint = command === undefined ? 'certfleet --help' : `certfleet ${command} --help`;
+  return new CertfleetError(ErrorCode.UsageInvalid, message, { details: { hint } });
+}
+
+/**
+ * Parses `argv` (without node and the script). Throws a CertfleetError USAGE_INVALID for
+ * an unknown command or option, a missing or malformed value, or a wrong number of
+ * arguments. `--help` wins over everything else, then `--version`, so both work even on
+ * an otherwise incomplete command line.
+ */
+export function parseCommandLine(argv: readonly string[]): Invocation {
+  const first = parseArgs({ args: [...argv], options: ALL_OPTIONS, strict: false, allowPositionals: true });
+  const words = first.positionals;
+
+  if (words.length === 0) {
+    if (first.values['help'] === true) return { command: 'help', topic: undefined };
+    if (first.values['version'] === true) return { command: 'version' };
+    throw usageError('missing command');
+  }
+  const [word0 = '', word1] = words;
+  if (word0 === 'help') return { command: 'help', topic: helpTopic(words.slice(1)) };
+  const command = commandOf(word0, word1, first.values['help'] === true);
+  if (command === undefined) {
+    // `certfleet token --help` shows the help of the only `token` subcommand.
+    return { command: 'help', topic: word0 === 'token' ? 'token create' : undefined };
+  }
+
+  const spec = { ...GLOBAL, ...COMMAND_OPTIONS[command] };
+  let parsed: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] };
+  try {
+    const r = parseArgs({ args: [...argv], options: spec, strict: true, allowPositionals: true });
+    parsed = { values: r.values as typeof parsed.values, positionals: r.positionals };
+  } catch (err) {
+    throw usageError(parseArgsMessage(err), command);
+  }
+  const v = parsed.values;
+  if (v['help'] === true) return { command: 'help', topic: command };
+  if (v['version'] === true) return { command: 'version' };
+
+  const commandWordCount = command.includes(' ') ? 2 : 1;
+  const args = parsed.positionals.slice(commandWordCount);
+  const operator = (): OperatorOptions => ({
+    credentialsFile: nonEmpty(v['credentials'], '--credentials', command),
+    timeoutMs: v['timeout'] === undefined ? DEFAULT_TIMEOUT_MS : positiveDuration(String(v['timeout']), '--timeout', command),
+  });
+
+  switch (command) {
+    case 'controller':
+    case 'agent':
+      noArgs(args, command);
+      return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true };
+    case 'agent enroll': {
+      noArgs(args, command);
+      const configFile = requireConfig(v['config'], command);
+      const inline = v['token'];
+      const file = v['token-file'];
+      if (inline !== undefined && file !== undefined) throw usageError('give either --token or --token-file, not both', command);
+      if (typeof inline === 'string') {
+        if (inline.trim() === '') throw usageError('--token is empty', command);
+        return { command, configFile, token: { kind: 'inline', token: inline.trim() } };
+      }
+      if (typeof file === 'string') {
+        if (file === '') throw usageError('--token-file needs a non-empty value', command);
+        return { command, configFile, token: { kind: 'file', path: file } };
+      }
+      throw usageError('missing --token-file FILE (or --token TOKEN)', command);
+    }
+    case 'status':
+    case 'certs':
+    case 'agents':
+      noArgs(args, command);
+      return { command, json: v['json'] === true, operator: operator() };
+    case 'token create': {
+      if (args.length === 0) throw usageError('missing AGENT (the name the agent will enrol as)', command);
+      if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+      const agent = args[0] ?? '';
+      if (!AGENT_NAME_PATTERN.test(agent)) {
+        throw usageError(`'${agent}' is not a valid agent name (lower-case letters, digits and '-', at most 63)`, command);
+      }
+      const ttl = v['ttl'];
+      return {
+        command,
+        agent,
+        labels: parseLabels((v['label'] as string[] | undefined) ?? [], command),
+        ttlSeconds: ttl === undefined ? 0 : ttlSeconds(String(ttl), command),
+        json: v['json'] === true,
+        operator: operator(),
+      };
+    }
+  }
+}
+
+function commandOf(word0: string, word1: string | undefined, help: boolean): CommandName | undefined {
+  if (!COMMAND_WORDS.has(word0)) throw usageError(`unknown command '${word0}'`);
+  if (word0 === 'agent' && word1 === 'enroll') return 'agent enroll';
+  if (word0 === 'token') {
+    if (word1 === 'create') return 'token create';
+    if (word1 === undefined && help) return undefined;
+    throw usageError(word1 === undefined ? "missing subcommand: certfleet token create AGENT" : `unknown command 'token ${word1}'`, 'token create');
+  }
+  return word0 as CommandName;
+}
+
+function helpTopic(words: string[]): CommandName | undefined {
+  if (words.length === 0) return undefined;
+  const joined = words.join(' ');
+  if (joined === 'token') return 'token create';
+  if (joined in COMMAND_OPTIONS) return joined as CommandName;
+  throw usageError(`no help for unknown command '${joined}'`);
+}
+
+/** The first sentence of node's parseArgs error, which is the useful part. */
+function parseArgsMessage(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const unknown = /^Unknown option '([^']+)'/.exec(message);
+  if (unknown) return `unknown option '${unknown[1] ?? ''}'`;
+  const firstSentence = message.split(/\.(\s|$)/)[0] ?? message;
+  return firstSentence.charAt(0).toLowerCase() + firstSentence.slice(1);
+}
+
+function noArgs(args: string[], command: CommandName): void {
+  if (args.length > 0) throw usageError(`unexpected argument '${args[0] ?? ''}'`, command);
+}
+
+function requireConfig(value: unknown, command: CommandName): string {
+  if (typeof value !== 'string') throw usageError('missing --config FILE', command);
+  if (value === '') throw usageError('--config needs a non-empty value', command);
+  return value;
+}
+
+function nonEmpty(value: unknown, flag: string, command: CommandName): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value === '') throw usageError(`${flag} needs a non-empty value`, command);
+  return value;
+}
+
+function positiveDuration(text: string, flag: string, command: CommandName): number {
+  const ms = parseDuration(text);
+  if (ms === undefined || ms <= 0) throw usageError(`${flag} '${text}' is not a positive duration (e.g. 500ms, 30s, 5m, 2h, 7d)`, command);
+  return ms;
+}
+
+const MAX_TTL_SECONDS = 0xffff_ffff;
+
+function ttlSeconds(text: string, command: CommandName): number {
+  const ms = positiveDuration(text, '--ttl', command);
+  if (ms < 1000) throw usageError(`--ttl '${text}' is shorter than one second`, command);
+  const seconds = Math.floor(ms / 1000);
+  if (seconds > MAX_TTL_SECONDS) throw usageError(`--ttl '${text}' is too long`, command);
+  return seconds;
+}
+
+function parseLabels(items: string[], command: CommandName): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw usageError(`--label '${item}' is not key=value`, command);
+    const key = item.slice(0, eq);
+    const value = item.slice(eq + 1);
+    if (!isValidLabelKey(key)) throw usageError(`--label '${item}': '${key}' is not a valid label key`, command);
+    if (!isValidLabelValue(value)) throw usageError(`--label '${item}': '${value}' is not a valid label value`, command);
+    if (Object.hasOwn(labels, key)) throw usageError(`--label '${key}' given twice`, command);
+    labels[key] = value;
+  }
+  return labels;
+}

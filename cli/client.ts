@@ -1,0 +1,58 @@
+/**
+ * The operator's gRPC client: one channel to the controller's OperatorService with mutual
+ * TLS, each call promisified with a deadline, failures turned into CertfleetErrors
+ * (CONTROLLER_UNAVAILABLE when the controller cannot be reached or the TLS handshake
+ * fails, otherwise the code the controller sent).
+ */
+import { clientCredentials, deadline, fromServiceError, grpc, loadProtos } from '../shared/grpc/index.js';
+import type { OperatorServiceClient, pb } from '../shared/grpc/index.js';
+import type { OperatorCredentials } from './credentials.js';
+
+/** The calls the CLI makes. `close()` must be called when done (it releases the channel). */
+export interface OperatorClient {
+  getStatus(): Promise<pb.GetStatusResponse__Output>;
+  listCertificates(): Promise<pb.ListCertificatesResponse__Output>;
+  listAgents(): Promise<pb.ListAgentsResponse__Output>;
+  createEnrollmentToken(req: pb.CreateEnrollmentTokenRequest): Promise<pb.CreateEnrollmentTokenResponse__Output>;
+  close(): void;
+}
+
+type Callback<T> = (err: grpc.ServiceError | null, value?: T) => void;
+
+/**
+ * Opens a channel to `creds.server`. Nothing is sent until the first call; each call
+ * fails after `timeoutMs`. When `creds.serverName` is set the controller's certificate
+ * must name it instead of the dialled host.
+ */
+export function operatorClient(creds: OperatorCredentials, timeoutMs: number): OperatorClient {
+  const { operator } = loadProtos();
+  const options: grpc.ChannelOptions = {};
+  if (creds.serverName !== undefined) {
+    options['grpc.ssl_target_name_override'] = creds.serverName;
+    options['grpc.default_authority'] = creds.serverName;
+  }
+  const client: OperatorServiceClient = new operator.certfleet.v1.OperatorService(
+    creds.server,
+    clientCredentials({ caPem: creds.caPem, certPem: creds.certPem, keyPem: creds.keyPem }),
+    options,
+  );
+  const what = `controller ${creds.server}`;
+
+  function call<T>(start: (md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<T>) => unknown): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      start(new grpc.Metadata(), { deadline: deadline(timeoutMs) }, (err, value) => {
+        if (err) reject(fromServiceError(err, what));
+        else if (value === undefined) reject(fromServiceError(new Error('empty response'), what));
+        else resolve(value);
+      });
+    });
+  }
+
+  return {
+    getStatus: () => call((md, opts, cb) => client.getStatus({}, md, opts, cb)),
+    listCertificates: () => call((md, opts, cb) => client.listCertificates({}, md, opts, cb)),
+    listAgents: () => call((md, opts, cb) => client.listAgents({}, md, opts, cb)),
+    createEnrollmentToken: (req) => call((md, opts, cb) => client.createEnrollmentToken(req, md, opts, cb)),
+    close: () => client.close(),
+  };
+}

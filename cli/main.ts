@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+/**
+ * The `certfleet` executable (package.json `bin`): runs the command line and exits with
+ * its code. Everything testable lives in run.ts; this file only binds the process.
+ */
+import { runCli } from './run.js';
+
+// `certfleet agents | head` closes the pipe early: that is not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
+const code = await runCli(process.argv.slice(2), {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  stdin: () => process.stdin,
+  env: process.env,
+  now: () => new Date(),
+});
+
+// Exit explicitly once the output is flushed: a daemon that stopped may leave a stray
+// handle behind, and a second SIGTERM would find its signal handler already spent.
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

@@ -1,0 +1,135 @@
+/**
+ * Runs one parsed command line and turns every outcome into an exit code.
+ *
+ * The daemons are imported lazily and only here: `certfleet agent` never loads controller
+ * code (and operator commands load neither), which keeps the agent light and is the
+ * reason cli/ is the one folder allowed to know both sides. The operator commands'
+ * gRPC stack is lazy too, so help and usage errors answer at once.
+ */
+import fs from 'node:fs';
+import { ExitCode, ErrorCode, CertfleetError, exitCodeFor, toCertfleetError } from '../shared/errors/index.js';
+import { parseCommandLine, type Invocation, type TokenSource } from './args.js';
+import { renderEnrolled } from './render.js';
+import { helpText } from './usage.js';
+
+/** Where the CLI reads and writes; the process's own streams in production, buffers in tests. */
+export interface CliIo {
+  stdout: { write(text: string): unknown; isTTY?: boolean };
+  stderr: { write(text: string): unknown };
+  /** Read by `--token-file -`; a function so stdin is opened only when used. */
+  stdin(): AsyncIterable<string | Buffer>;
+  /** The CLI's settings from the environment (CERTFLEET_CREDENTIALS, NO_COLOR, TERM, CERTFLEET_DEBUG). */
+  env: Readonly<Record<string, string | undefined>>;
+  now(): Date;
+}
+
+/**
+ * Runs `certfleet` with `argv` (without node and the script) and resolves with the exit
+ * code; never rejects. Errors are printed as `certfleet: <message>` and `code: <CODE>`
+ * (usage errors: the message and a hint) on stderr; the exit code is `exitCodeFor(err)`.
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  try {
+    return await execute(parseCommandLine(argv), io);
+  } catch (err) {
+    return reportError(err, io);
+  }
+}
+
+/** Prints `err` the way every command does and returns its exit code. */
+export function reportError(err: unknown, io: Pick<CliIo, 'stderr' | 'env'>): number {
+  const cf = toCertfleetError(err);
+  io.stderr.write(`certfleet: ${cf.message}\n`);
+  if (cf.code === ErrorCode.UsageInvalid) {
+    const hint = typeof cf.details['hint'] === 'string' ? cf.details['hint'] : 'certfleet --help';
+    io.stderr.write(`Try '${hint}'.\n`);
+  } else {
+    io.stderr.write(`code: ${cf.code}\n`);
+  }
+  if (io.env['CERTFLEET_DEBUG'] === '1') io.stderr.write(debugChain(err));
+  return exitCodeFor(cf);
+}
+
+function debugChain(err: unknown): string {
+  let out = '';
+  for (let e: unknown = err, depth = 0; e !== undefined && depth < 5; depth++) {
+    out += `${e instanceof Error ? (e.stack ?? e.message) : JSON.stringify(e)}\n`;
+    e = e instanceof Error ? e.cause : undefined;
+    if (e !== undefined) out += 'caused by: ';
+  }
+  return out;
+}
+
+/** package.json's version, read at run time so it cannot drift from the package. */
+export function packageVersion(): string {
+  // Compiled to dist/cli/run.js: the package root is two levels up.
+  const raw = fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+  const version = (JSON.parse(raw) as { version?: unknown }).version;
+  return typeof version === 'string' ? version : 'unknown';
+}
+
+async function execute(inv: Invocation, io: CliIo): Promise<number> {
+  switch (inv.command) {
+    case 'help':
+      io.stdout.write(helpText(inv.topic));
+      return ExitCode.Ok;
+    case 'version':
+      io.stdout.write(`certfleet ${packageVersion()}\n`);
+      return ExitCode.Ok;
+    case 'controller': {
+      if (inv.check) {
+        const { loadControllerConfig } = await import('../controller/config/index.js');
+        loadControllerConfig(inv.configFile);
+        io.stdout.write('ok\n');
+        return ExitCode.Ok;
+      }
+      const { runController } = await import('../controller/index.js');
+      await runController({ configFile: inv.configFile });
+      return ExitCode.Ok;
+    }
+    case 'agent': {
+      if (inv.check) {
+        const { loadAgentConfig } = await import('../agent/config/index.js');
+        loadAgentConfig(inv.configFile);
+        io.stdout.write('ok\n');
+        return ExitCode.Ok;
+      }
+      const { runAgent } = await import('../agent/index.js');
+      await runAgent({ configFile: inv.configFile });
+      return ExitCode.Ok;
+    }
+    case 'agent enroll': {
+      const token = await readToken(inv.token, io);
+      const { enrollAgent } = await import('../agent/index.js');
+      const result = await enrollAgent({ configFile: inv.configFile, token });
+      io.stdout.write(renderEnrolled(result));
+      return ExitCode.Ok;
+    }
+    case 'status':
+    case 'certs':
+    case 'agents':
+    case 'token create': {
+      const { runOperatorCommand } = await import('./operator.js');
+      return runOperatorCommand(inv, io);
+    }
+  }
+}
+
+async function readToken(source: TokenSource, io: CliIo): Promise<string> {
+  if (source.kind === 'inline') return source.token;
+  let text: string;
+  try {
+    if (source.path === '-') {
+      text = '';
+      for await (const chunk of io.stdin()) text += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+    } else {
+      text = fs.readFileSync(source.path, 'utf8');
+    }
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
+    throw new CertfleetError(ErrorCode.ConfigUnreadable, `cannot read token file ${source.path} (${reason})`, { cause: err });
+  }
+  const token = text.trim();
+  if (token === '') throw new CertfleetError(ErrorCode.UsageInvalid, `token file ${source.path} is empty`, { details: { hint: 'certfleet agent enroll --help' } });
+  return token;
+}

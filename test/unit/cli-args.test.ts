@@ -1,0 +1,298 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_CREDENTIALS_FILE, DEFAULT_TIMEOUT_MS, credentialsPath, helpText, parseCommandLine } from '../../cli/index.js';
+import { ErrorCode, ExitCode, isCertfleetError } from '../../shared/errors/index.js';
+import { tempDir } from '../harness/tmp.js';
+
+// dist/test/unit/ -> dist/cli/main.js and the package root.
+const MAIN = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+function usageFailure(argv: string[], message: RegExp): void {
+  assert.throws(
+    () => parseCommandLine(argv),
+    (err: unknown) => isCertfleetError(err, ErrorCode.UsageInvalid) && message.test(err.message),
+    `expected a usage error matching ${String(message)} for: ${argv.join(' ')}`,
+  );
+}
+
+// ---- pure parsing ----
+
+void test('daemon commands parse their config file and --check', () => {
+  assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml']), { command: 'controller', configFile: 'c.yaml', check: false });
+  assert.deepEqual(parseCommandLine(['agent', '--config=a.yaml', '--check']), { command: 'agent', configFile: 'a.yaml', check: true });
+});
+
+void test('agent enroll takes the token inline or from a file, exactly one of them', () => {
+  assert.deepEqual(parseCommandLine(['agent', 'enroll', '--config', 'a.yaml', '--token', ' T0K ']), {
+    command: 'agent enroll',
+    configFile: 'a.yaml',
+    token: { kind: 'inline', token: 'T0K' },
+  });
+  assert.deepEqual(parseCommandLine(['agent', 'enroll', '--config', 'a.yaml', '--token-file', '-']), {
+    command: 'agent enroll',
+    configFile: 'a.yaml',
+    token: { kind: 'file', path: '-' },
+  });
+  usageFailure(['agent', 'enroll', '--config', 'a.yaml'], /missing --token-file/);
+  usageFailure(['agent', 'enroll', '--config', 'a.yaml', '--token', 'x', '--token-file', 'f'], /not both/);
+  usageFailure(['agent', 'enroll', '--token', 'x'], /missing --config/);
+});
+
+void test('operator read commands take --json, and global options before or after the command', () => {
+  assert.deepEqual(parseCommandLine(['certs']), {
+    command: 'certs',
+    json: false,
+    operator: { credentialsFile: undefined, timeoutMs: DEFAULT_TIMEOUT_MS },
+  });
+  assert.deepEqual(parseCommandLine(['--credentials', '/c.json', '--timeout', '2s', 'agents', '--json']), {
+    command: 'agents',
+    json: true,
+    operator: { credentialsFile: '/c.json', timeoutMs: 2000 },
+  });
+  assert.deepEqual(parseCommandLine(['status', '--timeout=500ms', '--credentials=/x.json']), {
+    command: 'status',
+    json: false,
+    operator: { credentialsFile: '/x.json', timeoutMs: 500 },
+  });
+});
+
+void test('token create parses the agent, repeated labels and the ttl in seconds', () => {
+  assert.deepEqual(parseCommandLine(['token', 'create', 'web-1', '--label', 'role=lb', '--label=site=par', '--ttl', '90m']), {
+    command: 'token create',
+    agent: 'web-1',
+    labels: { role: 'lb', site: 'par' },
+    ttlSeconds: 5400,
+    json: false,
+    operator: { credentialsFile: undefined, timeoutMs: DEFAULT_TIMEOUT_MS },
+  });
+  const noTtl = parseCommandLine(['token', 'create', 'web-2', '--label', 'empty=']);
+  assert.equal(noTtl.command === 'token create' && noTtl.ttlSeconds, 0);
+  assert.deepEqual(noTtl.command === 'token create' && noTtl.labels, { empty: '' });
+});
+
+const usageCases: [string, string[], RegExp][] = [
+  ['no command', [], /missing command/],
+  ['an unknown command', ['renew-all'], /unknown command 'renew-all'/],
+  ['an unknown option', ['certs', '--bogus'], /unknown option '--bogus'/],
+  ['an option of another command', ['status', '--label', 'a=b'], /unknown option '--label'/],
+  ['a missing option value', ['controller', '--config'], /--config/],
+  ['a value given to a switch', ['certs', '--json=yes'], /--json/],
+  ['an extra argument', ['agents', 'web-1'], /unexpected argument 'web-1'/],
+  ['a missing --config', ['controller'], /missing --config/],
+  ['token without subcommand', ['token'], /missing subcommand/],
+  ['an unknown token subcommand', ['token', 'revoke', 'x'], /unknown command 'token revoke'/],
+  ['token create without agent', ['token', 'create'], /missing AGENT/],
+  ['token create with two agents', ['token', 'create', 'a', 'b'], /unexpected argument 'b'/],
+  ['an invalid agent name', ['token', 'create', 'Web_1'], /not a valid agent name/],
+  ['a label without "="', ['token', 'create', 'a', '--label', 'role'], /not key=value/],
+  ['an invalid label key', ['token', 'create', 'a', '--label', '_x=1'], /not a valid label key/],
+  ['an invalid label value', ['token', 'create', 'a', '--label', 'k=a b'], /not a valid label value/],
+  ['a label given twice', ['token', 'create', 'a', '--label', 'k=1', '--label', 'k=2'], /given twice/],
+  ['a malformed --ttl', ['token', 'create', 'a', '--ttl', 'soon'], /not a positive duration/],
+  ['a --ttl under a second', ['token', 'create', 'a', '--ttl', '500ms'], /shorter than one second/],
+  ['a zero --timeout', ['status', '--timeout', '0s'], /not a positive duration/],
+  ['an empty --credentials', ['status', '--credentials='], /non-empty/],
+];
+for (const [what, argv, message] of usageCases) {
+  void test(`a usage error is raised for ${what}`, () => usageFailure(argv, message));
+}
+
+void test('--help wins over missing or invalid arguments and selects the command help', () => {
+  assert.deepEqual(parseCommandLine(['--help']), { command: 'help', topic: undefined });
+  assert.deepEqual(parseCommandLine(['agent', 'enroll', '-h']), { command: 'help', topic: 'agent enroll' });
+  assert.deepEqual(parseCommandLine(['token', 'create', '--help']), { command: 'help', topic: 'token create' });
+  assert.deepEqual(parseCommandLine(['token', '--help']), { command: 'help', topic: 'token create' });
+  assert.deepEqual(parseCommandLine(['help', 'certs']), { command: 'help', topic: 'certs' });
+  assert.deepEqual(parseCommandLine(['controller', '--help']), { command: 'help', topic: 'controller' });
+  assert.deepEqual(parseCommandLine(['--version']), { command: 'version' });
+});
+
+void test('every command has a help text that starts with its own usage line', () => {
+  for (const name of ['controller', 'agent', 'agent enroll', 'status', 'certs', 'agents', 'token create'] as const) {
+    assert.ok(helpText(name).startsWith(`Usage: certfleet ${name}`), name);
+    assert.match(helpText(name), /--credentials FILE/);
+    assert.match(helpText(), new RegExp(`^  ${name.split(' ')[0] ?? ''}`, 'm'));
+  }
+});
+
+void test('the credentials file comes from --credentials, else CERTFLEET_CREDENTIALS, else the default path', () => {
+  assert.equal(credentialsPath('/flag.json', { CERTFLEET_CREDENTIALS: '/env.json' }), '/flag.json');
+  assert.equal(credentialsPath(undefined, { CERTFLEET_CREDENTIALS: '/env.json' }), '/env.json');
+  assert.equal(credentialsPath(undefined, { CERTFLEET_CREDENTIALS: '' }), DEFAULT_CREDENTIALS_FILE);
+  assert.equal(credentialsPath(undefined, {}), '/var/lib/certfleet/admin-credentials.json');
+});
+
+// ---- the executable ----
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs dist/cli/main.js. `forbid` names dist/ folders whose modules must not be loaded:
+ * a module resolve hook makes any import from them fail the process.
+ */
+function runMain(argv: string[], opts: { env?: Record<string, string>; forbid?: string[] } = {}): Promise<Ran> {
+  const nodeArgs: string[] = [];
+  if (opts.forbid !== undefined) {
+    const hooks = `export async function resolve(s, c, next) {
+      const r = await next(s, c);
+      for (const f of ${JSON.stringify(opts.forbid.map((f) => `/dist/${f}/`))}) {
+        if (r.url.includes(f)) throw new Error('FORBIDDEN MODULE LOADED: ' + r.url);
+      }
+      return r;
+    }`;
+    const register = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`;
+    nodeArgs.push('--import', `data:text/javascript,${encodeURIComponent(register)}`);
+  }
+  const env: Record<string, string | undefined> = { ...process.env, ...opts.env };
+  if (opts.env?.['CERTFLEET_CREDENTIALS'] === undefined) delete env['CERTFLEET_CREDENTIALS'];
+  const child = spawn(process.execPath, [...nodeArgs, MAIN, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+void test('the compiled entry point starts with a node shebang', () => {
+  assert.ok(fs.readFileSync(MAIN, 'utf8').startsWith('#!/usr/bin/env node\n'));
+});
+
+void test('usage errors exit 2 with the message and a one-line hint on stderr, nothing on stdout', async () => {
+  const r = await runMain(['certs', '--bogus']);
+  assert.equal(r.code, ExitCode.Usage);
+  assert.equal(r.stdout, '');
+  assert.equal(r.stderr, "certfleet: unknown option '--bogus'\nTry 'certfleet certs --help'.\n");
+
+  const none = await runMain([]);
+  assert.equal(none.code, ExitCode.Usage);
+  assert.match(none.stderr, /^certfleet: missing command\nTry 'certfleet --help'\.\n$/);
+
+  const unknown = await runMain(['frobnicate']);
+  assert.equal(unknown.code, ExitCode.Usage);
+  assert.match(unknown.stderr, /unknown command 'frobnicate'/);
+});
+
+void test('--help and --version exit 0 and print to stdout; the version is package.json\'s', async () => {
+  const help = await runMain(['--help']);
+  assert.equal(help.code, 0);
+  for (const cmd of ['controller', 'agent enroll', 'status', 'certs', 'agents', 'token create']) assert.ok(help.stdout.includes(cmd), cmd);
+  const certsHelp = await runMain(['certs', '-h']);
+  assert.equal(certsHelp.code, 0);
+  assert.match(certsHelp.stdout, /^Usage: certfleet certs/);
+  const version = await runMain(['--version']);
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  assert.equal(version.code, 0);
+  assert.equal(version.stdout, `certfleet ${pkg.version}\n`);
+});
+
+void test('a missing credentials file exits 3 with CONFIG_UNREADABLE, naming the file from the flag or the environment', async () => {
+  const dir = tempDir();
+  const viaFlag = await runMain(['status', '--credentials', path.join(dir, 'nope.json')]);
+  assert.equal(viaFlag.code, ExitCode.Config);
+  assert.match(viaFlag.stderr, new RegExp(`^certfleet: cannot read credentials file ${dir}/nope\\.json`));
+  assert.match(viaFlag.stderr, /\ncode: CONFIG_UNREADABLE\n$/);
+
+  const viaEnv = await runMain(['certs', '--json'], { env: { CERTFLEET_CREDENTIALS: path.join(dir, 'env.json') } });
+  assert.equal(viaEnv.code, ExitCode.Config);
+  assert.match(viaEnv.stderr, /env\.json/);
+  assert.equal(viaEnv.stdout, '');
+});
+
+void test('a credentials file with bad content exits 3 with CONFIG_INVALID listing every bad field and no key material', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'creds.json');
+  fs.writeFileSync(file, JSON.stringify({ server: 'no-port', caPem: 'x', certPem: 'y', keyPem: 'PRIVATE-SECRET' }), { mode: 0o600 });
+  const r = await runMain(['agents', '--credentials', file]);
+  assert.equal(r.code, ExitCode.Config);
+  assert.match(r.stderr, /4 problems/);
+  for (const field of ['server', 'caPem', 'certPem', 'keyPem']) assert.match(r.stderr, new RegExp(`${field}: `));
+  assert.doesNotMatch(r.stderr, /PRIVATE-SECRET/);
+  assert.match(r.stderr, /code: CONFIG_INVALID/);
+
+  fs.writeFileSync(file, '{not json');
+  const notJson = await runMain(['agents', '--credentials', file]);
+  assert.equal(notJson.code, ExitCode.Config);
+  assert.match(notJson.stderr, /not JSON/);
+});
+
+void test('agent --check prints ok for a valid config and exits 3 for an invalid one, without loading controller code', async () => {
+  const dir = tempDir();
+  const good = path.join(dir, 'agent.yaml');
+  fs.writeFileSync(good, 'stateDir: ./state\ncontroller:\n  address: 127.0.0.1:7443\n  caFile: ./ca.pem\n');
+  const ok = await runMain(['agent', '--check', '--config', good], { forbid: ['controller'] });
+  assert.equal(ok.stderr, '');
+  assert.equal(ok.stdout, 'ok\n');
+  assert.equal(ok.code, 0);
+
+  const bad = path.join(dir, 'bad.yaml');
+  fs.writeFileSync(bad, 'stateDir: ./state\ncontroller:\n  address: nowhere\n  caFile: ./ca.pem\nbogus: 1\n');
+  const r = await runMain(['agent', '--check', '--config', bad], { forbid: ['controller'] });
+  assert.equal(r.code, ExitCode.Config);
+  assert.match(r.stderr, /^certfleet: invalid configuration .*bad\.yaml \(2 problems\)/);
+  assert.match(r.stderr, /code: CONFIG_INVALID/);
+});
+
+void test('controller --check reports an invalid config with exit 3, without loading agent code', async () => {
+  const dir = tempDir();
+  const bad = path.join(dir, 'controller.yaml');
+  fs.writeFileSync(bad, 'stateDir: ./state\nacme:\n  directoryUrl: http://insecure.test/dir\n  termsOfServiceAgreed: true\n');
+  const r = await runMain(['controller', '--check', '--config', bad], { forbid: ['agent'] });
+  assert.equal(r.code, ExitCode.Config);
+  assert.match(r.stderr, /acme\.directoryUrl/);
+  assert.match(r.stderr, /code: CONFIG_INVALID/);
+});
+
+void test('the resolve hook used above really fails a process that loads a forbidden folder', async () => {
+  // Guards the two tests above against passing vacuously: agent --check must load agent/.
+  const dir = tempDir();
+  const good = path.join(dir, 'agent.yaml');
+  fs.writeFileSync(good, 'stateDir: ./state\ncontroller:\n  address: 127.0.0.1:7443\n  caFile: ./ca.pem\n');
+  const r = await runMain(['agent', '--check', '--config', good], { forbid: ['agent'] });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /FORBIDDEN MODULE LOADED/);
+});
+
+void test('operator commands load neither controller nor agent code', async () => {
+  const r = await runMain(['status', '--credentials', '/nonexistent/creds.json'], { forbid: ['controller', 'agent'] });
+  assert.equal(r.code, ExitCode.Config);
+  assert.doesNotMatch(r.stderr, /FORBIDDEN/);
+});
+
+void test('agent enroll reports an unreadable or empty token file before contacting anything', async () => {
+  const dir = tempDir();
+  const missing = await runMain(['agent', 'enroll', '--config', path.join(dir, 'agent.yaml'), '--token-file', path.join(dir, 'none')], {
+    forbid: ['agent', 'controller'],
+  });
+  assert.equal(missing.code, ExitCode.Config);
+  assert.match(missing.stderr, /^certfleet: cannot read token file .*none \(ENOENT\)\ncode: CONFIG_UNREADABLE\n$/);
+
+  const empty = path.join(dir, 'empty.token');
+  fs.writeFileSync(empty, '\n  \n');
+  const r = await runMain(['agent', 'enroll', '--config', path.join(dir, 'agent.yaml'), '--token-file', empty], { forbid: ['agent', 'controller'] });
+  assert.equal(r.code, ExitCode.Usage);
+  assert.match(r.stderr, /is empty/);
+});
+
+void test('docs/cli.md documents every exit code, every command and every option', () => {
+  const doc = fs.readFileSync(path.join(ROOT, 'docs', 'cli.md'), 'utf8');
+  for (const [name, code] of Object.entries(ExitCode)) {
+    assert.match(doc, new RegExp(`^\\| ${code} \\| \`${name}\` \\|`, 'm'), `exit code ${code} (${name})`);
+  }
+  for (const name of ['controller', 'agent', 'agent enroll', 'status', 'certs', 'agents', 'token create'] as const) {
+    assert.ok(doc.includes(`### \`certfleet ${name}`), `section for ${name}`);
+    // Every option the help text lists is in the doc too.
+    for (const option of helpText(name).match(/--[a-z][a-z-]*/g) ?? []) assert.ok(doc.includes(`\`${option}`), `${option} of ${name}`);
+  }
+});
