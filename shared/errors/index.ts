@@ -41,6 +41,7 @@ export const ErrorCode = {
   HookTimeout: 'HOOK_TIMEOUT',
   InstallFailed: 'INSTALL_FAILED',
   CsrInvalid: 'CSR_INVALID',
+  NotServed: 'NOT_SERVED',
   // transport
   NatsUnavailable: 'NATS_UNAVAILABLE',
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',

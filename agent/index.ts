@@ -1,0 +1,116 @@
+/**
+ * The agent binary's entries: `certfleet agent --config FILE` (runAgent) and
+ * `certfleet agent enroll --config FILE --token T` (enrollAgent).
+ *
+ * Start order: identity → gRPC link → NATS (optional at start: without it the agent
+ * still converges by gRPC polling) → HTTP-01 responder → sync loop. Stops on SIGTERM or
+ * SIGINT.
+ */
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../shared/clock/index.js';
+import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
+import { splitHostPort } from '../shared/config/index.js';
+import { createRootLogger } from '../shared/log/index.js';
+import { connectNats, type NatsHandle } from '../shared/nats/index.js';
+import { loadAgentConfig, type AgentConfig } from './config/index.js';
+import { enroll, loadIdentity, type AgentIdentity } from './enroll/index.js';
+import { Http01Responder } from './http01/index.js';
+import { Installer } from './install/index.js';
+import { ControllerLink } from './link/index.js';
+import { Sync } from './sync/index.js';
+
+export { loadAgentConfig } from './config/index.js';
+
+function readFile(file: string, field: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+}
+
+/** Enrols this agent with a one-time token; returns its name and labels. */
+export async function enrollAgent(opts: { configFile: string; token: string }): Promise<{ name: string; labels: Record<string, string> }> {
+  const cfg = loadAgentConfig(opts.configFile);
+  fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const id = await enroll({
+    stateDir: cfg.stateDir,
+    address: cfg.controller.address,
+    caPem: readFile(cfg.controller.caFile, 'controller.caFile'),
+    ...(cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName }),
+    token: opts.token,
+  });
+  return { name: id.name, labels: id.labels };
+}
+
+/** A running agent. */
+export interface Agent {
+  identity: AgentIdentity;
+  sync: Sync;
+  stop(): Promise<void>;
+}
+
+/** Starts an enrolled agent. */
+export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = systemClock): Promise<Agent> {
+  fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const identity = loadIdentity(cfg.stateDir);
+  const alog = log.child({ agent: identity.name });
+  const link = new ControllerLink({
+    address: cfg.controller.address,
+    caPem: readFile(cfg.controller.caFile, 'controller.caFile'),
+    certPem: identity.certPem,
+    keyPem: identity.keyPem,
+    ...(cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName }),
+  });
+  let nats: NatsHandle | null = null;
+  try {
+    nats = await connectNats({
+      servers: [...cfg.nats.servers],
+      name: `certfleet-agent ${identity.name}`,
+      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: cfg.nats.credentialsFile }),
+      ...(cfg.nats.tokenFile === undefined ? {} : { token: readFile(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
+      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFile(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
+      log: alog.child({ component: 'nats' }),
+    });
+  } catch (err) {
+    // The agent's job is to keep certificates current: without NATS it still converges
+    // over gRPC; it does not wait for NATS to come back before serving.
+    alog.warn({ err: (err as Error).message }, 'NATS unreachable at start; polling the controller over gRPC');
+  }
+  let http01: Http01Responder | null = null;
+  if (cfg.http01) {
+    http01 = new Http01Responder({ log: alog.child({ component: 'http01' }) });
+    await http01.start(splitHostPort(cfg.http01.listen));
+  }
+  const installer = new Installer({ stateDir: cfg.stateDir, keepVersions: cfg.keepVersions, clock, log: alog });
+  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, clock, log: alog.child({ component: 'sync' }) });
+  await sync.start();
+  alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');
+  return {
+    identity,
+    sync,
+    async stop() {
+      await sync.stop();
+      await http01?.stop();
+      await nats?.close();
+      link.close();
+    },
+  };
+}
+
+/** Runs the agent until SIGTERM/SIGINT. */
+export async function runAgent(opts: { configFile: string }): Promise<void> {
+  const cfg = loadAgentConfig(opts.configFile);
+  const log = createRootLogger({ name: 'agent', level: cfg.log.level });
+  const agent = await startAgent(cfg, log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'stopping');
+      agent.stop().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  log.info('stopped');
+}

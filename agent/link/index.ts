@@ -1,0 +1,115 @@
+/**
+ * The agent's gRPC link to the controller: mutual TLS with the certificate from
+ * enrolment, the controller's CA as the only trust anchor, a deadline on every call,
+ * and failures turned into CertfleetErrors (shared/grpc fromServiceError).
+ */
+import { clientCredentials, deadline, fromServiceError, grpc, loadProtos, type AgentServiceClient, type pb } from '../../shared/grpc/index.js';
+import type { Bundle, CertStatus, DesiredRecord, KeyType } from '../../shared/model/index.js';
+
+export interface LinkOptions {
+  address: string;
+  caPem: string;
+  /** Client certificate and key; absent only for enrolment. */
+  certPem?: string;
+  keyPem?: string;
+  /** TLS name to expect when it differs from the host in `address`. */
+  serverName?: string;
+  callTimeoutMs?: number;
+}
+
+/** Builds the generated client with our credentials. */
+function makeClient(opts: LinkOptions): AgentServiceClient {
+  const { agent } = loadProtos();
+  const channelOptions: grpc.ChannelOptions = { 'grpc.keepalive_time_ms': 60_000 };
+  if (opts.serverName !== undefined) {
+    channelOptions['grpc.ssl_target_name_override'] = opts.serverName;
+    channelOptions['grpc.default_authority'] = opts.serverName;
+  }
+  const tls = { caPem: opts.caPem, ...(opts.certPem === undefined ? {} : { certPem: opts.certPem }), ...(opts.keyPem === undefined ? {} : { keyPem: opts.keyPem }) };
+  return new agent.certfleet.v1.AgentService(opts.address, clientCredentials(tls), channelOptions);
+}
+
+function call<Req, Res>(
+  fn: (req: Req, md: grpc.Metadata, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown,
+  req: Req,
+  timeoutMs: number,
+  what: string,
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    fn(req, new grpc.Metadata(), { deadline: deadline(timeoutMs) }, (err, res) => {
+      if (err || res === undefined) reject(fromServiceError(err, what));
+      else resolve(res);
+    });
+  });
+}
+
+function desiredFromPb(d: pb.DesiredCertificate__Output): DesiredRecord {
+  const v = d.version;
+  return {
+    name: v?.name ?? '',
+    version: v?.version ?? 0,
+    fingerprint: v?.fingerprint ?? '',
+    names: v?.names ?? [],
+    notAfter: v?.notAfter ?? '',
+    selector: d.selector,
+    updatedAt: '',
+  };
+}
+
+function statusToPb(s: CertStatus): pb.CertificateStatus {
+  return { ...s, hook: s.hook ?? undefined };
+}
+
+/** The controller, as seen from an agent. */
+export class ControllerLink {
+  private readonly client: AgentServiceClient;
+  private readonly timeoutMs: number;
+
+  constructor(opts: LinkOptions) {
+    this.client = makeClient(opts);
+    this.timeoutMs = opts.callTimeoutMs ?? 15_000;
+  }
+
+  async enroll(token: string, csrPem: string): Promise<pb.EnrollResponse__Output> {
+    return call<pb.EnrollRequest, pb.EnrollResponse__Output>(this.client.enroll.bind(this.client), { token, csrPem }, this.timeoutMs, 'enrol');
+  }
+
+  async assignments(): Promise<DesiredRecord[]> {
+    const res = await call<pb.GetAssignmentsRequest, pb.GetAssignmentsResponse__Output>(this.client.getAssignments.bind(this.client), {}, this.timeoutMs, 'get assignments');
+    return res.certificates.map(desiredFromPb);
+  }
+
+  async fetchBundle(name: string, version: number): Promise<Bundle> {
+    const res = await call<pb.FetchBundleRequest, pb.FetchBundleResponse__Output>(this.client.fetchBundle.bind(this.client), { name, version }, this.timeoutMs, `fetch ${name} v${version}`);
+    const v = res.version;
+    return {
+      meta: {
+        name: v?.name ?? '',
+        version: v?.version ?? 0,
+        serial: v?.serial ?? '',
+        fingerprint: v?.fingerprint ?? '',
+        names: v?.names ?? [],
+        notBefore: v?.notBefore ?? '',
+        notAfter: v?.notAfter ?? '',
+        issuedAt: v?.issuedAt ?? '',
+        keyType: (v?.keyType ?? 'ecdsa-p256') as KeyType,
+      },
+      certPem: res.certificatePem,
+      chainPem: res.chainPem,
+      keyPem: res.privateKeyPem,
+    };
+  }
+
+  async reportStatus(report: { http01Address: string; agentVersion: string; certificates: CertStatus[] }): Promise<void> {
+    await call<pb.ReportStatusRequest, pb.ReportStatusResponse__Output>(
+      this.client.reportStatus.bind(this.client),
+      { http01Address: report.http01Address, agentVersion: report.agentVersion, certificates: report.certificates.map(statusToPb) },
+      this.timeoutMs,
+      'report status',
+    );
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

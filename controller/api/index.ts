@@ -1,0 +1,271 @@
+/**
+ * The controller's gRPC API: AgentService and OperatorService on one TLS port.
+ *
+ * Authentication happens here and nowhere else. The TLS layer requests a client
+ * certificate but cannot require one, because an agent that enrols has none yet; so
+ * every method except AgentService.Enroll passes through {@link ApiAuth.identify}, which
+ * verifies the peer certificate against the controller's CA (signature, validity,
+ * clientAuth, identity URI) and checks its role. Agent calls are then authorised by the
+ * backend (assignment by label selector). Errors leave as gRPC status codes with the
+ * stable certfleet code in trailing metadata (shared/grpc toServiceError).
+ *
+ * This module translates between protobuf messages and the backend's records; it holds
+ * no fleet logic of its own.
+ */
+import type { Logger } from 'pino';
+import { grpc, loadProtos, toServiceError, type AgentServiceHandlers, type OperatorServiceHandlers, type pb } from '../../shared/grpc/index.js';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import type { Bundle, CertStatus, DesiredRecord, VersionMeta } from '../../shared/model/index.js';
+
+/** Who is calling, as proven by a verified client certificate. */
+export interface CallerIdentity {
+  role: 'agent' | 'operator';
+  name: string;
+  serial: string;
+}
+
+/** How the API verifies callers; implemented over the controller's CA and agent registry. */
+export interface ApiAuth {
+  /** Verifies a DER client certificate; throws UNAUTHENTICATED. */
+  identify(certDer: Buffer): CallerIdentity;
+}
+
+/** A status report as the backend receives it. */
+export interface AgentReport {
+  http01Address: string;
+  agentVersion: string;
+  certificates: CertStatus[];
+}
+
+/** What the agent side of the API needs from the controller. */
+export interface AgentBackend {
+  /** Redeems a bootstrap token for a client certificate. ENROLL_TOKEN_INVALID on any token problem. */
+  enroll(token: string, csrPem: string): Promise<{ agent: string; labels: Record<string, string>; certificatePem: string; caPem: string }>;
+  /** Desired state of the certificates assigned to `agent`. UNAUTHENTICATED if the agent's certificate was replaced. */
+  assignments(agent: CallerIdentity): Promise<DesiredRecord[]>;
+  /** One version's bundle; version 0 = desired. PERMISSION_DENIED if not assigned, NOT_FOUND if absent. */
+  fetchBundle(agent: CallerIdentity, name: string, version: number): Promise<Bundle>;
+  reportStatus(agent: CallerIdentity, report: AgentReport): Promise<void>;
+}
+
+/** What the operator side of the API needs from the controller. */
+export interface OperatorBackend {
+  status(): Promise<pb.GetStatusResponse>;
+  certificates(): Promise<pb.CertificateSummary[]>;
+  agents(): Promise<pb.AgentSummary[]>;
+  createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number): Promise<{ token: string; expiresAt: string }>;
+}
+
+export interface ApiServerOptions {
+  listen: { host: string; port: number };
+  /** The controller CA (PEM), sent as the acceptable client CA list. */
+  caPem: string;
+  /** The API's server certificate and key (PEM). */
+  certPem: string;
+  keyPem: string;
+  auth: ApiAuth;
+  agents: AgentBackend;
+  operators: OperatorBackend;
+  log: Logger;
+}
+
+/** A running API server. */
+export interface ApiServer {
+  /** The port actually bound (useful with port 0). */
+  port: number;
+  /** Stops accepting calls; waits up to `graceMs` for calls in flight, then cuts them. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Converts store meta to the wire message. */
+export function versionToPb(meta: VersionMeta): pb.CertificateVersion {
+  return {
+    name: meta.name,
+    version: meta.version,
+    serial: meta.serial,
+    fingerprint: meta.fingerprint,
+    names: meta.names,
+    notBefore: meta.notBefore,
+    notAfter: meta.notAfter,
+    issuedAt: meta.issuedAt,
+    keyType: meta.keyType,
+  };
+}
+
+function desiredToPb(d: DesiredRecord): pb.DesiredCertificate {
+  return {
+    version: { name: d.name, version: d.version, fingerprint: d.fingerprint, names: d.names, notAfter: d.notAfter },
+    selector: d.selector,
+  };
+}
+
+/** Converts a reported status message to the model record (strings trimmed to sane sizes). */
+function statusFromPb(s: pb.CertificateStatus__Output): CertStatus {
+  const state = s.state === 'installed' || s.state === 'failed' ? s.state : 'pending';
+  return {
+    name: s.name.slice(0, 64),
+    version: s.version,
+    fingerprint: s.fingerprint.slice(0, 64),
+    desiredVersion: s.desiredVersion,
+    state,
+    hook: s.hook
+      ? {
+          ran: s.hook.ran,
+          exitCode: s.hook.exitCode,
+          signal: s.hook.signal.slice(0, 16),
+          timedOut: s.hook.timedOut,
+          durationMs: s.hook.durationMs,
+          outputTail: s.hook.outputTail.slice(-4096),
+        }
+      : null,
+    servedVerified: s.servedVerified,
+    error: s.error.slice(0, 2048),
+    errorCode: s.errorCode.slice(0, 64),
+    updatedAt: s.updatedAt,
+  };
+}
+
+/** Sends a unary call's result or its error, logging unexpected failures once. */
+function unary<Req, Res>(
+  log: Logger,
+  method: string,
+  fn: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    fn(call).then(
+      (res) => callback(null, res),
+      (err: unknown) => {
+        const cf = err instanceof CertfleetError ? err : new CertfleetError(ErrorCode.Internal, 'internal error', { cause: err });
+        const level = cf.code === ErrorCode.Internal ? 'error' : 'warn';
+        log[level]({ method, code: cf.code, err: cf.code === ErrorCode.Internal ? err : cf.message }, 'call failed');
+        callback(toServiceError(cf));
+      },
+    );
+  };
+}
+
+/** The verified identity of the caller, which must have `role`. */
+function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, role: CallerIdentity['role']): CallerIdentity {
+  const peer = call.getAuthContext()?.sslPeerCertificate;
+  if (!peer?.raw) {
+    throw new CertfleetError(ErrorCode.Unauthenticated, 'a client certificate is required (enrol the agent, or use the operator credentials)');
+  }
+  const id = auth.identify(peer.raw);
+  if (id.role !== role) {
+    throw new CertfleetError(ErrorCode.PermissionDenied, `a ${id.role} certificate cannot call the ${role} API`);
+  }
+  return id;
+}
+
+/** Parses a label map sent by an operator. */
+function labelsFrom(map: Record<string, string> | undefined): Record<string, string> {
+  return { ...(map ?? {}) };
+}
+
+/** Builds the TLS credentials: client certificates requested, verified by {@link caller}. */
+function serverCredentials(opts: ApiServerOptions): grpc.ServerCredentials {
+  // createSsl(…, true) would make the TLS layer reject clients without a certificate,
+  // which rules out enrolment on the same port. The certificate-provider variant can
+  // request without requiring; verification then happens per call, in caller().
+  // grpc-js registers its watcher only after adding these listeners, so an answer given
+  // synchronously is lost ("dropped connection due to unloaded credentials"): answer on
+  // the next tick.
+  const provider: grpc.experimental.CertificateProvider = {
+    addCaCertificateListener: (l) => process.nextTick(() => l({ caCertificate: Buffer.from(opts.caPem) })),
+    removeCaCertificateListener: () => undefined,
+    addIdentityCertificateListener: (l) => process.nextTick(() => l({ certificate: Buffer.from(opts.certPem), privateKey: Buffer.from(opts.keyPem) })),
+    removeIdentityCertificateListener: () => undefined,
+  };
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+}
+
+/** Starts the API. Fails with a clear error when the address cannot be bound. */
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const { agent, operator } = loadProtos();
+  const log = opts.log;
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    'grpc.keepalive_time_ms': 60_000,
+  });
+
+  const agentHandlers: AgentServiceHandlers = {
+    Enroll: unary(log, 'Enroll', async (call) => {
+      const req = call.request;
+      if (req.token === '' || req.csrPem === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'token and csr_pem are required');
+      const res = await opts.agents.enroll(req.token, req.csrPem);
+      return { agent: res.agent, labels: res.labels, certificatePem: res.certificatePem, caPem: res.caPem };
+    }),
+    GetAssignments: unary(log, 'GetAssignments', async (call) => {
+      const id = caller(call, opts.auth, 'agent');
+      const desired = await opts.agents.assignments(id);
+      return { certificates: desired.map(desiredToPb) };
+    }),
+    FetchBundle: unary(log, 'FetchBundle', async (call) => {
+      const id = caller(call, opts.auth, 'agent');
+      const bundle = await opts.agents.fetchBundle(id, call.request.name, call.request.version);
+      log.info({ agent: id.name, cert: bundle.meta.name, version: bundle.meta.version }, 'bundle fetched');
+      return { version: versionToPb(bundle.meta), certificatePem: bundle.certPem, chainPem: bundle.chainPem, privateKeyPem: bundle.keyPem };
+    }),
+    ReportStatus: unary(log, 'ReportStatus', async (call) => {
+      const id = caller(call, opts.auth, 'agent');
+      const req = call.request;
+      if (req.certificates.length > 10_000) throw new CertfleetError(ErrorCode.UsageInvalid, 'too many certificates in one report');
+      await opts.agents.reportStatus(id, {
+        http01Address: req.http01Address.slice(0, 300),
+        agentVersion: req.agentVersion.slice(0, 64),
+        certificates: req.certificates.map(statusFromPb),
+      });
+      return {};
+    }),
+  };
+
+  const operatorHandlers: OperatorServiceHandlers = {
+    GetStatus: unary(log, 'GetStatus', async (call) => {
+      caller(call, opts.auth, 'operator');
+      return opts.operators.status();
+    }),
+    ListCertificates: unary(log, 'ListCertificates', async (call) => {
+      caller(call, opts.auth, 'operator');
+      return { certificates: await opts.operators.certificates() };
+    }),
+    ListAgents: unary(log, 'ListAgents', async (call) => {
+      caller(call, opts.auth, 'operator');
+      return { agents: await opts.operators.agents() };
+    }),
+    CreateEnrollmentToken: unary(log, 'CreateEnrollmentToken', async (call) => {
+      const id = caller(call, opts.auth, 'operator');
+      const ttlMs = (call.request.ttlSeconds === 0 ? 3600 : call.request.ttlSeconds) * 1000;
+      const res = await opts.operators.createEnrollmentToken(call.request.agent, labelsFrom(call.request.labels), ttlMs);
+      log.info({ operator: id.name, agent: call.request.agent }, 'enrolment token created');
+      return res;
+    }),
+  };
+
+  server.addService(agent.certfleet.v1.AgentService.service, agentHandlers);
+  server.addService(operator.certfleet.v1.OperatorService.service, operatorHandlers);
+
+  const address = `${opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host}:${opts.listen.port}`;
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(address, serverCredentials(opts), (err, bound) => {
+      if (err) reject(new CertfleetError(ErrorCode.ConfigInvalid, `cannot listen on ${address}: ${err.message}`, { cause: err }));
+      else resolve(bound);
+    });
+  });
+  log.info({ address, port }, 'api listening');
+
+  return {
+    port,
+    async stop(graceMs = 5000) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+  };
+}

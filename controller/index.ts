@@ -1,0 +1,27 @@
+/**
+ * The controller binary's entry: `certfleet controller --config FILE`.
+ * Loads the configuration, starts every module (controller/runtime.ts), and stops them
+ * on SIGTERM or SIGINT. Resolves when stopped; rejects with a CertfleetError when it
+ * cannot start (bad config, store, NATS or CA unreachable).
+ */
+import { createRootLogger } from '../shared/log/index.js';
+import { loadControllerConfig } from './config/index.js';
+import { startController } from './runtime.js';
+
+export { loadControllerConfig } from './config/index.js';
+export { startController, STATE_FILES, type Controller } from './runtime.js';
+
+export async function runController(opts: { configFile: string }): Promise<void> {
+  const cfg = loadControllerConfig(opts.configFile);
+  const log = createRootLogger({ name: 'controller', level: cfg.log.level });
+  const controller = await startController(cfg, log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'stopping');
+      controller.stop().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  log.info('stopped');
+}

@@ -1,0 +1,180 @@
+/**
+ * One issuance, start to finish: key, order, HTTP-01 through the agents, finalize,
+ * download, check, store. The work loop (controller/reconcile) decides *when*; this
+ * module only does it, and throws a CertfleetError when it cannot (it never retries:
+ * the loop owns retries and backoff).
+ *
+ * Lifecycle of the pending-order record (`orders/<cert>` in the store, 0600 because it
+ * holds the new private key):
+ *
+ *   (none) --place order--> pending{url,key} --valid+stored--> (none)
+ *                              |  crash/restart: resumed, same order and key
+ *                              +--order invalid/expired, or config changed--> (none), new order
+ *
+ * The record is written right after the order is placed and before any challenge is
+ * answered, so a controller killed at any later point resumes the same order instead
+ * of spending a new one against the CA's limits.
+ */
+import type { Logger } from 'pino';
+import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
+import type { Clock } from '../../shared/clock/index.js';
+import { isoAt } from '../../shared/clock/index.js';
+import type { ChallengeRecord, KeyType, VersionMeta } from '../../shared/model/index.js';
+import { parseCertificate } from '../../shared/pki/index.js';
+import { validateBundle } from '../../shared/bundle/index.js';
+import { createCsr, generateKey, type AcmeClient, type AcmeOrder } from '../acme/index.js';
+import type { CertStore } from '../store/index.js';
+import type { Http01Solver } from '../solvers/index.js';
+
+/** What to issue. */
+export interface IssueRequest {
+  name: string;
+  names: readonly string[];
+  keyType: KeyType;
+  selector: string;
+}
+
+/** Where issuance progress is announced (the events stream in production). */
+export type IssuerEvent =
+  | { type: 'ordered'; cert: string; order: string; resumed: boolean }
+  | { type: 'issued'; cert: string; meta: VersionMeta };
+
+export interface IssuerOptions {
+  acme: AcmeClient;
+  store: CertStore;
+  http01: Http01Solver;
+  clock: Clock;
+  log: Logger;
+  onEvent?: (event: IssuerEvent) => void;
+}
+
+interface PendingOrder {
+  url: string;
+  keyPem: string;
+  names: string[];
+  keyType: KeyType;
+  createdAt: string;
+}
+
+function pendingKey(name: string): string {
+  return `orders/${name}`;
+}
+
+function isPendingOrder(v: unknown): v is PendingOrder {
+  const o = v as Partial<PendingOrder> | null;
+  return typeof o?.url === 'string' && typeof o.keyPem === 'string' && Array.isArray(o.names) && typeof o.keyType === 'string';
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && [...a].sort().join(',') === [...b].sort().join(',');
+}
+
+/** Issues certificates for the controller. */
+export class Issuer {
+  constructor(private readonly opts: IssuerOptions) {}
+
+  /**
+   * Issues a new version of `req.name`, stored as version `expectedLatest + 1`.
+   * Resumes a pending order left by a crash when it still matches the request.
+   */
+  async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
+    const log = this.opts.log.child({ cert: req.name });
+    const { order, keyPem } = await this.openOrder(req, log);
+    await this.authorize(req, order, log);
+    const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
+    const { certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized);
+
+    const info = parseCertificate(certPem);
+    const meta: Omit<VersionMeta, 'version'> = {
+      name: req.name,
+      serial: info.serial,
+      fingerprint: info.fingerprint,
+      names: info.names,
+      notBefore: info.notBefore.toISOString(),
+      notAfter: info.notAfter.toISOString(),
+      issuedAt: isoAt(this.opts.clock.now()),
+      keyType: req.keyType,
+    };
+    // The same check an agent makes before installing: a CA bug or a mix-up of keys
+    // must stop here, not on every node.
+    validateBundle(
+      { meta: { ...meta, version: expectedLatest + 1 }, certPem, chainPem, keyPem },
+      { now: this.opts.clock.now(), requiredNames: [...req.names] },
+    );
+    const stored = await this.opts.store.putVersion(req.name, { certPem, chainPem, keyPem, meta }, expectedLatest);
+    await this.opts.store.deleteObject(pendingKey(req.name));
+    log.info({ version: stored.version, serial: stored.serial, notAfter: stored.notAfter }, 'certificate issued');
+    this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: stored });
+    return stored;
+  }
+
+  /** The order to work on: the persisted one if still usable, else a new one. */
+  private async openOrder(req: IssueRequest, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
+    const saved = await this.opts.store.getObject<unknown>(pendingKey(req.name));
+    if (isPendingOrder(saved)) {
+      if (sameNames(saved.names, req.names) && saved.keyType === req.keyType) {
+        try {
+          const order = await this.opts.acme.getOrder(saved.url);
+          if (order.status !== 'invalid') {
+            log.info({ order: saved.url, status: order.status }, 'order resumed');
+            this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: saved.url, resumed: true });
+            return { order, keyPem: saved.keyPem };
+          }
+          log.info({ order: saved.url }, 'saved order is invalid; placing a new one');
+        } catch (err) {
+          // A CA that no longer knows the order (404, expired) means start over; an
+          // outage means try again later with the same order.
+          if (isCertfleetError(err) && err.retryable) throw err;
+          log.info({ order: saved.url, err: (err as Error).message }, 'saved order unusable; placing a new one');
+        }
+      }
+      await this.opts.store.deleteObject(pendingKey(req.name));
+    }
+    const keyPem = await generateKey(req.keyType);
+    const order = await this.opts.acme.placeOrder(req.names);
+    const pending: PendingOrder = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()) };
+    await this.opts.store.putObject(pendingKey(req.name), pending);
+    log.info({ order: order.url }, 'order placed');
+    this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: order.url, resumed: false });
+    return { order, keyPem };
+  }
+
+  /** Answers every pending authorization of `order` with HTTP-01 through the agents. */
+  private async authorize(req: IssueRequest, order: AcmeOrder, log: Logger): Promise<void> {
+    if (order.status === 'invalid') {
+      throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `order for ${req.name} is invalid`, { details: { order: order.url, problem: order.error } });
+    }
+    for (const authz of order.authorizations) {
+      if (authz.status === 'valid') continue;
+      if (authz.status !== 'pending') {
+        throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, {
+          details: { authorization: authz.url },
+        });
+      }
+      const challenge = authz.challenges.find((c) => c.type === 'http-01');
+      if (!challenge) {
+        throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `the CA offers no http-01 challenge for ${authz.identifier.value}`, {
+          details: { authorization: authz.url, offered: authz.challenges.map((c) => c.type) },
+        });
+      }
+      const record: ChallengeRecord = {
+        token: challenge.token,
+        keyAuthorization: await this.opts.acme.keyAuthorization(challenge.token),
+        identifier: authz.identifier.value,
+        cert: req.name,
+        selector: req.selector,
+        createdAt: isoAt(this.opts.clock.now()),
+      };
+      try {
+        // A challenge already 'processing' (resumed after a crash) must still be served,
+        // but is not accepted a second time.
+        await this.opts.http01.present(record);
+        if (challenge.status === 'pending') await this.opts.acme.acceptChallenge(challenge.url);
+        await this.opts.acme.waitForAuthorization(authz.url);
+        log.info({ identifier: authz.identifier.value }, 'authorization valid');
+      } finally {
+        await this.opts.http01.cleanup(challenge.token);
+      }
+    }
+  }
+}

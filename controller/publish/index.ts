@@ -1,0 +1,107 @@
+/**
+ * What the controller tells the fleet over NATS: desired-version pointers, pending
+ * HTTP-01 challenges, and events. Public data only (see shared/wire): a DesiredRecord
+ * carries a fingerprint, never a key.
+ *
+ * The desired map is also kept in memory from a watch of the bucket, so several
+ * controllers sharing one NATS see each other's moves, and reads never block on NATS.
+ */
+import type { Logger } from 'pino';
+import { isoAt, type Clock } from '../../shared/clock/index.js';
+import type { ChallengeRecord, DesiredRecord, FleetEvent, VersionMeta } from '../../shared/model/index.js';
+import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
+import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
+import type { ChallengeBoard } from '../solvers/index.js';
+
+/** Desired state: the version each certificate's agents must serve. */
+export class DesiredState {
+  private readonly current = new Map<string, DesiredRecord>();
+  private watch: KvWatch | undefined;
+
+  private constructor(
+    private readonly kv: JsonKv<DesiredRecord>,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens the bucket and loads every pointer before returning. */
+  static async open(nats: NatsHandle, clock: Clock, log: Logger): Promise<DesiredState> {
+    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false });
+    const state = new DesiredState(kv, clock, log);
+    state.watch = await kv.watch((key, value) => {
+      if (value === null) state.current.delete(key);
+      else state.current.set(key, value);
+    });
+    await state.watch.initialDone;
+    return state;
+  }
+
+  /** The pointer of `name`, from memory. */
+  get(name: string): DesiredRecord | undefined {
+    return this.current.get(name);
+  }
+
+  all(): DesiredRecord[] {
+    return [...this.current.values()];
+  }
+
+  /** Points `meta.name` at `meta.version` for the agents matching `selector`. */
+  async publish(meta: VersionMeta, selector: string): Promise<DesiredRecord> {
+    const record: DesiredRecord = {
+      name: meta.name,
+      version: meta.version,
+      fingerprint: meta.fingerprint,
+      names: meta.names,
+      notAfter: meta.notAfter,
+      selector,
+      updatedAt: isoAt(this.clock.now()),
+    };
+    await this.kv.put(meta.name, record);
+    this.current.set(meta.name, record);
+    this.log.info({ cert: meta.name, version: meta.version }, 'desired version published');
+    return record;
+  }
+
+  async close(): Promise<void> {
+    await this.watch?.stop();
+  }
+}
+
+/** The NATS `challenges` bucket as the HTTP-01 solver's board. */
+export class NatsChallengeBoard implements ChallengeBoard {
+  private constructor(private readonly kv: JsonKv<ChallengeRecord>) {}
+
+  static async open(nats: NatsHandle): Promise<NatsChallengeBoard> {
+    return new NatsChallengeBoard(await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false }));
+  }
+
+  async present(record: ChallengeRecord): Promise<void> {
+    await this.kv.put(record.token, record);
+  }
+
+  async remove(token: string): Promise<void> {
+    await this.kv.delete(token);
+  }
+}
+
+/**
+ * Publishes fleet events. Events are the audit trail, not the source of truth: a
+ * publish that fails (NATS away) is logged with the event and does not fail the
+ * operation that caused it.
+ */
+export class EventPublisher {
+  constructor(
+    private readonly nats: NatsHandle,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  async emit(type: EventType, fields: Omit<FleetEvent, 'type' | 'at'>): Promise<void> {
+    const event: FleetEvent = { type, at: isoAt(this.clock.now()), ...fields };
+    try {
+      await publishEvent(this.nats, eventSubject(type, fields.cert), event);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, event }, 'event not published');
+    }
+  }
+}

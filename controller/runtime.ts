@@ -1,0 +1,338 @@
+/**
+ * Wiring: builds every controller module from the configuration, in dependency order,
+ * and takes them down in reverse. No decisions live here.
+ *
+ * Start order: store → own CA, API certificate, admin credentials → NATS (buckets,
+ * stream) → ACME account → fleet, desired state, solver, issuer → work loop → API.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { systemClock, isoAt, type Clock } from '../shared/clock/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/index.js';
+import { splitHostPort } from '../shared/config/index.js';
+import type { pb } from '../shared/grpc/index.js';
+import { connectNats, ensureFleetNats } from '../shared/nats/index.js';
+import { EventType } from '../shared/wire/index.js';
+import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/index.js';
+import { startApiServer, versionToPb, type ApiServer, type CallerIdentity } from './api/index.js';
+import type { ControllerConfig } from './config/index.js';
+import { Enrollment } from './enroll/index.js';
+import { Fleet } from './fleet/index.js';
+import { Issuer } from './issuer/index.js';
+import { issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
+import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
+import { Reconciler } from './reconcile/index.js';
+import { Http01Solver } from './solvers/index.js';
+import { openStore, type CertStore } from './store/index.js';
+import { matches, parseSelector } from '../shared/selector/index.js';
+
+export const CONTROLLER_VERSION = '0.1.0';
+
+const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
+
+/** File names inside `stateDir`. */
+export const STATE_FILES = {
+  /** The controller CA certificate (public): what agents and the CLI trust. */
+  caCert: 'ca.pem',
+  /** Operator credentials for the CLI (0600): CA, client certificate and key. */
+  adminCredentials: 'admin-credentials.json',
+} as const;
+
+/** A running controller. */
+export interface Controller {
+  apiPort: number;
+  stop(): Promise<void>;
+}
+
+function writeFileAtomic(file: string, data: string, mode: number): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w', mode);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.chmodSync(tmp, mode);
+  fs.renameSync(tmp, file);
+}
+
+/** Writes the CA and, once, the admin credentials into stateDir. */
+async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, clock: Clock, log: Logger): Promise<void> {
+  fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(path.join(cfg.stateDir, STATE_FILES.caCert), ca.certPem, 0o644);
+  const credFile = path.join(cfg.stateDir, STATE_FILES.adminCredentials);
+  if (!fs.existsSync(credFile)) {
+    const op = await issueOperatorCertificate(ca, { operator: 'admin', now: clock.now() });
+    const { host, port } = splitHostPort(cfg.api.listen);
+    const dialHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+    // TLS sends no SNI for an IP address (RFC 6066) and Node warns when asked to: when
+    // the CLI dials an IP, name a DNS host from the API certificate instead.
+    const isIp = net.isIP(dialHost) !== 0;
+    const dnsHost = cfg.api.hosts.find((h) => net.isIP(h) === 0);
+    const creds = {
+      server: `${dialHost.includes(':') ? `[${dialHost}]` : dialHost}:${port}`,
+      serverName: isIp ? dnsHost : cfg.api.hosts.includes(dialHost) ? undefined : cfg.api.hosts[0],
+      caPem: ca.certPem,
+      certPem: op.certPem,
+      keyPem: op.keyPem,
+    };
+    writeFileAtomic(credFile, JSON.stringify(creds, null, 2) + '\n', 0o600);
+    log.info({ file: credFile }, 'admin credentials written');
+  }
+}
+
+interface AccountDoc {
+  directoryUrl: string;
+  keyPem: string;
+  accountUrl: string;
+}
+
+/** One account per CA, its key kept in the store and reused across restarts. */
+async function openAcmeAccount(cfg: ControllerConfig, store: CertStore, clock: Clock, log: Logger): Promise<AcmeClient> {
+  const id = crypto.createHash('sha256').update(cfg.acme.directoryUrl).digest('hex').slice(0, 16);
+  const key = `acme/account/${id}`;
+  const saved = await store.getObject<AccountDoc>(key);
+  const caPem = cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile');
+  const keyPem = saved?.keyPem ?? (await generateAccountKey());
+  if (!saved) await store.putObject(key, { directoryUrl: cfg.acme.directoryUrl, keyPem, accountUrl: '' } satisfies AccountDoc);
+  const make = (accountUrl: string | undefined): AcmeClient =>
+    createAcmeClient({
+      directoryUrl: cfg.acme.directoryUrl,
+      accountKeyPem: keyPem,
+      ...(caPem === undefined ? {} : { caPem }),
+      ...(accountUrl ? { accountUrl } : {}),
+      ...(cfg.acme.email === undefined ? {} : { email: cfg.acme.email }),
+      clock,
+      log: log.child({ component: 'acme' }),
+      pollTimeoutMs: cfg.http01.validationTimeout,
+    });
+  let client = make(saved?.accountUrl);
+  let accountUrl: string;
+  try {
+    ({ accountUrl } = await client.ensureAccount());
+  } catch (err) {
+    // The CA no longer knows the saved account (a test CA restarted, a staging reset,
+    // a deactivated account): register the same key again rather than refuse to start.
+    if (!(isCertfleetError(err) && err.details['type'] === ACCOUNT_DOES_NOT_EXIST && saved?.accountUrl)) throw err;
+    log.warn({ accountUrl: saved.accountUrl }, 'acme account unknown to the CA; registering again');
+    client.close();
+    client = make(undefined);
+    ({ accountUrl } = await client.ensureAccount());
+  }
+  if (saved?.accountUrl !== accountUrl) {
+    await store.putObject(key, { directoryUrl: cfg.acme.directoryUrl, keyPem, accountUrl } satisfies AccountDoc);
+    log.info({ accountUrl }, 'acme account registered');
+  }
+  return client;
+}
+
+function readFileOrConfigError(file: string, field: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+}
+
+/** Starts a controller; resolves once the API accepts calls. */
+export async function startController(cfg: ControllerConfig, log: Logger, clock: Clock = systemClock): Promise<Controller> {
+  const cleanups: Array<() => Promise<void>> = [];
+  const stopAll = async (): Promise<void> => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn({ err }, 'shutdown step failed');
+      }
+    }
+  };
+  try {
+    const store = await openStore({ type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') }, log.child({ component: 'store' }));
+    cleanups.push(() => store.close());
+
+    const ca = await loadOrCreateControllerCa(store, clock.now());
+    await writeStateFiles(cfg, ca, clock, log);
+    const serverCert = await issueServerCertificate(ca, { hosts: [...cfg.api.hosts], now: clock.now() });
+
+    const nats = await connectNats({
+      servers: [...cfg.nats.servers],
+      name: 'certfleet-controller',
+      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: cfg.nats.credentialsFile }),
+      ...(cfg.nats.tokenFile === undefined ? {} : { token: readFileOrConfigError(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
+      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFileOrConfigError(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
+      log: log.child({ component: 'nats' }),
+    });
+    cleanups.push(() => nats.close());
+    await ensureFleetNats(nats);
+
+    const acme = await openAcmeAccount(cfg, store, clock, log);
+    cleanups.push(() => Promise.resolve(acme.close()));
+
+    const events = new EventPublisher(nats, clock, log.child({ component: 'events' }));
+    const enrollment = new Enrollment(store, clock, log);
+    // The loop is built after the fleet it depends on; the fleet reaches it through this.
+    let onAgentOnline = (): void => undefined;
+    const fleet = await Fleet.open({
+      nats,
+      enrollment,
+      clock,
+      log: log.child({ component: 'fleet' }),
+      offlineAfterMs: cfg.api.agentOfflineAfter,
+      onAgentOnline: () => onAgentOnline(),
+    });
+    cleanups.push(() => fleet.close());
+    const desired = await DesiredState.open(nats, clock, log.child({ component: 'publish' }));
+    cleanups.push(() => desired.close());
+    const solver = new Http01Solver({
+      board: await NatsChallengeBoard.open(nats),
+      responders: (sel) => fleet.responders(sel),
+      clock,
+      log: log.child({ component: 'http01' }),
+      selfCheckTimeoutMs: cfg.http01.selfCheckTimeout,
+    });
+    const issuer = new Issuer({
+      acme,
+      store,
+      http01: solver,
+      clock,
+      log: log.child({ component: 'issuer' }),
+      onEvent: (e) => {
+        const fields =
+          e.type === 'ordered'
+            ? { cert: e.cert, message: e.resumed ? 'order resumed' : 'order placed', details: { order: e.order } }
+            : { cert: e.cert, version: e.meta.version, message: `version ${e.meta.version} issued`, details: { serial: e.meta.serial, notAfter: e.meta.notAfter } };
+        void events.emit(e.type === 'ordered' ? EventType.ordered : EventType.issued, fields);
+      },
+    });
+    const loop = new Reconciler({
+      certificates: cfg.certificates,
+      store,
+      issuer,
+      desired,
+      events,
+      clock,
+      log: log.child({ component: 'reconcile' }),
+      intervalMs: cfg.renewal.checkInterval,
+      concurrency: cfg.renewal.concurrency,
+    });
+    onAgentOnline = () => loop.agentOnline();
+    cleanups.push(() => loop.stop());
+
+    const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
+    const authenticateAgent = async (id: CallerIdentity): Promise<Record<string, string>> => {
+      const reg = await enrollment.authenticateAgent(id.name, id.serial);
+      return reg.labels;
+    };
+    const assignedTo = (labels: Record<string, string>, certName: string): boolean => {
+      const c = certByName.get(certName);
+      return c !== undefined && matches(parseSelector(c.agents), labels);
+    };
+
+    const api: ApiServer = await startApiServer({
+      listen: splitHostPort(cfg.api.listen),
+      caPem: ca.certPem,
+      certPem: serverCert.certPem,
+      keyPem: serverCert.keyPem,
+      log: log.child({ component: 'api' }),
+      auth: { identify: (der) => verifyClientCertificate(ca, der, clock.now()) },
+      agents: {
+        async enroll(token, csrPem) {
+          const grant = await enrollment.redeem(token);
+          const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now() });
+          const reg = await enrollment.recordAgent({ name: grant.agent, labels: grant.labels, certSerial: signed.serial, enrolledAt: isoAt(clock.now()) });
+          fleet.registered(reg);
+          await events.emit(EventType.enrolled, { agent: grant.agent, message: `agent ${grant.agent} enrolled`, details: { labels: grant.labels } });
+          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem };
+        },
+        async assignments(id) {
+          const labels = await authenticateAgent(id);
+          return desired.all().filter((d) => assignedTo(labels, d.name));
+        },
+        async fetchBundle(id, name, version) {
+          const labels = await authenticateAgent(id);
+          if (!assignedTo(labels, name)) {
+            throw new CertfleetError(ErrorCode.PermissionDenied, `certificate ${name} is not assigned to agent ${id.name}`);
+          }
+          const wanted = version === 0 ? desired.get(name)?.version : version;
+          const bundle = wanted === undefined ? null : await store.getVersion(name, wanted);
+          if (!bundle) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} version ${wanted ?? 'desired'} does not exist`);
+          return bundle;
+        },
+        async reportStatus(id, report) {
+          await authenticateAgent(id);
+          await fleet.report(id.name, report);
+        },
+      },
+      operators: {
+        status(): Promise<pb.GetStatusResponse> {
+          const agents = fleet.agents();
+          const certs = cfg.certificates.map((c) => certificateSummary(c.name));
+          return Promise.resolve({
+            controllerVersion: CONTROLLER_VERSION,
+            store: store.kind,
+            acmeDirectory: cfg.acme.directoryUrl,
+            certificates: certs.length,
+            certificatesReady: certs.filter((c) => c.state === 'ready').length,
+            agents: agents.length,
+            agentsOnline: agents.filter((a) => a.online).length,
+            nats: nats.isConnected() ? 'connected' : 'disconnected',
+          });
+        },
+        certificates: () => Promise.resolve(cfg.certificates.map((c) => certificateSummary(c.name))),
+        agents: () =>
+          Promise.resolve(
+            fleet.agents().map(
+              (a): pb.AgentSummary => ({
+                name: a.registration.name,
+                labels: a.registration.labels,
+                lastSeen: a.report?.lastSeen ?? '',
+                online: a.online,
+                http01Address: a.report?.http01Address ?? '',
+                certificates: a.report?.certificates ?? [],
+                enrolledAt: a.registration.enrolledAt,
+              }),
+            ),
+          ),
+        async createEnrollmentToken(agent, labels, ttlMs) {
+          return enrollment.createToken({ agent, labels, ttlMs });
+        },
+      },
+    });
+    cleanups.push(() => api.stop());
+
+    /** One certificate as `certfleet certs` shows it. */
+    function certificateSummary(name: string): pb.CertificateSummary {
+      const c = certByName.get(name);
+      const rt = loop.status(name);
+      const d = desired.get(name);
+      const selected = c ? fleet.selected(c.agents) : [];
+      const current = selected.filter((a) =>
+        a.report?.certificates.some((s) => s.name === name && s.state === 'installed' && d !== undefined && s.version === d.version),
+      ).length;
+      let state = rt?.state ?? 'pending';
+      if (state === 'ready' && (d === undefined || current < selected.length)) state = 'pending';
+      return {
+        name,
+        names: c ? [...c.names] : [],
+        selector: c?.agents ?? '',
+        ...(rt?.latest ? { current: versionToPb(rt.latest) } : {}),
+        state,
+        lastError: rt?.lastError ? `${rt.lastErrorCode}: ${rt.lastError}` : '',
+        agentsAssigned: selected.length,
+        agentsCurrent: current,
+        nextRenewal: rt && rt.nextCheck > 0 ? isoAt(rt.nextCheck) : '',
+      };
+    }
+
+    loop.start();
+    log.info({ api: cfg.api.listen, port: api.port, certificates: cfg.certificates.length }, 'controller ready');
+    return { apiPort: api.port, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Challenge solvers. HTTP-01 is answered by the agents on the nodes that serve the
+ * names: the controller publishes the key authorization (public data) on NATS, every
+ * agent selected by the certificate's selector serves it on its HTTP-01 listener, and
+ * the controller confirms each of them really answers before it asks the CA to
+ * validate — a failed validation would spend the CA's authorization-failure budget.
+ */
+import http from 'node:http';
+import type { Logger } from 'pino';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import type { Clock } from '../../shared/clock/index.js';
+import type { ChallengeRecord } from '../../shared/model/index.js';
+
+/** Where pending challenges are published (the NATS `challenges` bucket in production). */
+export interface ChallengeBoard {
+  present(record: ChallengeRecord): Promise<void>;
+  /** Removes a challenge; absent is fine. */
+  remove(token: string): Promise<void>;
+}
+
+/** An agent that should answer a challenge, with the address it said it answers on. */
+export interface Responder {
+  agent: string;
+  http01Address: string;
+  /** Why this agent cannot answer now ('' when it can): offline, no HTTP-01 listener. */
+  unavailable: string;
+}
+
+/** Finds every enrolled agent selected by `selector` (controller/fleet implements it). */
+export type ResponderLookup = (selector: string) => Responder[];
+
+export interface Http01SolverOptions {
+  board: ChallengeBoard;
+  responders: ResponderLookup;
+  clock: Clock;
+  log: Logger;
+  /** How long every responder has to serve the challenge. */
+  selfCheckTimeoutMs: number;
+  /** Poll interval of the self-check. Default 200 ms. */
+  pollMs?: number;
+}
+
+/** One GET of the challenge URL on one responder; resolves with the body or null. */
+async function fetchChallenge(address: string, identifier: string, token: string): Promise<{ status: number; body: string } | null> {
+  const idx = address.lastIndexOf(':');
+  const host = address.slice(0, idx).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(idx + 1));
+  return new Promise((resolve) => {
+    const req = http.get(
+      { host, port, path: `/.well-known/acme-challenge/${token}`, headers: { host: identifier }, timeout: 3000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          if (body.length < 4096) body += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', () => resolve(null));
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(null));
+  });
+}
+
+/** HTTP-01 through the agents. */
+export class Http01Solver {
+  constructor(private readonly opts: Http01SolverOptions) {}
+
+  /**
+   * Publishes the challenge and waits until every selected online agent serves it.
+   * CHALLENGE_NOT_SERVED (retryable) when no agent is selected/online or one does not
+   * answer in time; the message names the agents that lag.
+   */
+  async present(record: ChallengeRecord): Promise<void> {
+    // Every selected agent must answer: the CA may reach any node that serves the name,
+    // and a failed validation spends its authorization-failure budget. So an agent that
+    // is offline blocks the order (with its name in the error) rather than risk it.
+    const responders = this.opts.responders(record.selector);
+    const unavailable = responders.filter((r) => r.unavailable !== '');
+    if (responders.length === 0 || unavailable.length > 0) {
+      const why =
+        responders.length === 0
+          ? `no enrolled agent matches "${record.selector}"`
+          : `agents selected by "${record.selector}" cannot answer: ${unavailable.map((r) => `${r.agent} (${r.unavailable})`).join(', ')}`;
+      throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 for ${record.identifier}: ${why}`, {
+        retryable: true,
+        details: { identifier: record.identifier, selector: record.selector, unavailable: unavailable.map((r) => r.agent) },
+      });
+    }
+    await this.opts.board.present(record);
+    const log = this.opts.log.child({ cert: record.cert, identifier: record.identifier });
+    const deadline = this.opts.clock.now() + this.opts.selfCheckTimeoutMs;
+    const pending = new Map(responders.map((r) => [r.agent, r]));
+    const lastSeen = new Map<string, string>();
+    while (pending.size > 0) {
+      for (const r of [...pending.values()]) {
+        const got = await fetchChallenge(r.http01Address, record.identifier, record.token);
+        if (got?.status === 200 && got.body.trim() === record.keyAuthorization) {
+          pending.delete(r.agent);
+        } else {
+          lastSeen.set(r.agent, got === null ? 'no answer' : `HTTP ${got.status}`);
+        }
+      }
+      if (pending.size === 0) break;
+      if (this.opts.clock.now() >= deadline) {
+        const lagging = [...pending.keys()].map((a) => `${a} (${lastSeen.get(a) ?? 'no answer'})`).join(', ');
+        throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 challenge for ${record.identifier} not served by: ${lagging}`, {
+          retryable: true,
+          details: { identifier: record.identifier, lagging: [...pending.keys()] },
+        });
+      }
+      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 200));
+    }
+    log.info({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
+  }
+
+  /** Withdraws a challenge (after validation, success or not). Never throws. */
+  async cleanup(token: string): Promise<void> {
+    try {
+      await this.opts.board.remove(token);
+    } catch (err) {
+      this.opts.log.warn({ err, challengeToken: token }, 'challenge cleanup failed');
+    }
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * A whole local fleet for end-to-end tests, from real parts: Pebble + challtestsrv,
+ * nats-server with JetStream, the controller and agents as separate `certfleet`
+ * processes (dist/cli/main.js), and one real nginx per agent reloaded by the agent's
+ * hook. Everything listens on loopback; each agent has its own 127.0.0.x address.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { startNats, type NatsServer } from './nats.js';
+import { nginxReloadCommand, stopNginx, writeNginxConfig } from './nginx.js';
+import { startPebble, type PebbleHandle } from './pebble.js';
+import { eventually, freePort, startProcess, waitForPort, type Started } from './process.js';
+import { tempDir } from './tmp.js';
+
+const execFileAsync = promisify(execFile);
+
+/** dist/cli/main.js, found from this compiled file (dist/test/harness/fleet.js). */
+export const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+
+export interface FleetCertificate {
+  name: string;
+  names: string[];
+  agents: string;
+}
+
+export interface FleetAgentSpec {
+  name: string;
+  ip: string;
+  labels: Record<string, string>;
+  /** Certificates this agent's nginx serves (must match what the selectors assign it). */
+  serves: string[];
+}
+
+export interface FleetAgent extends FleetAgentSpec {
+  dir: string;
+  configFile: string;
+  stateDir: string;
+  nginxPrefix: string;
+  process: Started;
+  /** The bootstrap token it enrolled with (already used). */
+  token: string;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Fleet {
+  root: string;
+  pebble: PebbleHandle;
+  nats: NatsServer;
+  controller: Started;
+  controllerConfig: string;
+  controllerState: string;
+  credentials: string;
+  apiPort: number;
+  /** Port of every nginx TLS listener (on each agent's own address). */
+  tlsPort: number;
+  agents: Map<string, FleetAgent>;
+  /** Runs the certfleet CLI with the admin credentials; never throws on a non-zero exit. */
+  cli(args: string[], opts?: { credentials?: boolean }): Promise<CliResult>;
+  /** Parses `certfleet <args> --json`. Throws with stderr when it fails. */
+  cliJson<T>(args: string[]): Promise<T>;
+  /** Everything the fleet's processes printed, for failure messages. */
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/** Runs `node dist/cli/main.js ...`. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [CLI, ...args], { env, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number | string; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
+  }
+}
+
+function yamlList(items: string[]): string {
+  return `[${items.map((i) => JSON.stringify(i)).join(', ')}]`;
+}
+
+export interface StartFleetOptions {
+  certificates: FleetCertificate[];
+  agents: FleetAgentSpec[];
+  /** A record per name: the address Pebble's VA connects to for HTTP-01. */
+  dns: Record<string, string>;
+  validityPeriodSeconds?: number;
+}
+
+/** Starts everything and waits until each agent runs. */
+export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
+  const root = tempDir('certfleet-fleet-');
+  const httpPort = await freePort('127.0.0.1');
+  const tlsPort = await freePort('127.0.0.1');
+  const apiPort = await freePort('127.0.0.1');
+  const pebble = await startPebble({ httpPort, ...(opts.validityPeriodSeconds === undefined ? {} : { validityPeriodSeconds: opts.validityPeriodSeconds }) });
+  for (const [name, ip] of Object.entries(opts.dns)) await pebble.addA(name, ip);
+  const nats = await startNats();
+
+  const controllerState = path.join(root, 'controller');
+  const pebbleCa = path.join(root, 'pebble-ca.pem');
+  fs.writeFileSync(pebbleCa, pebble.caPem);
+  const controllerConfig = path.join(root, 'controller.yaml');
+  fs.writeFileSync(
+    controllerConfig,
+    [
+      `stateDir: ${controllerState}`,
+      'log: { level: debug }',
+      `api: { listen: "127.0.0.1:${apiPort}", agentOfflineAfter: 30s }`,
+      `nats: { servers: ["${nats.url}"] }`,
+      'acme:',
+      `  directoryUrl: ${pebble.directoryUrl}`,
+      `  caFile: ${pebbleCa}`,
+      '  email: ops@example.test',
+      '  termsOfServiceAgreed: true',
+      'http01: { selfCheckTimeout: 20s, validationTimeout: 60s }',
+      'renewal: { checkInterval: 1s }',
+      'certificates:',
+      ...opts.certificates.map((c) => `  - { name: ${c.name}, names: ${yamlList(c.names)}, agents: ${JSON.stringify(c.agents)} }`),
+      '',
+    ].join('\n'),
+  );
+  const controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
+  const credentials = path.join(controllerState, 'admin-credentials.json');
+  await waitForPort('127.0.0.1', apiPort, 30_000, controller);
+  await eventually('admin credentials', () => fs.existsSync(credentials), 10_000);
+  const adminEnv = { ...process.env, CERTFLEET_CREDENTIALS: credentials };
+
+  const agents = new Map<string, FleetAgent>();
+  const fleet: Fleet = {
+    root,
+    pebble,
+    nats,
+    controller,
+    controllerConfig,
+    controllerState,
+    credentials,
+    apiPort,
+    tlsPort,
+    agents,
+    cli: (args, o = {}) => runCli(args, o.credentials === false ? { ...process.env, CERTFLEET_CREDENTIALS: '/nonexistent' } : adminEnv),
+    async cliJson<T>(args: string[]): Promise<T> {
+      const res = await runCli([...args, '--json'], adminEnv);
+      if (res.code !== 0) throw new Error(`certfleet ${args.join(' ')} exited ${res.code}: ${res.stderr}`);
+      return JSON.parse(res.stdout) as T;
+    },
+    logs() {
+      const parts = [`--- controller ---\n${controller.output()}`];
+      for (const a of agents.values()) parts.push(`--- ${a.name} ---\n${a.process.output()}`);
+      return parts.join('\n');
+    },
+    async stop() {
+      for (const a of agents.values()) {
+        await a.process.stop();
+        await stopNginx(a.nginxPrefix);
+      }
+      await controller.stop();
+      await nats.stop();
+      await pebble.stop();
+    },
+  };
+
+  for (const spec of opts.agents) {
+    const dir = path.join(root, spec.name);
+    const stateDir = path.join(dir, 'state');
+    const nginxPrefix = path.join(dir, 'nginx');
+    fs.mkdirSync(dir, { recursive: true });
+    const certs = opts.certificates.filter((c) => spec.serves.includes(c.name));
+    const conf = writeNginxConfig({
+      prefix: nginxPrefix,
+      servers: certs.map((c) => ({
+        listen: `${spec.ip}:${tlsPort}`,
+        serverNames: c.names,
+        certFile: path.join(stateDir, 'certs', c.name, 'current', 'fullchain.pem'),
+        keyFile: path.join(stateDir, 'certs', c.name, 'current', 'privkey.pem'),
+      })),
+    });
+    const configFile = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(
+      configFile,
+      [
+        `stateDir: ${stateDir}`,
+        'log: { level: debug }',
+        `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(controllerState, 'ca.pem')}, serverName: localhost }`,
+        `nats: { servers: ["${nats.url}"] }`,
+        `http01: { listen: "${spec.ip}:${httpPort}" }`,
+        'resyncInterval: 5s',
+        'reportInterval: 1s',
+        `hooks: { reload: { command: ${JSON.stringify(nginxReloadCommand(conf, nginxPrefix))}, timeout: 30s } }`,
+        'certificates:',
+        ...certs.map((c) => `  ${c.name}: { verify: [{ address: "${spec.ip}:${tlsPort}" }] }`),
+        '',
+      ].join('\n'),
+    );
+    const labelArgs = Object.entries(spec.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
+    const created = await fleet.cliJson<{ token: string }>(['token', 'create', spec.name, ...labelArgs]);
+    const enrolled = await runCli(['agent', 'enroll', '--config', configFile, '--token', created.token]);
+    if (enrolled.code !== 0) throw new Error(`enrolment of ${spec.name} failed (${enrolled.code}): ${enrolled.stderr}\n${fleet.logs()}`);
+    const proc = startProcess(spec.name, process.execPath, [CLI, 'agent', '--config', configFile]);
+    agents.set(spec.name, { ...spec, dir, configFile, stateDir, nginxPrefix, process: proc, token: created.token });
+  }
+  return fleet;
+}
