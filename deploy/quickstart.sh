@@ -1,0 +1,776 @@
+#!/usr/bin/env bash
+# certfleet quick start: a whole local fleet on loopback with one command.
+#
+#   deploy/quickstart.sh [up]   install what is missing, build, start (or restart) everything,
+#                               wait until every certificate is served, show the fleet
+#   deploy/quickstart.sh status the controller's view (certfleet status, certs, agents)
+#   deploy/quickstart.sh down   stop what the quick start started; keep .quickstart/ to inspect
+#   deploy/quickstart.sh clean  down, then remove .quickstart/
+#
+# What runs (all on 127.0.0.0/8, all state under .quickstart/ in the repository, one pid
+# file and one log file per process in .quickstart/logs/):
+#   pebble-challtestsrv  DNS for Pebble's validation authority     127.0.0.1:8053 (mgmt :8055)
+#   pebble               the ACME CA                               127.0.0.1:14000 (mgmt :15000)
+#   nats-server          JetStream                                 127.0.0.1:14222
+#   controller           certfleet controller (gRPC API)           127.0.0.1:17443
+#   agent edge-a         role=web, site=a: HTTP-01 on 127.0.0.2:5002, nginx on 127.0.0.2:8443
+#   agent edge-b         role=web, site=b: HTTP-01 on 127.0.0.3:5002, nginx on 127.0.0.3:8443
+# Each nginx is started by its agent's reload hook (deploy/nginx-reload.sh) once its
+# certificates exist, and by this script on a restart when they already do.
+#
+# Ports can be changed through the environment: QS_PEBBLE_PORT, QS_PEBBLE_MGMT_PORT,
+# QS_CHALL_MGMT_PORT, QS_DNS_PORT, QS_NATS_PORT, QS_API_PORT, QS_HTTP01_PORT, QS_TLS_PORT.
+# QS_BUILD=0 skips `npm run build` (when dist/ is already current). QS_WAIT_SECONDS (default
+# 180) bounds the wait for the certificates.
+#
+# Runs as root, or as a user with sudo for apt-get (only when a package is missing).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QS=$REPO/.quickstart
+LOGS=$QS/logs
+TEMPLATE=$REPO/deploy/examples/quickstart-controller.yaml
+RELOAD_HOOK=$REPO/deploy/nginx-reload.sh
+CLI=$REPO/dist/cli/main.js
+CREDENTIALS=$QS/controller/admin-credentials.json
+
+PEBBLE_PORT=${QS_PEBBLE_PORT:-14000}
+PEBBLE_MGMT_PORT=${QS_PEBBLE_MGMT_PORT:-15000}
+CHALL_MGMT_PORT=${QS_CHALL_MGMT_PORT:-8055}
+DNS_PORT=${QS_DNS_PORT:-8053}
+NATS_PORT=${QS_NATS_PORT:-14222}
+API_PORT=${QS_API_PORT:-17443}
+# Pebble's validation authority connects to this port on whatever address a name resolves
+# to; each agent answers HTTP-01 there on its own loopback address.
+HTTP01_PORT=${QS_HTTP01_PORT:-5002}
+# The port each agent's nginx serves TLS on.
+TLS_PORT=${QS_TLS_PORT:-8443}
+WAIT_SECONDS=${QS_WAIT_SECONDS:-180}
+
+# The demo agents: name, loopback address, labels. Which certificates each one serves is
+# derived from the controller configuration (its `agents` selectors), not repeated here.
+AGENT_NAMES=(edge-a edge-b)
+AGENT_IPS=(127.0.0.2 127.0.0.3)
+AGENT_LABELS=("role=web,site=a" "role=web,site=b")
+
+PACKAGES=(pebble nats-server nginx-light openssl ca-certificates)
+
+# The daemons this script starts besides the agents (and the agents' nginx), the CA last.
+SERVICES_STOP_ORDER=(controller nats-server pebble pebble-challtestsrv)
+
+say() { printf '==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+warn() { printf 'quickstart: warning: %s\n' "$*" >&2; }
+die() {
+  printf 'quickstart: error: %s\n' "$*" >&2
+  exit 1
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo > /dev/null; then
+    sudo "$@"
+  else
+    die "need root for: $* (run this script as root or install sudo)"
+  fi
+}
+
+# The CLI. --no-deprecation: grpc-js sets the TLS server name to the dialled IP address
+# when the credentials file names one, and Node warns about it on every command.
+cli() { node --no-deprecation "$CLI" "$@"; }
+
+# ---------------------------------------------------------------------------- set-up
+
+check_repo_path() {
+  # The path goes into YAML, nginx configuration and shell commands; refuse the characters
+  # that would need quoting rules of their own ($ would also be read as ${ENV} by the loader).
+  case $REPO in
+    *[!A-Za-z0-9._/+\ -]*) die "the repository path has characters the quick start does not handle: $REPO (move it to a plain path)" ;;
+  esac
+}
+
+install_packages() {
+  local missing=() pkg
+  for pkg in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2> /dev/null || true)" != "install ok installed" ]; then
+      missing+=("$pkg")
+    fi
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+  local bin
+  for bin in /usr/bin/pebble /usr/bin/pebble-challtestsrv /usr/sbin/nats-server /usr/sbin/nginx; do
+    [ -x "$bin" ] || die "$bin is missing although its package is installed"
+  done
+  command -v openssl > /dev/null || die "openssl is missing"
+  command -v ss > /dev/null || die "ss (package iproute2) is missing"
+  command -v node > /dev/null || die "node is missing: install Node.js 20 or newer"
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || die "Node.js $(node --version) is too old: certfleet needs 20 or newer"
+}
+
+build() {
+  cd "$REPO"
+  # npm ci when node_modules is missing or older than the lock file (npm records the
+  # installed tree in node_modules/.package-lock.json).
+  if [ ! -d node_modules ] || [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    say "npm ci"
+    npm ci --no-audit --no-fund
+  fi
+  if [ "${QS_BUILD:-1}" != 0 ]; then
+    say "npm run build"
+    if ! npm run build > "$QS/logs/build.log" 2>&1; then
+      tail -n 30 "$QS/logs/build.log" >&2
+      die "npm run build failed (full output: $QS/logs/build.log)"
+    fi
+  fi
+  [ -f "$CLI" ] || die "$CLI does not exist: the build produced no CLI"
+}
+
+# --------------------------------------------------------------------------- processes
+
+pid_file() { printf '%s/%s.pid' "$LOGS" "$1"; }
+log_file() { printf '%s/%s.log' "$LOGS" "$1"; }
+# The exact argv a daemon was started with (NUL-separated, as in /proc/PID/cmdline): a pid
+# is signalled only while its command line still matches, never a recycled pid.
+argv_file() { printf '%s/%s.argv' "$LOGS" "$1"; }
+
+# same_argv PID FILE: the process's command line is exactly FILE's content. (Through a
+# pipe: /proc files report size 0, and `cmp FILE /proc/...` would stop at the sizes.)
+# shellcheck disable=SC2002 # the pipe is the point
+same_argv() { cat "/proc/$1/cmdline" 2> /dev/null | cmp -s "$2" -; }
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+  local line
+  { read -r line < "/proc/$1/stat"; } 2> /dev/null || return 1
+  case ${line##*) } in Z* | X* | x*) return 1 ;; esac
+}
+
+# running NAME: prints the pid of daemon NAME when it runs with the command line it was started with.
+running() {
+  local pid
+  pid=$(cat "$(pid_file "$1")" 2> /dev/null) || return 1
+  case $pid in '' | *[!0-9]*) return 1 ;; esac
+  alive "$pid" || return 1
+  same_argv "$pid" "$(argv_file "$1")" || return 1
+  printf '%s\n' "$pid"
+}
+
+# start_daemon NAME CWD [VAR=VALUE...] -- PROGRAM ARGS...: runs PROGRAM in its own session
+# (so Ctrl-C or closing the terminal does not stop it), output appended to logs/NAME.log.
+start_daemon() {
+  local name=$1 cwd=$2
+  shift 2
+  local envs=()
+  while [ "$1" != -- ]; do
+    envs+=("$1")
+    shift
+  done
+  shift
+  local bin
+  bin=$(command -v "$1") || die "$1 not found"
+  shift
+  local argv pid log
+  argv=$(argv_file "$name")
+  log=$(log_file "$name")
+  printf '%s\0' "$bin" "$@" > "$argv"
+  printf '\n--- %s: starting %s %s\n' "$(date -u +%FT%TZ)" "$bin" "$*" >> "$log"
+  # env and setsid exec in place (a background job of a script is not a process group
+  # leader, so setsid does not fork): $! is the daemon's own pid.
+  (cd "$cwd" && exec env "${envs[@]}" setsid "$bin" "$@" < /dev/null >> "$log" 2>&1) &
+  pid=$!
+  printf '%s\n' "$pid" > "$(pid_file "$name")"
+  # Wait for the exec to finish so the command line check holds from now on.
+  local i
+  for i in $(seq 1 100); do
+    if same_argv "$pid" "$argv"; then return 0; fi
+    alive "$pid" || break
+    sleep 0.05
+  done
+  show_log "$name"
+  die "$name did not start (pid $pid); see $log"
+}
+
+show_log() {
+  local log
+  log=$(log_file "$1")
+  if [ -s "$log" ]; then
+    printf -- '--- last lines of %s ---\n' "$log" >&2
+    tail -n "${2:-25}" "$log" >&2
+  fi
+}
+
+# port_open HOST PORT: something accepts TCP connections there.
+port_open() { (exec 3<> "/dev/tcp/$1/$2") 2> /dev/null; }
+
+# wait_port NAME HOST PORT: waits up to 30 s for the port, failing early if NAME exits.
+wait_port() {
+  local name=$1 host=$2 port=$3 i
+  for i in $(seq 1 300); do
+    port_open "$host" "$port" && return 0
+    if ! running "$name" > /dev/null; then
+      show_log "$name"
+      die "$name exited before listening on $host:$port"
+    fi
+    sleep 0.1
+  done
+  show_log "$name"
+  die "$name did not listen on $host:$port within 30 s"
+}
+
+# stop_pid NAME PID: SIGTERM, up to 30 s, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2 i
+  kill -TERM "$pid" 2> /dev/null || return 0
+  for i in $(seq 1 300); do
+    alive "$pid" || {
+      info "stopped $name (pid $pid)"
+      return 0
+    }
+    sleep 0.1
+  done
+  warn "$name (pid $pid) did not stop within 30 s: SIGKILL"
+  kill -KILL "$pid" 2> /dev/null || true
+}
+
+stop_daemon() {
+  local name=$1 pid
+  [ -f "$(pid_file "$name")" ] || return 0
+  if pid=$(running "$name"); then
+    stop_pid "$name" "$pid"
+  else
+    pid=$(cat "$(pid_file "$name")" 2> /dev/null || true)
+    if [ -n "$pid" ] && alive "$pid"; then
+      warn "not stopping pid $pid: its command line is no longer $name's (pid reused?)"
+    fi
+  fi
+  rm -f "$(pid_file "$name")"
+}
+
+# nginx is started by the agents' reload hook, so it has no pid file of ours: its own
+# pid file names the master, whose title must name our configuration file.
+stop_nginx() {
+  local agent=$1 prefix pid title
+  prefix=$QS/$agent/nginx
+  pid=$(cat "$prefix/logs/nginx.pid" 2> /dev/null) || return 0
+  case $pid in '' | *[!0-9]*) return 0 ;; esac
+  alive "$pid" || return 0
+  title=$(tr '\000' ' ' < "/proc/$pid/cmdline" 2> /dev/null || true)
+  case $title in
+    "nginx: master process"*"-c $prefix/nginx.conf"*) ;;
+    *)
+      warn "not stopping pid $pid named by $prefix/logs/nginx.pid: it is not this quick start's nginx ($title)"
+      return 0
+      ;;
+  esac
+  local workers
+  workers=$(cat "/proc/$pid/task/$pid/children" 2> /dev/null || true)
+  stop_pid "nginx of $agent" "$pid"
+  local w
+  for w in $workers; do
+    for _ in $(seq 1 50); do alive "$w" || break; sleep 0.1; done
+  done
+}
+
+cmd_down() {
+  [ -d "$QS" ] || {
+    info "nothing to stop ($QS does not exist)"
+    return 0
+  }
+  say "stopping the quick start"
+  local name agent
+  # The controller first: an issuance in flight waits for the agents to serve its
+  # challenges. Then the agents, before their nginx (an agent's hook could start it again).
+  for name in "${SERVICES_STOP_ORDER[@]}"; do
+    case $name in controller) stop_daemon "$name" ;; esac
+  done
+  for agent in "${AGENT_NAMES[@]}"; do stop_daemon "agent-$agent"; done
+  for agent in "${AGENT_NAMES[@]}"; do stop_nginx "$agent"; done
+  for name in "${SERVICES_STOP_ORDER[@]}"; do
+    case $name in controller) ;; *) stop_daemon "$name" ;; esac
+  done
+}
+
+# ---------------------------------------------------------------------------- ports
+
+# require_free PROTO PORT WHAT: fails naming the port and what holds it.
+require_free() {
+  local proto=$1 port=$2 what=$3 flag holders
+  case $proto in tcp) flag=-Hltnp ;; udp) flag=-Hlunp ;; esac
+  holders=$(ss "$flag" "( sport = :$port )" 2> /dev/null || true)
+  if [ -n "$holders" ]; then
+    printf 'quickstart: error: %s port %s (%s) is already in use:\n%s\n' "$proto" "$port" "$what" "$holders" >&2
+    printf 'Stop that process, or choose another port (see the QS_*_PORT variables at the top of %s).\n' "$0" >&2
+    exit 1
+  fi
+}
+
+check_ports() {
+  require_free tcp "$PEBBLE_PORT" "Pebble ACME API"
+  require_free tcp "$PEBBLE_MGMT_PORT" "Pebble management API"
+  require_free tcp "$CHALL_MGMT_PORT" "pebble-challtestsrv management API"
+  require_free tcp "$DNS_PORT" "pebble-challtestsrv DNS"
+  require_free udp "$DNS_PORT" "pebble-challtestsrv DNS"
+  require_free tcp "$NATS_PORT" "nats-server"
+  require_free tcp "$API_PORT" "certfleet controller API"
+  require_free tcp "$HTTP01_PORT" "agents' HTTP-01 responders"
+  require_free tcp "$TLS_PORT" "agents' nginx"
+}
+
+# ---------------------------------------------------------------------------- pebble
+
+# Pebble has no certificate of its own for its HTTPS endpoints: make a throwaway CA and a
+# certificate for localhost/127.0.0.1 (as test/harness/pebble.ts does). Kept across runs
+# while valid for another day.
+pebble_tls() {
+  local dir=$QS/pebble
+  if [ -f "$dir/wfe-cert.pem" ] && [ -f "$dir/wfe-key.pem" ] && [ -f "$dir/wfe-ca.pem" ] &&
+    openssl x509 -checkend 86400 -noout -in "$dir/wfe-cert.pem" > /dev/null 2>&1; then
+    return 0
+  fi
+  info "making Pebble's HTTPS certificate"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  (
+    umask 077
+    cd "$dir"
+    openssl req -x509 "${ec[@]}" -keyout wfe-ca-key.pem -out wfe-ca.pem -days 30 \
+      -subj '/CN=certfleet quick start Pebble HTTPS CA' \
+      -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' \
+      -addext 'keyUsage=critical,keyCertSign,cRLSign' 2> /dev/null
+    openssl req -new "${ec[@]}" -keyout wfe-key.pem -out wfe.csr -subj '/CN=localhost' 2> /dev/null
+    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+      'extendedKeyUsage=serverAuth' 'subjectAltName=DNS:localhost,IP:127.0.0.1' > wfe-ext.cnf
+    openssl x509 -req -in wfe.csr -CA wfe-ca.pem -CAkey wfe-ca-key.pem -CAcreateserial \
+      -days 30 -extfile wfe-ext.cnf -out wfe-cert.pem 2> /dev/null
+    # Public: the controller reads the CA, Pebble the certificate.
+    chmod 0644 wfe-ca.pem wfe-cert.pem
+  ) || die "openssl could not make Pebble's HTTPS certificate"
+}
+
+start_pebble() {
+  local dir=$QS/pebble
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  pebble_tls
+  cat > "$dir/pebble-config.json" << EOF
+{
+  "pebble": {
+    "listenAddress": "127.0.0.1:$PEBBLE_PORT",
+    "managementListenAddress": "127.0.0.1:$PEBBLE_MGMT_PORT",
+    "certificate": "$dir/wfe-cert.pem",
+    "privateKey": "$dir/wfe-key.pem",
+    "httpPort": $HTTP01_PORT,
+    "tlsPort": 5001,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+EOF
+  say "starting pebble-challtestsrv (DNS 127.0.0.1:$DNS_PORT) and pebble (https://127.0.0.1:$PEBBLE_PORT/dir)"
+  # challtestsrv binds every interface by default: keep it on loopback and switch off the
+  # responders we do not use. Pebble asks for AAAA first, so no default IPv6 answer.
+  start_daemon pebble-challtestsrv "$dir" -- pebble-challtestsrv \
+    -management "127.0.0.1:$CHALL_MGMT_PORT" -dns01 "127.0.0.1:$DNS_PORT" \
+    -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" -defaultIPv4 127.0.0.1
+  wait_port pebble-challtestsrv 127.0.0.1 "$CHALL_MGMT_PORT"
+  wait_port pebble-challtestsrv 127.0.0.1 "$DNS_PORT"
+  start_daemon pebble "$dir" PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0 -- \
+    pebble -config "$dir/pebble-config.json" -dnsserver "127.0.0.1:$DNS_PORT"
+  wait_port pebble 127.0.0.1 "$PEBBLE_PORT"
+  wait_port pebble 127.0.0.1 "$PEBBLE_MGMT_PORT"
+}
+
+# add_a HOST IP: makes HOST resolve to IP for Pebble's validation authority.
+add_a() {
+  # shellcheck disable=SC2016 # JavaScript, not shell: ${...} are template literals.
+  node -e '
+    const [url, host, ip] = process.argv.slice(1);
+    fetch(url, { method: "POST", body: JSON.stringify({ host, addresses: [ip] }) })
+      .then(async (res) => { if (!res.ok) { console.error(`HTTP ${res.status} ${await res.text()}`); process.exit(1); } })
+      .catch((err) => { console.error(String(err)); process.exit(1); });
+  ' "http://127.0.0.1:$CHALL_MGMT_PORT/add-a" "${1%.}." "$2" || die "challtestsrv add-a $1 -> $2 failed"
+}
+
+# ---------------------------------------------------------------------------- nats, controller
+
+start_nats() {
+  mkdir -p "$QS/nats"
+  chmod 0700 "$QS/nats"
+  say "starting nats-server with JetStream (nats://127.0.0.1:$NATS_PORT)"
+  start_daemon nats-server "$QS" -- nats-server -js -sd "$QS/nats" -a 127.0.0.1 -p "$NATS_PORT"
+  wait_port nats-server 127.0.0.1 "$NATS_PORT"
+}
+
+render_controller_config() {
+  local out=$QS/controller.yaml
+  sed -e "s|@QS@|$QS|g" -e "s|@API_PORT@|$API_PORT|g" -e "s|@NATS_PORT@|$NATS_PORT|g" \
+    -e "s|@PEBBLE_PORT@|$PEBBLE_PORT|g" "$TEMPLATE" > "$out.tmp"
+  if grep -n '@[A-Z_]*@' "$out.tmp" > /dev/null; then
+    die "unknown placeholder left in $out.tmp: $(grep -n '@[A-Z_]*@' "$out.tmp" | head -n 1)"
+  fi
+  mv "$out.tmp" "$out"
+  cli controller --config "$out" --check > /dev/null || die "the controller rejects $out (rendered from $TEMPLATE)"
+}
+
+start_controller() {
+  say "starting the controller (API 127.0.0.1:$API_PORT)"
+  mkdir -p "$QS/controller"
+  chmod 0700 "$QS/controller"
+  start_daemon controller "$REPO" -- node "$CLI" controller --config "$QS/controller.yaml"
+  local i
+  for i in $(seq 1 600); do
+    if [ -f "$CREDENTIALS" ] && port_open 127.0.0.1 "$API_PORT"; then return 0; fi
+    if ! running controller > /dev/null; then
+      show_log controller 40
+      die "the controller exited during start-up; see $(log_file controller)"
+    fi
+    sleep 0.1
+  done
+  show_log controller 40
+  die "the controller did not write $CREDENTIALS and listen on 127.0.0.1:$API_PORT within 60 s"
+}
+
+# ---------------------------------------------------------------------------- agents, nginx
+
+# served_certs: one line per (agent, certificate) the controller configuration assigns,
+# "AGENT<TAB>CERT<TAB>NAME NAME...", evaluated with certfleet's own selector code.
+served_certs() {
+  local specs=() i
+  for i in "${!AGENT_NAMES[@]}"; do specs+=("${AGENT_NAMES[$i]}|${AGENT_LABELS[$i]}"); done
+  (cd "$REPO" && node --input-type=module -e '
+    import fs from "node:fs";
+    import { pathToFileURL } from "node:url";
+    import { parse } from "yaml";
+    const [configFile, selectorModule, ...agents] = process.argv.slice(1);
+    const { selects } = await import(pathToFileURL(selectorModule).href);
+    const cfg = parse(fs.readFileSync(configFile, "utf8"));
+    for (const spec of agents) {
+      const [agent, labelText] = spec.split("|");
+      const labels = Object.fromEntries(labelText.split(",").map((kv) => kv.split("=")));
+      for (const c of cfg.certificates ?? []) {
+        if (selects(c.agents, labels)) console.log([agent, c.name, c.names.join(" ")].join("\t"));
+      }
+    }
+  ' "$QS/controller.yaml" "$REPO/dist/shared/selector/index.js" "${specs[@]}")
+}
+
+# served_by AGENT: the lines of served.tsv for AGENT.
+served_by() { awk -F '\t' -v agent="$1" '$1 == agent' "$QS/served.tsv"; }
+
+# nginx *_temp_path directives must name only modules compiled in (Debian's packages
+# differ); every path nginx writes stays under the prefix.
+nginx_temp_paths() {
+  local configure m
+  configure=$(/usr/sbin/nginx -V 2>&1)
+  printf '%s\n' client_body
+  for m in proxy fastcgi uwsgi scgi; do
+    case $configure in *"--without-http_${m}_module"*) ;; *) printf '%s\n' "$m" ;; esac
+  done
+}
+
+# write_agent AGENT IP: the agent's configuration and its nginx configuration.
+write_agent() {
+  local agent=$1 ip=$2 dir=$QS/$1
+  local prefix=$dir/nginx certs=$dir/state/certs
+  mkdir -p "$dir/state" "$prefix/logs" "$prefix/temp"
+  chmod 0700 "$dir" "$dir/state" "$prefix" "$prefix/logs" "$prefix/temp"
+
+  local cert names
+  {
+    printf '%s\n' \
+      "# Written by deploy/quickstart.sh for agent $agent; rewritten on every run." \
+      "# Every field is explained in deploy/examples/agent.yaml." \
+      "stateDir: \"$dir/state\"" \
+      "log:" \
+      "  level: info" \
+      "controller:" \
+      "  address: \"127.0.0.1:$API_PORT\"" \
+      "  caFile: \"$QS/controller/ca.pem\"" \
+      "nats:" \
+      "  servers: [\"nats://127.0.0.1:$NATS_PORT\"]" \
+      "http01:" \
+      "  listen: \"$ip:$HTTP01_PORT\"" \
+      "resyncInterval: 30s" \
+      "reportInterval: 5s" \
+      "hooks:" \
+      "  reload:" \
+      "    # Tests nginx's configuration, reloads it (starts it on the first install) and" \
+      "    # returns once new connections get the new certificates." \
+      "    command: [\"/bin/bash\", \"$RELOAD_HOOK\", \"$prefix/nginx.conf\", \"$prefix\"]" \
+      "    timeout: 30s" \
+      "certificates:"
+    while IFS=$'\t' read -r _ cert names; do
+      printf '%s\n' "  $cert:" "    verify:" "      - address: \"$ip:$TLS_PORT\""
+    done < <(served_by "$agent")
+  } > "$dir/agent.yaml"
+  cli agent --config "$dir/agent.yaml" --check > /dev/null || die "the agent rejects $dir/agent.yaml"
+
+  {
+    printf '%s\n' \
+      "# Written by deploy/quickstart.sh for agent $agent; rewritten on every run." \
+      "# Started and reloaded by deploy/nginx-reload.sh (the agent's reload hook)." \
+      "worker_processes 1;" \
+      "pid \"$prefix/logs/nginx.pid\";" \
+      "error_log \"$prefix/logs/error.log\" notice;" \
+      "# An old worker on an idle keep-alive connection would otherwise delay the end of a reload." \
+      "worker_shutdown_timeout 2s;"
+    # The certificate files are 0600 and owned by the agent's user; quick start only.
+    if [ "$(id -u)" -eq 0 ]; then printf '%s\n' "user root;"; fi
+    printf '%s\n' "events {" "  worker_connections 256;" "}" "http {" \
+      "  access_log \"$prefix/logs/access.log\";" "  keepalive_timeout 5s;" "  default_type text/plain;"
+    local m
+    while read -r m; do printf '  %s_temp_path "%s";\n' "$m" "$prefix/temp/$m"; done < <(nginx_temp_paths)
+    while IFS=$'\t' read -r _ cert names; do
+      printf '%s\n' \
+        "  server {" \
+        "    listen $ip:$TLS_PORT ssl;" \
+        "    server_name $names;" \
+        "    ssl_certificate \"$certs/$cert/current/fullchain.pem\";" \
+        "    ssl_certificate_key \"$certs/$cert/current/privkey.pem\";" \
+        "    return 200 \"certfleet quick start: $agent serves certificate $cert for \$ssl_server_name\\n\";" \
+        "  }"
+    done < <(served_by "$agent")
+    printf '%s\n' "}"
+  } > "$prefix/nginx.conf"
+  chmod 0600 "$prefix/nginx.conf"
+}
+
+enroll_agent() {
+  local agent=$1 labels=$2 dir=$QS/$1
+  if [ -f "$dir/state/identity/agent.json" ]; then
+    info "$agent is already enrolled"
+    return 0
+  fi
+  local args=() l token
+  IFS=, read -r -a l <<< "$labels"
+  for token in "${l[@]}"; do args+=(--label "$token"); done
+  # The token goes through a 0600 file, not the command line (where `ps` would show it).
+  (
+    umask 077
+    cli token create "$agent" "${args[@]}" --ttl 15m --json --credentials "$CREDENTIALS" > "$dir/token.json"
+  ) || die "certfleet token create $agent failed"
+  node -e '
+    const fs = require("node:fs");
+    const doc = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+    if (typeof doc.token !== "string" || doc.token === "") { console.error("no token field in " + process.argv[1]); process.exit(1); }
+    fs.writeFileSync(process.argv[2], doc.token + "\n", { mode: 0o600 });
+  ' "$dir/token.json" "$dir/token" || die "unexpected output of certfleet token create (see $dir/token.json)"
+  rm -f "$dir/token.json"
+  info "enrolling $agent ($labels)"
+  if ! cli agent enroll --config "$dir/agent.yaml" --token-file "$dir/token" | sed 's/^/    /'; then
+    rm -f "$dir/token"
+    die "certfleet agent enroll failed for $agent"
+  fi
+  rm -f "$dir/token"
+}
+
+# On a restart the certificates are already installed, so the agent has nothing to install
+# and runs no hook: start nginx here when every file its configuration names exists.
+start_nginx_if_ready() {
+  local agent=$1 prefix=$QS/$1/nginx f
+  while read -r f; do
+    [ -e "$f" ] || return 0
+  done < <(sed -n 's/^ *ssl_certificate\(_key\)\? "\(.*\)";$/\2/p' "$prefix/nginx.conf")
+  info "certificates of $agent already installed: starting its nginx"
+  /bin/bash "$RELOAD_HOOK" "$prefix/nginx.conf" "$prefix" || warn "nginx of $agent did not start; its agent will retry"
+}
+
+start_agents() {
+  say "enrolling and starting the agents"
+  local i agent ip
+  for i in "${!AGENT_NAMES[@]}"; do
+    agent=${AGENT_NAMES[$i]}
+    ip=${AGENT_IPS[$i]}
+    write_agent "$agent" "$ip"
+    enroll_agent "$agent" "${AGENT_LABELS[$i]}"
+    start_nginx_if_ready "$agent"
+    start_daemon "agent-$agent" "$REPO" -- node "$CLI" agent --config "$QS/$agent/agent.yaml"
+    info "$agent: HTTP-01 on $ip:$HTTP01_PORT, nginx on $ip:$TLS_PORT, log $(log_file "agent-$agent")"
+  done
+}
+
+# Each name resolves (for Pebble) to the first agent that serves it; every agent that
+# serves a certificate answers its challenges anyway.
+publish_dns() {
+  local agent cert names name i ip
+  declare -A done_names=()
+  while IFS=$'\t' read -r agent cert names; do
+    ip=
+    for i in "${!AGENT_NAMES[@]}"; do
+      [ "${AGENT_NAMES[$i]}" = "$agent" ] && ip=${AGENT_IPS[$i]}
+    done
+    for name in $names; do
+      [ -z "${done_names[$name]:-}" ] || continue
+      done_names[$name]=1
+      add_a "$name" "$ip"
+      info "$name -> $ip ($agent, certificate $cert)"
+    done
+  done < "$QS/served.tsv"
+}
+
+# ---------------------------------------------------------------------------- wait, show
+
+# certs_progress: prints "web ready 2/2, api pending 0/1 ..."; exit 0 when all are ready.
+certs_progress() {
+  # shellcheck disable=SC2016 # JavaScript, not shell: ${...} are template literals.
+  cli certs --json --credentials "$CREDENTIALS" 2> "$LOGS/cli.err" | node -e '
+    let text = "";
+    process.stdin.on("data", (c) => (text += c)).on("end", () => {
+      const doc = JSON.parse(text);
+      const list = Array.isArray(doc) ? doc : (doc.certificates ?? []);
+      const parts = list.map((c) => {
+        const err = c.lastError ? ` (${c.lastError})` : "";
+        return `${c.name} ${c.state} ${c.agentsCurrent}/${c.agentsAssigned}${err}`;
+      });
+      console.log(parts.join(", ") || "(no certificates)");
+      const ready = list.length > 0 && list.every((c) => c.state === "ready" && c.agentsAssigned > 0 && c.agentsCurrent === c.agentsAssigned);
+      process.exit(ready ? 0 : 3);
+    });
+  '
+}
+
+wait_ready() {
+  say "waiting until every certificate is issued and served (up to ${WAIT_SECONDS}s)"
+  info "(the controller may fail a first attempt before the agents are online: it retries)"
+  local start=$SECONDS line rc last=
+  while :; do
+    rc=0
+    line=$(certs_progress) || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      info "$line"
+      return 0
+    fi
+    if [ -z "$line" ]; then line="controller not answering: $(tail -n 2 "$LOGS/cli.err" | tr '\n' ' ')"; fi
+    if [ "$line" != "$last" ]; then
+      info "[$((SECONDS - start))s] $line"
+      last=$line
+    fi
+    local name
+    for name in "${SERVICES_STOP_ORDER[@]}" "${AGENT_NAMES[@]/#/agent-}"; do
+      running "$name" > /dev/null || {
+        dump_logs
+        die "$name is not running any more"
+      }
+    done
+    if [ $((SECONDS - start)) -ge "$WAIT_SECONDS" ]; then
+      dump_logs
+      die "the certificates were not all ready within ${WAIT_SECONDS}s: $line (everything is left running to inspect: deploy/quickstart.sh status, then down)"
+    fi
+    sleep 2
+  done
+}
+
+dump_logs() {
+  local f
+  for f in "$LOGS"/*.log "$QS"/*/nginx/logs/error.log; do
+    [ -s "$f" ] || continue
+    printf '\n--- last lines of %s ---\n' "$f" >&2
+    tail -n 20 "$f" >&2
+  done
+}
+
+show_served() {
+  say "what each nginx serves (openssl s_client)"
+  local agent cert names name i ip out
+  while IFS=$'\t' read -r agent cert names; do
+    for i in "${!AGENT_NAMES[@]}"; do
+      [ "${AGENT_NAMES[$i]}" = "$agent" ] && ip=${AGENT_IPS[$i]}
+    done
+    for name in $names; do
+      printf '    %s %s:%s  SNI %s\n' "$agent" "$ip" "$TLS_PORT" "$name"
+      if out=$(openssl s_client -connect "$ip:$TLS_PORT" -servername "$name" < /dev/null 2> /dev/null |
+        openssl x509 -noout -subject -issuer -ext subjectAltName -enddate -fingerprint -sha256 2> /dev/null); then
+        printf '%s\n' "$out" | grep -v '^X509v3 Subject Alternative Name' | sed 's/^ */        /'
+      else
+        printf '        (no certificate served)\n'
+      fi
+    done
+  done < "$QS/served.tsv"
+}
+
+show_fleet() {
+  say "certfleet status"
+  cli status --credentials "$CREDENTIALS" | sed 's/^/    /'
+  say "certfleet certs"
+  cli certs --credentials "$CREDENTIALS" | sed 's/^/    /'
+  say "certfleet agents"
+  cli agents --credentials "$CREDENTIALS" | sed 's/^/    /'
+}
+
+show_usage() {
+  local rel=${QS#"$PWD"/}
+  cat << EOF
+
+==> the quick start is running
+    Use the CLI (from $REPO):
+      export CERTFLEET_CREDENTIALS=$CREDENTIALS
+      node dist/cli/main.js certs          # or: npx certfleet certs
+      node dist/cli/main.js agents
+      node dist/cli/main.js status
+    Talk to an nginx:
+      curl --cacert <(curl -s --cacert $QS/pebble/wfe-ca.pem https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0) \\
+           --resolve www.example.test:$TLS_PORT:${AGENT_IPS[0]} https://www.example.test:$TLS_PORT/
+      (the root comes from Pebble's management API: it changes whenever Pebble restarts)
+    Logs:    $LOGS/  (one per process; nginx: $rel/<agent>/nginx/logs/)
+    Configs: $rel/controller.yaml, $rel/<agent>/agent.yaml, $rel/<agent>/nginx/nginx.conf
+    Stop:    deploy/quickstart.sh down     (keeps $rel/ for inspection)
+    Remove:  deploy/quickstart.sh clean
+EOF
+}
+
+# ---------------------------------------------------------------------------- commands
+
+cmd_up() {
+  check_repo_path
+  install_packages
+  mkdir -p "$LOGS"
+  chmod 0700 "$QS" "$LOGS"
+  build
+  cmd_down
+  check_ports
+  start_pebble
+  start_nats
+  render_controller_config
+  served_certs > "$QS/served.tsv" || die "could not read the certificates from $QS/controller.yaml"
+  start_controller
+  say "pointing the names at the agents (challtestsrv A records)"
+  publish_dns
+  start_agents
+  wait_ready
+  show_fleet
+  show_served
+  show_usage
+}
+
+cmd_status() {
+  [ -f "$CREDENTIALS" ] || die "no credentials at $CREDENTIALS: run deploy/quickstart.sh first"
+  local name pid
+  say "processes"
+  for name in "${SERVICES_STOP_ORDER[@]}" "${AGENT_NAMES[@]/#/agent-}"; do
+    if pid=$(running "$name"); then info "$name: running (pid $pid)"; else info "$name: stopped"; fi
+  done
+  show_fleet
+}
+
+cmd_clean() {
+  cmd_down
+  if [ -d "$QS" ]; then
+    say "removing $QS"
+    rm -rf "$QS"
+  fi
+}
+
+case ${1:-up} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  clean) cmd_clean ;;
+  status) cmd_status ;;
+  -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (use up, status, down or clean)" ;;
+esac
