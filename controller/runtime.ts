@@ -22,7 +22,7 @@ import type { ControllerConfig } from './config/index.js';
 import { Enrollment } from './enroll/index.js';
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
-import { issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
+import { checkAgentCsr, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
 import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
 import { Reconciler } from './reconcile/index.js';
 import { Http01Solver } from './solvers/index.js';
@@ -241,6 +241,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       auth: { identify: (der) => verifyClientCertificate(ca, der, clock.now()) },
       agents: {
         async enroll(token, csrPem) {
+          // A malformed CSR must not use up the token: check it before redeeming.
+          await checkAgentCsr(csrPem);
           const grant = await enrollment.redeem(token);
           const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now() });
           const reg = await enrollment.recordAgent({ name: grant.agent, labels: grant.labels, certSerial: signed.serial, enrolledAt: isoAt(clock.now()) });

@@ -14,6 +14,7 @@
  *   4. BUNDLE_EXPIRED       notAfter <= now, or notBefore later than now + clock skew
  */
 import { CertfleetError, ErrorCode } from '../errors/index.js';
+import { CERT_NAME_PATTERN } from '../wire/index.js';
 import type { Bundle } from '../model/index.js';
 import { chainProblems, keyMatchesCertificate, keyTypeOf, namesCovered, parseCertificate, splitPemChain } from '../pki/index.js';
 
@@ -36,14 +37,12 @@ export interface ValidateOptions {
 export const DEFAULT_CLOCK_SKEW_MS = 5 * 60_000;
 
 /**
- * Certificate names become directory names on agents, so they are restricted to a safe
- * alphabet: letters, digits, '.', '_', '-', starting with a letter or digit, at most 200.
+ * Certificate names become directory names on agents, so a bundle must carry one that
+ * follows the project's rule (shared/wire CERT_NAME_PATTERN: lower-case letters,
+ * digits and '-', at most 63 characters).
  */
-export const CERT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
-
-/** True when `name` is usable as a certificate name (see {@link CERT_NAME_PATTERN}). */
 export function isValidCertName(name: string): boolean {
-  return CERT_NAME_PATTERN.test(name) && !name.includes('..');
+  return CERT_NAME_PATTERN.test(name);
 }
 
 /**
