@@ -15,6 +15,8 @@ import { ControllerLink } from '../../agent/link/index.js';
 import { loadIdentity } from '../../agent/enroll/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { silentLogger } from '../../shared/log/index.js';
+import { connectNats, openKv, readEvents } from '../../shared/nats/index.js';
+import { Bucket } from '../../shared/wire/index.js';
 import { runCli, startFleet, type Fleet } from '../harness/fleet.js';
 import { servedCertificate } from '../harness/tls.js';
 import { eventually } from '../harness/process.js';
@@ -121,6 +123,41 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
       }
     }
     assert.equal(byName.get('edge-b')?.certificates.some((c) => c.name === 'api'), false, 'edge-b never got api');
+  });
+
+  test('no key material or token travels over NATS or appears in any log', async () => {
+    const secrets: string[] = [];
+    for (const cert of ['web', 'api']) {
+      const latest = await store.latest(cert);
+      const bundle = latest ? await store.getVersion(cert, latest.version) : null;
+      assert.ok(bundle);
+      // The base64 body of the key, without armour or line breaks, in chunks a log line could hold.
+      const body = bundle.keyPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+      secrets.push(body.slice(0, 40), body.slice(-40));
+    }
+    for (const agent of fleet.agents.values()) secrets.push(agent.token);
+    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', log: silentLogger() });
+    try {
+      const seen: string[] = [];
+      for (const bucket of [Bucket.desired, Bucket.challenges, Bucket.agents]) {
+        const kv = await openKv<unknown>(nats, bucket, { create: false });
+        for (const item of await kv.entries()) seen.push(JSON.stringify(item.value));
+      }
+      const events = await readEvents(nats, { limit: 1000 });
+      assert.ok(events.some((e) => e.type === 'issued'), 'the stream holds the issued events');
+      seen.push(...events.map((e) => JSON.stringify(e)));
+      const onNats = seen.join('\n');
+      assert.ok(onNats.includes('"fingerprint"'), 'the buckets were read');
+      assert.doesNotMatch(onNats, /PRIVATE KEY/);
+      const logs = fleet.logs();
+      assert.doesNotMatch(logs, /PRIVATE KEY/);
+      for (const secret of secrets) {
+        assert.equal(onNats.includes(secret), false, 'a secret is on NATS');
+        assert.equal(logs.includes(secret), false, 'a secret is in a log');
+      }
+    } finally {
+      await nats.close();
+    }
   });
 
   test('an agent asking for a certificate not assigned to it gets PERMISSION_DENIED', async () => {
