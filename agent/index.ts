@@ -12,6 +12,7 @@ import { systemClock, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
 import { createRootLogger } from '../shared/log/index.js';
+import { runUntilSignal } from '../shared/runtime/index.js';
 import { connectNats, type NatsHandle } from '../shared/nats/index.js';
 import { loadAgentConfig, type AgentConfig } from './config/index.js';
 import { enroll, loadIdentity, type AgentIdentity } from './enroll/index.js';
@@ -104,13 +105,5 @@ export async function runAgent(opts: { configFile: string }): Promise<void> {
   const cfg = loadAgentConfig(opts.configFile);
   const log = createRootLogger({ name: 'agent', level: cfg.log.level });
   const agent = await startAgent(cfg, log);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'stopping');
-      agent.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
-  log.info('stopped');
+  await runUntilSignal(() => agent.stop(), log);
 }

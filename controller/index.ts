@@ -5,6 +5,7 @@
  * cannot start (bad config, store, NATS or CA unreachable).
  */
 import { createRootLogger } from '../shared/log/index.js';
+import { runUntilSignal } from '../shared/runtime/index.js';
 import { loadControllerConfig } from './config/index.js';
 import { startController } from './runtime.js';
 
@@ -15,13 +16,5 @@ export async function runController(opts: { configFile: string }): Promise<void>
   const cfg = loadControllerConfig(opts.configFile);
   const log = createRootLogger({ name: 'controller', level: cfg.log.level });
   const controller = await startController(cfg, log);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'stopping');
-      controller.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
-  log.info('stopped');
+  await runUntilSignal(() => controller.stop(), log);
 }

@@ -4,7 +4,7 @@
  * docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, z } from '../../shared/config/index.js';
+import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 
 const hook = z.strictObject({
@@ -75,12 +75,7 @@ function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
     ...cfg,
     stateDir: abs(cfg.stateDir),
     controller: { ...cfg.controller, caFile: abs(cfg.controller.caFile) },
-    nats: {
-      ...cfg.nats,
-      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: abs(cfg.nats.credentialsFile) }),
-      ...(cfg.nats.tokenFile === undefined ? {} : { tokenFile: abs(cfg.nats.tokenFile) }),
-      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaFile: abs(cfg.nats.tlsCaFile) }),
-    },
+    nats: resolveNatsPaths(cfg.nats, abs),
   };
 }
 

@@ -25,6 +25,7 @@ import type { Http01Responder } from '../http01/index.js';
 import type { Installer } from '../install/index.js';
 import type { ControllerLink } from '../link/index.js';
 import { verifyServed } from '../verify/index.js';
+import { CoalescingRunner } from '../../shared/runtime/index.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -53,13 +54,14 @@ export class Sync {
   private readonly status = new Map<string, CertStatus>();
   private readonly watches: KvWatch[] = [];
   private timers: NodeJS.Timeout[] = [];
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly runner: CoalescingRunner;
   private retryFailed = false;
   private stopped = false;
   private lastResync = 0;
 
-  constructor(private readonly opts: SyncOptions) {}
+  constructor(private readonly opts: SyncOptions) {
+    this.runner = new CoalescingRunner(() => this.converge(), opts.log, 'converge');
+  }
 
   private assigned(selector: string): boolean {
     try {
@@ -161,20 +163,7 @@ export class Sync {
 
   /** Converges soon (coalesced). */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.converge()
-      .catch((err: unknown) => this.opts.log.error({ err }, 'converge failed'))
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        }
-      });
+    this.runner.kick();
   }
 
   /**
@@ -327,6 +316,6 @@ export class Sync {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     for (const w of this.watches) await w.stop();
-    await this.running;
+    await this.runner.stop();
   }
 }

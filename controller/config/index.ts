@@ -4,7 +4,7 @@
  * Every field is documented in docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, z } from '../../shared/config/index.js';
+import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { KEY_TYPES } from '../../shared/model/index.js';
 import { parseSelector } from '../../shared/selector/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
@@ -120,12 +120,7 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
     stateDir,
     store: { ...cfg.store, path: abs(cfg.store.path ?? path.join(stateDir, 'store')) },
     acme: { ...cfg.acme, ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }) },
-    nats: {
-      ...cfg.nats,
-      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: abs(cfg.nats.credentialsFile) }),
-      ...(cfg.nats.tokenFile === undefined ? {} : { tokenFile: abs(cfg.nats.tokenFile) }),
-      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaFile: abs(cfg.nats.tlsCaFile) }),
-    },
+    nats: resolveNatsPaths(cfg.nats, abs),
   };
 }
 

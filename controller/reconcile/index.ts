@@ -20,6 +20,7 @@ import type { CertificateConfig } from '../config/index.js';
 import type { Issuer } from '../issuer/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
 import { backoffDelay, decide } from '../scheduler/index.js';
+import { CoalescingRunner } from '../../shared/runtime/index.js';
 import type { CertStore } from '../store/index.js';
 
 /** What the loop knows about one certificate, for status and `certfleet certs`. */
@@ -50,11 +51,11 @@ export class Reconciler {
   private readonly runtime = new Map<string, CertRuntime>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly runner: CoalescingRunner;
   private stopped = false;
 
   constructor(private readonly opts: ReconcilerOptions) {
+    this.runner = new CoalescingRunner(() => this.pass(), opts.log, 'reconcile pass');
     for (const c of opts.certificates) {
       this.runtime.set(c.name, { state: 'pending', failures: 0, backoffUntil: 0, lastError: '', lastErrorCode: '', nextCheck: 0, reason: '', latest: null });
     }
@@ -69,20 +70,7 @@ export class Reconciler {
 
   /** Runs a pass soon (coalesced with one already running). */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.pass()
-      .catch((err: unknown) => this.opts.log.error({ err }, 'reconcile pass failed'))
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        }
-      });
+    this.runner.kick();
   }
 
   /**
@@ -184,11 +172,12 @@ export class Reconciler {
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    const running = this.runner.stop();
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, graceMs);
     });
-    await Promise.race([Promise.allSettled([this.running, ...this.inFlight.values()]), grace]);
+    await Promise.race([Promise.allSettled([running, ...this.inFlight.values()]), grace]);
     clearTimeout(timer);
   }
 }

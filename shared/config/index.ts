@@ -215,3 +215,16 @@ export const natsSection = z
     tlsCaFile: z.string().min(1).optional(),
   })
   .prefault({});
+
+/** The NATS section with its file paths resolved by `abs` (relative to the config file). */
+export function resolveNatsPaths<N extends { credentialsFile?: string | undefined; tokenFile?: string | undefined; tlsCaFile?: string | undefined }>(
+  nats: N,
+  abs: (p: string) => string,
+): N {
+  return {
+    ...nats,
+    ...(nats.credentialsFile === undefined ? {} : { credentialsFile: abs(nats.credentialsFile) }),
+    ...(nats.tokenFile === undefined ? {} : { tokenFile: abs(nats.tokenFile) }),
+    ...(nats.tlsCaFile === undefined ? {} : { tlsCaFile: abs(nats.tlsCaFile) }),
+  };
+}
