@@ -14,11 +14,12 @@ import { systemClock, isoAt, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
 import type { pb } from '../shared/grpc/index.js';
-import { connectNats, ensureFleetNats } from '../shared/nats/index.js';
+import { connectNats, ensureFleetNats, readEvents } from '../shared/nats/index.js';
 import { EventType } from '../shared/wire/index.js';
 import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/index.js';
 import { startApiServer, versionToPb, type ApiServer, type CallerIdentity } from './api/index.js';
-import type { ControllerConfig } from './config/index.js';
+import type { CertificateConfig, ControllerConfig } from './config/index.js';
+import { Pins, rollbackTarget } from './rollback/index.js';
 import { Enrollment } from './enroll/index.js';
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
@@ -28,6 +29,7 @@ import { Reconciler } from './reconcile/index.js';
 import { Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
 import { matches, parseSelector } from '../shared/selector/index.js';
+import { desiredFor } from '../shared/rollout/index.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
 
@@ -208,7 +210,11 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         void events.emit(e.type === 'ordered' ? EventType.ordered : EventType.issued, fields);
       },
     });
+    const pins = new Pins(store);
     const loop = new Reconciler({
+      pins,
+      selectedAgents: (sel) =>
+        fleet.selected(sel).map((a) => ({ name: a.registration.name, labels: a.registration.labels, certificates: a.report?.certificates ?? [] })),
       certificates: cfg.certificates,
       store,
       issuer,
@@ -223,6 +229,11 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     cleanups.push(() => loop.stop());
 
     const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
+    const configured = (name: string): CertificateConfig => {
+      const c = certByName.get(name);
+      if (!c) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
+      return c;
+    };
     const authenticateAgent = async (id: CallerIdentity): Promise<Record<string, string>> => {
       const reg = await enrollment.authenticateAgent(id.name, id.serial);
       return reg.labels;
@@ -252,14 +263,19 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         },
         async assignments(id) {
           const labels = await authenticateAgent(id);
-          return desired.all().filter((d) => assignedTo(labels, d.name));
+          // During a staged rollout each agent gets the version of its own wave.
+          return desired
+            .all()
+            .filter((d) => assignedTo(labels, d.name))
+            .map((d) => desiredFor(d, labels));
         },
         async fetchBundle(id, name, version) {
           const labels = await authenticateAgent(id);
           if (!assignedTo(labels, name)) {
             throw new CertfleetError(ErrorCode.PermissionDenied, `certificate ${name} is not assigned to agent ${id.name}`);
           }
-          const wanted = version === 0 ? desired.get(name)?.version : version;
+          const d = desired.get(name);
+          const wanted = version === 0 ? (d ? desiredFor(d, labels).version : undefined) : version;
           const bundle = wanted === undefined ? null : await store.getVersion(name, wanted);
           if (!bundle) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} version ${wanted ?? 'desired'} does not exist`);
           return bundle;
@@ -302,6 +318,88 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         async createEnrollmentToken(agent, labels, ttlMs) {
           return enrollment.createToken({ agent, labels, ttlMs });
         },
+        show(name) {
+          const c = configured(name);
+          const rt = loop.status(c.name);
+          return Promise.resolve({
+            summary: certificateSummary(c.name),
+            reason: rt?.reason ?? '',
+            deferredUntil: '',
+            deferredReason: '',
+            backoffUntil: rt && rt.backoffUntil > clock.now() ? isoAt(rt.backoffUntil) : '',
+            failures: rt?.failures ?? 0,
+            pinnedVersion: rt?.pinned ?? 0,
+            ariWindowStart: '',
+            ariWindowEnd: '',
+            desiredVersion: desired.get(c.name)?.version ?? 0,
+          });
+        },
+        async renew(name) {
+          const c = configured(name);
+          loop.renewNow(c.name);
+          await events.emit(EventType.renewRequested, { cert: c.name, message: 'renewal requested by an operator' });
+          return `${c.name}: renewal requested; follow it with "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
+        },
+        async history(name) {
+          const c = configured(name);
+          const versions = await store.listVersions(c.name);
+          const d = desired.get(c.name);
+          const pin = await pins.get(c.name);
+          const serving = new Map<number, string[]>();
+          for (const a of fleet.agents()) {
+            const s = a.report?.certificates.find((x) => x.name === c.name && x.state !== 'pending');
+            if (s && s.version > 0) serving.set(s.version, [...(serving.get(s.version) ?? []), a.registration.name]);
+          }
+          return {
+            name: c.name,
+            pinnedVersion: pin?.version ?? 0,
+            versions: versions.map((v) => ({
+              version: versionToPb(v),
+              agents: serving.get(v.version) ?? [],
+              desired: d?.version === v.version,
+              expired: Date.parse(v.notAfter) <= clock.now(),
+            })),
+          };
+        },
+        async rollback(name, to, operator) {
+          const c = configured(name);
+          const d = desired.get(c.name);
+          if (!d) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} has not been issued yet`);
+          const target = rollbackTarget(c.name, await store.listVersions(c.name), d.version, to, clock.now());
+          await pins.set(c.name, { version: target.version, from: d.version, at: isoAt(clock.now()), by: operator });
+          await desired.publish(target, c.agents, { pinned: true });
+          await events.emit(EventType.rolledBack, {
+            cert: c.name,
+            version: target.version,
+            message: `rolled back from version ${d.version} to ${target.version} by ${operator} (pinned)`,
+            details: { from: d.version, to: target.version, operator },
+          });
+          loop.kick();
+          return { fromVersion: d.version, toVersion: target.version };
+        },
+        async release(name, operator) {
+          const c = configured(name);
+          if (!(await pins.release(c.name))) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} is not pinned`);
+          const latest = await store.latest(c.name);
+          if (latest) await desired.publish(latest, c.agents);
+          await events.emit(EventType.released, { cert: c.name, version: latest?.version ?? 0, message: `pin released by ${operator}`, details: { operator } });
+          loop.kick();
+          return latest?.version ?? 0;
+        },
+        // No rate-limit budgets are enforced yet (issue #3): say so rather than invent levels.
+        budgets: () => Promise.resolve({ preset: 'none', budgets: [] }),
+        async events(limit, cert) {
+          const list = await readEvents(nats, { limit, ...(cert === '' ? {} : { cert }) });
+          return list.map((e) => ({
+            type: e.type,
+            at: e.at,
+            cert: e.cert ?? '',
+            agent: e.agent ?? '',
+            version: e.version ?? 0,
+            message: e.message,
+            detailsJson: e.details === undefined ? '' : JSON.stringify(e.details),
+          }));
+        },
       },
     });
     cleanups.push(() => api.stop());
@@ -312,18 +410,24 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       const rt = loop.status(name);
       const d = desired.get(name);
       const selected = c ? fleet.selected(c.agents) : [];
-      const current = selected.filter((a) =>
-        a.report?.certificates.some((s) => s.name === name && s.state === 'installed' && d !== undefined && s.version === d.version),
-      ).length;
-      let state = rt?.state ?? 'pending';
+      const current = selected.filter((a) => {
+        const want = d === undefined ? undefined : desiredFor(d, a.registration.labels).version;
+        return a.report?.certificates.some((s) => s.name === name && s.state === 'installed' && s.version === want);
+      }).length;
+      let state: string = rt?.state ?? 'pending';
+      let lastError = rt?.lastError ? `${rt.lastErrorCode}: ${rt.lastError}` : '';
       if (state === 'ready' && (d === undefined || current < selected.length)) state = 'pending';
+      if (d?.rollout && state !== 'issuing') {
+        state = d.rollout.halted ? 'halted' : 'rolling-out';
+        if (d.rollout.halted) lastError = `rollout of version ${d.version} halted: ${d.rollout.haltReason}`;
+      }
       return {
         name,
         names: c ? [...c.names] : [],
         selector: c?.agents ?? '',
         ...(rt?.latest ? { current: versionToPb(rt.latest) } : {}),
         state,
-        lastError: rt?.lastError ? `${rt.lastErrorCode}: ${rt.lastError}` : '',
+        lastError,
         agentsAssigned: selected.length,
         agentsCurrent: current,
         nextRenewal: rt && rt.nextCheck > 0 ? isoAt(rt.nextCheck) : '',

@@ -54,6 +54,13 @@ export interface OperatorBackend {
   certificates(): Promise<pb.CertificateSummary[]>;
   agents(): Promise<pb.AgentSummary[]>;
   createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number): Promise<{ token: string; expiresAt: string }>;
+  show(name: string): Promise<pb.ShowCertificateResponse>;
+  renew(name: string): Promise<string>;
+  history(name: string): Promise<pb.GetHistoryResponse>;
+  rollback(name: string, to: number, operator: string): Promise<{ fromVersion: number; toVersion: number }>;
+  release(name: string, operator: string): Promise<number>;
+  budgets(): Promise<pb.ListBudgetsResponse>;
+  events(limit: number, cert: string): Promise<pb.FleetEvent[]>;
 }
 
 export interface ApiServerOptions {
@@ -122,6 +129,8 @@ function statusFromPb(s: pb.CertificateStatus__Output): CertStatus {
     error: s.error.slice(0, 2048),
     errorCode: s.errorCode.slice(0, 64),
     updatedAt: s.updatedAt,
+    failedVersion: s.failedVersion,
+    rollback: s.rollback === 'restored' || s.rollback === 'restore-failed' ? s.rollback : '',
   };
 }
 
@@ -219,6 +228,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }),
   };
 
+  const requireName = (name: string): string => {
+    if (name === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'a certificate name is required');
+    return name;
+  };
   const operatorHandlers: OperatorServiceHandlers = {
     GetStatus: unary(log, 'GetStatus', async (call) => {
       caller(call, opts.auth, 'operator');
@@ -239,7 +252,39 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       log.info({ operator: id.name, agent: call.request.agent }, 'enrolment token created');
       return res;
     }),
+    ShowCertificate: unary(log, 'ShowCertificate', async (call: grpc.ServerUnaryCall<pb.ShowCertificateRequest__Output, pb.ShowCertificateResponse>) => {
+      caller(call, opts.auth, 'operator');
+      return opts.operators.show(requireName(call.request.name));
+    }),
+    RenewCertificate: unary(log, 'RenewCertificate', async (call: grpc.ServerUnaryCall<pb.RenewCertificateRequest__Output, pb.RenewCertificateResponse>) => {
+      const id = caller(call, opts.auth, 'operator');
+      const message = await opts.operators.renew(requireName(call.request.name));
+      log.info({ operator: id.name, cert: call.request.name }, 'renewal requested');
+      return { message };
+    }),
+    GetHistory: unary(log, 'GetHistory', async (call: grpc.ServerUnaryCall<pb.GetHistoryRequest__Output, pb.GetHistoryResponse>) => {
+      caller(call, opts.auth, 'operator');
+      return opts.operators.history(requireName(call.request.name));
+    }),
+    Rollback: unary(log, 'Rollback', async (call: grpc.ServerUnaryCall<pb.RollbackRequest__Output, pb.RollbackResponse>) => {
+      const id = caller(call, opts.auth, 'operator');
+      return opts.operators.rollback(requireName(call.request.name), call.request.toVersion, id.name);
+    }),
+    Release: unary(log, 'Release', async (call: grpc.ServerUnaryCall<pb.ReleaseRequest__Output, pb.ReleaseResponse>) => {
+      const id = caller(call, opts.auth, 'operator');
+      return { version: await opts.operators.release(requireName(call.request.name), id.name) };
+    }),
+    ListBudgets: unary(log, 'ListBudgets', async (call: grpc.ServerUnaryCall<pb.ListBudgetsRequest__Output, pb.ListBudgetsResponse>) => {
+      caller(call, opts.auth, 'operator');
+      return opts.operators.budgets();
+    }),
+    ListEvents: unary(log, 'ListEvents', async (call: grpc.ServerUnaryCall<pb.ListEventsRequest__Output, pb.ListEventsResponse>) => {
+      caller(call, opts.auth, 'operator');
+      const limit = call.request.limit === 0 ? 50 : Math.min(call.request.limit, 10_000);
+      return { events: await opts.operators.events(limit, call.request.cert) };
+    }),
   };
+
 
   server.addService(agent.certfleet.v1.AgentService.service, agentHandlers);
   server.addService(operator.certfleet.v1.OperatorService.service, operatorHandlers);

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import type { ChallengeRecord, DesiredRecord, FleetEvent, VersionMeta } from '../../shared/model/index.js';
+import type { ChallengeRecord, DesiredRecord, FleetEvent, RolloutState, VersionMeta } from '../../shared/model/index.js';
 import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
@@ -45,8 +45,11 @@ export class DesiredState {
     return [...this.current.values()];
   }
 
-  /** Points `meta.name` at `meta.version` for the agents matching `selector`. */
-  async publish(meta: VersionMeta, selector: string): Promise<DesiredRecord> {
+  /**
+   * Points `meta.name` at `meta.version` for the agents matching `selector`, with an
+   * optional staged rollout (agents of unreleased waves keep `rollout.from`) or a pin.
+   */
+  async publish(meta: VersionMeta, selector: string, extra: { rollout?: RolloutState; pinned?: boolean } = {}): Promise<DesiredRecord> {
     const record: DesiredRecord = {
       name: meta.name,
       version: meta.version,
@@ -55,11 +58,18 @@ export class DesiredState {
       notAfter: meta.notAfter,
       selector,
       updatedAt: isoAt(this.clock.now()),
+      ...(extra.rollout ? { rollout: extra.rollout } : {}),
+      ...(extra.pinned ? { pinned: true } : {}),
     };
-    await this.kv.put(meta.name, record);
-    this.current.set(meta.name, record);
-    this.log.info({ cert: meta.name, version: meta.version }, 'desired version published');
+    await this.put(record);
     return record;
+  }
+
+  /** Writes a record as is (rollout progress). */
+  async put(record: DesiredRecord): Promise<void> {
+    await this.kv.put(record.name, record);
+    this.current.set(record.name, record);
+    this.log.info({ cert: record.name, version: record.version, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
   }
 
   async close(): Promise<void> {

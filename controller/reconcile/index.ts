@@ -13,8 +13,10 @@
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
-import type { VersionMeta } from '../../shared/model/index.js';
+import { CertfleetError, ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
+import type { CertStatus, DesiredRecord, RolloutState, VersionMeta } from '../../shared/model/index.js';
+import { rolloutComplete, waveOf } from '../../shared/rollout/index.js';
+import type { Pins } from '../rollback/index.js';
 import { EventType } from '../../shared/wire/index.js';
 import type { CertificateConfig } from '../config/index.js';
 import type { Issuer } from '../issuer/index.js';
@@ -33,6 +35,17 @@ export interface CertRuntime {
   nextCheck: number;
   reason: string;
   latest: VersionMeta | null;
+  /** Version pinned by a rollback (0: none). */
+  pinned: number;
+  /** An operator asked for a renewal now. */
+  force: boolean;
+}
+
+/** What the loop needs to know about an agent to move a rollout on. */
+export interface RolloutAgent {
+  name: string;
+  labels: Record<string, string>;
+  certificates: CertStatus[];
 }
 
 export interface ReconcilerOptions {
@@ -45,6 +58,9 @@ export interface ReconcilerOptions {
   log: Logger;
   intervalMs: number;
   concurrency: number;
+  pins: Pins;
+  /** Enrolled agents selected by a selector, with their last reports (controller/fleet). */
+  selectedAgents: (selector: string) => RolloutAgent[];
 }
 
 export class Reconciler {
@@ -57,7 +73,18 @@ export class Reconciler {
   constructor(private readonly opts: ReconcilerOptions) {
     this.runner = new CoalescingRunner(() => this.pass(), opts.log, 'reconcile pass');
     for (const c of opts.certificates) {
-      this.runtime.set(c.name, { state: 'pending', failures: 0, backoffUntil: 0, lastError: '', lastErrorCode: '', nextCheck: 0, reason: '', latest: null });
+      this.runtime.set(c.name, {
+        state: 'pending',
+        failures: 0,
+        backoffUntil: 0,
+        lastError: '',
+        lastErrorCode: '',
+        nextCheck: 0,
+        reason: '',
+        latest: null,
+        pinned: 0,
+        force: false,
+      });
     }
   }
 
@@ -84,6 +111,18 @@ export class Reconciler {
     this.kick();
   }
 
+  /**
+   * Renews `name` at the next pass whatever the schedule says, and forgets its backoff.
+   * NOT_FOUND for a name not in the configuration.
+   */
+  renewNow(name: string): void {
+    const rt = this.runtime.get(name);
+    if (!rt) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
+    rt.force = true;
+    rt.backoffUntil = 0;
+    this.kick();
+  }
+
   /** Loop state of a certificate (undefined for names not in the config). */
   status(name: string): CertRuntime | undefined {
     return this.runtime.get(name);
@@ -106,24 +145,92 @@ export class Reconciler {
     if (!rt) return;
     const latest = await this.opts.store.latest(cert.name);
     rt.latest = latest;
-    if (latest) {
-      const d = this.opts.desired.get(cert.name);
-      if (!d || d.version !== latest.version || d.selector !== cert.agents) {
-        await this.opts.desired.publish(latest, cert.agents);
-        await this.opts.events.emit(EventType.published, { cert: cert.name, version: latest.version, message: `desired version ${latest.version}` });
-      }
+    // A pin (rollback) decides what agents serve, and what the schedule renews before.
+    const pin = await this.opts.pins.get(cert.name);
+    let target = latest;
+    if (pin && latest && pin.version !== latest.version) {
+      target = (await this.opts.store.listVersions(cert.name)).find((v) => v.version === pin.version) ?? latest;
     }
+    rt.pinned = pin && target && target.version === pin.version ? pin.version : 0;
+    if (target) await this.syncDesired(cert, target, rt.pinned !== 0);
     if (this.inFlight.has(cert.name)) return;
     const now = this.opts.clock.now();
-    const decision = decide({ names: cert.names, keyType: cert.keyType }, latest, now, rt.backoffUntil);
+    const decision = rt.force
+      ? { action: 'issue' as const, reason: 'renewal requested by an operator', at: now }
+      : decide({ names: cert.names, keyType: cert.keyType }, target, now, rt.backoffUntil);
     rt.reason = decision.reason;
     rt.nextCheck = decision.at;
     if (decision.action === 'wait') {
-      if (rt.failures === 0) rt.state = latest ? 'ready' : 'pending';
+      if (rt.failures === 0) rt.state = target ? 'ready' : 'pending';
       return;
     }
     if (this.inFlight.size >= this.opts.concurrency) return;
+    rt.force = false;
     this.startIssue(cert, rt, latest, decision.reason);
+  }
+
+  /**
+   * Keeps the desired pointer of `cert` on `target`: publishes a new version (in waves
+   * when the certificate has a rollout), or moves a rollout in progress on.
+   */
+  private async syncDesired(cert: CertificateConfig, target: VersionMeta, pinned: boolean): Promise<void> {
+    const d = this.opts.desired.get(cert.name);
+    if (d && d.version === target.version && d.selector === cert.agents && (d.pinned ?? false) === pinned) {
+      if (d.rollout && !d.rollout.halted) await this.advanceRollout(cert, d, d.rollout);
+      return;
+    }
+    let rollout: RolloutState | undefined;
+    if (cert.rollout && !pinned && d && target.version > d.version) {
+      // Agents of unreleased waves keep what they run now: during an unfinished rollout
+      // that is the rollout's own starting version.
+      const from = d.rollout && !rolloutComplete(d.rollout) ? d.rollout.from : { version: d.version, fingerprint: d.fingerprint, notAfter: d.notAfter, names: d.names };
+      rollout = { from, waves: [...cert.rollout.waves], released: 1, halted: false, haltReason: '' };
+    }
+    await this.opts.desired.publish(target, cert.agents, { ...(rollout ? { rollout } : {}), pinned });
+    await this.opts.events.emit(EventType.published, {
+      cert: cert.name,
+      version: target.version,
+      message: rollout ? `desired version ${target.version}, wave 1 of ${rollout.waves.length + 1}` : `desired version ${target.version}`,
+    });
+  }
+
+  /** Releases the next wave when every agent of the released ones runs the version; halts on a failure. */
+  private async advanceRollout(cert: CertificateConfig, d: DesiredRecord, r: RolloutState): Promise<void> {
+    const released = this.opts.selectedAgents(cert.agents).filter((a) => waveOf(r.waves, a.labels) < r.released);
+    const statusOf = (a: RolloutAgent): CertStatus | undefined => a.certificates.find((s) => s.name === cert.name);
+    const failed = released.filter((a) => {
+      const s = statusOf(a);
+      return s !== undefined && s.state === 'failed' && (s.desiredVersion === d.version || s.failedVersion === d.version);
+    });
+    if (failed.length > 0) {
+      const reason = failed.map((a) => `${a.name}: ${statusOf(a)?.errorCode ?? ''} ${statusOf(a)?.error ?? ''}`.trim()).join('; ');
+      await this.opts.desired.put({ ...d, rollout: { ...r, halted: true, haltReason: reason } });
+      this.opts.log.warn({ cert: cert.name, version: d.version, wave: r.released, reason }, 'rollout halted');
+      await this.opts.events.emit(EventType.rolloutHalted, {
+        cert: cert.name,
+        version: d.version,
+        message: `rollout of version ${d.version} halted in wave ${r.released}: ${reason}`,
+        details: { wave: r.released, agents: failed.map((a) => a.name) },
+      });
+      return;
+    }
+    const done = released.every((a) => {
+      const s = statusOf(a);
+      return s !== undefined && s.state === 'installed' && s.version === d.version;
+    });
+    if (!done) return;
+    const next: RolloutState = { ...r, released: r.released + 1 };
+    const complete = rolloutComplete(next);
+    const record: DesiredRecord = { ...d };
+    if (complete) delete record.rollout;
+    else record.rollout = next;
+    await this.opts.desired.put(record);
+    await this.opts.events.emit(EventType.rolloutAdvanced, {
+      cert: cert.name,
+      version: d.version,
+      message: complete ? `rollout of version ${d.version} complete` : `rollout of version ${d.version}: wave ${next.released} of ${r.waves.length + 1} released`,
+      details: { released: next.released, groups: r.waves.length + 1 },
+    });
   }
 
   private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string): void {
@@ -133,14 +240,18 @@ export class Reconciler {
     const job = this.opts.issuer
       .issue({ name: cert.name, names: cert.names, keyType: cert.keyType, selector: cert.agents }, latest?.version ?? 0)
       .then(async (meta) => {
+        // A new version replaces a rollback pin (the pinned version is being renewed away).
+        if (await this.opts.pins.release(cert.name)) {
+          await this.opts.events.emit(EventType.released, { cert: cert.name, version: meta.version, message: `pin released by the issuance of version ${meta.version}` });
+        }
+        rt.pinned = 0;
         rt.failures = 0;
         rt.backoffUntil = 0;
         rt.lastError = '';
         rt.lastErrorCode = '';
         rt.latest = meta;
         rt.state = 'ready';
-        await this.opts.desired.publish(meta, cert.agents);
-        await this.opts.events.emit(EventType.published, { cert: cert.name, version: meta.version, message: `desired version ${meta.version}` });
+        await this.syncDesired(cert, meta, false);
       })
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);

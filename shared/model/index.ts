@@ -42,6 +42,23 @@ export interface DesiredRecord {
   /** Label selector of the agents that serve it. */
   selector: string;
   updatedAt: string;
+  /** Set while `version` is rolled out in waves (shared/rollout decides per agent). */
+  rollout?: RolloutState;
+  /** Set while an operator's rollback pins `version`. */
+  pinned?: boolean;
+}
+
+/** Progress of a staged rollout. */
+export interface RolloutState {
+  /** The version agents of unreleased waves keep. */
+  from: { version: number; fingerprint: string; notAfter: string; names: string[] };
+  /** Label selectors, in order; agents in none come last. */
+  waves: string[];
+  /** Groups released so far (1 = the first wave). */
+  released: number;
+  /** Set when an agent of a released wave failed: the rollout stops there. */
+  halted: boolean;
+  haltReason: string;
 }
 
 /** One pending HTTP-01 challenge: the value in the `challenges` KV bucket. */
@@ -80,6 +97,10 @@ export interface CertStatus {
   error: string;
   errorCode: string;
   updatedAt: string;
+  /** A version that failed on this agent and was rolled back from (0: none). */
+  failedVersion: number;
+  /** '' | 'restored' (the previous version serves again) | 'restore-failed'. */
+  rollback: '' | 'restored' | 'restore-failed';
 }
 
 /** A fleet event: one message in the events stream. */

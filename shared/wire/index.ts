@@ -56,6 +56,16 @@ export const EventType = {
   installFailed: 'install-failed',
   /** An agent enrolled with a bootstrap token. */
   enrolled: 'enrolled',
+  /** An operator rolled a certificate back to an older version (pinned). */
+  rolledBack: 'rolled-back',
+  /** A rollback pin was released (by an operator or by a new issuance). */
+  released: 'released',
+  /** A staged rollout released its next wave, or completed. */
+  rolloutAdvanced: 'rollout-advanced',
+  /** A staged rollout stopped because an agent of a released wave failed. */
+  rolloutHalted: 'rollout-halted',
+  /** An operator asked for a renewal now. */
+  renewRequested: 'renew-requested',
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];
