@@ -33,6 +33,12 @@ const certificate = z
     /** Label selector of the agents that serve this certificate and answer its HTTP-01 challenges. */
     agents: selector,
     challenge: z.enum(['http-01']).default('http-01'),
+    /**
+     * Staged rollout: a new version goes to the agents of the first wave (label
+     * selectors), and on to the next only when every agent there reports it installed
+     * and verified. Agents in no wave come last. A failure halts the rollout.
+     */
+    rollout: z.strictObject({ waves: z.array(selector).min(1).max(20) }).optional(),
   })
   .superRefine((cert, ctx) => {
     const seen = new Set<string>();
