@@ -17,6 +17,10 @@
  * dead; place a new order), ACME_TIMEOUT (still pending at the poll deadline or aborted;
  * retryable, resume with the same URLs). Nothing here retries a failed request: that is
  * the controller's work loop's job. Only badNonce is retried, inside acme-client.
+ *
+ * ARI (RFC 9773): `renewalInfoUrl` reads the directory's renewalInfo, `getRenewalInfo`
+ * GETs a certificate's suggested window (pure parsing and timing in ari.ts), and
+ * `placeOrder(names, { replaces })` sends the old certificate's identifier in newOrder.
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
@@ -28,6 +32,7 @@ import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { LogKey, type Logger } from '../../shared/log/index.js';
 import { asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
 import { hookHttpClient, installTransport } from './transport.js';
+import { ARI_ERROR_RETRY_MS, ariCertId, ariRetryAfterMs, isAriCertId, jitter, parseRenewalInfo, type RenewalInfo } from './ari.js';
 
 export type AcmeOrderStatus = 'pending' | 'ready' | 'processing' | 'valid' | 'invalid';
 export type AcmeAuthorizationStatus = 'pending' | 'valid' | 'invalid' | 'deactivated' | 'expired' | 'revoked';
@@ -70,6 +75,24 @@ export interface AcmeOrder {
   certificateUrl?: string;
   /** The CA's reason when the order is invalid. */
   error?: AcmeProblemDocument;
+  /**
+   * The RFC 9773 identifier of the certificate this order replaces, as the CA reflects
+   * it (§5: a CA that accepted `replaces` MUST echo it). Absent when the CA ignores it
+   * (Pebble 2.4 does).
+   */
+  replaces?: string;
+}
+
+/** Options of {@link AcmeClient.placeOrder}. */
+export interface PlaceOrderOptions {
+  /**
+   * RFC 9773 §5: the ARI identifier (`ariCertId`) of the certificate this order renews.
+   * Send it only when the CA offers renewalInfo (the RFC says SHOULD NOT otherwise) and
+   * from the account that ordered the old certificate; a CA may then exempt the order
+   * from rate limits. A CA that has already seen a replacement answers 409
+   * `alreadyReplaced` (ACME_PROBLEM; PROBLEM_ALREADY_REPLACED in details.type).
+   */
+  replaces?: string;
 }
 
 export interface AcmeCertificate {
@@ -92,8 +115,32 @@ export interface AcmeClient {
    * the contact email when given. Later calls use the returned URL as the JWS `kid`.
    */
   ensureAccount(): Promise<{ accountUrl: string }>;
-  /** Places a new order for `names` (dns, or ip for IP literals) and reads its authorizations. */
-  placeOrder(names: readonly string[]): Promise<AcmeOrder>;
+  /**
+   * Places a new order for `names` (dns, or ip for IP literals) and reads its
+   * authorizations. With `replaces`, the newOrder payload carries it (RFC 9773 §5).
+   */
+  placeOrder(names: readonly string[], opts?: PlaceOrderOptions): Promise<AcmeOrder>;
+  /**
+   * The directory's `renewalInfo` URL (RFC 9773 §3), or undefined when the CA offers no
+   * ARI (Debian's Pebble 2.4). Reads the directory (cached by acme-client for a day).
+   * ACME_TRANSPORT / ACME_PROBLEM when the directory cannot be read.
+   */
+  renewalInfoUrl(): Promise<string | undefined>;
+  /**
+   * GETs (unauthenticated, RFC 9773 §4.1) the CA's suggested renewal window for a
+   * certificate, given as PEM or as its ARI identifier. `retryAfterMs` is the CA's
+   * Retry-After clamped to [ARI_MIN_RETRY_MS, ARI_MAX_RETRY_MS] and jittered; absent or
+   * unreadable → ARI_ERROR_RETRY_MS. Rejects with:
+   * - ACME_PROBLEM, not retryable, `details.reason = 'renewalInfoUnsupported'` when the
+   *   directory has no renewalInfo (check {@link renewalInfoUrl} first);
+   * - BUNDLE_INVALID when the PEM has no AKI, USAGE_INVALID for a malformed identifier;
+   * - ACME_PROBLEM, retryable, `details.reason = 'invalidRenewalInfo'` for a bad object;
+   * - otherwise the adapter's usual errors. Long-term ones (RFC 9773 §4.3.3: non-5xx
+   *   HTTP errors, refused connections, unknown hosts) are marked retryable with
+   *   `retryAfterMs` ≈ six hours; temporary ones (5xx, timeouts) carry the CA's
+   *   Retry-After if any and are left to the caller's backoff.
+   */
+  getRenewalInfo(certPemOrId: string): Promise<RenewalInfo>;
   /**
    * Reads an order and its authorizations again, e.g. one persisted before a crash. An
    * unknown or expired order URL rejects with ACME_PROBLEM (the CA's 404 problem).
@@ -143,6 +190,8 @@ export interface AcmeClientOptions {
   pollMinDelayMs?: number;
   /** Default 2 000 ms. A Retry-After from the CA takes precedence. */
   pollMaxDelayMs?: number;
+  /** Uniform [0, 1) source for the ARI poll jitter. Default Math.random. */
+  random?: () => number;
 }
 
 /**
@@ -159,6 +208,12 @@ interface ApiInternals {
 
 type RawObject = Record<string, unknown>;
 
+/** The parts of acme-client's HttpClient ARI uses: its (hooked) request and cached directory. */
+interface HttpInternals {
+  request(url: string, method: string): Promise<HttpResponseLike>;
+  getDirectory(): Promise<unknown>;
+}
+
 class AcmeClientImpl implements AcmeClient {
   readonly directoryUrl: string;
   private readonly client: acme.Client;
@@ -170,6 +225,7 @@ class AcmeClientImpl implements AcmeClient {
   private readonly pollTimeoutMs: number;
   private readonly pollMinDelayMs: number;
   private readonly pollMaxDelayMs: number;
+  private readonly random: () => number;
 
   constructor(opts: AcmeClientOptions) {
     try {
@@ -185,6 +241,7 @@ class AcmeClientImpl implements AcmeClient {
     this.pollTimeoutMs = opts.pollTimeoutMs ?? 120_000;
     this.pollMinDelayMs = opts.pollMinDelayMs ?? 100;
     this.pollMaxDelayMs = opts.pollMaxDelayMs ?? 2_000;
+    this.random = opts.random ?? Math.random;
     installTransport(this.clock);
     this.client = new acme.Client({
       directoryUrl: opts.directoryUrl,
@@ -216,13 +273,50 @@ class AcmeClientImpl implements AcmeClient {
     return { accountUrl };
   }
 
-  async placeOrder(names: readonly string[]): Promise<AcmeOrder> {
+  async placeOrder(names: readonly string[], opts: PlaceOrderOptions = {}): Promise<AcmeOrder> {
     if (names.length === 0) throw new CertfleetError(ErrorCode.Internal, 'placeOrder needs at least one name');
+    const replaces = opts.replaces;
+    if (replaces !== undefined && !isAriCertId(replaces)) {
+      throw new CertfleetError(ErrorCode.UsageInvalid, `replaces is not an ARI certificate identifier: ${replaces}`);
+    }
     const identifiers = names.map((value) => ({ type: net.isIP(value) === 0 ? 'dns' : 'ip', value }));
-    const created = await this.call('new order', () => this.client.createOrder({ identifiers }));
+    // acme-client's createOrder signs `data` as the payload unchanged (api.createOrder →
+    // signed newOrder POST), so `replaces` reaches the CA as RFC 9773 §5 writes it; only
+    // its OrderCreateRequest type lacks the field (a non-literal object passes the check).
+    const payload = { identifiers, ...(replaces === undefined ? {} : { replaces }) };
+    const created = await this.call('new order', () => this.client.createOrder(payload));
     const order = await this.withAuthorizations(created as unknown as RawObject, created.url);
-    this.log.info({ [LogKey.order]: order.url, [LogKey.identifier]: names }, 'order placed');
+    this.log.info({ [LogKey.order]: order.url, [LogKey.identifier]: names, ...(replaces === undefined ? {} : { replaces }) }, 'order placed');
     return order;
+  }
+
+  async renewalInfoUrl(): Promise<string | undefined> {
+    const dir = await this.call('read directory', () => this.directory());
+    const url = dir['renewalInfo'];
+    return typeof url === 'string' && url !== '' ? url : undefined;
+  }
+
+  async getRenewalInfo(certPemOrId: string): Promise<RenewalInfo> {
+    const certId = certPemOrId.includes('-----BEGIN') ? ariCertId(certPemOrId) : certPemOrId.trim();
+    if (!isAriCertId(certId)) throw new CertfleetError(ErrorCode.UsageInvalid, `not an ARI certificate identifier: ${certId}`);
+    const base = await this.renewalInfoUrl();
+    if (base === undefined) {
+      throw new CertfleetError(ErrorCode.AcmeProblem, `the CA at ${this.directoryUrl} offers no renewalInfo (ARI)`, {
+        details: { reason: 'renewalInfoUnsupported', url: this.directoryUrl },
+      });
+    }
+    const url = `${base.replace(/\/+$/, '')}/${certId}`;
+    const errorRetryMs = (): number => jitter(ARI_ERROR_RETRY_MS, this.random);
+    let resp: HttpResponseLike;
+    try {
+      resp = await this.call('renewal info', () => this.http().request(url, 'get'));
+    } catch (err) {
+      throw ariFailure(err, errorRetryMs());
+    }
+    const retryAfterMs = ariRetryAfterMs(resp.headers['retry-after'], this.clock.now(), this.random);
+    const info = parseRenewalInfo(resp.data, retryAfterMs, errorRetryMs(), url);
+    this.log.debug({ url, start: info.window.start, end: info.window.end, retryAfterMs }, 'renewal info');
+    return info;
   }
 
   async getOrder(url: string): Promise<AcmeOrder> {
@@ -323,6 +417,21 @@ class AcmeClientImpl implements AcmeClient {
     return { data: resp.data as RawObject, headers: resp.headers };
   }
 
+  /** acme-client's directory (fetched once, cached for a day by acme-client). */
+  private async directory(): Promise<RawObject> {
+    const dir = await this.http().getDirectory();
+    if (typeof dir !== 'object' || dir === null) throw new CertfleetError(ErrorCode.AcmeProblem, 'ACME directory is not a JSON object');
+    return dir as RawObject;
+  }
+
+  private http(): HttpInternals {
+    const http = (this.client as unknown as { http?: Partial<HttpInternals> }).http;
+    if (http === undefined || typeof http.getDirectory !== 'function' || typeof http.request !== 'function') {
+      throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: no http.getDirectory/request');
+    }
+    return http as HttpInternals;
+  }
+
   /**
    * Fetches `url` until `done(data)`; the delay starts at pollMinDelayMs and doubles to
    * pollMaxDelayMs, or is what the CA's Retry-After says. ACME_TIMEOUT at the deadline
@@ -379,6 +488,22 @@ class AcmeClientImpl implements AcmeClient {
   }
 }
 
+/**
+ * An ARI fetch failure with RFC 9773 §4.3.3's timing: long-term errors (non-5xx HTTP,
+ * refused connection, unknown host) become retryable with `retryAfterMs` = `longTermMs`
+ * unless the CA said otherwise; temporary ones pass unchanged.
+ */
+function ariFailure(err: unknown, longTermMs: number): unknown {
+  if (!(err instanceof CertfleetError) || err.retryAfterMs !== undefined) return err;
+  const status = err.details['status'];
+  const errno = err.details['errno'];
+  const longTerm =
+    (err.code === ErrorCode.AcmeProblem && typeof status === 'number' && status < 500) ||
+    (err.code === ErrorCode.AcmeTransport && (errno === 'ECONNREFUSED' || errno === 'ENOTFOUND' || errno === 'EAI_AGAIN'));
+  if (!longTerm) return err;
+  return new CertfleetError(err.code, err.message, { retryable: true, retryAfterMs: longTermMs, cause: err, details: err.details });
+}
+
 function isAborted(signal: AbortSignal | undefined): signal is AbortSignal {
   return signal?.aborted === true;
 }
@@ -422,6 +547,8 @@ function mapOrderFields(data: RawObject, url: string): Omit<AcmeOrder, 'authoriz
   if (certificateUrl !== undefined) order.certificateUrl = certificateUrl;
   const error = asProblem(data['error']);
   if (error !== undefined) order.error = error;
+  const replaces = str(data['replaces']);
+  if (replaces !== undefined) order.replaces = replaces;
   return order;
 }
 

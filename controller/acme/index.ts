@@ -6,6 +6,11 @@
  * after a crash. Every failure is a CertfleetError with a stable code; the CA's problem
  * documents (rateLimited with Retry-After included) survive into `details` and
  * `retryAfterMs`. Keys and CSRs for orders come from the helpers in keys.ts.
+ *
+ * ARI (RFC 9773, ari.ts): `ariCertId(certPem)` names a certificate for the CA;
+ * `client.renewalInfoUrl()` says whether the CA offers ARI, `client.getRenewalInfo()`
+ * fetches its suggested window and when to ask again, and `placeOrder(names, { replaces })`
+ * marks an order as the renewal of that certificate.
  */
 export {
   createAcmeClient,
@@ -18,6 +23,20 @@ export {
   type AcmeChallenge,
   type AcmeIdentifier,
   type AcmeCertificate,
+  type PlaceOrderOptions,
 } from './client.js';
+export {
+  ariCertId,
+  ariCertIdFromParts,
+  isAriCertId,
+  ariRetryAfterMs,
+  parseRenewalInfo,
+  ARI_MIN_RETRY_MS,
+  ARI_MAX_RETRY_MS,
+  ARI_ERROR_RETRY_MS,
+  ARI_JITTER_FRACTION,
+  type RenewalInfo,
+  type RenewalWindow,
+} from './ari.js';
 export { generateKey, generateAccountKey, createCsr } from './keys.js';
-export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, type AcmeProblemDocument } from './problem.js';
+export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, type AcmeProblemDocument } from './problem.js';

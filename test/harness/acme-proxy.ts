@@ -1,0 +1,255 @@
+/**
+ * ARI in front of Pebble. Debian's Pebble 2.4 has no renewalInfo (RFC 9773), so tests
+ * of the ARI path talk to this HTTPS reverse proxy instead, on a free 127.0.0.1 port:
+ *
+ *   client ──https──► proxy ──https, same Host header──► Pebble
+ *                      ├─ GET  /dir             Pebble's directory + "renewalInfo"
+ *                      ├─ GET  /renewal-info/ID the window the test set for ID
+ *                      └─ POST <newOrder>       payload recorded, then forwarded
+ *
+ * Why this works without touching a single JWS: Pebble builds every URL it hands out
+ * (directory entries, Location, order/authz/finalize/certificate URLs, Link headers)
+ * from the request's Host header, and checks a JWS's protected `url` against
+ * `https://` + Host + path. The proxy forwards every request byte for byte *with the
+ * client's Host header* (127.0.0.1:<proxy port>), so Pebble names the proxy in all its
+ * URLs, the client signs proxy URLs, and Pebble's check compares proxy URLs with proxy
+ * URLs. The client never learns Pebble's own address. (Rewriting URLs in bodies, or
+ * re-signing JWS, is therefore unnecessary; the directory rewrite below is only a guard
+ * in case a Pebble build stops echoing Host.)
+ *
+ * The proxy's TLS certificate (IP SAN 127.0.0.1) comes from a throwaway CA made here;
+ * `caPem` is what an AcmeClient must trust. Pebble's own HTTPS CA is trusted only by the
+ * proxy's upstream agent.
+ */
+import 'reflect-metadata';
+import https from 'node:https';
+import type http from 'node:http';
+import { once } from 'node:events';
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { makeTestCa, privateKeyPem } from './certs.js';
+import { freePort } from './process.js';
+import type { PebbleHandle } from './pebble.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+
+/** A time for a window edge: a Date, epoch ms, or a string served as is (to test bad ones). */
+export type WindowEdge = Date | number | string;
+
+export interface ProxyWindow {
+  start: WindowEdge;
+  end: WindowEdge;
+  /** Served as `explanationURL`. */
+  explanationUrl?: string;
+  /** The Retry-After header to send; null sends none. Default: the proxy's `retryAfter`. */
+  retryAfter?: string | null;
+}
+
+/** One newOrder request as Pebble received it (decoded JWS payload). */
+export interface RecordedNewOrder {
+  identifiers: Array<{ type: string; value: string }>;
+  replaces?: string;
+  /** The whole decoded payload, for fields not named above. */
+  payload: Record<string, unknown>;
+}
+
+export interface AcmeProxyOptions {
+  pebble: Pick<PebbleHandle, 'directoryUrl' | 'caPem'>;
+  /** Retry-After (seconds or HTTP-date) for renewal-info answers. Default '21600' (six hours, as RFC 9773's example). */
+  retryAfter?: string;
+  /** Window for identifiers the test did not set; default none (404 malformed problem, as an unknown certificate). */
+  defaultWindow?: ProxyWindow;
+}
+
+export interface AcmeProxy {
+  /** The directory to give an AcmeClient: https://127.0.0.1:PORT/<Pebble's directory path>. */
+  directoryUrl: string;
+  /** The `renewalInfo` URL the directory advertises. */
+  renewalInfoUrl: string;
+  /** CA of the proxy's HTTPS certificate: the `caPem` an AcmeClient must trust. */
+  caPem: string;
+  /** Serves `window` for `certId` from now on (replacing any earlier one). */
+  setWindow(certId: string, window: ProxyWindow): void;
+  /** How many renewal-info GETs arrived for `certId` (any identifier when omitted). */
+  renewalInfoRequests(certId?: string): number;
+  /** Every newOrder Pebble was sent through the proxy, oldest first. */
+  newOrders(): RecordedNewOrder[];
+  /** Closes the listener and its connections. */
+  stop(): Promise<void>;
+}
+
+const RENEWAL_INFO_PATH = '/renewal-info';
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade', 'te', 'trailer']);
+
+/** Starts the proxy in front of a running Pebble; resolves once it listens. */
+export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy> {
+  const upstream = new URL(opts.pebble.directoryUrl);
+  const upstreamAgent = new https.Agent({ keepAlive: true, ca: opts.pebble.caPem });
+  // Pebble's newOrder path, from its own directory (it is "/order-plz" in 2.4, but ask).
+  const pebbleDir = JSON.parse((await get(opts.pebble.directoryUrl, upstreamAgent)).toString('utf8')) as Record<string, unknown>;
+  const newOrderPath = new URL(String(pebbleDir['newOrder'])).pathname;
+
+  const port = await freePort();
+  const origin = `https://127.0.0.1:${port}`;
+  const tlsMaterial = await serverCertificate();
+  const windows = new Map<string, ProxyWindow>();
+  const hits = new Map<string, number>();
+  const orders: RecordedNewOrder[] = [];
+  const defaultRetryAfter = opts.retryAfter ?? '21600';
+
+  const serveRenewalInfo = (certId: string, res: http.ServerResponse): void => {
+    hits.set(certId, (hits.get(certId) ?? 0) + 1);
+    const w = windows.get(certId) ?? opts.defaultWindow;
+    if (w === undefined) {
+      res
+        .writeHead(404, { 'content-type': 'application/problem+json' })
+        .end(JSON.stringify({ type: 'urn:ietf:params:acme:error:malformed', detail: `no renewal info for ${certId}`, status: 404 }));
+      return;
+    }
+    const retryAfter = w.retryAfter === undefined ? defaultRetryAfter : w.retryAfter;
+    const body: Record<string, unknown> = { suggestedWindow: { start: edge(w.start), end: edge(w.end) } };
+    if (w.explanationUrl !== undefined) body['explanationURL'] = w.explanationUrl;
+    res.writeHead(200, { 'content-type': 'application/json', ...(retryAfter === null ? {} : { 'retry-after': retryAfter }) }).end(JSON.stringify(body));
+  };
+
+  const server = https.createServer({ key: tlsMaterial.keyPem, cert: tlsMaterial.certPem }, (req, res) => {
+    void (async () => {
+      const path = req.url ?? '/';
+      if (req.method === 'GET' && path.startsWith(`${RENEWAL_INFO_PATH}/`)) {
+        req.resume();
+        serveRenewalInfo(decodeURIComponent(path.slice(RENEWAL_INFO_PATH.length + 1)), res);
+        return;
+      }
+      const body = await readBody(req);
+      if (req.method === 'POST' && path === newOrderPath) orders.push(decodeNewOrder(body));
+      const headers: http.OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) headers[k] = v;
+      // Host stays the client's (127.0.0.1:<proxy port>): see the module comment.
+      if (body.length > 0 || req.method === 'POST') headers['content-length'] = body.length;
+      const up = https.request({
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path,
+        headers,
+        agent: upstreamAgent,
+        servername: '', // Pebble's certificate is for the IP; no SNI from the forwarded Host.
+      });
+      up.on('response', (ur) => {
+        const outHeaders: http.OutgoingHttpHeaders = {};
+        for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) outHeaders[k] = v;
+        if (req.method === 'GET' && path === upstream.pathname && (ur.statusCode ?? 0) === 200) {
+          void readBody(ur).then((raw) => {
+            const dir = rewriteDirectory(raw, upstream.origin, origin);
+            delete outHeaders['content-length'];
+            res.writeHead(200, outHeaders).end(dir);
+          });
+          return;
+        }
+        res.writeHead(ur.statusCode ?? 502, outHeaders);
+        ur.pipe(res);
+      });
+      up.on('error', (err) => {
+        if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end(`acme-proxy: upstream failed: ${err.message}`);
+      });
+      up.end(body);
+    })().catch((err: unknown) => {
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`acme-proxy: ${String(err)}`);
+    });
+  });
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+
+  return {
+    directoryUrl: `${origin}${upstream.pathname}`,
+    renewalInfoUrl: `${origin}${RENEWAL_INFO_PATH}`,
+    caPem: tlsMaterial.caPem,
+    setWindow(certId, window) {
+      windows.set(certId, window);
+    },
+    renewalInfoRequests(certId) {
+      if (certId !== undefined) return hits.get(certId) ?? 0;
+      let n = 0;
+      for (const v of hits.values()) n += v;
+      return n;
+    },
+    newOrders: () => orders.map((o) => ({ ...o, identifiers: [...o.identifiers] })),
+    async stop() {
+      upstreamAgent.destroy();
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+
+  function rewriteDirectory(raw: Buffer, from: string, to: string): string {
+    const dir = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(dir)) if (typeof v === 'string' && v.startsWith(from)) dir[k] = to + v.slice(from.length);
+    dir['renewalInfo'] = `${to}${RENEWAL_INFO_PATH}`;
+    return JSON.stringify(dir, null, 2);
+  }
+}
+
+function edge(e: WindowEdge): string {
+  return typeof e === 'string' ? e : new Date(e).toISOString();
+}
+
+/** The JWS (flattened JSON serialization) payload of a newOrder, decoded. */
+function decodeNewOrder(body: Buffer): RecordedNewOrder {
+  const jws = JSON.parse(body.toString('utf8')) as { payload?: string };
+  const payload = JSON.parse(Buffer.from(jws.payload ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
+  const identifiers = Array.isArray(payload['identifiers']) ? (payload['identifiers'] as Array<{ type: string; value: string }>) : [];
+  return {
+    identifiers,
+    ...(typeof payload['replaces'] === 'string' ? { replaces: payload['replaces'] } : {}),
+    payload,
+  };
+}
+
+async function readBody(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : c);
+  return Buffer.concat(chunks);
+}
+
+function get(url: string, agent: https.Agent): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(url, { agent }, (res) => {
+        readBody(res).then((b) => {
+          if ((res.statusCode ?? 0) !== 200) reject(new Error(`GET ${url}: HTTP ${res.statusCode ?? 0}`));
+          else resolve(b);
+        }, reject);
+      })
+      .on('error', reject);
+  });
+}
+
+/** A throwaway CA and a certificate for 127.0.0.1 signed by it. */
+async function serverCertificate(): Promise<{ caPem: string; certPem: string; keyPem: string }> {
+  const ca = await makeTestCa({ commonName: 'certfleet test ACME proxy CA' });
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: '01',
+    subject: 'CN=127.0.0.1',
+    issuer: ca.cert.subject,
+    notBefore: new Date(now - 3_600_000),
+    notAfter: new Date(now + 7 * 86_400_000),
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    publicKey: keys.publicKey,
+    signingKey: ca.keys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension([
+        { type: 'ip', value: '127.0.0.1' },
+        { type: 'dns', value: 'localhost' },
+      ]),
+    ],
+  });
+  return { caPem: ca.certPem, certPem: `${cert.toString('pem')}\n`, keyPem: await privateKeyPem(keys.privateKey) };
+}
