@@ -74,6 +74,41 @@ export const controllerConfigSchema = z
           /** Default: `<stateDir>/store`. */
           path: z.string().min(1).optional(),
         }),
+        z.strictObject({
+          type: z.literal('vault'),
+          /** Vault's address; https unless it is a loopback test instance. */
+          address: z.url({ protocol: /^https?$/, error: 'expected an http(s):// Vault address' }),
+          /** KV v2 mount. */
+          mount: z.string().regex(/^[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:\/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$/, 'a Vault path like "secret" or "kv/prod"').default('secret'),
+          /** Path prefix inside the mount; every certfleet key lives below it. */
+          prefix: z.string().regex(/^[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:\/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$/, 'a Vault path like "certfleet"').default('certfleet'),
+          /** Vault Enterprise namespace. */
+          namespace: z.string().min(1).optional(),
+          /** PEM bundle trusted for Vault's TLS instead of the system store. */
+          caFile: z.string().min(1).optional(),
+          auth: z.discriminatedUnion('method', [
+            z
+              .strictObject({
+                method: z.literal('token'),
+                /** The token itself; write it as `${VAULT_TOKEN}` so it stays out of the file. */
+                token: z.string().min(1).optional(),
+                /** A file holding the token (e.g. written by Vault Agent); re-read when the token cannot be renewed. */
+                tokenFile: z.string().min(1).optional(),
+              })
+              .refine((a) => (a.token === undefined) !== (a.tokenFile === undefined), { error: 'set exactly one of token and tokenFile' }),
+            z.strictObject({
+              method: z.literal('approle'),
+              roleIdFile: z.string().min(1),
+              secretIdFile: z.string().min(1),
+              /** Where the AppRole auth method is mounted. */
+              mount: z.string().min(1).default('approle'),
+            }),
+          ]),
+          /** Versions Vault keeps per certificate (KV v2 max_versions); old ones are destroyed beyond it. */
+          maxVersions: z.int().min(100).max(4_294_967_295).default(10_000),
+          /** Per-request timeout. */
+          requestTimeout: duration.prefault('10s'),
+        }),
       ])
       .prefault({ type: 'file' }),
     acme: z.strictObject({
@@ -116,6 +151,16 @@ export const controllerConfigSchema = z
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 export type CertificateConfig = ControllerConfig['certificates'][number];
 
+/** The store section with its file paths made absolute (and the file store's default path). */
+function resolveStorePaths(store: ControllerConfig['store'], stateDir: string, abs: (p: string) => string): ControllerConfig['store'] {
+  if (store.type === 'file') return { ...store, path: abs(store.path ?? path.join(stateDir, 'store')) };
+  const auth =
+    store.auth.method === 'approle'
+      ? { ...store.auth, roleIdFile: abs(store.auth.roleIdFile), secretIdFile: abs(store.auth.secretIdFile) }
+      : { ...store.auth, ...(store.auth.tokenFile === undefined ? {} : { tokenFile: abs(store.auth.tokenFile) }) };
+  return { ...store, auth, ...(store.caFile === undefined ? {} : { caFile: abs(store.caFile) }) };
+}
+
 /** Resolves relative paths against the config file's directory and fills path defaults. */
 function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
   const base = path.dirname(path.resolve(file));
@@ -124,7 +169,7 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
   return {
     ...cfg,
     stateDir,
-    store: { ...cfg.store, path: abs(cfg.store.path ?? path.join(stateDir, 'store')) },
+    store: resolveStorePaths(cfg.store, stateDir, abs),
     acme: { ...cfg.acme, ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }) },
     nats: resolveNatsPaths(cfg.nats, abs),
   };

@@ -9,14 +9,19 @@
  *    enrolment token hashes, agent registry), under keys such as `acme/account/<id>`,
  *    `pki/ca`, `enroll/<hash>`, `agents/<name>`.
  *
- * Backends: {@link FileStore} (the embedded default) and, later, a Vault KV v2 store.
- * Both must pass the contract suite in test/contract/cert-store.ts.
+ * Backends: {@link FileStore} (the embedded default) and {@link VaultStore} (Vault KV v2).
+ * Both must pass the contract suite in test/contract/cert-store.ts. Layouts and the Vault
+ * setup are in docs/storage.md.
  */
+import fs from 'node:fs/promises';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { FileStore } from './file.js';
+import { VaultStore, type VaultAuth } from './vault.js';
 
 export { FileStore, type FileStoreOptions } from './file.js';
+export { VaultStore, DEFAULT_MAX_VERSIONS, VAULT_PATH_PATTERN, type VaultAuth, type VaultStoreOptions } from './vault.js';
 export {
   OBJECT_KEY_PATTERN,
   checkCertName,
@@ -91,16 +96,61 @@ export interface CertStore {
   close(): Promise<void>;
 }
 
-/** Store section of the controller config. Vault joins this union later. */
-export type StoreConfig = { type: 'file'; path: string };
+/** The Vault variant of the store section, as the controller config produces it. */
+export interface VaultStoreConfig {
+  type: 'vault';
+  /** e.g. `https://vault.example.net:8200`. */
+  address: string;
+  /** KV v2 mount; default `secret`. */
+  mount?: string;
+  /** Path prefix inside the mount; default `certfleet`. */
+  prefix?: string;
+  namespace?: string | undefined;
+  /** PEM file trusted for Vault's TLS instead of the system store. */
+  caFile?: string | undefined;
+  auth: VaultAuth;
+  /** Default {@link DEFAULT_MAX_VERSIONS}. */
+  maxVersions?: number;
+  /** Milliseconds; default 10 s. */
+  requestTimeout?: number;
+}
+
+/** Store section of the controller config. */
+export type StoreConfig = { type: 'file'; path: string } | VaultStoreConfig;
 
 /**
- * Opens the configured store and checks it is usable (directory created or writable),
- * so a bad path fails at startup with STORE_UNAVAILABLE rather than at first issuance.
+ * Opens the configured store and checks it is usable (file: directory created and
+ * writable; Vault: reachable and the token or AppRole login accepted), so a bad setting
+ * fails at startup with STORE_UNAVAILABLE rather than at first issuance. An unreadable
+ * Vault `caFile` is STORE_UNAVAILABLE naming the file.
  */
 export async function openStore(config: StoreConfig, log: Logger): Promise<CertStore> {
   switch (config.type) {
     case 'file':
       return FileStore.open({ dir: config.path, log });
+    case 'vault': {
+      let caPem: string | undefined;
+      if (config.caFile !== undefined) {
+        try {
+          caPem = await fs.readFile(config.caFile, 'utf8');
+        } catch (err) {
+          throw new CertfleetError(ErrorCode.StoreUnavailable, `cannot read the Vault CA file ${config.caFile}`, {
+            cause: err,
+            details: { file: config.caFile },
+          });
+        }
+      }
+      return VaultStore.open({
+        address: config.address,
+        ...(config.mount === undefined ? {} : { mount: config.mount }),
+        ...(config.prefix === undefined ? {} : { prefix: config.prefix }),
+        ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+        ...(caPem === undefined ? {} : { caPem }),
+        auth: config.auth,
+        ...(config.maxVersions === undefined ? {} : { maxVersions: config.maxVersions }),
+        ...(config.requestTimeout === undefined ? {} : { requestTimeoutMs: config.requestTimeout }),
+        log,
+      });
+    }
   }
 }
