@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { parseDuration } from '../shared/config/index.js';
 import { isValidLabelKey, isValidLabelValue } from '../shared/selector/index.js';
-import { AGENT_NAME_PATTERN } from '../shared/wire/index.js';
+import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN } from '../shared/wire/index.js';
 import type { CommandName } from './usage.js';
 
 /** Default deadline of one operator request. */
@@ -32,7 +32,26 @@ export type Invocation =
   | { command: 'version' }
   | { command: 'controller' | 'agent'; configFile: string; check: boolean }
   | { command: 'agent enroll'; configFile: string; token: TokenSource }
-  | { command: 'status' | 'certs' | 'agents'; json: boolean; operator: OperatorOptions }
+  | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
+  | { command: 'show' | 'history' | 'renew' | 'release'; name: string; json: boolean; operator: OperatorOptions }
+  | {
+      command: 'rollback';
+      name: string;
+      /** 0: the version before the desired one (the controller chooses). */
+      toVersion: number;
+      json: boolean;
+      operator: OperatorOptions;
+    }
+  | {
+      command: 'events';
+      /** undefined: every certificate. */
+      cert: string | undefined;
+      /** 0 lets the controller choose (50). */
+      limit: number;
+      follow: boolean;
+      json: boolean;
+      operator: OperatorOptions;
+    }
   | {
       command: 'token create';
       agent: string;
@@ -59,11 +78,32 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   status: { json: { type: 'boolean' } },
   certs: { json: { type: 'boolean' } },
   agents: { json: { type: 'boolean' } },
+  show: { json: { type: 'boolean' } },
+  history: { json: { type: 'boolean' } },
+  renew: { json: { type: 'boolean' } },
+  rollback: { json: { type: 'boolean' }, to: { type: 'string' } },
+  release: { json: { type: 'boolean' } },
+  events: { json: { type: 'boolean' }, cert: { type: 'string' }, limit: { type: 'string' }, follow: { type: 'boolean' } },
+  budgets: { json: { type: 'boolean' } },
   'token create': { json: { type: 'boolean' }, label: { type: 'string', multiple: true }, ttl: { type: 'string' } },
 };
 
 /** Command words after the command itself: `agent enroll` and `token create` take one more word. */
-const COMMAND_WORDS = new Set(['controller', 'agent', 'status', 'certs', 'agents', 'token']);
+const COMMAND_WORDS = new Set([
+  'controller',
+  'agent',
+  'status',
+  'certs',
+  'agents',
+  'show',
+  'history',
+  'renew',
+  'rollback',
+  'release',
+  'events',
+  'budgets',
+  'token',
+]);
 
 /** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
 const ALL_OPTIONS: Record<string, OptionSpec> = Object.assign({}, GLOBAL, ...Object.values(COMMAND_OPTIONS)) as Record<string, OptionSpec>;
@@ -140,8 +180,41 @@ export function parseCommandLine(argv: readonly string[]): Invocation {
     case 'status':
     case 'certs':
     case 'agents':
+    case 'budgets':
       noArgs(args, command);
       return { command, json: v['json'] === true, operator: operator() };
+    case 'show':
+    case 'history':
+    case 'renew':
+    case 'release':
+      return { command, name: certName(args, command), json: v['json'] === true, operator: operator() };
+    case 'rollback': {
+      const name = certName(args, command);
+      const to = v['to'];
+      return {
+        command,
+        name,
+        toVersion: to === undefined ? 0 : positiveInteger(String(to), '--to', command),
+        json: v['json'] === true,
+        operator: operator(),
+      };
+    }
+    case 'events': {
+      noArgs(args, command);
+      const cert = v['cert'];
+      if (cert !== undefined && !CERT_NAME_PATTERN.test(String(cert))) {
+        throw usageError(`--cert '${String(cert)}' is not a valid certificate name`, command);
+      }
+      const limit = v['limit'];
+      return {
+        command,
+        cert: cert === undefined ? undefined : String(cert),
+        limit: limit === undefined ? 0 : positiveInteger(String(limit), '--limit', command),
+        follow: v['follow'] === true,
+        json: v['json'] === true,
+        operator: operator(),
+      };
+    }
     case 'token create': {
       if (args.length === 0) throw usageError('missing AGENT (the name the agent will enrol as)', command);
       if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
@@ -194,6 +267,26 @@ function noArgs(args: string[], command: CommandName): void {
   if (args.length > 0) throw usageError(`unexpected argument '${args[0] ?? ''}'`, command);
 }
 
+/** The one NAME argument of the per-certificate commands, checked against the certificate name syntax. */
+function certName(args: string[], command: CommandName): string {
+  if (args.length === 0) throw usageError('missing NAME (the certificate, as in certfleet certs)', command);
+  if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+  const name = args[0] ?? '';
+  if (!CERT_NAME_PATTERN.test(name)) {
+    throw usageError(`'${name}' is not a valid certificate name (lower-case letters, digits and '-', at most 63)`, command);
+  }
+  return name;
+}
+
+const MAX_UINT32 = 0xffff_ffff;
+
+/** A decimal integer from 1 to 2^32-1 (the wire's uint32); no sign, no leading zero, no unit. */
+function positiveInteger(text: string, flag: string, command: CommandName): number {
+  const n = /^[1-9][0-9]{0,9}$/.test(text) ? Number(text) : 0;
+  if (n < 1 || n > MAX_UINT32) throw usageError(`${flag} '${text}' is not a positive integer`, command);
+  return n;
+}
+
 function requireConfig(value: unknown, command: CommandName): string {
   if (typeof value !== 'string') throw usageError('missing --config FILE', command);
   if (value === '') throw usageError('--config needs a non-empty value', command);
@@ -212,13 +305,12 @@ function positiveDuration(text: string, flag: string, command: CommandName): num
   return ms;
 }
 
-const MAX_TTL_SECONDS = 0xffff_ffff;
 
 function ttlSeconds(text: string, command: CommandName): number {
   const ms = positiveDuration(text, '--ttl', command);
   if (ms < 1000) throw usageError(`--ttl '${text}' is shorter than one second`, command);
   const seconds = Math.floor(ms / 1000);
-  if (seconds > MAX_TTL_SECONDS) throw usageError(`--ttl '${text}' is too long`, command);
+  if (seconds > MAX_UINT32) throw usageError(`--ttl '${text}' is too long`, command);
   return seconds;
 }
 

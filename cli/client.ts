@@ -14,6 +14,13 @@ export interface OperatorClient {
   listCertificates(): Promise<pb.ListCertificatesResponse__Output>;
   listAgents(): Promise<pb.ListAgentsResponse__Output>;
   createEnrollmentToken(req: pb.CreateEnrollmentTokenRequest): Promise<pb.CreateEnrollmentTokenResponse__Output>;
+  showCertificate(req: pb.ShowCertificateRequest): Promise<pb.ShowCertificateResponse__Output>;
+  renewCertificate(req: pb.RenewCertificateRequest): Promise<pb.RenewCertificateResponse__Output>;
+  getHistory(req: pb.GetHistoryRequest): Promise<pb.GetHistoryResponse__Output>;
+  rollback(req: pb.RollbackRequest): Promise<pb.RollbackResponse__Output>;
+  release(req: pb.ReleaseRequest): Promise<pb.ReleaseResponse__Output>;
+  listBudgets(): Promise<pb.ListBudgetsResponse__Output>;
+  listEvents(req: pb.ListEventsRequest): Promise<pb.ListEventsResponse__Output>;
   close(): void;
 }
 
@@ -53,6 +60,13 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
     listCertificates: () => call((md, opts, cb) => client.listCertificates({}, md, opts, cb)),
     listAgents: () => call((md, opts, cb) => client.listAgents({}, md, opts, cb)),
     createEnrollmentToken: (req) => call((md, opts, cb) => client.createEnrollmentToken(req, md, opts, cb)),
+    showCertificate: (req) => call((md, opts, cb) => client.showCertificate(req, md, opts, cb)),
+    renewCertificate: (req) => call((md, opts, cb) => client.renewCertificate(req, md, opts, cb)),
+    getHistory: (req) => call((md, opts, cb) => client.getHistory(req, md, opts, cb)),
+    rollback: (req) => call((md, opts, cb) => client.rollback(req, md, opts, cb)),
+    release: (req) => call((md, opts, cb) => client.release(req, md, opts, cb)),
+    listBudgets: () => call((md, opts, cb) => client.listBudgets({}, md, opts, cb)),
+    listEvents: (req) => call((md, opts, cb) => client.listEvents(req, md, opts, cb)),
     close: () => client.close(),
   };
 }

@@ -15,14 +15,25 @@ export {
 } from './credentials.js';
 export { operatorClient, type OperatorClient } from './client.js';
 export {
+  eventKey,
   formatDuration,
   formatLabels,
+  newEvents,
   relativeTime,
   renderAgents,
+  renderBudgets,
+  renderCertificate,
   renderCertificates,
   renderEnrolled,
+  renderEvent,
+  renderEvents,
+  renderHistory,
   renderJson,
+  renderRelease,
+  renderRenew,
+  renderRollback,
   renderStatus,
   renderTokenNote,
+  shortFingerprint,
   type RenderOptions,
 } from './render.js';

@@ -17,6 +17,13 @@ const code = await runCli(process.argv.slice(2), {
   stdin: () => process.stdin,
   env: process.env,
   now: () => new Date(),
+  interrupt: () => {
+    const stop = new AbortController();
+    const abort = (): void => stop.abort();
+    process.once('SIGINT', abort);
+    process.once('SIGTERM', abort);
+    return stop.signal;
+  },
 });
 
 // Exit explicitly once the output is flushed: a daemon that stopped may leave a stray

@@ -112,21 +112,21 @@ export function renderStatus(s: pb.GetStatusResponse__Output, opts: RenderOption
     ],
     ['agents', cell(`${s.agents} (${s.agentsOnline} online)`, s.agentsOnline < s.agents ? 'yellow' : undefined, color)],
   ];
-  const width = Math.max(...lines.map(([k]) => k.length)) + 1;
-  return lines.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v.shown}`).join('\n') + '\n';
+  return keyValues(lines);
 }
 
 // ---- certificates ----
 
 const CERT_STATE_STYLE: Record<string, Style> = { ready: 'green', failed: 'red', pending: 'yellow', issuing: 'yellow' };
 
-function expiresCell(notAfter: string, now: Date, color: boolean): Cell {
+/** notAfter with the time left; `format` prints the date (a day in tables, to the second in `show`). */
+function expiresCell(notAfter: string, now: Date, color: boolean, format: (when: string) => string = day): Cell {
   const t = parseTime(notAfter);
   if (t === undefined) return cell('-', undefined, color);
   const left = t - now.getTime();
-  if (left <= 0) return cell(`${day(notAfter)} (expired ${formatDuration(left)} ago)`, 'red', color);
+  if (left <= 0) return cell(`${format(notAfter)} (expired ${formatDuration(left)} ago)`, 'red', color);
   // Under a week is the point where an operator should already be looking.
-  return cell(`${day(notAfter)} (in ${formatDuration(left)})`, left < 7 * DAY ? 'red' : left < 21 * DAY ? 'yellow' : undefined, color);
+  return cell(`${format(notAfter)} (in ${formatDuration(left)})`, left < 7 * DAY ? 'red' : left < 21 * DAY ? 'yellow' : undefined, color);
 }
 
 function renewalCell(nextRenewal: string, now: Date, color: boolean): Cell {
@@ -209,6 +209,236 @@ export function formatLabels(labels: Readonly<Record<string, string>>): string {
     .join(',');
 }
 
+// ---- one certificate ----
+
+/** A fingerprint cut to its first 12 hex digits (colons dropped, lower case): enough to tell versions apart. */
+export function shortFingerprint(fingerprint: string): string {
+  return fingerprint.replace(/:/g, '').toLowerCase().slice(0, 12);
+}
+
+/** "2026-03-01 12:00:00Z": UTC to the second; the input unchanged when it is not a time. */
+function stamp(when: string): string {
+  const t = parseTime(when);
+  return t === undefined ? when : new Date(t).toISOString().slice(0, 19).replace('T', ' ') + 'Z';
+}
+
+/** "2026-03-01 12:00:00Z (in 5h)", or "-" for no time. */
+function stampRel(when: string, now: Date): string {
+  if (parseTime(when) === undefined) return when === '' ? '-' : when;
+  return `${stamp(when)} (${relativeTime(when, now)})`;
+}
+
+/**
+ * Text from the controller that ends up on one terminal line: line breaks become
+ * spaces and other control characters "?", so a hook's output quoted in an error can
+ * neither break the layout nor send escape sequences to the terminal.
+ */
+function oneLine(text: string): string {
+  return text.replace(/\r?\n|\r/g, ' ').replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+}
+
+/** Aligned "key: value" lines, as `status` prints them. */
+function keyValues(lines: [string, Cell][]): string {
+  const width = Math.max(...lines.map(([k]) => k.length)) + 1;
+  return lines.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v.shown}`).join('\n') + '\n';
+}
+
+/**
+ * `certfleet show NAME`: one "key: value" line per fact, every key always present
+ * ("-" when it does not apply) so the block keeps its shape: names, selector, state,
+ * current version (serial, short fingerprint, not before/after), desired and pinned
+ * version, agents current/assigned, next renewal and its reason, ARI window, budget
+ * deferral, failure backoff, last error.
+ */
+export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now: Date, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  const c = resp.summary;
+  const plain = (text: string, style?: Style): Cell => cell(text, style, color);
+  const cur = c?.current ?? null;
+  const deferred = parseTime(resp.deferredUntil) !== undefined;
+  const backoff = parseTime(resp.backoffUntil) !== undefined;
+  let renewal = stampRel(c?.nextRenewal ?? '', now);
+  if (resp.reason !== '') renewal += renewal === '-' ? ` (${oneLine(resp.reason)})` : `: ${oneLine(resp.reason)}`;
+  const ari =
+    resp.ariWindowStart === '' && resp.ariWindowEnd === '' ? '-' : `${stamp(resp.ariWindowStart) || '?'} .. ${stamp(resp.ariWindowEnd) || '?'}`;
+  const lines: [string, Cell][] = [
+    ['certificate', plain(c?.name || '-')],
+    ['names', plain(c?.names.join(', ') || '-')],
+    ['selector', plain(c?.selector || '-')],
+    ['state', plain(c?.state || '-', c === null ? undefined : CERT_STATE_STYLE[c.state])],
+    ['current version', plain(cur ? String(cur.version) : '-')],
+    ['  serial', plain(cur?.serial || '-')],
+    ['  fingerprint', plain(cur ? shortFingerprint(cur.fingerprint) || '-' : '-')],
+    ['  not before', plain(cur ? stamp(cur.notBefore) || '-' : '-')],
+    ['  not after', cur ? expiresCell(cur.notAfter, now, color, stamp) : plain('-')],
+    ['desired version', plain(resp.desiredVersion > 0 ? String(resp.desiredVersion) : '-')],
+    [
+      'pinned version',
+      resp.pinnedVersion > 0
+        ? plain(`${resp.pinnedVersion} (certfleet release ${c?.name ?? 'NAME'} to unpin)`, 'yellow')
+        : plain('-'),
+    ],
+    ['agents', c ? plain(`${c.agentsCurrent}/${c.agentsAssigned} on the desired version`, c.agentsCurrent < c.agentsAssigned ? 'yellow' : undefined) : plain('-')],
+    ['next renewal', plain(renewal)],
+    ['ari window', plain(ari)],
+    [
+      'deferred until',
+      deferred
+        ? plain(`${stampRel(resp.deferredUntil, now)}${resp.deferredReason === '' ? '' : `: ${oneLine(resp.deferredReason)}`}`, 'yellow')
+        : plain('-'),
+    ],
+    [
+      'backoff until',
+      backoff
+        ? plain(`${stampRel(resp.backoffUntil, now)} after ${resp.failures} failure${resp.failures === 1 ? '' : 's'}`, 'red')
+        : plain(resp.failures > 0 ? `- (${resp.failures} failures)` : '-'),
+    ],
+    ['last error', c?.lastError ? plain(oneLine(c.lastError), 'red') : plain('-')],
+  ];
+  return keyValues(lines);
+}
+
+/**
+ * `certfleet history NAME`: VERSION, SERIAL, FINGERPRINT (short), NOT AFTER, ISSUED,
+ * STATE (desired, pinned, expired; "-" for none), AGENTS (sorted; who reports it
+ * installed now), newest version first.
+ */
+export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  const entries = resp.versions.filter((h) => h.version !== null);
+  if (entries.length === 0) return `${resp.name}: no versions issued yet\n`;
+  const sorted = [...entries].sort((a, b) => (b.version?.version ?? 0) - (a.version?.version ?? 0));
+  const rows = sorted.map((h) => {
+    const v = h.version;
+    const state: string[] = [];
+    if (h.desired) state.push('desired');
+    if (resp.pinnedVersion > 0 && v?.version === resp.pinnedVersion) state.push('pinned');
+    if (h.expired) state.push('expired');
+    const style: Style | undefined = h.expired ? 'dim' : h.desired ? 'green' : undefined;
+    return [
+      cell(String(v?.version ?? '-'), undefined, color),
+      cell(v?.serial || '-', undefined, color),
+      cell(shortFingerprint(v?.fingerprint ?? '') || '-', undefined, color),
+      v ? expiresCell(v.notAfter, now, color) : cell('-', undefined, color),
+      cell(v?.issuedAt ? day(v.issuedAt) : '-', undefined, color),
+      cell(state.join(',') || '-', style, color),
+      cell([...h.agents].sort().join(',') || '-', undefined, color),
+    ];
+  });
+  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', 'STATE', 'AGENTS'], rows);
+}
+
+// ---- write commands ----
+
+/** What `renew NAME` prints: the controller's message, or a plain acknowledgement when it sent none. */
+export function renderRenew(name: string, resp: pb.RenewCertificateResponse__Output): string {
+  return resp.message === '' ? `${name}: renewal requested\n` : `${oneLine(resp.message)}\n`;
+}
+
+/** What `rollback NAME` prints: "web: rolled back from v3 to v2 (pinned; `certfleet release web` to undo)". */
+export function renderRollback(name: string, resp: pb.RollbackResponse__Output): string {
+  return `${name}: rolled back from v${resp.fromVersion} to v${resp.toVersion} (pinned; \`certfleet release ${name}\` to undo)\n`;
+}
+
+/** What `release NAME` prints: "web: released; v3 is desired now". */
+export function renderRelease(name: string, resp: pb.ReleaseResponse__Output): string {
+  return `${name}: released; v${resp.version} is desired now\n`;
+}
+
+// ---- budgets ----
+
+/**
+ * `certfleet budgets`: an optional "preset: NAME" line, then BUDGET, LIMIT, AVAILABLE
+ * ("287/300": whole tokens now / capacity), RESERVED, NEXT TOKEN (relative; "-" when
+ * full), sorted by name. On a terminal AVAILABLE is red once only the reserve is left
+ * and yellow under a quarter of the capacity.
+ */
+export function renderBudgets(resp: pb.ListBudgetsResponse__Output, now: Date, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  const head = resp.preset === '' ? '' : `preset: ${resp.preset}\n\n`;
+  if (resp.budgets.length === 0) return `${head}no budgets\n`;
+  const budgets = [...resp.budgets].sort((a, b) => a.name.localeCompare(b.name));
+  const rows = budgets.map((b) => {
+    // Whole tokens: a fraction of one cannot be spent.
+    const available = Math.floor(b.available);
+    const style: Style | undefined = available <= b.reserved ? 'red' : available < b.capacity / 4 ? 'yellow' : undefined;
+    return [
+      cell(b.name, undefined, color),
+      cell(b.limit || '-', undefined, color),
+      cell(`${available}/${Math.round(b.capacity)}`, style, color),
+      cell(String(Math.round(b.reserved)), undefined, color),
+      cell(relativeTime(b.nextTokenAt, now) || '-', undefined, color),
+    ];
+  });
+  return head + table(['BUDGET', 'LIMIT', 'AVAILABLE', 'RESERVED', 'NEXT TOKEN'], rows);
+}
+
+// ---- events ----
+
+const EVENT_STYLE: Record<string, Style> = {
+  issued: 'green',
+  installed: 'green',
+  failed: 'red',
+  'install-failed': 'red',
+  'hook-failed': 'red',
+  deferred: 'yellow',
+  'deferred-by-budget': 'yellow',
+  'rolled-back': 'yellow',
+};
+
+/**
+ * One event on one line: TIME TYPE CERT AGENT VERSION MESSAGE, separated by two
+ * spaces, "-" for a field that does not apply, so `awk '{print $3}'` finds the
+ * certificate. TIME is UTC to the second.
+ */
+export function renderEvent(e: pb.FleetEvent__Output, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  const fields = [
+    stamp(e.at).replace(' ', 'T') || '-',
+    cell(e.type || '-', EVENT_STYLE[e.type], color).shown,
+    e.cert || '-',
+    e.agent || '-',
+    e.version > 0 ? `v${e.version}` : '-',
+  ];
+  const message = oneLine(e.message);
+  return `${fields.join('  ')}${message === '' ? '' : `  ${message}`}\n`;
+}
+
+/** `certfleet events`: one line per event in the order the controller sent them (oldest first). */
+export function renderEvents(resp: pb.ListEventsResponse__Output, opts: RenderOptions = {}): string {
+  if (resp.events.length === 0) return 'no events\n';
+  return resp.events.map((e) => renderEvent(e, opts)).join('');
+}
+
+/**
+ * The identity `events --follow` deduplicates on: time, type, certificate, agent,
+ * version and message. (Agent and version are included so two agents installing the
+ * same version in the same millisecond stay two events.)
+ */
+export function eventKey(e: pb.FleetEvent__Output): string {
+  return JSON.stringify([e.at, e.type, e.cert, e.agent, e.version, e.message]);
+}
+
+/**
+ * For `events --follow`: the events of one poll that the previous poll did not return,
+ * in order, and the keys to pass to the next call. Only the previous answer's keys are
+ * kept, which is enough because the controller returns the most recent events: an
+ * event that left the window never comes back.
+ */
+export function newEvents(
+  seen: ReadonlySet<string>,
+  events: readonly pb.FleetEvent__Output[],
+): { fresh: pb.FleetEvent__Output[]; seen: Set<string> } {
+  const next = new Set<string>();
+  const fresh: pb.FleetEvent__Output[] = [];
+  for (const e of events) {
+    const key = eventKey(e);
+    if (!seen.has(key) && !next.has(key)) fresh.push(e);
+    next.add(key);
+  }
+  return { fresh, seen: next };
+}
+
 // ---- tokens and enrolment ----
 
 /** The line `token create` writes to stderr beside the bare token on stdout. */
@@ -223,7 +453,7 @@ export function renderEnrolled(result: { name: string; labels: Readonly<Record<s
   return `enrolled as ${result.name}\nlabels: ${formatLabels(result.labels) || '-'}\n`;
 }
 
-/** Machine output of every read command: the response object, camelCase field names, 2-space indent. */
+/** Machine output of every command's --json: the response object, camelCase field names, 2-space indent. */
 export function renderJson(resp: unknown): string {
   return JSON.stringify(resp, null, 2) + '\n';
 }

@@ -21,6 +21,14 @@ export interface CliIo {
   /** The CLI's settings from the environment (CERTFLEET_CREDENTIALS, NO_COLOR, TERM, CERTFLEET_DEBUG). */
   env: Readonly<Record<string, string | undefined>>;
   now(): Date;
+  /**
+   * For commands that run until stopped (`events --follow`): a signal aborted on SIGINT
+   * or SIGTERM. A function, so the signal handlers are installed only by those commands
+   * and Ctrl-C keeps its default effect everywhere else. Without it they never stop.
+   */
+  interrupt?(): AbortSignal;
+  /** Period of `events --follow`'s polls; default 2000 ms (tests shorten it). */
+  followIntervalMs?: number;
 }
 
 /**
@@ -108,6 +116,13 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
     case 'status':
     case 'certs':
     case 'agents':
+    case 'show':
+    case 'history':
+    case 'renew':
+    case 'rollback':
+    case 'release':
+    case 'events':
+    case 'budgets':
     case 'token create': {
       const { runOperatorCommand } = await import('./operator.js');
       return runOperatorCommand(inv, io);

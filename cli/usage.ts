@@ -4,7 +4,21 @@
  */
 
 /** Every command the CLI knows, as typed (`agent enroll` and `token create` are two words). */
-export type CommandName = 'controller' | 'agent' | 'agent enroll' | 'status' | 'certs' | 'agents' | 'token create';
+export type CommandName =
+  | 'controller'
+  | 'agent'
+  | 'agent enroll'
+  | 'status'
+  | 'certs'
+  | 'agents'
+  | 'show'
+  | 'history'
+  | 'renew'
+  | 'rollback'
+  | 'release'
+  | 'events'
+  | 'budgets'
+  | 'token create';
 
 const GLOBAL_OPTIONS = `Global options:
   --credentials FILE   operator credentials (default: $CERTFLEET_CREDENTIALS,
@@ -27,6 +41,14 @@ Operator commands (talk to the controller over mutual TLS):
   status [--json]                       controller summary
   certs [--json]                        certificates, versions and rollout
   agents [--json]                       agents, labels and what they serve
+  show NAME [--json]                    one certificate: versions, schedule, deferral, backoff, pin
+  history NAME [--json]                 every stored version and the agents serving it
+  renew NAME [--json]                   renew now (clears the backoff; budgets still apply)
+  rollback NAME [--to N] [--json]       serve an older version again and pin it there
+  release NAME [--json]                 remove a rollback pin: the newest version is served again
+  events [--cert NAME] [--limit N] [--follow] [--json]
+                                        recent fleet events (--follow: poll for new ones)
+  budgets [--json]                      rate-limit budget levels
   token create AGENT [--label k=v]... [--ttl DURATION] [--json]
                                         one-time enrolment token for an agent
 
@@ -85,6 +107,74 @@ Options:
 
 Lists agents: NAME, ONLINE, LAST SEEN, LABELS, CERTIFICATES (name@version state;
 failed ones with their error code).
+
+Options:
+  --json   print the response as JSON
+`,
+  show: `Usage: certfleet show NAME [--json]
+
+Shows one certificate: names, selector, state, the current version (serial,
+fingerprint, validity), the desired and pinned versions, the next renewal and why,
+a budget deferral or failure backoff in force, the ARI window, the last error and
+how many assigned agents serve the desired version.
+
+Options:
+  --json   print the response as JSON
+`,
+  history: `Usage: certfleet history NAME [--json]
+
+Lists every stored version of a certificate, newest first: VERSION, SERIAL,
+FINGERPRINT (first 12 hex digits), NOT AFTER, ISSUED, STATE (desired, pinned,
+expired), AGENTS (the agents that report it installed now).
+
+Options:
+  --json   print the response as JSON
+`,
+  renew: `Usage: certfleet renew NAME [--json]
+
+Asks the controller to renew the certificate at its next pass, even if it is not
+due: clears a failure backoff. Rate-limit budgets still apply, so the renewal may
+be deferred (see 'certfleet show NAME'). Prints the controller's answer.
+
+Options:
+  --json   print the response as JSON
+`,
+  rollback: `Usage: certfleet rollback NAME [--to N] [--json]
+
+Points the certificate back at an older, still valid version and pins it there:
+agents install that version, and renewals do not move the pointer until
+'certfleet release NAME'. Stored versions are never changed.
+
+Options:
+  --to N   the version to serve (default: the one before the desired version)
+  --json   print the response as JSON
+`,
+  release: `Usage: certfleet release NAME [--json]
+
+Removes a rollback pin: the newest version becomes the desired one again. Prints
+the version now desired.
+
+Options:
+  --json   print the response as JSON
+`,
+  events: `Usage: certfleet events [--cert NAME] [--limit N] [--follow] [--json]
+
+Prints recent fleet events, oldest first, one per line:
+  TIME TYPE CERT AGENT VERSION MESSAGE   ('-' for a field that does not apply)
+
+Options:
+  --cert NAME   only events of this certificate
+  --limit N     at most N events (default: the controller's, 50)
+  --follow      keep going: ask the controller every 2 seconds and print the events
+                not printed yet, until Ctrl-C (it polls; it does not stream)
+  --json        print the response as JSON; with --follow, one JSON object per
+                event per line
+`,
+  budgets: `Usage: certfleet budgets [--json]
+
+Lists the rate-limit budgets the controller keeps for the CA: BUDGET, LIMIT,
+AVAILABLE (tokens now/capacity), RESERVED (kept for emergency renewals),
+NEXT TOKEN (when the next one is added; '-' when full).
 
 Options:
   --json   print the response as JSON

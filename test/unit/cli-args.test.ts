@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_CREDENTIALS_FILE, DEFAULT_TIMEOUT_MS, credentialsPath, helpText, parseCommandLine } from '../../cli/index.js';
+import { DEFAULT_CREDENTIALS_FILE, DEFAULT_TIMEOUT_MS, credentialsPath, helpText, parseCommandLine, type CommandName } from '../../cli/index.js';
 import { ErrorCode, ExitCode, isCertfleetError } from '../../shared/errors/index.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -19,6 +19,25 @@ function usageFailure(argv: string[], message: RegExp): void {
     `expected a usage error matching ${String(message)} for: ${argv.join(' ')}`,
   );
 }
+
+/** Every command, as a record so that the compiler rejects this file until a new command is listed here too. */
+const COMMANDS: Record<CommandName, true> = {
+  controller: true,
+  agent: true,
+  'agent enroll': true,
+  status: true,
+  certs: true,
+  agents: true,
+  show: true,
+  history: true,
+  renew: true,
+  rollback: true,
+  release: true,
+  events: true,
+  budgets: true,
+  'token create': true,
+};
+const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
 // ---- pure parsing ----
 
@@ -75,6 +94,37 @@ void test('token create parses the agent, repeated labels and the ttl in seconds
   assert.deepEqual(noTtl.command === 'token create' && noTtl.labels, { empty: '' });
 });
 
+void test('per-certificate commands take one NAME, --json, and rollback an optional --to version', () => {
+  const operator = { credentialsFile: undefined, timeoutMs: DEFAULT_TIMEOUT_MS };
+  for (const command of ['show', 'history', 'renew', 'release'] as const) {
+    assert.deepEqual(parseCommandLine([command, 'web']), { command, name: 'web', json: false, operator });
+    assert.deepEqual(parseCommandLine([command, '--json', 'web-2']), { command, name: 'web-2', json: true, operator });
+  }
+  assert.deepEqual(parseCommandLine(['rollback', 'web']), { command: 'rollback', name: 'web', toVersion: 0, json: false, operator });
+  assert.deepEqual(parseCommandLine(['rollback', 'web', '--to', '2']), { command: 'rollback', name: 'web', toVersion: 2, json: false, operator });
+  assert.deepEqual(parseCommandLine(['rollback', '--to=4294967295', 'web']), {
+    command: 'rollback',
+    name: 'web',
+    toVersion: 4294967295,
+    json: false,
+    operator,
+  });
+});
+
+void test('events takes --cert, --limit, --follow and --json; budgets takes --json', () => {
+  const operator = { credentialsFile: undefined, timeoutMs: DEFAULT_TIMEOUT_MS };
+  assert.deepEqual(parseCommandLine(['events']), { command: 'events', cert: undefined, limit: 0, follow: false, json: false, operator });
+  assert.deepEqual(parseCommandLine(['events', '--cert', 'web', '--limit', '20', '--follow', '--json']), {
+    command: 'events',
+    cert: 'web',
+    limit: 20,
+    follow: true,
+    json: true,
+    operator,
+  });
+  assert.deepEqual(parseCommandLine(['budgets', '--json']), { command: 'budgets', json: true, operator });
+});
+
 const usageCases: [string, string[], RegExp][] = [
   ['no command', [], /missing command/],
   ['an unknown command', ['renew-all'], /unknown command 'renew-all'/],
@@ -97,6 +147,27 @@ const usageCases: [string, string[], RegExp][] = [
   ['a --ttl under a second', ['token', 'create', 'a', '--ttl', '500ms'], /shorter than one second/],
   ['a zero --timeout', ['status', '--timeout', '0s'], /not a positive duration/],
   ['an empty --credentials', ['status', '--credentials='], /non-empty/],
+  ['show without NAME', ['show'], /missing NAME/],
+  ['history without NAME', ['history', '--json'], /missing NAME/],
+  ['renew without NAME', ['renew'], /missing NAME/],
+  ['rollback without NAME', ['rollback', '--to', '2'], /missing NAME/],
+  ['release without NAME', ['release'], /missing NAME/],
+  ['show with two names', ['show', 'web', 'api'], /unexpected argument 'api'/],
+  ['an invalid certificate name', ['rollback', 'Web_1'], /'Web_1' is not a valid certificate name/],
+  ['--to 0', ['rollback', 'web', '--to', '0'], /--to '0' is not a positive integer/],
+  ['a negative --to', ['rollback', 'web', '--to=-1'], /--to '-1' is not a positive integer/],
+  ['a fractional --to', ['rollback', 'web', '--to', '2.5'], /--to '2\.5' is not a positive integer/],
+  ['a --to that is not a number', ['rollback', 'web', '--to', 'v2'], /--to 'v2' is not a positive integer/],
+  ['a --to beyond uint32', ['rollback', 'web', '--to', '4294967296'], /not a positive integer/],
+  ['--to without a value', ['rollback', 'web', '--to'], /--to/],
+  ['--to on another command', ['release', 'web', '--to', '2'], /unknown option '--to'/],
+  ['--json on a write command given a value', ['renew', 'web', '--json=1'], /--json/],
+  ['an events --limit of 0', ['events', '--limit', '0'], /--limit '0' is not a positive integer/],
+  ['an events --limit with a unit', ['events', '--limit', '10s'], /--limit '10s' is not a positive integer/],
+  ['an invalid events --cert', ['events', '--cert', 'Nope!'], /--cert 'Nope!' is not a valid certificate name/],
+  ['an argument to events', ['events', 'web'], /unexpected argument 'web'/],
+  ['an argument to budgets', ['budgets', 'letsencrypt'], /unexpected argument 'letsencrypt'/],
+  ['--follow on another command', ['certs', '--follow'], /unknown option '--follow'/],
 ];
 for (const [what, argv, message] of usageCases) {
   void test(`a usage error is raised for ${what}`, () => usageFailure(argv, message));
@@ -109,11 +180,14 @@ void test('--help wins over missing or invalid arguments and selects the command
   assert.deepEqual(parseCommandLine(['token', '--help']), { command: 'help', topic: 'token create' });
   assert.deepEqual(parseCommandLine(['help', 'certs']), { command: 'help', topic: 'certs' });
   assert.deepEqual(parseCommandLine(['controller', '--help']), { command: 'help', topic: 'controller' });
+  assert.deepEqual(parseCommandLine(['rollback', '--help']), { command: 'help', topic: 'rollback' });
+  assert.deepEqual(parseCommandLine(['rollback', '--to', '0', '-h']), { command: 'help', topic: 'rollback' });
+  assert.deepEqual(parseCommandLine(['help', 'events']), { command: 'help', topic: 'events' });
   assert.deepEqual(parseCommandLine(['--version']), { command: 'version' });
 });
 
 void test('every command has a help text that starts with its own usage line', () => {
-  for (const name of ['controller', 'agent', 'agent enroll', 'status', 'certs', 'agents', 'token create'] as const) {
+  for (const name of ALL_COMMANDS) {
     assert.ok(helpText(name).startsWith(`Usage: certfleet ${name}`), name);
     assert.match(helpText(name), /--credentials FILE/);
     assert.match(helpText(), new RegExp(`^  ${name.split(' ')[0] ?? ''}`, 'm'));
@@ -175,6 +249,11 @@ void test('usage errors exit 2 with the message and a one-line hint on stderr, n
   assert.equal(r.stdout, '');
   assert.equal(r.stderr, "certfleet: unknown option '--bogus'\nTry 'certfleet certs --help'.\n");
 
+  const noName = await runMain(['rollback', '--to', '2']);
+  assert.equal(noName.code, ExitCode.Usage);
+  assert.equal(noName.stdout, '');
+  assert.equal(noName.stderr, "certfleet: missing NAME (the certificate, as in certfleet certs)\nTry 'certfleet rollback --help'.\n");
+
   const none = await runMain([]);
   assert.equal(none.code, ExitCode.Usage);
   assert.match(none.stderr, /^certfleet: missing command\nTry 'certfleet --help'\.\n$/);
@@ -187,7 +266,7 @@ void test('usage errors exit 2 with the message and a one-line hint on stderr, n
 void test('--help and --version exit 0 and print to stdout; the version is package.json\'s', async () => {
   const help = await runMain(['--help']);
   assert.equal(help.code, 0);
-  for (const cmd of ['controller', 'agent enroll', 'status', 'certs', 'agents', 'token create']) assert.ok(help.stdout.includes(cmd), cmd);
+  for (const cmd of ALL_COMMANDS) assert.ok(help.stdout.includes(cmd), cmd);
   const certsHelp = await runMain(['certs', '-h']);
   assert.equal(certsHelp.code, 0);
   assert.match(certsHelp.stdout, /^Usage: certfleet certs/);
@@ -290,7 +369,7 @@ void test('docs/cli.md documents every exit code, every command and every option
   for (const [name, code] of Object.entries(ExitCode)) {
     assert.match(doc, new RegExp(`^\\| ${code} \\| \`${name}\` \\|`, 'm'), `exit code ${code} (${name})`);
   }
-  for (const name of ['controller', 'agent', 'agent enroll', 'status', 'certs', 'agents', 'token create'] as const) {
+  for (const name of ALL_COMMANDS) {
     assert.ok(doc.includes(`### \`certfleet ${name}`), `section for ${name}`);
     // Every option the help text lists is in the doc too.
     for (const option of helpText(name).match(/--[a-z][a-z-]*/g) ?? []) assert.ok(doc.includes(`\`${option}`), `${option} of ${name}`);

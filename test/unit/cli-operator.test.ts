@@ -65,6 +65,52 @@ const AGENTS: pb.ListAgentsResponse = {
   ],
 };
 
+const SHOW: pb.ShowCertificateResponse = {
+  summary: CERTS.certificates?.[0] ?? null,
+  reason: 'ARI window',
+  deferredUntil: '',
+  deferredReason: '',
+  backoffUntil: '',
+  failures: 0,
+  pinnedVersion: 0,
+  ariWindowStart: '2026-03-30T00:00:00Z',
+  ariWindowEnd: '2026-04-01T00:00:00Z',
+  desiredVersion: 2,
+};
+
+const HISTORY: pb.GetHistoryResponse = {
+  name: 'web',
+  pinnedVersion: 0,
+  versions: [
+    {
+      version: { name: 'web', version: 1, serial: '09', fingerprint: 'cd'.repeat(32), notAfter: '2026-02-15T00:00:00Z', issuedAt: '2025-11-17T00:00:00Z' },
+      agents: [],
+      desired: false,
+      expired: true,
+    },
+    { version: CERTS.certificates?.[0]?.current ?? null, agents: ['lb-1'], desired: true, expired: false },
+  ],
+};
+
+const BUDGETS: pb.ListBudgetsResponse = {
+  preset: 'letsencrypt',
+  budgets: [{ name: 'new-orders-per-account', limit: '300 per 3h', available: 287.6, capacity: 300, reserved: 10, nextTokenAt: '2026-03-01T12:00:36Z' }],
+};
+
+/** The events stream as the fake controller holds it; `events --follow` tests append to it. */
+const EVENTS: pb.FleetEvent[] = [
+  { type: 'issued', at: '2026-03-01T11:00:00.000Z', cert: 'web', version: 2, message: 'issued by the CA' },
+  { type: 'installed', at: '2026-03-01T11:01:00.000Z', cert: 'web', agent: 'lb-1', version: 2, message: 'hook ok, served' },
+  { type: 'issued', at: '2026-03-01T11:05:00.000Z', cert: 'api', version: 1, message: 'issued by the CA' },
+];
+
+const rollbackRequests: pb.RollbackRequest__Output[] = [];
+const eventRequests: pb.ListEventsRequest__Output[] = [];
+
+function notFound(name: string): Partial<grpc.StatusObject> {
+  return toServiceError(new CertfleetError(ErrorCode.NotFound, `no certificate named ${name}`));
+}
+
 let ca: TestCa;
 let otherCa: TestCa;
 let admin: TestLeaf;
@@ -97,6 +143,41 @@ const handlers: OperatorServiceHandlers = {
       cb(null, { token: `tok-for-${call.request.agent}`, expiresAt: '2026-03-01T13:00:00Z' });
     }
   },
+  ShowCertificate(call, cb) {
+    if (call.request.name === 'web') cb(null, SHOW);
+    else cb(notFound(call.request.name));
+  },
+  RenewCertificate(call, cb) {
+    if (call.request.name === 'web') cb(null, { message: 'web: renewal queued (backoff cleared)' });
+    else cb(notFound(call.request.name));
+  },
+  GetHistory(call, cb) {
+    if (call.request.name === 'web') cb(null, HISTORY);
+    else cb(notFound(call.request.name));
+  },
+  Rollback(call, cb) {
+    rollbackRequests.push(call.request);
+    if (call.request.name !== 'web') {
+      cb(notFound(call.request.name));
+    } else if (call.request.toVersion === 1) {
+      cb(toServiceError(new CertfleetError(ErrorCode.BundleExpired, 'web v1 expired on 2026-02-15; pick a valid version')));
+    } else {
+      cb(null, { fromVersion: 3, toVersion: call.request.toVersion === 0 ? 2 : call.request.toVersion });
+    }
+  },
+  Release(call, cb) {
+    if (call.request.name === 'web') cb(null, { version: 3 });
+    else cb(notFound(call.request.name));
+  },
+  ListBudgets(_call, cb) {
+    cb(null, BUDGETS);
+  },
+  ListEvents(call, cb) {
+    eventRequests.push(call.request);
+    const matching = EVENTS.filter((e) => call.request.cert === '' || e.cert === call.request.cert);
+    // Like the controller: the most recent `limit` events (0: 50), oldest first.
+    cb(null, { events: matching.slice(-(call.request.limit || 50)) });
+  },
 };
 
 before(async () => {
@@ -128,7 +209,7 @@ interface Captured {
   stderr: string;
 }
 
-async function cli(argv: string[], env: Record<string, string> = {}, isTTY = false): Promise<Captured> {
+async function cli(argv: string[], env: Record<string, string> = {}, isTTY = false, extra: Partial<CliIo> = {}): Promise<Captured> {
   let stdout = '';
   let stderr = '';
   const io: CliIo = {
@@ -137,6 +218,7 @@ async function cli(argv: string[], env: Record<string, string> = {}, isTTY = fal
     stdin: () => Readable.from([]),
     env,
     now: () => NOW,
+    ...extra,
   };
   const code = await runCli(argv, io);
   return { code, stdout, stderr };
@@ -250,4 +332,202 @@ void test('a credentials file readable by others still works but draws a warning
   assert.equal(r.code, 0);
   assert.match(r.stderr, /^certfleet: warning: credentials file .* is readable by others \(mode 0644\)/);
   assert.doesNotMatch(r.stderr, /PRIVATE KEY/);
+});
+
+void test('show prints the certificate block from ShowCertificate, and --json the response', async () => {
+  const file = credentialsFile();
+  const r = await cli(['show', 'web', '--credentials', file]);
+  assert.equal(r.stderr, '');
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^certificate: +web$/m);
+  assert.match(r.stdout, /^ {2}fingerprint: +abababababab$/m);
+  assert.match(r.stdout, /^next renewal: +2026-03-31 00:00:00Z \(in 29d\): ARI window$/m);
+  assert.match(r.stdout, /^agents: +1\/1 on the desired version$/m);
+  const json = JSON.parse((await cli(['show', 'web', '--json', '--credentials', file])).stdout) as pb.ShowCertificateResponse__Output;
+  assert.equal(json.desiredVersion, 2);
+  assert.equal(json.summary?.name, 'web');
+});
+
+void test('every per-certificate command turns NOT_FOUND from the controller into exit 6 with the message', async () => {
+  const file = credentialsFile();
+  for (const argv of [['show', 'nope'], ['history', 'nope'], ['renew', 'nope'], ['rollback', 'nope'], ['release', 'nope']]) {
+    const r = await cli([...argv, '--credentials', file]);
+    assert.equal(r.code, ExitCode.NotFound, argv.join(' '));
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, 'certfleet: no certificate named nope\ncode: NOT_FOUND\n');
+  }
+});
+
+void test('history lists the versions newest first with state and serving agents', async () => {
+  const r = await cli(['history', 'web', '--credentials', credentialsFile()]);
+  assert.equal(r.code, 0);
+  const lines = r.stdout.split('\n');
+  assert.match(lines[0] ?? '', /^VERSION +SERIAL +FINGERPRINT +NOT AFTER +ISSUED +STATE +AGENTS$/);
+  assert.match(lines[1] ?? '', /^2 +0a +abababababab +2026-05-01 \(in 60d\) +2026-02-01 +desired +lb-1$/);
+  assert.match(lines[2] ?? '', /^1 +09 +cdcdcdcdcdcd +2026-02-15 \(expired 14d ago\) +2025-11-17 +expired +-$/);
+});
+
+void test('renew prints the controller message; release prints the version now desired', async () => {
+  const file = credentialsFile();
+  const renew = await cli(['renew', 'web', '--credentials', file]);
+  assert.equal(renew.code, 0);
+  assert.equal(renew.stdout, 'web: renewal queued (backoff cleared)\n');
+  const release = await cli(['release', 'web', '--credentials', file]);
+  assert.equal(release.code, 0);
+  assert.equal(release.stdout, 'web: released; v3 is desired now\n');
+});
+
+void test('rollback sends --to (0 without it) and prints from and to with how to undo', async () => {
+  const file = credentialsFile();
+  const r = await cli(['rollback', 'web', '--credentials', file]);
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, 'web: rolled back from v3 to v2 (pinned; `certfleet release web` to undo)\n');
+  assert.deepEqual(rollbackRequests.at(-1), { name: 'web', toVersion: 0 });
+
+  const to = await cli(['rollback', 'web', '--to', '2', '--json', '--credentials', file]);
+  assert.deepEqual(JSON.parse(to.stdout), { fromVersion: 3, toVersion: 2 });
+  assert.deepEqual(rollbackRequests.at(-1), { name: 'web', toVersion: 2 });
+
+  const refused = await cli(['rollback', 'web', '--to', '1', '--credentials', file]);
+  assert.equal(refused.code, ExitCode.Failure);
+  assert.equal(refused.stderr, 'certfleet: web v1 expired on 2026-02-15; pick a valid version\ncode: BUNDLE_EXPIRED\n');
+});
+
+void test('budgets prints the preset and the budget table', async () => {
+  const r = await cli(['budgets', '--credentials', credentialsFile()]);
+  assert.equal(r.code, 0);
+  assert.equal(
+    r.stdout,
+    'preset: letsencrypt\n\n' +
+      'BUDGET                   LIMIT        AVAILABLE   RESERVED   NEXT TOKEN\n' +
+      'new-orders-per-account   300 per 3h   287/300     10         in 36s\n',
+  );
+});
+
+void test('events sends --cert and --limit and prints one line per event, oldest first', async () => {
+  const file = credentialsFile();
+  const all = await cli(['events', '--credentials', file]);
+  assert.equal(all.code, 0);
+  assert.deepEqual(eventRequests.at(-1), { limit: 0, cert: '' });
+  assert.equal(
+    all.stdout,
+    '2026-03-01T11:00:00Z  issued  web  -  v2  issued by the CA\n' +
+      '2026-03-01T11:01:00Z  installed  web  lb-1  v2  hook ok, served\n' +
+      '2026-03-01T11:05:00Z  issued  api  -  v1  issued by the CA\n',
+  );
+  const web = await cli(['events', '--cert', 'web', '--limit', '1', '--json', '--credentials', file]);
+  assert.deepEqual(eventRequests.at(-1), { limit: 1, cert: 'web' });
+  const json = JSON.parse(web.stdout) as pb.ListEventsResponse__Output;
+  assert.deepEqual(
+    json.events.map((e) => e.type),
+    ['installed'],
+  );
+});
+
+void test('events --follow polls, prints only events it has not printed, and stops cleanly when interrupted', async () => {
+  const stop = new AbortController();
+  const polls = eventRequests.length;
+  let written = '';
+  const added: pb.FleetEvent = { type: 'rolled-back', at: '2026-03-01T12:00:01.000Z', cert: 'web', agent: 'lb-1', version: 1, message: 'hook failed' };
+  const run = cli(['events', '--follow', '--limit', '2', '--credentials', credentialsFile()], {}, false, {
+    followIntervalMs: 20,
+    interrupt: () => stop.signal,
+    stdout: {
+      write: (t: string) => {
+        written += t;
+        // After the first answer, a new event happens; once it is printed, Ctrl-C.
+        if (!EVENTS.includes(added)) EVENTS.push(added);
+        else if (t.includes('rolled-back')) stop.abort();
+        return true;
+      },
+    },
+  });
+  const r = await run;
+  EVENTS.splice(EVENTS.indexOf(added), 1);
+  assert.equal(r.code, 0);
+  assert.equal(r.stderr, '');
+  assert.ok(eventRequests.length - polls >= 2, 'polled more than once');
+  assert.equal(
+    written,
+    '2026-03-01T11:01:00Z  installed  web  lb-1  v2  hook ok, served\n' +
+      '2026-03-01T11:05:00Z  issued  api  -  v1  issued by the CA\n' +
+      '2026-03-01T12:00:01Z  rolled-back  web  lb-1  v1  hook failed\n',
+  );
+});
+
+void test('events --follow --json writes one JSON object per event per line', async () => {
+  const stop = new AbortController();
+  let written = '';
+  const r = await cli(['events', '--follow', '--json', '--cert', 'api', '--credentials', credentialsFile()], {}, false, {
+    followIntervalMs: 20,
+    interrupt: () => stop.signal,
+    stdout: {
+      write: (t: string) => {
+        written += t;
+        stop.abort();
+        return true;
+      },
+    },
+  });
+  assert.equal(r.code, 0);
+  const lines = written.trimEnd().split('\n');
+  assert.equal(lines.length, 1);
+  assert.deepEqual(JSON.parse(lines[0] ?? ''), { type: 'issued', at: '2026-03-01T11:05:00.000Z', cert: 'api', agent: '', version: 1, message: 'issued by the CA', detailsJson: '' });
+});
+
+void test('events --follow fails at once, with the usual exit code, when the controller cannot be reached at the start', async () => {
+  const stop = new AbortController();
+  const r = await cli(['events', '--follow', '--credentials', credentialsFile({ server: '127.0.0.1:1' })], {}, false, {
+    followIntervalMs: 20,
+    interrupt: () => stop.signal,
+  });
+  assert.equal(r.code, ExitCode.Unavailable);
+  assert.match(r.stderr, /code: CONTROLLER_UNAVAILABLE/);
+});
+
+void test('events --follow outlives a controller that goes away after the first poll: one warning, polling goes on, Ctrl-C exits 0', async () => {
+  // A second server, so stopping it leaves the other tests' server alone.
+  const serverLeaf = await makeLeaf(ca, { names: ['controller.test'] });
+  const own = new grpc.Server();
+  let served = 0;
+  own.addService(loadProtos().operator.certfleet.v1.OperatorService.service, {
+    ...handlers,
+    ListEvents(_call, cb) {
+      served++;
+      cb(null, { events: EVENTS.slice(0, 1) });
+    },
+  } satisfies OperatorServiceHandlers);
+  const ownPort = await new Promise<number>((resolve, reject) =>
+    own.bindAsync(
+      '127.0.0.1:0',
+      grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ cert_chain: Buffer.from(serverLeaf.fullchainPem), private_key: Buffer.from(serverLeaf.keyPem) }], true),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    ),
+  );
+  const stop = new AbortController();
+  let stderr = '';
+  let failures = 0;
+  const r = await cli(['events', '--follow', '--timeout', '1s', '--credentials', credentialsFile({ server: `127.0.0.1:${ownPort}` })], {}, false, {
+    followIntervalMs: 20,
+    interrupt: () => stop.signal,
+    stdout: {
+      write: (t: string) => {
+        // The first answer is printed: now the controller goes away.
+        own.forceShutdown();
+        return t;
+      },
+    },
+    stderr: {
+      write: (t: string) => {
+        stderr += t;
+        // Let a few polls fail after the warning before pressing Ctrl-C.
+        if (t.includes('warning') && ++failures === 1) setTimeout(() => stop.abort(), 200);
+        return true;
+      },
+    },
+  });
+  assert.equal(served, 1);
+  assert.equal(r.code, 0);
+  assert.equal(stderr.match(/warning/g)?.length, 1, `one warning per outage, got: ${stderr}`);
+  assert.match(stderr, /^certfleet: warning: controller 127\.0\.0\.1:\d+: .*; still trying every 0\.02s\n$/);
 });

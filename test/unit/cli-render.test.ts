@@ -60,6 +60,8 @@ function status(over: Partial<pb.CertificateStatus__Output>): pb.CertificateStat
     error: '',
     errorCode: '',
     updatedAt: '',
+    failedVersion: 0,
+    rollback: '',
     ...over,
   };
 }
