@@ -20,6 +20,7 @@ import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/in
 import { startApiServer, versionToPb, type ApiServer, type CallerIdentity } from './api/index.js';
 import type { CertificateConfig, ControllerConfig } from './config/index.js';
 import { Pins, rollbackTarget } from './rollback/index.js';
+import { Spool } from './spool/index.js';
 import { Enrollment } from './enroll/index.js';
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
@@ -153,7 +154,10 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     }
   };
   try {
-    const store = await openStore({ type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') }, log.child({ component: 'store' }));
+    const store = await openStore(
+      cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store,
+      log.child({ component: 'store' }),
+    );
     cleanups.push(() => store.close());
 
     const ca = await loadOrCreateControllerCa(store, clock.now());
@@ -196,23 +200,37 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       log: log.child({ component: 'http01' }),
       selfCheckTimeoutMs: cfg.http01.selfCheckTimeout,
     });
+    const spool = await Spool.open({ dir: path.join(cfg.stateDir, 'spool'), log: log.child({ component: 'spool' }), clock });
     const issuer = new Issuer({
       acme,
       store,
+      spool,
       http01: solver,
       clock,
       log: log.child({ component: 'issuer' }),
       onEvent: (e) => {
-        const fields =
-          e.type === 'ordered'
-            ? { cert: e.cert, message: e.resumed ? 'order resumed' : 'order placed', details: { order: e.order } }
-            : { cert: e.cert, version: e.meta.version, message: `version ${e.meta.version} issued`, details: { serial: e.meta.serial, notAfter: e.meta.notAfter } };
-        void events.emit(e.type === 'ordered' ? EventType.ordered : EventType.issued, fields);
+        switch (e.type) {
+          case 'ordered':
+            void events.emit(EventType.ordered, { cert: e.cert, message: e.resumed ? 'order resumed' : 'order placed', details: { order: e.order } });
+            break;
+          case 'issued':
+            void events.emit(EventType.issued, {
+              cert: e.cert,
+              version: e.meta.version,
+              message: `version ${e.meta.version} issued`,
+              details: { serial: e.meta.serial, notAfter: e.meta.notAfter },
+            });
+            break;
+          case 'spooled':
+            void events.emit(EventType.spooled, { cert: e.cert, message: `issued certificate spooled: ${e.reason}`, details: { serial: e.serial } });
+            break;
+        }
       },
     });
     const pins = new Pins(store);
     const loop = new Reconciler({
       pins,
+      spooled: (name) => spool.pending().some((e) => e.name === name),
       selectedAgents: (sel) =>
         fleet.selected(sel).map((a) => ({ name: a.registration.name, labels: a.registration.labels, certificates: a.report?.certificates ?? [] })),
       certificates: cfg.certificates,
@@ -434,6 +452,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       };
     }
 
+    const delivery = spool.startDelivery(store, {
+      onDelivered: async (d) => {
+        await events.emit(EventType.issued, {
+          cert: d.name,
+          version: d.meta.version,
+          message: `version ${d.meta.version} delivered from the spool (${d.outcome})`,
+          details: { serial: d.meta.serial, notAfter: d.meta.notAfter },
+        });
+        loop.kick();
+      },
+    });
+    cleanups.push(() => delivery.stop());
     loop.start();
     log.info({ api: cfg.api.listen, port: api.port, certificates: cfg.certificates.length }, 'controller ready');
     return { apiPort: api.port, stop: stopAll };

@@ -24,6 +24,7 @@ import { parseCertificate } from '../../shared/pki/index.js';
 import { validateBundle } from '../../shared/bundle/index.js';
 import { createCsr, generateKey, type AcmeClient, type AcmeOrder } from '../acme/index.js';
 import type { CertStore } from '../store/index.js';
+import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
 
 /** What to issue. */
@@ -37,12 +38,15 @@ export interface IssueRequest {
 /** Where issuance progress is announced (the events stream in production). */
 export type IssuerEvent =
   | { type: 'ordered'; cert: string; order: string; resumed: boolean }
-  | { type: 'issued'; cert: string; meta: VersionMeta };
+  | { type: 'issued'; cert: string; meta: VersionMeta }
+  | { type: 'spooled'; cert: string; serial: string; reason: string };
 
 export interface IssuerOptions {
   acme: AcmeClient;
   store: CertStore;
   http01: Http01Solver;
+  /** Where issued versions wait when the store is down. */
+  spool: Spool;
   clock: Clock;
   log: Logger;
   onEvent?: (event: IssuerEvent) => void;
@@ -101,7 +105,21 @@ export class Issuer {
       { meta: { ...meta, version: expectedLatest + 1 }, certPem, chainPem, keyPem },
       { now: this.opts.clock.now(), requiredNames: [...req.names] },
     );
-    const stored = await this.opts.store.putVersion(req.name, { certPem, chainPem, keyPem, meta }, expectedLatest);
+    // Nothing issued is lost: a store that is down now gets the version from the
+    // durable spool later (controller/spool), also after a restart.
+    const result = await storeOrSpool(this.opts.store, this.opts.spool, req.name, { certPem, chainPem, keyPem, meta }, expectedLatest);
+    if (result.status === 'spooled') {
+      log.warn({ serial: meta.serial, err: result.cause.message }, 'store unavailable; issued certificate spooled');
+      this.opts.onEvent?.({ type: 'spooled', cert: req.name, serial: meta.serial, reason: result.cause.message });
+      // The order is done; the spool now holds its result. Best effort: the store is down.
+      await this.opts.store.deleteObject(pendingKey(req.name)).catch(() => false);
+      throw new CertfleetError(ErrorCode.StoreUnavailable, `certificate issued but the store is unavailable; spooled for delivery: ${result.cause.message}`, {
+        retryable: true,
+        cause: result.cause,
+        details: { spooled: true },
+      });
+    }
+    const stored = result.meta;
     await this.opts.store.deleteObject(pendingKey(req.name));
     log.info({ version: stored.version, serial: stored.serial, notAfter: stored.notAfter }, 'certificate issued');
     this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: stored });

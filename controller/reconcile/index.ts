@@ -59,6 +59,8 @@ export interface ReconcilerOptions {
   intervalMs: number;
   concurrency: number;
   pins: Pins;
+  /** Whether an issued version of `name` waits in the spool (then no new order is placed). */
+  spooled: (name: string) => boolean;
   /** Enrolled agents selected by a selector, with their last reports (controller/fleet). */
   selectedAgents: (selector: string) => RolloutAgent[];
 }
@@ -154,6 +156,10 @@ export class Reconciler {
     rt.pinned = pin && target && target.version === pin.version ? pin.version : 0;
     if (target) await this.syncDesired(cert, target, rt.pinned !== 0);
     if (this.inFlight.has(cert.name)) return;
+    if (this.opts.spooled(cert.name)) {
+      rt.reason = 'an issued version waits in the spool until the store accepts it';
+      return;
+    }
     const now = this.opts.clock.now();
     const decision = rt.force
       ? { action: 'issue' as const, reason: 'renewal requested by an operator', at: now }

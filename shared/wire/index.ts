@@ -64,6 +64,8 @@ export const EventType = {
   rolloutAdvanced: 'rollout-advanced',
   /** A staged rollout stopped because an agent of a released wave failed. */
   rolloutHalted: 'rollout-halted',
+  /** The CA issued a certificate but the store was down: it waits in the local spool. */
+  spooled: 'spooled',
   /** An operator asked for a renewal now. */
   renewRequested: 'renew-requested',
 } as const;

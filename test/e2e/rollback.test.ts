@@ -1,0 +1,128 @@
+/**
+ * History and rollback, end to end with real nginx: issue v1, renew to v2, roll back —
+ * every nginx serves v1 again (checked by handshake) and `history`/`agents` agree —
+ * then release, and v2 is served again. Refusals: an unknown version, and releasing a
+ * certificate that is not pinned.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFleet, type Fleet } from '../harness/fleet.js';
+import { servedCertificate } from '../harness/tls.js';
+import { eventually } from '../harness/process.js';
+
+interface AgentJson {
+  name: string;
+  certificates: Array<{ name: string; version: number; state: string; fingerprint: string }>;
+}
+interface HistoryJson {
+  name: string;
+  pinnedVersion: number;
+  versions: Array<{ version: { version: number; fingerprint: string }; agents: string[]; desired: boolean; expired: boolean }>;
+}
+
+const NAMES = ['www.example.test', 'example.test'];
+const AGENTS = [
+  { name: 'edge-a', ip: '127.0.0.2' },
+  { name: 'edge-b', ip: '127.0.0.3' },
+];
+
+describe('rollback moves every node back to an older version, release moves it forward', { timeout: 300_000 }, () => {
+  let fleet: Fleet;
+
+  /** Waits until both agents report `version` installed and both nginx serve `fingerprint` for every name. */
+  async function fleetServes(version: number, fingerprint: string): Promise<void> {
+    await eventually(
+      `both agents at version ${version}`,
+      async () => {
+        const res = await fleet.cliJson<{ agents: AgentJson[] }>(['agents']);
+        return AGENTS.every((a) => {
+          const s = res.agents.find((x) => x.name === a.name)?.certificates.find((c) => c.name === 'web');
+          return s?.state === 'installed' && s.version === version;
+        });
+      },
+      90_000,
+      300,
+    );
+    for (const a of AGENTS) {
+      for (const name of NAMES) {
+        const served = await servedCertificate({ host: a.ip, port: fleet.tlsPort, servername: name });
+        assert.equal(served.fingerprint, fingerprint, `${a.name} serves version ${version} for ${name}`);
+      }
+    }
+  }
+
+  async function history(): Promise<HistoryJson> {
+    return fleet.cliJson<HistoryJson>(['history', 'web']);
+  }
+
+  before(async () => {
+    fleet = await startFleet({
+      certificates: [{ name: 'web', names: NAMES, agents: 'role=web' }],
+      agents: AGENTS.map((a) => ({ ...a, labels: { role: 'web' }, serves: ['web'] })),
+      dns: { 'www.example.test': '127.0.0.2', 'example.test': '127.0.0.3' },
+    });
+  });
+
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  test('v1, renew to v2, rollback to v1, release to v2: nginx, history and agents agree at every step', async () => {
+    try {
+      await eventually('version 1 issued', async () => (await history()).versions.length === 1, 120_000, 500);
+      const v1 = (await history()).versions[0]?.version;
+      assert.ok(v1);
+      await fleetServes(1, v1.fingerprint);
+
+      const renew = await fleet.cli(['renew', 'web']);
+      assert.equal(renew.code, 0, renew.stderr);
+      await eventually('version 2 issued', async () => (await history()).versions.length === 2, 120_000, 500);
+      const v2 = (await history()).versions[1]?.version;
+      assert.ok(v2);
+      assert.notEqual(v2.fingerprint, v1.fingerprint);
+      await fleetServes(2, v2.fingerprint);
+
+      const rb = await fleet.cli(['rollback', 'web']);
+      assert.equal(rb.code, 0, rb.stderr);
+      assert.match(rb.stdout, /v2.*v1/);
+      await fleetServes(1, v1.fingerprint);
+      const pinned = await history();
+      assert.equal(pinned.pinnedVersion, 1);
+      const row1 = pinned.versions.find((v) => v.version.version === 1);
+      assert.equal(row1?.desired, true);
+      assert.deepEqual([...(row1?.agents ?? [])].sort(), ['edge-a', 'edge-b']);
+      assert.deepEqual(pinned.versions.find((v) => v.version.version === 2)?.agents, []);
+      const show = await fleet.cliJson<{ pinnedVersion: number; desiredVersion: number }>(['show', 'web']);
+      assert.equal(show.pinnedVersion, 1);
+      assert.equal(show.desiredVersion, 1);
+
+      // While pinned, the newer version is not pushed back (several reconcile passes run meanwhile).
+      await new Promise((r) => setTimeout(r, 3000));
+      await fleetServes(1, v1.fingerprint);
+
+      const rel = await fleet.cli(['release', 'web']);
+      assert.equal(rel.code, 0, rel.stderr);
+      await fleetServes(2, v2.fingerprint);
+      const released = await history();
+      assert.equal(released.pinnedVersion, 0);
+      assert.equal(released.versions.find((v) => v.version.version === 2)?.desired, true);
+
+      const events = await fleet.cliJson<{ events: Array<{ type: string }> }>(['events', '--cert', 'web']);
+      const types = events.events.map((e) => e.type);
+      for (const t of ['issued', 'renew-requested', 'rolled-back', 'released']) assert.ok(types.includes(t), `event ${t} recorded (${types.join(', ')})`);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${fleet.logs()}`);
+    }
+  });
+
+  test('rollback to an unknown version and release without a pin are refused with NOT_FOUND', async () => {
+    const unknown = await fleet.cli(['rollback', 'web', '--to', '99']);
+    assert.equal(unknown.code, 6, unknown.stderr);
+    assert.match(unknown.stderr, /no version 99/);
+    const notPinned = await fleet.cli(['release', 'web']);
+    assert.equal(notPinned.code, 6, notPinned.stderr);
+    assert.match(notPinned.stderr, /not pinned/);
+    const unknownCert = await fleet.cli(['rollback', 'nope']);
+    assert.equal(unknownCert.code, 6, unknownCert.stderr);
+  });
+});
