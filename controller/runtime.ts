@@ -18,9 +18,10 @@ import { connectNats, ensureFleetNats, readEvents } from '../shared/nats/index.j
 import { EventType } from '../shared/wire/index.js';
 import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/index.js';
 import { startApiServer, versionToPb, type ApiServer, type CallerIdentity } from './api/index.js';
-import type { CertificateConfig, ControllerConfig } from './config/index.js';
+import { configEnvironment, type CertificateConfig, type ControllerConfig } from './config/index.js';
 import { Pins, rollbackTarget } from './rollback/index.js';
 import { Spool } from './spool/index.js';
+import { createDns01Providers, createDns01Solver, janitor, StoreDns01Journal, type Dns01Solver } from './solvers/dns01/index.js';
 import { Enrollment } from './enroll/index.js';
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
@@ -142,7 +143,7 @@ function readFileOrConfigError(file: string, field: string): string {
 }
 
 /** Starts a controller; resolves once the API accepts calls. */
-export async function startController(cfg: ControllerConfig, log: Logger, clock: Clock = systemClock): Promise<Controller> {
+export async function startController(cfg: ControllerConfig, log: Logger, clock: Clock = systemClock, env: NodeJS.ProcessEnv = configEnvironment()): Promise<Controller> {
   const cleanups: Array<() => Promise<void>> = [];
   const stopAll = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) {
@@ -200,12 +201,25 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       log: log.child({ component: 'http01' }),
       selfCheckTimeoutMs: cfg.http01.selfCheckTimeout,
     });
+    // DNS-01: providers checked now (a rejected key fails the start, not the first renewal),
+    // and records a crash left behind removed before any new order.
+    let dns01: Dns01Solver | undefined;
+    if (Object.keys(cfg.dns01.providers).length > 0) {
+      const dlog = log.child({ component: 'dns01' });
+      const providers = createDns01Providers(cfg.dns01, { env, clock, log: dlog });
+      for (const p of providers.values()) await p.check();
+      const journal = new StoreDns01Journal(store);
+      const swept = await janitor(journal, providers, { log: dlog, clock });
+      if (swept.removed.length + swept.failed.length > 0) dlog.info({ removed: swept.removed.length, failed: swept.failed.length }, 'leftover challenge records swept');
+      dns01 = createDns01Solver(cfg.dns01, providers, journal, { clock, log: dlog });
+    }
     const spool = await Spool.open({ dir: path.join(cfg.stateDir, 'spool'), log: log.child({ component: 'spool' }), clock });
     const issuer = new Issuer({
       acme,
       store,
       spool,
       http01: solver,
+      ...(dns01 ? { dns01 } : {}),
       clock,
       log: log.child({ component: 'issuer' }),
       onEvent: (e) => {

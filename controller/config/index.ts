@@ -7,6 +7,7 @@ import path from 'node:path';
 import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { KEY_TYPES } from '../../shared/model/index.js';
 import { parseSelector } from '../../shared/selector/index.js';
+import { dns01ConfigSchema } from '../solvers/dns01/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 
 /** A DNS name a certificate may cover: lower-case LDH labels, optional leading `*.`. */
@@ -32,7 +33,9 @@ const certificate = z
     keyType: z.enum(KEY_TYPES).default('ecdsa-p256'),
     /** Label selector of the agents that serve this certificate and answer its HTTP-01 challenges. */
     agents: selector,
-    challenge: z.enum(['http-01']).default('http-01'),
+    challenge: z.enum(['http-01', 'dns-01']).default('http-01'),
+    /** DNS-01 only: the provider (a key of `dns01.providers`); default: chosen by `dns01.zones`. */
+    dnsProvider: z.string().min(1).optional(),
     /**
      * Staged rollout: a new version goes to the agents of the first wave (label
      * selectors), and on to the next only when every agent there reports it installed
@@ -49,6 +52,9 @@ const certificate = z
         ctx.addIssue({ code: 'custom', path: ['names', i], message: 'wildcard names need challenge dns-01 (HTTP-01 cannot validate them)' });
       }
     });
+    if (cert.dnsProvider !== undefined && cert.challenge !== 'dns-01') {
+      ctx.addIssue({ code: 'custom', path: ['dnsProvider'], message: 'dnsProvider applies to challenge dns-01 only' });
+    }
   });
 
 export const controllerConfigSchema = z
@@ -137,9 +143,19 @@ export const controllerConfigSchema = z
         concurrency: z.int().min(1).max(64).default(4),
       })
       .prefault({}),
+    /** DNS-01 providers, zones and propagation checks (docs/dns01.md). */
+    dns01: dns01ConfigSchema.prefault({}),
     certificates: z.array(certificate).default([]),
   })
   .superRefine((cfg, ctx) => {
+    cfg.certificates.forEach((c, i) => {
+      if (c.dnsProvider !== undefined && !(c.dnsProvider in cfg.dns01.providers)) {
+        ctx.addIssue({ code: 'custom', path: ['certificates', i, 'dnsProvider'], message: `unknown DNS provider "${c.dnsProvider}" (dns01.providers has: ${Object.keys(cfg.dns01.providers).join(', ') || 'none'})` });
+      }
+      if (c.challenge === 'dns-01' && c.dnsProvider === undefined && cfg.dns01.zones.length === 0 && Object.keys(cfg.dns01.providers).length !== 1) {
+        ctx.addIssue({ code: 'custom', path: ['certificates', i, 'challenge'], message: 'dns-01 needs a provider: set dnsProvider, or dns01.zones' });
+      }
+    });
     const seen = new Map<string, number>();
     cfg.certificates.forEach((c, i) => {
       const prev = seen.get(c.name);
@@ -172,6 +188,12 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
     store: resolveStorePaths(cfg.store, stateDir, abs),
     acme: { ...cfg.acme, ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }) },
     nats: resolveNatsPaths(cfg.nats, abs),
+    dns01: {
+      ...cfg.dns01,
+      providers: Object.fromEntries(
+        Object.entries(cfg.dns01.providers).map(([name, p]) => [name, p.type === 'rfc2136' && p.secretFile !== undefined ? { ...p, secretFile: abs(p.secretFile) } : p]),
+      ),
+    },
   };
 }
 
@@ -183,4 +205,12 @@ export function loadControllerConfig(file: string, env: NodeJS.ProcessEnv = proc
 /** Validates config text (for tests and `certfleet controller --check`). */
 export function parseControllerConfig(text: string, file: string, env: NodeJS.ProcessEnv = {}): Readonly<ControllerConfig> {
   return Object.freeze(resolvePaths(parseConfig(text, file, controllerConfigSchema, env), file));
+}
+
+/**
+ * The environment secrets may be read from (DNS provider `secretEnv`). Only config
+ * modules touch process.env; everything else gets it from here.
+ */
+export function configEnvironment(): NodeJS.ProcessEnv {
+  return process.env;
 }

@@ -26,6 +26,7 @@ import { createCsr, generateKey, type AcmeClient, type AcmeOrder } from '../acme
 import type { CertStore } from '../store/index.js';
 import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
+import type { Dns01Solver } from '../solvers/dns01/index.js';
 
 /** What to issue. */
 export interface IssueRequest {
@@ -33,6 +34,9 @@ export interface IssueRequest {
   names: readonly string[];
   keyType: KeyType;
   selector: string;
+  challenge: 'http-01' | 'dns-01';
+  /** DNS-01: the provider; default chosen by zone. */
+  dnsProvider?: string;
 }
 
 /** Where issuance progress is announced (the events stream in production). */
@@ -45,6 +49,8 @@ export interface IssuerOptions {
   acme: AcmeClient;
   store: CertStore;
   http01: Http01Solver;
+  /** DNS-01 solver; absent when no DNS provider is configured. */
+  dns01?: Dns01Solver;
   /** Where issued versions wait when the store is down. */
   spool: Spool;
   clock: Clock;
@@ -157,11 +163,12 @@ export class Issuer {
     return { order, keyPem };
   }
 
-  /** Answers every pending authorization of `order` with HTTP-01 through the agents. */
+  /** Answers every pending authorization of `order`, by the certificate's challenge type. */
   private async authorize(req: IssueRequest, order: AcmeOrder, log: Logger): Promise<void> {
     if (order.status === 'invalid') {
       throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `order for ${req.name} is invalid`, { details: { order: order.url, problem: order.error } });
     }
+    if (req.challenge === 'dns-01') return this.authorizeDns01(req, order, log);
     for (const authz of order.authorizations) {
       if (authz.status === 'valid') continue;
       if (authz.status !== 'pending') {
@@ -193,6 +200,51 @@ export class Issuer {
       } finally {
         await this.opts.http01.cleanup(challenge.token);
       }
+    }
+  }
+
+  /**
+   * DNS-01: every pending authorization at once, because a wildcard and its bare name
+   * share one TXT name and both values must be visible together. The records are
+   * present and propagated to every authoritative server before the CA is asked.
+   */
+  private async authorizeDns01(req: IssueRequest, order: AcmeOrder, log: Logger): Promise<void> {
+    const solver = this.opts.dns01;
+    if (!solver) throw new CertfleetError(ErrorCode.ConfigInvalid, `certificate ${req.name} uses dns-01 but no DNS provider is configured`);
+    const pending: Array<{ authzUrl: string; challengeUrl: string; status: string; identifier: string; token: string }> = [];
+    for (const authz of order.authorizations) {
+      if (authz.status === 'valid') continue;
+      if (authz.status !== 'pending') {
+        throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, { details: { authorization: authz.url } });
+      }
+      const challenge = authz.challenges.find((c) => c.type === 'dns-01');
+      if (!challenge) {
+        throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `the CA offers no dns-01 challenge for ${authz.identifier.value}`, {
+          details: { authorization: authz.url, offered: authz.challenges.map((c) => c.type) },
+        });
+      }
+      const identifier = authz.wildcard ? `*.${authz.identifier.value}` : authz.identifier.value;
+      pending.push({ authzUrl: authz.url, challengeUrl: challenge.url, status: challenge.status, identifier, token: challenge.token });
+    }
+    if (pending.length === 0) return;
+    const challenges = [];
+    for (const p of pending) {
+      challenges.push({
+        cert: req.name,
+        identifier: p.identifier,
+        keyAuthorization: await this.opts.acme.keyAuthorization(p.token),
+        ...(req.dnsProvider === undefined ? {} : { provider: req.dnsProvider }),
+      });
+    }
+    const presentation = await solver.present(challenges);
+    try {
+      for (const p of pending) if (p.status === 'pending') await this.opts.acme.acceptChallenge(p.challengeUrl);
+      for (const p of pending) {
+        await this.opts.acme.waitForAuthorization(p.authzUrl);
+        log.info({ identifier: p.identifier }, 'authorization valid');
+      }
+    } finally {
+      await solver.cleanup(presentation);
     }
   }
 }

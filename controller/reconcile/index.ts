@@ -244,7 +244,17 @@ export class Reconciler {
     rt.state = 'issuing';
     log.info({ reason }, 'issuance started');
     const job = this.opts.issuer
-      .issue({ name: cert.name, names: cert.names, keyType: cert.keyType, selector: cert.agents }, latest?.version ?? 0)
+      .issue(
+        {
+          name: cert.name,
+          names: cert.names,
+          keyType: cert.keyType,
+          selector: cert.agents,
+          challenge: cert.challenge,
+          ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
+        },
+        latest?.version ?? 0,
+      )
       .then(async (meta) => {
         // A new version replaces a rollback pin (the pinned version is being renewed away).
         if (await this.opts.pins.release(cert.name)) {

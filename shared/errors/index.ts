@@ -33,6 +33,10 @@ export const ErrorCode = {
   AcmeOrderInvalid: 'ACME_ORDER_INVALID',
   ChallengeNotServed: 'CHALLENGE_NOT_SERVED',
   AcmeTimeout: 'ACME_TIMEOUT',
+  DnsProviderFailed: 'DNS_PROVIDER_FAILED',
+  DnsCredentialsRejected: 'DNS_CREDENTIALS_REJECTED',
+  DnsLookupFailed: 'DNS_LOOKUP_FAILED',
+  DnsPropagationTimeout: 'DNS_PROPAGATION_TIMEOUT',
   // agents, enrolment and authorisation
   EnrollTokenInvalid: 'ENROLL_TOKEN_INVALID',
   Unauthenticated: 'UNAUTHENTICATED',

@@ -30,6 +30,12 @@ export interface PebbleOptions {
   nonceReject?: number;
   /** Where config, certificates and logs go. Default: a fresh temp dir. */
   dir?: string;
+  /**
+   * `host:port` of the DNS server Pebble's VA resolves with (e.g. a test's BIND, for
+   * DNS-01). Default: challtestsrv's, which `addA` controls; with another server `addA`
+   * has no effect on validation.
+   */
+  dnsServer?: string;
 }
 
 export interface PebbleHandle {
@@ -98,7 +104,7 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
   try {
     await waitForPort('127.0.0.1', challMgmtPort, 15000, chall);
     await waitForPort('127.0.0.1', dnsPort, 15000, chall);
-    pebble = startProcess('pebble', '/usr/bin/pebble', ['-config', configFile, '-dnsserver', `127.0.0.1:${dnsPort}`], {
+    pebble = startProcess('pebble', '/usr/bin/pebble', ['-config', configFile, '-dnsserver', opts.dnsServer ?? `127.0.0.1:${dnsPort}`], {
       cwd: dir,
       env: {
         ...process.env,

@@ -116,6 +116,7 @@ export class VaultDouble {
   /** A root token (never expires). */
   readonly rootToken: string;
   private mode: VaultDoubleMode = 'up';
+  private writeOutage: string | null = null;
   private readonly mounts = new Map<string, Mount>();
   private readonly tokens = new Map<string, Token>();
   private readonly roles = new Map<string, AppRole>();
@@ -148,6 +149,15 @@ export class VaultDouble {
         this.send(res, 500, { errors: [`double: ${String(err)}`] });
       });
     });
+  }
+
+  /**
+   * A partial outage: writes (POST/PUT) to paths under `prefix` (after `/v1/`) answer
+   * 503, as a Vault whose storage backend refuses writes does; reads still work. null
+   * ends it.
+   */
+  setWriteOutage(prefix: string | null): void {
+    this.writeOutage = prefix;
   }
 
   /** Switches the outage mode; 'unreachable' also cuts open keep-alive connections. */
@@ -218,6 +228,9 @@ export class VaultDouble {
 
     if (p === 'sys/health') return this.health(res);
     if (this.mode === 'sealed') return this.send(res, 503, { errors: ['Vault is sealed'] });
+    if (this.writeOutage !== null && method === 'POST' && p.startsWith(this.writeOutage)) {
+      return this.send(res, 503, { errors: ['storage backend unavailable (test outage)'] });
+    }
 
     if (p === 'auth/approle/login' && method === 'POST') return this.approleLogin(res, body);
 
