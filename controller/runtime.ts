@@ -21,6 +21,8 @@ import { startApiServer, versionToPb, type ApiServer, type CallerIdentity } from
 import { configEnvironment, type CertificateConfig, type ControllerConfig } from './config/index.js';
 import { Pins, rollbackTarget } from './rollback/index.js';
 import { Spool } from './spool/index.js';
+import { BudgetKeeper } from './budget/index.js';
+import { AriTracker } from './ari/index.js';
 import { createDns01Providers, createDns01Solver, janitor, StoreDns01Journal, type Dns01Solver } from './solvers/dns01/index.js';
 import { Enrollment } from './enroll/index.js';
 import { Fleet } from './fleet/index.js';
@@ -242,8 +244,15 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       },
     });
     const pins = new Pins(store);
+    // Budgets are per CA account: the same key reused against another CA is another account.
+    const accountId = crypto.createHash('sha256').update(acme.directoryUrl).digest('hex').slice(0, 16);
+    const budget = await BudgetKeeper.open(nats, cfg.budgets, accountId, clock, log.child({ component: 'budget' }));
+    const ari = new AriTracker(store, acme, clock, log.child({ component: 'ari' }));
     const loop = new Reconciler({
       pins,
+      budget,
+      ari,
+      spread: cfg.renewal.spread,
       spooled: (name) => spool.pending().some((e) => e.name === name),
       selectedAgents: (sel) =>
         fleet.selected(sel).map((a) => ({ name: a.registration.name, labels: a.registration.labels, certificates: a.report?.certificates ?? [] })),
@@ -356,13 +365,13 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           return Promise.resolve({
             summary: certificateSummary(c.name),
             reason: rt?.reason ?? '',
-            deferredUntil: '',
-            deferredReason: '',
+            deferredUntil: rt && rt.deferredUntil > clock.now() ? isoAt(rt.deferredUntil) : '',
+            deferredReason: rt && rt.deferredUntil > clock.now() ? rt.deferredReason : '',
             backoffUntil: rt && rt.backoffUntil > clock.now() ? isoAt(rt.backoffUntil) : '',
             failures: rt?.failures ?? 0,
             pinnedVersion: rt?.pinned ?? 0,
-            ariWindowStart: '',
-            ariWindowEnd: '',
+            ariWindowStart: rt?.ariWindow ? isoAt(rt.ariWindow.start) : '',
+            ariWindowEnd: rt?.ariWindow ? isoAt(rt.ariWindow.end) : '',
             desiredVersion: desired.get(c.name)?.version ?? 0,
           });
         },
@@ -418,8 +427,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           loop.kick();
           return latest?.version ?? 0;
         },
-        // No rate-limit budgets are enforced yet (issue #3): say so rather than invent levels.
-        budgets: () => Promise.resolve({ preset: 'none', budgets: [] }),
+        budgets: () =>
+          Promise.resolve({
+            preset: budget.preset,
+            budgets: budget.levels().map((l) => ({
+              name: `${l.title} (${l.key})`,
+              limit: l.human,
+              available: l.available,
+              capacity: l.capacity,
+              reserved: l.reserved,
+              nextTokenAt: l.nextTokenAt === null ? '' : isoAt(l.nextTokenAt),
+            })),
+          }),
         async events(limit, cert) {
           const list = await readEvents(nats, { limit, ...(cert === '' ? {} : { cert }) });
           return list.map((e) => ({

@@ -6,18 +6,41 @@
  * and every 30 s while NATS is unreachable — so an agent converges even with NATS down.
  *
  * For each assigned certificate whose desired version is not installed:
- *   fetch bundle (gRPC, mTLS) → install (validated before any disk write) → reload hook
+ *   take it from the local archive (versions/<N>, re-validated) or fetch the bundle
+ *   (gRPC, mTLS) → install (validated before any disk write) → reload hook
  *   → verify served fingerprint → report.
+ *
+ * Rollback on the node: when the hook fails (non-zero exit, timeout) or an endpoint
+ * does not serve the new certificate, the previous version is activated again, the
+ * hook rerun and the endpoints verified again. The report then says both things:
+ *
+ *   state "failed", errorCode HOOK_FAILED | HOOK_TIMEOUT | NOT_SERVED  (the new version)
+ *   failedVersion = the new version, version/fingerprint = what is installed now
+ *   rollback = "restored" (the previous version serves again) | "restore-failed"
+ *
+ *   install vN ─▶ hook ─ok─▶ verify ─ok─▶ installed
+ *                   │fail          │fail
+ *                   ▼              ▼
+ *             activate previous ─▶ hook ─▶ verify ─▶ failed + restored | restore-failed
+ *
+ * With no previous version (first install) there is nothing to restore: the failure is
+ * reported with rollback "" and the new version stays in place (a server that needs
+ * several certificates before it can start is the usual reason, see converge()).
+ *
  * A failure is reported (state "failed" with a stable code) and retried at the next
- * resynchronisation, not in a tight loop. Reports also go out every `reportInterval`
- * as the agent's heartbeat.
+ * resynchronisation (every `resyncInterval`, and at start), not in a tight loop. A
+ * version that was rolled back from is retried too — from the local archive — because
+ * the usual cause is on the node (a broken server configuration) and an operator may
+ * have fixed it; each retry that fails rolls back again. Reports also go out every
+ * `reportInterval` as the agent's heartbeat.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
+import { ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, VersionMeta } from '../../shared/model/index.js';
 import { openKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { selects } from '../../shared/selector/index.js';
+import { desiredFor } from '../../shared/rollout/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import { reloadHookFor, type AgentConfig, type HookConfig } from '../config/index.js';
 import { hookEnvironment, runHook } from '../hooks/index.js';
@@ -34,6 +57,22 @@ interface Installed {
   desired: DesiredRecord;
   meta: VersionMeta;
   lineageDir: string;
+  /** The version `current` named before this pass made it `meta.version`; null: none to restore. */
+  previous: number | null;
+}
+
+/** Why one member of a hook group failed, before any rollback. */
+interface Failure {
+  member: Installed;
+  code: string;
+  error: string;
+  hook: HookOutcome | null;
+}
+
+/** A failed member whose previous version was activated again. */
+interface Restored {
+  failure: Failure;
+  meta: VersionMeta;
 }
 /** Resync period while NATS is unreachable. */
 const OFFLINE_RESYNC_MS = 30_000;
@@ -106,6 +145,8 @@ export class Sync {
         error: '',
         errorCode: '',
         updatedAt: isoAt(this.opts.clock.now()),
+        failedVersion: 0,
+        rollback: '',
       });
     }
   }
@@ -127,7 +168,8 @@ export class Sync {
         this.desired.delete(key);
         return;
       }
-      this.desired.set(key, value);
+      // During a staged rollout, an agent of an unreleased wave keeps the previous version.
+      this.desired.set(key, desiredFor(value, this.opts.labels));
       this.kick();
     });
     this.watches.push(w1);
@@ -197,12 +239,15 @@ export class Sync {
       if (done) installed.push(done);
     }
     // Certificates installed earlier whose only problem was a failed hook ride along.
+    // Only those left in place (nothing to restore): a version that was rolled back from
+    // waits for the next resynchronisation like any other failure.
     for (const st of this.status.values()) {
       const d = this.desired.get(st.name);
-      if (d && st.state === 'failed' && st.version === d.version && (st.errorCode === ErrorCode.HookFailed || st.errorCode === ErrorCode.HookTimeout)) {
+      const hookOnly = st.errorCode === ErrorCode.HookFailed || st.errorCode === ErrorCode.HookTimeout;
+      if (d && st.state === 'failed' && st.version === d.version && st.rollback === '' && hookOnly) {
         if (!installed.some((i) => i.desired.name === st.name)) {
           const meta = await this.opts.installer.current(st.name);
-          if (meta && meta.version === d.version) installed.push({ desired: d, meta, lineageDir: this.opts.installer.lineageDir(st.name) });
+          if (meta && meta.version === d.version) installed.push({ desired: d, meta, lineageDir: this.opts.installer.lineageDir(st.name), previous: null });
         }
       }
     }
@@ -210,10 +255,16 @@ export class Sync {
     if (changed || installed.length > 0) await this.report();
   }
 
-  /** Fetches and installs one version; records a failure and returns undefined when it cannot. */
+  /**
+   * Makes `d` current: from the local archive when versions/<N> holds it with the desired
+   * fingerprint (no controller needed: a rollback the controller ordered, or a retry),
+   * else fetched over gRPC. Records a failure and returns undefined when it cannot.
+   */
   private async installOne(d: DesiredRecord): Promise<Installed | undefined> {
     const log = this.opts.log.child({ cert: d.name, version: d.version });
     try {
+      const local = await this.fromArchive(d, log);
+      if (local) return local;
       const bundle = await this.opts.link.fetchBundle(d.name, d.version);
       if (bundle.meta.fingerprint !== d.fingerprint) {
         log.warn({ got: bundle.meta.fingerprint, want: d.fingerprint }, 'fetched version differs from the desired pointer');
@@ -221,7 +272,7 @@ export class Sync {
       const result = await this.opts.installer.install(bundle, { requiredNames: d.names });
       log.info({ changed: result.changed }, 'certificate installed');
       this.setStatus(d, { version: bundle.meta.version, fingerprint: bundle.meta.fingerprint, state: 'pending' });
-      return { desired: d, meta: bundle.meta, lineageDir: result.lineageDir };
+      return { desired: d, meta: bundle.meta, lineageDir: result.lineageDir, previous: result.changed ? result.previousVersion : null };
     } catch (err) {
       const cf = toCertfleetError(err, ErrorCode.InstallFailed);
       log.warn({ code: cf.code, err: cf.message }, 'install refused');
@@ -230,7 +281,33 @@ export class Sync {
     }
   }
 
-  /** Runs each distinct reload hook once for the certificates it serves, then verifies them. */
+  /**
+   * Activates `d` from versions/<N> when it is there. Undefined when it is not (or was
+   * pruned meanwhile), or when the archived copy has another fingerprint than the
+   * desired pointer: versions are immutable, so that copy is stale (a controller whose
+   * store was reset reused the number) and the fetch path reports the conflict. A copy
+   * that no longer validates (expired) throws: the fetched one would be the same.
+   */
+  private async fromArchive(d: DesiredRecord, log: Logger): Promise<Installed | undefined> {
+    const installer = this.opts.installer;
+    if (!(await installer.hasVersion(d.name, d.version))) return undefined;
+    try {
+      const archived = await installer.load(d.name, d.version);
+      if (archived.meta.fingerprint !== d.fingerprint) {
+        log.warn({ got: archived.meta.fingerprint, want: d.fingerprint }, 'archived version differs from the desired pointer; fetching');
+        return undefined;
+      }
+      const result = await installer.activate(d.name, d.version, { requiredNames: d.names });
+      log.info({ changed: result.changed, previousVersion: result.previousVersion }, 'certificate activated from the local archive');
+      this.setStatus(d, { version: result.meta.version, fingerprint: result.meta.fingerprint, state: 'pending' });
+      return { desired: d, meta: result.meta, lineageDir: installer.lineageDir(d.name), previous: result.changed ? result.previousVersion : null };
+    } catch (err) {
+      if (isCertfleetError(err, ErrorCode.NotFound)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Groups the installed versions by reload hook and applies each group. */
   private async runHooks(installed: Installed[]): Promise<void> {
     const groups = new Map<string, { spec: HookConfig | undefined; members: Installed[] }>();
     for (const item of installed) {
@@ -240,43 +317,111 @@ export class Sync {
       group.members.push(item);
       groups.set(key, group);
     }
-    for (const { spec, members } of groups.values()) {
-      let hook: HookOutcome | null = null;
-      const first = members[0];
-      if (spec && first) {
-        const env = { ...hookEnvironment(first.meta, first.lineageDir), CERTFLEET_CERTS: members.map((m) => m.desired.name).join(' ') };
-        hook = await runHook({ command: spec.command, timeoutMs: spec.timeout }, env);
-        if (hook.exitCode !== 0 || hook.timedOut) {
-          const code = hook.timedOut ? ErrorCode.HookTimeout : ErrorCode.HookFailed;
-          const why = hook.timedOut ? `reload hook timed out after ${spec.timeout} ms` : `reload hook exited with ${hook.exitCode}${hook.signal ? ` (${hook.signal})` : ''}`;
-          this.opts.log.warn({ code, certs: members.map((m) => m.desired.name), outputTail: hook.outputTail }, 'reload hook failed');
-          for (const m of members) this.setStatus(m.desired, { version: m.meta.version, fingerprint: m.meta.fingerprint, state: 'failed', hook, error: why, errorCode: code });
-          continue;
+    for (const { spec, members } of groups.values()) await this.applyGroup(spec, members);
+  }
+
+  /**
+   * Runs the group's hook once, verifies every member, and rolls back the members that
+   * failed. A failed hook fails every member (which certificate broke the server cannot
+   * be told); a wrong served certificate fails only the members not served.
+   */
+  private async applyGroup(spec: HookConfig | undefined, members: Installed[]): Promise<void> {
+    const failures: Failure[] = [];
+    const hook = spec ? await this.runGroupHook(spec, members, false) : null;
+    const hookError = spec && hook ? hookFailure(spec, hook) : null;
+    if (hookError) {
+      this.opts.log.warn({ code: hookError.code, certs: members.map((m) => m.desired.name), outputTail: hook?.outputTail }, 'reload hook failed');
+      for (const m of members) failures.push({ member: m, ...hookError, hook });
+    } else {
+      if (hook) this.opts.log.info({ certs: members.map((m) => m.desired.name), durationMs: hook.durationMs }, 'reload hook succeeded');
+      for (const m of members) {
+        const check = await this.verify(m.desired, m.meta);
+        const facts = { version: m.meta.version, fingerprint: m.meta.fingerprint, hook };
+        if (check.ok) {
+          this.setStatus(m.desired, { ...facts, state: 'installed', servedVerified: check.verified });
+        } else {
+          this.opts.log.warn({ cert: m.desired.name, error: check.error }, 'served certificate does not match');
+          failures.push({ member: m, code: ErrorCode.NotServed, error: `not served: ${check.error}`, hook });
         }
-        this.opts.log.info({ certs: members.map((m) => m.desired.name), durationMs: hook.durationMs }, 'reload hook succeeded');
       }
-      for (const m of members) await this.verifyOne(m, hook);
+    }
+    if (failures.length > 0) await this.rollBack(spec, failures);
+  }
+
+  /**
+   * Restores the previous version of every failed member that has one, reruns the hook
+   * once for them, verifies them again, and records both outcomes. A member with nothing
+   * to restore keeps the new version and is reported failed with rollback ''.
+   */
+  private async rollBack(spec: HookConfig | undefined, failures: Failure[]): Promise<void> {
+    const restored: Restored[] = [];
+    for (const f of failures) {
+      const { desired: d, meta, previous } = f.member;
+      const base = { version: meta.version, fingerprint: meta.fingerprint, state: 'failed' as const, hook: f.hook, errorCode: f.code };
+      if (previous === null) {
+        this.setStatus(d, { ...base, error: f.error });
+        continue;
+      }
+      const log = this.opts.log.child({ cert: d.name, version: meta.version, restore: previous });
+      try {
+        const back = await this.opts.installer.activate(d.name, previous, { requiredNames: d.names });
+        log.warn({ code: f.code }, 'previous version restored');
+        restored.push({ failure: f, meta: back.meta });
+      } catch (err) {
+        // Expired, pruned or unreadable: the new version stays in place, reported as such.
+        const cf = toCertfleetError(err, ErrorCode.InstallFailed);
+        log.error({ code: cf.code, err: cf.message }, 'previous version cannot be restored');
+        this.setStatus(d, { ...base, error: `${f.error}; restoring v${previous} failed: ${cf.message}`, failedVersion: meta.version, rollback: 'restore-failed' });
+      }
+    }
+    if (restored.length === 0) return;
+
+    const members = restored.map((r): Installed => ({ ...r.failure.member, meta: r.meta, previous: null }));
+    const hook = spec ? await this.runGroupHook(spec, members, true) : null;
+    const hookError = spec && hook ? hookFailure(spec, hook) : null;
+    for (const r of restored) {
+      const f = r.failure;
+      const facts = { version: r.meta.version, fingerprint: r.meta.fingerprint, state: 'failed' as const, hook: f.hook, errorCode: f.code, failedVersion: f.member.meta.version };
+      const tried = `${f.error}; rolled back to v${r.meta.version}`;
+      if (hookError) {
+        this.opts.log.error({ cert: f.member.desired.name, code: hookError.code, outputTail: hook?.outputTail }, 'reload hook failed after rollback');
+        this.setStatus(f.member.desired, { ...facts, error: `${tried}, but ${hookError.error}`, rollback: 'restore-failed' });
+        continue;
+      }
+      const check = await this.verify(f.member.desired, r.meta);
+      if (!check.ok) {
+        this.opts.log.error({ cert: f.member.desired.name, error: check.error }, 'restored version not served');
+        this.setStatus(f.member.desired, { ...facts, error: `${tried}, but it is not served: ${check.error}`, rollback: 'restore-failed' });
+        continue;
+      }
+      this.opts.log.warn({ cert: f.member.desired.name, failedVersion: f.member.meta.version, version: r.meta.version }, 'rolled back');
+      this.setStatus(f.member.desired, { ...facts, error: `${tried}${check.verified ? ', served again' : ''}`, servedVerified: check.verified, rollback: 'restored' });
     }
   }
 
-  /** Checks the configured endpoints serve the installed version; records the outcome. */
-  private async verifyOne(m: Installed, hook: HookOutcome | null): Promise<void> {
-    const d = m.desired;
+  /** Runs `spec` once for `members` (the first one's facts, CERTFLEET_CERTS naming all). */
+  private async runGroupHook(spec: HookConfig, members: Installed[], rollback: boolean): Promise<HookOutcome | null> {
+    const first = members[0];
+    if (!first) return null;
+    const env: Record<string, string> = {
+      ...hookEnvironment(first.meta, first.lineageDir),
+      CERTFLEET_CERTS: members.map((m) => m.desired.name).join(' '),
+      // Lets a hook tell a restore from a new version (e.g. to skip a notification).
+      CERTFLEET_ROLLBACK: rollback ? '1' : '0',
+    };
+    return await runHook({ command: spec.command, timeoutMs: spec.timeout }, env);
+  }
+
+  /**
+   * Checks the configured endpoints of `d` serve `meta`. `verified` is false when no
+   * endpoint is configured (nothing to prove, not a failure).
+   */
+  private async verify(d: DesiredRecord, meta: VersionMeta): Promise<{ ok: boolean; verified: boolean; error: string }> {
     const endpoints = (this.opts.config.certificates[d.name]?.verify ?? []).map((e) => ({ address: e.address, serverName: e.serverName ?? d.names[0] ?? '' }));
-    const facts = { version: m.meta.version, fingerprint: m.meta.fingerprint, hook };
-    if (endpoints.length === 0) {
-      this.setStatus(d, { ...facts, state: 'installed' });
-      return;
-    }
-    const checks = await verifyServed(endpoints, m.meta.fingerprint);
-    const bad = checks.filter((c) => !c.ok);
-    if (bad.length > 0) {
-      const why = bad.map((c) => `${c.address}: ${c.error}`).join('; ');
-      this.opts.log.warn({ cert: d.name, endpoints: bad }, 'served certificate does not match');
-      this.setStatus(d, { ...facts, state: 'failed', error: `not served: ${why}`, errorCode: ErrorCode.NotServed });
-      return;
-    }
-    this.setStatus(d, { ...facts, state: 'installed', servedVerified: true });
+    if (endpoints.length === 0) return { ok: true, verified: false, error: '' };
+    const bad = (await verifyServed(endpoints, meta.fingerprint)).filter((c) => !c.ok);
+    if (bad.length === 0) return { ok: true, verified: true, error: '' };
+    return { ok: false, verified: false, error: bad.map((c) => `${c.address}: ${c.error}`).join('; ') };
   }
 
   /** Replaces the status of `d` with the given facts (others reset). */
@@ -292,6 +437,8 @@ export class Sync {
       servedVerified: false,
       error: '',
       errorCode: '',
+      failedVersion: 0,
+      rollback: '',
       ...facts,
       updatedAt: isoAt(this.opts.clock.now()),
     });
@@ -318,4 +465,11 @@ export class Sync {
     for (const w of this.watches) await w.stop();
     await this.runner.stop();
   }
+}
+
+/** The failure a hook outcome means (HOOK_TIMEOUT, HOOK_FAILED), or null when it succeeded. */
+function hookFailure(spec: HookConfig, hook: HookOutcome): { code: string; error: string } | null {
+  if (hook.timedOut) return { code: ErrorCode.HookTimeout, error: `reload hook timed out after ${spec.timeout} ms` };
+  if (hook.exitCode !== 0) return { code: ErrorCode.HookFailed, error: `reload hook exited with ${hook.exitCode}${hook.signal ? ` (${hook.signal})` : ''}` };
+  return null;
 }

@@ -4,7 +4,9 @@
  * Every field is documented in docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
+import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
+import { BudgetConfigSchema } from '../budget/index.js';
+import type { RenewBefore } from '../scheduler/index.js';
 import { KEY_TYPES } from '../../shared/model/index.js';
 import { parseSelector } from '../../shared/selector/index.js';
 import { dns01ConfigSchema } from '../solvers/dns01/index.js';
@@ -24,6 +26,18 @@ const selector = z.string().superRefine((text, ctx) => {
   }
 });
 
+const renewBefore = z.string().transform((text, ctx): RenewBefore => {
+  const pct = /^(\d{1,2}(?:\.\d+)?)%$/.exec(text.trim());
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (percent > 0 && percent < 100) return { kind: 'percent', percent };
+  }
+  const ms = parseDuration(text);
+  if (ms !== undefined && ms > 0) return { kind: 'duration', ms };
+  ctx.addIssue({ code: 'custom', message: `"${text}" is neither a duration before expiry (e.g. 30d) nor a share of the lifetime (e.g. 33%)` });
+  return z.NEVER;
+});
+
 const certificate = z
   .strictObject({
     /** Stable identifier: store key, KV key, directory name on agents. */
@@ -34,6 +48,11 @@ const certificate = z
     /** Label selector of the agents that serve this certificate and answer its HTTP-01 challenges. */
     agents: selector,
     challenge: z.enum(['http-01', 'dns-01']).default('http-01'),
+    /**
+     * When to renew, instead of 2/3 of the lifetime: a duration before expiry ("30d") or a
+     * share of the lifetime left ("33%").
+     */
+    renewBefore: renewBefore.optional(),
     /** DNS-01 only: the provider (a key of `dns01.providers`); default: chosen by `dns01.zones`. */
     dnsProvider: z.string().min(1).optional(),
     /**
@@ -141,8 +160,15 @@ export const controllerConfigSchema = z
         checkInterval: duration.prefault('1m'),
         /** Orders in flight at once across all certificates. */
         concurrency: z.int().min(1).max(64).default(4),
+        /**
+         * Jitter spread, as a fraction of the lifetime: each certificate renews up to this
+         * much earlier than its renewal point, by a hash of its name and serial.
+         */
+        spread: z.number().min(0).max(0.5).default(0.05),
       })
       .prefault({}),
+    /** Rate-limit budgets mirroring the CA's limits (docs/renewal.md). */
+    budgets: BudgetConfigSchema.prefault({}),
     /** DNS-01 providers, zones and propagation checks (docs/dns01.md). */
     dns01: dns01ConfigSchema.prefault({}),
     certificates: z.array(certificate).default([]),

@@ -22,7 +22,7 @@ import { isoAt } from '../../shared/clock/index.js';
 import type { ChallengeRecord, KeyType, VersionMeta } from '../../shared/model/index.js';
 import { parseCertificate } from '../../shared/pki/index.js';
 import { validateBundle } from '../../shared/bundle/index.js';
-import { createCsr, generateKey, type AcmeClient, type AcmeOrder } from '../acme/index.js';
+import { createCsr, generateKey, PROBLEM_ALREADY_REPLACED, type AcmeClient, type AcmeOrder } from '../acme/index.js';
 import type { CertStore } from '../store/index.js';
 import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
@@ -37,6 +37,8 @@ export interface IssueRequest {
   challenge: 'http-01' | 'dns-01';
   /** DNS-01: the provider; default chosen by zone. */
   dnsProvider?: string;
+  /** ARI identifier of the certificate this order renews (RFC 9773 `replaces`). */
+  replaces?: string;
 }
 
 /** Where issuance progress is announced (the events stream in production). */
@@ -155,7 +157,16 @@ export class Issuer {
       await this.opts.store.deleteObject(pendingKey(req.name));
     }
     const keyPem = await generateKey(req.keyType);
-    const order = await this.opts.acme.placeOrder(req.names);
+    let order: AcmeOrder;
+    try {
+      order = await this.opts.acme.placeOrder(req.names, req.replaces === undefined ? {} : { replaces: req.replaces });
+    } catch (err) {
+      // The CA says that certificate was already replaced (by an order it remembers, or
+      // another controller): order again as a plain renewal.
+      if (!(req.replaces !== undefined && isCertfleetError(err) && err.details['type'] === PROBLEM_ALREADY_REPLACED)) throw err;
+      log.info({ replaces: req.replaces }, 'certificate already replaced; ordering without replaces');
+      order = await this.opts.acme.placeOrder(req.names);
+    }
     const pending: PendingOrder = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()) };
     await this.opts.store.putObject(pendingKey(req.name), pending);
     log.info({ order: order.url }, 'order placed');

@@ -22,6 +22,8 @@ import type { CertificateConfig } from '../config/index.js';
 import type { Issuer } from '../issuer/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
 import { backoffDelay, decide } from '../scheduler/index.js';
+import type { BudgetKeeper, Spend } from '../budget/index.js';
+import type { AriTracker } from '../ari/index.js';
 import { CoalescingRunner } from '../../shared/runtime/index.js';
 import type { CertStore } from '../store/index.js';
 
@@ -39,6 +41,11 @@ export interface CertRuntime {
   pinned: number;
   /** An operator asked for a renewal now. */
   force: boolean;
+  /** Set while a budget holds the next order back. */
+  deferredUntil: number;
+  deferredReason: string;
+  /** The CA's renewal window for the served version (ARI), when it offers one. */
+  ariWindow: { start: number; end: number } | null;
 }
 
 /** What the loop needs to know about an agent to move a rollout on. */
@@ -59,6 +66,12 @@ export interface ReconcilerOptions {
   intervalMs: number;
   concurrency: number;
   pins: Pins;
+  /** Rate-limit budgets; an order that would break one is deferred, never sent. */
+  budget: BudgetKeeper;
+  /** ARI windows; absent in tests that do not need them. */
+  ari?: AriTracker;
+  /** Jitter spread (fraction of lifetime). */
+  spread: number;
   /** Whether an issued version of `name` waits in the spool (then no new order is placed). */
   spooled: (name: string) => boolean;
   /** Enrolled agents selected by a selector, with their last reports (controller/fleet). */
@@ -86,6 +99,9 @@ export class Reconciler {
         latest: null,
         pinned: 0,
         force: false,
+        deferredUntil: 0,
+        deferredReason: '',
+        ariWindow: null,
       });
     }
   }
@@ -160,19 +176,47 @@ export class Reconciler {
       rt.reason = 'an issued version waits in the spool until the store accepts it';
       return;
     }
+    const ari = target ? await this.opts.ari?.forVersion(target) : undefined;
+    rt.ariWindow = ari?.window ?? null;
     const now = this.opts.clock.now();
-    const decision = rt.force
-      ? { action: 'issue' as const, reason: 'renewal requested by an operator', at: now }
-      : decide({ names: cert.names, keyType: cert.keyType }, target, now, rt.backoffUntil);
+    const spec = { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) };
+    const scheduled = decide(spec, target, now, rt.backoffUntil, { spread: this.opts.spread, ...(ari ? { ari: { window: ari.window, seed: ari.seed } } : {}) });
+    const decision = rt.force ? { ...scheduled, action: 'issue' as const, reason: 'renewal requested by an operator', at: now, ari: false } : scheduled;
     rt.reason = decision.reason;
     rt.nextCheck = decision.at;
     if (decision.action === 'wait') {
       if (rt.failures === 0) rt.state = target ? 'ready' : 'pending';
+      rt.deferredUntil = 0;
+      rt.deferredReason = '';
       return;
     }
     if (this.inFlight.size >= this.opts.concurrency) return;
+
+    // Budgets: an order that would break one is not sent. A renewal of the same names is
+    // exempt from the per-account and per-domain limits; an ARI renewal (replaces) from all.
+    const sameNames = latest !== null && sameNameSet(latest.names, cert.names);
+    const replaces = decision.ari && sameNames && ari ? ari.certId : undefined;
+    const verdict = this.opts.budget.check({ names: cert.names, emergency: decision.emergency, renewal: sameNames, ...(replaces ? { replaces } : {}) });
+    if (!verdict.ok) {
+      const first = rt.deferredUntil === 0;
+      rt.deferredUntil = verdict.until;
+      rt.deferredReason = verdict.reason;
+      rt.nextCheck = verdict.until;
+      if (first) {
+        this.opts.log.info({ cert: cert.name, until: isoAt(verdict.until), reason: verdict.reason }, 'budget deferred');
+        await this.opts.events.emit(EventType.deferred, {
+          cert: cert.name,
+          message: `order deferred until ${isoAt(verdict.until)}: ${verdict.reason}`,
+          details: { until: isoAt(verdict.until), limits: verdict.limits },
+        });
+      }
+      return;
+    }
+    this.opts.budget.commit(verdict.spend);
+    rt.deferredUntil = 0;
+    rt.deferredReason = '';
     rt.force = false;
-    this.startIssue(cert, rt, latest, decision.reason);
+    this.startIssue(cert, rt, latest, decision.reason, verdict.spend, replaces);
   }
 
   /**
@@ -239,10 +283,10 @@ export class Reconciler {
     });
   }
 
-  private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string): void {
+  private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, spend: Spend, replaces: string | undefined): void {
     const log = this.opts.log.child({ cert: cert.name });
     rt.state = 'issuing';
-    log.info({ reason }, 'issuance started');
+    log.info({ reason, replaces }, 'issuance started');
     const job = this.opts.issuer
       .issue(
         {
@@ -252,6 +296,7 @@ export class Reconciler {
           selector: cert.agents,
           challenge: cert.challenge,
           ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
+          ...(replaces === undefined ? {} : { replaces }),
         },
         latest?.version ?? 0,
       )
@@ -271,9 +316,16 @@ export class Reconciler {
       })
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);
+        // No certificate came of it: the certificate buckets get their tokens back (the
+        // new-order token stays spent, as at the CA); a failed validation costs the
+        // identifier's authorization-failure budget.
+        if (!(cf.details['spooled'] === true)) this.opts.budget.refund(spend);
+        const failedIdentifier = cf.details['identifier'];
+        if (cf.code === ErrorCode.AcmeProblem && typeof failedIdentifier === 'string') this.opts.budget.recordAuthorizationFailure(failedIdentifier);
         rt.failures += 1;
         const now = this.opts.clock.now();
-        rt.backoffUntil = now + Math.max(backoffDelay(rt.failures), cf.retryAfterMs ?? 0);
+        const lifetime = latest ? Date.parse(latest.notAfter) - Date.parse(latest.notBefore) : undefined;
+        rt.backoffUntil = now + Math.max(backoffDelay(rt.failures, Math.random, lifetime), cf.retryAfterMs ?? 0);
         rt.lastError = cf.message;
         rt.lastErrorCode = cf.code;
         rt.state = 'failed';
@@ -307,4 +359,10 @@ export class Reconciler {
     await Promise.race([Promise.allSettled([running, ...this.inFlight.values()]), grace]);
     clearTimeout(timer);
   }
+}
+
+function sameNameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const set = new Set(a.map((n) => n.toLowerCase()));
+  return b.every((n) => set.has(n.toLowerCase()));
 }

@@ -11,6 +11,7 @@ export const BUCKET_HISTORY = {
   [Bucket.desired]: 10,
   [Bucket.challenges]: 1,
   [Bucket.agents]: 1,
+  [Bucket.budgets]: 1,
 } as const;
 
 /**

@@ -24,6 +24,11 @@ export const Bucket = {
    * Written by the controller from gRPC ReportStatus, read by every controller.
    */
   agents: 'certfleet_agents',
+  /**
+   * Rate-limit budget levels, so a restart does not forget what was spent. Key: the
+   * ACME account id. Value: BudgetState (controller/budget), written with CAS.
+   */
+  budgets: 'certfleet_budgets',
 } as const;
 
 /** JetStream stream holding the audit log of fleet events. */
@@ -66,6 +71,8 @@ export const EventType = {
   rolloutHalted: 'rollout-halted',
   /** The CA issued a certificate but the store was down: it waits in the local spool. */
   spooled: 'spooled',
+  /** An order was not sent because it would break a rate-limit budget; details say until when. */
+  deferred: 'deferred',
   /** An operator asked for a renewal now. */
   renewRequested: 'renew-requested',
 } as const;

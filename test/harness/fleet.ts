@@ -32,6 +32,13 @@ export interface FleetAgentSpec {
   labels: Record<string, string>;
   /** Certificates this agent's nginx serves (must match what the selectors assign it). */
   serves: string[];
+  /**
+   * The agent's reload hook, given its directory and the real nginx reload command;
+   * default: that command. For tests of hooks that fail or do not reload.
+   */
+  hook?: (ctx: { dir: string; reload: string }) => string;
+  /** The agent's resyncInterval (a duration); default 5s. */
+  resyncInterval?: string;
 }
 
 export interface FleetAgent extends FleetAgentSpec {
@@ -42,6 +49,10 @@ export interface FleetAgent extends FleetAgentSpec {
   process: Started;
   /** The bootstrap token it enrolled with (already used). */
   token: string;
+  /** The real nginx reload-or-start command (what the default hook runs). */
+  reloadCommand: string;
+  /** Starts the agent process again after `process.stop()` (same config and state). */
+  restart(): void;
 }
 
 export interface CliResult {
@@ -182,6 +193,8 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
         keyFile: path.join(stateDir, 'certs', c.name, 'current', 'privkey.pem'),
       })),
     });
+    const reloadCommand = nginxReloadCommand(conf, nginxPrefix);
+    const hook = spec.hook ? spec.hook({ dir, reload: reloadCommand }) : reloadCommand;
     const configFile = path.join(dir, 'agent.yaml');
     fs.writeFileSync(
       configFile,
@@ -191,9 +204,9 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
         `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(controllerState, 'ca.pem')}, serverName: localhost }`,
         `nats: { servers: ["${nats.url}"] }`,
         `http01: { listen: "${spec.ip}:${httpPort}" }`,
-        'resyncInterval: 5s',
+        `resyncInterval: ${spec.resyncInterval ?? '5s'}`,
         'reportInterval: 1s',
-        `hooks: { reload: { command: ${JSON.stringify(nginxReloadCommand(conf, nginxPrefix))}, timeout: 30s } }`,
+        `hooks: { reload: { command: ${JSON.stringify(hook)}, timeout: 30s } }`,
         'certificates:',
         ...certs.map((c) => `  ${c.name}: { verify: [{ address: "${spec.ip}:${tlsPort}" }] }`),
         '',
@@ -203,8 +216,24 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     const created = await fleet.cliJson<{ token: string }>(['token', 'create', spec.name, ...labelArgs]);
     const enrolled = await runCli(['agent', 'enroll', '--config', configFile, '--token', created.token]);
     if (enrolled.code !== 0) throw new Error(`enrolment of ${spec.name} failed (${enrolled.code}): ${enrolled.stderr}\n${fleet.logs()}`);
-    const proc = startProcess(spec.name, process.execPath, [CLI, 'agent', '--config', configFile]);
-    agents.set(spec.name, { ...spec, dir, configFile, stateDir, nginxPrefix, process: proc, token: created.token });
+    const start = (): Started => startProcess(spec.name, process.execPath, [CLI, 'agent', '--config', configFile]);
+    const agent: FleetAgent = {
+      ...spec,
+      dir,
+      configFile,
+      stateDir,
+      nginxPrefix,
+      process: start(),
+      token: created.token,
+      reloadCommand,
+      restart() {
+        // Keep what the stopped process printed: failure messages show both runs.
+        const before = agent.process.output();
+        const next = start();
+        agent.process = { ...next, output: () => `${before}\n--- ${spec.name} restarted ---\n${next.output()}` };
+      },
+    };
+    agents.set(spec.name, agent);
   }
   return fleet;
 }

@@ -1,0 +1,93 @@
+/**
+ * The budget with its persistence: state loaded from the NATS `budgets` bucket at start
+ * and written back after every change, so a restarted controller remembers what it spent.
+ * Writes are serialised and use compare-and-set; on a conflict (another controller wrote
+ * meanwhile) the stored state wins for buckets it spent more from — we keep the lower level
+ * of each bucket, which never over-spends.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../../shared/clock/index.js';
+import { isCertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { openKv, type JsonKv, type NatsHandle } from '../../shared/nats/index.js';
+import { Bucket } from '../../shared/wire/index.js';
+import { Budget, type BudgetConfig, type BudgetRequest, type BucketLevel, type CheckResult, type Spend, type BudgetState } from './index.js';
+
+export class BudgetKeeper {
+  private revision = 0;
+  private saving: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly budget: Budget,
+    readonly preset: string,
+    private readonly kv: JsonKv<BudgetState>,
+    private readonly key: string,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads the stored state of `accountId` (or starts full). */
+  static async open(nats: NatsHandle, cfg: BudgetConfig, accountId: string, clock: Clock, log: Logger): Promise<BudgetKeeper> {
+    const kv = await openKv<BudgetState>(nats, Bucket.budgets, { create: false });
+    const stored = await kv.get(accountId);
+    const keeper = new BudgetKeeper(Budget.fromConfig(cfg, stored?.value), cfg.preset, kv, accountId, clock, log);
+    keeper.revision = stored?.revision ?? 0;
+    return keeper;
+  }
+
+  check(req: BudgetRequest): CheckResult {
+    return this.budget.check(req, this.clock.now());
+  }
+
+  commit(spend: Spend): void {
+    if (spend.items.length === 0) return;
+    this.budget.commit(spend, this.clock.now());
+    this.save();
+  }
+
+  refund(spend: Spend): void {
+    if (spend.items.length === 0) return;
+    this.budget.refund(spend, this.clock.now());
+    this.save();
+  }
+
+  recordAuthorizationFailure(identifier: string): void {
+    this.budget.recordAuthorizationFailure(identifier, this.clock.now());
+    this.save();
+  }
+
+  levels(): BucketLevel[] {
+    return this.budget.levels(this.clock.now());
+  }
+
+  /** Resolves when every change so far is written (or its write failed and was logged). */
+  flushed(): Promise<void> {
+    return this.saving;
+  }
+
+  private save(): void {
+    this.saving = this.saving.then(() => this.write());
+  }
+
+  private async write(): Promise<void> {
+    const state = this.budget.toJSON(this.clock.now());
+    try {
+      this.revision = this.revision === 0 ? await this.kv.put(this.key, state) : await this.kv.update(this.key, state, this.revision);
+    } catch (err) {
+      if (isCertfleetError(err, ErrorCode.StoreConflict)) {
+        // Another controller spent meanwhile: merge by keeping the lower level per bucket.
+        const theirs = await this.kv.get(this.key);
+        if (theirs) {
+          for (const [id, b] of Object.entries(theirs.value.buckets)) {
+            const mine = state.buckets[id];
+            if (!mine || b.level < mine.level) state.buckets[id] = b;
+          }
+          this.budget.restore(state);
+          this.revision = await this.kv.update(this.key, state, theirs.revision).catch(() => theirs.revision);
+          return;
+        }
+      }
+      // NATS away: the in-memory budget still enforces; the next change writes again.
+      this.log.warn({ err: (err as Error).message }, 'budget state not saved');
+    }
+  }
+}
