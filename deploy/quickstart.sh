@@ -9,7 +9,10 @@
 #
 # What runs (all on 127.0.0.0/8, all state under .quickstart/ in the repository, one pid
 # file and one log file per process in .quickstart/logs/):
-#   pebble-challtestsrv  DNS for Pebble's validation authority     127.0.0.1:8053 (mgmt :8055)
+#   pebble-challtestsrv  DNS (A records) for HTTP-01 names         127.0.0.1:8053 (mgmt :8055)
+#   named (BIND 9)       DNS for Pebble's validation authority     127.0.0.1:15353 (UDP and TCP):
+#                        primary of the DNS-01 zones (internal.test) with TSIG-signed dynamic
+#                        updates, and a resolver that forwards every other name to challtestsrv
 #   pebble               the ACME CA                               127.0.0.1:14000 (mgmt :15000)
 #   nats-server          JetStream                                 127.0.0.1:14222
 #   controller           certfleet controller (gRPC API)           127.0.0.1:17443
@@ -18,8 +21,14 @@
 # Each nginx is started by its agent's reload hook (deploy/nginx-reload.sh) once its
 # certificates exist, and by this script on a restart when they already do.
 #
+# The certificate `wild` (*.internal.test, internal.test) is issued through DNS-01: the
+# controller writes its TXT records into named's zone with RFC 2136 updates signed by the
+# TSIG key in .quickstart/bind/certfleet-key.conf (made by tsig-keygen, 0600), and Pebble
+# reads them through the same named.
+#
 # Ports can be changed through the environment: QS_PEBBLE_PORT, QS_PEBBLE_MGMT_PORT,
-# QS_CHALL_MGMT_PORT, QS_DNS_PORT, QS_NATS_PORT, QS_API_PORT, QS_HTTP01_PORT, QS_TLS_PORT.
+# QS_CHALL_MGMT_PORT, QS_DNS_PORT, QS_BIND_PORT, QS_NATS_PORT, QS_API_PORT, QS_HTTP01_PORT,
+# QS_TLS_PORT.
 # QS_BUILD=0 skips `npm run build` (when dist/ is already current). QS_WAIT_SECONDS (default
 # 180) bounds the wait for the certificates.
 #
@@ -38,6 +47,11 @@ PEBBLE_PORT=${QS_PEBBLE_PORT:-14000}
 PEBBLE_MGMT_PORT=${QS_PEBBLE_MGMT_PORT:-15000}
 CHALL_MGMT_PORT=${QS_CHALL_MGMT_PORT:-8055}
 DNS_PORT=${QS_DNS_PORT:-8053}
+# named: the DNS server Pebble asks, and the primary the controller sends updates to.
+BIND_PORT=${QS_BIND_PORT:-15353}
+# The TSIG key named accepts updates with; the template's dns01 provider names it.
+TSIG_KEY=certfleet-key
+TSIG_KEY_FILE=$QS/bind/$TSIG_KEY.conf
 NATS_PORT=${QS_NATS_PORT:-14222}
 API_PORT=${QS_API_PORT:-17443}
 # Pebble's validation authority connects to this port on whatever address a name resolves
@@ -53,10 +67,10 @@ AGENT_NAMES=(edge-a edge-b)
 AGENT_IPS=(127.0.0.2 127.0.0.3)
 AGENT_LABELS=("role=web,site=a" "role=web,site=b")
 
-PACKAGES=(pebble nats-server nginx-light openssl ca-certificates)
+PACKAGES=(pebble nats-server nginx-light bind9 openssl ca-certificates)
 
 # The daemons this script starts besides the agents (and the agents' nginx), the CA last.
-SERVICES_STOP_ORDER=(controller nats-server pebble pebble-challtestsrv)
+SERVICES_STOP_ORDER=(controller nats-server pebble named pebble-challtestsrv)
 
 say() { printf '==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
@@ -103,7 +117,7 @@ install_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
   fi
   local bin
-  for bin in /usr/bin/pebble /usr/bin/pebble-challtestsrv /usr/sbin/nats-server /usr/sbin/nginx; do
+  for bin in /usr/bin/pebble /usr/bin/pebble-challtestsrv /usr/sbin/nats-server /usr/sbin/nginx /usr/sbin/named /usr/sbin/tsig-keygen; do
     [ -x "$bin" ] || die "$bin is missing although its package is installed"
   done
   command -v openssl > /dev/null || die "openssl is missing"
@@ -317,6 +331,8 @@ check_ports() {
   require_free tcp "$CHALL_MGMT_PORT" "pebble-challtestsrv management API"
   require_free tcp "$DNS_PORT" "pebble-challtestsrv DNS"
   require_free udp "$DNS_PORT" "pebble-challtestsrv DNS"
+  require_free tcp "$BIND_PORT" "named (BIND) DNS"
+  require_free udp "$BIND_PORT" "named (BIND) DNS"
   require_free tcp "$NATS_PORT" "nats-server"
   require_free tcp "$API_PORT" "certfleet controller API"
   require_free tcp "$HTTP01_PORT" "agents' HTTP-01 responders"
@@ -353,7 +369,7 @@ pebble_tls() {
   ) || die "openssl could not make Pebble's HTTPS certificate"
 }
 
-start_pebble() {
+prepare_pebble() {
   local dir=$QS/pebble
   mkdir -p "$dir"
   chmod 0700 "$dir"
@@ -372,18 +388,166 @@ start_pebble() {
   }
 }
 EOF
-  say "starting pebble-challtestsrv (DNS 127.0.0.1:$DNS_PORT) and pebble (https://127.0.0.1:$PEBBLE_PORT/dir)"
+}
+
+start_challtestsrv() {
+  say "starting pebble-challtestsrv (DNS 127.0.0.1:$DNS_PORT)"
   # challtestsrv binds every interface by default: keep it on loopback and switch off the
   # responders we do not use. Pebble asks for AAAA first, so no default IPv6 answer.
-  start_daemon pebble-challtestsrv "$dir" -- pebble-challtestsrv \
+  start_daemon pebble-challtestsrv "$QS/pebble" -- pebble-challtestsrv \
     -management "127.0.0.1:$CHALL_MGMT_PORT" -dns01 "127.0.0.1:$DNS_PORT" \
     -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" -defaultIPv4 127.0.0.1
   wait_port pebble-challtestsrv 127.0.0.1 "$CHALL_MGMT_PORT"
   wait_port pebble-challtestsrv 127.0.0.1 "$DNS_PORT"
+}
+
+start_pebble() {
+  local dir=$QS/pebble
+  say "starting pebble (https://127.0.0.1:$PEBBLE_PORT/dir), resolving through named"
+  # Pebble takes one DNS server: named, which answers the DNS-01 zones itself and
+  # forwards every other name (the HTTP-01 names) to challtestsrv.
   start_daemon pebble "$dir" PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0 -- \
-    pebble -config "$dir/pebble-config.json" -dnsserver "127.0.0.1:$DNS_PORT"
+    pebble -config "$dir/pebble-config.json" -dnsserver "127.0.0.1:$BIND_PORT"
   wait_port pebble 127.0.0.1 "$PEBBLE_PORT"
   wait_port pebble 127.0.0.1 "$PEBBLE_MGMT_PORT"
+}
+
+# ---------------------------------------------------------------------------- named (BIND)
+
+# The TSIG key, made once by tsig-keygen and kept across runs: named includes the file,
+# the controller reads the same file (dns01.providers.bind.secretFile). Only its owner
+# may read it.
+prepare_bind() {
+  local dir=$QS/bind
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  if [ ! -s "$TSIG_KEY_FILE" ]; then
+    info "making the TSIG key $TSIG_KEY (tsig-keygen)"
+    (
+      umask 077
+      tsig-keygen -a hmac-sha256 "$TSIG_KEY" > "$TSIG_KEY_FILE.tmp"
+    ) || die "tsig-keygen failed"
+    mv "$TSIG_KEY_FILE.tmp" "$TSIG_KEY_FILE"
+  fi
+  chmod 0600 "$TSIG_KEY_FILE"
+}
+
+# Debian's bind9 package ships an AppArmor profile that confines /usr/sbin/named to
+# /etc/bind, /var/lib/bind and /var/cache/bind: where it is enforced, named could not read
+# its files under .quickstart/. Say so, with the fix, before starting anything.
+check_apparmor() {
+  local profiles=/sys/kernel/security/apparmor/profiles local_rules=/etc/apparmor.d/local/usr.sbin.named
+  [ -r "$profiles" ] || return 0
+  grep -Eq '^(/usr/sbin/)?named \(enforce\)' "$profiles" 2> /dev/null || return 0
+  grep -Fq "$QS/bind/" "$local_rules" 2> /dev/null && return 0
+  printf 'quickstart: error: AppArmor confines named to /etc/bind, /var/lib/bind and /var/cache/bind,\n' >&2
+  printf 'but the quick start keeps its files in %s. Allow that directory once:\n' "$QS/bind" >&2
+  printf '  %s\n' "printf '  %s\\n' '$QS/bind/ r,' '$QS/bind/** rwk,' | sudo tee -a $local_rules" >&2
+  printf '  sudo apparmor_parser -r /etc/apparmor.d/usr.sbin.named\n' >&2
+  exit 1
+}
+
+# bind_zones: the zones of the controller configuration's dns01.zones whose provider is an
+# rfc2136 provider sending to this named, one a line. Fails when such a provider uses
+# another key than the one named is given.
+bind_zones() {
+  # shellcheck disable=SC2016 # JavaScript, not shell: ${...} are template literals.
+  (cd "$REPO" && node --input-type=module -e '
+    import fs from "node:fs";
+    import { parse } from "yaml";
+    const [configFile, server, keyName] = process.argv.slice(1);
+    const dns01 = parse(fs.readFileSync(configFile, "utf8")).dns01 ?? {};
+    const ours = (name) => {
+      const p = dns01.providers?.[name];
+      if (!p || p.type !== "rfc2136" || p.server !== server) return false;
+      if (p.keyName !== keyName) {
+        console.error(`dns01.providers.${name}: keyName must be ${keyName}, the key the quick start gives named`);
+        process.exit(1);
+      }
+      return true;
+    };
+    for (const z of dns01.zones ?? []) if (ours(z.provider)) console.log(String(z.zone).toLowerCase().replace(/\.$/, ""));
+  ' "$QS/controller.yaml" "127.0.0.1:$BIND_PORT" "$TSIG_KEY")
+}
+
+# start_bind: writes named.conf and one zone file per DNS-01 zone, then starts named.
+# Zone files are rewritten on every run (and their journals dropped): they only ever hold
+# challenge records, which the controller's janitor would remove anyway.
+start_bind() {
+  local dir=$QS/bind zones zone
+  zones=$(bind_zones) || die "could not read dns01 from $QS/controller.yaml"
+  {
+    printf '%s\n' \
+      "// Written by deploy/quickstart.sh; rewritten on every run." \
+      "options {" \
+      "  directory \"$dir\";" \
+      "  pid-file \"$dir/named.pid\";" \
+      "  session-keyfile \"$dir/session.key\";" \
+      "  managed-keys-directory \"$dir\";" \
+      "  listen-on port $BIND_PORT { 127.0.0.1; };" \
+      "  listen-on-v6 { none; };" \
+      "  // A resolver for Pebble: names outside the zones below go to challtestsrv, which" \
+      "  // holds the HTTP-01 names' A records (it answers every name, so forward only)." \
+      "  // Expect 'DNS format error ... unrelated SOA challtestsrv.invalid' in named's log for" \
+      "  // AAAA lookups: challtestsrv says 'no AAAA' with an SOA of another name, named answers" \
+      "  // SERVFAIL, and Pebble uses the A record." \
+      "  recursion yes;" \
+      "  allow-recursion { 127.0.0.0/8; };" \
+      "  allow-query { 127.0.0.0/8; };" \
+      "  forward only;" \
+      "  forwarders { 127.0.0.1 port $DNS_PORT; };" \
+      "  // challtestsrv's answers change at run time: cache nothing for long." \
+      "  max-cache-ttl 1;" \
+      "  max-ncache-ttl 1;" \
+      "  max-cache-size 32M;" \
+      "  dnssec-validation no;" \
+      "  notify no;" \
+      "};" \
+      "// No rndc: the quick start stops named with SIGTERM." \
+      "controls { };" \
+      "include \"$TSIG_KEY_FILE\";"
+    for zone in $zones; do
+      printf '%s\n' \
+        "zone \"$zone\" {" \
+        "  type primary;" \
+        "  file \"$dir/$zone.db\";" \
+        "  // The controller's key may change TXT records in this zone, nothing else." \
+        "  update-policy { grant $TSIG_KEY subdomain $zone. TXT; };" \
+        "};"
+    done
+  } > "$dir/named.conf"
+  chmod 0600 "$dir/named.conf"
+  for zone in $zones; do
+    rm -f "$dir/$zone.db.jnl"
+    # shellcheck disable=SC2016 # $TTL is a zone file directive, not a shell variable.
+    printf '%s\n' \
+      '$TTL 60' \
+      "@ IN SOA ns1.$zone. hostmaster.$zone. 1 3600 600 86400 60" \
+      "@ IN NS ns1.$zone." \
+      "ns1 IN A 127.0.0.1" > "$dir/$zone.db"
+  done
+
+  local list=${zones//$'\n'/, }
+  say "starting named (DNS 127.0.0.1:$BIND_PORT): primary for ${list:-no zone}, forwarding other names to challtestsrv"
+  local log offset i
+  log=$(log_file named)
+  offset=$(stat -c %s "$log" 2> /dev/null || echo 0)
+  # -g: foreground, log to stderr (our log file); -4: no IPv6 sockets.
+  start_daemon named "$dir" -- named -g -4 -c "$dir/named.conf"
+  # named logs "running" once every zone is loaded.
+  for i in $(seq 1 300); do
+    if tail -c +"$((offset + 1))" "$log" | grep -q ' running$'; then
+      wait_port named 127.0.0.1 "$BIND_PORT"
+      return 0
+    fi
+    if ! running named > /dev/null; then
+      show_log named 40
+      die "named exited during start-up; see $log"
+    fi
+    sleep 0.1
+  done
+  show_log named 40
+  die "named did not finish loading within 30 s; see $log"
 }
 
 # add_a HOST IP: makes HOST resolve to IP for Pebble's validation authority.
@@ -410,7 +574,7 @@ start_nats() {
 render_controller_config() {
   local out=$QS/controller.yaml
   sed -e "s|@QS@|$QS|g" -e "s|@API_PORT@|$API_PORT|g" -e "s|@NATS_PORT@|$NATS_PORT|g" \
-    -e "s|@PEBBLE_PORT@|$PEBBLE_PORT|g" "$TEMPLATE" > "$out.tmp"
+    -e "s|@PEBBLE_PORT@|$PEBBLE_PORT|g" -e "s|@BIND_PORT@|$BIND_PORT|g" "$TEMPLATE" > "$out.tmp"
   if grep -n '@[A-Z_]*@' "$out.tmp" > /dev/null; then
     die "unknown placeholder left in $out.tmp: $(grep -n '@[A-Z_]*@' "$out.tmp" | head -n 1)"
   fi
@@ -439,7 +603,7 @@ start_controller() {
 # ---------------------------------------------------------------------------- agents, nginx
 
 # served_certs: one line per (agent, certificate) the controller configuration assigns,
-# "AGENT<TAB>CERT<TAB>NAME NAME...", evaluated with certfleet's own selector code.
+# "AGENT<TAB>CERT<TAB>CHALLENGE<TAB>NAME NAME...", evaluated with certfleet's own selector code.
 served_certs() {
   local specs=() i
   for i in "${!AGENT_NAMES[@]}"; do specs+=("${AGENT_NAMES[$i]}|${AGENT_LABELS[$i]}"); done
@@ -454,10 +618,19 @@ served_certs() {
       const [agent, labelText] = spec.split("|");
       const labels = Object.fromEntries(labelText.split(",").map((kv) => kv.split("=")));
       for (const c of cfg.certificates ?? []) {
-        if (selects(c.agents, labels)) console.log([agent, c.name, c.names.join(" ")].join("\t"));
+        if (selects(c.agents, labels)) console.log([agent, c.name, c.challenge ?? "http-01", c.names.join(" ")].join("\t"));
       }
     }
   ' "$QS/controller.yaml" "$REPO/dist/shared/selector/index.js" "${specs[@]}")
+}
+
+# sni_for NAME: a host name NAME covers, for SNI: NAME itself, or for a wildcard *.ZONE,
+# foo.ZONE.
+sni_for() {
+  case $1 in
+    '*.'*) printf 'foo.%s\n' "${1#\*.}" ;;
+    *) printf '%s\n' "$1" ;;
+  esac
 }
 
 # served_by AGENT: the lines of served.tsv for AGENT.
@@ -505,8 +678,13 @@ write_agent() {
       "    command: [\"/bin/bash\", \"$RELOAD_HOOK\", \"$prefix/nginx.conf\", \"$prefix\"]" \
       "    timeout: 30s" \
       "certificates:"
-    while IFS=$'\t' read -r _ cert names; do
+    while IFS=$'\t' read -r _ cert _ names; do
       printf '%s\n' "  $cert:" "    verify:" "      - address: \"$ip:$TLS_PORT\""
+      # The agent's check sends the certificate's first name as SNI; a wildcard is not a
+      # host name, so name one host it covers.
+      case $names in
+        '*.'*) printf '%s\n' "        serverName: \"$(sni_for "${names%% *}")\"" ;;
+      esac
     done < <(served_by "$agent")
   } > "$dir/agent.yaml"
   cli agent --config "$dir/agent.yaml" --check > /dev/null || die "the agent rejects $dir/agent.yaml"
@@ -526,7 +704,8 @@ write_agent() {
       "  access_log \"$prefix/logs/access.log\";" "  keepalive_timeout 5s;" "  default_type text/plain;"
     local m
     while read -r m; do printf '  %s_temp_path "%s";\n' "$m" "$prefix/temp/$m"; done < <(nginx_temp_paths)
-    while IFS=$'\t' read -r _ cert names; do
+    while IFS=$'\t' read -r _ cert _ names; do
+      # server_name takes wildcards (*.internal.test) as they are.
       printf '%s\n' \
         "  server {" \
         "    listen $ip:$TLS_PORT ssl;" \
@@ -595,12 +774,14 @@ start_agents() {
   done
 }
 
-# Each name resolves (for Pebble) to the first agent that serves it; every agent that
-# serves a certificate answers its challenges anyway.
+# Each HTTP-01 name resolves (for Pebble) to the first agent that serves it; every agent
+# that serves a certificate answers its challenges anyway. DNS-01 names need no address:
+# Pebble only reads their TXT records, from named.
 publish_dns() {
-  local agent cert names name i ip
+  local agent cert challenge names name i ip
   declare -A done_names=()
-  while IFS=$'\t' read -r agent cert names; do
+  while IFS=$'\t' read -r agent cert challenge names; do
+    [ "$challenge" = http-01 ] || continue
     ip=
     for i in "${!AGENT_NAMES[@]}"; do
       [ "${AGENT_NAMES[$i]}" = "$agent" ] && ip=${AGENT_IPS[$i]}
@@ -677,14 +858,16 @@ dump_logs() {
 
 show_served() {
   say "what each nginx serves (openssl s_client)"
-  local agent cert names name i ip out
-  while IFS=$'\t' read -r agent cert names; do
+  local agent cert names name sni i ip out
+  while IFS=$'\t' read -r agent cert _ names; do
     for i in "${!AGENT_NAMES[@]}"; do
       [ "${AGENT_NAMES[$i]}" = "$agent" ] && ip=${AGENT_IPS[$i]}
     done
     for name in $names; do
-      printf '    %s %s:%s  SNI %s\n' "$agent" "$ip" "$TLS_PORT" "$name"
-      if out=$(openssl s_client -connect "$ip:$TLS_PORT" -servername "$name" < /dev/null 2> /dev/null |
+      # A wildcard is shown through one name it covers (*.internal.test: foo.internal.test).
+      sni=$(sni_for "$name")
+      printf '    %s %s:%s  SNI %s\n' "$agent" "$ip" "$TLS_PORT" "$sni"
+      if out=$(openssl s_client -connect "$ip:$TLS_PORT" -servername "$sni" < /dev/null 2> /dev/null |
         openssl x509 -noout -subject -issuer -ext subjectAltName -enddate -fingerprint -sha256 2> /dev/null); then
         printf '%s\n' "$out" | grep -v '^X509v3 Subject Alternative Name' | sed 's/^ */        /'
       else
@@ -716,7 +899,10 @@ show_usage() {
     Talk to an nginx:
       curl --cacert <(curl -s --cacert $QS/pebble/wfe-ca.pem https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0) \\
            --resolve www.example.test:$TLS_PORT:${AGENT_IPS[0]} https://www.example.test:$TLS_PORT/
-      (the root comes from Pebble's management API: it changes whenever Pebble restarts)
+      (the root comes from Pebble's management API: it changes whenever Pebble restarts;
+      the wildcard certificate: --resolve foo.internal.test:$TLS_PORT:${AGENT_IPS[0]} https://foo.internal.test:$TLS_PORT/)
+    DNS-01 zone (named, TSIG key $TSIG_KEY_FILE):
+      dig @127.0.0.1 -p $BIND_PORT internal.test SOA
     Logs:    $LOGS/  (one per process; nginx: $rel/<agent>/nginx/logs/)
     Configs: $rel/controller.yaml, $rel/<agent>/agent.yaml, $rel/<agent>/nginx/nginx.conf
     Stop:    deploy/quickstart.sh down     (keeps $rel/ for inspection)
@@ -734,10 +920,16 @@ cmd_up() {
   build
   cmd_down
   check_ports
-  start_pebble
-  start_nats
+  check_apparmor
+  # The controller configuration names Pebble's CA and the TSIG key file: make both first.
+  prepare_pebble
+  prepare_bind
   render_controller_config
   served_certs > "$QS/served.tsv" || die "could not read the certificates from $QS/controller.yaml"
+  start_challtestsrv
+  start_bind
+  start_pebble
+  start_nats
   start_controller
   say "pointing the names at the agents (challtestsrv A records)"
   publish_dns
