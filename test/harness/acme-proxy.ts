@@ -57,8 +57,12 @@ export interface AcmeProxyOptions {
   pebble: Pick<PebbleHandle, 'directoryUrl' | 'caPem'>;
   /** Retry-After (seconds or HTTP-date) for renewal-info answers. Default '21600' (six hours, as RFC 9773's example). */
   retryAfter?: string;
-  /** Window for identifiers the test did not set; default none (404 malformed problem, as an unknown certificate). */
-  defaultWindow?: ProxyWindow;
+  /**
+   * Window for identifiers the test did not set, or a function choosing one per identifier
+   * (for certificates the test cannot know in advance); default none (404 malformed
+   * problem, as an unknown certificate).
+   */
+  defaultWindow?: ProxyWindow | ((certId: string) => ProxyWindow | undefined);
 }
 
 export interface AcmeProxy {
@@ -99,7 +103,7 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
 
   const serveRenewalInfo = (certId: string, res: http.ServerResponse): void => {
     hits.set(certId, (hits.get(certId) ?? 0) + 1);
-    const w = windows.get(certId) ?? opts.defaultWindow;
+    const w = windows.get(certId) ?? (typeof opts.defaultWindow === 'function' ? opts.defaultWindow(certId) : opts.defaultWindow);
     if (w === undefined) {
       res
         .writeHead(404, { 'content-type': 'application/problem+json' })

@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { startNats, type NatsServer } from './nats.js';
 import { nginxReloadCommand, stopNginx, writeNginxConfig } from './nginx.js';
 import { startPebble, type PebbleHandle } from './pebble.js';
+import { startAcmeProxy, type AcmeProxy, type AcmeProxyOptions } from './acme-proxy.js';
 import { eventually, freePort, startProcess, waitForPort, type Started } from './process.js';
 import { tempDir } from './tmp.js';
 
@@ -24,6 +25,8 @@ export interface FleetCertificate {
   name: string;
   names: string[];
   agents: string;
+  /** Further fields of the certificate entry, as inline YAML (e.g. `rollout: { waves: [...] }`). */
+  extra?: string;
 }
 
 export interface FleetAgentSpec {
@@ -64,8 +67,13 @@ export interface CliResult {
 export interface Fleet {
   root: string;
   pebble: PebbleHandle;
+  /** The ACME proxy in front of Pebble (counts new orders, serves renewalInfo), when asked for. */
+  proxy: AcmeProxy | undefined;
   nats: NatsServer;
+  /** The controller process now (replaced by restartController). */
   controller: Started;
+  /** Stops the controller (SIGKILL when `kill`) and starts it again on the same config. */
+  restartController(opts?: { kill?: boolean }): Promise<void>;
   controllerConfig: string;
   controllerState: string;
   credentials: string;
@@ -79,6 +87,8 @@ export interface Fleet {
   cliJson<T>(args: string[]): Promise<T>;
   /** Everything the fleet's processes printed, for failure messages. */
   logs(): string;
+  /** Enrols and starts the agents (already done unless `deferAgents`). */
+  addAgents(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -103,6 +113,14 @@ export interface StartFleetOptions {
   /** A record per name: the address Pebble's VA connects to for HTTP-01. */
   dns: Record<string, string>;
   validityPeriodSeconds?: number;
+  /** Put the ACME proxy (test/harness/acme-proxy.ts) between the controller and Pebble, with these options. */
+  proxy?: Omit<AcmeProxyOptions, 'pebble'>;
+  /** Extra top-level controller.yaml lines (e.g. a `store:` section). */
+  controllerYaml?: string[];
+  /** `renewal:` section of controller.yaml; default `{ checkInterval: 1s }`. */
+  renewalYaml?: string;
+  /** Enrol and start the agents later, by calling `fleet.addAgents()`; default now. */
+  deferAgents?: boolean;
 }
 
 /** Starts everything and waits until each agent runs. */
@@ -114,10 +132,11 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   const pebble = await startPebble({ httpPort, ...(opts.validityPeriodSeconds === undefined ? {} : { validityPeriodSeconds: opts.validityPeriodSeconds }) });
   for (const [name, ip] of Object.entries(opts.dns)) await pebble.addA(name, ip);
   const nats = await startNats();
+  const proxy = opts.proxy ? await startAcmeProxy({ ...opts.proxy, pebble }) : undefined;
 
   const controllerState = path.join(root, 'controller');
   const pebbleCa = path.join(root, 'pebble-ca.pem');
-  fs.writeFileSync(pebbleCa, pebble.caPem);
+  fs.writeFileSync(pebbleCa, proxy ? `${pebble.caPem}\n${proxy.caPem}` : pebble.caPem);
   const controllerConfig = path.join(root, 'controller.yaml');
   fs.writeFileSync(
     controllerConfig,
@@ -127,18 +146,20 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       `api: { listen: "127.0.0.1:${apiPort}", agentOfflineAfter: 30s }`,
       `nats: { servers: ["${nats.url}"] }`,
       'acme:',
-      `  directoryUrl: ${pebble.directoryUrl}`,
+      `  directoryUrl: ${proxy ? proxy.directoryUrl : pebble.directoryUrl}`,
       `  caFile: ${pebbleCa}`,
       '  email: ops@example.test',
       '  termsOfServiceAgreed: true',
       'http01: { selfCheckTimeout: 20s, validationTimeout: 60s }',
-      'renewal: { checkInterval: 1s }',
+      `renewal: ${opts.renewalYaml ?? '{ checkInterval: 1s }'}`,
+      ...(opts.controllerYaml ?? []),
       'certificates:',
-      ...opts.certificates.map((c) => `  - { name: ${c.name}, names: ${yamlList(c.names)}, agents: ${JSON.stringify(c.agents)} }`),
+      ...opts.certificates.map((c) => `  - { name: ${c.name}, names: ${yamlList(c.names)}, agents: ${JSON.stringify(c.agents)}${c.extra ? `, ${c.extra}` : ''} }`),
       '',
     ].join('\n'),
   );
-  const controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
+  let controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
+  let controllerOutput = '';
   const credentials = path.join(controllerState, 'admin-credentials.json');
   await waitForPort('127.0.0.1', apiPort, 30_000, controller);
   await eventually('admin credentials', () => fs.existsSync(credentials), 10_000);
@@ -148,8 +169,18 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   const fleet: Fleet = {
     root,
     pebble,
+    proxy,
     nats,
-    controller,
+    get controller() {
+      return controller;
+    },
+    async restartController(o = {}) {
+      controllerOutput += controller.output() + (o.kill ? '\n--- controller killed ---\n' : '\n--- controller stopped ---\n');
+      if (o.kill) await controller.kill();
+      else await controller.stop();
+      controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
+      await waitForPort('127.0.0.1', apiPort, 30_000, controller);
+    },
     controllerConfig,
     controllerState,
     credentials,
@@ -162,8 +193,9 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       if (res.code !== 0) throw new Error(`certfleet ${args.join(' ')} exited ${res.code}: ${res.stderr}`);
       return JSON.parse(res.stdout) as T;
     },
+    addAgents: () => Promise.resolve(),
     logs() {
-      const parts = [`--- controller ---\n${controller.output()}`];
+      const parts = [`--- controller ---\n${controllerOutput}${controller.output()}`];
       for (const a of agents.values()) parts.push(`--- ${a.name} ---\n${a.process.output()}`);
       return parts.join('\n');
     },
@@ -173,67 +205,80 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
         await stopNginx(a.nginxPrefix);
       }
       await controller.stop();
+      await proxy?.stop();
       await nats.stop();
       await pebble.stop();
     },
   };
 
-  for (const spec of opts.agents) {
-    const dir = path.join(root, spec.name);
-    const stateDir = path.join(dir, 'state');
-    const nginxPrefix = path.join(dir, 'nginx');
-    fs.mkdirSync(dir, { recursive: true });
-    const certs = opts.certificates.filter((c) => spec.serves.includes(c.name));
-    const conf = writeNginxConfig({
-      prefix: nginxPrefix,
-      servers: certs.map((c) => ({
-        listen: `${spec.ip}:${tlsPort}`,
-        serverNames: c.names,
-        certFile: path.join(stateDir, 'certs', c.name, 'current', 'fullchain.pem'),
-        keyFile: path.join(stateDir, 'certs', c.name, 'current', 'privkey.pem'),
-      })),
-    });
-    const reloadCommand = nginxReloadCommand(conf, nginxPrefix);
-    const hook = spec.hook ? spec.hook({ dir, reload: reloadCommand }) : reloadCommand;
-    const configFile = path.join(dir, 'agent.yaml');
-    fs.writeFileSync(
-      configFile,
-      [
-        `stateDir: ${stateDir}`,
-        'log: { level: debug }',
-        `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(controllerState, 'ca.pem')}, serverName: localhost }`,
-        `nats: { servers: ["${nats.url}"] }`,
-        `http01: { listen: "${spec.ip}:${httpPort}" }`,
-        `resyncInterval: ${spec.resyncInterval ?? '5s'}`,
-        'reportInterval: 1s',
-        `hooks: { reload: { command: ${JSON.stringify(hook)}, timeout: 30s } }`,
-        'certificates:',
-        ...certs.map((c) => `  ${c.name}: { verify: [{ address: "${spec.ip}:${tlsPort}" }] }`),
-        '',
-      ].join('\n'),
-    );
-    const labelArgs = Object.entries(spec.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
-    const created = await fleet.cliJson<{ token: string }>(['token', 'create', spec.name, ...labelArgs]);
-    const enrolled = await runCli(['agent', 'enroll', '--config', configFile, '--token', created.token]);
-    if (enrolled.code !== 0) throw new Error(`enrolment of ${spec.name} failed (${enrolled.code}): ${enrolled.stderr}\n${fleet.logs()}`);
-    const start = (): Started => startProcess(spec.name, process.execPath, [CLI, 'agent', '--config', configFile]);
-    const agent: FleetAgent = {
-      ...spec,
-      dir,
-      configFile,
-      stateDir,
-      nginxPrefix,
-      process: start(),
-      token: created.token,
-      reloadCommand,
-      restart() {
-        // Keep what the stopped process printed: failure messages show both runs.
-        const before = agent.process.output();
-        const next = start();
-        agent.process = { ...next, output: () => `${before}\n--- ${spec.name} restarted ---\n${next.output()}` };
-      },
-    };
-    agents.set(spec.name, agent);
-  }
+  const addAgents = async (): Promise<void> => {
+    const starters: Array<() => void> = [];
+    for (const spec of opts.agents) {
+      const dir = path.join(root, spec.name);
+      const stateDir = path.join(dir, 'state');
+      const nginxPrefix = path.join(dir, 'nginx');
+      fs.mkdirSync(dir, { recursive: true });
+      const certs = opts.certificates.filter((c) => spec.serves.includes(c.name));
+      const conf = writeNginxConfig({
+        prefix: nginxPrefix,
+        servers: certs.map((c) => ({
+          listen: `${spec.ip}:${tlsPort}`,
+          serverNames: c.names,
+          certFile: path.join(stateDir, 'certs', c.name, 'current', 'fullchain.pem'),
+          keyFile: path.join(stateDir, 'certs', c.name, 'current', 'privkey.pem'),
+        })),
+      });
+      const reloadCommand = nginxReloadCommand(conf, nginxPrefix);
+      const hook = spec.hook ? spec.hook({ dir, reload: reloadCommand }) : reloadCommand;
+      const configFile = path.join(dir, 'agent.yaml');
+      fs.writeFileSync(
+        configFile,
+        [
+          `stateDir: ${stateDir}`,
+          'log: { level: debug }',
+          `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(controllerState, 'ca.pem')}, serverName: localhost }`,
+          `nats: { servers: ["${nats.url}"] }`,
+          `http01: { listen: "${spec.ip}:${httpPort}" }`,
+          `resyncInterval: ${spec.resyncInterval ?? '5s'}`,
+          'reportInterval: 1s',
+          `hooks: { reload: { command: ${JSON.stringify(hook)}, timeout: 30s } }`,
+          'certificates:',
+          ...certs.map((c) => `  ${c.name}: { verify: [{ address: "${spec.ip}:${tlsPort}" }] }`),
+          '',
+        ].join('\n'),
+      );
+      const labelArgs = Object.entries(spec.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
+      const created = await fleet.cliJson<{ token: string }>(['token', 'create', spec.name, ...labelArgs]);
+      const enrolled = await runCli(['agent', 'enroll', '--config', configFile, '--token', created.token]);
+      if (enrolled.code !== 0) throw new Error(`enrolment of ${spec.name} failed (${enrolled.code}): ${enrolled.stderr}\n${fleet.logs()}`);
+      const start = (): Started => startProcess(spec.name, process.execPath, [CLI, 'agent', '--config', configFile]);
+      const agent: FleetAgent = {
+        ...spec,
+        dir,
+        configFile,
+        stateDir,
+        nginxPrefix,
+        // Started below, once every agent is enrolled: HTTP-01 is answered by every
+        // enrolled agent a certificate selects, so one that enrolled later could miss a
+        // challenge the CA sends to its address.
+        process: undefined as unknown as Started,
+        token: created.token,
+        reloadCommand,
+        restart() {
+          // Keep what the stopped process printed: failure messages show both runs.
+          const before = agent.process.output();
+          const next = start();
+          agent.process = { ...next, output: () => `${before}\n--- ${spec.name} restarted ---\n${next.output()}` };
+        },
+      };
+      agents.set(spec.name, agent);
+      starters.push(() => {
+        agent.process = start();
+      });
+    }
+    for (const s of starters) s();
+  };
+  fleet.addAgents = addAgents;
+  if (!opts.deferAgents) await addAgents();
   return fleet;
 }
