@@ -417,7 +417,7 @@ export class Sync {
    * endpoint is configured (nothing to prove, not a failure).
    */
   private async verify(d: DesiredRecord, meta: VersionMeta): Promise<{ ok: boolean; verified: boolean; error: string }> {
-    const endpoints = (this.opts.config.certificates[d.name]?.verify ?? []).map((e) => ({ address: e.address, serverName: e.serverName ?? d.names[0] ?? '' }));
+    const endpoints = (this.opts.config.certificates[d.name]?.verify ?? []).map((e) => ({ address: e.address, serverName: e.serverName ?? defaultServerName(d.names) }));
     if (endpoints.length === 0) return { ok: true, verified: false, error: '' };
     const bad = (await verifyServed(endpoints, meta.fingerprint)).filter((c) => !c.ok);
     if (bad.length === 0) return { ok: true, verified: true, error: '' };
@@ -472,4 +472,16 @@ function hookFailure(spec: HookConfig, hook: HookOutcome): { code: string; error
   if (hook.timedOut) return { code: ErrorCode.HookTimeout, error: `reload hook timed out after ${spec.timeout} ms` };
   if (hook.exitCode !== 0) return { code: ErrorCode.HookFailed, error: `reload hook exited with ${hook.exitCode}${hook.signal ? ` (${hook.signal})` : ''}` };
   return null;
+}
+
+/**
+ * SNI for the served-certificate check when the config names none: the first name that is
+ * not a wildcard, else a host under the first wildcard (`*.example.com` is not a host
+ * name a listener can be asked for).
+ */
+export function defaultServerName(names: readonly string[]): string {
+  const plain = names.find((n) => !n.startsWith('*.'));
+  if (plain !== undefined) return plain;
+  const wild = names[0];
+  return wild === undefined ? '' : `certfleet-verify.${wild.slice(2)}`;
 }

@@ -91,7 +91,7 @@ export class Issuer {
    */
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
     const log = this.opts.log.child({ cert: req.name });
-    const { order, keyPem } = await this.openOrder(req, log);
+    const { order, keyPem } = await this.openOrder(req, expectedLatest, log);
     await this.authorize(req, order, log);
     const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
     const { certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized);
@@ -135,7 +135,7 @@ export class Issuer {
   }
 
   /** The order to work on: the persisted one if still usable, else a new one. */
-  private async openOrder(req: IssueRequest, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
+  private async openOrder(req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
     const saved = await this.opts.store.getObject<unknown>(pendingKey(req.name));
     if (isPendingOrder(saved)) {
       if (sameNames(saved.names, req.names) && saved.keyType === req.keyType) {
@@ -155,6 +155,15 @@ export class Issuer {
         }
       }
       await this.opts.store.deleteObject(pendingKey(req.name));
+    }
+    // Re-check before spending an order (STYLE rule 7): another controller, or the spool,
+    // may have stored a version since the caller looked.
+    const current = (await this.opts.store.latest(req.name))?.version ?? 0;
+    if (current !== expectedLatest) {
+      throw new CertfleetError(ErrorCode.StoreConflict, `certificate ${req.name}: version ${current} appeared meanwhile; no order placed`, {
+        retryable: true,
+        details: { expectedLatest, current },
+      });
     }
     const keyPem = await generateKey(req.keyType);
     let order: AcmeOrder;

@@ -161,6 +161,9 @@ export class Reconciler {
   private async reconcileOne(cert: CertificateConfig): Promise<void> {
     const rt = this.runtime.get(cert.name);
     if (!rt) return;
+    // Asked before reading the store: a spooled version delivered in between is then
+    // seen by the read below, never missed by both.
+    const spooled = this.opts.spooled(cert.name);
     const latest = await this.opts.store.latest(cert.name);
     rt.latest = latest;
     // A pin (rollback) decides what agents serve, and what the schedule renews before.
@@ -172,7 +175,7 @@ export class Reconciler {
     rt.pinned = pin && target && target.version === pin.version ? pin.version : 0;
     if (target) await this.syncDesired(cert, target, rt.pinned !== 0);
     if (this.inFlight.has(cert.name)) return;
-    if (this.opts.spooled(cert.name)) {
+    if (spooled) {
       rt.reason = 'an issued version waits in the spool until the store accepts it';
       return;
     }

@@ -63,7 +63,11 @@ describe('a two-wave rollout', { timeout: 300_000 }, () => {
       ],
       dns: { 'www.example.test': '127.0.0.2' },
     });
-    await eventually('version 1 on both agents', async () => (await status('edge-a'))?.version === 1 && (await status('edge-b'))?.version === 1, 150_000, 500);
+    try {
+      await eventually('version 1 on both agents', async () => (await status('edge-a'))?.version === 1 && (await status('edge-b'))?.version === 1, 150_000, 500);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${fleet.logs()}`);
+    }
   });
 
   after(async () => {
