@@ -8,6 +8,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import { writeFileAtomic } from '../shared/files/index.js';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, isoAt, type Clock } from '../shared/clock/index.js';
@@ -53,23 +54,11 @@ export interface Controller {
   stop(): Promise<void>;
 }
 
-function writeFileAtomic(file: string, data: string, mode: number): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w', mode);
-  try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.chmodSync(tmp, mode);
-  fs.renameSync(tmp, file);
-}
 
 /** Writes the CA and, once, the admin credentials into stateDir. */
 async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, clock: Clock, log: Logger): Promise<void> {
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
-  writeFileAtomic(path.join(cfg.stateDir, STATE_FILES.caCert), ca.certPem, 0o644);
+  await writeFileAtomic(path.join(cfg.stateDir, STATE_FILES.caCert), ca.certPem, 0o644);
   const credFile = path.join(cfg.stateDir, STATE_FILES.adminCredentials);
   if (!fs.existsSync(credFile)) {
     const op = await issueOperatorCertificate(ca, { operator: 'admin', now: clock.now() });
@@ -86,7 +75,7 @@ async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, clock: Clo
       certPem: op.certPem,
       keyPem: op.keyPem,
     };
-    writeFileAtomic(credFile, JSON.stringify(creds, null, 2) + '\n', 0o600);
+    await writeFileAtomic(credFile, JSON.stringify(creds, null, 2) + '\n', 0o600);
     log.info({ file: credFile }, 'admin credentials written');
   }
 }

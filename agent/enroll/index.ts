@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
+import { writeFileAtomic } from '../../shared/files/index.js';
 import { ControllerLink } from '../link/index.js';
 
 /** An enrolled agent's identity. `keyPem` is secret. */
@@ -25,15 +26,6 @@ function identityDir(stateDir: string): string {
   return path.join(stateDir, 'identity');
 }
 
-function writeAtomic(file: string, data: string, mode: number): void {
-  const tmp = `${file}.tmp`;
-  fs.writeFileSync(tmp, data, { mode });
-  fs.chmodSync(tmp, mode);
-  const fd = fs.openSync(tmp, 'r');
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
-}
 
 /** Reads the identity; UNAUTHENTICATED with a hint when the agent was never enrolled. */
 export function loadIdentity(stateDir: string): AgentIdentity {
@@ -65,10 +57,10 @@ export async function enroll(opts: { stateDir: string; address: string; caPem: s
     const dir = identityDir(opts.stateDir);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     fs.chmodSync(dir, 0o700);
-    writeAtomic(path.join(dir, 'key.pem'), keyPem, 0o600);
-    writeAtomic(path.join(dir, 'cert.pem'), res.certificatePem, 0o644);
-    writeAtomic(path.join(dir, 'ca.pem'), res.caPem, 0o644);
-    writeAtomic(path.join(dir, 'agent.json'), JSON.stringify({ name: res.agent, labels: res.labels }, null, 2) + '\n', 0o644);
+    await writeFileAtomic(path.join(dir, 'key.pem'), keyPem, 0o600);
+    await writeFileAtomic(path.join(dir, 'cert.pem'), res.certificatePem, 0o644);
+    await writeFileAtomic(path.join(dir, 'ca.pem'), res.caPem, 0o644);
+    await writeFileAtomic(path.join(dir, 'agent.json'), JSON.stringify({ name: res.agent, labels: res.labels }, null, 2) + '\n', 0o644);
     return { name: res.agent, labels: res.labels, certPem: res.certificatePem, keyPem };
   } finally {
     link.close();

@@ -34,6 +34,7 @@ import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors
 import { LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { isValidCertName, validateBundle } from '../../shared/bundle/index.js';
+import { fsyncDir, writeDurable } from '../../shared/files/index.js';
 
 /** File names inside a version directory (and so inside `current`). */
 export const LINEAGE_FILES = {
@@ -376,25 +377,7 @@ export class Installer {
   }
 }
 
-async function writeDurable(file: string, content: string, mode: number): Promise<void> {
-  const handle = await fs.open(file, 'wx', mode);
-  try {
-    await handle.chmod(mode); // the open mode is filtered by the umask; the contract is exact modes
-    await handle.writeFile(content, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 async function exists(p: string): Promise<boolean> {
   try {

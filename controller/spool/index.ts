@@ -37,6 +37,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { VersionMeta } from '../../shared/model/index.js';
@@ -152,7 +153,7 @@ export class Spool {
     const id = `${String(now).padStart(14, '0')}-${name}-${crypto.randomBytes(6).toString('hex')}`;
     const file: SpoolFile = { format: FORMAT, id, name, expectedLatest, spooledAt: isoAt(now), input };
     try {
-      await writeAtomic(path.join(this.dir, `${id}.json`), JSON.stringify(file));
+      await writeFileAtomic(path.join(this.dir, `${id}.json`), JSON.stringify(file), FILE_MODE);
     } catch (err) {
       throw new CertfleetError(ErrorCode.StoreUnavailable, `spool: cannot write ${this.dir}: ${errno(err) ?? String(err)}`, {
         retryable: true,
@@ -369,31 +370,4 @@ function errno(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
 }
 
-async function writeAtomic(file: string, data: string): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
-  try {
-    const fh = await fs.open(tmp, 'wx', FILE_MODE);
-    try {
-      await fh.chmod(FILE_MODE); // whatever the umask
-      await fh.writeFile(data, 'utf8');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await fsyncDir(dir);
-}
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}

@@ -36,6 +36,7 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
+import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
   checkCertName,
@@ -44,8 +45,7 @@ import {
   checkObjectPrefix,
   checkVersionInput,
   checkVersionNumber,
-  parseVersionMeta,
-} from './keys.js';
+  parseVersionMeta, versionMeta } from './keys.js';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -94,19 +94,7 @@ export class FileStore implements CertStore {
     if (current !== expectedLatest) throw conflict(name, expectedLatest, current);
 
     const version = expectedLatest + 1;
-    // Only the known fields, in a fixed order: what is returned equals what a read returns.
-    const m = input.meta;
-    const meta: VersionMeta = {
-      name,
-      version,
-      serial: m.serial,
-      fingerprint: m.fingerprint,
-      names: [...m.names],
-      notBefore: m.notBefore,
-      notAfter: m.notAfter,
-      issuedAt: m.issuedAt,
-      keyType: m.keyType,
-    };
+    const meta = versionMeta(name, version, input.meta);
     const tmp = path.join(certDir, `.tmp-${version}-${crypto.randomBytes(6).toString('hex')}`);
     const target = path.join(certDir, String(version));
     try {
@@ -216,7 +204,7 @@ export class FileStore implements CertStore {
     const file = this.objectPath(key);
     await this.io('write object', file, async () => {
       await ensureDir(path.dirname(file));
-      await writeAtomic(file, text + '\n');
+      await writeFileAtomic(file, text + '\n', FILE_MODE);
     });
   }
 
@@ -420,37 +408,8 @@ async function ensureDir(dir: string): Promise<void> {
   for (const d of toSync) await fsyncDir(d);
 }
 
+
 /** Writes a new file (must not exist) with mode 0600 and fsyncs it. */
-async function writeDurable(file: string, data: string): Promise<void> {
-  const fh = await fs.open(file, 'wx', FILE_MODE);
-  try {
-    await fh.chmod(FILE_MODE); // independent of the process umask
-    await fh.writeFile(data, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Replaces `file` atomically: temp file, fsync, rename, fsync directory. */
-async function writeAtomic(file: string, data: string): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
-  try {
-    await writeDurable(tmp, data);
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await fsyncDir(dir);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+function writeDurable(file: string, data: string): Promise<void> {
+  return writeNew(file, data, FILE_MODE);
 }

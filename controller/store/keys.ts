@@ -112,3 +112,21 @@ export function parseVersionMeta(raw: unknown, where: string, expected: { name: 
     keyType: o['keyType'] as VersionMeta['keyType'],
   };
 }
+
+/**
+ * The meta of version `version` of `name`: only the known fields, in a fixed order, so
+ * what putVersion returns equals what a later read returns (every store uses this).
+ */
+export function versionMeta(name: string, version: number, m: Omit<VersionMeta, 'version' | 'name'>): VersionMeta {
+  return {
+    name,
+    version,
+    serial: m.serial,
+    fingerprint: m.fingerprint,
+    names: [...m.names],
+    notBefore: m.notBefore,
+    notAfter: m.notAfter,
+    issuedAt: m.issuedAt,
+    keyType: m.keyType,
+  };
+}

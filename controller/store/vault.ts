@@ -52,8 +52,7 @@ import {
   checkObjectPrefix,
   checkVersionInput,
   checkVersionNumber,
-  parseVersionMeta,
-} from './keys.js';
+  parseVersionMeta, versionMeta } from './keys.js';
 
 /** Versions kept per certificate unless configured: decades of 3-day renewals, far below Vault's entry size limits. */
 export const DEFAULT_MAX_VERSIONS = 10_000;
@@ -176,18 +175,7 @@ export class VaultStore implements CertStore {
     checkExpectedLatest(expectedLatest);
     checkVersionInput(name, input);
     const version = expectedLatest + 1;
-    const m = input.meta;
-    const meta: VersionMeta = {
-      name,
-      version,
-      serial: m.serial,
-      fingerprint: m.fingerprint,
-      names: [...m.names],
-      notBefore: m.notBefore,
-      notAfter: m.notAfter,
-      issuedAt: m.issuedAt,
-      keyType: m.keyType,
-    };
+    const meta = versionMeta(name, version, input.meta);
     const key = `certs/${name}`;
     const reply = await this.request('store version', 'POST', this.dataPath(key), {
       options: { cas: expectedLatest },
