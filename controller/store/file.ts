@@ -45,7 +45,9 @@ import {
   checkObjectPrefix,
   checkVersionInput,
   checkVersionNumber,
-  parseVersionMeta, versionMeta } from './keys.js';
+  parseVersionMeta,
+  versionMeta,
+} from './keys.js';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;

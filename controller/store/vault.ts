@@ -52,7 +52,9 @@ import {
   checkObjectPrefix,
   checkVersionInput,
   checkVersionNumber,
-  parseVersionMeta, versionMeta } from './keys.js';
+  parseVersionMeta,
+  versionMeta,
+} from './keys.js';
 
 /** Versions kept per certificate unless configured: decades of 3-day renewals, far below Vault's entry size limits. */
 export const DEFAULT_MAX_VERSIONS = 10_000;
