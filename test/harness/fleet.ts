@@ -121,6 +121,10 @@ export interface StartFleetOptions {
   renewalYaml?: string;
   /** Enrol and start the agents later, by calling `fleet.addAgents()`; default now. */
   deferAgents?: boolean;
+  /** DNS server Pebble resolves through instead of challtestsrv (DNS-01 tests: a BIND resolver). */
+  pebbleDnsServer?: string;
+  /** Called with the controller's state directory before it starts (to lay files in it). */
+  beforeController?: (stateDir: string) => void;
 }
 
 /** Starts everything and waits until each agent runs. */
@@ -129,7 +133,11 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   const httpPort = await freePort('127.0.0.1');
   const tlsPort = await freePort('127.0.0.1');
   const apiPort = await freePort('127.0.0.1');
-  const pebble = await startPebble({ httpPort, ...(opts.validityPeriodSeconds === undefined ? {} : { validityPeriodSeconds: opts.validityPeriodSeconds }) });
+  const pebble = await startPebble({
+    httpPort,
+    ...(opts.validityPeriodSeconds === undefined ? {} : { validityPeriodSeconds: opts.validityPeriodSeconds }),
+    ...(opts.pebbleDnsServer === undefined ? {} : { dnsServer: opts.pebbleDnsServer }),
+  });
   for (const [name, ip] of Object.entries(opts.dns)) await pebble.addA(name, ip);
   const nats = await startNats();
   const proxy = opts.proxy ? await startAcmeProxy({ ...opts.proxy, pebble }) : undefined;
@@ -158,6 +166,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       '',
     ].join('\n'),
   );
+  opts.beforeController?.(controllerState);
   let controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
   let controllerOutput = '';
   const credentials = path.join(controllerState, 'admin-credentials.json');
