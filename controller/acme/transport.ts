@@ -21,7 +21,7 @@
 import https from 'node:https';
 import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Clock } from '../../shared/clock/index.js';
+import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { errorFromResponse, isBadNonce, transportError, type HttpResponseLike } from './problem.js';
 
 /**
@@ -32,7 +32,7 @@ import { errorFromResponse, isBadNonce, transportError, type HttpResponseLike } 
 export const MAX_BAD_NONCE_RETRIES = 20;
 
 let installed = false;
-let clockForHeaders: Clock = { now: () => Date.now() };
+let clockForHeaders: Clock = systemClock;
 
 /**
  * Replaces acme-client's response interceptors with ours. Idempotent; the clock reads
