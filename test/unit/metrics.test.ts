@@ -1,0 +1,386 @@
+/**
+ * Metrics without a controller: the text exposition (escaping, HELP/TYPE, values), what
+ * each metric says about a snapshot, the snapshot taken from fake sources, the
+ * `metrics` config section, and that docs/metrics.md, the Prometheus alert rules and the
+ * Grafana dashboard use only the names controller/metrics/names.ts defines.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import {
+  collect,
+  escapeLabelValue,
+  Metric,
+  METRIC_NAMES,
+  renderExposition,
+  SnapshotGatherer,
+  type MetricsSnapshot,
+  type MetricsSources,
+} from '../../controller/metrics/index.js';
+import { parseControllerConfig } from '../../controller/config/index.js';
+import type { AgentView } from '../../controller/fleet/index.js';
+import type { CertRuntime } from '../../controller/reconcile/index.js';
+import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
+import { silentLogger } from '../../shared/log/index.js';
+import type { CertStatus, DesiredRecord, VersionMeta } from '../../shared/model/index.js';
+
+// Compiled to dist/test/unit/: the repository root is three levels up.
+const ROOT = new URL('../../../', import.meta.url);
+const read = (rel: string): string => fs.readFileSync(new URL(rel, ROOT), 'utf8');
+
+// --- exposition ------------------------------------------------------------------------
+
+test('label values escape backslash, double quote and newline, and nothing else', () => {
+  assert.equal(escapeLabelValue('a\\b"c\nd\te'), 'a\\\\b\\"c\\nd\te');
+});
+
+test('a family renders HELP, TYPE and one line per sample, with escaped labels and special values', () => {
+  const def = { name: 'x_total_seconds', type: 'gauge', help: 'line one\nback\\slash "quoted"', labels: ['a', 'b'] } as const;
+  const text = renderExposition([
+    {
+      def,
+      samples: [
+        { labels: { a: 'q"1', b: 'x\\y\nz' }, value: 1.5 },
+        { labels: { b: '2', a: '1' }, value: NaN },
+        { labels: { a: '3', b: '' }, value: Infinity },
+        { labels: { a: '4', b: '' }, value: -Infinity },
+      ],
+    },
+    { def: { name: 'empty', type: 'gauge', help: 'h', labels: [] }, samples: [] },
+    { def: { name: 'plain', type: 'gauge', help: 'h', labels: [] }, samples: [{ labels: {}, value: 1_700_000_000.123 }] },
+  ]);
+  assert.equal(
+    text,
+    [
+      '# HELP x_total_seconds line one\\nback\\\\slash "quoted"',
+      '# TYPE x_total_seconds gauge',
+      'x_total_seconds{a="q\\"1",b="x\\\\y\\nz"} 1.5',
+      'x_total_seconds{a="1",b="2"} NaN',
+      'x_total_seconds{a="3",b=""} +Inf',
+      'x_total_seconds{a="4",b=""} -Inf',
+      '# HELP empty h',
+      '# TYPE empty gauge',
+      '# HELP plain h',
+      '# TYPE plain gauge',
+      'plain 1700000000.123',
+      '',
+    ].join('\n'),
+  );
+});
+
+test('rendering refuses samples whose labels differ from the family, duplicate series and bad names', () => {
+  const def = { name: 'm', type: 'gauge', help: 'h', labels: ['a'] } as const;
+  const internal = (err: unknown): boolean => isCertfleetError(err, ErrorCode.Internal);
+  assert.throws(() => renderExposition([{ def, samples: [{ labels: {}, value: 1 }] }]), internal);
+  assert.throws(() => renderExposition([{ def, samples: [{ labels: { a: '1', b: '2' }, value: 1 }] }]), internal);
+  assert.throws(() => renderExposition([{ def, samples: [{ labels: { a: '1' }, value: 1 }, { labels: { a: '1' }, value: 2 }] }]), internal);
+  assert.throws(() => renderExposition([{ def: { ...def, name: 'bad-name' }, samples: [] }]), internal);
+  assert.throws(() => renderExposition([{ def: { ...def, labels: ['__reserved'] }, samples: [] }]), internal);
+  assert.throws(() => renderExposition([{ def, samples: [] }, { def, samples: [] }]), internal);
+});
+
+test('every defined metric has a certfleet_ name, help text, valid labels, and a unique name', () => {
+  for (const def of Object.values(Metric)) {
+    assert.match(def.name, /^certfleet_[a-z0-9_]+$/, def.name);
+    assert.ok(def.help.length >= 20, `${def.name} has help`);
+    for (const l of def.labels) assert.match(l, /^[a-z][a-z0-9_]*$/, `${def.name} label ${l}`);
+    if (def.name.endsWith('_timestamp_seconds')) assert.ok(/Unix seconds|report/.test(def.help), `${def.name} says its unit`);
+  }
+  assert.equal(new Set(METRIC_NAMES).size, METRIC_NAMES.length);
+});
+
+// --- collect ---------------------------------------------------------------------------
+
+const SNAP: MetricsSnapshot = {
+  controllerVersion: '1.2.3',
+  certificates: [
+    {
+      name: 'web',
+      state: 'ready',
+      desiredVersion: 3,
+      notBefore: Date.parse('2025-01-01T00:00:00Z'),
+      notAfter: Date.parse('2025-04-01T00:00:00Z'),
+      publishedAt: Date.parse('2025-01-01T00:01:00.500Z'),
+      pinned: false,
+      nextRenewal: Date.parse('2025-03-01T00:00:00Z'),
+      failures: 0,
+      deferred: false,
+      agentsAssigned: 2,
+      agentsCurrent: 2,
+    },
+    { name: 'new', state: 'failed', desiredVersion: 0, notBefore: null, notAfter: null, publishedAt: null, pinned: false, nextRenewal: null, failures: 4, deferred: true, agentsAssigned: 1, agentsCurrent: 0 },
+  ],
+  agents: [
+    { name: 'edge-a', agentVersion: '0.1.0', online: true, lastSeen: Date.parse('2025-02-01T00:00:00Z'), assignments: [{ name: 'web', version: 3, desiredVersion: 3, current: true, verified: true }] },
+    { name: 'edge-b', agentVersion: '', online: false, lastSeen: null, assignments: [{ name: 'new', version: 0, desiredVersion: 0, current: false, verified: false }] },
+  ],
+  budgets: [{ limit: 'newOrdersPerAccount', key: 'account', available: 290, capacity: 300, reserved: 60 }],
+};
+
+function values(snap: MetricsSnapshot, name: string): Array<[string, number]> {
+  const fam = collect(snap).find((f) => f.def.name === name);
+  assert.ok(fam, name);
+  return fam.samples.map((s) => [JSON.stringify(s.labels), s.value]);
+}
+
+test('timestamps are Unix seconds, and a certificate never published has no version, expiry or renewal series', () => {
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_expiration_timestamp_seconds'), [['{"name":"web"}', 1743465600]]);
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_not_before_timestamp_seconds'), [['{"name":"web"}', 1735689600]]);
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_published_timestamp_seconds'), [['{"name":"web"}', 1735689660.5]]);
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_renewal_timestamp_seconds'), [['{"name":"web"}', 1740787200]]);
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_version'), [['{"name":"web"}', 3]]);
+  assert.deepEqual(values(SNAP, 'certfleet_agent_last_seen_timestamp_seconds'), [['{"agent":"edge-a"}', 1738368000]]);
+});
+
+test('ready_status has a True and a False series per certificate, exactly one of them 1', () => {
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_ready_status'), [
+    ['{"name":"web","condition":"True"}', 1],
+    ['{"name":"web","condition":"False"}', 0],
+    ['{"name":"new","condition":"True"}', 0],
+    ['{"name":"new","condition":"False"}', 1],
+  ]);
+});
+
+test('state is one-hot over the known states, and an unknown state still shows', () => {
+  const web = values(SNAP, 'certfleet_certificate_state').filter(([l]) => l.includes('"web"'));
+  assert.equal(web.length, 6);
+  assert.deepEqual(
+    web.filter(([, v]) => v === 1).map(([l]) => l),
+    ['{"name":"web","state":"ready"}'],
+  );
+  const odd = { ...SNAP, certificates: [{ ...SNAP.certificates[0]!, state: 'mystery' }] };
+  const states = values(odd, 'certfleet_certificate_state');
+  assert.equal(states.length, 7);
+  assert.deepEqual(states.filter(([, v]) => v === 1).map(([l]) => l), ['{"name":"web","state":"mystery"}']);
+});
+
+test('failures, deferral, agent and budget facts come through as numbers', () => {
+  assert.deepEqual(values(SNAP, 'certfleet_issuance_failures'), [['{"name":"web"}', 0], ['{"name":"new"}', 4]]);
+  assert.deepEqual(values(SNAP, 'certfleet_certificate_deferred'), [['{"name":"web"}', 0], ['{"name":"new"}', 1]]);
+  assert.deepEqual(values(SNAP, 'certfleet_agent_online'), [['{"agent":"edge-a"}', 1], ['{"agent":"edge-b"}', 0]]);
+  assert.deepEqual(values(SNAP, 'certfleet_agent_info'), [['{"agent":"edge-a","agent_version":"0.1.0"}', 1], ['{"agent":"edge-b","agent_version":""}', 1]]);
+  assert.deepEqual(values(SNAP, 'certfleet_agent_certificate_current'), [['{"agent":"edge-a","name":"web"}', 1], ['{"agent":"edge-b","name":"new"}', 0]]);
+  assert.deepEqual(values(SNAP, 'certfleet_budget_available'), [['{"limit":"newOrdersPerAccount","key":"account"}', 290]]);
+  assert.deepEqual(values(SNAP, 'certfleet_budget_reserved'), [['{"limit":"newOrdersPerAccount","key":"account"}', 60]]);
+  // The whole snapshot renders (labels complete, no duplicate series).
+  assert.match(renderExposition(collect(SNAP)), /^certfleet_controller_info\{version="1\.2\.3"\} 1$/m);
+});
+
+// --- gather ----------------------------------------------------------------------------
+
+function meta(name: string, version: number, notBefore: string): VersionMeta {
+  return { name, version, serial: '01', fingerprint: `fp${version}`, names: ['a.example'], notBefore, notAfter: '2030-01-01T00:00:00Z', issuedAt: notBefore, keyType: 'ecdsa-p256' };
+}
+
+function status(name: string, version: number, state: CertStatus['state'], servedVerified: boolean): CertStatus {
+  return { name, version, fingerprint: '', desiredVersion: version, state, hook: null, servedVerified, error: '', errorCode: '', updatedAt: '', failedVersion: 0, rollback: '' };
+}
+
+test('during a staged rollout each agent is current with the version of its own wave', async () => {
+  const desired: DesiredRecord = {
+    name: 'web',
+    version: 5,
+    fingerprint: 'fp5',
+    names: ['a.example'],
+    notAfter: '2030-01-01T00:00:00Z',
+    selector: 'role=web',
+    updatedAt: '2029-10-01T00:00:00Z',
+    rollout: { from: { version: 4, fingerprint: 'fp4', notAfter: '2029-12-01T00:00:00Z', names: ['a.example'] }, waves: ['wave=1'], released: 1, halted: false, haltReason: '' },
+  };
+  const agent = (name: string, labels: Record<string, string>, certs: CertStatus[]): AgentView => ({
+    registration: { name, labels, certSerial: '', enrolledAt: '' },
+    report: { name, http01Address: '', agentVersion: '0.1.0', lastSeen: '2029-10-01T00:00:00Z', certificates: certs },
+    online: true,
+  });
+  const agents = [
+    agent('canary', { role: 'web', wave: '1' }, [status('web', 5, 'installed', true)]),
+    agent('later', { role: 'web', wave: '2' }, [status('web', 4, 'installed', false)]),
+    agent('behind', { role: 'web', wave: '1' }, [status('web', 4, 'installed', true)]),
+    agent('other', { role: 'db' }, []),
+  ];
+  let lookups = 0;
+  const sources: MetricsSources = {
+    controllerVersion: 'x',
+    certificates: [{ name: 'web', agents: 'role=web' }],
+    summary: () => ({ state: 'rolling-out', agentsAssigned: 3, agentsCurrent: 2 }),
+    runtime: () => undefined,
+    desired: () => desired,
+    agents: () => agents,
+    budgets: () => [],
+    versions: () => {
+      lookups++;
+      return Promise.resolve([meta('web', 4, '2029-09-01T00:00:00Z'), meta('web', 5, '2029-10-01T00:00:00Z')]);
+    },
+    now: () => Date.parse('2029-10-02T00:00:00Z'),
+  };
+  const g = new SnapshotGatherer(sources, silentLogger());
+  const snap = await g.snapshot();
+  const byAgent = new Map(snap.agents.map((a) => [a.name, a.assignments]));
+  assert.deepEqual(byAgent.get('canary'), [{ name: 'web', version: 5, desiredVersion: 5, current: true, verified: true }]);
+  assert.deepEqual(byAgent.get('later'), [{ name: 'web', version: 4, desiredVersion: 4, current: true, verified: false }]);
+  assert.deepEqual(byAgent.get('behind'), [{ name: 'web', version: 4, desiredVersion: 5, current: false, verified: true }]);
+  assert.deepEqual(byAgent.get('other'), [], 'an agent the selector does not select has no assignment');
+  assert.equal(snap.certificates[0]?.notBefore, Date.parse('2029-10-01T00:00:00Z'), 'notBefore of the desired version');
+  assert.equal(snap.certificates[0]?.state, 'rolling-out');
+  await g.snapshot();
+  assert.equal(lookups, 1, 'the immutable metadata of the desired version is read from the store once');
+  desired.version = 4;
+  delete desired.rollout;
+  const back = await g.snapshot();
+  assert.equal(lookups, 2, 'and again when the desired version changes');
+  assert.equal(back.certificates[0]?.notBefore, Date.parse('2029-09-01T00:00:00Z'));
+});
+
+test('a store that cannot be read leaves notBefore out but the scrape goes on', async () => {
+  const rt = { failures: 2, deferredUntil: Date.parse('2030-01-01T00:00:00Z'), nextCheck: 0, latest: null } as unknown as CertRuntime;
+  const sources: MetricsSources = {
+    controllerVersion: 'x',
+    certificates: [{ name: 'web', agents: '*' }],
+    summary: () => ({ state: 'failed', agentsAssigned: 0, agentsCurrent: 0 }),
+    runtime: () => rt,
+    desired: () => ({ name: 'web', version: 2, fingerprint: '', names: [], notAfter: '2030-06-01T00:00:00Z', selector: '*', updatedAt: '2029-01-01T00:00:00Z' }),
+    agents: () => [],
+    budgets: () => [],
+    versions: () => Promise.reject(new Error('store down')),
+    now: () => Date.parse('2029-12-01T00:00:00Z'),
+  };
+  const snap = await new SnapshotGatherer(sources, silentLogger()).snapshot();
+  assert.deepEqual(
+    { ...snap.certificates[0] },
+    {
+      name: 'web',
+      state: 'failed',
+      desiredVersion: 2,
+      notBefore: null,
+      notAfter: Date.parse('2030-06-01T00:00:00Z'),
+      publishedAt: Date.parse('2029-01-01T00:00:00Z'),
+      pinned: false,
+      nextRenewal: null,
+      failures: 2,
+      deferred: true,
+      agentsAssigned: 0,
+      agentsCurrent: 0,
+    },
+  );
+});
+
+// --- config ----------------------------------------------------------------------------
+
+const BASE = 'stateDir: /var/lib/certfleet\nacme:\n  directoryUrl: https://ca.example/dir\n  termsOfServiceAgreed: true\n';
+
+test('the metrics section is optional (off when absent) and takes a host:port', () => {
+  assert.equal(parseControllerConfig(BASE, '/etc/c.yaml').metrics, undefined);
+  assert.deepEqual(parseControllerConfig(`${BASE}metrics: { listen: "127.0.0.1:9464" }\n`, '/etc/c.yaml').metrics, { listen: '127.0.0.1:9464' });
+  for (const bad of ['metrics: { listen: "9464" }', 'metrics: {}', 'metrics: { listen: "127.0.0.1:9464", path: /m }']) {
+    assert.throws(
+      () => parseControllerConfig(`${BASE}${bad}\n`, '/etc/c.yaml'),
+      (err) => isCertfleetError(err, ErrorCode.ConfigInvalid) && /metrics/.test(err.message),
+      bad,
+    );
+  }
+});
+
+// --- docs, alert rules, dashboard --------------------------------------------------------
+
+/** certfleet_* names in a PromQL expression. */
+function metricNamesIn(expr: string): string[] {
+  return [...expr.matchAll(/\bcertfleet_[a-z0-9_]+\b/g)].map((m) => m[0]);
+}
+
+test('docs/metrics.md has exactly one row per defined metric, with its labels', () => {
+  const rows = read('docs/metrics.md')
+    .split('\n')
+    .map((l) => /^\| `(certfleet_[a-z0-9_]+)` \| ([^|]*) \|/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null);
+  assert.deepEqual(
+    rows.map((m) => m[1]),
+    [...METRIC_NAMES],
+  );
+  for (const m of rows) {
+    const def = Object.values(Metric).find((d) => d.name === m[1]);
+    const labels = [...(m[2] ?? '').matchAll(/`([a-z_]+)`/g)].map((x) => x[1]);
+    assert.deepEqual(labels, [...(def?.labels ?? [])], `labels of ${m[1]}`);
+  }
+});
+
+interface AlertRule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+test('the Prometheus alert rules parse, are complete, and use only defined metrics', () => {
+  const doc = parseYaml(read('deploy/prometheus/alerts.yml'), { uniqueKeys: true }) as { groups: Array<{ name: string; rules: AlertRule[] }> };
+  assert.ok(Array.isArray(doc.groups) && doc.groups.length > 0);
+  const rules = doc.groups.flatMap((g) => {
+    assert.match(g.name, /^certfleet-/);
+    return g.rules;
+  });
+  const names = new Set<string>();
+  for (const r of rules) {
+    assert.match(r.alert, /^Certfleet[A-Za-z]+$/);
+    assert.ok(!names.has(r.alert), `${r.alert} once`);
+    names.add(r.alert);
+    assert.equal(typeof r.expr, 'string');
+    const used = metricNamesIn(r.expr);
+    assert.ok(used.length > 0, `${r.alert} uses a certfleet metric`);
+    for (const m of used) assert.ok(METRIC_NAMES.includes(m), `${r.alert} uses ${m}, which names.ts does not define`);
+    assert.equal([...r.expr].filter((c) => c === '(').length, [...r.expr].filter((c) => c === ')').length, `${r.alert} parentheses balance`);
+    if (r.for !== undefined) assert.match(r.for, /^\d+[smhd]$/);
+    assert.ok(['warning', 'critical'].includes(r.labels?.['severity'] ?? ''), `${r.alert} severity`);
+    assert.ok((r.annotations?.['summary'] ?? '').length > 0, `${r.alert} summary`);
+  }
+  const rule = (name: string): AlertRule => {
+    const r = rules.find((x) => x.alert === name);
+    assert.ok(r, `alert ${name} exists`);
+    return r;
+  };
+  // The conditions operators asked for, on the metrics that carry them.
+  const overdue = rule('CertfleetCertificateRenewalOverdue');
+  assert.ok(metricNamesIn(overdue.expr).includes('certfleet_certificate_not_before_timestamp_seconds') && /\/ 3\b/.test(overdue.expr), 'one third of the lifetime');
+  const behind = rule('CertfleetAgentNotServingDesiredVersion');
+  assert.deepEqual(metricNamesIn(behind.expr), ['certfleet_agent_certificate_current']);
+  assert.equal(behind.for, '30m');
+  assert.deepEqual(metricNamesIn(rule('CertfleetAgentOffline').expr), ['certfleet_agent_online']);
+  assert.deepEqual(metricNamesIn(rule('CertfleetIssuanceFailing').expr), ['certfleet_issuance_failures']);
+  assert.ok(metricNamesIn(rule('CertfleetBudgetNearlyExhausted').expr).includes('certfleet_budget_available'));
+  // docs/metrics.md lists every alert.
+  const docs = read('docs/metrics.md');
+  for (const n of names) assert.ok(docs.includes(`| \`${n}\` |`), `docs/metrics.md lists ${n}`);
+});
+
+interface Panel {
+  id: number;
+  type: string;
+  title: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  targets?: Array<{ expr: string; refId: string }>;
+}
+
+test('the Grafana dashboard is valid JSON whose panels query only defined metrics', () => {
+  const dash = JSON.parse(read('deploy/grafana/certfleet.json')) as { title: string; uid: string; panels: Panel[] };
+  assert.equal(dash.title, 'certfleet');
+  assert.ok(dash.uid.length > 0 && dash.uid.length <= 40);
+  const ids = dash.panels.map((p) => p.id);
+  assert.equal(new Set(ids).size, ids.length, 'panel ids are unique');
+  const used = new Set<string>();
+  for (const p of dash.panels) {
+    assert.ok(p.gridPos.x + p.gridPos.w <= 24, `${p.title} fits the 24-column grid`);
+    if (p.type === 'row') continue;
+    assert.ok((p.targets ?? []).length > 0, `${p.title} has a query`);
+    for (const t of p.targets ?? []) {
+      const names = metricNamesIn(t.expr);
+      assert.ok(names.length > 0, `${p.title} ${t.refId} queries a certfleet metric`);
+      for (const m of names) {
+        assert.ok(METRIC_NAMES.includes(m), `${p.title} uses ${m}, which names.ts does not define`);
+        used.add(m);
+      }
+    }
+  }
+  for (const m of ['certfleet_certificate_expiration_timestamp_seconds', 'certfleet_agent_certificate_version', 'certfleet_agent_online', 'certfleet_budget_available']) {
+    assert.ok(used.has(m), `the dashboard shows ${m}`);
+  }
+});
