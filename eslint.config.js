@@ -3,7 +3,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'shared/grpc/generated/**', 'eslint.config.js'] },
+  { ignores: ['dist/**', 'node_modules/**', 'shared/grpc/generated/**', 'shared/notify/native/**', 'eslint.config.js'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {

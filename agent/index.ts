@@ -12,9 +12,10 @@ import { systemClock, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
 import { createRootLogger } from '../shared/log/index.js';
+import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
 import { connectNats, type NatsHandle } from '../shared/nats/index.js';
-import { loadAgentConfig, type AgentConfig } from './config/index.js';
+import { loadAgentConfig, notifyEnvironment, type AgentConfig } from './config/index.js';
 import { enroll, loadIdentity, type AgentIdentity } from './enroll/index.js';
 import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
@@ -100,10 +101,43 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
   };
 }
 
-/** Runs the agent until SIGTERM/SIGINT. */
+/** One line for `systemctl status`: how many certificates are installed, failed, pending. */
+function agentSummary(agent: Agent): string {
+  const all = agent.sync.statuses();
+  const count = (state: string): number => all.filter((s) => s.state === state).length;
+  return `${all.length} certificates: ${count('installed')} installed, ${count('failed')} failed, ${count('pending')} pending`;
+}
+
+/**
+ * Runs the agent until SIGTERM/SIGINT. Under systemd (Type=notify) it also sends
+ * READY=1 once the first convergence pass has started, a STATUS summary when it
+ * changes, STOPPING=1 on a signal, and WATCHDOG=1 pings from the event loop.
+ */
 export async function runAgent(opts: { configFile: string }): Promise<void> {
   const cfg = loadAgentConfig(opts.configFile);
   const log = createRootLogger({ name: 'agent', level: cfg.log.level });
-  const agent = await startAgent(cfg, log);
-  await runUntilSignal(() => agent.stop(), log);
+  let agent: Agent | undefined;
+  const notifier = createNotifier({
+    settings: notifyEnvironment(),
+    log: log.child({ component: 'notify' }),
+    summary: () => (agent ? agentSummary(agent) : 'starting'),
+    statusIntervalMs: 10_000,
+  });
+  try {
+    try {
+      notifier.status('starting: identity, controller link, NATS');
+      agent = await startAgent(cfg, log);
+    } catch (err) {
+      notifier.status(`start failed: ${(err as Error).message}`);
+      throw err;
+    }
+    const running = agent;
+    notifier.ready(`ready: agent ${running.identity.name}, ${agentSummary(running)}`);
+    await runUntilSignal(() => {
+      notifier.stopping('stopping: letting a running hook finish');
+      return running.stop();
+    }, log);
+  } finally {
+    notifier.close();
+  }
 }

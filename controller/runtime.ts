@@ -3,7 +3,8 @@
  * and takes them down in reverse. No decisions live here.
  *
  * Start order: store → own CA, API certificate, admin credentials → NATS (buckets,
- * stream) → ACME account → fleet, desired state, solver, issuer → work loop → API.
+ * stream) → ACME account → fleet, desired state, solver, issuer → work loop → API →
+ * metrics endpoint (when configured).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -31,6 +32,7 @@ import { Issuer } from './issuer/index.js';
 import { checkAgentCsr, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
 import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
 import { Reconciler } from './reconcile/index.js';
+import { startMetricsServer } from './metrics/index.js';
 import { Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
 import { matches, parseSelector } from '../shared/selector/index.js';
@@ -472,6 +474,25 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         agentsCurrent: current,
         nextRenewal: rt && rt.nextCheck > 0 ? isoAt(rt.nextCheck) : '',
       };
+    }
+
+    if (cfg.metrics) {
+      const metrics = await startMetricsServer({
+        listen: splitHostPort(cfg.metrics.listen),
+        log: log.child({ component: 'metrics' }),
+        sources: {
+          controllerVersion: CONTROLLER_VERSION,
+          certificates: cfg.certificates,
+          summary: certificateSummary,
+          runtime: (name) => loop.status(name),
+          desired: (name) => desired.get(name),
+          agents: () => fleet.agents(),
+          budgets: () => budget.levels(),
+          versions: (name) => store.listVersions(name),
+          now: () => clock.now(),
+        },
+      });
+      cleanups.push(() => metrics.stop());
     }
 
     const delivery = spool.startDelivery(store, {

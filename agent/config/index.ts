@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
+import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 
 const hook = z.strictObject({
   /** A shell command line (run by /bin/sh -c) or an argv array (run directly). */
@@ -92,4 +93,16 @@ export function parseAgentConfig(text: string, file: string, env: NodeJS.Process
 /** The reload hook that applies to `cert`, if any. */
 export function reloadHookFor(cfg: AgentConfig, cert: string): HookConfig | undefined {
   return cfg.certificates[cert]?.reload ?? cfg.hooks.reload;
+}
+
+let notifySettings: NotifySettings | undefined;
+
+/**
+ * systemd's notification settings (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID), read
+ * once and then removed from process.env so child processes do not inherit them.
+ * Repeated calls return the first reading.
+ */
+export function notifyEnvironment(): NotifySettings {
+  notifySettings ??= takeNotifySettings(process.env);
+  return notifySettings;
 }

@@ -11,6 +11,7 @@ import { KEY_TYPES } from '../../shared/model/index.js';
 import { parseSelector } from '../../shared/selector/index.js';
 import { dns01ConfigSchema } from '../solvers/dns01/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
+import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 
 /** A DNS name a certificate may cover: lower-case LDH labels, optional leading `*.`. */
 const dnsName = z
@@ -167,6 +168,16 @@ export const controllerConfigSchema = z
         spread: z.number().min(0).max(0.5).default(0.05),
       })
       .prefault({}),
+    /**
+     * The Prometheus endpoint (docs/metrics.md): plain HTTP `GET /metrics` on this address.
+     * Absent: no endpoint.
+     */
+    metrics: z
+      .strictObject({
+        /** Where `/metrics` is served; keep it on a private or loopback interface. */
+        listen: hostPort,
+      })
+      .optional(),
     /** Rate-limit budgets mirroring the CA's limits (docs/renewal.md). */
     budgets: BudgetConfigSchema.prefault({}),
     /** DNS-01 providers, zones and propagation checks (docs/dns01.md). */
@@ -239,4 +250,16 @@ export function parseControllerConfig(text: string, file: string, env: NodeJS.Pr
  */
 export function configEnvironment(): NodeJS.ProcessEnv {
   return process.env;
+}
+
+let notifySettings: NotifySettings | undefined;
+
+/**
+ * systemd's notification settings (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID), read
+ * once and then removed from process.env so child processes do not inherit them.
+ * Repeated calls return the first reading.
+ */
+export function notifyEnvironment(): NotifySettings {
+  notifySettings ??= takeNotifySettings(process.env);
+  return notifySettings;
 }

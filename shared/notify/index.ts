@@ -1,0 +1,311 @@
+/**
+ * systemd `Type=notify` for both daemons: READY, STATUS, STOPPING and WATCHDOG, spoken
+ * as the sd_notify protocol itself - one datagram of newline-separated `KEY=value`
+ * lines sent to the AF_UNIX SOCK_DGRAM socket named by NOTIFY_SOCKET (a name starting
+ * with '@' is an abstract socket: leading NUL, and the length is part of the name).
+ *
+ * Why our own 100-line Node-API addon (./native, built by `npm ci`) and not a package:
+ *   * Node's core has no unix datagram sockets, and there is no pure-JS way to make one;
+ *     spawning `systemd-notify` costs a process per message, and under
+ *     `NotifyAccess=main` systemd drops messages whose sender is not the main PID.
+ *   * `unix-dgram` (npm) copies the address with strncpy and passes
+ *     sizeof(sockaddr_un) as its length, so it cannot reach an abstract socket (tried:
+ *     ECONNREFUSED against a real one).
+ *   * `sd-notify` (npm) links libsystemd: libsystemd-dev headers on every machine that
+ *     runs `npm ci` (every edge node), the V8 API (rebuilt per Node major), no receive
+ *     side for tests, and still no watchdog policy.
+ *   * ours: no dependency beyond the toolchain node-gyp already needs, ABI-stable, both
+ *     address kinds, and a receive side that reports the sender's PID, so tests play
+ *     systemd with the same code.
+ *
+ * The addon is loaded only when NOTIFY_SOCKET is set: outside systemd nothing here can
+ * fail. Sending is non-blocking; a failed send is logged (once per failure streak) and
+ * never thrown - a daemon does not stop serving because systemd is being re-executed.
+ *
+ * Watchdog: when WATCHDOG_USEC is set (and WATCHDOG_PID is unset or ours), WATCHDOG=1
+ * is sent every WATCHDOG_USEC/2 from a timer on the event loop - a stuck loop stops the
+ * pings, which is the point - and only while the daemon's health check passes.
+ */
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
+import { CertfleetError, ErrorCode } from '../errors/index.js';
+
+/** What systemd told this process, read from its environment by the binaries' config. */
+export interface NotifySettings {
+  /** NOTIFY_SOCKET: an absolute path or '@abstract'; undefined outside Type=notify. */
+  readonly socket: string | undefined;
+  /** WATCHDOG_USEC in microseconds; undefined when no watchdog is configured. */
+  readonly watchdogUsec: number | undefined;
+  /** WATCHDOG_PID: the process the watchdog is meant for; undefined means "the main process". */
+  readonly watchdogPid: number | undefined;
+}
+
+function positiveInt(v: string | undefined): number | undefined {
+  if (v === undefined || !/^[0-9]+$/.test(v.trim())) return undefined;
+  const n = Number(v.trim());
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/**
+ * Reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from `env` (never from process.env
+ * itself: config modules pass it). Empty or malformed numbers read as unset, as
+ * libsystemd's sd_watchdog_enabled does.
+ */
+export function notifySettingsFrom(env: NodeJS.ProcessEnv): NotifySettings {
+  const socket = env['NOTIFY_SOCKET'];
+  return {
+    socket: socket === undefined || socket === '' ? undefined : socket,
+    watchdogUsec: positiveInt(env['WATCHDOG_USEC']),
+    watchdogPid: positiveInt(env['WATCHDOG_PID']),
+  };
+}
+
+/**
+ * Reads the settings from `env`, then deletes the three variables from it, as
+ * libsystemd's sd_notify(unset_environment=1) does: reload hooks and other children
+ * inherit the environment, and must neither notify on our behalf (systemd rejects them
+ * under NotifyAccess=main, with a log line each time) nor think the watchdog is theirs.
+ */
+export function takeNotifySettings(env: NodeJS.ProcessEnv): NotifySettings {
+  const settings = notifySettingsFrom(env);
+  delete env['NOTIFY_SOCKET'];
+  delete env['WATCHDOG_USEC'];
+  delete env['WATCHDOG_PID'];
+  return settings;
+}
+
+/**
+ * The sockaddr_un path bytes for a NOTIFY_SOCKET value: '@name' → NUL + name (exact
+ * length), '/path' → path + NUL. Throws CONFIG_INVALID for anything else (relative
+ * paths, `vsock:` addresses we cannot speak, names longer than sun_path's 108 bytes).
+ */
+export function socketAddress(socket: string): Buffer {
+  let addr: Buffer;
+  if (socket.startsWith('@')) addr = Buffer.concat([Buffer.from([0]), Buffer.from(socket.slice(1), 'utf8')]);
+  else if (socket.startsWith('/')) addr = Buffer.concat([Buffer.from(socket, 'utf8'), Buffer.from([0])]);
+  else throw new CertfleetError(ErrorCode.ConfigInvalid, `NOTIFY_SOCKET=${socket}: only absolute paths and @abstract names are supported`);
+  if (addr.length > 108 || socket.includes('\0') || socket.length < 2) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, `NOTIFY_SOCKET=${socket}: not a valid unix socket name`);
+  }
+  return addr;
+}
+
+/** The addon's surface (native/sd_notify.c): every call returns -errno on failure. */
+export interface DatagramBinding {
+  socket(): number;
+  sendto(fd: number, address: Buffer, data: Buffer): number;
+  bind(fd: number, address: Buffer): number;
+  recv(fd: number): { data: Buffer; pid: number } | number;
+  close(fd: number): number;
+}
+
+let binding: DatagramBinding | undefined;
+
+/** Loads the native transport. Throws INTERNAL when it was not built (`npm ci` skipped its install script). */
+export function datagramBinding(): DatagramBinding {
+  if (binding) return binding;
+  try {
+    binding = createRequire(import.meta.url)('certfleet-sd-notify') as DatagramBinding;
+  } catch (err) {
+    throw new CertfleetError(
+      ErrorCode.Internal,
+      `NOTIFY_SOCKET is set but the sd_notify addon is not built (run "npm ci" or "npm rebuild certfleet-sd-notify"; it needs python3, make and a C compiler): ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  return binding;
+}
+
+function errnoMessage(rc: number): string {
+  const names: Record<number, string> = { 2: 'ENOENT', 11: 'EAGAIN', 13: 'EACCES', 111: 'ECONNREFUSED', 22: 'EINVAL', 36: 'ENAMETOOLONG', 98: 'EADDRINUSE' };
+  return names[-rc] ?? `errno ${-rc}`;
+}
+
+/**
+ * A bound AF_UNIX datagram socket that receives, for tests that play systemd (and for
+ * nothing else). `address` is a NOTIFY_SOCKET-style name ('/path' or '@abstract').
+ * Throws INTERNAL when the socket cannot be made or bound.
+ */
+export class DatagramReceiver {
+  private readonly fd: number;
+  private constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  static bind(address: string): DatagramReceiver {
+    const b = datagramBinding();
+    const fd = b.socket();
+    if (fd < 0) throw new CertfleetError(ErrorCode.Internal, `socket: ${errnoMessage(fd)}`);
+    const rc = b.bind(fd, socketAddress(address));
+    if (rc < 0) {
+      b.close(fd);
+      throw new CertfleetError(ErrorCode.Internal, `bind ${address}: ${errnoMessage(rc)}`);
+    }
+    return new DatagramReceiver(fd);
+  }
+
+  /** The next queued datagram and its sender's PID, or null when none is queued. */
+  receive(): { data: Buffer; pid: number } | null {
+    const r = datagramBinding().recv(this.fd);
+    if (typeof r !== 'number') return r;
+    if (r === -11) return null;
+    throw new CertfleetError(ErrorCode.Internal, `recv: ${errnoMessage(r)}`);
+  }
+
+  close(): void {
+    datagramBinding().close(this.fd);
+  }
+}
+
+/** Answers whether the daemon is healthy: null when it is, else a short reason. Must be cheap and synchronous. */
+export type HealthCheck = () => string | null;
+
+/** Options of {@link createNotifier}. */
+export interface NotifierOptions {
+  settings: NotifySettings;
+  log: Logger;
+  /** Gates WATCHDOG pings; default: always healthy (only a stuck event loop stops the pings). */
+  health?: HealthCheck;
+  /** A one-line summary, asked every `statusIntervalMs` after ready(); sent when it changed. */
+  summary?: () => string;
+  /** Default 30 s. */
+  statusIntervalMs?: number;
+  /** This process's PID, compared with WATCHDOG_PID; default process.pid. */
+  pid?: number;
+}
+
+/** A daemon's channel to systemd. Every method is a no-op when NOTIFY_SOCKET is unset, and none throws. */
+export interface Notifier {
+  /** True when NOTIFY_SOCKET is set. */
+  readonly enabled: boolean;
+  /** Milliseconds between watchdog pings (WATCHDOG_USEC/2), or null without a watchdog for us. */
+  readonly watchdogIntervalMs: number | null;
+  /** READY=1 (with STATUS when given); starts the watchdog and the periodic summary. */
+  ready(status?: string): void;
+  /** STATUS=line, sent only when it differs from the last one sent. */
+  status(line: string): void;
+  /** STOPPING=1 (with STATUS); stops the watchdog and the summary: a slow shutdown is TimeoutStopSec's business. */
+  stopping(status?: string): void;
+  /** Stops the timers and closes the socket. */
+  close(): void;
+}
+
+/** One STATUS value: a newline would start another assignment (MAINPID=...), so it becomes a space. */
+function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, ' ').trim();
+}
+
+/**
+ * Creates the notifier. Throws CONFIG_INVALID for a NOTIFY_SOCKET we cannot speak and
+ * INTERNAL when the addon is missing: under Type=notify either would otherwise end in a
+ * start timeout with no reason given, so the daemon fails at once and says why.
+ */
+export function createNotifier(opts: NotifierOptions): Notifier {
+  const { settings, log } = opts;
+  if (settings.socket === undefined) {
+    log.debug('NOTIFY_SOCKET unset: not running as a systemd Type=notify service');
+    return {
+      enabled: false,
+      watchdogIntervalMs: null,
+      ready: () => undefined,
+      status: () => undefined,
+      stopping: () => undefined,
+      close: () => undefined,
+    };
+  }
+  const address = socketAddress(settings.socket);
+  const b = datagramBinding();
+  const fd = b.socket();
+  if (fd < 0) throw new CertfleetError(ErrorCode.Internal, `sd_notify socket: ${errnoMessage(fd)}`);
+
+  const pid = opts.pid ?? process.pid;
+  const forUs = settings.watchdogPid === undefined || settings.watchdogPid === pid;
+  const watchdogIntervalMs = settings.watchdogUsec !== undefined && forUs ? Math.max(1, Math.floor(settings.watchdogUsec / 2000)) : null;
+  let closed = false;
+  let failing = false;
+  let lastStatus: string | undefined;
+  let unhealthy: string | null = null;
+  const timers: NodeJS.Timeout[] = [];
+
+  const send = (text: string): void => {
+    if (closed) return;
+    const rc = b.sendto(fd, address, Buffer.from(text, 'utf8'));
+    if (rc < 0) {
+      if (!failing) log.warn({ socket: settings.socket, error: errnoMessage(rc) }, 'sd_notify send failed');
+      failing = true;
+    } else if (failing) {
+      failing = false;
+      log.info({ socket: settings.socket }, 'sd_notify send works again');
+    }
+  };
+  const statusLine = (s: string | undefined): string => {
+    if (s === undefined) return '';
+    lastStatus = oneLine(s);
+    return `\nSTATUS=${lastStatus}`;
+  };
+  const stopTimers = (): void => {
+    for (const t of timers.splice(0)) clearInterval(t);
+  };
+
+  const ping = (): void => {
+    const reason = opts.health ? opts.health() : null;
+    if (reason === null) {
+      if (unhealthy !== null) log.info('healthy again: watchdog pings resume');
+      unhealthy = null;
+      send('WATCHDOG=1');
+      return;
+    }
+    if (unhealthy === null) {
+      // Withholding the ping is the whole remedy: systemd restarts the daemon after
+      // WatchdogSec. The STATUS says why, for `systemctl status`.
+      log.error({ reason }, 'unhealthy: watchdog pings withheld');
+      send(`STATUS=${oneLine(`unhealthy: ${reason}`)}`);
+      lastStatus = undefined;
+    }
+    unhealthy = reason;
+  };
+
+  const status = (line: string): void => {
+    const l = oneLine(line);
+    if (closed || l === lastStatus) return;
+    lastStatus = l;
+    send(`STATUS=${l}`);
+  };
+
+  let started = false;
+  return {
+    enabled: true,
+    watchdogIntervalMs,
+    ready(line) {
+      if (closed) return;
+      send(`READY=1${statusLine(line)}`);
+      if (started) return;
+      started = true;
+      if (watchdogIntervalMs !== null) {
+        const t = setInterval(ping, watchdogIntervalMs);
+        t.unref();
+        timers.push(t);
+        log.info({ intervalMs: watchdogIntervalMs }, 'systemd watchdog pings started');
+      }
+      const summary = opts.summary;
+      if (summary) {
+        const t = setInterval(() => {
+          if (unhealthy === null) status(summary());
+        }, opts.statusIntervalMs ?? 30_000);
+        t.unref();
+        timers.push(t);
+      }
+    },
+    status,
+    stopping(line) {
+      stopTimers();
+      send(`STOPPING=1${statusLine(line)}`);
+    },
+    close() {
+      stopTimers();
+      if (closed) return;
+      closed = true;
+      b.close(fd);
+    },
+  };
+}
