@@ -52,13 +52,6 @@ interface AgentJson {
   name: string;
   certificates: StatusJson[];
 }
-interface CertJson {
-  name: string;
-  state: string;
-  agentsAssigned: number;
-  agentsCurrent: number;
-}
-
 const CERTS = [
   { name: 'alpha', names: ['alpha.example.test'], agents: 'node=h' },
   { name: 'beta', names: ['beta.example.test'], agents: 'node=v' },
@@ -101,19 +94,7 @@ describe('an agent rolls back a version its hook or its server does not take', {
       dns: { 'alpha.example.test': '127.0.0.2', 'beta.example.test': '127.0.0.3' },
     });
     store = await FileStore.open({ dir: path.join(fleet.controllerState, 'store'), log: silentLogger() });
-    try {
-      await eventually(
-        'both certificates installed and verified on their agents',
-        async () => {
-          const certs = await fleet.cliJson<{ certificates: CertJson[] }>(['certs']);
-          return certs.certificates.length === 2 && certs.certificates.every((c) => c.state === 'ready' && c.agentsCurrent === c.agentsAssigned);
-        },
-        150_000,
-        500,
-      );
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${fleet.logs()}`);
-    }
+    await fleet.waitUntilReady(2);
     for (const c of CERTS) {
       const latest = await store.latest(c.name);
       assert.ok(latest);

@@ -22,13 +22,6 @@ import { servedCertificate } from '../harness/tls.js';
 import { eventually } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
 
-interface CertJson {
-  name: string;
-  state: string;
-  agentsAssigned: number;
-  agentsCurrent: number;
-  current?: { version: number; fingerprint: string };
-}
 interface AgentJson {
   name: string;
   online: boolean;
@@ -54,19 +47,7 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
       dns: { 'www.example.test': '127.0.0.2', 'example.test': '127.0.0.3', 'api.example.test': '127.0.0.2' },
     });
     store = await FileStore.open({ dir: path.join(fleet.controllerState, 'store'), log: silentLogger() });
-    try {
-      await eventually(
-        'every certificate ready on every assigned agent',
-        async () => {
-          const certs = await fleet.cliJson<{ certificates: CertJson[] }>(['certs']);
-          return certs.certificates.length === 2 && certs.certificates.every((c) => c.state === 'ready' && c.agentsCurrent === c.agentsAssigned);
-        },
-        150_000,
-        500,
-      );
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${fleet.logs()}`);
-    }
+    await fleet.waitUntilReady(2);
   });
 
   after(async () => {

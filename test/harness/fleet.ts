@@ -89,6 +89,11 @@ export interface Fleet {
   logs(): string;
   /** Enrols and starts the agents (already done unless `deferAgents`). */
   addAgents(): Promise<void>;
+  /**
+   * Waits until `certfleet certs` shows `count` certificates, each ready on every agent
+   * it is assigned to; fails with every process's output.
+   */
+  waitUntilReady(count: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -203,6 +208,21 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       return JSON.parse(res.stdout) as T;
     },
     addAgents: () => Promise.resolve(),
+    async waitUntilReady(count, timeoutMs = 150_000) {
+      try {
+        await eventually(
+          `${count} certificates ready on every assigned agent`,
+          async () => {
+            const certs = await fleet.cliJson<{ certificates: Array<{ state: string; agentsCurrent: number; agentsAssigned: number }> }>(['certs']);
+            return certs.certificates.length === count && certs.certificates.every((c) => c.state === 'ready' && c.agentsCurrent === c.agentsAssigned);
+          },
+          timeoutMs,
+          500,
+        );
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\n${fleet.logs()}`);
+      }
+    },
     logs() {
       const parts = [`--- controller ---\n${controllerOutput}${controller.output()}`];
       for (const a of agents.values()) parts.push(`--- ${a.name} ---\n${a.process.output()}`);

@@ -195,19 +195,7 @@ describe('the metrics endpoint of a running controller', { timeout: 300_000 }, (
       ],
       dns: { 'www.example.test': '127.0.0.2', 'example.test': '127.0.0.3', 'api.example.test': '127.0.0.2' },
     });
-    try {
-      await eventually(
-        'every certificate ready on every assigned agent',
-        async () => {
-          const certs = await fleet.cliJson<{ certificates: CertJson[] }>(['certs']);
-          return certs.certificates.length === 2 && certs.certificates.every((c) => c.state === 'ready' && c.agentsCurrent === c.agentsAssigned);
-        },
-        150_000,
-        500,
-      );
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${fleet.logs()}`);
-    }
+    await fleet.waitUntilReady(2);
   });
 
   after(async () => {
