@@ -1,0 +1,212 @@
+/**
+ * What operators can ask and do (the OperatorService behind `certfleet status | certs |
+ * agents | show | history | renew | rollback | release | budgets | events | token`), over
+ * the controller's modules. controller/api authenticates and translates; this module
+ * answers. Also the one place a certificate's summary is computed (the CLI and the
+ * metrics both use it).
+ */
+import { isoAt, type Clock } from '../../shared/clock/index.js';
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import type { pb } from '../../shared/grpc/index.js';
+import { readEvents, type NatsHandle } from '../../shared/nats/index.js';
+import { desiredFor } from '../../shared/rollout/index.js';
+import { EventType } from '../../shared/wire/index.js';
+import { versionToPb, type OperatorBackend } from '../api/index.js';
+import type { BudgetKeeper } from '../budget/index.js';
+import type { CertificateConfig, ControllerConfig } from '../config/index.js';
+import type { Enrollment } from '../enroll/index.js';
+import type { Fleet } from '../fleet/index.js';
+import type { DesiredState, EventPublisher } from '../publish/index.js';
+import type { Reconciler } from '../reconcile/index.js';
+import { rollbackTarget, type Pins } from '../rollback/index.js';
+import type { CertStore } from '../store/index.js';
+
+export interface OperationsDeps {
+  cfg: ControllerConfig;
+  controllerVersion: string;
+  store: CertStore;
+  nats: NatsHandle;
+  fleet: Fleet;
+  desired: DesiredState;
+  loop: Reconciler;
+  pins: Pins;
+  enrollment: Enrollment;
+  events: EventPublisher;
+  budget: BudgetKeeper;
+  clock: Clock;
+}
+
+export interface Operations {
+  backend: OperatorBackend;
+  /** One certificate as `certfleet certs` shows it. */
+  certificateSummary(name: string): pb.CertificateSummary;
+}
+
+export function createOperations(deps: OperationsDeps): Operations {
+  const { cfg, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock } = deps;
+  const CONTROLLER_VERSION = deps.controllerVersion;
+  const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
+  const configured = (name: string): CertificateConfig => {
+    const c = certByName.get(name);
+    if (!c) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
+    return c;
+  };
+
+  /** One certificate as `certfleet certs` shows it. */
+  function certificateSummary(name: string): pb.CertificateSummary {
+    const c = certByName.get(name);
+    const rt = loop.status(name);
+    const d = desired.get(name);
+    const selected = c ? fleet.selected(c.agents) : [];
+    const current = selected.filter((a) => {
+      const want = d === undefined ? undefined : desiredFor(d, a.registration.labels).version;
+      return a.report?.certificates.some((s) => s.name === name && s.state === 'installed' && s.version === want);
+    }).length;
+    let state: string = rt?.state ?? 'pending';
+    let lastError = rt?.lastError ? `${rt.lastErrorCode}: ${rt.lastError}` : '';
+    if (state === 'ready' && (d === undefined || current < selected.length)) state = 'pending';
+    if (d?.rollout && state !== 'issuing') {
+      state = d.rollout.halted ? 'halted' : 'rolling-out';
+      if (d.rollout.halted) lastError = `rollout of version ${d.version} halted: ${d.rollout.haltReason}`;
+    }
+    return {
+      name,
+      names: c ? [...c.names] : [],
+      selector: c?.agents ?? '',
+      ...(rt?.latest ? { current: versionToPb(rt.latest) } : {}),
+      state,
+      lastError,
+      agentsAssigned: selected.length,
+      agentsCurrent: current,
+      nextRenewal: rt && rt.nextCheck > 0 ? isoAt(rt.nextCheck) : '',
+    };
+  }
+
+  const backend: OperatorBackend = {
+    status(): Promise<pb.GetStatusResponse> {
+      const agents = fleet.agents();
+      const certs = cfg.certificates.map((c) => certificateSummary(c.name));
+      return Promise.resolve({
+        controllerVersion: CONTROLLER_VERSION,
+        store: store.kind,
+        acmeDirectory: cfg.acme.directoryUrl,
+        certificates: certs.length,
+        certificatesReady: certs.filter((c) => c.state === 'ready').length,
+        agents: agents.length,
+        agentsOnline: agents.filter((a) => a.online).length,
+        nats: nats.isConnected() ? 'connected' : 'disconnected',
+      });
+    },
+    certificates: () => Promise.resolve(cfg.certificates.map((c) => certificateSummary(c.name))),
+    agents: () =>
+      Promise.resolve(
+        fleet.agents().map(
+          (a): pb.AgentSummary => ({
+            name: a.registration.name,
+            labels: a.registration.labels,
+            lastSeen: a.report?.lastSeen ?? '',
+            online: a.online,
+            http01Address: a.report?.http01Address ?? '',
+            certificates: a.report?.certificates ?? [],
+            enrolledAt: a.registration.enrolledAt,
+          }),
+        ),
+      ),
+    async createEnrollmentToken(agent, labels, ttlMs) {
+      return enrollment.createToken({ agent, labels, ttlMs });
+    },
+    show(name) {
+      const c = configured(name);
+      const rt = loop.status(c.name);
+      return Promise.resolve({
+        summary: certificateSummary(c.name),
+        reason: rt?.reason ?? '',
+        deferredUntil: rt && rt.deferredUntil > clock.now() ? isoAt(rt.deferredUntil) : '',
+        deferredReason: rt && rt.deferredUntil > clock.now() ? rt.deferredReason : '',
+        backoffUntil: rt && rt.backoffUntil > clock.now() ? isoAt(rt.backoffUntil) : '',
+        failures: rt?.failures ?? 0,
+        pinnedVersion: rt?.pinned ?? 0,
+        ariWindowStart: rt?.ariWindow ? isoAt(rt.ariWindow.start) : '',
+        ariWindowEnd: rt?.ariWindow ? isoAt(rt.ariWindow.end) : '',
+        desiredVersion: desired.get(c.name)?.version ?? 0,
+      });
+    },
+    async renew(name) {
+      const c = configured(name);
+      loop.renewNow(c.name);
+      await events.emit(EventType.renewRequested, { cert: c.name, message: 'renewal requested by an operator' });
+      return `${c.name}: renewal requested; follow it with "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
+    },
+    async history(name) {
+      const c = configured(name);
+      const versions = await store.listVersions(c.name);
+      const d = desired.get(c.name);
+      const pin = await pins.get(c.name);
+      const serving = new Map<number, string[]>();
+      for (const a of fleet.agents()) {
+        const s = a.report?.certificates.find((x) => x.name === c.name && x.state !== 'pending');
+        if (s && s.version > 0) serving.set(s.version, [...(serving.get(s.version) ?? []), a.registration.name]);
+      }
+      return {
+        name: c.name,
+        pinnedVersion: pin?.version ?? 0,
+        versions: versions.map((v) => ({
+          version: versionToPb(v),
+          agents: serving.get(v.version) ?? [],
+          desired: d?.version === v.version,
+          expired: Date.parse(v.notAfter) <= clock.now(),
+        })),
+      };
+    },
+    async rollback(name, to, operator) {
+      const c = configured(name);
+      const d = desired.get(c.name);
+      if (!d) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} has not been issued yet`);
+      const target = rollbackTarget(c.name, await store.listVersions(c.name), d.version, to, clock.now());
+      await pins.set(c.name, { version: target.version, from: d.version, at: isoAt(clock.now()), by: operator });
+      await desired.publish(target, c.agents, { pinned: true });
+      await events.emit(EventType.rolledBack, {
+        cert: c.name,
+        version: target.version,
+        message: `rolled back from version ${d.version} to ${target.version} by ${operator} (pinned)`,
+        details: { from: d.version, to: target.version, operator },
+      });
+      loop.kick();
+      return { fromVersion: d.version, toVersion: target.version };
+    },
+    async release(name, operator) {
+      const c = configured(name);
+      if (!(await pins.release(c.name))) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} is not pinned`);
+      const latest = await store.latest(c.name);
+      if (latest) await desired.publish(latest, c.agents);
+      await events.emit(EventType.released, { cert: c.name, version: latest?.version ?? 0, message: `pin released by ${operator}`, details: { operator } });
+      loop.kick();
+      return latest?.version ?? 0;
+    },
+    budgets: () =>
+      Promise.resolve({
+        preset: budget.preset,
+        budgets: budget.levels().map((l) => ({
+          name: `${l.title} (${l.key})`,
+          limit: l.human,
+          available: l.available,
+          capacity: l.capacity,
+          reserved: l.reserved,
+          nextTokenAt: l.nextTokenAt === null ? '' : isoAt(l.nextTokenAt),
+        })),
+      }),
+    async events(limit, cert) {
+      const list = await readEvents(nats, { limit, ...(cert === '' ? {} : { cert }) });
+      return list.map((e) => ({
+        type: e.type,
+        at: e.at,
+        cert: e.cert ?? '',
+        agent: e.agent ?? '',
+        version: e.version ?? 0,
+        message: e.message,
+        detailsJson: e.details === undefined ? '' : JSON.stringify(e.details),
+      }));
+    },
+  };
+  return { backend, certificateSummary };
+}
