@@ -45,6 +45,9 @@ if [ -z "$conf" ]; then
   exit 2
 fi
 nginx=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+# nginx itself reads $NGINX (listening sockets inherited across a binary upgrade) and
+# fails with "invalid socket number" when it holds a path: never pass it on.
+unset NGINX
 if [ -n "$prefix" ]; then
   pidfile=${NGINX_PID_FILE:-$prefix/logs/nginx.pid}
   log=${NGINX_ERROR_LOG:-$prefix/logs/error.log}
