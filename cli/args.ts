@@ -120,7 +120,8 @@ export function usageError(message: string, command?: CommandName): CertfleetErr
  * arguments. `--help` wins over everything else, then `--version`, so both work even on
  * an otherwise incomplete command line.
  */
-export function parseCommandLine(argv: readonly string[]): Invocation {
+export function parseCommandLine(rawArgv: readonly string[]): Invocation {
+  const argv = attachNegativeValues(rawArgv);
   const first = parseArgs({ args: [...argv], options: ALL_OPTIONS, strict: false, allowPositionals: true });
   const words = first.positionals;
 
@@ -153,7 +154,7 @@ export function parseCommandLine(argv: readonly string[]): Invocation {
   const args = parsed.positionals.slice(commandWordCount);
   const operator = (): OperatorOptions => ({
     credentialsFile: nonEmpty(v['credentials'], '--credentials', command),
-    timeoutMs: v['timeout'] === undefined ? DEFAULT_TIMEOUT_MS : positiveDuration(String(v['timeout']), '--timeout', command),
+    timeoutMs: v['timeout'] === undefined ? DEFAULT_TIMEOUT_MS : timeoutMs(String(v['timeout']), command),
   });
 
   switch (command) {
@@ -254,11 +255,38 @@ function helpTopic(words: string[]): CommandName | undefined {
   throw usageError(`no help for unknown command '${joined}'`);
 }
 
+/**
+ * `--to -1` becomes `--to=-1`. util.parseArgs refuses a value that starts with "-" as
+ * "argument is ambiguous", which hid the real mistake (a negative number); attached,
+ * the value reaches the option's own check, which says what the value must be.
+ * Only values that look like numbers are attached: `--cert --json` stays a missing value.
+ */
+function attachNegativeValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    const next = argv[i + 1];
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : undefined;
+    if (name !== undefined && ALL_OPTIONS[name]?.type === 'string' && next !== undefined && /^-[0-9.]/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
 /** The first sentence of node's parseArgs error, which is the useful part. */
 function parseArgsMessage(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   const unknown = /^Unknown option '([^']+)'/.exec(message);
   if (unknown) return `unknown option '${unknown[1] ?? ''}'`;
+  // "Option '--cert <value>' argument is ambiguous": the next word is another option.
+  const ambiguous = /^Option '(-[^ ']+)(?: <value>)?' argument is ambiguous/.exec(message) ?? /^Option '-\w, (--[^ ']+)(?: <value>)?' argument is ambiguous/.exec(message);
+  if (ambiguous) return `${ambiguous[1] ?? 'the option'} needs a value (the next word starts with "-"; write ${ambiguous[1] ?? '--option'}=VALUE if the value really does)`;
+  const missing = /^Option '(?:-\w, )?(--[^ ']+) <value>' argument missing/.exec(message);
+  if (missing) return `${missing[1] ?? 'the option'} needs a value`;
   const firstSentence = message.split(/\.(\s|$)/)[0] ?? message;
   return firstSentence.charAt(0).toLowerCase() + firstSentence.slice(1);
 }
@@ -283,7 +311,10 @@ const MAX_UINT32 = 0xffff_ffff;
 /** A decimal integer from 1 to 2^32-1 (the wire's uint32); no sign, no leading zero, no unit. */
 function positiveInteger(text: string, flag: string, command: CommandName): number {
   const n = /^[1-9][0-9]{0,9}$/.test(text) ? Number(text) : 0;
-  if (n < 1 || n > MAX_UINT32) throw usageError(`${flag} '${text}' is not a positive integer`, command);
+  if (n < 1 || n > MAX_UINT32) {
+    const why = /^-\d/.test(text) ? ': negative numbers are not allowed' : '';
+    throw usageError(`${flag} '${text}' is not a positive integer${why} (1, 2, 3, ...)`, command);
+  }
   return n;
 }
 
@@ -305,6 +336,17 @@ function positiveDuration(text: string, flag: string, command: CommandName): num
   return ms;
 }
 
+
+/** Shortest and longest --timeout: below half a second a TLS handshake alone may not finish. */
+export const MIN_TIMEOUT_MS = 500;
+export const MAX_TIMEOUT_MS = 3_600_000;
+
+function timeoutMs(text: string, command: CommandName): number {
+  const ms = positiveDuration(text, '--timeout', command);
+  if (ms < MIN_TIMEOUT_MS) throw usageError(`--timeout '${text}' is too short: at least 500ms (a shorter deadline expires before the controller can answer)`, command);
+  if (ms > MAX_TIMEOUT_MS) throw usageError(`--timeout '${text}' is too long: at most 1h`, command);
+  return ms;
+}
 
 function ttlSeconds(text: string, command: CommandName): number {
   const ms = positiveDuration(text, '--ttl', command);

@@ -4,7 +4,7 @@
  * docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
+import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 
@@ -12,7 +12,7 @@ const hook = z.strictObject({
   /** A shell command line (run by /bin/sh -c) or an argv array (run directly). */
   command: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
   /** The hook is killed (with its whole process group) after this long; a timeout fails the install. */
-  timeout: duration.prefault('60s'),
+  timeout: boundedDuration('1s', '1h').prefault('60s'),
 });
 
 const endpoint = z.strictObject({
@@ -51,9 +51,9 @@ export const agentConfigSchema = z.strictObject({
     })
     .optional(),
   /** Full resynchronisation over gRPC at this interval (and whenever NATS is unreachable). */
-  resyncInterval: duration.prefault('5m'),
+  resyncInterval: boundedDuration('1s', '1d', 'a shorter interval floods the controller').prefault('5m'),
   /** Status report (heartbeat) interval. */
-  reportInterval: duration.prefault('30s'),
+  reportInterval: boundedDuration('1s', '1h', 'a shorter interval floods the controller').prefault('30s'),
   /** Installed versions kept per certificate (current and previous are always kept). */
   keepVersions: z.int().min(2).max(100).default(5),
   hooks: z
@@ -63,7 +63,18 @@ export const agentConfigSchema = z.strictObject({
     })
     .prefault({}),
   /** Per-certificate settings, keyed by certificate name. */
-  certificates: z.record(z.string().regex(CERT_NAME_PATTERN, 'not a valid certificate name'), perCertificate).default({}),
+  certificates: z
+    .record(z.string(), perCertificate)
+    .default({})
+    .superRefine((certs, ctx) => {
+      // Checked here rather than as the record's key schema: zod reports a bad key as
+      // "Invalid key in record", which names neither the key nor the rule.
+      for (const name of Object.keys(certs)) {
+        if (!CERT_NAME_PATTERN.test(name)) {
+          ctx.addIssue({ code: 'custom', path: [name], message: `"${name}" is not a certificate name: ${CERT_NAME_RULE}, as in the controller's configuration` });
+        }
+      }
+    }),
 });
 
 export type AgentConfig = z.output<typeof agentConfigSchema>;

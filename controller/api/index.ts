@@ -12,6 +12,7 @@
  * This module translates between protobuf messages and the backend's records; it holds
  * no fleet logic of its own.
  */
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { grpc, loadProtos, toServiceError, type AgentServiceHandlers, type OperatorServiceHandlers, type pb } from '../../shared/grpc/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
@@ -153,10 +154,65 @@ function unary<Req, Res>(
   };
 }
 
+/**
+ * Request metadata key carrying why the TLS layer did not verify a client certificate
+ * that WAS presented. Set only by {@link peerTlsInterceptor}, which removes any value a
+ * client sent; it chooses an error message, never an identity.
+ */
+const PEER_TLS_KEY = 'certfleet-peer-tls-error';
+
+/**
+ * grpc-js hides the peer certificate of a TLS connection that did not verify, so a
+ * self-signed or foreign certificate looked like no certificate at all ("a client
+ * certificate is required"). This interceptor looks at the connection once per call and
+ * passes OpenSSL's verdict on to {@link caller} for the message. It reads grpc-js's
+ * private `stream` (the first interceptor receives the base call); if that changes in a
+ * grpc-js release the hint is simply absent and the generic message remains.
+ */
+function peerTlsInterceptor(): grpc.ServerInterceptor {
+  return (_method, call) =>
+    new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (md, mdNext) => {
+            md.remove(PEER_TLS_KEY);
+            const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
+            if (socket instanceof tls.TLSSocket && !socket.authorized && socket.getPeerCertificate()?.raw) {
+              md.set(PEER_TLS_KEY, String((socket.authorizationError as unknown) ?? 'UNVERIFIED'));
+            }
+            mdNext(md);
+          },
+        }),
+    });
+}
+
+/** What the operator is told about a presented certificate the TLS layer refused (OpenSSL verify code). */
+function presentedCertificateProblem(code: string): string {
+  switch (code) {
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'CERT_SIGNATURE_FAILURE':
+      return `it is not signed by the controller's CA (${code}); use a certificate from enrolment or the operator credentials`;
+    case 'CERT_HAS_EXPIRED':
+      return `it has expired (${code}); enrol the agent again or issue new operator credentials`;
+    case 'CERT_NOT_YET_VALID':
+      return `it is not valid yet (${code}); check the clock`;
+    default:
+      return `TLS verification failed (${code})`;
+  }
+}
+
 /** The verified identity of the caller, which must have `role`. */
 function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, role: CallerIdentity['role']): CallerIdentity {
   const peer = call.getAuthContext()?.sslPeerCertificate;
   if (!peer?.raw) {
+    const refused = call.metadata.get(PEER_TLS_KEY)[0];
+    if (typeof refused === 'string') {
+      throw new CertfleetError(ErrorCode.Unauthenticated, `client certificate rejected: ${presentedCertificateProblem(refused)}`, { details: { reason: refused } });
+    }
     throw new CertfleetError(ErrorCode.Unauthenticated, 'a client certificate is required (enrol the agent, or use the operator credentials)');
   }
   const id = auth.identify(peer.raw);
@@ -193,6 +249,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const { agent, operator } = loadProtos();
   const log = opts.log;
   const server = new grpc.Server({
+    interceptors: [peerTlsInterceptor()],
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
     'grpc.keepalive_time_ms': 60_000,
   });

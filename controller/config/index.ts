@@ -4,7 +4,7 @@
  * Every field is documented in docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { duration, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
+import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { BudgetConfigSchema } from '../budget/index.js';
 import type { RenewBefore } from '../scheduler/index.js';
 import { KEY_TYPES } from '../../shared/model/index.js';
@@ -13,11 +13,24 @@ import { dns01ConfigSchema } from '../solvers/dns01/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 
-/** A DNS name a certificate may cover: lower-case LDH labels, optional leading `*.`. */
-const dnsName = z
-  .string()
-  .transform((s) => s.toLowerCase())
-  .pipe(z.string().max(253).regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'not a valid DNS name'));
+const DNS_NAME = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/**
+ * A DNS name a certificate may cover: lower-case LDH labels, optional leading `*.`.
+ * Upper case is refused rather than folded, so the file says what the certificate will
+ * say; IP addresses are refused by name, because ACME IP identifiers (RFC 8738) are not
+ * supported and an all-digit "name" would otherwise pass as DNS labels.
+ */
+const dnsName = z.string().superRefine((name, ctx) => {
+  if (IPV4.test(name) || (name.includes(':') && /^[0-9a-fA-F:.[\]]+$/.test(name))) {
+    ctx.addIssue({ code: 'custom', message: `"${name}" is an IP address: IP identifiers are not supported (certfleet orders DNS names only)` });
+  } else if (name !== name.toLowerCase()) {
+    ctx.addIssue({ code: 'custom', message: `"${name}" has upper-case letters: write DNS names in lower case ("${name.toLowerCase()}")` });
+  } else if (name.length > 253 || !DNS_NAME.test(name)) {
+    ctx.addIssue({ code: 'custom', message: `"${name}" is not a valid DNS name (lower-case letters, digits, "-" and dots; "*." only as the first label)` });
+  }
+});
 
 const selector = z.string().superRefine((text, ctx) => {
   try {
@@ -42,7 +55,7 @@ const renewBefore = z.string().transform((text, ctx): RenewBefore => {
 const certificate = z
   .strictObject({
     /** Stable identifier: store key, KV key, directory name on agents. */
-    name: z.string().regex(CERT_NAME_PATTERN, 'lower-case letters, digits and "-", at most 63 characters'),
+    name: z.string().regex(CERT_NAME_PATTERN, CERT_NAME_RULE),
     /** DNS names (SANs); the first is also the common name. */
     names: z.array(dnsName).min(1).max(100),
     keyType: z.enum(KEY_TYPES).default('ecdsa-p256'),
@@ -89,7 +102,7 @@ export const controllerConfigSchema = z
         /** Names and addresses clients dial; they go into the API's server certificate. */
         hosts: z.array(z.string().min(1)).min(1).default(['localhost', '127.0.0.1']),
         /** An agent that has not reported for this long is shown offline. */
-        agentOfflineAfter: duration.prefault('90s'),
+        agentOfflineAfter: boundedDuration('5s', '7d').prefault('90s'),
       })
       .prefault({}),
     nats: natsSection,
@@ -133,7 +146,7 @@ export const controllerConfigSchema = z
           /** Versions Vault keeps per certificate (KV v2 max_versions); old ones are destroyed beyond it. */
           maxVersions: z.int().min(100).max(4_294_967_295).default(10_000),
           /** Per-request timeout. */
-          requestTimeout: duration.prefault('10s'),
+          requestTimeout: boundedDuration('100ms', '10m').prefault('10s'),
         }),
       ])
       .prefault({ type: 'file' }),
@@ -150,15 +163,15 @@ export const controllerConfigSchema = z
     http01: z
       .strictObject({
         /** How long to wait for every assigned agent to serve a challenge before giving up. */
-        selfCheckTimeout: duration.prefault('30s'),
+        selfCheckTimeout: boundedDuration('1s', '1h').prefault('30s'),
         /** How long the CA may take to validate an authorization. */
-        validationTimeout: duration.prefault('2m'),
+        validationTimeout: boundedDuration('5s', '1h').prefault('2m'),
       })
       .prefault({}),
     renewal: z
       .strictObject({
         /** How often the controller checks every certificate. */
-        checkInterval: duration.prefault('1m'),
+        checkInterval: boundedDuration('1s', '1d', 'a shorter interval busy-loops the controller').prefault('1m'),
         /** Orders in flight at once across all certificates. */
         concurrency: z.int().min(1).max(64).default(4),
         /**
@@ -182,7 +195,8 @@ export const controllerConfigSchema = z
     budgets: BudgetConfigSchema.prefault({}),
     /** DNS-01 providers, zones and propagation checks (docs/dns01.md). */
     dns01: dns01ConfigSchema.prefault({}),
-    certificates: z.array(certificate).default([]),
+    /** At least one: a controller with nothing to issue is a mistake (often a bad indent), not a setting. */
+    certificates: z.array(certificate, { error: (iss) => (iss.input === undefined ? 'required: the certificates to issue (at least one)' : undefined) }).min(1, 'at least one certificate is required (a controller with none has nothing to do)'),
   })
   .superRefine((cfg, ctx) => {
     cfg.certificates.forEach((c, i) => {

@@ -15,10 +15,11 @@ import { versionToPb, type OperatorBackend } from '../api/index.js';
 import type { BudgetKeeper } from '../budget/index.js';
 import type { CertificateConfig, ControllerConfig } from '../config/index.js';
 import type { Enrollment } from '../enroll/index.js';
-import type { Fleet } from '../fleet/index.js';
+import type { AgentView, Fleet } from '../fleet/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
-import type { Reconciler } from '../reconcile/index.js';
-import { rollbackTarget, type Pins } from '../rollback/index.js';
+import type { DesiredRecord } from '../../shared/model/index.js';
+import type { CertRuntime, Reconciler } from '../reconcile/index.js';
+import { checkRollbackBundle, rollbackTarget, type Pins } from '../rollback/index.js';
 import type { CertStore } from '../store/index.js';
 
 export interface OperationsDeps {
@@ -42,6 +43,89 @@ export interface Operations {
   certificateSummary(name: string): pb.CertificateSummary;
 }
 
+/** What {@link summarizeCertificate} looks at: everything the controller knows of one certificate. */
+export interface SummaryInput {
+  name: string;
+  config: CertificateConfig | undefined;
+  runtime: CertRuntime | undefined;
+  desired: DesiredRecord | undefined;
+  /** The agents the certificate's selector selects, with their latest reports. */
+  selected: readonly AgentView[];
+  nowIso(ms: number): string;
+}
+
+/** An agent that reported a failure for the version it should serve. */
+export interface AgentFailure {
+  agent: string;
+  version: number;
+  code: string;
+  error: string;
+}
+
+/**
+ * The selected agents whose latest report says the version they should serve failed
+ * (a refused bundle, a failed hook or serve check, even when the previous version was
+ * restored). Pure; sorted by agent name.
+ */
+export function agentFailures(name: string, desired: DesiredRecord | undefined, selected: readonly AgentView[]): AgentFailure[] {
+  if (desired === undefined) return [];
+  const out: AgentFailure[] = [];
+  for (const a of selected) {
+    const want = desiredFor(desired, a.registration.labels).version;
+    const s = a.report?.certificates.find((x) => x.name === name);
+    if (s?.state === 'failed' && (s.desiredVersion === want || s.failedVersion === want)) {
+      out.push({ agent: a.registration.name, version: want, code: s.errorCode || 'UNKNOWN', error: s.error });
+    }
+  }
+  return out.sort((x, y) => x.agent.localeCompare(y.agent));
+}
+
+/**
+ * One certificate as `certfleet certs` shows it. Pure. The state is the loop's, except:
+ * `ready` becomes `pending` until every selected agent serves the desired version; a
+ * rollout shows `rolling-out` or `halted`; and any selected agent that reports the
+ * desired version failed makes it `failed`, with the agents and codes in `lastError`
+ * (an agent's refusal used to hide behind `pending`, naming nobody).
+ */
+export function summarizeCertificate(input: SummaryInput): pb.CertificateSummary {
+  const { name, config: c, runtime: rt, desired: d, selected } = input;
+  const current = selected.filter((a) => {
+    const want = d === undefined ? undefined : desiredFor(d, a.registration.labels).version;
+    return a.report?.certificates.some((s) => s.name === name && s.state === 'installed' && s.version === want);
+  }).length;
+  let state: string = rt?.state ?? 'pending';
+  let lastError = rt?.lastError ? `${rt.lastErrorCode}: ${rt.lastError}` : '';
+  if (state === 'ready' && (d === undefined || current < selected.length)) state = 'pending';
+  if (d?.rollout && state !== 'issuing') {
+    state = d.rollout.halted ? 'halted' : 'rolling-out';
+    if (d.rollout.halted) lastError = `rollout of version ${d.version} halted: ${d.rollout.haltReason}`;
+  }
+  const failures = agentFailures(name, d, selected);
+  if (failures.length > 0 && state !== 'issuing' && state !== 'halted') {
+    state = 'failed';
+    const agents = failures.map((f) => `${f.agent} (v${f.version} ${f.code}: ${oneLine(f.error)})`).join('; ');
+    const onAgents = `failed on ${failures.length} of ${selected.length} agent${selected.length === 1 ? '' : 's'}: ${agents}`;
+    lastError = lastError === '' ? onAgents : `${onAgents}; controller: ${lastError}`;
+  }
+  return {
+    name,
+    names: c ? [...c.names] : [],
+    selector: c?.agents ?? '',
+    ...(rt?.latest ? { current: versionToPb(rt.latest) } : {}),
+    state,
+    lastError,
+    agentsAssigned: selected.length,
+    agentsCurrent: current,
+    nextRenewal: rt && rt.nextCheck > 0 ? input.nowIso(rt.nextCheck) : '',
+  };
+}
+
+/** An agent's error on one line, cut to a readable length (the whole text is in `certfleet agents --json`). */
+function oneLine(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > 200 ? `${flat.slice(0, 197)}...` : flat;
+}
+
 export function createOperations(deps: OperationsDeps): Operations {
   const { cfg, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock } = deps;
   const CONTROLLER_VERSION = deps.controllerVersion;
@@ -55,31 +139,14 @@ export function createOperations(deps: OperationsDeps): Operations {
   /** One certificate as `certfleet certs` shows it. */
   function certificateSummary(name: string): pb.CertificateSummary {
     const c = certByName.get(name);
-    const rt = loop.status(name);
-    const d = desired.get(name);
-    const selected = c ? fleet.selected(c.agents) : [];
-    const current = selected.filter((a) => {
-      const want = d === undefined ? undefined : desiredFor(d, a.registration.labels).version;
-      return a.report?.certificates.some((s) => s.name === name && s.state === 'installed' && s.version === want);
-    }).length;
-    let state: string = rt?.state ?? 'pending';
-    let lastError = rt?.lastError ? `${rt.lastErrorCode}: ${rt.lastError}` : '';
-    if (state === 'ready' && (d === undefined || current < selected.length)) state = 'pending';
-    if (d?.rollout && state !== 'issuing') {
-      state = d.rollout.halted ? 'halted' : 'rolling-out';
-      if (d.rollout.halted) lastError = `rollout of version ${d.version} halted: ${d.rollout.haltReason}`;
-    }
-    return {
+    return summarizeCertificate({
       name,
-      names: c ? [...c.names] : [],
-      selector: c?.agents ?? '',
-      ...(rt?.latest ? { current: versionToPb(rt.latest) } : {}),
-      state,
-      lastError,
-      agentsAssigned: selected.length,
-      agentsCurrent: current,
-      nextRenewal: rt && rt.nextCheck > 0 ? isoAt(rt.nextCheck) : '',
-    };
+      config: c,
+      runtime: loop.status(name),
+      desired: desired.get(name),
+      selected: c ? fleet.selected(c.agents) : [],
+      nowIso: (ms) => isoAt(ms),
+    });
   }
 
   const backend: OperatorBackend = {
@@ -163,6 +230,9 @@ export function createOperations(deps: OperationsDeps): Operations {
       const d = desired.get(c.name);
       if (!d) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} has not been issued yet`);
       const target = rollbackTarget(c.name, await store.listVersions(c.name), d.version, to, clock.now());
+      // Validate what agents would receive before pinning anything (issue: a tampered
+      // stored version used to be pinned and pushed, then refused by every agent).
+      checkRollbackBundle(target, await store.getVersion(c.name, target.version), c.names, clock.now());
       await pins.set(c.name, { version: target.version, from: d.version, at: isoAt(clock.now()), by: operator });
       await desired.publish(target, c.agents, { pinned: true });
       await events.emit(EventType.rolledBack, {

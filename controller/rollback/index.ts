@@ -9,7 +9,8 @@
  * every controller using the same store.
  */
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { VersionMeta } from '../../shared/model/index.js';
+import { validateBundle } from '../../shared/bundle/index.js';
+import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import type { CertStore } from '../store/index.js';
 
 /** A pin as stored. */
@@ -52,6 +53,35 @@ export function rollbackTarget(name: string, versions: readonly VersionMeta[], d
     throw new CertfleetError(ErrorCode.UsageInvalid, `version ${target.version} of ${name} expired at ${target.notAfter}; refusing to roll back to it`);
   }
   return target;
+}
+
+/**
+ * Checks the stored material of the version a rollback would pin, before anything moves.
+ * Pure. The store's meta can be intact while the files beside it were overwritten or
+ * damaged; pinning such a version sends every agent a bundle it must refuse, and leaves
+ * the fleet on nothing. Runs the agents' own validation (shared/bundle): the key matches
+ * the certificate, the certificate covers `configNames`, its fingerprint is the stored
+ * meta's (and `target`'s, which the version list showed), it has not expired. Throws the
+ * validation's code (BUNDLE_INVALID, BUNDLE_KEY_MISMATCH, BUNDLE_NAMES_MISSING,
+ * BUNDLE_EXPIRED; STORE_CORRUPT when the material is missing) with a message that says
+ * the rollback was refused and nothing changed.
+ */
+export function checkRollbackBundle(target: VersionMeta, bundle: Bundle | null, configNames: readonly string[], now: number): void {
+  const refuse = (code: ErrorCode, why: string, cause?: unknown): CertfleetError =>
+    new CertfleetError(code, `refusing to roll back ${target.name} to version ${target.version}: ${why}; nothing was changed`, {
+      cause,
+      details: { cert: target.name, version: target.version },
+    });
+  if (bundle === null) throw refuse(ErrorCode.StoreCorrupt, 'the store lists the version but holds no material for it');
+  if (bundle.meta.fingerprint !== target.fingerprint) {
+    throw refuse(ErrorCode.BundleInvalid, `the stored meta's fingerprint changed (${bundle.meta.fingerprint.slice(0, 16)}..., listed as ${target.fingerprint.slice(0, 16)}...)`);
+  }
+  try {
+    validateBundle(bundle, { now, requiredNames: [...configNames], expectedVersion: target.version });
+  } catch (err) {
+    const cf = err instanceof CertfleetError ? err : new CertfleetError(ErrorCode.BundleInvalid, String(err), { cause: err });
+    throw refuse(cf.code, `the stored bundle fails validation: ${cf.message}`, cf);
+  }
 }
 
 /** Reads and writes pins. */

@@ -184,15 +184,49 @@ export function parseDuration(text: string): number | undefined {
   return Number(m[1]) * (UNIT_MS[m[2] ?? 's'] ?? 1000);
 }
 
-/** A duration field: a string like "30s" in YAML, milliseconds after parsing. */
-export const duration = z.string().transform((text, ctx) => {
-  const ms = parseDuration(text);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)` });
-    return z.NEVER;
+/** Writes `ms` the way a config file would ("90s", "1d"), for messages about bounds. */
+export function formatDurationText(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   }
-  return ms;
-});
+  return `${ms}ms`;
+}
+
+/**
+ * A duration field bounded to [`min`, `max`] (texts such as "1s", "1d"): a string in
+ * YAML, milliseconds after parsing. The bounds exist because every duration ends up in
+ * a timer: `0s` made a loop spin (checkInterval busy-looped the controller, a
+ * reportInterval of 0s on one agent pinned the controller's CPU), and anything above
+ * Node's timer limit (about 24.8 days) fires at once. `why` is added to the "too short"
+ * message when the reason is not obvious.
+ */
+export function boundedDuration(min: string, max: string, why?: string): z.ZodPipe<z.ZodString, z.ZodTransform<number, string>> {
+  const minMs = parseDuration(min);
+  const maxMs = parseDuration(max);
+  if (minMs === undefined || maxMs === undefined || minMs > maxMs) throw new Error(`bad duration bounds ${min}..${max}`);
+  return z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)` });
+      return z.NEVER;
+    }
+    if (ms < minMs) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is too short: at least ${min}${why === undefined ? '' : ` (${why})`}` });
+      return z.NEVER;
+    }
+    if (ms > maxMs) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is too long: at most ${max}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+/**
+ * A duration field without a more specific bound: more than zero and at most 366 days
+ * (nothing in certfleet waits longer; `99999999999d` is a typo, not a setting).
+ */
+export const duration = boundedDuration('1ms', '366d');
 
 /** "host:port" with a numeric port; IPv6 hosts in brackets. */
 export const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:7443');
@@ -203,6 +237,9 @@ export function splitHostPort(text: string): { host: string; port: number } {
   const host = text.slice(0, idx).replace(/^\[|\]$/g, '');
   return { host, port: Number(text.slice(idx + 1)) };
 }
+
+/** How a certificate name must look (shared/wire CERT_NAME_PATTERN), for messages. */
+export const CERT_NAME_RULE = 'lower-case letters, digits and "-", at most 63 characters, starting and ending with a letter or digit';
 
 export const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 

@@ -82,18 +82,38 @@ const TO_STATUS: Partial<Record<ErrorCode, grpc.status>> = {
 };
 
 const CODE_METADATA_KEY = 'certfleet-error-code';
+/** "1" when trying again later can succeed (CertfleetError.retryable). */
+const RETRYABLE_METADATA_KEY = 'certfleet-retryable';
+/** Milliseconds the caller should wait before trying again (CertfleetError.retryAfterMs). */
+const RETRY_AFTER_METADATA_KEY = 'certfleet-retry-after-ms';
 
-/** A gRPC service error for `err`; the stable code travels in trailing metadata. */
+/**
+ * A gRPC service error for `err`. The stable code, `retryable` and `retryAfterMs` travel
+ * in trailing metadata, so the peer's retry loop decides as the server's would (a
+ * rate-limited or store-down answer says when to come back).
+ */
 export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const cf = err instanceof CertfleetError ? err : new CertfleetError(ErrorCode.Internal, 'internal error', { cause: err });
   const metadata = new grpc.Metadata();
   metadata.set(CODE_METADATA_KEY, cf.code);
+  metadata.set(RETRYABLE_METADATA_KEY, cf.retryable ? '1' : '0');
+  if (cf.retryAfterMs !== undefined && Number.isFinite(cf.retryAfterMs) && cf.retryAfterMs >= 0) {
+    metadata.set(RETRY_AFTER_METADATA_KEY, String(Math.round(cf.retryAfterMs)));
+  }
   return {
     code: TO_STATUS[cf.code] ?? grpc.status.INTERNAL,
     // Internal errors are not echoed to the peer: their text may name paths or hosts.
     details: cf.code === ErrorCode.Internal ? 'internal error (see controller log)' : cf.message,
     metadata,
   };
+}
+
+/** The retry facts a peer sent (absent keys: not retryable, no hint). */
+function retryFromMetadata(md: grpc.Metadata | undefined): { retryable: boolean; retryAfterMs?: number } {
+  const retryable = md?.get(RETRYABLE_METADATA_KEY)[0] === '1';
+  const after = md?.get(RETRY_AFTER_METADATA_KEY)[0];
+  const ms = typeof after === 'string' && /^\d{1,15}$/.test(after) ? Number(after) : undefined;
+  return ms === undefined ? { retryable } : { retryable, retryAfterMs: ms };
 }
 
 /** The CertfleetError a failed call stands for, from its status and metadata. */
@@ -105,11 +125,16 @@ export function fromServiceError(err: unknown, what: string): CertfleetError {
   const fromMeta = se.metadata?.get(CODE_METADATA_KEY)[0];
   const known = Object.values(ErrorCode) as string[];
   if (typeof fromMeta === 'string' && known.includes(fromMeta)) {
-    return new CertfleetError(fromMeta as ErrorCode, se.details ?? what, { cause: err });
+    return new CertfleetError(fromMeta as ErrorCode, se.details ?? what, { cause: err, ...retryFromMetadata(se.metadata) });
   }
   switch (se.code) {
-    case grpc.status.UNAVAILABLE:
     case grpc.status.DEADLINE_EXCEEDED:
+      // Not "unreachable": the call may have reached a slow controller. Say which limit hit.
+      return new CertfleetError(ErrorCode.ControllerUnavailable, `${what}: no answer before the deadline (${se.details ?? 'deadline exceeded'}); the controller is slow or unreachable, or the timeout is too short`, {
+        cause: err,
+        retryable: true,
+      });
+    case grpc.status.UNAVAILABLE:
       return new CertfleetError(ErrorCode.ControllerUnavailable, `${what}: controller unreachable (${se.details ?? ''})`, {
         cause: err,
         retryable: true,

@@ -41,14 +41,24 @@ export function isValidLabelValue(value: string): boolean {
   return VALUE.test(value);
 }
 
-/** Splits on commas that are not inside parentheses. */
+/**
+ * Splits on commas that are not inside parentheses. Unbalanced parentheses throw here,
+ * before a part is looked at: `role in (a,` is an unterminated set, and reporting its
+ * pieces as label keys would send the operator after the wrong mistake.
+ */
 function splitTop(text: string): string[] {
   const parts: string[] = [];
   let depth = 0;
   let cur = '';
   for (const ch of text) {
-    if (ch === '(') depth++;
-    if (ch === ')') depth--;
+    if (ch === '(') {
+      if (depth > 0) throw new Error(`nested "(" in "${text}": a set is one list of values, e.g. "site in (a, b)"`);
+      depth++;
+    }
+    if (ch === ')') {
+      if (depth === 0) throw new Error(`")" without "(" in "${text}"`);
+      depth--;
+    }
     if (ch === ',' && depth === 0) {
       parts.push(cur);
       cur = '';
@@ -56,6 +66,7 @@ function splitTop(text: string): string[] {
       cur += ch;
     }
   }
+  if (depth > 0) throw new Error(`unterminated set in "${text}": expected ")" to close the list of values, e.g. "site in (a, b)"`);
   parts.push(cur);
   return parts.map((p) => p.trim());
 }
@@ -73,9 +84,15 @@ export function parseSelector(text: string): Selector {
       const [, key = '', op, list = ''] = setMatch;
       const values = list.split(',').map((v) => v.trim());
       checkKey(key, part);
-      for (const v of values) if (v === '' || !VALUE.test(v)) throw new Error(`bad value "${v}" in "${part}"`);
+      for (const v of values) {
+        if (v === '') throw new Error(`empty value in "${part}": a set lists values separated by ",", e.g. "site in (a, b)"`);
+        if (!VALUE.test(v)) throw new Error(`bad value "${v}" in "${part}"`);
+      }
       requirements.push({ op: op === 'in' ? 'in' : 'notin', key, values });
       continue;
+    }
+    if (part.includes('(')) {
+      throw new Error(`bad set "${part}": expected KEY in (V1, V2) or KEY notin (V1, V2)`);
     }
     const cmp = /^([^\s!=]+)\s*(==|!=|=)\s*([^\s]*)$/.exec(part);
     if (cmp) {

@@ -31,7 +31,13 @@ for (const [text, labels, want] of CASES) {
 const BAD: Array<[string, RegExp]> = [
   ['', /empty selector/],
   ['role=lb,', /empty requirement/],
-  ['role in (a', /bad label key|bad value/],
+  // An unclosed set used to be reported as a bad label key: the message must say what is missing.
+  ['role in (a', /unterminated set in "role in \(a": expected "\)"/],
+  ['role in (a,', /unterminated set in "role in \(a,": expected "\)"/],
+  ['role in (a,)', /empty value in "role in \(a,\)"/],
+  ['role in a, b)', /"\)" without "\("/],
+  ['role in ((a))', /nested "\("/],
+  ['role (a)', /bad set "role \(a\)": expected KEY in \(V1, V2\)/],
   ['ro le=x', /bad label key/],
   ['role=a b', /bad label key|bad value/],
 ];
