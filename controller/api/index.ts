@@ -217,7 +217,7 @@ function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, rol
   }
   const id = auth.identify(peer.raw);
   if (id.role !== role) {
-    throw new CertfleetError(ErrorCode.PermissionDenied, `a ${id.role} certificate cannot call the ${role} API`);
+    throw new CertfleetError(ErrorCode.PermissionDenied, `an ${id.role} certificate cannot call the ${role} API`);
   }
   return id;
 }

@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rollbackTarget } from '../../controller/rollback/index.js';
+import { checkRollbackBundle, rollbackTarget } from '../../controller/rollback/index.js';
 import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
-import type { VersionMeta } from '../../shared/model/index.js';
+import type { Bundle, VersionMeta } from '../../shared/model/index.js';
+import { makeBundle } from '../harness/certs.js';
 
 const NOW = Date.UTC(2026, 5, 1);
 const DAY = 86_400_000;
@@ -45,4 +46,36 @@ for (const [what, desired, to, code, msg] of REFUSED) {
 
 test('rollback of a certificate without versions is NOT_FOUND', () => {
   assert.throws(() => rollbackTarget('web', [], 0, 0, NOW), (err: unknown) => isCertfleetError(err, ErrorCode.NotFound));
+});
+
+// ---- the stored bundle is checked before a rollback pins it ----
+
+test('a stored version whose files are intact passes the rollback check', async () => {
+  const b = await makeBundle({ name: 'web', version: 2, names: ['a.test'] });
+  assert.doesNotThrow(() => checkRollbackBundle(b.meta, b, ['a.test'], Date.now()));
+});
+
+const TAMPERED: Array<[string, (good: Bundle, other: Bundle) => Bundle | null, string, RegExp]> = [
+  ['its certificate overwritten with another one', (g, o) => ({ ...g, certPem: o.certPem }), ErrorCode.BundleInvalid, /leaf fingerprint differs from meta\.fingerprint/],
+  ['its key replaced', (g, o) => ({ ...g, keyPem: o.keyPem }), ErrorCode.BundleKeyMismatch, /private key does not match/],
+  ['its meta rewritten to another fingerprint', (g) => ({ ...g, meta: { ...g.meta, fingerprint: 'ab'.repeat(32) } }), ErrorCode.BundleInvalid, /stored meta's fingerprint changed/],
+  ['its material missing', () => null, ErrorCode.StoreCorrupt, /holds no material/],
+];
+for (const [what, tamper, code, message] of TAMPERED) {
+  test(`rollback to a stored version with ${what} is refused before anything is pinned`, async () => {
+    const good = await makeBundle({ name: 'web', version: 2, names: ['a.test'] });
+    const other = await makeBundle({ name: 'web', version: 3, names: ['a.test'] });
+    assert.throws(
+      () => checkRollbackBundle(good.meta, tamper(good, other), ['a.test'], Date.now()),
+      (err) => isCertfleetError(err) && err.code === code && /^refusing to roll back web to version 2: /.test(err.message) && message.test(err.message) && /nothing was changed$/.test(err.message),
+    );
+  });
+}
+
+test('a stored version that no longer covers the configured names is refused', async () => {
+  const b = await makeBundle({ name: 'web', version: 2, names: ['a.test'] });
+  assert.throws(
+    () => checkRollbackBundle(b.meta, b, ['a.test', 'b.test'], Date.now()),
+    (err) => isCertfleetError(err, ErrorCode.BundleNamesMissing) && /does not cover b\.test/.test(err.message),
+  );
 });
