@@ -178,7 +178,9 @@ function peerTlsInterceptor(): grpc.ServerInterceptor {
             md.remove(PEER_TLS_KEY);
             const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
             if (socket instanceof tls.TLSSocket && !socket.authorized && socket.getPeerCertificate()?.raw) {
-              md.set(PEER_TLS_KEY, String((socket.authorizationError as unknown) ?? 'UNVERIFIED'));
+              // Node types it as Error but sets an OpenSSL code string (e.g. DEPTH_ZERO_SELF_SIGNED_CERT).
+              const why: unknown = socket.authorizationError;
+              md.set(PEER_TLS_KEY, typeof why === 'string' ? why : why instanceof Error ? why.message : 'UNVERIFIED');
             }
             mdNext(md);
           },

@@ -31,7 +31,7 @@ import { checkAgentCsr, createControllerCa, issueOperatorCertificate, issueServe
 import { FileStore } from '../../controller/store/file.js';
 import { Installer } from '../../agent/install/index.js';
 import { CertfleetError, ErrorCode, ExitCode, exitCodeFor, isCertfleetError } from '../../shared/errors/index.js';
-import { clientCredentials, deadline, fromServiceError, grpc, loadProtos } from '../../shared/grpc/index.js';
+import { clientCredentials, deadline, fromServiceError, loadProtos, type grpc } from '../../shared/grpc/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import type { Bundle } from '../../shared/model/index.js';
 import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
@@ -539,14 +539,13 @@ function operatorBackend(): OperatorBackend {
     agents: () => Promise.resolve([]),
     createEnrollmentToken: (agent, labels, ttlMs) => world.enrollment.createToken({ agent, labels, ttlMs }),
     show: (name) => Promise.resolve(known(name)).then(nothing),
-    renew: async (name) => {
+    renew: (name) => {
       if (name === 'busy') {
         // The retry facts must reach the caller (they used to be dropped at the gRPC boundary).
-        throw new CertfleetError(ErrorCode.StoreUnavailable, 'store busy', { retryable: true, retryAfterMs: 1500 });
+        return Promise.reject(new CertfleetError(ErrorCode.StoreUnavailable, 'store busy', { retryable: true, retryAfterMs: 1500 }));
       }
-      if (name === 'final') throw new CertfleetError(ErrorCode.AcmeRateLimited, 'rate limited', { retryable: false, retryAfterMs: 3_600_000 });
-      known(name);
-      return 'queued';
+      if (name === 'final') return Promise.reject(new CertfleetError(ErrorCode.AcmeRateLimited, 'rate limited', { retryable: false, retryAfterMs: 3_600_000 }));
+      return Promise.resolve(known(name)).then(() => 'queued');
     },
     history: (name) => Promise.resolve(known(name)).then(nothing),
     rollback: (name, to) => {
