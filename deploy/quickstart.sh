@@ -67,7 +67,7 @@ AGENT_NAMES=(edge-a edge-b)
 AGENT_IPS=(127.0.0.2 127.0.0.3)
 AGENT_LABELS=("role=web,site=a" "role=web,site=b")
 
-PACKAGES=(pebble nats-server nginx-light bind9 openssl ca-certificates)
+PACKAGES=(pebble nats-server nginx-light bind9 openssl ca-certificates iproute2)
 
 # The daemons this script starts besides the agents (and the agents' nginx), the CA last.
 SERVICES_STOP_ORDER=(controller nats-server pebble named pebble-challtestsrv)
@@ -80,15 +80,10 @@ die() {
   exit 1
 }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo > /dev/null; then
-    sudo "$@"
-  else
-    die "need root for: $* (run this script as root or install sudo)"
-  fi
-}
+# Installs missing Debian packages without starting their services; shared with test/run.sh
+# and .ci/run.
+# shellcheck source=lib/apt.sh
+. "$REPO/deploy/lib/apt.sh"
 
 # The CLI. --no-deprecation: grpc-js sets the TLS server name to the dialled IP address
 # when the credentials file names one, and Node warns about it on every command.
@@ -105,17 +100,7 @@ check_repo_path() {
 }
 
 install_packages() {
-  local missing=() pkg
-  for pkg in "${PACKAGES[@]}"; do
-    if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2> /dev/null || true)" != "install ok installed" ]; then
-      missing+=("$pkg")
-    fi
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]}"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  fi
+  certfleet_apt_install quickstart "${PACKAGES[@]}" || die "could not install ${PACKAGES[*]} (run as root, or as a user with sudo)"
   local bin
   for bin in /usr/bin/pebble /usr/bin/pebble-challtestsrv /usr/sbin/nats-server /usr/sbin/nginx /usr/sbin/named /usr/sbin/tsig-keygen; do
     [ -x "$bin" ] || die "$bin is missing although its package is installed"

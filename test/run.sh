@@ -13,7 +13,9 @@
 #   CERTFLEET_TEST_REPORTER       node --test reporter (default: node's own choice)
 #
 # Tests never skip because a server is missing: when integration or e2e tests are selected,
-# this fails up front, naming the Debian package to install. Exit status is non-zero on
+# the Debian packages they start are installed when missing (as root, or through sudo;
+# deploy/lib/apt.sh, shared with deploy/quickstart.sh and .ci/run), and it fails up front
+# when that is impossible. Exit status is non-zero on
 # any failure (lint, build, a test, or an empty selection).
 set -euo pipefail
 
@@ -76,6 +78,11 @@ for f in "${sources[@]}"; do
   case "$f" in test/integration/* | test/e2e/*) needs_servers=yes ;; esac
 done
 if [ "$needs_servers" = yes ]; then
+  # The same list as .ci/run; installed only when missing, without starting their services.
+  # shellcheck source=../deploy/lib/apt.sh
+  . deploy/lib/apt.sh
+  certfleet_apt_install test/run.sh pebble nats-server nginx-light haproxy bind9 bind9-dnsutils openssl ca-certificates systemd ||
+    die "could not install the Debian packages the tests start (run as root, or as a user with passwordless sudo)"
   missing=()
   for pair in pebble:pebble pebble-challtestsrv:pebble nats-server:nats-server nginx:nginx-light \
     haproxy:haproxy named:bind9 openssl:openssl; do
@@ -86,7 +93,7 @@ if [ "$needs_servers" = yes ]; then
   if [ "${#missing[@]}" -gt 0 ]; then
     printf 'test/run.sh: missing programs the tests start:\n' >&2
     printf '  %s\n' "${missing[@]}" >&2
-    die "install them (as root: apt-get install -y --no-install-recommends pebble nats-server nginx-light haproxy bind9 bind9-dnsutils openssl), or run .ci/run"
+    die "their packages are installed but the programs are not on PATH"
   fi
 fi
 

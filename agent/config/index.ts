@@ -13,6 +13,12 @@ const hook = z.strictObject({
   command: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
   /** The hook is killed (with its whole process group) after this long; a timeout fails the install. */
   timeout: boundedDuration('1s', '1h').prefault('60s'),
+  /**
+   * `once` (default): certificates installed in the same pass that share this command run
+   * it once (CERTFLEET_CERTS names them all). `per-certificate`: once for each of them
+   * with its own RENEWED_LINEAGE, as certbot runs deploy hooks.
+   */
+  mode: z.enum(['once', 'per-certificate']).default('once'),
 });
 
 const endpoint = z.strictObject({
@@ -54,6 +60,12 @@ export const agentConfigSchema = z.strictObject({
   resyncInterval: boundedDuration('1s', '1d', 'a shorter interval floods the controller').prefault('5m'),
   /** Status report (heartbeat) interval. */
   reportInterval: boundedDuration('1s', '1h', 'a shorter interval floods the controller').prefault('30s'),
+  /**
+   * certbot-compatible `live/<name>/{cert,chain,fullchain,privkey}.pem` links into the
+   * versioned store, so configurations and hooks written for certbot move unchanged.
+   * Off unless present; `dir` defaults to <stateDir>/live.
+   */
+  live: z.strictObject({ dir: z.string().min(1).optional() }).optional(),
   /** Installed versions kept per certificate (current and previous are always kept). */
   keepVersions: z.int().min(2).max(100).default(5),
   hooks: z
@@ -86,6 +98,7 @@ function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
   return {
     ...cfg,
     stateDir: abs(cfg.stateDir),
+    ...(cfg.live ? { live: { dir: cfg.live.dir === undefined ? path.join(abs(cfg.stateDir), 'live') : abs(cfg.live.dir) } } : {}),
     controller: { ...cfg.controller, caFile: abs(cfg.controller.caFile) },
     nats: resolveNatsPaths(cfg.nats, abs),
   };

@@ -143,9 +143,22 @@ export function runHook(spec: HookSpec, env: Record<string, string>, opts: RunHo
 }
 
 /**
+ * Which hook runs certificates share: certificates with the same key run one hook
+ * together. `once` hooks are shared by command; `per-certificate` hooks (certbot's
+ * behaviour) and certificates without a hook are never shared.
+ */
+export function hookGroupKey(cert: string, spec: { command: string | string[]; mode?: 'once' | 'per-certificate' } | undefined): string {
+  if (spec === undefined) return `none:${cert}`;
+  const command = JSON.stringify(spec.command);
+  return spec.mode === 'per-certificate' ? `each:${cert}:${command}` : `once:${command}`;
+}
+
+/**
  * The certbot-compatible environment for a hook (RENEWED_LINEAGE, RENEWED_DOMAINS) plus
  * certfleet's own CERTFLEET_* variables. `lineageDir` is the directory holding the current
- * files (cert.pem, fullchain.pem, privkey.pem, ...): the installer's `current` link.
+ * files (cert.pem, fullchain.pem, privkey.pem, ...) and named after the certificate: the
+ * installer's lineageDir (live/<name> or certs/<name>), so `basename $RENEWED_LINEAGE`
+ * is the name, as in certbot hooks.
  */
 export function hookEnvironment(meta: VersionMeta, lineageDir: string): Record<string, string> {
   return {

@@ -10,7 +10,20 @@
  *   versions/<N>/privkey.pem     PKCS#8 key                        0600
  *   versions/<N>/combined.pem    fullchain + key (HAProxy)         0600
  *   versions/<N>/meta.json       VersionMeta                       0644
- *   current -> versions/<N>      relative symlink: what services read (RENEWED_LINEAGE)
+ *   current -> versions/<N>      relative symlink, swapped atomically: the commit point
+ *   {cert,chain,fullchain,privkey,combined}.pem -> current/<file>
+ *                                links made once, so `certs/<name>/` is itself a lineage
+ *                                directory like certbot's live/<name>/ (RENEWED_LINEAGE
+ *                                when no live tree is configured: basename = the name)
+ *
+ * Optional certbot-compatible tree (`liveDir`, e.g. <stateDir>/live or /etc/letsencrypt/live):
+ *
+ *   <liveDir>/<name>/{cert,chain,fullchain,privkey}.pem -> <stateDir>/certs/<name>/current/<file>
+ *
+ * Those links point through `current`, so they follow every swap (and rollback) with no
+ * write of their own: the `current` rename stays the only commit point, and nginx or
+ * HAProxy configurations written for certbot's live/ paths work unchanged. With a live
+ * tree, RENEWED_LINEAGE is <liveDir>/<name>.
  *
  * Directories are 0700. Install sequence and why it is crash safe:
  *
@@ -67,6 +80,8 @@ export interface InstallerOptions {
   /** Time for expiry checks. */
   clock: Clock;
   log: Logger;
+  /** Absolute directory of the certbot-compatible `live/<name>/` links; none when unset. */
+  liveDir?: string;
 }
 
 export interface InstallOptions {
@@ -78,7 +93,7 @@ export interface InstallResult {
   meta: VersionMeta;
   /** `<stateDir>/certs/<name>/versions/<N>`. */
   versionDir: string;
-  /** `<stateDir>/certs/<name>/current`: the path services and hooks use. */
+  /** The lineage directory hooks get as RENEWED_LINEAGE: `<liveDir>/<name>`, else `<stateDir>/certs/<name>` (see {@link Installer.lineageDir}). */
   lineageDir: string;
   /** The version `current` pointed at before, or null when there was none. */
   previousVersion: number | null;
@@ -102,6 +117,7 @@ export class Installer {
   private readonly keep: number;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly liveDir: string | undefined;
   /** Tail of the operation chain per certificate name (in-process serialisation). */
   private readonly queues = new Map<string, Promise<unknown>>();
 
@@ -114,10 +130,24 @@ export class Installer {
     this.keep = keep;
     this.clock = options.clock;
     this.log = options.log.child({ [LogKey.component]: 'install' });
+    if (options.liveDir !== undefined && !path.isAbsolute(options.liveDir)) {
+      throw new CertfleetError(ErrorCode.ConfigInvalid, `liveDir must be absolute, got ${options.liveDir}`);
+    }
+    this.liveDir = options.liveDir;
   }
 
-  /** `<stateDir>/certs/<name>/current` (it may not exist yet). */
+  /**
+   * The certbot-style lineage directory of `name` (RENEWED_LINEAGE): `<liveDir>/<name>`
+   * when a live tree is configured, else `<stateDir>/certs/<name>`. Either way it holds
+   * cert.pem, chain.pem, fullchain.pem and privkey.pem (links through `current`), and its
+   * basename is the certificate's name, as certbot hooks expect.
+   */
   lineageDir(name: string): string {
+    return this.liveDir === undefined ? this.nameDir(name) : path.join(this.liveDir, this.checkedName(name));
+  }
+
+  /** `<stateDir>/certs/<name>/current` (it may not exist yet): the symlink swapped on every install. */
+  currentDir(name: string): string {
     return path.join(this.nameDir(name), CURRENT);
   }
 
@@ -145,7 +175,7 @@ export class Installer {
   /** The meta of the current version, read through the symlink; null when nothing is installed. */
   async current(name: string): Promise<VersionMeta | null> {
     try {
-      return await this.readMeta(this.lineageDir(name));
+      return await this.readMeta(this.currentDir(name));
     } catch (err) {
       if (isCertfleetError(err, ErrorCode.NotFound)) return null;
       throw err;
@@ -205,6 +235,7 @@ export class Installer {
       const previousVersion = await this.currentVersion(name);
       const changed = previousVersion !== version;
       if (changed) await this.swapCurrent(name, version);
+      await this.linkLineage(name);
       this.log.info({ [LogKey.cert]: name, [LogKey.version]: version, previousVersion, changed }, 'version activated');
       return { meta: bundle.meta, previousVersion, changed };
     });
@@ -241,6 +272,7 @@ export class Installer {
 
     const changed = previousVersion !== version;
     if (changed) await this.swapCurrent(name, version);
+    await this.linkLineage(name);
     const pruned = await this.prune(name, [version, previousVersion]);
     this.log.info(
       { [LogKey.cert]: name, [LogKey.version]: version, fingerprint: bundle.meta.fingerprint, previousVersion, changed, reused, pruned },
@@ -293,6 +325,27 @@ export class Installer {
     }
   }
 
+  /**
+   * Makes (or repairs) the lineage links: `certs/<name>/<file> -> current/<file>` and, with
+   * a live tree, `<liveDir>/<name>/<file>` -> the same. A link already right is left alone;
+   * a wrong or missing one is replaced by rename (never absent for a reader).
+   */
+  private async linkLineage(name: string): Promise<void> {
+    const nameDir = this.nameDir(name);
+    try {
+      for (const file of LINKED_FILES) await replaceLink(path.join(nameDir, file), path.join(CURRENT, file));
+      if (this.liveDir === undefined) return;
+      const live = path.join(this.liveDir, name);
+      await fs.mkdir(live, { recursive: true, mode: DIR_MODE });
+      for (const file of LIVE_FILES) {
+        await replaceLink(path.join(live, file), path.relative(live, path.join(nameDir, CURRENT, file)));
+      }
+      await fsyncDir(live);
+    } catch (err) {
+      throw diskError(err, name, 'link the lineage files');
+    }
+  }
+
   /** Deletes versions beyond the newest `keep`, sparing `protect` (current and previous). */
   private async prune(name: string, protect: (number | null)[]): Promise<number[]> {
     const all = await this.versions(name);
@@ -332,7 +385,7 @@ export class Installer {
   private async currentVersion(name: string): Promise<number | null> {
     let target: string;
     try {
-      target = await fs.readlink(this.lineageDir(name));
+      target = await fs.readlink(this.currentDir(name));
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return null;
       throw diskError(err, name, 'read current');
@@ -360,9 +413,13 @@ export class Installer {
   }
 
   private nameDir(name: string): string {
-    // Names become path components: refuse anything that could leave certs/.
+    return path.join(this.certsDir, this.checkedName(name));
+  }
+
+  private checkedName(name: string): string {
+    // Names become path components: refuse anything that could leave certs/ (or live/).
     if (!isValidCertName(name)) throw new CertfleetError(ErrorCode.UsageInvalid, `invalid certificate name ${JSON.stringify(name)}`);
-    return path.join(this.certsDir, name);
+    return name;
   }
 
   private serialised<T>(name: string, work: () => Promise<T>): Promise<T> {
@@ -378,6 +435,28 @@ export class Installer {
 }
 
 
+
+/** Files linked beside `current` in certs/<name>/. */
+const LINKED_FILES = [LINEAGE_FILES.cert, LINEAGE_FILES.chain, LINEAGE_FILES.fullchain, LINEAGE_FILES.privkey, LINEAGE_FILES.combined];
+/** Files of certbot's live/<name>/ (certbot has no combined PEM). */
+const LIVE_FILES = [LINEAGE_FILES.cert, LINEAGE_FILES.chain, LINEAGE_FILES.fullchain, LINEAGE_FILES.privkey];
+
+/** Points `link` at `target` unless it already does: a temp link renamed over it. */
+async function replaceLink(link: string, target: string): Promise<void> {
+  try {
+    if ((await fs.readlink(link)) === target) return;
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT') && !isErrno(err, 'EINVAL')) throw err;
+  }
+  const tmp = path.join(path.dirname(link), `${TMP_LINK_PREFIX}${randomBytes(6).toString('hex')}`);
+  try {
+    await fs.symlink(target, tmp);
+    await fs.rename(tmp, link);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}
 
 async function exists(p: string): Promise<boolean> {
   try {

@@ -43,7 +43,7 @@ import { selects } from '../../shared/selector/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import { reloadHookFor, type AgentConfig, type HookConfig } from '../config/index.js';
-import { hookEnvironment, runHook } from '../hooks/index.js';
+import { hookEnvironment, hookGroupKey, runHook } from '../hooks/index.js';
 import type { Http01Responder } from '../http01/index.js';
 import type { Installer } from '../install/index.js';
 import type { ControllerLink } from '../link/index.js';
@@ -312,7 +312,7 @@ export class Sync {
     const groups = new Map<string, { spec: HookConfig | undefined; members: Installed[] }>();
     for (const item of installed) {
       const spec = reloadHookFor(this.opts.config, item.desired.name);
-      const key = spec === undefined ? `none:${item.desired.name}` : JSON.stringify(spec.command);
+      const key = hookGroupKey(item.desired.name, spec);
       const group = groups.get(key) ?? { spec, members: [] };
       group.members.push(item);
       groups.set(key, group);

@@ -4,28 +4,36 @@
  * lines sent to the AF_UNIX SOCK_DGRAM socket named by NOTIFY_SOCKET (a name starting
  * with '@' is an abstract socket: leading NUL, and the length is part of the name).
  *
- * Why our own 100-line Node-API addon (./native, built by `npm ci`) and not a package:
- *   * Node's core has no unix datagram sockets, and there is no pure-JS way to make one;
- *     spawning `systemd-notify` costs a process per message, and under
- *     `NotifyAccess=main` systemd drops messages whose sender is not the main PID.
- *   * `unix-dgram` (npm) copies the address with strncpy and passes
- *     sizeof(sockaddr_un) as its length, so it cannot reach an abstract socket (tried:
- *     ECONNREFUSED against a real one).
- *   * `sd-notify` (npm) links libsystemd: libsystemd-dev headers on every machine that
- *     runs `npm ci` (every edge node), the V8 API (rebuilt per Node major), no receive
- *     side for tests, and still no watchdog policy.
- *   * ours: no dependency beyond the toolchain node-gyp already needs, ABI-stable, both
- *     address kinds, and a receive side that reports the sender's PID, so tests play
- *     systemd with the same code.
+ * Two transports, chosen once when the notifier is created:
+ *   * our own 100-line Node-API addon (./native). It ships prebuilt for linux-x64 and
+ *     linux-arm64 (native/prebuilds, made by native/build-prebuilds.sh), so `npm ci`
+ *     compiles nothing on those; elsewhere its install script compiles it with node-gyp.
+ *     Datagrams leave from the daemon's own PID, as NotifyAccess=main requires.
+ *   * the fallback when the addon does not load (another CPU and no compiler): the
+ *     `systemd-notify --pid=<ours>` command, one process per message, run one at a time
+ *     so messages keep their order. systemd-notify waits until systemd has read the
+ *     message (BARRIER=1), so systemd can still tell which service sent it. Run as root
+ *     it sends with our PID (NotifyAccess=main works); as another user the sender is the
+ *     helper, and the unit needs NotifyAccess=all (docs/operations.md).
  *
- * The addon is loaded only when NOTIFY_SOCKET is set: outside systemd nothing here can
- * fail. Sending is non-blocking; a failed send is logged (once per failure streak) and
- * never thrown - a daemon does not stop serving because systemd is being re-executed.
+ * Why not a package: Node's core has no unix datagram sockets and there is no pure-JS
+ * way to make one; `unix-dgram` (npm) copies the address with strncpy and passes
+ * sizeof(sockaddr_un) as its length, so it cannot reach an abstract socket (tried:
+ * ECONNREFUSED against a real one); `sd-notify` (npm) links libsystemd (headers on every
+ * node), uses the V8 API (rebuilt per Node major) and has no receive side for tests. Ours
+ * is ABI-stable, speaks both address kinds, and has a receive side that reports the
+ * sender's PID, so tests play systemd with the same code.
+ *
+ * Nothing is loaded unless NOTIFY_SOCKET is set: outside systemd nothing here can fail.
+ * Sending never blocks the event loop; a failed send is logged (once per failure streak)
+ * and never thrown - a daemon does not stop serving because systemd is being re-executed.
  *
  * Watchdog: when WATCHDOG_USEC is set (and WATCHDOG_PID is unset or ours), WATCHDOG=1
  * is sent every WATCHDOG_USEC/2 from a timer on the event loop - a stuck loop stops the
  * pings, which is the point - and only while the daemon's health check passes.
  */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
@@ -101,7 +109,7 @@ export interface DatagramBinding {
 
 let binding: DatagramBinding | undefined;
 
-/** Loads the native transport. Throws INTERNAL when it was not built (`npm ci` skipped its install script). */
+/** Loads the native transport. Throws INTERNAL when no addon loads (no prebuild for this CPU, and none compiled). */
 export function datagramBinding(): DatagramBinding {
   if (binding) return binding;
   try {
@@ -109,12 +117,15 @@ export function datagramBinding(): DatagramBinding {
   } catch (err) {
     throw new CertfleetError(
       ErrorCode.Internal,
-      `NOTIFY_SOCKET is set but the sd_notify addon is not built (run "npm ci" or "npm rebuild certfleet-sd-notify"; it needs python3, make and a C compiler): ${(err as Error).message}`,
+      `the sd_notify addon does not load (no prebuilt one for ${process.platform}-${process.arch} and none compiled; "npm rebuild certfleet-sd-notify" compiles one with python3, make and a C compiler): ${(err as Error).message}`,
       { cause: err },
     );
   }
   return binding;
 }
+
+/** Where Debian (and every other systemd distribution) installs the command; /bin is /usr/bin. */
+export const SYSTEMD_NOTIFY = '/usr/bin/systemd-notify';
 
 function errnoMessage(rc: number): string {
   const names: Record<number, string> = { 2: 'ENOENT', 11: 'EAGAIN', 13: 'EACCES', 111: 'ECONNREFUSED', 22: 'EINVAL', 36: 'ENAMETOOLONG', 98: 'EADDRINUSE' };
@@ -172,12 +183,18 @@ export interface NotifierOptions {
   statusIntervalMs?: number;
   /** This process's PID, compared with WATCHDOG_PID; default process.pid. */
   pid?: number;
+  /** Loads the addon; default {@link datagramBinding}. Tests pass one that throws to get the fallback. */
+  loadBinding?: () => DatagramBinding;
+  /** The systemd-notify command used when the addon does not load; default {@link SYSTEMD_NOTIFY}. */
+  systemdNotify?: string;
 }
 
 /** A daemon's channel to systemd. Every method is a no-op when NOTIFY_SOCKET is unset, and none throws. */
 export interface Notifier {
   /** True when NOTIFY_SOCKET is set. */
   readonly enabled: boolean;
+  /** How messages leave: 'addon' (our datagram socket), 'systemd-notify' (the fallback), or null when disabled. */
+  readonly transport: 'addon' | 'systemd-notify' | null;
   /** Milliseconds between watchdog pings (WATCHDOG_USEC/2), or null without a watchdog for us. */
   readonly watchdogIntervalMs: number | null;
   /** READY=1 (with STATUS when given); starts the watchdog and the periodic summary. */
@@ -206,6 +223,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
     log.debug('NOTIFY_SOCKET unset: not running as a systemd Type=notify service');
     return {
       enabled: false,
+      transport: null,
       watchdogIntervalMs: null,
       ready: () => undefined,
       status: () => undefined,
@@ -214,11 +232,15 @@ export function createNotifier(opts: NotifierOptions): Notifier {
     };
   }
   const address = socketAddress(settings.socket);
-  const b = datagramBinding();
-  const fd = b.socket();
-  if (fd < 0) throw new CertfleetError(ErrorCode.Internal, `sd_notify socket: ${errnoMessage(fd)}`);
-
   const pid = opts.pid ?? process.pid;
+  const transport = openTransport(settings.socket, address, pid, opts);
+  if (transport.kind === 'systemd-notify') {
+    log.warn(
+      { reason: transport.why },
+      'sd_notify addon unavailable: using systemd-notify (needs NotifyAccess=all unless the daemon runs as root)',
+    );
+  }
+
   const forUs = settings.watchdogPid === undefined || settings.watchdogPid === pid;
   const watchdogIntervalMs = settings.watchdogUsec !== undefined && forUs ? Math.max(1, Math.floor(settings.watchdogUsec / 2000)) : null;
   let closed = false;
@@ -227,16 +249,18 @@ export function createNotifier(opts: NotifierOptions): Notifier {
   let unhealthy: string | null = null;
   const timers: NodeJS.Timeout[] = [];
 
-  const send = (text: string): void => {
-    if (closed) return;
-    const rc = b.sendto(fd, address, Buffer.from(text, 'utf8'));
-    if (rc < 0) {
-      if (!failing) log.warn({ socket: settings.socket, error: errnoMessage(rc) }, 'sd_notify send failed');
+  const report = (error: string | null): void => {
+    if (error !== null) {
+      if (!failing) log.warn({ socket: settings.socket, error }, 'sd_notify send failed');
       failing = true;
     } else if (failing) {
       failing = false;
       log.info({ socket: settings.socket }, 'sd_notify send works again');
     }
+  };
+  const send = (text: string): void => {
+    if (closed) return;
+    transport.send(text, report);
   };
   const statusLine = (s: string | undefined): string => {
     if (s === undefined) return '';
@@ -275,6 +299,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
   let started = false;
   return {
     enabled: true,
+    transport: transport.kind,
     watchdogIntervalMs,
     ready(line) {
       if (closed) return;
@@ -305,7 +330,78 @@ export function createNotifier(opts: NotifierOptions): Notifier {
       stopTimers();
       if (closed) return;
       closed = true;
+      transport.close();
+    },
+  };
+}
+
+/** One way of getting a message to systemd. `send` never throws; it reports the outcome (null: sent), maybe later. */
+interface Transport {
+  kind: 'addon' | 'systemd-notify';
+  /** Why the addon was not used (systemd-notify only). */
+  why?: string;
+  send(text: string, report: (error: string | null) => void): void;
+  close(): void;
+}
+
+function openTransport(socket: string, address: Buffer, pid: number, opts: NotifierOptions): Transport {
+  let b: DatagramBinding;
+  try {
+    b = (opts.loadBinding ?? datagramBinding)();
+  } catch (err) {
+    const command = opts.systemdNotify ?? SYSTEMD_NOTIFY;
+    try {
+      fs.accessSync(command, fs.constants.X_OK);
+    } catch {
+      throw new CertfleetError(
+        ErrorCode.Internal,
+        `NOTIFY_SOCKET is set, but neither the sd_notify addon nor ${command} is available: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    return commandTransport(command, socket, pid, (err as Error).message);
+  }
+  const fd = b.socket();
+  if (fd < 0) throw new CertfleetError(ErrorCode.Internal, `sd_notify socket: ${errnoMessage(fd)}`);
+  return {
+    kind: 'addon',
+    send(text, report) {
+      const rc = b.sendto(fd, address, Buffer.from(text, 'utf8'));
+      report(rc < 0 ? errnoMessage(rc) : null);
+    },
+    close() {
       b.close(fd);
+    },
+  };
+}
+
+/** How long one systemd-notify may take (it waits for systemd to read the message). */
+const COMMAND_TIMEOUT_MS = 10_000;
+
+/**
+ * The fallback: `systemd-notify --pid=<pid> KEY=value...`, one at a time (a queue), so
+ * READY is never overtaken by the STATUS sent after it. Only NOTIFY_SOCKET is passed on,
+ * explicitly (the daemon removed it from its own environment).
+ */
+function commandTransport(command: string, socket: string, pid: number, why: string): Transport {
+  let queue: Promise<void> = Promise.resolve();
+  return {
+    kind: 'systemd-notify',
+    why,
+    send(text, report) {
+      const args = [`--pid=${pid}`, ...text.split('\n')];
+      queue = queue.then(
+        () =>
+          new Promise<void>((resolve) => {
+            execFile(command, args, { env: { NOTIFY_SOCKET: socket }, timeout: COMMAND_TIMEOUT_MS }, (err, _stdout, stderr) => {
+              report(err ? `${command}: ${stderr.trim() || err.message}` : null);
+              resolve();
+            });
+          }),
+      );
+    },
+    close() {
+      // Messages already queued still go (STOPPING=1 is usually the last one).
     },
   };
 }

@@ -85,7 +85,8 @@ if (process.env[CRASH_CHILD_ENV] !== undefined) {
     const nameDir = path.join(stateDir, 'certs', 'web');
     const versionDir = path.join(nameDir, 'versions', '1');
     assert.equal(result.versionDir, versionDir);
-    assert.equal(result.lineageDir, path.join(nameDir, 'current'));
+    assert.equal(result.lineageDir, nameDir, 'certs/<name>: its basename is the name (certbot hooks)');
+    for (const f of ['cert.pem', 'chain.pem', 'fullchain.pem', 'privkey.pem', 'combined.pem']) assert.equal(fs.readlinkSync(path.join(nameDir, f)), `current/${f}`);
     assert.equal(result.previousVersion, null);
     assert.equal(result.changed, true);
     assert.equal(result.reused, false);

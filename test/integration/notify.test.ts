@@ -8,12 +8,13 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { isCertfleetError } from '../../shared/errors/index.js';
-import { createNotifier, DatagramReceiver, notifySettingsFrom, takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
+import { createNotifier, DatagramReceiver, notifySettingsFrom, SYSTEMD_NOTIFY, takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 import { CLI, startFleet } from '../harness/fleet.js';
 import { eventually, startProcess } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
@@ -229,6 +230,68 @@ test('a send that fails (systemd gone) is logged once per failure streak and nev
   } finally {
     n.close();
   }
+});
+
+test('the addon npm installs is the prebuilt one for this CPU: nothing was compiled', () => {
+  const addon = createRequire(import.meta.url)('certfleet-sd-notify') as { loadedFrom: string };
+  assert.ok(['x64', 'arm64'].includes(process.arch), `no prebuild is shipped for ${process.arch}`);
+  assert.match(addon.loadedFrom, new RegExp(`/shared/notify/native/prebuilds/linux-${process.arch}/certfleet_sd_notify\\.node$`));
+  const n = createNotifier({ settings: settings(path.join(tempDir(), 'notify.sock')), log: capturingLogger().log });
+  assert.equal(n.transport, 'addon');
+  n.close();
+});
+
+const noAddon = (): never => {
+  throw new Error('simulated: no addon for this CPU');
+};
+
+test('without the addon, messages go through systemd-notify --pid, in order, and a warning says so', async () => {
+  const name = `@certfleet-fallback-${crypto.randomBytes(6).toString('hex')}`;
+  const systemd = fakeSystemd(name);
+  const { log, lines } = capturingLogger();
+  const n = createNotifier({ settings: settings(name), log, loadBinding: noAddon });
+  try {
+    assert.equal(n.transport, 'systemd-notify');
+    assert.ok(lines().some((l) => l.includes('using systemd-notify') && l.includes('simulated: no addon')));
+    n.status('starting');
+    n.ready('ready: 3 certificates');
+    n.stopping('stopping now');
+    // systemd-notify adds MAINPID (ours) and ends each message with a BARRIER=1 it waits on.
+    const received = (): string[] => systemd.messages.map((m) => m.text).filter((t) => t !== 'BARRIER=1');
+    await eventually('three messages', () => received().length >= 3, 15_000, 10);
+    assert.deepEqual(received(), [
+      `MAINPID=${process.pid}\nSTATUS=starting`,
+      `MAINPID=${process.pid}\nREADY=1\nSTATUS=ready: 3 certificates`,
+      `MAINPID=${process.pid}\nSTOPPING=1\nSTATUS=stopping now`,
+    ]);
+    assert.ok(!lines().some((l) => l.includes('sd_notify send failed')), lines().join('\n'));
+  } finally {
+    n.close();
+    systemd.close();
+  }
+});
+
+test('without the addon, a systemd-notify that fails is logged once per streak, never thrown', async () => {
+  const { log, lines } = capturingLogger();
+  const n = createNotifier({ settings: settings(path.join(tempDir(), 'nobody.sock')), log, loadBinding: noAddon });
+  try {
+    n.status('nobody listens');
+    n.ready('still nobody');
+    await eventually('the failure logged', () => lines().some((l) => l.includes('sd_notify send failed')), 15_000, 10);
+    await sleep(500);
+    assert.equal(lines().filter((l) => l.includes('sd_notify send failed')).length, 1);
+  } finally {
+    n.close();
+  }
+});
+
+test('with neither the addon nor systemd-notify, creating the notifier fails with INTERNAL naming both', () => {
+  const { log } = capturingLogger();
+  assert.ok(fs.existsSync(SYSTEMD_NOTIFY), `${SYSTEMD_NOTIFY} (Debian package systemd) is needed by the test above`);
+  assert.throws(
+    () => createNotifier({ settings: settings('/run/x.sock'), log, loadBinding: noAddon, systemdNotify: '/nonexistent/systemd-notify' }),
+    (err: unknown) => isCertfleetError(err) && err.code === 'INTERNAL' && err.message.includes('/nonexistent/systemd-notify') && err.message.includes('simulated'),
+  );
 });
 
 test('the agent binary sends READY=1 from its main process under NOTIFY_SOCKET, pings the watchdog and sends STOPPING=1 on SIGTERM', async () => {
