@@ -39,6 +39,7 @@ import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, VersionMeta } from '../../shared/model/index.js';
 import { openKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
+import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
 import { selects } from '../../shared/selector/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
 import { Bucket } from '../../shared/wire/index.js';
@@ -162,7 +163,7 @@ export class Sync {
   }
 
   private async startWatches(nats: NatsHandle): Promise<void> {
-    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false });
+    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
     const w1 = await desiredKv.watch((key, value) => {
       if (value === null || !this.assigned(value.selector)) {
         this.desired.delete(key);
@@ -175,7 +176,7 @@ export class Sync {
     this.watches.push(w1);
     const http01 = this.opts.http01;
     if (http01) {
-      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false });
+      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
       const w2 = await challengesKv.watch((key, value) => {
         if (value === null) {
           http01.delete(key);

@@ -8,22 +8,16 @@
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import type { CertStatus } from '../../shared/model/index.js';
 import { openKv, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { matches, parseSelector } from '../../shared/selector/index.js';
+import { parseAgentRecord, type AgentRecord } from '../../shared/records/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import type { AgentReport } from '../api/index.js';
 import type { AgentRegistration, Enrollment } from '../enroll/index.js';
 import type { Responder } from '../solvers/index.js';
 
-/** The value kept per agent in the `agents` bucket. */
-export interface AgentRecord {
-  name: string;
-  http01Address: string;
-  agentVersion: string;
-  lastSeen: string;
-  certificates: CertStatus[];
-}
+/** The value kept per agent in the `agents` bucket (schema: shared/records). */
+export type { AgentRecord };
 
 /** One agent: registration plus last report. */
 export interface AgentView {
@@ -55,7 +49,7 @@ export class Fleet {
 
   /** Loads the registry and every last report. */
   static async open(opts: FleetOptions): Promise<Fleet> {
-    const kv = await openKv<AgentRecord>(opts.nats, Bucket.agents, { create: false });
+    const kv = await openKv<AgentRecord>(opts.nats, Bucket.agents, { create: false, parse: parseAgentRecord });
     const fleet = new Fleet(kv, opts);
     for (const reg of await opts.enrollment.listAgents()) fleet.registrations.set(reg.name, reg);
     fleet.watch = await kv.watch((key, value) => {

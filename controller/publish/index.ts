@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import type { ChallengeRecord, DesiredRecord, FleetEvent, RolloutState, VersionMeta } from '../../shared/model/index.js';
 import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
+import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
 
@@ -26,7 +27,7 @@ export class DesiredState {
 
   /** Opens the bucket and loads every pointer before returning. */
   static async open(nats: NatsHandle, clock: Clock, log: Logger): Promise<DesiredState> {
-    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false });
+    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
     const state = new DesiredState(kv, clock, log);
     state.watch = await kv.watch((key, value) => {
       if (value === null) state.current.delete(key);
@@ -82,7 +83,7 @@ export class NatsChallengeBoard implements ChallengeBoard {
   private constructor(private readonly kv: JsonKv<ChallengeRecord>) {}
 
   static async open(nats: NatsHandle): Promise<NatsChallengeBoard> {
-    return new NatsChallengeBoard(await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false }));
+    return new NatsChallengeBoard(await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord }));
   }
 
   async present(record: ChallengeRecord): Promise<void> {
