@@ -101,7 +101,8 @@ describe('an agent killed after the current swap and before its reload hook', { 
 
     // v2: a valid certificate for the same names from a test CA, published by the controller.
     const bundle = await makeBundle({ name: CERT.name, version: v1.version + 1, names: CERT.names });
-    const { version: _v, ...meta } = bundle.meta;
+    const { version, ...meta } = bundle.meta;
+    assert.equal(version, v1.version + 1);
     const v2 = await store.putVersion(CERT.name, { certPem: bundle.certPem, chainPem: bundle.chainPem, keyPem: bundle.keyPem, meta }, v1.version);
 
     const code = await Promise.race([agent.process.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 60_000))]);
