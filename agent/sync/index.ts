@@ -33,12 +33,23 @@
  * the usual cause is on the node (a broken server configuration) and an operator may
  * have fixed it; each retry that fails rolls back again. Reports also go out every
  * `reportInterval` as the agent's heartbeat.
+ *
+ * After a (re)start nothing is reported until every installed certificate is proven:
+ * the agent may have been killed between the `current` swap and the reload hook, and
+ * then the server still runs the old version (issue #8). A certificate with verify
+ * endpoints is checked by handshake; one that does not serve `current` gets its hook
+ * again (then verify, then the normal rollback on failure). A certificate without
+ * endpoints cannot be proven: its hook is rerun unless `loaded.json` (./loaded.ts), written
+ * only after hook and verify succeeded, names the current version. See recheckInstalled.
  */
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, VersionMeta } from '../../shared/model/index.js';
 import { openKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
+import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
 import { selects } from '../../shared/selector/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
 import { Bucket } from '../../shared/wire/index.js';
@@ -48,6 +59,7 @@ import type { Http01Responder } from '../http01/index.js';
 import type { Installer } from '../install/index.js';
 import type { ControllerLink } from '../link/index.js';
 import { verifyServed } from '../verify/index.js';
+import { clearLoaded, readLoaded, writeLoaded } from './loaded.js';
 import { CoalescingRunner } from '../../shared/runtime/index.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -110,9 +122,12 @@ export class Sync {
     }
   }
 
-  /** Loads installed state, starts watches and timers, and converges once. */
+  /**
+   * Loads installed state and proves it (see {@link recheckInstalled}) before anything
+   * is reported, then starts watches and timers, and converges once.
+   */
   async start(): Promise<void> {
-    await this.loadInstalled();
+    await this.recheckInstalled();
     if (this.opts.nats) await this.startWatches(this.opts.nats);
     await this.resync();
     const tick = (): void => {
@@ -130,30 +145,79 @@ export class Sync {
     return [...this.status.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  private async loadInstalled(): Promise<void> {
+  /**
+   * After a (re)start, before the first report: what `current` names is on disk, but
+   * whether it was ever loaded is not known — the previous process may have been killed
+   * between the `current` swap and its reload hook. For each installed certificate:
+   *
+   *   endpoints configured:  served fingerprint == current's?  yes → installed, verified
+   *                                                            no  → rerun the hook
+   *   no endpoints:          loaded.json names current?        yes → installed (unverified)
+   *                                                            no  → rerun the hook
+   *
+   * A rerun goes through the normal path (grouped hook → verify → rollback to the last
+   * loaded version on failure), so the first report already tells the truth. Without
+   * endpoints a restart cannot prove the hook ran; running it once more when the install
+   * was not recorded as completed is the honest choice (a reload is harmless). Agents
+   * upgraded from a version without the marker therefore reload once at their first start.
+   */
+  private async recheckInstalled(): Promise<void> {
+    const rerun: Installed[] = [];
     for (const name of await this.installedNames()) {
       const meta = await this.opts.installer.current(name);
       if (!meta) continue;
-      this.status.set(name, {
-        name,
-        version: meta.version,
-        fingerprint: meta.fingerprint,
-        desiredVersion: 0,
-        state: 'installed',
-        hook: null,
-        servedVerified: false,
-        error: '',
-        errorCode: '',
-        updatedAt: isoAt(this.opts.clock.now()),
-        failedVersion: 0,
-        rollback: '',
-      });
+      const log = this.opts.log.child({ cert: name, version: meta.version });
+      const certDir = path.dirname(this.opts.installer.lineageDir(name));
+      const loaded = await readLoaded(certDir);
+      const loadedCurrent = loaded !== null && loaded.version === meta.version && loaded.fingerprint === meta.fingerprint;
+      // Stands in for the desired record until the controller is heard from.
+      const d: DesiredRecord = { name, version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '', updatedAt: '' };
+      const endpoints = this.endpoints(d);
+      if (endpoints.length > 0) {
+        // One probe, no settling: a server nobody reloaded will not change by waiting.
+        const bad = (await verifyServed(endpoints, meta.fingerprint, 0)).filter((c) => !c.ok);
+        if (bad.length === 0) {
+          this.setStatus(d, { version: meta.version, fingerprint: meta.fingerprint, state: 'installed', servedVerified: true, desiredVersion: 0 });
+          if (!loadedCurrent) await this.markLoaded(name, meta);
+          continue;
+        }
+        log.warn({ error: bad.map((c) => `${c.address}: ${c.error}`).join('; ') }, 'current version not served after a restart; running the reload hook again');
+      } else if (loadedCurrent) {
+        this.setStatus(d, { version: meta.version, fingerprint: meta.fingerprint, state: 'installed', desiredVersion: 0 });
+        continue;
+      } else {
+        log.warn({ loaded: loaded?.version ?? null }, 'install of the current version not recorded as completed; running the reload hook again');
+      }
+      this.setStatus(d, { version: meta.version, fingerprint: meta.fingerprint, state: 'pending', desiredVersion: 0 });
+      // The last version known loaded is what a failure restores (as after a fresh install).
+      const previous = loaded !== null && loaded.version !== meta.version && (await this.opts.installer.hasVersion(name, loaded.version)) ? loaded.version : null;
+      rerun.push({ desired: d, meta, lineageDir: this.opts.installer.lineageDir(name), previous });
+    }
+    if (rerun.length > 0) await this.runHooks(rerun);
+    // The stand-in records said desiredVersion = installed; the controller has not spoken yet.
+    for (const item of rerun) {
+      const st = this.status.get(item.desired.name);
+      if (st) st.desiredVersion = 0;
     }
   }
 
+  /** Records `meta` as loaded; a failure is logged (the next start reruns the hook). */
+  private async markLoaded(name: string, meta: VersionMeta): Promise<void> {
+    try {
+      await writeLoaded(path.dirname(this.opts.installer.lineageDir(name)), meta, isoAt(this.opts.clock.now()));
+    } catch (err) {
+      this.opts.log.warn({ cert: name, err: (err as Error).message }, 'loaded marker not written');
+    }
+  }
+
+  /** Before `current` switches to `version`: a marker naming it would claim a load that has not happened. */
+  private async beforeSwitch(name: string, version: number): Promise<void> {
+    const certDir = path.dirname(this.opts.installer.lineageDir(name));
+    const loaded = await readLoaded(certDir);
+    if (loaded !== null && loaded.version === version) await clearLoaded(certDir);
+  }
+
   private async installedNames(): Promise<string[]> {
-    const fs = await import('node:fs/promises');
-    const path = await import('node:path');
     try {
       return await fs.readdir(path.join(this.opts.config.stateDir, 'certs'));
     } catch {
@@ -162,7 +226,7 @@ export class Sync {
   }
 
   private async startWatches(nats: NatsHandle): Promise<void> {
-    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false });
+    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
     const w1 = await desiredKv.watch((key, value) => {
       if (value === null || !this.assigned(value.selector)) {
         this.desired.delete(key);
@@ -175,7 +239,7 @@ export class Sync {
     this.watches.push(w1);
     const http01 = this.opts.http01;
     if (http01) {
-      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false });
+      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
       const w2 = await challengesKv.watch((key, value) => {
         if (value === null) {
           http01.delete(key);
@@ -269,6 +333,7 @@ export class Sync {
       if (bundle.meta.fingerprint !== d.fingerprint) {
         log.warn({ got: bundle.meta.fingerprint, want: d.fingerprint }, 'fetched version differs from the desired pointer');
       }
+      await this.beforeSwitch(d.name, bundle.meta.version);
       const result = await this.opts.installer.install(bundle, { requiredNames: d.names });
       log.info({ changed: result.changed }, 'certificate installed');
       this.setStatus(d, { version: bundle.meta.version, fingerprint: bundle.meta.fingerprint, state: 'pending' });
@@ -297,6 +362,7 @@ export class Sync {
         log.warn({ got: archived.meta.fingerprint, want: d.fingerprint }, 'archived version differs from the desired pointer; fetching');
         return undefined;
       }
+      await this.beforeSwitch(d.name, d.version);
       const result = await installer.activate(d.name, d.version, { requiredNames: d.names });
       log.info({ changed: result.changed, previousVersion: result.previousVersion }, 'certificate activated from the local archive');
       this.setStatus(d, { version: result.meta.version, fingerprint: result.meta.fingerprint, state: 'pending' });
@@ -339,6 +405,7 @@ export class Sync {
         const facts = { version: m.meta.version, fingerprint: m.meta.fingerprint, hook };
         if (check.ok) {
           this.setStatus(m.desired, { ...facts, state: 'installed', servedVerified: check.verified });
+          await this.markLoaded(m.desired.name, m.meta);
         } else {
           this.opts.log.warn({ cert: m.desired.name, error: check.error }, 'served certificate does not match');
           failures.push({ member: m, code: ErrorCode.NotServed, error: `not served: ${check.error}`, hook });
@@ -364,6 +431,7 @@ export class Sync {
       }
       const log = this.opts.log.child({ cert: d.name, version: meta.version, restore: previous });
       try {
+        await this.beforeSwitch(d.name, previous);
         const back = await this.opts.installer.activate(d.name, previous, { requiredNames: d.names });
         log.warn({ code: f.code }, 'previous version restored');
         restored.push({ failure: f, meta: back.meta });
@@ -395,6 +463,7 @@ export class Sync {
         continue;
       }
       this.opts.log.warn({ cert: f.member.desired.name, failedVersion: f.member.meta.version, version: r.meta.version }, 'rolled back');
+      await this.markLoaded(f.member.desired.name, r.meta);
       this.setStatus(f.member.desired, { ...facts, error: `${tried}${check.verified ? ', served again' : ''}`, servedVerified: check.verified, rollback: 'restored' });
     }
   }
@@ -417,11 +486,16 @@ export class Sync {
    * endpoint is configured (nothing to prove, not a failure).
    */
   private async verify(d: DesiredRecord, meta: VersionMeta): Promise<{ ok: boolean; verified: boolean; error: string }> {
-    const endpoints = (this.opts.config.certificates[d.name]?.verify ?? []).map((e) => ({ address: e.address, serverName: e.serverName ?? defaultServerName(d.names) }));
+    const endpoints = this.endpoints(d);
     if (endpoints.length === 0) return { ok: true, verified: false, error: '' };
     const bad = (await verifyServed(endpoints, meta.fingerprint)).filter((c) => !c.ok);
     if (bad.length === 0) return { ok: true, verified: true, error: '' };
     return { ok: false, verified: false, error: bad.map((c) => `${c.address}: ${c.error}`).join('; ') };
+  }
+
+  /** The configured listeners that must serve `d` (SNI defaulted from its names). */
+  private endpoints(d: DesiredRecord): Array<{ address: string; serverName: string }> {
+    return (this.opts.config.certificates[d.name]?.verify ?? []).map((e) => ({ address: e.address, serverName: e.serverName ?? defaultServerName(d.names) }));
   }
 
   /** Replaces the status of `d` with the given facts (others reset). */

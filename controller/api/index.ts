@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { grpc, loadProtos, toServiceError, type AgentServiceHandlers, type OperatorServiceHandlers, type pb } from '../../shared/grpc/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { Bundle, CertStatus, DesiredRecord, VersionMeta } from '../../shared/model/index.js';
+import { certStatusSchema } from '../../shared/records/index.js';
 
 /** Who is calling, as proven by a verified client certificate. */
 export interface CallerIdentity {
@@ -278,10 +279,20 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const id = caller(call, opts.auth, 'agent');
       const req = call.request;
       if (req.certificates.length > 10_000) throw new CertfleetError(ErrorCode.UsageInvalid, 'too many certificates in one report');
+      const certificates = req.certificates.map(statusFromPb);
+      // The report is stored in the agents bucket, whose readers refuse what this schema
+      // refuses: a bad entry is refused here, with its reason, not stored to be skipped.
+      certificates.forEach((s, i) => {
+        const checked = certStatusSchema.safeParse(s);
+        if (!checked.success) {
+          const what = checked.error.issues.map((is) => `${is.path.join('.')}: ${is.message}`).join('; ');
+          throw new CertfleetError(ErrorCode.UsageInvalid, `certificates[${i}] is invalid: ${what}`);
+        }
+      });
       await opts.agents.reportStatus(id, {
         http01Address: req.http01Address.slice(0, 300),
         agentVersion: req.agentVersion.slice(0, 64),
-        certificates: req.certificates.map(statusFromPb),
+        certificates,
       });
       return {};
     }),

@@ -9,8 +9,17 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../shared/clock/index.js';
 import { isCertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { openKv, type JsonKv, type NatsHandle } from '../../shared/nats/index.js';
+import { recordParser } from '../../shared/records/index.js';
 import { Bucket } from '../../shared/wire/index.js';
+import { z } from 'zod';
 import { Budget, type BudgetConfig, type BudgetRequest, type BucketLevel, type CheckResult, type Spend, type BudgetState } from './index.js';
+
+/** A value of the `budgets` bucket, checked like every record read from NATS. */
+const budgetStateSchema = z.strictObject({
+  version: z.literal(1),
+  buckets: z.record(z.string().min(1).max(512), z.strictObject({ level: z.number().finite(), at: z.number().finite() })),
+});
+const parseBudgetState = recordParser(budgetStateSchema);
 
 export class BudgetKeeper {
   private revision = 0;
@@ -27,8 +36,20 @@ export class BudgetKeeper {
 
   /** Loads the stored state of `accountId` (or starts full). */
   static async open(nats: NatsHandle, cfg: BudgetConfig, accountId: string, clock: Clock, log: Logger): Promise<BudgetKeeper> {
-    const kv = await openKv<BudgetState>(nats, Bucket.budgets, { create: false });
-    const stored = await kv.get(accountId);
+    const kv = await openKv<BudgetState>(nats, Bucket.budgets, { create: false, parse: parseBudgetState });
+    let stored: { value: BudgetState; revision: number } | null;
+    try {
+      stored = await kv.get(accountId);
+    } catch (err) {
+      if (!isCertfleetError(err, ErrorCode.StoreCorrupt)) throw err;
+      // Logged and counted by the KV view. Starting full is what an absent record means
+      // too; the next change overwrites the bad record (compare-and-set on its revision).
+      const revision = err.details['revision'];
+      log.error({ account: accountId }, 'stored budget state is malformed; starting from full budgets');
+      const keeper = new BudgetKeeper(Budget.fromConfig(cfg), cfg.preset, kv, accountId, clock, log);
+      keeper.revision = typeof revision === 'number' ? revision : 0;
+      return keeper;
+    }
     const keeper = new BudgetKeeper(Budget.fromConfig(cfg, stored?.value), cfg.preset, kv, accountId, clock, log);
     keeper.revision = stored?.revision ?? 0;
     return keeper;
@@ -75,7 +96,12 @@ export class BudgetKeeper {
     } catch (err) {
       if (isCertfleetError(err, ErrorCode.StoreConflict)) {
         // Another controller spent meanwhile: merge by keeping the lower level per bucket.
-        const theirs = await this.kv.get(this.key);
+        const theirs = await this.kv.get(this.key).catch((e: unknown) => {
+          // Someone wrote a malformed record (logged by the KV view): ours replaces it.
+          if (!isCertfleetError(e, ErrorCode.StoreCorrupt)) throw e;
+          const revision = e.details['revision'];
+          return typeof revision === 'number' ? { value: { version: 1 as const, buckets: {} }, revision } : null;
+        });
         if (theirs) {
           for (const [id, b] of Object.entries(theirs.value.buckets)) {
             const mine = state.buckets[id];

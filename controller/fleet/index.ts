@@ -3,27 +3,23 @@
  * controller/enroll), what each last reported (NATS `agents` bucket, shared by every
  * controller), and who should serve what (label selectors).
  *
- * Reads come from memory (kept current by a watch of the bucket); a report writes
- * through to NATS.
+ * Reads come from memory (kept current by a watch of the bucket); a report is taken
+ * into memory first and then written through to NATS in the background, so an agent
+ * reporting over gRPC stays online while NATS is away (issue #8: every agent showed
+ * offline during a NATS outage). Writes per agent are chained, newest last.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import type { CertStatus } from '../../shared/model/index.js';
 import { openKv, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { matches, parseSelector } from '../../shared/selector/index.js';
+import { parseAgentRecord, type AgentRecord } from '../../shared/records/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import type { AgentReport } from '../api/index.js';
 import type { AgentRegistration, Enrollment } from '../enroll/index.js';
 import type { Responder } from '../solvers/index.js';
 
-/** The value kept per agent in the `agents` bucket. */
-export interface AgentRecord {
-  name: string;
-  http01Address: string;
-  agentVersion: string;
-  lastSeen: string;
-  certificates: CertStatus[];
-}
+/** The value kept per agent in the `agents` bucket (schema: shared/records). */
+export type { AgentRecord };
 
 /** One agent: registration plus last report. */
 export interface AgentView {
@@ -46,6 +42,9 @@ export interface FleetOptions {
 export class Fleet {
   private readonly registrations = new Map<string, AgentRegistration>();
   private readonly reports = new Map<string, AgentRecord>();
+  /** Tail of the NATS writes per agent (reports are written in order, never awaited by callers). */
+  private readonly writes = new Map<string, Promise<void>>();
+  private writeFailing = false;
   private watch: KvWatch | undefined;
 
   private constructor(
@@ -55,12 +54,18 @@ export class Fleet {
 
   /** Loads the registry and every last report. */
   static async open(opts: FleetOptions): Promise<Fleet> {
-    const kv = await openKv<AgentRecord>(opts.nats, Bucket.agents, { create: false });
+    const kv = await openKv<AgentRecord>(opts.nats, Bucket.agents, { create: false, parse: parseAgentRecord });
     const fleet = new Fleet(kv, opts);
     for (const reg of await opts.enrollment.listAgents()) fleet.registrations.set(reg.name, reg);
     fleet.watch = await kv.watch((key, value) => {
-      if (value === null) fleet.reports.delete(key);
-      else fleet.reports.set(key, value);
+      if (value === null) {
+        fleet.reports.delete(key);
+        return;
+      }
+      // A write that lagged behind (NATS was away) must not replace a newer report in memory.
+      const mine = fleet.reports.get(key);
+      if (mine && Date.parse(mine.lastSeen) > Date.parse(value.lastSeen)) return;
+      fleet.reports.set(key, value);
     });
     await fleet.watch.initialDone;
     return fleet;
@@ -75,8 +80,8 @@ export class Fleet {
     return report !== undefined && this.opts.clock.now() - Date.parse(report.lastSeen) <= this.opts.offlineAfterMs;
   }
 
-  /** Stores a status report. */
-  async report(agent: string, report: AgentReport): Promise<void> {
+  /** Stores a status report: in memory at once, in NATS when it is reachable. */
+  report(agent: string, report: AgentReport): Promise<void> {
     const before = this.reports.get(agent);
     const record: AgentRecord = {
       name: agent,
@@ -85,12 +90,34 @@ export class Fleet {
       lastSeen: isoAt(this.opts.clock.now()),
       certificates: report.certificates,
     };
-    await this.kv.put(agent, record);
     this.reports.set(agent, record);
+    this.writeThrough(agent, record);
     if (!this.isOnline(before)) {
       this.opts.log.info({ agent }, 'agent online');
       this.opts.onAgentOnline?.(agent);
     }
+    return Promise.resolve();
+  }
+
+  /** Writes `record` to the agents bucket after the agent's earlier writes; failures are logged once per outage. */
+  private writeThrough(agent: string, record: AgentRecord): void {
+    const previous = this.writes.get(agent) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      // A newer report queued behind this one makes it moot.
+      if (this.reports.get(agent) !== record) return;
+      try {
+        await this.kv.put(agent, record);
+        if (this.writeFailing) this.opts.log.info('agent status written to NATS again');
+        this.writeFailing = false;
+      } catch (err) {
+        if (!this.writeFailing) this.opts.log.warn({ agent, err: (err as Error).message }, 'agent status not written to NATS; kept in memory');
+        this.writeFailing = true;
+      }
+    });
+    this.writes.set(agent, next);
+    void next.finally(() => {
+      if (this.writes.get(agent) === next) this.writes.delete(agent);
+    });
   }
 
   /** Every enrolled agent with its last report, sorted by name. */
@@ -122,6 +149,7 @@ export class Fleet {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.writes.values()]);
     await this.watch?.stop();
   }
 }

@@ -5,17 +5,24 @@
  *
  * The desired map is also kept in memory from a watch of the bucket, so several
  * controllers sharing one NATS see each other's moves, and reads never block on NATS.
+ * Memory is the controller's intent and is updated first: a pointer whose write to NATS
+ * failed (NATS down) is still what gRPC GetAssignments answers, so agents converge over
+ * gRPC while NATS is away (issue #8), and the write is retried by {@link DesiredState.flush}
+ * (the work loop calls it every pass) until NATS has it.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import type { ChallengeRecord, DesiredRecord, FleetEvent, RolloutState, VersionMeta } from '../../shared/model/index.js';
 import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
+import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
 
 /** Desired state: the version each certificate's agents must serve. */
 export class DesiredState {
   private readonly current = new Map<string, DesiredRecord>();
+  /** Names whose record in memory is not (known to be) in NATS yet. */
+  private readonly unpublished = new Set<string>();
   private watch: KvWatch | undefined;
 
   private constructor(
@@ -26,9 +33,11 @@ export class DesiredState {
 
   /** Opens the bucket and loads every pointer before returning. */
   static async open(nats: NatsHandle, clock: Clock, log: Logger): Promise<DesiredState> {
-    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false });
+    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
     const state = new DesiredState(kv, clock, log);
     state.watch = await kv.watch((key, value) => {
+      // A pointer not yet written is newer than anything the bucket can show for it.
+      if (state.unpublished.has(key)) return;
       if (value === null) state.current.delete(key);
       else state.current.set(key, value);
     });
@@ -65,10 +74,48 @@ export class DesiredState {
     return record;
   }
 
-  /** Writes a record as is (rollout progress). */
+  /**
+   * Writes a record as is (rollout progress). Memory takes it first; when NATS refuses
+   * (NATS_UNAVAILABLE) the record stays pending for {@link flush} and the error is thrown.
+   */
   async put(record: DesiredRecord): Promise<void> {
-    await this.kv.put(record.name, record);
     this.current.set(record.name, record);
+    this.unpublished.add(record.name);
+    await this.write(record);
+  }
+
+  /** Whether `name`'s pointer in memory still waits to be written to NATS. */
+  isUnpublished(name: string): boolean {
+    return this.unpublished.has(name);
+  }
+
+  /**
+   * Writes every pending pointer again; returns those written now. Stops at the first
+   * failure and throws it (NATS still away: the next pass tries again).
+   */
+  async flush(): Promise<DesiredRecord[]> {
+    const written: DesiredRecord[] = [];
+    for (const name of [...this.unpublished]) {
+      const record = this.current.get(name);
+      if (!record) {
+        this.unpublished.delete(name);
+        continue;
+      }
+      await this.write(record);
+      written.push(record);
+    }
+    return written;
+  }
+
+  private async write(record: DesiredRecord): Promise<void> {
+    try {
+      await this.kv.put(record.name, record);
+    } catch (err) {
+      this.log.warn({ cert: record.name, version: record.version, err: (err as Error).message }, 'desired version not published yet; agents get it over gRPC');
+      throw err;
+    }
+    // Only if nothing newer was put meanwhile.
+    if (this.current.get(record.name) === record) this.unpublished.delete(record.name);
     this.log.info({ cert: record.name, version: record.version, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
   }
 
@@ -82,7 +129,7 @@ export class NatsChallengeBoard implements ChallengeBoard {
   private constructor(private readonly kv: JsonKv<ChallengeRecord>) {}
 
   static async open(nats: NatsHandle): Promise<NatsChallengeBoard> {
-    return new NatsChallengeBoard(await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false }));
+    return new NatsChallengeBoard(await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord }));
   }
 
   async present(record: ChallengeRecord): Promise<void> {

@@ -147,6 +147,7 @@ export class Reconciler {
   }
 
   private async pass(): Promise<void> {
+    await this.flushDesired();
     for (const cert of this.opts.certificates) {
       if (this.stopped) return;
       try {
@@ -220,6 +221,22 @@ export class Reconciler {
     rt.deferredReason = '';
     rt.force = false;
     this.startIssue(cert, rt, latest, decision.reason, verdict.spend, replaces);
+  }
+
+  /**
+   * Writes desired pointers NATS refused earlier (they already serve agents over gRPC
+   * from memory, see controller/publish). NATS still away: logged there, next pass.
+   */
+  private async flushDesired(): Promise<void> {
+    let written: DesiredRecord[];
+    try {
+      written = await this.opts.desired.flush();
+    } catch {
+      return;
+    }
+    for (const d of written) {
+      await this.opts.events.emit(EventType.published, { cert: d.name, version: d.version, message: `desired version ${d.version} (published late: NATS was unreachable)` });
+    }
   }
 
   /**
@@ -315,7 +332,13 @@ export class Reconciler {
         rt.lastErrorCode = '';
         rt.latest = meta;
         rt.state = 'ready';
-        await this.syncDesired(cert, meta, false);
+        try {
+          await this.syncDesired(cert, meta, false);
+        } catch (err) {
+          // The version exists: a pointer NATS refused is not a failed issuance. Agents
+          // get it over gRPC meanwhile, and each pass writes it again (flushDesired).
+          log.warn({ version: meta.version, err: (err as Error).message }, 'issued version not published yet; retried every pass');
+        }
       })
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);

@@ -22,7 +22,8 @@ export const BUCKET_HISTORY = {
  */
 export async function ensureFleetNats(handle: NatsHandle): Promise<void> {
   for (const [bucket, history] of Object.entries(BUCKET_HISTORY)) {
-    await openKv<unknown>(handle, bucket, { create: true, history });
+    // Only created here, never read: nothing to validate.
+    await openKv<unknown>(handle, bucket, { create: true, history, parse: (v) => v });
   }
   await ensureEventStream(handle, {
     name: EventStream.name,

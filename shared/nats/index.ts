@@ -13,7 +13,7 @@
  */
 export { connectNats, DEFAULT_REQUEST_TIMEOUT_MS } from './connection.js';
 export type { ConnectNatsOptions, NatsHandle } from './connection.js';
-export { openKv } from './kv.js';
+export { malformedRecords, openKv } from './kv.js';
 export type { JsonKv, KvChangeHandler, KvItem, KvValue, KvWatch, OpenKvOptions } from './kv.js';
 export {
   asFleetEvent,

@@ -3,10 +3,13 @@
  *
  * A revision is the JetStream stream sequence of a write: it grows with every write to
  * the bucket (not per key), which is what compare-and-set (`update`) compares against.
- * Values are JSON; an optional `parse` function validates them (a zod schema's `parse`
- * fits). A value that is not valid JSON or fails `parse` is "malformed": `get` throws
- * STORE_CORRUPT for it, while `entries` and `watch` log a warning and skip it, so one
- * bad write cannot stop a whole fleet from reading the rest.
+ * Values are JSON, and every value read is checked by the `parse` function the bucket
+ * was opened with (shared/records has one per certfleet bucket): a record on the bus can
+ * come from any writer, so nothing reaches our code unvalidated. A value that is not
+ * JSON (or not even UTF-8) or fails `parse` is "malformed": `get` throws STORE_CORRUPT
+ * for it, while `entries` and `watch` skip it, so one bad write cannot stop a whole
+ * fleet from reading the rest. Each malformed revision is logged once (bucket, key,
+ * revision and what is wrong, never the value) and counted ({@link malformedRecords}).
  */
 import type { JsMsg } from '@nats-io/jetstream';
 import type { KV, KvEntry as LibKvEntry } from '@nats-io/kv';
@@ -88,8 +91,23 @@ export interface OpenKvOptions<T> {
   create: boolean;
   /** Values kept per key when creating; default 1. An existing bucket is updated to it. */
   history?: number;
-  /** Validates a parsed JSON value and returns it typed; throws when it is invalid. */
-  parse?: (value: unknown) => T;
+  /**
+   * Validates a parsed JSON value stored under `key` and returns it typed; throws when
+   * it is invalid, with a message that says what is wrong without repeating values
+   * (it is logged). Required: pass `(v) => v` only where the value is not looked at.
+   */
+  parse: (value: unknown, key: string) => T;
+}
+
+/** Malformed revisions seen per bucket by this process, each counted once. */
+const malformedCounts = new Map<string, number>();
+
+/**
+ * How many malformed values (not JSON, or refused by the bucket's `parse`) this process
+ * has skipped, per bucket; each bad revision counts once however often it is read.
+ */
+export function malformedRecords(): Record<string, number> {
+  return Object.fromEntries(malformedCounts);
 }
 
 /** Keys allowed by JetStream KV (and by our names: certificate names, ACME tokens). */
@@ -129,18 +147,20 @@ export async function openKv<T>(handle: NatsHandle, bucket: string, opts: OpenKv
     }
     throw toNatsError(err, `cannot open KV bucket ${bucket}`, { bucket });
   }
-  return new JsonKvImpl<T>(h, bucket, kv, opts.parse ?? ((v) => v as T));
+  return new JsonKvImpl<T>(h, bucket, kv, opts.parse);
 }
 
 class JsonKvImpl<T> implements JsonKv<T> {
   private readonly log: Logger;
   private readonly subjectPrefix: string;
+  /** `key@revision` of malformed values already logged and counted. */
+  private readonly reported = new Set<string>();
 
   constructor(
     private readonly h: NatsHandleImpl,
     readonly bucket: string,
     private readonly kv: KV,
-    private readonly parse: (value: unknown) => T,
+    private readonly parse: (value: unknown, key: string) => T,
   ) {
     this.log = h.log.child({ bucket });
     this.subjectPrefix = `$KV.${bucket}.`;
@@ -155,8 +175,9 @@ class JsonKvImpl<T> implements JsonKv<T> {
       throw toNatsError(err, `kv get ${this.bucket}/${key}`, { bucket: this.bucket, kvKey: key });
     }
     if (e === null || e.operation !== 'PUT') return null;
-    const decoded = this.decode(e.value);
+    const decoded = this.decode(key, e.value);
     if (!decoded.ok) {
+      this.reportMalformed(key, e.revision, decoded.reason);
       throw new CertfleetError(ErrorCode.StoreCorrupt, `malformed value in ${this.bucket}/${key}: ${decoded.reason}`, {
         details: { bucket: this.bucket, kvKey: key, revision: e.revision },
       });
@@ -275,25 +296,38 @@ class JsonKvImpl<T> implements JsonKv<T> {
     const key = m.subject.slice(this.subjectPrefix.length);
     const op = m.headers?.get(OPERATION_HEADER) ?? '';
     if (op === 'DEL' || op === 'PURGE') return { key, value: null };
-    const decoded = this.decode(m.data);
+    const decoded = this.decode(key, m.data);
     if (!decoded.ok) {
-      this.log.warn({ kvKey: key, revision: m.seq, reason: decoded.reason }, 'malformed kv value skipped');
+      this.reportMalformed(key, m.seq, decoded.reason);
       return undefined;
     }
     return { key, value: decoded.value };
   }
 
-  private decode(data: Uint8Array): { ok: true; value: T } | { ok: false; reason: string } {
+  /** Logs and counts a malformed revision the first time this bucket view meets it. */
+  private reportMalformed(key: string, revision: number, reason: string): void {
+    const id = `${key}@${revision}`;
+    if (this.reported.has(id)) return;
+    this.reported.add(id);
+    malformedCounts.set(this.bucket, (malformedCounts.get(this.bucket) ?? 0) + 1);
+    this.log.warn({ kvKey: key, revision, reason }, 'malformed kv value skipped');
+  }
+
+  private decode(key: string, data: Uint8Array): { ok: true; value: T } | { ok: false; reason: string } {
     let raw: unknown;
     try {
-      raw = JSON.parse(new TextDecoder().decode(data));
+      // fatal: bytes that are not UTF-8 are refused, not replaced with U+FFFD.
+      raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
     } catch {
       return { ok: false, reason: 'not JSON' };
     }
     try {
-      return { ok: true, value: this.parse(raw) };
+      return { ok: true, value: this.parse(raw, key) };
     } catch (err) {
-      return { ok: false, reason: err instanceof Error ? err.message.slice(0, 200) : 'invalid' };
+      // parse functions say what is wrong without values (shared/records); anything else
+      // (a library error) is not trusted to: its class name is enough.
+      const reason = err instanceof Error && err.name === 'RecordError' ? err.message : err instanceof Error ? `invalid (${err.name})` : 'invalid';
+      return { ok: false, reason: reason.slice(0, 500) };
     }
   }
 

@@ -121,7 +121,7 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
     try {
       const seen: string[] = [];
       for (const bucket of [Bucket.desired, Bucket.challenges, Bucket.agents]) {
-        const kv = await openKv<unknown>(nats, bucket, { create: false });
+        const kv = await openKv<unknown>(nats, bucket, { create: false, parse: (v) => v });
         for (const item of await kv.entries()) seen.push(JSON.stringify(item.value));
       }
       const events = await readEvents(nats, { limit: 1000 });

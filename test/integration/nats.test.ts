@@ -13,6 +13,7 @@ import {
   connectNats,
   ensureFleetNats,
   followEvents,
+  malformedRecords,
   openKv,
   publishEvent,
   readEvents,
@@ -47,6 +48,10 @@ async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<Certfl
   assert.fail(`expected ${code}, but it succeeded`);
 }
 
+/** No validation: for tests that only write or look at bucket settings. */
+const raw = (v: unknown): unknown => v;
+/** Test records are trusted here: what a bucket stores is what the test wrote. */
+const asRec = (v: unknown): Rec => v as Rec;
 interface Rec {
   n: number;
   note?: string;
@@ -97,7 +102,7 @@ void describe('NATS adapter against a real nats-server', () => {
   });
 
   void test('opening a bucket that does not exist with create:false gives NATS_UNAVAILABLE, retryable', async () => {
-    const err = await rejectsWith(openKv(nc, 'certfleet_missing', { create: false }), ErrorCode.NatsUnavailable);
+    const err = await rejectsWith(openKv(nc, 'certfleet_missing', { create: false, parse: raw }), ErrorCode.NatsUnavailable);
     assert.equal(err.retryable, true);
     assert.match(err.message, /does not exist/);
   });
@@ -110,23 +115,23 @@ void describe('NATS adapter against a real nats-server', () => {
   void test('ensureFleetNats creates every bucket and the stream, and running it twice is fine', async () => {
     await ensureFleetNats(nc);
     await ensureFleetNats(nc);
-    const desired = await openKv(nc, Bucket.desired, { create: false });
+    const desired = await openKv(nc, Bucket.desired, { create: false, parse: raw });
     assert.equal((await desired.info()).history, 10);
-    assert.equal((await (await openKv(nc, Bucket.challenges, { create: false })).info()).history, 1);
-    assert.equal((await (await openKv(nc, Bucket.agents, { create: false })).info()).history, 1);
+    assert.equal((await (await openKv(nc, Bucket.challenges, { create: false, parse: raw })).info()).history, 1);
+    assert.equal((await (await openKv(nc, Bucket.agents, { create: false, parse: raw })).info()).history, 1);
     assert.deepEqual(await readEvents(nc, {}), []);
   });
 
   void test('creating a bucket that exists with another history brings it to the requested history and keeps its values', async () => {
-    const v1 = await openKv<Rec>(nc, 'test_history', { create: true, history: 1 });
+    const v1 = await openKv<Rec>(nc, 'test_history', { create: true, history: 1, parse: asRec });
     await v1.put('k', { n: 1 });
-    const v3 = await openKv<Rec>(nc, 'test_history', { create: true, history: 3 });
+    const v3 = await openKv<Rec>(nc, 'test_history', { create: true, history: 3, parse: asRec });
     assert.equal((await v3.info()).history, 3);
     assert.deepEqual((await v3.get('k'))?.value, { n: 1 });
   });
 
   void test('KV stores JSON values; update with a stale revision is refused with STORE_CONFLICT', async () => {
-    const kv = await openKv<Rec>(nc, 'test_cas', { create: true });
+    const kv = await openKv<Rec>(nc, 'test_cas', { create: true, parse: asRec });
     assert.equal(await kv.get('a'), null);
     const r1 = await kv.put('a', { n: 1 });
     assert.deepEqual(await kv.get('a'), { value: { n: 1 }, revision: r1 });
@@ -161,13 +166,13 @@ void describe('NATS adapter against a real nats-server', () => {
 
   void test('a value that fails validation is STORE_CORRUPT for get, and skipped with a warning by entries and watch', async () => {
     const parse = (v: unknown): Rec => {
-      if (typeof v !== 'object' || v === null || typeof (v as Rec).n !== 'number') throw new Error('n must be a number');
+      if (typeof v !== 'object' || v === null || typeof (v as Rec).n !== 'number') throw Object.assign(new Error('n: must be a number'), { name: 'RecordError' });
       return v as Rec;
     };
-    const raw = await openKv<unknown>(nc, 'test_malformed', { create: true });
+    const writer = await openKv(nc, 'test_malformed', { create: true, parse: raw });
     const kv = await openKv<Rec>(nc, 'test_malformed', { create: false, parse });
-    await raw.put('good', { n: 1 });
-    await raw.put('bad', { n: 'one' });
+    await writer.put('good', { n: 1 });
+    await writer.put('bad', { n: 'SECRET-VALUE' });
 
     await rejectsWith(kv.get('bad'), ErrorCode.StoreCorrupt);
     assert.deepEqual(
@@ -179,19 +184,24 @@ void describe('NATS adapter against a real nats-server', () => {
     const w = await kv.watch((key) => seen.push(key));
     try {
       await w.initialDone;
-      await raw.put('bad2', 'not an object');
-      await raw.put('good2', { n: 2 });
+      await writer.put('bad2', 'not an object');
+      await writer.put('good2', { n: 2 });
       await eventually('good2 delivered', () => seen.includes('good2'), 10000);
       assert.deepEqual(seen, ['good', 'good2']);
     } finally {
       await w.stop();
     }
     const warned = captured.lines().filter((l) => l['msg'] === 'malformed kv value skipped' && l['bucket'] === 'test_malformed');
-    assert.deepEqual(warned.map((l) => l['kvKey']).sort(), ['bad', 'bad', 'bad2']);
+    // Once per bad revision, however often it is read (get, then entries), saying what is
+    // wrong and never the value.
+    assert.deepEqual(warned.map((l) => l['kvKey']).sort(), ['bad', 'bad2']);
+    assert.deepEqual(warned.map((l) => l['reason']).sort(), ['n: must be a number', 'n: must be a number']);
+    assert.ok(!JSON.stringify(warned).includes('SECRET-VALUE'), 'the bad value is not logged');
+    assert.equal(malformedRecords()['test_malformed'], 2);
   });
 
   void test('a watch delivers current values first, then updates and deletes as they happen', async () => {
-    const kv = await openKv<Rec>(nc, 'test_watch', { create: true, history: 5 });
+    const kv = await openKv<Rec>(nc, 'test_watch', { create: true, history: 5, parse: asRec });
     await kv.put('x', { n: 1 });
     await kv.put('x', { n: 2 });
     await kv.put('y', { n: 1 });
@@ -233,7 +243,7 @@ void describe('NATS adapter against a real nats-server', () => {
   });
 
   void test('a watch on an empty bucket finishes its initial phase at once and then sees the first put', async () => {
-    const kv = await openKv<Rec>(nc, 'test_empty', { create: true });
+    const kv = await openKv<Rec>(nc, 'test_empty', { create: true, parse: asRec });
     const changes: string[] = [];
     const w = await kv.watch((key) => changes.push(key));
     try {
@@ -248,8 +258,8 @@ void describe('NATS adapter against a real nats-server', () => {
 
   void test('closing a connection stops its watchers: no callback afterwards, and stop() still resolves', async () => {
     const other = await connectNats({ servers: [server.url], name: 'nats-test-2', log: captured.log });
-    const kv = await openKv<Rec>(nc, 'test_close', { create: true });
-    const theirs = await openKv<Rec>(other, 'test_close', { create: false });
+    const kv = await openKv<Rec>(nc, 'test_close', { create: true, parse: asRec });
+    const theirs = await openKv<Rec>(other, 'test_close', { create: false, parse: asRec });
     const changes: string[] = [];
     const w = await theirs.watch((key) => changes.push(key));
     await w.initialDone;
@@ -318,7 +328,7 @@ void describe('NATS adapter against a real nats-server', () => {
   });
 
   void test('a watch and an event follower keep working across a server restart', async () => {
-    const kv = await openKv<Rec>(nc, Bucket.desired, { create: false });
+    const kv = await openKv<Rec>(nc, Bucket.desired, { create: false, parse: asRec });
     await kv.put('before', { n: 1 });
     const changes: Array<[string, number | null]> = [];
     const w = await kv.watch((key, value) => changes.push([key, value === null ? null : value.n]));

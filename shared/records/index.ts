@@ -1,0 +1,174 @@
+/**
+ * Strict schemas of the records certfleet reads back from NATS: desired pointers,
+ * HTTP-01 challenges and agent status. A record is data from the bus, not from our own
+ * memory: any writer with access to a bucket (an older or newer controller, an operator
+ * with the `nats` CLI, a bug) can put anything there, so every value is checked with the
+ * same strictness as the configuration before any code looks at it (issue #8: one
+ * `{"selector":"*"}` without a name made every agent's report throw every 5 s).
+ *
+ * {@link recordParser} turns a schema into the `parse` function openKv (shared/nats)
+ * takes. Its error messages name the fields that are wrong and why, never a value: a
+ * record can hold things that must not end up in logs.
+ *
+ * The schemas mirror the TypeScript interfaces in shared/model; a compile-time check
+ * below fails the build when the two drift apart (a field added to one but not the
+ * other), because a strict schema that lags behind the model would make every reader
+ * skip every record of a newer writer.
+ */
+import { z } from 'zod';
+import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, RolloutState } from '../model/index.js';
+import { parseSelector } from '../selector/index.js';
+import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN } from '../wire/index.js';
+
+/** Lower-case hex SHA-256 of a certificate's DER. */
+const fingerprint = z.string().regex(/^[0-9a-f]{64}$/, 'not a lower-case hex SHA-256 fingerprint');
+/** A version number: versions start at 1. */
+const version = z.int().min(1).max(Number.MAX_SAFE_INTEGER);
+/** A count or version where 0 means "none". */
+const versionOrZero = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
+const certName = z.string().regex(CERT_NAME_PATTERN, 'not a valid certificate name');
+const agentName = z.string().regex(AGENT_NAME_PATTERN, 'not a valid agent name');
+/** An RFC 3339 time as written by shared/clock isoAt (any form Date.parse reads is accepted). */
+const timestamp = z
+  .string()
+  .max(64)
+  .refine((s) => !Number.isNaN(Date.parse(s)), 'not a date-time');
+/** A DNS name a certificate covers, optionally a wildcard. */
+const dnsName = z
+  .string()
+  .max(253)
+  .regex(/^(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'not a DNS name');
+const names = z.array(dnsName).min(1).max(100);
+/** A label selector (shared/selector); the text is not repeated in the message. */
+const selector = z
+  .string()
+  .max(4096)
+  .refine((s) => {
+    try {
+      parseSelector(s);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'not a valid label selector');
+/** base64url without padding: ACME tokens and JWK thumbprints. */
+const base64url = z.string().min(1).max(512).regex(/^[A-Za-z0-9_-]+$/, 'not base64url');
+
+const rolloutSchema = z.strictObject({
+  from: z.strictObject({ version, fingerprint, notAfter: timestamp, names }),
+  waves: z.array(selector).max(100),
+  released: versionOrZero,
+  halted: z.boolean(),
+  haltReason: z.string().max(8192),
+});
+
+/** A value of the `desired` bucket (key: its `name`). */
+export const desiredRecordSchema = z.strictObject({
+  name: certName,
+  version,
+  fingerprint,
+  names,
+  notAfter: timestamp,
+  selector,
+  updatedAt: timestamp,
+  rollout: rolloutSchema.optional(),
+  pinned: z.boolean().optional(),
+});
+
+/** A value of the `challenges` bucket (key: its `token`). */
+export const challengeRecordSchema = z
+  .strictObject({
+    token: base64url,
+    keyAuthorization: z.string().max(1024).regex(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, 'not a key authorization (token.thumbprint)'),
+    identifier: dnsName,
+    cert: certName,
+    selector,
+    createdAt: timestamp,
+  })
+  .refine((c) => c.keyAuthorization.startsWith(`${c.token}.`), { message: 'key authorization is not for this token', path: ['keyAuthorization'] });
+
+const hookOutcomeSchema = z.strictObject({
+  ran: z.boolean(),
+  exitCode: z.int(),
+  signal: z.string().max(32),
+  timedOut: z.boolean(),
+  durationMs: z.number().min(0).max(Number.MAX_SAFE_INTEGER),
+  outputTail: z.string().max(16384),
+});
+
+/** What one agent reports about one certificate (inside an agent record). */
+export const certStatusSchema = z.strictObject({
+  name: certName,
+  version: versionOrZero,
+  fingerprint: z.union([z.literal(''), fingerprint]),
+  desiredVersion: versionOrZero,
+  state: z.enum(['installed', 'failed', 'pending']),
+  hook: hookOutcomeSchema.nullable(),
+  servedVerified: z.boolean(),
+  error: z.string().max(8192),
+  errorCode: z.string().max(64),
+  updatedAt: z.string().max(64),
+  failedVersion: versionOrZero,
+  rollback: z.enum(['', 'restored', 'restore-failed']),
+});
+
+/** A value of the `agents` bucket (key: its `name`): the last report of one agent. */
+export const agentRecordSchema = z.strictObject({
+  name: agentName,
+  http01Address: z.string().max(300),
+  agentVersion: z.string().max(64),
+  lastSeen: timestamp,
+  certificates: z.array(certStatusSchema).max(10_000),
+});
+
+/** The agent status record as stored (controller/fleet). */
+export type AgentRecord = z.output<typeof agentRecordSchema>;
+
+/** What is wrong with a record, as one line without any of its values. */
+export class RecordError extends Error {
+  override readonly name = 'RecordError';
+}
+
+/**
+ * A parse function for openKv: validates `value` with `schema`, and, when `keyField` is
+ * given, that the record names the key it is stored under (a desired record for `web`
+ * stored under `api` is as wrong as one without a name). Throws {@link RecordError}
+ * whose message lists each problem as `path: message`, values left out.
+ */
+export function recordParser<S extends z.ZodType>(schema: S, keyField?: keyof z.output<S> & string): (value: unknown, key: string) => z.output<S> {
+  return (value, key) => {
+    const result = schema.safeParse(value);
+    if (!result.success) throw new RecordError(describeIssues(result.error.issues));
+    if (keyField !== undefined && (result.data as Record<string, unknown>)[keyField] !== key) {
+      throw new RecordError(`${keyField}: does not match the key`);
+    }
+    return result.data;
+  };
+}
+
+/** `path: message; ...` for at most five issues; zod 4 messages carry no input values. */
+function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
+  const parts = issues.slice(0, 5).map((i) => {
+    const path = i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '');
+    // Unknown keys are named when they look like field names (what a reader needs); a
+    // key is text any writer chose, so anything else is only counted.
+    const message = i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.map((k) => (/^[A-Za-z0-9_]{1,40}$/.test(k) ? k : '(unprintable)')).join(', ')}` : i.message;
+    return path === '' ? message : `${path}: ${message}`;
+  });
+  if (issues.length > 5) parts.push(`${issues.length - 5} more`);
+  return parts.join('; ');
+}
+
+/** Parsers for the buckets, ready for openKv's `parse` option. */
+export const parseDesiredRecord = recordParser(desiredRecordSchema, 'name');
+export const parseChallengeRecord = recordParser(challengeRecordSchema, 'token');
+export const parseAgentRecord = recordParser(agentRecordSchema, 'name');
+
+// --- compile-time checks: the schemas produce exactly the model's types -----------------
+type Exact<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const exact = <T extends true>(): T => true as T;
+void exact<Exact<z.output<typeof desiredRecordSchema>, DesiredRecord>>();
+void exact<Exact<z.output<typeof rolloutSchema>, RolloutState>>();
+void exact<Exact<z.output<typeof challengeRecordSchema>, ChallengeRecord>>();
+void exact<Exact<z.output<typeof hookOutcomeSchema>, HookOutcome>>();
+void exact<Exact<z.output<typeof certStatusSchema>, CertStatus>>();

@@ -1,0 +1,97 @@
+/**
+ * A restarted agent proves what it installed before it reports (issue #8, item 1), for a
+ * certificate with no verify endpoints: a restart cannot see what the server loaded, so
+ * the hook runs again unless `loaded.json` records the current version as completed.
+ *
+ * The agent's loop is driven directly with a scripted controller in place of the gRPC
+ * link (real installer, real disk, real hook processes). "Killed between the `current`
+ * swap and the hook" is reproduced by making the swap with the installer alone, as the
+ * killed process did, and starting a new loop on that state directory. The e2e test
+ * test/e2e/agent-restart.test.ts kills a real agent process at that point, with nginx.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseAgentConfig } from '../../agent/config/index.js';
+import { Installer } from '../../agent/install/index.js';
+import type { ControllerLink } from '../../agent/link/index.js';
+import { Sync } from '../../agent/sync/index.js';
+import { systemClock } from '../../shared/clock/index.js';
+import { silentLogger } from '../../shared/log/index.js';
+import type { Bundle, CertStatus, DesiredRecord } from '../../shared/model/index.js';
+import { makeBundle } from '../harness/certs.js';
+import { eventually } from '../harness/process.js';
+import { tempDir } from '../harness/tmp.js';
+
+test('without verify endpoints, a version swapped in but never hooked is hooked at start before it is reported; a completed one is not hooked again', { timeout: 60_000 }, async () => {
+  const dir = tempDir('certfleet-restart-');
+  const runs = path.join(dir, 'runs');
+  const hook = path.join(dir, 'hook.sh');
+  fs.writeFileSync(hook, ['#!/bin/sh', `echo "$CERTFLEET_VERSION" >> '${runs}'`, 'exit 0', ''].join('\n'), { mode: 0o700 });
+  const stateDir = path.join(dir, 'state');
+  const config = parseAgentConfig(
+    [`stateDir: ${stateDir}`, 'controller: { address: "127.0.0.1:1", caFile: /nonexistent }', 'nats: { servers: ["nats://127.0.0.1:1"] }', `hooks: { reload: { command: "/bin/sh ${hook}", timeout: 10s } }`, ''].join('\n'),
+    'agent.yaml',
+  );
+  const bundles = new Map<number, Bundle>();
+  for (const version of [1, 2]) bundles.set(version, await makeBundle({ name: 'web', version, names: ['web.example.test'] }));
+  let desiredVersion = 1;
+  const desired = (): DesiredRecord[] => {
+    const meta = bundles.get(desiredVersion)?.meta;
+    assert.ok(meta);
+    return [{ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' }];
+  };
+  const lines = (): string[] => (fs.existsSync(runs) ? fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l !== '') : []);
+  /** Every report, with the hook runs seen when it was sent. */
+  const reports: Array<{ certificates: CertStatus[]; hookRuns: string[] }> = [];
+  const link = {
+    assignments: () => Promise.resolve(desired()),
+    fetchBundle: (_name: string, version: number) => {
+      const b = bundles.get(version);
+      return b ? Promise.resolve(b) : Promise.reject(new Error(`no v${version}`));
+    },
+    reportStatus: (r: { certificates: CertStatus[] }) => {
+      reports.push({ certificates: r.certificates, hookRuns: lines() });
+      return Promise.resolve();
+    },
+  } as unknown as ControllerLink;
+  const log = silentLogger();
+  const newSync = (): Sync => new Sync({ config, labels: {}, link, installer: new Installer({ stateDir, clock: systemClock, log }), nats: null, http01: null, clock: systemClock, log });
+  const installedV = (v: number) => (): boolean => reports.some((r) => r.certificates.some((s) => s.state === 'installed' && s.version === v));
+  const certDir = path.join(stateDir, 'certs', 'web');
+
+  // 1. A normal install of v1: the hook runs once, and the completion is recorded.
+  let sync = newSync();
+  await sync.start();
+  await eventually('v1 installed', installedV(1), 20_000);
+  await sync.stop();
+  assert.deepEqual(lines(), ['1']);
+
+  // 2. The killed agent's state: v2 is `current`, its hook never ran.
+  desiredVersion = 2;
+  const v2 = bundles.get(2);
+  assert.ok(v2);
+  await new Installer({ stateDir, clock: systemClock, log }).install(v2);
+  assert.equal(fs.readlinkSync(path.join(certDir, 'current')), path.join('versions', '2'));
+  reports.length = 0;
+
+  // 3. Restart: the hook runs for v2 before any report says v2 is installed.
+  sync = newSync();
+  await sync.start();
+  await eventually('v2 installed', installedV(2), 20_000);
+  await sync.stop();
+  assert.deepEqual(lines(), ['1', '2'], 'the hook ran once more, for v2');
+  for (const r of reports) {
+    if (r.certificates.some((s) => s.state === 'installed' && s.version === 2)) assert.ok(r.hookRuns.includes('2'), 'v2 reported installed before its hook ran');
+  }
+
+  // 4. Another restart: v2 is recorded as loaded, so no hook runs and v2 is reported at once.
+  reports.length = 0;
+  sync = newSync();
+  await sync.start();
+  await eventually('v2 reported', installedV(2), 20_000);
+  await sync.stop();
+  assert.deepEqual(lines(), ['1', '2'], 'no hook run for a version recorded as loaded');
+  assert.equal((JSON.parse(fs.readFileSync(path.join(certDir, 'loaded.json'), 'utf8')) as { version: number }).version, 2);
+});
