@@ -35,6 +35,7 @@ import { clientCredentials, deadline, fromServiceError, loadProtos, type grpc } 
 import { silentLogger } from '../../shared/log/index.js';
 import type { Bundle } from '../../shared/model/index.js';
 import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
+import { parseAgentRecord, parseChallengeRecord, parseDesiredRecord, RecordError } from '../../shared/records/index.js';
 import { makeBundle, makeLeaf, makeTestCa, metaFor } from '../harness/certs.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -139,7 +140,7 @@ interface Ctx {
 
 /** The outcome every case is judged on, however the input arrived. */
 interface Outcome {
-  exit: number;
+  exit: number | null;
   /** Everything the user (or the calling program) is told. */
   text: string;
   code?: string;
@@ -190,9 +191,10 @@ function enroll(w: World, token: string, csrPem: string): Promise<Outcome> {
 interface Case {
   /** What is wrong, as a sentence. */
   what: string;
-  kind: 'controller config' | 'agent config' | 'command line' | 'gRPC' | 'bundle' | 'token';
+  kind: 'controller config' | 'agent config' | 'command line' | 'gRPC' | 'bundle' | 'token' | 'NATS record';
   run(ctx: Ctx): Promise<Outcome>;
-  exit: number;
+  /** Exit code of the process that was given the input; null where no process exits (a NATS record is skipped and reported, the reader goes on). */
+  exit: number | null;
   /** Stable error code, when one is printed (usage errors print a hint instead). */
   code?: string;
   /** Stable parts of the message: the field or path, and what is wrong. */
@@ -246,6 +248,39 @@ function commandLine(what: string, argv: string[], says: RegExp): Case {
     says: [says, /\nTry 'certfleet/],
   };
 }
+
+/**
+ * A record read from a NATS bucket: the reader (agent or controller) skips it with a
+ * RecordError naming the field and never its value (shared/records; issue #8: one
+ * `{"selector":"*"}` took every agent offline). No process exits.
+ */
+function natsRecord(what: string, parse: (value: unknown, key: string) => unknown, key: string, value: unknown, says: RegExp): Case {
+  return {
+    what,
+    kind: 'NATS record',
+    run() {
+      try {
+        parse(value, key);
+      } catch (err) {
+        assert.ok(err instanceof RecordError, `a RecordError, not ${String(err)}`);
+        return Promise.resolve({ exit: null, text: err.message });
+      }
+      return Promise.reject(new Error('expected the record to be refused'));
+    },
+    exit: null,
+    says: [says],
+  };
+}
+
+const GOOD_DESIRED = {
+  name: 'web',
+  version: 2,
+  fingerprint: 'a'.repeat(64),
+  names: ['www.example.test'],
+  notAfter: '2030-01-01T00:00:00.000Z',
+  selector: 'role=edge',
+  updatedAt: '2026-01-01T00:00:00.000Z',
+};
 
 const C = GOOD_CONTROLLER;
 const A = GOOD_AGENT;
@@ -523,6 +558,17 @@ const CASES: Case[] = [
     code: ErrorCode.BundleInvalid,
     says: [/private key cannot be parsed/],
   },
+  // --- NATS records (skipped and reported by every reader, never acted on) ---
+  natsRecord('a desired record without a name', parseDesiredRecord, 'web', { selector: '*' }, /^name: /),
+  natsRecord('a desired record stored under another key', parseDesiredRecord, 'api', GOOD_DESIRED, /name: does not match the key/),
+  natsRecord('a desired record with version 0', parseDesiredRecord, 'web', { ...GOOD_DESIRED, version: 0 }, /^version: /),
+  natsRecord('a desired record with a fingerprint that is not SHA-256 hex', parseDesiredRecord, 'web', { ...GOOD_DESIRED, fingerprint: 'ZZ' }, /fingerprint: not a lower-case hex SHA-256 fingerprint/),
+  natsRecord('a desired record with a bad selector', parseDesiredRecord, 'web', { ...GOOD_DESIRED, selector: 'role in (a,' }, /selector: not a valid label selector/),
+  natsRecord('a desired record with an unknown field', parseDesiredRecord, 'web', { ...GOOD_DESIRED, keyPem: 'x' }, /unknown field\(s\) keyPem/),
+  natsRecord('a desired record that is not an object', parseDesiredRecord, 'web', 'web@2', /expected object/),
+  natsRecord('a desired record with a name that is not a DNS name', parseDesiredRecord, 'web', { ...GOOD_DESIRED, names: ['exa mple.test'] }, /names\[0\]: not a DNS name/),
+  natsRecord('a challenge record with a token that is not base64url', parseChallengeRecord, 'a/b', { token: 'a/b' }, /token: not base64url/),
+  natsRecord('an agent record without certificates', parseAgentRecord, 'edge-1', { name: 'edge-1', http01Address: '', agentVersion: '0.1.0', lastSeen: '2026-01-01T00:00:00Z' }, /certificates: /),
 ];
 
 /** A small operator backend over fixed data: the refusals under test are the API's and the CLI's. */
@@ -642,6 +688,7 @@ describe('the bad-input corpus', () => {
       });
       assert.deepEqual(after, before, 'nothing changed on disk');
       assert.equal(outcome.exit, c.exit, `exit code (message: ${outcome.text})`);
+      if (c.exit === null) assert.doesNotMatch(outcome.text, /"?aaaaaaaaaaaaaaaa|role=edge|www\.example\.test/, 'no value of the record in the message');
       if (outcome.code !== undefined && c.code !== undefined) assert.equal(outcome.code, c.code, outcome.text);
       if (c.code !== undefined && outcome.code === undefined) assert.match(outcome.text, new RegExp(`\\ncode: ${c.code}\\n`));
       for (const re of c.says) assert.match(outcome.text, re);
