@@ -133,7 +133,8 @@ export function createOperations(deps: OperationsDeps): Operations {
     },
     async renew(name) {
       const c = configured(name);
-      loop.renewNow(c.name);
+      // Durable: recorded in the store before the operator hears "requested".
+      await loop.renewNow(c.name);
       await events.emit(EventType.renewRequested, { cert: c.name, message: 'renewal requested by an operator' });
       return `${c.name}: renewal requested; follow it with "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
     },
