@@ -3,7 +3,8 @@
  * and takes them down in reverse. No decisions live here.
  *
  * Start order: store → own CA, API certificate, admin credentials → NATS (buckets,
- * stream) → ACME account → fleet, desired state, solver, issuer → work loop → API →
+ * stream) → ACME account → fleet, desired state, solver, issuer, leftover challenges
+ * swept → work loop → API →
  * metrics endpoint (when configured).
  */
 import crypto from 'node:crypto';
@@ -33,7 +34,7 @@ import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/inde
 import { Reconciler } from './reconcile/index.js';
 import { createOperations } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
-import { Http01Solver } from './solvers/index.js';
+import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
 import { matches, parseSelector } from '../shared/selector/index.js';
 import { desiredFor } from '../shared/rollout/index.js';
@@ -232,6 +233,21 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         }
       },
     });
+    // HTTP-01 records a killed controller left on NATS would be served by agents for
+    // ever: swept now (only those of saved orders stay, to be presented again when the
+    // order resumes) and every CHALLENGE_SWEEP_INTERVAL_MS.
+    const sweepChallenges = async (minAgeMs: number): Promise<void> => {
+      try {
+        const removed = await solver.sweep(await issuer.savedOrders(), minAgeMs);
+        if (removed.length > 0) log.info({ component: 'http01', removed: removed.length }, 'leftover challenge records swept');
+      } catch (err) {
+        log.warn({ component: 'http01', err: (err as Error).message }, 'challenge sweep failed');
+      }
+    };
+    await sweepChallenges(CHALLENGE_SWEEP_START_MIN_AGE_MS);
+    const sweeper = setInterval(() => void sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS), CHALLENGE_SWEEP_INTERVAL_MS);
+    sweeper.unref();
+    cleanups.push(() => Promise.resolve(clearInterval(sweeper)));
     const pins = new Pins(store);
     // Budgets are per CA account: the same key reused against another CA is another account.
     const accountId = crypto.createHash('sha256').update(acme.directoryUrl).digest('hex').slice(0, 16);
