@@ -33,7 +33,8 @@ export type Invocation =
   | { command: 'controller' | 'agent'; configFile: string; check: boolean }
   | { command: 'agent enroll'; configFile: string; token: TokenSource }
   | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
-  | { command: 'show' | 'history' | 'renew' | 'release'; name: string; json: boolean; operator: OperatorOptions }
+  | { command: 'show' | 'history' | 'release'; name: string; json: boolean; operator: OperatorOptions }
+  | { command: 'renew'; name: string; cancel: boolean; json: boolean; operator: OperatorOptions }
   | {
       command: 'rollback';
       name: string;
@@ -80,7 +81,7 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   agents: { json: { type: 'boolean' } },
   show: { json: { type: 'boolean' } },
   history: { json: { type: 'boolean' } },
-  renew: { json: { type: 'boolean' } },
+  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' } },
   rollback: { json: { type: 'boolean' }, to: { type: 'string' } },
   release: { json: { type: 'boolean' } },
   events: { json: { type: 'boolean' }, cert: { type: 'string' }, limit: { type: 'string' }, follow: { type: 'boolean' } },
@@ -186,9 +187,10 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       return { command, json: v['json'] === true, operator: operator() };
     case 'show':
     case 'history':
-    case 'renew':
     case 'release':
       return { command, name: certName(args, command), json: v['json'] === true, operator: operator() };
+    case 'renew':
+      return { command, name: certName(args, command), cancel: v['cancel'] === true, json: v['json'] === true, operator: operator() };
     case 'rollback': {
       const name = certName(args, command);
       const to = v['to'];

@@ -86,7 +86,7 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo):
       return;
     }
     case 'renew': {
-      const resp = await client.renewCertificate({ name: inv.name });
+      const resp = await client.renewCertificate({ name: inv.name, cancel: inv.cancel });
       out(resp, () => renderRenew(inv.name, resp));
       return;
     }

@@ -43,7 +43,7 @@ Operator commands (talk to the controller over mutual TLS):
   agents [--json]                       agents, labels and what they serve
   show NAME [--json]                    one certificate: versions, schedule, deferral, backoff, pin
   history NAME [--json]                 every stored version and the agents serving it
-  renew NAME [--json]                   renew now (clears the backoff; budgets still apply)
+  renew NAME [--cancel] [--json]        renew now, durably (clears the backoff; budgets apply)
   rollback NAME [--to N] [--json]       serve an older version again and pin it there
   release NAME [--json]                 remove a rollback pin: the newest version is served again
   events [--cert NAME] [--limit N] [--follow] [--json]
@@ -130,14 +130,17 @@ expired), AGENTS (the agents that report it installed now).
 Options:
   --json   print the response as JSON
 `,
-  renew: `Usage: certfleet renew NAME [--json]
+  renew: `Usage: certfleet renew NAME [--cancel] [--json]
 
 Asks the controller to renew the certificate at its next pass, even if it is not
-due: clears a failure backoff. Rate-limit budgets still apply, so the renewal may
-be deferred (see 'certfleet show NAME'). Prints the controller's answer.
+due: clears a failure backoff. The request is kept by the controller until a
+renewal started after it succeeds: failures are retried at their backoff time,
+also after a restart. Rate-limit budgets still apply, so the renewal may be
+deferred (see 'certfleet show NAME'). Prints the controller's answer.
 
 Options:
-  --json   print the response as JSON
+  --cancel  withdraw an outstanding renew request (a running renewal goes on)
+  --json    print the response as JSON
 `,
   rollback: `Usage: certfleet rollback NAME [--to N] [--json]
 

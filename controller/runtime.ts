@@ -3,7 +3,8 @@
  * and takes them down in reverse. No decisions live here.
  *
  * Start order: store → own CA, API certificate, admin credentials → NATS (buckets,
- * stream) → ACME account → fleet, desired state, solver, issuer → work loop → API →
+ * stream) → ACME account → fleet, desired state, solver, issuer, leftover challenges
+ * swept → work loop → API →
  * metrics endpoint (when configured).
  */
 import crypto from 'node:crypto';
@@ -13,7 +14,7 @@ import { writeFileAtomic } from '../shared/files/index.js';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, isoAt, type Clock } from '../shared/clock/index.js';
-import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/index.js';
+import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
 import { connectNats, ensureFleetNats } from '../shared/nats/index.js';
 import { EventType } from '../shared/wire/index.js';
@@ -33,14 +34,12 @@ import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/inde
 import { Reconciler } from './reconcile/index.js';
 import { createOperations } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
-import { Http01Solver } from './solvers/index.js';
+import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
 import { matches, parseSelector } from '../shared/selector/index.js';
 import { desiredFor } from '../shared/rollout/index.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
-
-const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
 
 /** File names inside `stateDir`. */
 export const STATE_FILES = {
@@ -88,7 +87,12 @@ interface AccountDoc {
   accountUrl: string;
 }
 
-/** One account per CA, its key kept in the store and reused across restarts. */
+/**
+ * One account per CA, its key kept in the store and reused across restarts. The adapter
+ * finds the account by its URL (POST-as-GET) and registers the same key again when the
+ * CA forgot it (a test CA restarted, a staging reset), at start and while running; every
+ * new URL is written back here.
+ */
 async function openAcmeAccount(cfg: ControllerConfig, store: CertStore, clock: Clock, log: Logger): Promise<AcmeClient> {
   const id = crypto.createHash('sha256').update(cfg.acme.directoryUrl).digest('hex').slice(0, 16);
   const key = `acme/account/${id}`;
@@ -96,33 +100,28 @@ async function openAcmeAccount(cfg: ControllerConfig, store: CertStore, clock: C
   const caPem = cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile');
   const keyPem = saved?.keyPem ?? (await generateAccountKey());
   if (!saved) await store.putObject(key, { directoryUrl: cfg.acme.directoryUrl, keyPem, accountUrl: '' } satisfies AccountDoc);
-  const make = (accountUrl: string | undefined): AcmeClient =>
-    createAcmeClient({
-      directoryUrl: cfg.acme.directoryUrl,
-      accountKeyPem: keyPem,
-      ...(caPem === undefined ? {} : { caPem }),
-      ...(accountUrl ? { accountUrl } : {}),
-      ...(cfg.acme.email === undefined ? {} : { email: cfg.acme.email }),
-      clock,
-      log: log.child({ component: 'acme' }),
-      pollTimeoutMs: cfg.http01.validationTimeout,
-    });
-  let client = make(saved?.accountUrl);
-  let accountUrl: string;
-  try {
-    ({ accountUrl } = await client.ensureAccount());
-  } catch (err) {
-    // The CA no longer knows the saved account (a test CA restarted, a staging reset,
-    // a deactivated account): register the same key again rather than refuse to start.
-    if (!(isCertfleetError(err) && err.details['type'] === ACCOUNT_DOES_NOT_EXIST && saved?.accountUrl)) throw err;
-    log.warn({ accountUrl: saved.accountUrl }, 'acme account unknown to the CA; registering again');
-    client.close();
-    client = make(undefined);
-    ({ accountUrl } = await client.ensureAccount());
-  }
-  if (saved?.accountUrl !== accountUrl) {
+  const remember = async (accountUrl: string): Promise<void> => {
     await store.putObject(key, { directoryUrl: cfg.acme.directoryUrl, keyPem, accountUrl } satisfies AccountDoc);
     log.info({ accountUrl }, 'acme account registered');
+  };
+  const client = createAcmeClient({
+    directoryUrl: cfg.acme.directoryUrl,
+    accountKeyPem: keyPem,
+    ...(caPem === undefined ? {} : { caPem }),
+    ...(saved?.accountUrl ? { accountUrl: saved.accountUrl } : {}),
+    ...(cfg.acme.email === undefined ? {} : { email: cfg.acme.email }),
+    clock,
+    log: log.child({ component: 'acme' }),
+    pollTimeoutMs: cfg.http01.validationTimeout,
+    onAccountChanged: remember,
+  });
+  try {
+    const { accountUrl } = await client.ensureAccount();
+    // A first registration (no URL saved yet) is not a change the adapter reports.
+    if (!saved?.accountUrl) await remember(accountUrl);
+  } catch (err) {
+    client.close();
+    throw err;
   }
   return client;
 }
@@ -234,6 +233,21 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         }
       },
     });
+    // HTTP-01 records a killed controller left on NATS would be served by agents for
+    // ever: swept now (only those of saved orders stay, to be presented again when the
+    // order resumes) and every CHALLENGE_SWEEP_INTERVAL_MS.
+    const sweepChallenges = async (minAgeMs: number): Promise<void> => {
+      try {
+        const removed = await solver.sweep(await issuer.savedOrders(), minAgeMs);
+        if (removed.length > 0) log.info({ component: 'http01', removed: removed.length }, 'leftover challenge records swept');
+      } catch (err) {
+        log.warn({ component: 'http01', err: (err as Error).message }, 'challenge sweep failed');
+      }
+    };
+    await sweepChallenges(CHALLENGE_SWEEP_START_MIN_AGE_MS);
+    const sweeper = setInterval(() => void sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS), CHALLENGE_SWEEP_INTERVAL_MS);
+    sweeper.unref();
+    cleanups.push(() => Promise.resolve(clearInterval(sweeper)));
     const pins = new Pins(store);
     // Budgets are per CA account: the same key reused against another CA is another account.
     const accountId = crypto.createHash('sha256').update(acme.directoryUrl).digest('hex').slice(0, 16);

@@ -30,7 +30,7 @@ import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { LogKey, type Logger } from '../../shared/log/index.js';
-import { asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
+import { PROBLEM_ACCOUNT_DOES_NOT_EXIST, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
 import { hookHttpClient, installTransport } from './transport.js';
 import { ARI_ERROR_RETRY_MS, ariCertId, ariRetryAfterMs, isAriCertId, jitter, parseRenewalInfo, type RenewalInfo } from './ari.js';
 
@@ -110,9 +110,13 @@ export interface AcmeClient {
   /** The directory URL this client talks to. */
   readonly directoryUrl: string;
   /**
-   * Creates the account for this key, or finds the existing one (RFC 8555 §7.3.1: the
-   * same key returns the same account), agreeing to the CA's terms of service and setting
-   * the contact email when given. Later calls use the returned URL as the JWS `kid`.
+   * Finds this key's account, or creates it, agreeing to the CA's terms of service.
+   * With a known account URL it reads the account (POST-as-GET, RFC 8555 §7.3.3), never
+   * an empty update (Pebble refuses one with 400 malformed); without one it registers
+   * (RFC 8555 §7.3.1: the same key returns the same account). The contact is updated
+   * only when an email is configured and the account lacks it. A CA that no longer knows
+   * the URL (accountDoesNotExist) gets the same key registered again, and
+   * `onAccountChanged` hears the new URL. Later calls use the URL as the JWS `kid`.
    */
   ensureAccount(): Promise<{ accountUrl: string }>;
   /**
@@ -179,6 +183,12 @@ export interface AcmeClientOptions {
   accountUrl?: string;
   /** Contact for the account (mailto:). */
   email?: string;
+  /**
+   * Called with the new account URL whenever the account was registered again (the CA
+   * forgot it: a test CA restarted, a staging reset), at start or while running, so the
+   * caller can persist it. Awaited; a rejection fails the call that re-registered.
+   */
+  onAccountChanged?: (accountUrl: string) => Promise<void> | void;
   log: Logger;
   /** Reads HTTP-date Retry-After values and poll deadlines. Default: system clock. */
   clock?: Clock;
@@ -204,6 +214,9 @@ export function createAcmeClient(opts: AcmeClientOptions): AcmeClient {
 
 interface ApiInternals {
   apiRequest(url: string, payload: unknown, validStatusCodes: number[]): Promise<HttpResponseLike>;
+  /** newAccount without kid; sets `accountUrl` from the Location header. */
+  createAccount(data: Record<string, unknown>): Promise<HttpResponseLike>;
+  accountUrl: string | null;
 }
 
 type RawObject = Record<string, unknown>;
@@ -226,6 +239,9 @@ class AcmeClientImpl implements AcmeClient {
   private readonly pollMinDelayMs: number;
   private readonly pollMaxDelayMs: number;
   private readonly random: () => number;
+  private readonly onAccountChanged: ((accountUrl: string) => Promise<void> | void) | undefined;
+  /** The re-registration in progress, shared by every call that found the account gone. */
+  private registering: Promise<void> | undefined;
 
   constructor(opts: AcmeClientOptions) {
     try {
@@ -242,6 +258,7 @@ class AcmeClientImpl implements AcmeClient {
     this.pollMinDelayMs = opts.pollMinDelayMs ?? 100;
     this.pollMaxDelayMs = opts.pollMaxDelayMs ?? 2_000;
     this.random = opts.random ?? Math.random;
+    this.onAccountChanged = opts.onAccountChanged;
     installTransport(this.clock);
     this.client = new acme.Client({
       directoryUrl: opts.directoryUrl,
@@ -255,22 +272,81 @@ class AcmeClientImpl implements AcmeClient {
     });
     this.agent = hookHttpClient(this.client, { timeoutMs: opts.requestTimeoutMs ?? 30_000, ...(opts.caPem === undefined ? {} : { caPem: opts.caPem }) });
     const api = (this.client as unknown as { api?: Partial<ApiInternals> }).api;
-    if (api === undefined || typeof api.apiRequest !== 'function') {
-      throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: no api.apiRequest');
+    if (api === undefined || typeof api.apiRequest !== 'function' || typeof api.createAccount !== 'function') {
+      throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: no api.apiRequest/createAccount');
     }
     this.api = api as ApiInternals;
   }
 
   async ensureAccount(): Promise<{ accountUrl: string }> {
-    await this.call('account', () =>
-      this.client.createAccount({
-        termsOfServiceAgreed: true,
-        ...(this.email === undefined ? {} : { contact: [`mailto:${this.email}`] }),
-      }),
-    );
-    const accountUrl = this.client.getAccountUrl();
+    const known = this.api.accountUrl;
+    let account: RawObject;
+    if (known) {
+      try {
+        account = await this.readAccount(known);
+      } catch (err) {
+        if (!isAccountGone(err)) throw err;
+        this.log.warn({ accountUrl: known }, 'acme account unknown to the CA; registering again');
+        account = await this.register();
+      }
+    } else {
+      account = await this.register();
+    }
+    await this.updateContact(account);
+    const accountUrl = this.api.accountUrl ?? '';
+    if (known && accountUrl !== known) await this.onAccountChanged?.(accountUrl);
     this.log.info({ accountUrl }, 'account ready');
     return { accountUrl };
+  }
+
+  /** POST-as-GET of the account object (RFC 8555 §7.3.3 via §6.3). */
+  private async readAccount(url: string): Promise<RawObject> {
+    const resp = await this.call('account', () => this.api.apiRequest(url, null, [200]), false);
+    return typeof resp.data === 'object' && resp.data !== null ? (resp.data as RawObject) : {};
+  }
+
+  /** newAccount for this key: 201 a new account, 200 the existing one. Sets the URL. */
+  private async register(): Promise<RawObject> {
+    this.api.accountUrl = null;
+    const resp = await this.call(
+      'account',
+      () => this.api.createAccount({ termsOfServiceAgreed: true, ...(this.email === undefined ? {} : { contact: [`mailto:${this.email}`] }) }),
+      false,
+    );
+    if (!this.api.accountUrl) throw new CertfleetError(ErrorCode.AcmeProblem, 'account: the CA answered newAccount without a Location header', { details: { op: 'account' } });
+    return typeof resp.data === 'object' && resp.data !== null ? (resp.data as RawObject) : {};
+  }
+
+  /** Sets the configured email as the contact when the account lacks it; nothing else. */
+  private async updateContact(account: RawObject): Promise<void> {
+    if (this.email === undefined) return;
+    const contact = `mailto:${this.email}`;
+    const current = Array.isArray(account['contact']) ? account['contact'] : [];
+    if (current.includes(contact)) return;
+    const url = this.api.accountUrl ?? '';
+    await this.call('account update', () => this.api.apiRequest(url, { contact: [contact] }, [200, 202]), false);
+    this.log.info({ accountUrl: url }, 'account contact updated');
+  }
+
+  /**
+   * Registers the key again after the CA said it does not know the account (while
+   * running), once for every call that found it gone at the same time.
+   */
+  private async reRegister(): Promise<void> {
+    this.registering ??= (async () => {
+      const gone = this.api.accountUrl;
+      this.log.warn({ accountUrl: gone }, 'acme account unknown to the CA; registering again');
+      try {
+        await this.register();
+        await this.updateContact({});
+        const accountUrl = this.api.accountUrl ?? '';
+        this.log.info({ accountUrl }, 'acme account registered again');
+        await this.onAccountChanged?.(accountUrl);
+      } finally {
+        this.registering = undefined;
+      }
+    })();
+    return this.registering;
   }
 
   async placeOrder(names: readonly string[], opts: PlaceOrderOptions = {}): Promise<AcmeOrder> {
@@ -473,11 +549,21 @@ class AcmeClientImpl implements AcmeClient {
     return { ...fields, authorizations };
   }
 
-  /** Runs an acme-client call; anything it throws that is not ours becomes ACME_PROBLEM. */
-  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs an acme-client call; anything it throws that is not ours becomes ACME_PROBLEM.
+   * When the CA answers accountDoesNotExist for a request signed with our account URL
+   * (it forgot the account while we ran), the key is registered again and the request
+   * sent once more: re-authentication, like badNonce, not a retry of a failure — and
+   * without it every renewal would fail until a restart (issue #8).
+   */
+  private async call<T>(what: string, fn: () => Promise<T>, reRegister = true): Promise<T> {
     try {
       return await fn();
     } catch (err) {
+      if (reRegister && isAccountGone(err) && this.api.accountUrl) {
+        await this.reRegister();
+        return this.call(what, fn, false);
+      }
       if (err instanceof CertfleetError) throw err;
       // acme-client's own checks (missing Location, unexpected status) throw plain Errors.
       throw new CertfleetError(ErrorCode.AcmeProblem, `${what}: ${err instanceof Error ? err.message : String(err)}`, {
@@ -502,6 +588,10 @@ function ariFailure(err: unknown, longTermMs: number): unknown {
     (err.code === ErrorCode.AcmeTransport && (errno === 'ECONNREFUSED' || errno === 'ENOTFOUND' || errno === 'EAI_AGAIN'));
   if (!longTerm) return err;
   return new CertfleetError(err.code, err.message, { retryable: true, retryAfterMs: longTermMs, cause: err, details: err.details });
+}
+
+function isAccountGone(err: unknown): boolean {
+  return err instanceof CertfleetError && err.details['type'] === PROBLEM_ACCOUNT_DOES_NOT_EXIST;
 }
 
 function isAborted(signal: AbortSignal | undefined): signal is AbortSignal {

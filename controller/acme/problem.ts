@@ -13,6 +13,8 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 export const ACME_ERROR_PREFIX = 'urn:ietf:params:acme:error:';
 export const PROBLEM_RATE_LIMITED = `${ACME_ERROR_PREFIX}rateLimited`;
 export const PROBLEM_BAD_NONCE = `${ACME_ERROR_PREFIX}badNonce`;
+/** RFC 8555 §7.3.1: the CA does not know the account (onlyReturnExisting, or a kid it forgot). */
+export const PROBLEM_ACCOUNT_DOES_NOT_EXIST = `${ACME_ERROR_PREFIX}accountDoesNotExist`;
 /** RFC 9773 §7.4: the certificate named in `replaces` was already replaced by another order (HTTP 409). */
 export const PROBLEM_ALREADY_REPLACED = `${ACME_ERROR_PREFIX}alreadyReplaced`;
 

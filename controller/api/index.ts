@@ -57,7 +57,8 @@ export interface OperatorBackend {
   agents(): Promise<pb.AgentSummary[]>;
   createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number): Promise<{ token: string; expiresAt: string }>;
   show(name: string): Promise<pb.ShowCertificateResponse>;
-  renew(name: string): Promise<string>;
+  /** Records a durable renew request by `operator`, or withdraws it with `cancel`. */
+  renew(name: string, opts: { cancel: boolean; operator: string }): Promise<string>;
   history(name: string): Promise<pb.GetHistoryResponse>;
   rollback(name: string, to: number, operator: string): Promise<{ fromVersion: number; toVersion: number }>;
   release(name: string, operator: string): Promise<number>;
@@ -328,8 +329,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }),
     RenewCertificate: unary(log, 'RenewCertificate', async (call: grpc.ServerUnaryCall<pb.RenewCertificateRequest__Output, pb.RenewCertificateResponse>) => {
       const id = caller(call, opts.auth, 'operator');
-      const message = await opts.operators.renew(requireName(call.request.name));
-      log.info({ operator: id.name, cert: call.request.name }, 'renewal requested');
+      const cancel = call.request.cancel === true;
+      const message = await opts.operators.renew(requireName(call.request.name), { cancel, operator: id.name });
+      log.info({ operator: id.name, cert: call.request.name }, cancel ? 'renewal request cancelled' : 'renewal requested');
       return { message };
     }),
     GetHistory: unary(log, 'GetHistory', async (call: grpc.ServerUnaryCall<pb.GetHistoryRequest__Output, pb.GetHistoryResponse>) => {

@@ -13,7 +13,10 @@
  *
  * The record is written right after the order is placed and before any challenge is
  * answered, so a controller killed at any later point resumes the same order instead
- * of spending a new one against the CA's limits.
+ * of spending a new one against the CA's limits. It also keeps what the order was
+ * charged to the rate-limit budgets (`spend`): a resumed order is not charged again,
+ * and the charge is refunded (what the CA counts only at issuance) when the order is
+ * dropped without a certificate (issue #8: two kills mid-order charged it three times).
  */
 import type { Logger } from 'pino';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
@@ -27,6 +30,7 @@ import type { CertStore } from '../store/index.js';
 import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
 import type { Dns01Solver } from '../solvers/dns01/index.js';
+import type { Spend } from '../budget/index.js';
 
 /** What to issue. */
 export interface IssueRequest {
@@ -39,6 +43,31 @@ export interface IssueRequest {
   dnsProvider?: string;
   /** ARI identifier of the certificate this order renews (RFC 9773 `replaces`). */
   replaces?: string;
+  /** How a new order is paid for; absent: nothing is charged (tests, budgets off). */
+  charge?: OrderCharge;
+}
+
+/**
+ * How a new order is paid for (the work loop over controller/budget). The issuer calls
+ * `charge` at most once per `issue`, right before it sends a new order, and keeps the
+ * result with the order; a saved order that is resumed is never charged again.
+ */
+export interface OrderCharge {
+  /** Spends the budgets for one new order; rejects (e.g. BUDGET_DEFERRED) to send none. */
+  charge(): Promise<Spend>;
+  /** The order ended without a certificate: give back what the CA counts only at issuance. */
+  refund(spend: Spend): void;
+}
+
+/** A saved order, as the work loop sees it. */
+export interface SavedOrder {
+  url: string;
+  names: string[];
+  keyType: KeyType;
+  /** When the order was placed (epoch ms; 0 when unknown). */
+  createdAt: number;
+  /** What it was charged; empty for records written before charges were kept. */
+  spend: Spend;
 }
 
 /** Where issuance progress is announced (the events stream in production). */
@@ -66,15 +95,45 @@ interface PendingOrder {
   names: string[];
   keyType: KeyType;
   createdAt: string;
+  /** What placing it was charged (absent in records of older controllers). */
+  spend?: Spend;
 }
 
+const ORDERS_PREFIX = 'orders/';
+const NO_SPEND: Spend = Object.freeze({ items: [], exemptions: [] });
+
 function pendingKey(name: string): string {
-  return `orders/${name}`;
+  return `${ORDERS_PREFIX}${name}`;
 }
 
 function isPendingOrder(v: unknown): v is PendingOrder {
   const o = v as Partial<PendingOrder> | null;
   return typeof o?.url === 'string' && typeof o.keyPem === 'string' && Array.isArray(o.names) && typeof o.keyType === 'string';
+}
+
+function isSpend(v: unknown): v is Spend {
+  const o = v as Partial<Spend> | null;
+  return (
+    Array.isArray(o?.items) &&
+    o.items.every((i: unknown) => {
+      const it = i as { limit?: unknown; key?: unknown; cost?: unknown } | null;
+      return typeof it?.limit === 'string' && typeof it.key === 'string' && typeof it.cost === 'number';
+    })
+  );
+}
+
+function spendOf(p: PendingOrder): Spend {
+  return isSpend(p.spend) ? { items: p.spend.items, exemptions: Array.isArray(p.spend.exemptions) ? p.spend.exemptions : [] } : NO_SPEND;
+}
+
+/** An error after which the order can never complete: drop it rather than resume it. */
+function orderIsDead(err: unknown): boolean {
+  return isCertfleetError(err) && (err.code === ErrorCode.AcmeOrderInvalid || (err.code === ErrorCode.AcmeProblem && !err.retryable));
+}
+
+function toSavedOrder(p: PendingOrder): SavedOrder {
+  const created = Date.parse(p.createdAt);
+  return { url: p.url, names: [...p.names], keyType: p.keyType, createdAt: Number.isFinite(created) ? created : 0, spend: spendOf(p) };
 }
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {
@@ -83,7 +142,31 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
 
 /** Issues certificates for the controller. */
 export class Issuer {
+  /** Saved orders read so far (null: none), kept equal to the store by this class's writes. */
+  private readonly saved = new Map<string, PendingOrder | null>();
+
   constructor(private readonly opts: IssuerOptions) {}
+
+  /**
+   * The saved order of `name` that an issuance for `names` and `keyType` would resume,
+   * or null. Read from the store once, then from memory (this class writes the records).
+   */
+  async resumable(name: string, names: readonly string[], keyType: KeyType): Promise<SavedOrder | null> {
+    const p = await this.savedOrder(name);
+    if (!p || !sameNames(p.names, names) || p.keyType !== keyType) return null;
+    return toSavedOrder(p);
+  }
+
+  /** Every saved order in the store (start-up: which challenge records still belong to one). */
+  async savedOrders(): Promise<Map<string, SavedOrder>> {
+    const out = new Map<string, SavedOrder>();
+    for (const key of await this.opts.store.listObjects(ORDERS_PREFIX)) {
+      const name = key.slice(ORDERS_PREFIX.length);
+      const p = await this.savedOrder(name);
+      if (p) out.set(name, toSavedOrder(p));
+    }
+    return out;
+  }
 
   /**
    * Issues a new version of `req.name`, stored as version `expectedLatest + 1`.
@@ -92,9 +175,18 @@ export class Issuer {
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
     const log = this.opts.log.child({ cert: req.name });
     const { order, keyPem } = await this.openOrder(req, expectedLatest, log);
-    await this.authorize(req, order, log);
-    const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
-    const { certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized);
+    let certPem: string;
+    let chainPem: string;
+    try {
+      await this.authorize(req, order, log);
+      const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
+      ({ certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized));
+    } catch (err) {
+      // A dead order (validation failed, the CA invalidated it) is dropped now, and its
+      // charge refunded; anything else keeps it for the next attempt or a restart.
+      if (orderIsDead(err)) await this.dropOrder(req, log, 'order failed').catch((e: unknown) => log.warn({ err: (e as Error).message }, 'dead order not dropped'));
+      throw err;
+    }
 
     const info = parseCertificate(certPem);
     const meta: Omit<VersionMeta, 'version'> = {
@@ -120,7 +212,7 @@ export class Issuer {
       log.warn({ serial: meta.serial, err: result.cause.message }, 'store unavailable; issued certificate spooled');
       this.opts.onEvent?.({ type: 'spooled', cert: req.name, serial: meta.serial, reason: result.cause.message });
       // The order is done; the spool now holds its result. Best effort: the store is down.
-      await this.opts.store.deleteObject(pendingKey(req.name)).catch(() => false);
+      await this.deleteRecord(req.name).catch(() => false);
       throw new CertfleetError(ErrorCode.StoreUnavailable, `certificate issued but the store is unavailable; spooled for delivery: ${result.cause.message}`, {
         retryable: true,
         cause: result.cause,
@@ -128,7 +220,7 @@ export class Issuer {
       });
     }
     const stored = result.meta;
-    await this.opts.store.deleteObject(pendingKey(req.name));
+    await this.deleteRecord(req.name);
     log.info({ version: stored.version, serial: stored.serial, notAfter: stored.notAfter }, 'certificate issued');
     this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: stored });
     return stored;
@@ -136,8 +228,8 @@ export class Issuer {
 
   /** The order to work on: the persisted one if still usable, else a new one. */
   private async openOrder(req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
-    const saved = await this.opts.store.getObject<unknown>(pendingKey(req.name));
-    if (isPendingOrder(saved)) {
+    const saved = await this.savedOrder(req.name);
+    if (saved) {
       if (sameNames(saved.names, req.names) && saved.keyType === req.keyType) {
         try {
           const order = await this.opts.acme.getOrder(saved.url);
@@ -154,7 +246,7 @@ export class Issuer {
           log.info({ order: saved.url, err: (err as Error).message }, 'saved order unusable; placing a new one');
         }
       }
-      await this.opts.store.deleteObject(pendingKey(req.name));
+      await this.dropOrder(req, log, 'saved order replaced');
     }
     // Re-check before spending an order (STYLE rule 7): another controller, or the spool,
     // may have stored a version since the caller looked.
@@ -166,21 +258,52 @@ export class Issuer {
       });
     }
     const keyPem = await generateKey(req.keyType);
+    const spend = (await req.charge?.charge()) ?? NO_SPEND;
     let order: AcmeOrder;
+    let pending: PendingOrder;
     try {
-      order = await this.opts.acme.placeOrder(req.names, req.replaces === undefined ? {} : { replaces: req.replaces });
+      try {
+        order = await this.opts.acme.placeOrder(req.names, req.replaces === undefined ? {} : { replaces: req.replaces });
+      } catch (err) {
+        // The CA says that certificate was already replaced (by an order it remembers, or
+        // another controller): order again as a plain renewal.
+        if (!(req.replaces !== undefined && isCertfleetError(err) && err.details['type'] === PROBLEM_ALREADY_REPLACED)) throw err;
+        log.info({ replaces: req.replaces }, 'certificate already replaced; ordering without replaces');
+        order = await this.opts.acme.placeOrder(req.names);
+      }
+      pending = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()), spend };
+      await this.opts.store.putObject(pendingKey(req.name), pending);
     } catch (err) {
-      // The CA says that certificate was already replaced (by an order it remembers, or
-      // another controller): order again as a plain renewal.
-      if (!(req.replaces !== undefined && isCertfleetError(err) && err.details['type'] === PROBLEM_ALREADY_REPLACED)) throw err;
-      log.info({ replaces: req.replaces }, 'certificate already replaced; ordering without replaces');
-      order = await this.opts.acme.placeOrder(req.names);
+      // No order to resume: what it was charged for will not be issued.
+      req.charge?.refund(spend);
+      throw err;
     }
-    const pending: PendingOrder = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()) };
-    await this.opts.store.putObject(pendingKey(req.name), pending);
+    this.saved.set(req.name, pending);
     log.info({ order: order.url }, 'order placed');
     this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: order.url, resumed: false });
     return { order, keyPem };
+  }
+
+  private async savedOrder(name: string): Promise<PendingOrder | null> {
+    if (this.saved.has(name)) return this.saved.get(name) ?? null;
+    const v = await this.opts.store.getObject<unknown>(pendingKey(name));
+    const p = isPendingOrder(v) ? v : null;
+    this.saved.set(name, p);
+    return p;
+  }
+
+  private async deleteRecord(name: string): Promise<void> {
+    await this.opts.store.deleteObject(pendingKey(name));
+    this.saved.set(name, null);
+  }
+
+  /** Forgets the saved order of `req.name` without a certificate, refunding its charge. */
+  private async dropOrder(req: IssueRequest, log: Logger, why: string): Promise<void> {
+    const saved = await this.savedOrder(req.name);
+    await this.deleteRecord(req.name);
+    if (!saved) return;
+    log.info({ order: saved.url }, why);
+    req.charge?.refund(spendOf(saved));
   }
 
   /** Answers every pending authorization of `order`, by the certificate's challenge type. */

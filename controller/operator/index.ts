@@ -198,10 +198,16 @@ export function createOperations(deps: OperationsDeps): Operations {
         desiredVersion: desired.get(c.name)?.version ?? 0,
       });
     },
-    async renew(name) {
+    async renew(name, { cancel, operator }) {
       const c = configured(name);
-      loop.renewNow(c.name);
-      await events.emit(EventType.renewRequested, { cert: c.name, message: 'renewal requested by an operator' });
+      if (cancel) {
+        const had = await loop.cancelRenewal(c.name);
+        if (had) await events.emit(EventType.renewCancelled, { cert: c.name, message: `renewal request cancelled by ${operator}` });
+        return had ? `${c.name}: renewal request cancelled` : `${c.name}: no renewal request outstanding`;
+      }
+      // Durable: recorded in the store before the operator hears "requested".
+      await loop.renewNow(c.name, operator);
+      await events.emit(EventType.renewRequested, { cert: c.name, message: `renewal requested by ${operator}` });
       return `${c.name}: renewal requested; follow it with "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
     },
     async history(name) {

@@ -139,6 +139,11 @@ export class NatsChallengeBoard implements ChallengeBoard {
   async remove(token: string): Promise<void> {
     await this.kv.delete(token);
   }
+
+  async list(): Promise<ChallengeRecord[]> {
+    // The key is the token the agents serve: trust it over the value's copy.
+    return (await this.kv.entries()).map((e) => ({ ...e.value, token: e.key }));
+  }
 }
 
 /**

@@ -6,10 +6,13 @@
  * NATS equal to the newest stored version.
  *
  * Failures are recorded per certificate with a backoff (scheduler.backoffDelay, or the
- * CA's Retry-After when later); the issuer itself never retries.
+ * CA's Retry-After when later); the issuer itself never retries. Operator requests and
+ * the backoff are durable (intent.ts, store objects `renewals/<name>`): a restart acts
+ * on them, also for a certificate that is not due. A saved order (controller/issuer) is
+ * resumed at once after a restart, and is not charged to the budgets again.
  *
- * Per-certificate state:   idle --due--> issuing --ok--> idle (failures = 0)
- *                                          +--error--> idle (failures+1, backoffUntil)
+ * Per-certificate state:   idle --due/requested/saved order--> issuing --ok--> idle (failures = 0)
+ *                                                               +--error--> idle (failures+1, retryAt)
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
@@ -19,13 +22,16 @@ import { rolloutComplete, waveOf } from '../../shared/rollout/index.js';
 import type { Pins } from '../rollback/index.js';
 import { EventType } from '../../shared/wire/index.js';
 import type { CertificateConfig } from '../config/index.js';
-import type { Issuer } from '../issuer/index.js';
+import type { Issuer, OrderCharge } from '../issuer/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
 import { backoffDelay, decide } from '../scheduler/index.js';
-import type { BudgetKeeper, Spend } from '../budget/index.js';
+import type { BudgetKeeper } from '../budget/index.js';
 import type { AriTracker } from '../ari/index.js';
 import { CoalescingRunner } from '../../shared/runtime/index.js';
 import type { CertStore } from '../store/index.js';
+import { afterFailure, afterSuccess, cancelRenewal, clearBackoff, fromStored, intentKey, isEmptyIntent, NO_INTENT, plan, requestRenewal, toStored, type RenewalIntent } from './intent.js';
+
+export { plan, type Plan, type PlanInput, type RenewalIntent } from './intent.js';
 
 /** What the loop knows about one certificate, for status and `certfleet certs`. */
 export interface CertRuntime {
@@ -39,8 +45,10 @@ export interface CertRuntime {
   latest: VersionMeta | null;
   /** Version pinned by a rollback (0: none). */
   pinned: number;
-  /** An operator asked for a renewal now. */
+  /** An operator asked for a renewal that is still outstanding (durable). */
   force: boolean;
+  /** When that request was made (epoch ms; 0: none). */
+  requestedAt: number;
   /** Set while a budget holds the next order back. */
   deferredUntil: number;
   deferredReason: string;
@@ -81,7 +89,13 @@ export interface ReconcilerOptions {
 export class Reconciler {
   private readonly runtime = new Map<string, CertRuntime>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Durable intents read so far (the store holds the truth across restarts). */
+  private readonly intents = new Map<string, RenewalIntent>();
+  /** Intent writes per certificate, in order. */
+  private readonly saving = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
+  /** An earlier pass than the interval's, for a retryAt or a wait ending before it. */
+  private wake: NodeJS.Timeout | undefined;
   private readonly runner: CoalescingRunner;
   private stopped = false;
 
@@ -99,6 +113,7 @@ export class Reconciler {
         latest: null,
         pinned: 0,
         force: false,
+        requestedAt: 0,
         deferredUntil: 0,
         deferredReason: '',
         ariWindow: null,
@@ -123,22 +138,42 @@ export class Reconciler {
    * HTTP-01 yet: called when an agent comes online.
    */
   agentOnline(): void {
-    for (const rt of this.runtime.values()) {
-      if (rt.lastErrorCode === ErrorCode.ChallengeNotServed) rt.backoffUntil = 0;
+    for (const [name, rt] of this.runtime) {
+      const intent = this.intents.get(name);
+      if (intent && rt.lastErrorCode === ErrorCode.ChallengeNotServed && intent.retryAt > 0) {
+        this.setIntent(name, clearBackoff(intent));
+        void this.saveIntent(name).catch((err: unknown) => this.opts.log.warn({ cert: name, err: (err as Error).message }, 'renewal intent not saved'));
+      }
     }
     this.kick();
   }
 
   /**
-   * Renews `name` at the next pass whatever the schedule says, and forgets its backoff.
-   * NOT_FOUND for a name not in the configuration.
+   * Renews `name` whatever the schedule says, and forgets its backoff. The request is
+   * written to the store before this resolves, and stays until an issuance that started
+   * after it succeeds (or {@link cancelRenewal}): failures are retried at their
+   * retryAt, restarts do not forget it. NOT_FOUND for a name not in the configuration;
+   * the store's error when the request cannot be recorded.
    */
-  renewNow(name: string): void {
-    const rt = this.runtime.get(name);
-    if (!rt) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
-    rt.force = true;
-    rt.backoffUntil = 0;
+  async renewNow(name: string, by = 'an operator'): Promise<void> {
+    if (!this.runtime.has(name)) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
+    const intent = await this.loadIntent(name);
+    this.setIntent(name, requestRenewal(intent, this.opts.clock.now(), by));
+    await this.saveIntent(name);
     this.kick();
+  }
+
+  /**
+   * Withdraws an outstanding renewal request (a failure backoff stays). Resolves true
+   * when there was one. An issuance already running is not stopped.
+   */
+  async cancelRenewal(name: string): Promise<boolean> {
+    if (!this.runtime.has(name)) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
+    const intent = await this.loadIntent(name);
+    if (intent.requestedAt === 0) return false;
+    this.setIntent(name, cancelRenewal(intent));
+    await this.saveIntent(name);
+    return true;
   }
 
   /** Loop state of a certificate (undefined for names not in the config). */
@@ -157,6 +192,64 @@ export class Reconciler {
         this.opts.log.warn({ cert: cert.name, err: (err as Error).message }, 'reconcile failed');
       }
     }
+    this.scheduleWake();
+  }
+
+  /**
+   * Passes run every `intervalMs`; a certificate waiting for less than that (a retryAt,
+   * a renewal point) gets a pass of its own at that instant.
+   */
+  private scheduleWake(): void {
+    if (this.stopped) return;
+    const now = this.opts.clock.now();
+    let soonest = Infinity;
+    for (const [name, rt] of this.runtime) {
+      if (this.inFlight.has(name)) continue;
+      if (rt.nextCheck > now && rt.nextCheck < soonest) soonest = rt.nextCheck;
+    }
+    if (this.wake) clearTimeout(this.wake);
+    this.wake = undefined;
+    const delay = soonest - now;
+    if (!(delay < this.opts.intervalMs)) return;
+    this.wake = setTimeout(() => this.kick(), Math.max(delay, 10));
+    this.wake.unref();
+  }
+
+  /** The durable intent of `name`: from memory, or read from the store once. */
+  private async loadIntent(name: string): Promise<RenewalIntent> {
+    const known = this.intents.get(name);
+    if (known) return known;
+    const intent = fromStored(await this.opts.store.getObject<unknown>(intentKey(name)));
+    // A request or write that happened while we read wins over what we read.
+    const raced = this.intents.get(name);
+    if (raced) return raced;
+    this.setIntent(name, intent);
+    return intent;
+  }
+
+  /** Keeps the intent and the runtime fields derived from it together. */
+  private setIntent(name: string, intent: RenewalIntent): void {
+    this.intents.set(name, intent);
+    const rt = this.runtime.get(name);
+    if (!rt) return;
+    rt.failures = intent.failures;
+    rt.backoffUntil = intent.retryAt;
+    rt.lastError = intent.lastError;
+    rt.lastErrorCode = intent.lastErrorCode;
+    rt.force = intent.requestedAt > 0;
+    rt.requestedAt = intent.requestedAt;
+  }
+
+  /** Writes the current intent of `name` (deleting an empty one), after earlier writes. */
+  private saveIntent(name: string): Promise<void> {
+    const write = async (): Promise<void> => {
+      const intent = this.intents.get(name) ?? NO_INTENT;
+      if (isEmptyIntent(intent)) await this.opts.store.deleteObject(intentKey(name));
+      else await this.opts.store.putObject(intentKey(name), toStored(intent));
+    };
+    const next = (this.saving.get(name) ?? Promise.resolve()).catch(() => undefined).then(write);
+    this.saving.set(name, next);
+    return next;
   }
 
   private async reconcileOne(cert: CertificateConfig): Promise<void> {
@@ -182,45 +275,88 @@ export class Reconciler {
     }
     const ari = target ? await this.opts.ari?.forVersion(target) : undefined;
     rt.ariWindow = ari?.window ?? null;
+    const intent = await this.loadIntent(cert.name);
+    const saved = await this.opts.issuer.resumable(cert.name, cert.names, cert.keyType);
     const now = this.opts.clock.now();
     const spec = { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) };
-    const scheduled = decide(spec, target, now, rt.backoffUntil, { spread: this.opts.spread, ...(ari ? { ari: { window: ari.window, seed: ari.seed } } : {}) });
-    const decision = rt.force ? { ...scheduled, action: 'issue' as const, reason: 'renewal requested by an operator', at: now, ari: false } : scheduled;
+    const scheduled = decide(spec, target, now, intent.retryAt, { spread: this.opts.spread, ...(ari ? { ari: { window: ari.window, seed: ari.seed } } : {}) });
+    const decision = plan({ scheduled, intent, resumableOrder: saved !== null, now });
     rt.reason = decision.reason;
-    rt.nextCheck = decision.at;
     if (decision.action === 'wait') {
+      rt.nextCheck = decision.at;
       if (rt.failures === 0) rt.state = target ? 'ready' : 'pending';
       rt.deferredUntil = 0;
       rt.deferredReason = '';
       return;
     }
+    rt.nextCheck = now;
     if (this.inFlight.size >= this.opts.concurrency) return;
 
     // Budgets: an order that would break one is not sent. A renewal of the same names is
     // exempt from the per-account and per-domain limits; an ARI renewal (replaces) from all.
     const sameNames = latest !== null && sameNameSet(latest.names, cert.names);
     const replaces = decision.ari && sameNames && ari ? ari.certId : undefined;
-    const verdict = this.opts.budget.check({ names: cert.names, emergency: decision.emergency, renewal: sameNames, ...(replaces ? { replaces } : {}) });
-    if (!verdict.ok) {
-      const first = rt.deferredUntil === 0;
-      rt.deferredUntil = verdict.until;
-      rt.deferredReason = verdict.reason;
-      rt.nextCheck = verdict.until;
-      if (first) {
-        this.opts.log.info({ cert: cert.name, until: isoAt(verdict.until), reason: verdict.reason }, 'budget deferred');
-        await this.opts.events.emit(EventType.deferred, {
-          cert: cert.name,
-          message: `order deferred until ${isoAt(verdict.until)}: ${verdict.reason}`,
-          details: { until: isoAt(verdict.until), limits: verdict.limits },
-        });
+    const request = { names: cert.names, emergency: decision.emergency, renewal: sameNames, ...(replaces ? { replaces } : {}) };
+    let charge: LoopCharge;
+    if (decision.resume) {
+      // The saved order was charged when it was placed: nothing to check or spend. Only
+      // if the CA no longer has it does the new order it needs go through the budgets.
+      charge = {
+        charge: async () => {
+          const verdict = this.opts.budget.check(request);
+          if (!verdict.ok) {
+            throw new CertfleetError(ErrorCode.BudgetDeferred, `saved order unusable and a new one is deferred: ${verdict.reason}`, {
+              retryable: true,
+              retryAfterMs: Math.max(0, verdict.until - this.opts.clock.now()),
+              details: { limits: verdict.limits },
+            });
+          }
+          this.opts.budget.commit(verdict.spend);
+          await this.opts.budget.flushed();
+          return verdict.spend;
+        },
+        refund: (spend) => this.opts.budget.refund(spend),
+        settleUnused: () => undefined,
+      };
+    } else {
+      const verdict = this.opts.budget.check(request);
+      if (!verdict.ok) {
+        const first = rt.deferredUntil === 0;
+        rt.deferredUntil = verdict.until;
+        rt.deferredReason = verdict.reason;
+        rt.nextCheck = verdict.until;
+        if (first) {
+          this.opts.log.info({ cert: cert.name, until: isoAt(verdict.until), reason: verdict.reason }, 'budget deferred');
+          await this.opts.events.emit(EventType.deferred, {
+            cert: cert.name,
+            message: `order deferred until ${isoAt(verdict.until)}: ${verdict.reason}`,
+            details: { until: isoAt(verdict.until), limits: verdict.limits },
+          });
+        }
+        return;
       }
-      return;
+      // Spent now, in the tick of the check, so orders started in one pass cannot
+      // overdraw together; handed to the issuer for its order record, written to NATS
+      // before the order is sent (a kill right after must not forget the charge).
+      this.opts.budget.commit(verdict.spend);
+      let taken = false;
+      charge = {
+        charge: async () => {
+          taken = true;
+          await this.opts.budget.flushed();
+          return verdict.spend;
+        },
+        refund: (spend) => this.opts.budget.refund(spend),
+        // No new order came of it (a conflict before ordering, or a saved order that
+        // turned up and was resumed): the certificate buckets get their tokens back.
+        settleUnused: () => {
+          if (!taken) this.opts.budget.refund(verdict.spend);
+        },
+      };
     }
-    this.opts.budget.commit(verdict.spend);
     rt.deferredUntil = 0;
     rt.deferredReason = '';
-    rt.force = false;
-    this.startIssue(cert, rt, latest, decision.reason, verdict.spend, replaces);
+    this.startIssue(cert, rt, latest, decision.reason, charge, replaces);
   }
 
   /**
@@ -303,8 +439,9 @@ export class Reconciler {
     });
   }
 
-  private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, spend: Spend, replaces: string | undefined): void {
+  private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, charge: LoopCharge, replaces: string | undefined): void {
     const log = this.opts.log.child({ cert: cert.name });
+    const startedAt = this.opts.clock.now();
     rt.state = 'issuing';
     log.info({ reason, replaces }, 'issuance started');
     const job = this.opts.issuer
@@ -317,19 +454,18 @@ export class Reconciler {
           challenge: cert.challenge,
           ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
           ...(replaces === undefined ? {} : { replaces }),
+          charge,
         },
         latest?.version ?? 0,
       )
       .then(async (meta) => {
+        this.setIntent(cert.name, afterSuccess(this.intents.get(cert.name) ?? NO_INTENT, startedAt));
+        await this.saveIntent(cert.name).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'renewal intent not saved'));
         // A new version replaces a rollback pin (the pinned version is being renewed away).
         if (await this.opts.pins.release(cert.name)) {
           await this.opts.events.emit(EventType.released, { cert: cert.name, version: meta.version, message: `pin released by the issuance of version ${meta.version}` });
         }
         rt.pinned = 0;
-        rt.failures = 0;
-        rt.backoffUntil = 0;
-        rt.lastError = '';
-        rt.lastErrorCode = '';
         rt.latest = meta;
         rt.state = 'ready';
         try {
@@ -342,24 +478,24 @@ export class Reconciler {
       })
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);
-        // No certificate came of it: the certificate buckets get their tokens back (the
-        // new-order token stays spent, as at the CA); a failed validation costs the
-        // identifier's authorization-failure budget.
-        if (!(cf.details['spooled'] === true)) this.opts.budget.refund(spend);
+        // Budgets: an order that was sent stays charged while it can be resumed (the
+        // issuer refunds a dropped one); a spend no order used is given back. A failed
+        // validation costs the identifier's authorization-failure budget.
+        charge.settleUnused();
         const failedIdentifier = cf.details['identifier'];
         if (cf.code === ErrorCode.AcmeProblem && typeof failedIdentifier === 'string') this.opts.budget.recordAuthorizationFailure(failedIdentifier);
-        rt.failures += 1;
         const now = this.opts.clock.now();
         const lifetime = latest ? Date.parse(latest.notAfter) - Date.parse(latest.notBefore) : undefined;
-        rt.backoffUntil = now + Math.max(backoffDelay(rt.failures, Math.random, lifetime), cf.retryAfterMs ?? 0);
-        rt.lastError = cf.message;
-        rt.lastErrorCode = cf.code;
+        const before = this.intents.get(cert.name) ?? NO_INTENT;
+        const intent = afterFailure(before, now, { code: cf.code, message: cf.message, retryAfterMs: cf.retryAfterMs }, backoffDelay(before.failures + 1, Math.random, lifetime));
+        this.setIntent(cert.name, intent);
         rt.state = 'failed';
-        log.warn({ code: cf.code, err: cf.message, failures: rt.failures, retryAt: isoAt(rt.backoffUntil) }, 'issuance failed');
+        log.warn({ code: cf.code, err: cf.message, failures: intent.failures, retryAt: isoAt(intent.retryAt) }, 'issuance failed');
+        await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'renewal intent not saved'));
         await this.opts.events.emit(EventType.failed, {
           cert: cert.name,
           message: cf.message,
-          details: { code: cf.code, retryable: cf.retryable, failures: rt.failures, retryAt: isoAt(rt.backoffUntil), ...cf.details },
+          details: { code: cf.code, retryable: cf.retryable, failures: intent.failures, retryAt: isoAt(intent.retryAt), ...cf.details },
         });
       })
       .finally(() => {
@@ -377,6 +513,7 @@ export class Reconciler {
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.wake) clearTimeout(this.wake);
     const running = this.runner.stop();
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => {
@@ -385,6 +522,12 @@ export class Reconciler {
     await Promise.race([Promise.allSettled([running, ...this.inFlight.values()]), grace]);
     clearTimeout(timer);
   }
+}
+
+/** An order's charge as the loop hands it to the issuer, plus settling one never used. */
+interface LoopCharge extends OrderCharge {
+  /** After a failed issuance: refunds a spend committed for an order that was never sent. */
+  settleUnused(): void;
 }
 
 function sameNameSet(a: readonly string[], b: readonly string[]): boolean {

@@ -16,6 +16,8 @@ export interface ChallengeBoard {
   present(record: ChallengeRecord): Promise<void>;
   /** Removes a challenge; absent is fine. */
   remove(token: string): Promise<void>;
+  /** Every challenge published now (malformed records skipped). */
+  list(): Promise<ChallengeRecord[]>;
 }
 
 /** An agent that should answer a challenge, with the address it said it answers on. */
@@ -63,9 +65,72 @@ async function fetchChallenge(address: string, identifier: string, token: string
   });
 }
 
+/** A challenge record the janitor removes, and why. */
+export interface StaleChallenge {
+  token: string;
+  cert: string;
+  reason: string;
+}
+
+/**
+ * Which published challenges are leftovers. Pure. A record is kept while this process
+ * presents it (`active`), while it is younger than `minAgeMs` (another controller may
+ * be presenting it), and while it belongs to the saved order of its certificate (it is
+ * presented again when that order resumes); otherwise it goes: no order of its
+ * certificate is in flight, or it is older than that order (an earlier, dead one).
+ * Agents serve every record they see, so a killed controller's records would otherwise
+ * be served for ever (issue #8).
+ */
+export function staleChallenges(
+  records: readonly ChallengeRecord[],
+  ctx: { active: ReadonlySet<string>; orders: ReadonlyMap<string, { createdAt: number }>; now: number; minAgeMs: number },
+): StaleChallenge[] {
+  const out: StaleChallenge[] = [];
+  for (const r of records) {
+    if (ctx.active.has(r.token)) continue;
+    const created = Date.parse(r.createdAt);
+    const at = Number.isFinite(created) ? created : 0;
+    if (ctx.now - at < ctx.minAgeMs) continue;
+    const order = ctx.orders.get(r.cert);
+    if (!order) out.push({ token: r.token, cert: r.cert, reason: 'no order in flight' });
+    else if (at < order.createdAt) out.push({ token: r.token, cert: r.cert, reason: 'older than the order in flight' });
+  }
+  return out;
+}
+
+/** Start-up: nothing is presented yet, so every record not of a saved order goes. */
+export const CHALLENGE_SWEEP_START_MIN_AGE_MS = 0;
+/** Periodic sweeps leave records younger than this alone (another controller's, in HA). */
+export const CHALLENGE_SWEEP_MIN_AGE_MS = 10 * 60_000;
+/** How often the running controller sweeps. */
+export const CHALLENGE_SWEEP_INTERVAL_MS = 10 * 60_000;
+
 /** HTTP-01 through the agents. */
 export class Http01Solver {
+  /** Tokens this process has published and not yet withdrawn. */
+  private readonly active = new Set<string>();
+
   constructor(private readonly opts: Http01SolverOptions) {}
+
+  /**
+   * Removes leftover challenge records (see {@link staleChallenges}); `orders` gives the
+   * creation time of each certificate's saved order. Never throws for one record (it
+   * stays for the next sweep); rejects when the board cannot be listed.
+   */
+  async sweep(orders: ReadonlyMap<string, { createdAt: number }>, minAgeMs: number): Promise<StaleChallenge[]> {
+    const stale = staleChallenges(await this.opts.board.list(), { active: this.active, orders, now: this.opts.clock.now(), minAgeMs });
+    const removed: StaleChallenge[] = [];
+    for (const s of stale) {
+      try {
+        await this.opts.board.remove(s.token);
+        removed.push(s);
+        this.opts.log.info({ cert: s.cert, challengeToken: s.token, reason: s.reason }, 'leftover challenge removed');
+      } catch (err) {
+        this.opts.log.warn({ cert: s.cert, challengeToken: s.token, err: (err as Error).message }, 'leftover challenge not removed');
+      }
+    }
+    return removed;
+  }
 
   /**
    * Publishes the challenge and waits until every selected online agent serves it.
@@ -88,6 +153,7 @@ export class Http01Solver {
         details: { identifier: record.identifier, selector: record.selector, unavailable: unavailable.map((r) => r.agent) },
       });
     }
+    this.active.add(record.token);
     await this.opts.board.present(record);
     const log = this.opts.log.child({ cert: record.cert, identifier: record.identifier });
     const deadline = this.opts.clock.now() + this.opts.selfCheckTimeoutMs;
@@ -117,6 +183,8 @@ export class Http01Solver {
 
   /** Withdraws a challenge (after validation, success or not). Never throws. */
   async cleanup(token: string): Promise<void> {
+    // Not ours to keep any more, removed or not: a failed removal is left to the sweep.
+    this.active.delete(token);
     try {
       await this.opts.board.remove(token);
     } catch (err) {

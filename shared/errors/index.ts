@@ -37,6 +37,7 @@ export const ErrorCode = {
   DnsCredentialsRejected: 'DNS_CREDENTIALS_REJECTED',
   DnsLookupFailed: 'DNS_LOOKUP_FAILED',
   DnsPropagationTimeout: 'DNS_PROPAGATION_TIMEOUT',
+  BudgetDeferred: 'BUDGET_DEFERRED',
   // agents, enrolment and authorisation
   EnrollTokenInvalid: 'ENROLL_TOKEN_INVALID',
   Unauthenticated: 'UNAUTHENTICATED',

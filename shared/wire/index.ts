@@ -75,6 +75,8 @@ export const EventType = {
   deferred: 'deferred',
   /** An operator asked for a renewal now. */
   renewRequested: 'renew-requested',
+  /** An operator withdrew an outstanding renewal request (`certfleet renew --cancel`). */
+  renewCancelled: 'renew-cancelled',
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];

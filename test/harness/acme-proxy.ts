@@ -78,6 +78,16 @@ export interface AcmeProxy {
   renewalInfoRequests(certId?: string): number;
   /** Every newOrder Pebble was sent through the proxy, oldest first. */
   newOrders(): RecordedNewOrder[];
+  /**
+   * While `match` is set, requests it matches are held: not forwarded until the hold is
+   * lifted (`setHold(undefined)`), then forwarded only if their client is still there.
+   * A hook point for killing the client at an exact step of an order.
+   */
+  setHold(match: ((req: { method: string; path: string }) => boolean) | undefined): void;
+  /** How many requests were held so far (released or not). */
+  heldCount(): number;
+  /** While true, every request is answered 503 serverInternal: a CA that is down. */
+  setDown(down: boolean): void;
   /** Closes the listener and its connections. */
   stop(): Promise<void>;
 }
@@ -100,6 +110,10 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
   const hits = new Map<string, number>();
   const orders: RecordedNewOrder[] = [];
   const defaultRetryAfter = opts.retryAfter ?? '21600';
+  let hold: ((req: { method: string; path: string }) => boolean) | undefined;
+  let heldTotal = 0;
+  let waiting: Array<() => void> = [];
+  let down = false;
 
   const serveRenewalInfo = (certId: string, res: http.ServerResponse): void => {
     hits.set(certId, (hits.get(certId) ?? 0) + 1);
@@ -125,6 +139,19 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
         return;
       }
       const body = await readBody(req);
+      if (down) {
+        res
+          .writeHead(503, { 'content-type': 'application/problem+json' })
+          .end(JSON.stringify({ type: 'urn:ietf:params:acme:error:serverInternal', detail: 'acme-proxy: the CA is down', status: 503 }));
+        return;
+      }
+      if (hold?.({ method: req.method ?? '', path })) {
+        heldTotal += 1;
+        let gone = false;
+        res.on('close', () => (gone = true));
+        await new Promise<void>((resolve) => waiting.push(resolve));
+        if (gone) return;
+      }
       if (req.method === 'POST' && path === newOrderPath) orders.push(decodeNewOrder(body));
       const headers: http.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) headers[k] = v;
@@ -180,7 +207,21 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
       return n;
     },
     newOrders: () => orders.map((o) => ({ ...o, identifiers: [...o.identifiers] })),
+    setHold(match) {
+      hold = match;
+      if (match === undefined) {
+        const release = waiting;
+        waiting = [];
+        for (const r of release) r();
+      }
+    },
+    heldCount: () => heldTotal,
+    setDown(d) {
+      down = d;
+    },
     async stop() {
+      for (const r of waiting) r();
+      waiting = [];
       upstreamAgent.destroy();
       server.closeAllConnections();
       server.close();

@@ -130,6 +130,8 @@ export interface StartFleetOptions {
   pebbleDnsServer?: string;
   /** Called with the controller's state directory before it starts (to lay files in it). */
   beforeController?: (stateDir: string) => void;
+  /** `acme.email` of the controller; null leaves it unset (as the quick start does). Default ops@example.test. */
+  acmeEmail?: string | null;
 }
 
 /** Starts everything and waits until each agent runs. */
@@ -161,7 +163,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       'acme:',
       `  directoryUrl: ${proxy ? proxy.directoryUrl : pebble.directoryUrl}`,
       `  caFile: ${pebbleCa}`,
-      '  email: ops@example.test',
+      ...(opts.acmeEmail === null ? [] : [`  email: ${opts.acmeEmail ?? 'ops@example.test'}`]),
       '  termsOfServiceAgreed: true',
       'http01: { selfCheckTimeout: 20s, validationTimeout: 60s }',
       `renewal: ${opts.renewalYaml ?? '{ checkInterval: 1s }'}`,

@@ -53,6 +53,12 @@ export interface PebbleHandle {
   addA(host: string, ip: string): Promise<void>;
   /** PEM of the root that (through an intermediate) signs issued certificates. */
   rootsPem(): Promise<string>;
+  /**
+   * Stops Pebble and starts it again on the same ports and configuration. Pebble keeps
+   * everything in memory, so the new one has forgotten every account, order and
+   * authorization (and signs with a fresh root): a CA that lost its state.
+   */
+  restart(): Promise<void>;
   /** Everything Pebble and challtestsrv printed, for failure messages. */
   output(): string;
   /** Stops both processes. */
@@ -100,11 +106,8 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     '-defaultIPv6', '',
     '-defaultIPv4', '127.0.0.1',
   ]);
-  let pebble: Started | undefined;
-  try {
-    await waitForPort('127.0.0.1', challMgmtPort, 15000, chall);
-    await waitForPort('127.0.0.1', dnsPort, 15000, chall);
-    pebble = startProcess('pebble', '/usr/bin/pebble', ['-config', configFile, '-dnsserver', opts.dnsServer ?? `127.0.0.1:${dnsPort}`], {
+  const launch = (): Started =>
+    startProcess('pebble', '/usr/bin/pebble', ['-config', configFile, '-dnsserver', opts.dnsServer ?? `127.0.0.1:${dnsPort}`], {
       cwd: dir,
       env: {
         ...process.env,
@@ -113,6 +116,11 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
         PEBBLE_WFE_NONCEREJECT: String(opts.nonceReject ?? 0),
       },
     });
+  let pebble: Started | undefined;
+  try {
+    await waitForPort('127.0.0.1', challMgmtPort, 15000, chall);
+    await waitForPort('127.0.0.1', dnsPort, 15000, chall);
+    pebble = launch();
     await waitForPort('127.0.0.1', listenPort, 15000, pebble);
     await waitForPort('127.0.0.1', mgmtPort, 15000, pebble);
   } catch (err) {
@@ -120,7 +128,8 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     await chall.kill();
     throw err;
   }
-  const pebbleProc = pebble;
+  let pebbleProc = pebble;
+  let earlierOutput = '';
 
   const managementUrl = `https://127.0.0.1:${mgmtPort}`;
   const challtestsrvUrl = `http://127.0.0.1:${challMgmtPort}`;
@@ -141,8 +150,15 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     async rootsPem() {
       return httpsGet(`${managementUrl}/roots/0`, tlsMaterial.caPem);
     },
+    async restart() {
+      earlierOutput += `${pebbleProc.output()}\n--- pebble restarted ---\n`;
+      await pebbleProc.stop();
+      pebbleProc = launch();
+      await waitForPort('127.0.0.1', listenPort, 15000, pebbleProc);
+      await waitForPort('127.0.0.1', mgmtPort, 15000, pebbleProc);
+    },
     output() {
-      return `--- pebble ---\n${pebbleProc.output()}\n--- pebble-challtestsrv ---\n${chall.output()}`;
+      return `--- pebble ---\n${earlierOutput}${pebbleProc.output()}\n--- pebble-challtestsrv ---\n${chall.output()}`;
     },
     async stop() {
       await Promise.all([pebbleProc.stop(), chall.stop()]);

@@ -171,6 +171,27 @@ void describe('ACME adapter against Pebble', () => {
     assert.notEqual(other.accountUrl, first.accountUrl);
   });
 
+  void it('finds its account again by URL when no email is configured: a POST-as-GET, never an empty update the CA refuses', async () => {
+    // The quick start sets no email; Pebble answers an update without changes with 400
+    // malformed ("Use POST-as-GET ..."), which stopped the controller from restarting.
+    const key = await generateAccountKey();
+    const noEmail = (accountUrl?: string): AcmeClient => {
+      const c = createAcmeClient({ directoryUrl: pebble.directoryUrl, caPem: pebble.caPem, accountKeyPem: key, ...(accountUrl ? { accountUrl } : {}), log });
+      clients.push(c);
+      return c;
+    };
+    const first = await noEmail().ensureAccount();
+    const second = await noEmail(first.accountUrl).ensureAccount();
+    const third = await noEmail(second.accountUrl).ensureAccount();
+    const found = await noEmail().ensureAccount();
+    assert.equal(second.accountUrl, first.accountUrl);
+    assert.equal(third.accountUrl, first.accountUrl);
+    assert.equal(found.accountUrl, first.accountUrl);
+    // With an email configured later, the same account gets the contact.
+    const withEmail = await client({ accountKeyPem: key, accountUrl: first.accountUrl }).ensureAccount();
+    assert.equal(withEmail.accountUrl, first.accountUrl);
+  });
+
   void it('reads back the same order by URL after a restart (new client, same account key) and completes it', async () => {
     const names = ['resume.certfleet.test'];
     await pebble.addA(names[0]!, CHALLENGE_IP);
@@ -267,6 +288,45 @@ void describe('ACME adapter against Pebble', () => {
     const err = await rejection(c.ensureAccount());
     assert.ok(isCertfleetError(err, ErrorCode.AcmeTransport), String(err));
     assert.equal(err.details['errno'], 'ECONNREFUSED');
+  });
+});
+
+void describe('ACME adapter against a CA that forgets its accounts while the client runs', () => {
+  let challenges: ChallengeServer;
+  let pebble: PebbleHandle;
+  let c: AcmeClient | undefined;
+  before(async () => {
+    challenges = await startChallengeServer();
+    pebble = await startPebble({ httpPort: challenges.port });
+  });
+  after(async () => {
+    c?.close();
+    await pebble?.stop();
+    await challenges?.close();
+  });
+
+  void it('registers the same key again on accountDoesNotExist, reports the new URL, and the order that found out goes through', async () => {
+    const names = ['forgotten.certfleet.test'];
+    await pebble.addA(names[0]!, CHALLENGE_IP);
+    const changed: string[] = [];
+    c = createAcmeClient({
+      directoryUrl: pebble.directoryUrl,
+      caPem: pebble.caPem,
+      accountKeyPem: await generateAccountKey(),
+      log,
+      onAccountChanged: (url) => {
+        changed.push(url);
+      },
+    });
+    const { accountUrl } = await c.ensureAccount();
+    assert.ok(accountUrl);
+    // Pebble keeps accounts in memory: after a restart it answers accountDoesNotExist.
+    await pebble.restart();
+    const order = await c.placeOrder(names);
+    assert.equal(order.status, 'pending');
+    assert.equal(changed.length, 1, 'the new account URL was reported once');
+    const { certPem } = await issue(c, order, names, challenges);
+    assert.deepEqual(sans(certPem), names);
   });
 });
 

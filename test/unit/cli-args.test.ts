@@ -96,10 +96,12 @@ void test('token create parses the agent, repeated labels and the ttl in seconds
 
 void test('per-certificate commands take one NAME, --json, and rollback an optional --to version', () => {
   const operator = { credentialsFile: undefined, timeoutMs: DEFAULT_TIMEOUT_MS };
-  for (const command of ['show', 'history', 'renew', 'release'] as const) {
+  for (const command of ['show', 'history', 'release'] as const) {
     assert.deepEqual(parseCommandLine([command, 'web']), { command, name: 'web', json: false, operator });
     assert.deepEqual(parseCommandLine([command, '--json', 'web-2']), { command, name: 'web-2', json: true, operator });
   }
+  assert.deepEqual(parseCommandLine(['renew', 'web']), { command: 'renew', name: 'web', cancel: false, json: false, operator });
+  assert.deepEqual(parseCommandLine(['renew', '--cancel', '--json', 'web-2']), { command: 'renew', name: 'web-2', cancel: true, json: true, operator });
   assert.deepEqual(parseCommandLine(['rollback', 'web']), { command: 'rollback', name: 'web', toVersion: 0, json: false, operator });
   assert.deepEqual(parseCommandLine(['rollback', 'web', '--to', '2']), { command: 'rollback', name: 'web', toVersion: 2, json: false, operator });
   assert.deepEqual(parseCommandLine(['rollback', '--to=4294967295', 'web']), {

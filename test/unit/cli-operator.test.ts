@@ -148,7 +148,7 @@ const handlers: OperatorServiceHandlers = {
     else cb(notFound(call.request.name));
   },
   RenewCertificate(call, cb) {
-    if (call.request.name === 'web') cb(null, { message: 'web: renewal queued (backoff cleared)' });
+    if (call.request.name === 'web') cb(null, { message: call.request.cancel ? 'web: renewal request cancelled' : 'web: renewal queued (backoff cleared)' });
     else cb(notFound(call.request.name));
   },
   GetHistory(call, cb) {
@@ -375,6 +375,9 @@ void test('renew prints the controller message; release prints the version now d
   const renew = await cli(['renew', 'web', '--credentials', file]);
   assert.equal(renew.code, 0);
   assert.equal(renew.stdout, 'web: renewal queued (backoff cleared)\n');
+  const cancel = await cli(['renew', 'web', '--cancel', '--credentials', file]);
+  assert.equal(cancel.code, 0);
+  assert.equal(cancel.stdout, 'web: renewal request cancelled\n', '--cancel reaches the controller');
   const release = await cli(['release', 'web', '--credentials', file]);
   assert.equal(release.code, 0);
   assert.equal(release.stdout, 'web: released; v3 is desired now\n');
