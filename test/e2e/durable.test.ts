@@ -20,6 +20,7 @@ import { silentLogger } from '../../shared/log/index.js';
 import { connectNats, openKv } from '../../shared/nats/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import type { ChallengeRecord } from '../../shared/model/index.js';
+import { parseChallengeRecord } from '../../shared/records/index.js';
 import { startFleet, type Fleet } from '../harness/fleet.js';
 import { eventually } from '../harness/process.js';
 
@@ -197,7 +198,7 @@ describe('durable renewals against Pebble', { timeout: 400_000 }, () => {
     try {
       await withLogs(fleet, async () => {
         await eventually('version 1 installed', async () => (await installedVersion(fleet)) === 1, 120_000, 500);
-        const board = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false });
+        const board = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
         const leftover = (token: string, cert: string): ChallengeRecord => ({
           token,
           keyAuthorization: `${token}.thumbprint`,
