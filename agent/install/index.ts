@@ -41,6 +41,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
@@ -144,6 +145,23 @@ export class Installer {
    */
   lineageDir(name: string): string {
     return this.liveDir === undefined ? this.nameDir(name) : path.join(this.liveDir, this.checkedName(name));
+  }
+
+  /** `<stateDir>/certs/<name>`: the certificate's own directory (versions, `current`, the agent's markers). */
+  certDir(name: string): string {
+    return this.nameDir(name);
+  }
+
+  /** Names of the certificates with a directory under certs/ (installed or half-installed); [] before the first install. */
+  async installedNames(): Promise<string[]> {
+    let entries: Dirent[];
+    try {
+      entries = await fs.readdir(this.certsDir, { withFileTypes: true });
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return [];
+      throw err;
+    }
+    return entries.filter((e) => e.isDirectory() && isValidCertName(e.name)).map((e) => e.name).sort();
   }
 
   /** `<stateDir>/certs/<name>/current` (it may not exist yet): the symlink swapped on every install. */

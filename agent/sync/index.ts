@@ -42,8 +42,6 @@
  * endpoints cannot be proven: its hook is rerun unless `loaded.json` (./loaded.ts), written
  * only after hook and verify succeeded, names the current version. See recheckInstalled.
  */
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
@@ -167,7 +165,7 @@ export class Sync {
       const meta = await this.opts.installer.current(name);
       if (!meta) continue;
       const log = this.opts.log.child({ cert: name, version: meta.version });
-      const certDir = path.dirname(this.opts.installer.lineageDir(name));
+      const certDir = this.opts.installer.certDir(name);
       const loaded = await readLoaded(certDir);
       const loadedCurrent = loaded !== null && loaded.version === meta.version && loaded.fingerprint === meta.fingerprint;
       // Stands in for the desired record until the controller is heard from.
@@ -204,7 +202,7 @@ export class Sync {
   /** Records `meta` as loaded; a failure is logged (the next start reruns the hook). */
   private async markLoaded(name: string, meta: VersionMeta): Promise<void> {
     try {
-      await writeLoaded(path.dirname(this.opts.installer.lineageDir(name)), meta, isoAt(this.opts.clock.now()));
+      await writeLoaded(this.opts.installer.certDir(name), meta, isoAt(this.opts.clock.now()));
     } catch (err) {
       this.opts.log.warn({ cert: name, err: (err as Error).message }, 'loaded marker not written');
     }
@@ -212,15 +210,16 @@ export class Sync {
 
   /** Before `current` switches to `version`: a marker naming it would claim a load that has not happened. */
   private async beforeSwitch(name: string, version: number): Promise<void> {
-    const certDir = path.dirname(this.opts.installer.lineageDir(name));
+    const certDir = this.opts.installer.certDir(name);
     const loaded = await readLoaded(certDir);
     if (loaded !== null && loaded.version === version) await clearLoaded(certDir);
   }
 
   private async installedNames(): Promise<string[]> {
     try {
-      return await fs.readdir(path.join(this.opts.config.stateDir, 'certs'));
-    } catch {
+      return await this.opts.installer.installedNames();
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'installed certificates cannot be listed');
       return [];
     }
   }
