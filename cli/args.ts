@@ -289,7 +289,7 @@ function operatorName(args: string[], command: CommandName): string {
 
 function requireRole(value: unknown, command: CommandName): OperatorRole {
   if (value === undefined) throw usageError(`missing --role ROLE (${OPERATOR_ROLES.join(', ')})`, command);
-  if (!isOperatorRole(value)) throw usageError(`--role '${String(value)}' is not a role: one of ${OPERATOR_ROLES.join(', ')}`, command);
+  if (!isOperatorRole(value)) throw usageError(`--role '${typeof value === 'string' ? value : ''}' is not a role: one of ${OPERATOR_ROLES.join(', ')}`, command);
   return value;
 }
 
