@@ -11,6 +11,7 @@ import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { parseDuration } from '../shared/config/index.js';
 import { isValidLabelKey, isValidLabelValue } from '../shared/selector/index.js';
 import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN } from '../shared/wire/index.js';
+import { OPERATOR_ROLES, isOperatorRole, type OperatorRole } from '../shared/model/index.js';
 import type { CommandName } from './usage.js';
 
 /** Default deadline of one operator request. */
@@ -61,7 +62,19 @@ export type Invocation =
       ttlSeconds: number;
       json: boolean;
       operator: OperatorOptions;
-    };
+    }
+  | { command: 'whoami' | 'operators list'; json: boolean; operator: OperatorOptions }
+  | {
+      command: 'operators create';
+      name: string;
+      role: OperatorRole;
+      /** Where the new operator's credentials file is written (must not exist yet). */
+      out: string;
+      json: boolean;
+      operator: OperatorOptions;
+    }
+  | { command: 'operators revoke'; name: string; json: boolean; operator: OperatorOptions }
+  | { command: 'operators set-role'; name: string; role: OperatorRole; json: boolean; operator: OperatorOptions };
 
 type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?: boolean };
 
@@ -87,7 +100,15 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   events: { json: { type: 'boolean' }, cert: { type: 'string' }, limit: { type: 'string' }, follow: { type: 'boolean' } },
   budgets: { json: { type: 'boolean' } },
   'token create': { json: { type: 'boolean' }, label: { type: 'string', multiple: true }, ttl: { type: 'string' } },
+  whoami: { json: { type: 'boolean' } },
+  'operators create': { json: { type: 'boolean' }, role: { type: 'string' }, out: { type: 'string' } },
+  'operators list': { json: { type: 'boolean' } },
+  'operators revoke': { json: { type: 'boolean' } },
+  'operators set-role': { json: { type: 'boolean' }, role: { type: 'string' } },
 };
+
+/** The subcommands of `operators`. */
+const OPERATORS_SUBCOMMANDS = ['create', 'list', 'revoke', 'set-role'] as const;
 
 /** Command words after the command itself: `agent enroll` and `token create` take one more word. */
 const COMMAND_WORDS = new Set([
@@ -104,6 +125,8 @@ const COMMAND_WORDS = new Set([
   'events',
   'budgets',
   'token',
+  'whoami',
+  'operators',
 ]);
 
 /** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
@@ -135,8 +158,9 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
   if (word0 === 'help') return { command: 'help', topic: helpTopic(words.slice(1)) };
   const command = commandOf(word0, word1, first.values['help'] === true);
   if (command === undefined) {
-    // `certfleet token --help` shows the help of the only `token` subcommand.
-    return { command: 'help', topic: word0 === 'token' ? 'token create' : undefined };
+    // `certfleet token --help` shows the help of the only `token` subcommand;
+    // `certfleet operators --help` the one of `operators create`, which lists the others.
+    return { command: 'help', topic: word0 === 'token' ? 'token create' : word0 === 'operators' ? 'operators create' : undefined };
   }
 
   const spec = { ...GLOBAL, ...COMMAND_OPTIONS[command] };
@@ -235,12 +259,53 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
         operator: operator(),
       };
     }
+    case 'whoami':
+    case 'operators list':
+      noArgs(args, command);
+      return { command, json: v['json'] === true, operator: operator() };
+    case 'operators create': {
+      const name = operatorName(args, command);
+      const out = nonEmpty(v['out'], '--out', command);
+      if (out === undefined) throw usageError('missing --out FILE (where the new credentials are written)', command);
+      return { command, name, role: requireRole(v['role'], command), out, json: v['json'] === true, operator: operator() };
+    }
+    case 'operators revoke':
+      return { command, name: operatorName(args, command), json: v['json'] === true, operator: operator() };
+    case 'operators set-role': {
+      const name = operatorName(args, command);
+      return { command, name, role: requireRole(v['role'], command), json: v['json'] === true, operator: operator() };
+    }
   }
+}
+
+/** The one NAME argument of the `operators` subcommands. */
+function operatorName(args: string[], command: CommandName): string {
+  if (args.length === 0) throw usageError('missing NAME (the operator)', command);
+  if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+  const name = args[0] ?? '';
+  if (!AGENT_NAME_PATTERN.test(name)) {
+    throw usageError(`'${name}' is not a valid operator name (lower-case letters, digits and '-', at most 63)`, command);
+  }
+  return name;
+}
+
+function requireRole(value: unknown, command: CommandName): OperatorRole {
+  if (value === undefined) throw usageError(`missing --role ROLE (${OPERATOR_ROLES.join(', ')})`, command);
+  if (!isOperatorRole(value)) throw usageError(`--role '${typeof value === 'string' ? value : ''}' is not a role: one of ${OPERATOR_ROLES.join(', ')}`, command);
+  return value;
 }
 
 function commandOf(word0: string, word1: string | undefined, help: boolean): CommandName | undefined {
   if (!COMMAND_WORDS.has(word0)) throw usageError(`unknown command '${word0}'`);
   if (word0 === 'agent' && word1 === 'enroll') return 'agent enroll';
+  if (word0 === 'operators') {
+    if (word1 !== undefined && (OPERATORS_SUBCOMMANDS as readonly string[]).includes(word1)) return `operators ${word1}` as CommandName;
+    if (word1 === undefined && help) return undefined;
+    throw usageError(
+      word1 === undefined ? `missing subcommand: certfleet operators ${OPERATORS_SUBCOMMANDS.join('|')}` : `unknown command 'operators ${word1}'`,
+      'operators create',
+    );
+  }
   if (word0 === 'token') {
     if (word1 === 'create') return 'token create';
     if (word1 === undefined && help) return undefined;
@@ -253,6 +318,7 @@ function helpTopic(words: string[]): CommandName | undefined {
   if (words.length === 0) return undefined;
   const joined = words.join(' ');
   if (joined === 'token') return 'token create';
+  if (joined === 'operators') return 'operators create';
   if (joined in COMMAND_OPTIONS) return joined as CommandName;
   throw usageError(`no help for unknown command '${joined}'`);
 }

@@ -21,6 +21,11 @@ export interface OperatorClient {
   release(req: pb.ReleaseRequest): Promise<pb.ReleaseResponse__Output>;
   listBudgets(): Promise<pb.ListBudgetsResponse__Output>;
   listEvents(req: pb.ListEventsRequest): Promise<pb.ListEventsResponse__Output>;
+  whoAmI(): Promise<pb.WhoAmIResponse__Output>;
+  createOperator(req: pb.CreateOperatorRequest): Promise<pb.CreateOperatorResponse__Output>;
+  listOperators(): Promise<pb.ListOperatorsResponse__Output>;
+  revokeOperator(req: pb.RevokeOperatorRequest): Promise<pb.RevokeOperatorResponse__Output>;
+  setOperatorRole(req: pb.SetOperatorRoleRequest): Promise<pb.SetOperatorRoleResponse__Output>;
   close(): void;
 }
 
@@ -67,6 +72,11 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
     release: (req) => call((md, opts, cb) => client.release(req, md, opts, cb)),
     listBudgets: () => call((md, opts, cb) => client.listBudgets({}, md, opts, cb)),
     listEvents: (req) => call((md, opts, cb) => client.listEvents(req, md, opts, cb)),
+    whoAmI: () => call((md, opts, cb) => client.whoAmI({}, md, opts, cb)),
+    createOperator: (req) => call((md, opts, cb) => client.createOperator(req, md, opts, cb)),
+    listOperators: () => call((md, opts, cb) => client.listOperators({}, md, opts, cb)),
+    revokeOperator: (req) => call((md, opts, cb) => client.revokeOperator(req, md, opts, cb)),
+    setOperatorRole: (req) => call((md, opts, cb) => client.setOperatorRole(req, md, opts, cb)),
     close: () => client.close(),
   };
 }

@@ -34,6 +34,11 @@ export {
   renderRollback,
   renderStatus,
   renderTokenNote,
+  renderOperatorCreated,
+  renderOperatorRevoked,
+  renderOperatorRole,
+  renderOperators,
+  renderWhoAmI,
   shortFingerprint,
   type RenderOptions,
 } from './render.js';

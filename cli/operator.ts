@@ -3,11 +3,13 @@
  * print the answer. Loaded only when one of them runs, so `--help`, usage errors and the
  * daemons skip the gRPC stack.
  */
+import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCode, ExitCode, isCertfleetError } from '../shared/errors/index.js';
+import { CertfleetError, ErrorCode, ExitCode, isCertfleetError } from '../shared/errors/index.js';
+import { createAgentKeyAndCsr } from '../shared/pki-csr/index.js';
 import type { pb } from '../shared/grpc/index.js';
 import type { Invocation } from './args.js';
-import { credentialsPath, loadCredentials } from './credentials.js';
+import { credentialsPath, loadCredentials, type OperatorCredentials } from './credentials.js';
 import { operatorClient, type OperatorClient } from './client.js';
 import {
   newEvents,
@@ -24,13 +26,36 @@ import {
   renderRollback,
   renderStatus,
   renderTokenNote,
+  renderOperatorCreated,
+  renderOperatorRevoked,
+  renderOperatorRole,
+  renderOperators,
+  renderWhoAmI,
 } from './render.js';
 import type { CliIo } from './run.js';
 
 /** An invocation of one of the operator commands. */
 export type OperatorInvocation = Extract<
   Invocation,
-  { command: 'status' | 'certs' | 'agents' | 'show' | 'history' | 'renew' | 'rollback' | 'release' | 'events' | 'budgets' | 'token create' }
+  {
+    command:
+      | 'status'
+      | 'certs'
+      | 'agents'
+      | 'show'
+      | 'history'
+      | 'renew'
+      | 'rollback'
+      | 'release'
+      | 'events'
+      | 'budgets'
+      | 'token create'
+      | 'whoami'
+      | 'operators create'
+      | 'operators list'
+      | 'operators revoke'
+      | 'operators set-role';
+  }
 >;
 
 /** How often `events --follow` asks the controller for new events. */
@@ -47,14 +72,14 @@ export async function runOperatorCommand(inv: OperatorInvocation, io: CliIo): Pr
   const creds = loadCredentials(file, (warning) => io.stderr.write(`certfleet: warning: ${warning}\n`));
   const client = operatorClient(creds, inv.operator.timeoutMs);
   try {
-    await call(inv, client, io);
+    await call(inv, client, io, creds);
     return ExitCode.Ok;
   } finally {
     client.close();
   }
 }
 
-async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo): Promise<void> {
+async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, creds: OperatorCredentials): Promise<void> {
   const color = useColor(io);
   const out = (resp: unknown, human: () => string): void => {
     io.stdout.write(inv.json ? renderJson(resp) : human());
@@ -126,6 +151,75 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo):
       }
       return;
     }
+    case 'whoami': {
+      const resp = await client.whoAmI();
+      out(resp, () => renderWhoAmI(resp));
+      return;
+    }
+    case 'operators create': {
+      const o = await createOperator(inv, client, creds);
+      out({ operator: o, credentialsFile: inv.out }, () => renderOperatorCreated(o, inv.out));
+      return;
+    }
+    case 'operators list': {
+      const resp = await client.listOperators();
+      out(resp, () => renderOperators(resp, io.now(), { color }));
+      return;
+    }
+    case 'operators revoke': {
+      const resp = await client.revokeOperator({ name: inv.name });
+      const o = resp.operator;
+      if (o === null) throw new CertfleetError(ErrorCode.Internal, 'the controller answered without the operator');
+      out(resp, () => renderOperatorRevoked(o));
+      return;
+    }
+    case 'operators set-role': {
+      const resp = await client.setOperatorRole({ name: inv.name, role: inv.role });
+      out(resp, () => renderOperatorRole(resp));
+      return;
+    }
+  }
+}
+
+/**
+ * `operators create`: makes the new operator's key here, has the controller sign a CSR
+ * for it, and writes a credentials file like admin-credentials.json (same controller
+ * address, mode 0600). The file is created empty before the controller is asked, so a
+ * path that cannot be written (or exists already) fails before an operator is
+ * registered; it is removed again if the controller refuses.
+ */
+async function createOperator(
+  inv: Extract<OperatorInvocation, { command: 'operators create' }>,
+  client: OperatorClient,
+  creds: OperatorCredentials,
+): Promise<pb.Operator__Output> {
+  const { keyPem, csrPem } = await createAgentKeyAndCsr(inv.name);
+  let fd: number;
+  try {
+    fd = fs.openSync(inv.out, 'wx', 0o600);
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? String(err);
+    const why = reason === 'EEXIST' ? 'it exists already; choose another path or remove it' : reason;
+    throw new CertfleetError(ErrorCode.UsageInvalid, `cannot create ${inv.out}: ${why}`, { cause: err, details: { hint: 'certfleet operators create --help' } });
+  }
+  let written = false;
+  try {
+    const resp = await client.createOperator({ name: inv.name, role: inv.role, csrPem });
+    if (resp.operator === null) throw new CertfleetError(ErrorCode.Internal, 'the controller answered without the operator');
+    const file = {
+      server: creds.server,
+      ...(creds.serverName === undefined ? {} : { serverName: creds.serverName }),
+      caPem: resp.caPem,
+      certPem: resp.certificatePem,
+      keyPem,
+    };
+    fs.writeFileSync(fd, JSON.stringify(file, null, 2) + '\n');
+    fs.fsyncSync(fd);
+    written = true;
+    return resp.operator;
+  } finally {
+    fs.closeSync(fd);
+    if (!written) fs.rmSync(inv.out, { force: true });
   }
 }
 

@@ -387,7 +387,7 @@ const EVENT_STYLE: Record<string, Style> = {
 };
 
 /**
- * One event on one line: TIME TYPE CERT AGENT VERSION MESSAGE, separated by two
+ * One event on one line: TIME TYPE CERT AGENT VERSION ACTOR MESSAGE, separated by two
  * spaces, "-" for a field that does not apply, so `awk '{print $3}'` finds the
  * certificate. TIME is UTC to the second.
  */
@@ -399,6 +399,7 @@ export function renderEvent(e: pb.FleetEvent__Output, opts: RenderOptions = {}):
     e.cert || '-',
     e.agent || '-',
     e.version > 0 ? `v${e.version}` : '-',
+    e.actor || '-',
   ];
   const message = oneLine(e.message);
   return `${fields.join('  ')}${message === '' ? '' : `  ${message}`}\n`;
@@ -412,11 +413,11 @@ export function renderEvents(resp: pb.ListEventsResponse__Output, opts: RenderOp
 
 /**
  * The identity `events --follow` deduplicates on: time, type, certificate, agent,
- * version and message. (Agent and version are included so two agents installing the
+ * version, actor and message. (Agent and version are included so two agents installing the
  * same version in the same millisecond stay two events.)
  */
 export function eventKey(e: pb.FleetEvent__Output): string {
-  return JSON.stringify([e.at, e.type, e.cert, e.agent, e.version, e.message]);
+  return JSON.stringify([e.at, e.type, e.cert, e.agent, e.version, e.actor, e.message]);
 }
 
 /**
@@ -437,6 +438,56 @@ export function newEvents(
     next.add(key);
   }
   return { fresh, seen: next };
+}
+
+// ---- operators ----
+
+/**
+ * `certfleet operators list`: NAME, ROLE, STATE (active, or "revoked by X <time>"),
+ * CREATED (time and by whom), EXPIRES (the certificate's notAfter, relative), sorted by name.
+ */
+export function renderOperators(resp: pb.ListOperatorsResponse__Output, now: Date, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  if (resp.operators.length === 0) return 'no operators\n';
+  const rows = [...resp.operators]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((o) => [
+      cell(o.name, undefined, color),
+      cell(o.role, o.role === 'admin' ? 'yellow' : undefined, color),
+      o.revoked
+        ? cell(`revoked${o.revokedBy ? ` by ${o.revokedBy}` : ''}${o.revokedAt ? ` ${stamp(o.revokedAt)}` : ''}`, 'red', color)
+        : cell('active', 'green', color),
+      cell(`${stamp(o.createdAt) || '-'} by ${o.createdBy || '-'}`, undefined, color),
+      cell(o.notAfter === '' ? '-' : stampRel(o.notAfter, now), undefined, color),
+    ]);
+  return table(['NAME', 'ROLE', 'STATE', 'CREATED', 'EXPIRES'], rows);
+}
+
+/** What `operators create` prints once the credentials file is written. */
+export function renderOperatorCreated(o: pb.Operator__Output, file: string): string {
+  return (
+    `operator ${o.name} created with role ${o.role}; credentials written to ${file} (mode 0600)\n` +
+    `hand the file over privately; use it with --credentials ${file} or CERTFLEET_CREDENTIALS; ` +
+    `revoke it with: certfleet operators revoke ${o.name}\n`
+  );
+}
+
+/** What `operators revoke` prints. */
+export function renderOperatorRevoked(o: pb.Operator__Output): string {
+  return `operator ${o.name} revoked: the controller refuses its credentials from now on\n`;
+}
+
+/** What `operators set-role` prints. */
+export function renderOperatorRole(resp: pb.SetOperatorRoleResponse__Output): string {
+  const o = resp.operator;
+  const name = o?.name ?? '?';
+  const role = o?.role ?? '?';
+  return resp.previousRole === role ? `operator ${name} already has role ${role}\n` : `operator ${name}: role ${resp.previousRole} -> ${role} (from the next call on)\n`;
+}
+
+/** What `whoami` prints. */
+export function renderWhoAmI(resp: pb.WhoAmIResponse__Output): string {
+  return `${resp.name} (role ${resp.role})\n`;
 }
 
 // ---- tokens and enrolment ----

@@ -123,7 +123,12 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
     case 'release':
     case 'events':
     case 'budgets':
-    case 'token create': {
+    case 'token create':
+    case 'whoami':
+    case 'operators create':
+    case 'operators list':
+    case 'operators revoke':
+    case 'operators set-role': {
       const { runOperatorCommand } = await import('./operator.js');
       return runOperatorCommand(inv, io);
     }

@@ -18,7 +18,12 @@ export type CommandName =
   | 'release'
   | 'events'
   | 'budgets'
-  | 'token create';
+  | 'token create'
+  | 'whoami'
+  | 'operators create'
+  | 'operators list'
+  | 'operators revoke'
+  | 'operators set-role';
 
 const GLOBAL_OPTIONS = `Global options:
   --credentials FILE   operator credentials (default: $CERTFLEET_CREDENTIALS,
@@ -51,6 +56,18 @@ Operator commands (talk to the controller over mutual TLS):
   budgets [--json]                      rate-limit budget levels
   token create AGENT [--label k=v]... [--ttl DURATION] [--json]
                                         one-time enrolment token for an agent
+  whoami [--json]                       the operator and role of these credentials
+
+Operator credentials (role admin):
+  operators create NAME --role ROLE --out FILE [--json]
+                                        new credentials: viewer, operator or admin
+  operators list [--json]               every operator, its role, and whether revoked
+  operators revoke NAME [--json]        refuse an operator's credentials from now on
+  operators set-role NAME --role ROLE [--json]
+                                        change an operator's role from the next call on
+
+Roles: viewer reads; operator also renews, rolls back and releases; admin also creates
+tokens and manages operators (docs/security.md).
 
 ${GLOBAL_OPTIONS}
 
@@ -138,6 +155,8 @@ renewal started after it succeeds: failures are retried at their backoff time,
 also after a restart. Rate-limit budgets still apply, so the renewal may be
 deferred (see 'certfleet show NAME'). Prints the controller's answer.
 
+Needs role operator or admin.
+
 Options:
   --cancel  withdraw an outstanding renew request (a running renewal goes on)
   --json    print the response as JSON
@@ -148,6 +167,8 @@ Points the certificate back at an older, still valid version and pins it there:
 agents install that version, and renewals do not move the pointer until
 'certfleet release NAME'. Stored versions are never changed.
 
+Needs role operator or admin.
+
 Options:
   --to N   the version to serve (default: the one before the desired version)
   --json   print the response as JSON
@@ -157,13 +178,16 @@ Options:
 Removes a rollback pin: the newest version becomes the desired one again. Prints
 the version now desired.
 
+Needs role operator or admin.
+
 Options:
   --json   print the response as JSON
 `,
   events: `Usage: certfleet events [--cert NAME] [--limit N] [--follow] [--json]
 
 Prints recent fleet events, oldest first, one per line:
-  TIME TYPE CERT AGENT VERSION MESSAGE   ('-' for a field that does not apply)
+  TIME TYPE CERT AGENT VERSION ACTOR MESSAGE   ('-' for a field that does not apply;
+  ACTOR is the operator whose command caused the event)
 
 Options:
   --cert NAME   only events of this certificate
@@ -189,11 +213,65 @@ Prints only the token on standard output (its expiry goes to standard error), so
   certfleet token create web-1 --label role=lb > web-1.token
 works; --json prints {"token", "expiresAt"}.
 
+Needs role admin.
+
 Options:
   --label key=value   an agent label (repeatable); labels choose which certificates
                       the agent serves
   --ttl DURATION      how long the token is valid, e.g. 15m, 1h, 2d (default 1h)
   --json              print the response as JSON
+`,
+  whoami: `Usage: certfleet whoami [--json]
+
+Prints the operator these credentials belong to and its current role, as the
+controller sees it (any role may ask).
+
+Options:
+  --json   print the response as JSON
+`,
+  'operators create': `Usage: certfleet operators create NAME --role ROLE --out FILE [--json]
+       certfleet operators list | revoke NAME | set-role NAME --role ROLE
+
+Creates credentials for a new operator NAME with role ROLE and writes them to FILE
+(mode 0600; FILE must not exist). The key is made here and never sent: the
+controller signs a request for it. Hand FILE over privately. Needs role admin.
+
+Roles:
+  viewer     status, certs, agents, show, history, events, budgets, whoami
+  operator   also renew, rollback, release
+  admin      also token create, agent removal, operators
+
+Options:
+  --role ROLE   viewer, operator or admin
+  --out FILE    where to write the credentials file
+  --json        print the new operator's record (not the key) as JSON
+`,
+  'operators list': `Usage: certfleet operators list [--json]
+
+Lists operators: NAME, ROLE, STATE (active or revoked), CREATED (when, by whom),
+EXPIRES (the certificate). Needs role admin.
+
+Options:
+  --json   print the response as JSON
+`,
+  'operators revoke': `Usage: certfleet operators revoke NAME [--json]
+
+Revokes operator NAME: the controller refuses its credentials from the next call
+on. The last active admin cannot be revoked. To rotate credentials, create new ones
+(another name, or the same name after revoking) and then revoke the old ones.
+Needs role admin.
+
+Options:
+  --json   print the operator's record as JSON
+`,
+  'operators set-role': `Usage: certfleet operators set-role NAME --role ROLE [--json]
+
+Gives operator NAME another role from its next call on; its credentials stay the
+same. The last active admin cannot lose the admin role. Needs role admin.
+
+Options:
+  --role ROLE   viewer, operator or admin
+  --json        print the response as JSON
 `,
 };
 

@@ -29,7 +29,8 @@ import { createDns01Providers, createDns01Solver, janitor, StoreDns01Journal, ty
 import { Enrollment } from './enroll/index.js';
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
-import { checkAgentCsr, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
+import { OperatorRegistry } from './access/index.js';
+import { certificateSerial, checkAgentCsr, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
 import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
 import { Reconciler } from './reconcile/index.js';
 import { createOperations } from './operator/index.js';
@@ -56,13 +57,23 @@ export interface Controller {
 }
 
 
-/** Writes the CA and, once, the admin credentials into stateDir. */
-async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, clock: Clock, log: Logger): Promise<void> {
+/**
+ * Writes the CA and, once, the admin credentials into stateDir, and registers them as the
+ * bootstrap `admin` operator (an upgraded controller's existing file included). A revoked
+ * bootstrap admin gets no new file.
+ */
+async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, operators: OperatorRegistry, clock: Clock, log: Logger): Promise<void> {
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   await writeFileAtomic(path.join(cfg.stateDir, STATE_FILES.caCert), ca.certPem, 0o644);
   const credFile = path.join(cfg.stateDir, STATE_FILES.adminCredentials);
-  if (!fs.existsSync(credFile)) {
-    const op = await issueOperatorCertificate(ca, { operator: 'admin', now: clock.now() });
+  if (fs.existsSync(credFile)) {
+    const { certPem } = JSON.parse(fs.readFileSync(credFile, 'utf8')) as { certPem?: unknown };
+    if (typeof certPem === 'string') await operators.ensureBootstrapAdmin({ ...certificateSerial(certPem), fresh: false });
+    else log.warn({ file: credFile }, 'admin credentials without a certificate; not registered');
+  } else if ((await operators.get('admin'))?.revoked === true) {
+    log.warn({ file: credFile }, 'bootstrap admin is revoked; admin credentials not written');
+  } else {
+    const op = await issueOperatorCertificate(ca, { operator: 'admin', role: 'admin', now: clock.now() });
     const { host, port } = splitHostPort(cfg.api.listen);
     const dialHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
     // TLS sends no SNI for an IP address (RFC 6066) and Node warns when asked to: when
@@ -77,6 +88,7 @@ async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, clock: Clo
       keyPem: op.keyPem,
     };
     await writeFileAtomic(credFile, JSON.stringify(creds, null, 2) + '\n', 0o600);
+    await operators.ensureBootstrapAdmin({ serial: op.serial, notAfter: op.notAfter, fresh: true });
     log.info({ file: credFile }, 'admin credentials written');
   }
 }
@@ -154,7 +166,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     cleanups.push(() => store.close());
 
     const ca = await loadOrCreateControllerCa(store, clock.now());
-    await writeStateFiles(cfg, ca, clock, log);
+    const operators = new OperatorRegistry(store, clock, log);
+    await writeStateFiles(cfg, ca, operators, clock, log);
     const serverCert = await issueServerCertificate(ca, { hosts: [...cfg.api.hosts], now: clock.now() });
 
     const nats = await connectNats({
@@ -284,7 +297,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       return c !== undefined && matches(parseSelector(c.agents), labels);
     };
 
-    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock });
+    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators });
 
     const api: ApiServer = await startApiServer({
       listen: splitHostPort(cfg.api.listen),
@@ -292,7 +305,11 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       certPem: serverCert.certPem,
       keyPem: serverCert.keyPem,
       log: log.child({ component: 'api' }),
-      auth: { identify: (der) => verifyClientCertificate(ca, der, clock.now()) },
+      auth: {
+        identify: (der) => verifyClientCertificate(ca, der, clock.now()),
+        // The registry is read on every call: a revocation or role change holds at once.
+        authorizeOperator: (id, method) => operators.check(id, method),
+      },
       agents: {
         async enroll(token, csrPem) {
           // A malformed CSR must not use up the token: check it before redeeming.

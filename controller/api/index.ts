@@ -5,8 +5,10 @@
  * certificate but cannot require one, because an agent that enrols has none yet; so
  * every method except AgentService.Enroll passes through {@link ApiAuth.identify}, which
  * verifies the peer certificate against the controller's CA (signature, validity,
- * clientAuth, identity URI) and checks its role. Agent calls are then authorised by the
- * backend (assignment by label selector). Errors leave as gRPC status codes with the
+ * clientAuth, identity URI) and checks its kind (agent or operator). Agent calls are
+ * then authorised by the backend (assignment by label selector); operator calls by
+ * {@link ApiAuth.authorizeOperator} (the operator registry and the role table of
+ * controller/access) before anything else runs, naming the method. Errors leave as gRPC status codes with the
  * stable certfleet code in trailing metadata (shared/grpc toServiceError).
  *
  * This module translates between protobuf messages and the backend's records; it holds
@@ -26,10 +28,22 @@ export interface CallerIdentity {
   serial: string;
 }
 
-/** How the API verifies callers; implemented over the controller's CA and agent registry. */
+/** An operator allowed to make the call at hand. */
+export interface OperatorAccess {
+  name: string;
+  role: string;
+}
+
+/** How the API verifies callers; implemented over the controller's CA and registries. */
 export interface ApiAuth {
   /** Verifies a DER client certificate; throws UNAUTHENTICATED. */
   identify(certDer: Buffer): CallerIdentity;
+  /**
+   * Whether the operator `id` (already identified) may call `method` now: UNAUTHENTICATED
+   * when it is unknown, revoked or its certificate replaced, PERMISSION_DENIED when its
+   * role may not call `method`.
+   */
+  authorizeOperator(id: CallerIdentity, method: string): Promise<OperatorAccess>;
 }
 
 /** A status report as the backend receives it. */
@@ -55,15 +69,21 @@ export interface OperatorBackend {
   status(): Promise<pb.GetStatusResponse>;
   certificates(): Promise<pb.CertificateSummary[]>;
   agents(): Promise<pb.AgentSummary[]>;
-  createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number): Promise<{ token: string; expiresAt: string }>;
+  /** `actor`: the operator making the call, recorded in the event. */
+  createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number, actor: string): Promise<{ token: string; expiresAt: string }>;
   show(name: string): Promise<pb.ShowCertificateResponse>;
-  /** Records a durable renew request by `operator`, or withdraws it with `cancel`. */
+  /** Records a durable renew request by `operator` (recorded as the event's actor), or withdraws it with `cancel`. */
   renew(name: string, opts: { cancel: boolean; operator: string }): Promise<string>;
   history(name: string): Promise<pb.GetHistoryResponse>;
   rollback(name: string, to: number, operator: string): Promise<{ fromVersion: number; toVersion: number }>;
   release(name: string, operator: string): Promise<number>;
   budgets(): Promise<pb.ListBudgetsResponse>;
   events(limit: number, cert: string): Promise<pb.FleetEvent[]>;
+  /** Operator management (controller/access); `actor` is the admin making the call. */
+  createOperator(name: string, role: string, csrPem: string, actor: string): Promise<pb.CreateOperatorResponse>;
+  listOperators(): Promise<pb.Operator[]>;
+  revokeOperator(name: string, actor: string): Promise<pb.Operator>;
+  setOperatorRole(name: string, role: string, actor: string): Promise<{ operator: pb.Operator; previousRole: string }>;
 }
 
 export interface ApiServerOptions {
@@ -209,8 +229,17 @@ function presentedCertificateProblem(code: string): string {
   }
 }
 
-/** The verified identity of the caller, which must have `role`. */
-function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, role: CallerIdentity['role']): CallerIdentity {
+/**
+ * The verified identity of an agent calling. Operator calls use {@link operatorCaller},
+ * which also checks the registry and the role: `caller` does not accept 'operator', so
+ * an operator handler cannot skip that check by mistake.
+ */
+function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, role: 'agent'): CallerIdentity {
+  return verifiedPeer(call, auth, role);
+}
+
+/** The verified identity of the caller, which must be of kind `role`. */
+function verifiedPeer(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, role: CallerIdentity['role']): CallerIdentity {
   const peer = call.getAuthContext()?.sslPeerCertificate;
   if (!peer?.raw) {
     const refused = call.metadata.get(PEER_TLS_KEY)[0];
@@ -224,6 +253,14 @@ function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, rol
     throw new CertfleetError(ErrorCode.PermissionDenied, `an ${id.role} certificate cannot call the ${role} API`);
   }
   return id;
+}
+
+/**
+ * The operator calling `method`, once its certificate, its registry record and its role
+ * allow it. Every OperatorService handler starts here, with its own method name.
+ */
+async function operatorCaller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, method: string): Promise<OperatorAccess> {
+  return auth.authorizeOperator(verifiedPeer(call, auth, 'operator'), method);
 }
 
 /** Parses a label map sent by an operator. */
@@ -305,55 +342,79 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   };
   const operatorHandlers: OperatorServiceHandlers = {
     GetStatus: unary(log, 'GetStatus', async (call) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'GetStatus');
       return opts.operators.status();
     }),
     ListCertificates: unary(log, 'ListCertificates', async (call) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'ListCertificates');
       return { certificates: await opts.operators.certificates() };
     }),
     ListAgents: unary(log, 'ListAgents', async (call) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'ListAgents');
       return { agents: await opts.operators.agents() };
     }),
     CreateEnrollmentToken: unary(log, 'CreateEnrollmentToken', async (call) => {
-      const id = caller(call, opts.auth, 'operator');
+      const id = await operatorCaller(call, opts.auth, 'CreateEnrollmentToken');
       const ttlMs = (call.request.ttlSeconds === 0 ? 3600 : call.request.ttlSeconds) * 1000;
-      const res = await opts.operators.createEnrollmentToken(call.request.agent, labelsFrom(call.request.labels), ttlMs);
+      const res = await opts.operators.createEnrollmentToken(call.request.agent, labelsFrom(call.request.labels), ttlMs, id.name);
       log.info({ operator: id.name, agent: call.request.agent }, 'enrolment token created');
       return res;
     }),
     ShowCertificate: unary(log, 'ShowCertificate', async (call: grpc.ServerUnaryCall<pb.ShowCertificateRequest__Output, pb.ShowCertificateResponse>) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'ShowCertificate');
       return opts.operators.show(requireName(call.request.name));
     }),
     RenewCertificate: unary(log, 'RenewCertificate', async (call: grpc.ServerUnaryCall<pb.RenewCertificateRequest__Output, pb.RenewCertificateResponse>) => {
-      const id = caller(call, opts.auth, 'operator');
+      const id = await operatorCaller(call, opts.auth, 'RenewCertificate');
       const cancel = call.request.cancel === true;
       const message = await opts.operators.renew(requireName(call.request.name), { cancel, operator: id.name });
       log.info({ operator: id.name, cert: call.request.name }, cancel ? 'renewal request cancelled' : 'renewal requested');
       return { message };
     }),
     GetHistory: unary(log, 'GetHistory', async (call: grpc.ServerUnaryCall<pb.GetHistoryRequest__Output, pb.GetHistoryResponse>) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'GetHistory');
       return opts.operators.history(requireName(call.request.name));
     }),
     Rollback: unary(log, 'Rollback', async (call: grpc.ServerUnaryCall<pb.RollbackRequest__Output, pb.RollbackResponse>) => {
-      const id = caller(call, opts.auth, 'operator');
+      const id = await operatorCaller(call, opts.auth, 'Rollback');
       return opts.operators.rollback(requireName(call.request.name), call.request.toVersion, id.name);
     }),
     Release: unary(log, 'Release', async (call: grpc.ServerUnaryCall<pb.ReleaseRequest__Output, pb.ReleaseResponse>) => {
-      const id = caller(call, opts.auth, 'operator');
+      const id = await operatorCaller(call, opts.auth, 'Release');
       return { version: await opts.operators.release(requireName(call.request.name), id.name) };
     }),
     ListBudgets: unary(log, 'ListBudgets', async (call: grpc.ServerUnaryCall<pb.ListBudgetsRequest__Output, pb.ListBudgetsResponse>) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'ListBudgets');
       return opts.operators.budgets();
     }),
     ListEvents: unary(log, 'ListEvents', async (call: grpc.ServerUnaryCall<pb.ListEventsRequest__Output, pb.ListEventsResponse>) => {
-      caller(call, opts.auth, 'operator');
+      await operatorCaller(call, opts.auth, 'ListEvents');
       const limit = call.request.limit === 0 ? 50 : Math.min(call.request.limit, 10_000);
       return { events: await opts.operators.events(limit, call.request.cert) };
+    }),
+    WhoAmI: unary(log, 'WhoAmI', async (call: grpc.ServerUnaryCall<pb.WhoAmIRequest__Output, pb.WhoAmIResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'WhoAmI');
+      return { name: id.name, role: id.role };
+    }),
+    CreateOperator: unary(log, 'CreateOperator', async (call: grpc.ServerUnaryCall<pb.CreateOperatorRequest__Output, pb.CreateOperatorResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'CreateOperator');
+      const req = call.request;
+      if (req.name === '' || req.role === '' || req.csrPem === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'name, role and csr_pem are required');
+      return opts.operators.createOperator(req.name, req.role, req.csrPem.slice(0, 16_384), id.name);
+    }),
+    ListOperators: unary(log, 'ListOperators', async (call: grpc.ServerUnaryCall<pb.ListOperatorsRequest__Output, pb.ListOperatorsResponse>) => {
+      await operatorCaller(call, opts.auth, 'ListOperators');
+      return { operators: await opts.operators.listOperators() };
+    }),
+    RevokeOperator: unary(log, 'RevokeOperator', async (call: grpc.ServerUnaryCall<pb.RevokeOperatorRequest__Output, pb.RevokeOperatorResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'RevokeOperator');
+      if (call.request.name === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'an operator name is required');
+      return { operator: await opts.operators.revokeOperator(call.request.name, id.name) };
+    }),
+    SetOperatorRole: unary(log, 'SetOperatorRole', async (call: grpc.ServerUnaryCall<pb.SetOperatorRoleRequest__Output, pb.SetOperatorRoleResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'SetOperatorRole');
+      if (call.request.name === '' || call.request.role === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'an operator name and a role are required');
+      return opts.operators.setOperatorRole(call.request.name, call.request.role, id.name);
     }),
   };
 

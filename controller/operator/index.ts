@@ -1,7 +1,9 @@
 /**
  * What operators can ask and do (the OperatorService behind `certfleet status | certs |
- * agents | show | history | renew | rollback | release | budgets | events | token`), over
- * the controller's modules. controller/api authenticates and translates; this module
+ * agents | show | history | renew | rollback | release | budgets | events | token |
+ * operators`), over the controller's modules. Whoever calls has already been allowed
+ * (controller/api with controller/access); mutations take the operator's name and record
+ * it as the event's `actor`. controller/api authenticates and translates; this module
  * answers. Also the one place a certificate's summary is computed (the CLI and the
  * metrics both use it).
  */
@@ -21,6 +23,8 @@ import type { DesiredRecord } from '../../shared/model/index.js';
 import type { CertRuntime, Reconciler } from '../reconcile/index.js';
 import { checkRollbackBundle, rollbackTarget, type Pins } from '../rollback/index.js';
 import type { CertStore } from '../store/index.js';
+import type { OperatorRecord, OperatorRegistry } from '../access/index.js';
+import { signOperatorCsr, type CaMaterial } from '../pki/index.js';
 
 export interface OperationsDeps {
   cfg: ControllerConfig;
@@ -35,6 +39,9 @@ export interface OperationsDeps {
   events: EventPublisher;
   budget: BudgetKeeper;
   clock: Clock;
+  /** The controller CA, which signs new operators' certificates. */
+  ca: CaMaterial;
+  operators: OperatorRegistry;
 }
 
 export interface Operations {
@@ -127,7 +134,7 @@ function oneLine(text: string): string {
 }
 
 export function createOperations(deps: OperationsDeps): Operations {
-  const { cfg, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock } = deps;
+  const { cfg, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators } = deps;
   const CONTROLLER_VERSION = deps.controllerVersion;
   const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
   const configured = (name: string): CertificateConfig => {
@@ -179,8 +186,15 @@ export function createOperations(deps: OperationsDeps): Operations {
           }),
         ),
       ),
-    async createEnrollmentToken(agent, labels, ttlMs) {
-      return enrollment.createToken({ agent, labels, ttlMs });
+    async createEnrollmentToken(agent, labels, ttlMs, actor) {
+      const res = await enrollment.createToken({ agent, labels, ttlMs });
+      await events.emit(EventType.tokenCreated, {
+        agent,
+        actor,
+        message: `enrolment token for agent ${agent} created by ${actor}`,
+        details: { labels, expiresAt: res.expiresAt },
+      });
+      return res;
     },
     show(name) {
       const c = configured(name);
@@ -202,12 +216,12 @@ export function createOperations(deps: OperationsDeps): Operations {
       const c = configured(name);
       if (cancel) {
         const had = await loop.cancelRenewal(c.name);
-        if (had) await events.emit(EventType.renewCancelled, { cert: c.name, message: `renewal request cancelled by ${operator}` });
+        if (had) await events.emit(EventType.renewCancelled, { cert: c.name, actor: operator, message: `renewal request cancelled by ${operator}` });
         return had ? `${c.name}: renewal request cancelled` : `${c.name}: no renewal request outstanding`;
       }
       // Durable: recorded in the store before the operator hears "requested".
       await loop.renewNow(c.name, operator);
-      await events.emit(EventType.renewRequested, { cert: c.name, message: `renewal requested by ${operator}` });
+      await events.emit(EventType.renewRequested, { cert: c.name, actor: operator, message: `renewal requested by ${operator}` });
       return `${c.name}: renewal requested; follow it with "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
     },
     async history(name) {
@@ -244,6 +258,7 @@ export function createOperations(deps: OperationsDeps): Operations {
       await events.emit(EventType.rolledBack, {
         cert: c.name,
         version: target.version,
+        actor: operator,
         message: `rolled back from version ${d.version} to ${target.version} by ${operator} (pinned)`,
         details: { from: d.version, to: target.version, operator },
       });
@@ -255,7 +270,7 @@ export function createOperations(deps: OperationsDeps): Operations {
       if (!(await pins.release(c.name))) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} is not pinned`);
       const latest = await store.latest(c.name);
       if (latest) await desired.publish(latest, c.agents);
-      await events.emit(EventType.released, { cert: c.name, version: latest?.version ?? 0, message: `pin released by ${operator}`, details: { operator } });
+      await events.emit(EventType.released, { cert: c.name, version: latest?.version ?? 0, actor: operator, message: `pin released by ${operator}`, details: { operator } });
       loop.kick();
       return latest?.version ?? 0;
     },
@@ -281,8 +296,62 @@ export function createOperations(deps: OperationsDeps): Operations {
         version: e.version ?? 0,
         message: e.message,
         detailsJson: e.details === undefined ? '' : JSON.stringify(e.details),
+        actor: e.actor ?? '',
       }));
+    },
+    async createOperator(name, role, csrPem, actor) {
+      // Every refusal before the CA signs anything: a refused create issues no certificate.
+      await operators.checkCreate(name, role);
+      const signed = await signOperatorCsr(ca, csrPem, { operator: name, role, now: clock.now() });
+      const rec = await operators.create({ name, role, serial: signed.serial, notAfter: signed.notAfter, by: actor });
+      await events.emit(EventType.operatorCreated, {
+        actor,
+        message: `operator ${name} created with role ${rec.role} by ${actor}`,
+        details: { operator: name, role: rec.role, serial: rec.serial, notAfter: rec.notAfter },
+      });
+      return { operator: operatorToPb(rec), certificatePem: signed.certPem, caPem: ca.certPem };
+    },
+    async listOperators() {
+      return (await operators.list()).map(operatorToPb);
+    },
+    async revokeOperator(name, actor) {
+      const before = await operators.get(name);
+      const rec = await operators.revoke(name, actor);
+      if (before !== null && !before.revoked) {
+        await events.emit(EventType.operatorRevoked, {
+          actor,
+          message: `operator ${name} revoked by ${actor}`,
+          details: { operator: name, role: rec.role, serial: rec.serial },
+        });
+      }
+      return operatorToPb(rec);
+    },
+    async setOperatorRole(name, role, actor) {
+      const { previous, record } = await operators.setRole(name, role, actor);
+      if (previous !== record.role) {
+        await events.emit(EventType.operatorRoleChanged, {
+          actor,
+          message: `operator ${name} changed from role ${previous} to ${record.role} by ${actor}`,
+          details: { operator: name, from: previous, to: record.role },
+        });
+      }
+      return { operator: operatorToPb(record), previousRole: previous };
     },
   };
   return { backend, certificateSummary };
+}
+
+/** An operator record as the API sends it (no key material: the record holds none). */
+export function operatorToPb(r: OperatorRecord): pb.Operator {
+  return {
+    name: r.name,
+    role: r.role,
+    serial: r.serial,
+    notAfter: r.notAfter,
+    createdBy: r.createdBy,
+    createdAt: r.createdAt,
+    revoked: r.revoked,
+    revokedBy: r.revokedBy ?? '',
+    revokedAt: r.revokedAt ?? '',
+  };
 }

@@ -6,7 +6,8 @@
  *  - one client certificate per enrolled agent (clientAuth, URI SAN
  *    `urn:certfleet:agent:<name>`), signed from a CSR whose key never left the agent,
  *  - operator client certificates for the CLI (clientAuth, URI SAN
- *    `urn:certfleet:operator:<name>`).
+ *    `urn:certfleet:operator:<name>`, the role at issue time as OU; the operator
+ *    registry in controller/access decides the role and whether it is revoked).
  *
  * The gRPC server asks for a client certificate but does not require one at the TLS
  * layer (an agent that is enrolling has none yet), so {@link verifyClientCertificate}
@@ -212,26 +213,71 @@ async function parseAgentCsr(csrPem: string): Promise<x509.Pkcs10CertificateRequ
   return csr;
 }
 
+/** Operator certificates last this long unless `validityDays` says otherwise. */
+export const DEFAULT_OPERATOR_VALIDITY_DAYS = LEAF_VALIDITY_DAYS;
+
 /**
- * Issues an operator's client certificate with a new key: CN=<operator>, URI SAN
- * `urn:certfleet:operator:<operator>`, EKU clientAuth, valid one year. `operator` follows
- * the agent-name rules (USAGE_INVALID otherwise).
+ * Issues an operator's client certificate with a new key: CN=<operator>, OU=<role> when
+ * given, URI SAN `urn:certfleet:operator:<operator>`, EKU clientAuth, valid one year.
+ * `operator` follows the agent-name rules (USAGE_INVALID otherwise). The OU only records
+ * the role at issue time for people reading the certificate: the controller's operator
+ * registry (controller/access) decides the role on every call.
  */
 export async function issueOperatorCertificate(
   ca: CaMaterial,
-  opts: { operator: string; now: number },
-): Promise<{ certPem: string; keyPem: string; serial: string }> {
+  opts: { operator: string; now: number; role?: string },
+): Promise<{ certPem: string; keyPem: string; serial: string; notAfter: string }> {
   checkIdentityName('operator', opts.operator);
   const { keyPem, keys } = await generateEcKeyPair();
   const cert = await signLeaf(ca, {
     commonName: opts.operator,
+    ...(opts.role === undefined ? {} : { organizationalUnit: opts.role }),
     publicKey: keys.publicKey,
     sans: [{ type: 'url', value: OPERATOR_URI_PREFIX + opts.operator }],
     eku: OID_CLIENT_AUTH,
     now: opts.now,
     validityMs: LEAF_VALIDITY_DAYS * DAY_MS,
   });
-  return { certPem: cert.toString('pem'), keyPem, serial: cert.serialNumber.toLowerCase() };
+  return { certPem: cert.toString('pem'), keyPem, serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter.toISOString() };
+}
+
+/**
+ * Signs an operator's CSR (made by `certfleet operators create`, whose key never leaves
+ * the machine it runs on). The CSR is checked as for agents (CSR_INVALID); its subject
+ * and extensions are ignored: the certificate says CN=<operator>, OU=<role>, URI SAN
+ * `urn:certfleet:operator:<operator>`, EKU clientAuth, valid `validityDays` (default 365).
+ */
+export async function signOperatorCsr(
+  ca: CaMaterial,
+  csrPem: string,
+  opts: { operator: string; role: string; now: number; validityDays?: number },
+): Promise<{ certPem: string; serial: string; notAfter: string }> {
+  checkIdentityName('operator', opts.operator);
+  const validityDays = opts.validityDays ?? DEFAULT_OPERATOR_VALIDITY_DAYS;
+  if (!Number.isFinite(validityDays) || validityDays <= 0) {
+    throw new CertfleetError(ErrorCode.UsageInvalid, `validityDays must be positive, got ${validityDays}`);
+  }
+  const csr = await parseAgentCsr(csrPem);
+  const cert = await signLeaf(ca, {
+    commonName: opts.operator,
+    organizationalUnit: opts.role,
+    publicKey: csr.publicKey,
+    sans: [{ type: 'url', value: OPERATOR_URI_PREFIX + opts.operator }],
+    eku: OID_CLIENT_AUTH,
+    now: opts.now,
+    validityMs: validityDays * DAY_MS,
+  });
+  return { certPem: cert.toString('pem'), serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter.toISOString() };
+}
+
+/** Serial (lower-case hex) and expiry (RFC 3339) of a PEM certificate; USAGE_INVALID when unreadable. */
+export function certificateSerial(certPem: string): { serial: string; notAfter: string } {
+  try {
+    const cert = new x509.X509Certificate(certPem);
+    return { serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter.toISOString() };
+  } catch (err) {
+    throw new CertfleetError(ErrorCode.UsageInvalid, 'certificate is unreadable', { cause: err });
+  }
 }
 
 /**
@@ -329,6 +375,7 @@ function checkCsrKey(csr: x509.Pkcs10CertificateRequest): void {
 
 interface LeafParams {
   commonName: string;
+  organizationalUnit?: string;
   publicKey: x509.PublicKey | webcrypto.CryptoKey;
   sans: x509.JsonGeneralNames;
   eku: string;
@@ -340,7 +387,7 @@ async function signLeaf(ca: CaMaterial, p: LeafParams): Promise<x509.X509Certifi
   const { cert: caCert, key: caKey } = await loadCa(ca);
   return x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
-    subject: [{ CN: [p.commonName] }],
+    subject: [{ CN: [p.commonName] }, ...(p.organizationalUnit === undefined ? [] : [{ OU: [p.organizationalUnit] }])],
     issuer: caCert.subjectName,
     notBefore: new Date(p.now - BACKDATE_MS),
     notAfter: new Date(p.now + p.validityMs),

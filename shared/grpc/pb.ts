@@ -38,3 +38,14 @@ export type { Budget, Budget__Output } from './generated/certfleet/v1/Budget.js'
 export type { ListEventsRequest, ListEventsRequest__Output } from './generated/certfleet/v1/ListEventsRequest.js';
 export type { ListEventsResponse, ListEventsResponse__Output } from './generated/certfleet/v1/ListEventsResponse.js';
 export type { FleetEvent, FleetEvent__Output } from './generated/certfleet/v1/FleetEvent.js';
+export type { WhoAmIRequest, WhoAmIRequest__Output } from './generated/certfleet/v1/WhoAmIRequest.js';
+export type { WhoAmIResponse, WhoAmIResponse__Output } from './generated/certfleet/v1/WhoAmIResponse.js';
+export type { CreateOperatorRequest, CreateOperatorRequest__Output } from './generated/certfleet/v1/CreateOperatorRequest.js';
+export type { CreateOperatorResponse, CreateOperatorResponse__Output } from './generated/certfleet/v1/CreateOperatorResponse.js';
+export type { Operator, Operator__Output } from './generated/certfleet/v1/Operator.js';
+export type { ListOperatorsRequest, ListOperatorsRequest__Output } from './generated/certfleet/v1/ListOperatorsRequest.js';
+export type { ListOperatorsResponse, ListOperatorsResponse__Output } from './generated/certfleet/v1/ListOperatorsResponse.js';
+export type { RevokeOperatorRequest, RevokeOperatorRequest__Output } from './generated/certfleet/v1/RevokeOperatorRequest.js';
+export type { RevokeOperatorResponse, RevokeOperatorResponse__Output } from './generated/certfleet/v1/RevokeOperatorResponse.js';
+export type { SetOperatorRoleRequest, SetOperatorRoleRequest__Output } from './generated/certfleet/v1/SetOperatorRoleRequest.js';
+export type { SetOperatorRoleResponse, SetOperatorRoleResponse__Output } from './generated/certfleet/v1/SetOperatorRoleResponse.js';

@@ -112,4 +112,24 @@ export interface FleetEvent {
   version?: number;
   message: string;
   details?: Record<string, unknown>;
+  /**
+   * Who caused it, for events an operator's call caused (renew, rollback, release, token
+   * and operator management): the operator's name from its verified client certificate.
+   * Absent for what the controller or an agent did on its own.
+   */
+  actor?: string;
+}
+
+/**
+ * Roles of operator credentials, weakest first; each can do everything the ones before
+ * it can. `viewer` reads, `operator` also renews, rolls back and releases, `admin` also
+ * manages enrolment tokens, agents and operators. What each role may call is decided in
+ * one place (controller/access).
+ */
+export const OPERATOR_ROLES = ['viewer', 'operator', 'admin'] as const;
+export type OperatorRole = (typeof OPERATOR_ROLES)[number];
+
+/** Whether `value` names an operator role. */
+export function isOperatorRole(value: unknown): value is OperatorRole {
+  return typeof value === 'string' && (OPERATOR_ROLES as readonly string[]).includes(value);
 }

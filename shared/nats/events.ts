@@ -214,6 +214,7 @@ export function asFleetEvent(raw: unknown): FleetEvent | undefined {
   if (r['cert'] !== undefined && typeof r['cert'] !== 'string') return undefined;
   if (r['agent'] !== undefined && typeof r['agent'] !== 'string') return undefined;
   if (r['version'] !== undefined && typeof r['version'] !== 'number') return undefined;
+  if (r['actor'] !== undefined && typeof r['actor'] !== 'string') return undefined;
   if (r['details'] !== undefined && (typeof r['details'] !== 'object' || r['details'] === null || Array.isArray(r['details']))) {
     return undefined;
   }

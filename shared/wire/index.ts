@@ -77,6 +77,14 @@ export const EventType = {
   renewRequested: 'renew-requested',
   /** An operator withdrew an outstanding renewal request (`certfleet renew --cancel`). */
   renewCancelled: 'renew-cancelled',
+  /** An operator created a one-time enrolment token (details: the agent name, labels, expiry; never the token). */
+  tokenCreated: 'token-created',
+  /** An admin created operator credentials (details: name, role, serial). */
+  operatorCreated: 'operator-created',
+  /** An admin revoked operator credentials: the controller refuses them from now on. */
+  operatorRevoked: 'operator-revoked',
+  /** An admin changed an operator's role (details: from, to). */
+  operatorRoleChanged: 'operator-role-changed',
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];

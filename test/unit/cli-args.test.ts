@@ -36,6 +36,11 @@ const COMMANDS: Record<CommandName, true> = {
   events: true,
   budgets: true,
   'token create': true,
+  whoami: true,
+  'operators create': true,
+  'operators list': true,
+  'operators revoke': true,
+  'operators set-role': true,
 };
 const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 

@@ -13,6 +13,7 @@ import { runCli, type CliIo } from '../../cli/index.js';
 import { CertfleetError, ErrorCode, ExitCode } from '../../shared/errors/index.js';
 import { grpc, loadProtos, toServiceError, type OperatorServiceHandlers, type pb } from '../../shared/grpc/index.js';
 import { makeLeaf, makeTestCa, type TestCa, type TestLeaf } from '../harness/certs.js';
+import { signOperatorCsr, verifyClientCertificate } from '../../controller/pki/index.js';
 import { tempDir } from '../harness/tmp.js';
 
 const NOW = new Date('2026-03-01T12:00:00Z');
@@ -105,6 +106,11 @@ const EVENTS: pb.FleetEvent[] = [
 ];
 
 const rollbackRequests: pb.RollbackRequest__Output[] = [];
+const createOperatorRequests: pb.CreateOperatorRequest__Output[] = [];
+
+function operatorRecord(over: Partial<pb.Operator> = {}): pb.Operator {
+  return { name: 'alice', role: 'viewer', serial: 'ab12', notAfter: '2027-03-01T12:00:00.000Z', createdBy: 'admin', createdAt: '2026-03-01T11:00:00.000Z', revoked: false, revokedBy: '', revokedAt: '', ...over };
+}
 const eventRequests: pb.ListEventsRequest__Output[] = [];
 
 function notFound(name: string): Partial<grpc.StatusObject> {
@@ -171,6 +177,39 @@ const handlers: OperatorServiceHandlers = {
   },
   ListBudgets(_call, cb) {
     cb(null, BUDGETS);
+  },
+  WhoAmI(_call, cb) {
+    cb(null, { name: 'admin', role: 'admin' });
+  },
+  CreateOperator(call, cb) {
+    createOperatorRequests.push(call.request);
+    if (call.request.name === 'taken') {
+      cb(toServiceError(new CertfleetError(ErrorCode.UsageInvalid, 'operator taken already exists (role admin); revoke it first or choose another name')));
+      return;
+    }
+    // Signed as the controller does, so the test can check the file the CLI writes works.
+    signOperatorCsr({ certPem: ca.certPem, keyPem: ca.keyPem }, call.request.csrPem, { operator: call.request.name, role: call.request.role, now: Date.now() }).then(
+      (signed) => cb(null, { operator: operatorRecord({ name: call.request.name, role: call.request.role, serial: signed.serial }), certificatePem: signed.certPem, caPem: ca.certPem }),
+      (err: unknown) => cb(toServiceError(err instanceof CertfleetError ? err : new CertfleetError(ErrorCode.Internal, String(err)))),
+    );
+  },
+  ListOperators(_call, cb) {
+    cb(null, {
+      operators: [
+        operatorRecord({ name: 'bob', role: 'operator', revoked: true, revokedBy: 'admin', revokedAt: '2026-03-01T11:30:00.000Z' }),
+        operatorRecord({ name: 'admin', role: 'admin', createdBy: 'controller' }),
+      ],
+    });
+  },
+  RevokeOperator(call, cb) {
+    if (call.request.name === 'admin') {
+      cb(toServiceError(new CertfleetError(ErrorCode.PermissionDenied, 'operator carol has role operator, which may not revoke operators (RevokeOperator); it needs role admin')));
+    } else {
+      cb(null, { operator: operatorRecord({ name: call.request.name, revoked: true, revokedBy: 'admin', revokedAt: '2026-03-01T12:00:00.000Z' }) });
+    }
+  },
+  SetOperatorRole(call, cb) {
+    cb(null, { operator: operatorRecord({ name: call.request.name, role: call.request.role }), previousRole: 'viewer' });
   },
   ListEvents(call, cb) {
     eventRequests.push(call.request);
@@ -417,9 +456,9 @@ void test('events sends --cert and --limit and prints one line per event, oldest
   assert.deepEqual(eventRequests.at(-1), { limit: 0, cert: '' });
   assert.equal(
     all.stdout,
-    '2026-03-01T11:00:00Z  issued  web  -  v2  issued by the CA\n' +
-      '2026-03-01T11:01:00Z  installed  web  lb-1  v2  hook ok, served\n' +
-      '2026-03-01T11:05:00Z  issued  api  -  v1  issued by the CA\n',
+    '2026-03-01T11:00:00Z  issued  web  -  v2  -  issued by the CA\n' +
+      '2026-03-01T11:01:00Z  installed  web  lb-1  v2  -  hook ok, served\n' +
+      '2026-03-01T11:05:00Z  issued  api  -  v1  -  issued by the CA\n',
   );
   const web = await cli(['events', '--cert', 'web', '--limit', '1', '--json', '--credentials', file]);
   assert.deepEqual(eventRequests.at(-1), { limit: 1, cert: 'web' });
@@ -455,9 +494,9 @@ void test('events --follow polls, prints only events it has not printed, and sto
   assert.ok(eventRequests.length - polls >= 2, 'polled more than once');
   assert.equal(
     written,
-    '2026-03-01T11:01:00Z  installed  web  lb-1  v2  hook ok, served\n' +
-      '2026-03-01T11:05:00Z  issued  api  -  v1  issued by the CA\n' +
-      '2026-03-01T12:00:01Z  rolled-back  web  lb-1  v1  hook failed\n',
+    '2026-03-01T11:01:00Z  installed  web  lb-1  v2  -  hook ok, served\n' +
+      '2026-03-01T11:05:00Z  issued  api  -  v1  -  issued by the CA\n' +
+      '2026-03-01T12:00:01Z  rolled-back  web  lb-1  v1  -  hook failed\n',
   );
 });
 
@@ -478,7 +517,7 @@ void test('events --follow --json writes one JSON object per event per line', as
   assert.equal(r.code, 0);
   const lines = written.trimEnd().split('\n');
   assert.equal(lines.length, 1);
-  assert.deepEqual(JSON.parse(lines[0] ?? ''), { type: 'issued', at: '2026-03-01T11:05:00.000Z', cert: 'api', agent: '', version: 1, message: 'issued by the CA', detailsJson: '' });
+  assert.deepEqual(JSON.parse(lines[0] ?? ''), { type: 'issued', at: '2026-03-01T11:05:00.000Z', cert: 'api', agent: '', version: 1, message: 'issued by the CA', detailsJson: '', actor: '' });
 });
 
 void test('events --follow fails at once, with the usual exit code, when the controller cannot be reached at the start', async () => {
@@ -536,4 +575,75 @@ void test('events --follow outlives a controller that goes away after the first 
   assert.equal(r.code, 0);
   assert.equal(stderr.match(/warning/g)?.length, 1, `one warning per outage, got: ${stderr}`);
   assert.match(stderr, /^certfleet: warning: controller 127\.0\.0\.1:\d+: .*; still trying every 0\.02s\n$/);
+});
+
+void test('operators create makes the key here, sends only a CSR, and writes a working 0600 credentials file for the same controller', async () => {
+  const dir = tempDir();
+  const out = path.join(dir, 'alice.json');
+  const r = await cli(['operators', 'create', 'alice', '--role', 'operator', '--out', out, '--credentials', credentialsFile()]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^operator alice created with role operator; credentials written to .*alice\.json \(mode 0600\)\n/);
+  const req = createOperatorRequests.at(-1);
+  assert.equal(req?.name, 'alice');
+  assert.equal(req?.role, 'operator');
+  assert.match(req?.csrPem ?? '', /^-----BEGIN CERTIFICATE REQUEST-----/);
+  assert.doesNotMatch(JSON.stringify(req), /PRIVATE KEY/, 'no key material is sent');
+  assert.equal(fs.statSync(out).mode & 0o777, 0o600);
+  const written = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, string>;
+  assert.equal(written['server'], `127.0.0.1:${port}`);
+  assert.equal(written['serverName'], 'controller.test');
+  assert.equal(written['caPem'], ca.certPem);
+  const id = verifyClientCertificate({ certPem: ca.certPem, keyPem: ca.keyPem }, written['certPem'] ?? '', Date.now());
+  assert.deepEqual([id.role, id.name], ['operator', 'alice']);
+  // The key in the file is the one the certificate is for: the file works as credentials.
+  const who = await cli(['whoami', '--credentials', out]);
+  assert.equal(who.code, 0, who.stderr);
+});
+
+void test('operators create refuses an existing --out file before asking the controller, and removes its file when the controller refuses', async () => {
+  const dir = tempDir();
+  const existing = path.join(dir, 'exists.json');
+  fs.writeFileSync(existing, 'keep me');
+  const before = createOperatorRequests.length;
+  const r = await cli(['operators', 'create', 'dave', '--role', 'viewer', '--out', existing, '--credentials', credentialsFile()]);
+  assert.equal(r.code, ExitCode.Usage);
+  assert.match(r.stderr, /cannot create .*exists\.json: it exists already/);
+  assert.equal(createOperatorRequests.length, before, 'the controller was not asked');
+  assert.equal(fs.readFileSync(existing, 'utf8'), 'keep me');
+
+  const out = path.join(dir, 'taken.json');
+  const refused = await cli(['operators', 'create', 'taken', '--role', 'viewer', '--out', out, '--credentials', credentialsFile()]);
+  assert.equal(refused.code, ExitCode.Usage, refused.stderr);
+  assert.match(refused.stderr, /operator taken already exists/);
+  assert.equal(fs.existsSync(out), false, 'no empty or partial credentials file is left behind');
+});
+
+void test('operators list, set-role, revoke and whoami print their answers; --json prints the response', async () => {
+  const file = credentialsFile();
+  const list = await cli(['operators', 'list', '--credentials', file]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, /^NAME +ROLE +STATE +CREATED +EXPIRES\n/);
+  assert.match(list.stdout, /^admin +admin +active +2026-03-01 11:00:00Z by controller +2027-03-01 12:00:00Z \(in 365d\)$/m);
+  assert.match(list.stdout, /^bob +operator +revoked by admin 2026-03-01 11:30:00Z +2026-03-01 11:00:00Z by admin /m);
+  assert.ok(list.stdout.indexOf('admin ') < list.stdout.indexOf('bob '), 'sorted by name');
+  const listJson = JSON.parse((await cli(['operators', 'list', '--json', '--credentials', file])).stdout) as pb.ListOperatorsResponse__Output;
+  assert.equal(listJson.operators.length, 2);
+
+  const role = await cli(['operators', 'set-role', 'alice', '--role', 'operator', '--credentials', file]);
+  assert.equal(role.code, 0, role.stderr);
+  assert.equal(role.stdout, 'operator alice: role viewer -> operator (from the next call on)\n');
+
+  const revoke = await cli(['operators', 'revoke', 'alice', '--credentials', file]);
+  assert.equal(revoke.code, 0, revoke.stderr);
+  assert.equal(revoke.stdout, 'operator alice revoked: the controller refuses its credentials from now on\n');
+
+  const who = await cli(['whoami', '--credentials', file]);
+  assert.equal(who.stdout, 'admin (role admin)\n');
+});
+
+void test('a PERMISSION_DENIED answer exits 5 and prints the controller\'s message naming the role', async () => {
+  const r = await cli(['operators', 'revoke', 'admin', '--credentials', credentialsFile()]);
+  assert.equal(r.code, ExitCode.PermissionDenied);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /^certfleet: operator carol has role operator, which may not revoke operators \(RevokeOperator\); it needs role admin\ncode: PERMISSION_DENIED\n$/);
 });

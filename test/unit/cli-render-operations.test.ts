@@ -65,7 +65,7 @@ function show(over: Partial<pb.ShowCertificateResponse__Output> = {}): pb.ShowCe
 }
 
 function event(over: Partial<pb.FleetEvent__Output>): pb.FleetEvent__Output {
-  return { type: 'issued', at: '2026-03-01T11:00:00.123Z', cert: 'web', agent: '', version: 3, message: '', detailsJson: '', ...over };
+  return { type: 'issued', at: '2026-03-01T11:00:00.123Z', cert: 'web', agent: '', version: 3, message: '', detailsJson: '', actor: '', ...over };
 }
 
 void test('a fingerprint is shortened to its first 12 hex digits, without colons, in lower case', () => {
@@ -220,26 +220,34 @@ void test('budgets turns red at the reserve and yellow under a quarter, only whe
   assert.equal(renderBudgets({ preset: '', budgets: [] }, NOW), 'no budgets\n');
 });
 
-void test('an event is one line: UTC time to the second, type, cert, agent, version, message, "-" for what does not apply', () => {
-  assert.equal(renderEvent(event({ message: 'issued by the CA' })), '2026-03-01T11:00:00Z  issued  web  -  v3  issued by the CA\n');
+void test('an event is one line: UTC time to the second, type, cert, agent, version, actor, message, "-" for what does not apply', () => {
+  assert.equal(renderEvent(event({ message: 'issued by the CA' })), '2026-03-01T11:00:00Z  issued  web  -  v3  -  issued by the CA\n');
   assert.equal(
     renderEvent(event({ type: 'enrolled', cert: '', agent: 'lb-1', version: 0, message: 'labels role=lb' })),
-    '2026-03-01T11:00:00Z  enrolled  -  lb-1  -  labels role=lb\n',
+    '2026-03-01T11:00:00Z  enrolled  -  lb-1  -  -  labels role=lb\n',
   );
-  assert.equal(renderEvent(event({ message: '' })), '2026-03-01T11:00:00Z  issued  web  -  v3\n');
+  assert.equal(renderEvent(event({ message: '' })), '2026-03-01T11:00:00Z  issued  web  -  v3  -\n');
   assert.equal(
     renderEvent(event({ type: 'install-failed', agent: 'lb-1', message: 'hook: exit 1\nstderr: \x1b[31mboom' })),
-    '2026-03-01T11:00:00Z  install-failed  web  lb-1  v3  hook: exit 1 stderr: ?[31mboom\n',
+    '2026-03-01T11:00:00Z  install-failed  web  lb-1  v3  -  hook: exit 1 stderr: ?[31mboom\n',
   );
   assert.equal(
     renderEvent(event({ type: 'failed' }), { color: true }),
-    '2026-03-01T11:00:00Z  \x1b[31mfailed\x1b[0m  web  -  v3\n',
+    '2026-03-01T11:00:00Z  \x1b[31mfailed\x1b[0m  web  -  v3  -\n',
   );
+});
+
+void test('an event an operator caused names the operator in the ACTOR column', () => {
+  assert.equal(
+    renderEvent(event({ type: 'rolled-back', version: 1, actor: 'alice', message: 'rolled back from version 2 to 1 by alice (pinned)' })),
+    '2026-03-01T11:00:00Z  rolled-back  web  -  v1  alice  rolled back from version 2 to 1 by alice (pinned)\n',
+  );
+  assert.equal(renderEvent(event({ type: 'operator-created', cert: '', version: 0, actor: 'admin', message: '' })), '2026-03-01T11:00:00Z  operator-created  -  -  -  admin\n');
 });
 
 void test('the events list keeps the controller order and says so when empty', () => {
   const events = [event({ at: '2026-03-01T11:00:00Z' }), event({ at: '2026-03-01T10:00:00Z', type: 'ordered' })];
-  assert.equal(renderEvents({ events }), '2026-03-01T11:00:00Z  issued  web  -  v3\n2026-03-01T10:00:00Z  ordered  web  -  v3\n');
+  assert.equal(renderEvents({ events }), '2026-03-01T11:00:00Z  issued  web  -  v3  -\n2026-03-01T10:00:00Z  ordered  web  -  v3  -\n');
   assert.equal(renderEvents({ events: [] }), 'no events\n');
 });
 
