@@ -85,7 +85,14 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     http01 = new Http01Responder({ log: alog.child({ component: 'http01' }) });
     await http01.start(splitHostPort(cfg.http01.listen));
   }
-  const installer = new Installer({ stateDir: cfg.stateDir, keepVersions: cfg.keepVersions, clock, log: alog, ...(cfg.live ? { liveDir: cfg.live.dir } : {}) });
+  const installer = new Installer({
+    stateDir: cfg.stateDir,
+    keepVersions: cfg.keepVersions,
+    clock,
+    log: alog,
+    ...(cfg.live ? { liveDir: cfg.live.dir } : {}),
+    ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
+  });
   const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, clock, log: alog.child({ component: 'sync' }) });
   await sync.start();
   alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');
