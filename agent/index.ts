@@ -32,18 +32,34 @@ function readFile(file: string, field: string): string {
   }
 }
 
-/** Enrols this agent with a one-time token; returns its name and labels. */
-export async function enrollAgent(opts: { configFile: string; token: string }): Promise<{ name: string; labels: Record<string, string> }> {
+/** What `agent enroll` reports. */
+export interface Enrolled {
+  name: string;
+  labels: Record<string, string>;
+  /**
+   * The certificates the controller assigns this agent right after enrolment (what the
+   * node will serve), or `{ error }` when that question failed (the enrolment stands).
+   */
+  serves: Array<{ name: string; names: string[] }> | { error: string };
+}
+
+/** Enrols this agent with a one-time token; returns its name, labels and assignments. */
+export async function enrollAgent(opts: { configFile: string; token: string }): Promise<Enrolled> {
   const cfg = loadAgentConfig(opts.configFile);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
-  const id = await enroll({
-    stateDir: cfg.stateDir,
-    address: cfg.controller.address,
-    caPem: readFile(cfg.controller.caFile, 'controller.caFile'),
-    ...(cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName }),
-    token: opts.token,
-  });
-  return { name: id.name, labels: id.labels };
+  const caPem = readFile(cfg.controller.caFile, 'controller.caFile');
+  const serverName = cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName };
+  const id = await enroll({ stateDir: cfg.stateDir, address: cfg.controller.address, caPem, ...serverName, token: opts.token });
+  const link = new ControllerLink({ address: cfg.controller.address, caPem, certPem: id.certPem, keyPem: id.keyPem, ...serverName });
+  let serves: Enrolled['serves'];
+  try {
+    serves = (await link.assignments()).map((d) => ({ name: d.name, names: [...d.names] }));
+  } catch (err) {
+    serves = { error: (err as Error).message };
+  } finally {
+    link.close();
+  }
+  return { name: id.name, labels: id.labels, serves };
 }
 
 /** A running agent. */
