@@ -32,18 +32,34 @@ function readFile(file: string, field: string): string {
   }
 }
 
-/** Enrols this agent with a one-time token; returns its name and labels. */
-export async function enrollAgent(opts: { configFile: string; token: string }): Promise<{ name: string; labels: Record<string, string> }> {
+/** What `agent enroll` reports. */
+export interface Enrolled {
+  name: string;
+  labels: Record<string, string>;
+  /**
+   * The certificates the controller assigns this agent right after enrolment (what the
+   * node will serve), or `{ error }` when that question failed (the enrolment stands).
+   */
+  serves: Array<{ name: string; names: string[] }> | { error: string };
+}
+
+/** Enrols this agent with a one-time token; returns its name, labels and assignments. */
+export async function enrollAgent(opts: { configFile: string; token: string }): Promise<Enrolled> {
   const cfg = loadAgentConfig(opts.configFile);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
-  const id = await enroll({
-    stateDir: cfg.stateDir,
-    address: cfg.controller.address,
-    caPem: readFile(cfg.controller.caFile, 'controller.caFile'),
-    ...(cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName }),
-    token: opts.token,
-  });
-  return { name: id.name, labels: id.labels };
+  const caPem = readFile(cfg.controller.caFile, 'controller.caFile');
+  const serverName = cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName };
+  const id = await enroll({ stateDir: cfg.stateDir, address: cfg.controller.address, caPem, ...serverName, token: opts.token });
+  const link = new ControllerLink({ address: cfg.controller.address, caPem, certPem: id.certPem, keyPem: id.keyPem, ...serverName });
+  let serves: Enrolled['serves'];
+  try {
+    serves = (await link.assignments()).map((d) => ({ name: d.name, names: [...d.names] }));
+  } catch (err) {
+    serves = { error: (err as Error).message };
+  } finally {
+    link.close();
+  }
+  return { name: id.name, labels: id.labels, serves };
 }
 
 /** A running agent. */
@@ -85,7 +101,14 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     http01 = new Http01Responder({ log: alog.child({ component: 'http01' }) });
     await http01.start(splitHostPort(cfg.http01.listen));
   }
-  const installer = new Installer({ stateDir: cfg.stateDir, keepVersions: cfg.keepVersions, clock, log: alog, ...(cfg.live ? { liveDir: cfg.live.dir } : {}) });
+  const installer = new Installer({
+    stateDir: cfg.stateDir,
+    keepVersions: cfg.keepVersions,
+    clock,
+    log: alog,
+    ...(cfg.live ? { liveDir: cfg.live.dir } : {}),
+    ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
+  });
   const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, clock, log: alog.child({ component: 'sync' }) });
   await sync.start();
   alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');

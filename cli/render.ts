@@ -500,8 +500,14 @@ export function renderTokenNote(resp: pb.CreateEnrollmentTokenResponse__Output, 
 }
 
 /** What `agent enroll` prints once the controller accepted the token. */
-export function renderEnrolled(result: { name: string; labels: Readonly<Record<string, string>> }): string {
-  return `enrolled as ${result.name}\nlabels: ${formatLabels(result.labels) || '-'}\n`;
+export function renderEnrolled(result: { name: string; labels: Readonly<Record<string, string>>; serves?: ReadonlyArray<{ name: string; names: readonly string[] }> | { error: string } }): string {
+  let out = `enrolled as ${result.name}\nlabels: ${formatLabels(result.labels) || '-'}\n`;
+  const serves = result.serves;
+  if (serves === undefined) return out;
+  if ('error' in serves) out += `will serve: unknown (asking the controller failed: ${serves.error})\n`;
+  else if (serves.length === 0) out += 'will serve: nothing yet (no issued certificate is assigned to these labels)\n';
+  else out += `will serve: ${serves.map((c) => `${c.name} (${c.names.join(', ')})`).join('; ')}\n`;
+  return out;
 }
 
 /** Machine output of every command's --json: the response object, camelCase field names, 2-space indent. */

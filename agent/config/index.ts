@@ -7,10 +7,31 @@ import path from 'node:path';
 import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
+import { CLI_UNSAFE, type ReloadHookSpec } from '../hooks/index.js';
+
+/** A path the HAProxy runtime API can take as an argument (no blank, `;` or a backslash). */
+const cliPath = z
+  .string()
+  .min(1)
+  .refine((p) => !CLI_UNSAFE.test(p), { error: "HAProxy's runtime API cannot take a path with a blank, ';' or '\\'" });
+
+const haproxyHook = z.strictObject({
+  /** HAProxy's `stats socket` (level admin), or its master CLI socket when `master` is true. */
+  socket: z.string().min(1),
+  /** The socket is the master CLI (`haproxy -W -S <socket>`); commands go to the current worker. */
+  master: z.boolean().default(false),
+  /** The file HAProxy loaded this certificate from; default `<haproxy.crtDir>/<name>.pem`. Per-certificate hooks only. */
+  crtFile: cliPath.optional(),
+});
 
 const hook = z.strictObject({
-  /** A shell command line (run by /bin/sh -c) or an argv array (run directly). */
-  command: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  /**
+   * A shell command line (run by /bin/sh -c) or an argv array (run directly). With
+   * `haproxy`, the fallback when the runtime API refuses.
+   */
+  command: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+  /** Update HAProxy through its runtime API instead of reloading it (hitless). */
+  haproxy: haproxyHook.optional(),
   /** The hook is killed (with its whole process group) after this long; a timeout fails the install. */
   timeout: boundedDuration('1s', '1h').prefault('60s'),
   /**
@@ -35,62 +56,84 @@ const perCertificate = z.strictObject({
   verify: z.array(endpoint).default([]),
 });
 
-export const agentConfigSchema = z.strictObject({
-  /** Where certificates, the agent's identity and its state live. */
-  stateDir: z.string().min(1),
-  log: z.strictObject({ level: logLevel.default('info') }).prefault({}),
-  controller: z.strictObject({
-    /** host:port of the controller's gRPC API. */
-    address: hostPort,
-    /** The controller's CA certificate (PEM): the only trust anchor for the API. */
-    caFile: z.string().min(1),
-    /** TLS name to expect when it differs from the host in `address`. */
-    serverName: z.string().min(1).optional(),
-  }),
-  nats: natsSection,
-  http01: z
-    .strictObject({
-      /** Where this agent answers HTTP-01 challenges (the CA connects to port 80 of the names). */
-      listen: hostPort,
-      /** Address the controller uses to check the challenge is served; default: `listen`. */
-      advertise: hostPort.optional(),
-    })
-    .optional(),
-  /** Full resynchronisation over gRPC at this interval (and whenever NATS is unreachable). */
-  resyncInterval: boundedDuration('1s', '1d', 'a shorter interval floods the controller').prefault('5m'),
-  /** Status report (heartbeat) interval. */
-  reportInterval: boundedDuration('1s', '1h', 'a shorter interval floods the controller').prefault('30s'),
-  /**
-   * certbot-compatible `live/<name>/{cert,chain,fullchain,privkey}.pem` links into the
-   * versioned store, so configurations and hooks written for certbot move unchanged.
-   * Off unless present; `dir` defaults to <stateDir>/live.
-   */
-  live: z.strictObject({ dir: z.string().min(1).optional() }).optional(),
-  /** Installed versions kept per certificate (current and previous are always kept). */
-  keepVersions: z.int().min(2).max(100).default(5),
-  hooks: z
-    .strictObject({
-      /** Reload hook for every certificate without its own. */
-      reload: hook.optional(),
-    })
-    .prefault({}),
-  /** Per-certificate settings, keyed by certificate name. */
-  certificates: z
-    .record(z.string(), perCertificate)
-    .default({})
-    .superRefine((certs, ctx) => {
-      // Checked here rather than as the record's key schema: zod reports a bad key as
-      // "Invalid key in record", which names neither the key nor the rule.
-      for (const name of Object.keys(certs)) {
-        if (!CERT_NAME_PATTERN.test(name)) {
-          ctx.addIssue({ code: 'custom', path: [name], message: `"${name}" is not a certificate name: ${CERT_NAME_RULE}, as in the controller's configuration` });
-        }
-      }
+export const agentConfigSchema = z
+  .strictObject({
+    /** Where certificates, the agent's identity and its state live. */
+    stateDir: z.string().min(1),
+    log: z.strictObject({ level: logLevel.default('info') }).prefault({}),
+    controller: z.strictObject({
+      /** host:port of the controller's gRPC API. */
+      address: hostPort,
+      /** The controller's CA certificate (PEM): the only trust anchor for the API. */
+      caFile: z.string().min(1),
+      /** TLS name to expect when it differs from the host in `address`. */
+      serverName: z.string().min(1).optional(),
     }),
-});
+    nats: natsSection,
+    http01: z
+      .strictObject({
+        /** Where this agent answers HTTP-01 challenges (the CA connects to port 80 of the names). */
+        listen: hostPort,
+        /** Address the controller uses to check the challenge is served; default: `listen`. */
+        advertise: hostPort.optional(),
+      })
+      .optional(),
+    /** Full resynchronisation over gRPC at this interval (and whenever NATS is unreachable). */
+    resyncInterval: boundedDuration('1s', '1d', 'a shorter interval floods the controller').prefault('5m'),
+    /** Status report (heartbeat) interval. */
+    reportInterval: boundedDuration('1s', '1h', 'a shorter interval floods the controller').prefault('30s'),
+    /**
+     * certbot-compatible `live/<name>/{cert,chain,fullchain,privkey}.pem` links into the
+     * versioned store, so configurations and hooks written for certbot move unchanged.
+     * Off unless present; `dir` defaults to <stateDir>/live.
+     */
+    live: z.strictObject({ dir: z.string().min(1).optional() }).optional(),
+    /**
+     * A directory of one combined PEM per certificate (`<crtDir>/<name>.pem`, links through
+     * `current`) for HAProxy's `bind ... ssl crt <crtDir>`. Off unless present.
+     */
+    haproxy: z.strictObject({ crtDir: cliPath }).optional(),
+    /** Installed versions kept per certificate (current and previous are always kept). */
+    keepVersions: z.int().min(2).max(100).default(5),
+    hooks: z
+      .strictObject({
+        /** Reload hook for every certificate without its own. */
+        reload: hook.optional(),
+      })
+      .prefault({}),
+    /** Per-certificate settings, keyed by certificate name. */
+    certificates: z
+      .record(z.string(), perCertificate)
+      .default({})
+      .superRefine((certs, ctx) => {
+        // Checked here rather than as the record's key schema: zod reports a bad key as
+        // "Invalid key in record", which names neither the key nor the rule.
+        for (const name of Object.keys(certs)) {
+          if (!CERT_NAME_PATTERN.test(name)) {
+            ctx.addIssue({ code: 'custom', path: [name], message: `"${name}" is not a certificate name: ${CERT_NAME_RULE}, as in the controller's configuration` });
+          }
+        }
+      }),
+  })
+  .superRefine((cfg, ctx) => {
+    const check = (h: z.output<typeof hook> | undefined, at: PropertyKey[], shared: boolean): void => {
+      if (h === undefined) return;
+      if (h.command === undefined && h.haproxy === undefined) ctx.addIssue({ code: 'custom', path: at, message: 'a hook needs command, haproxy, or both' });
+      if (h.haproxy === undefined) return;
+      if (shared && h.haproxy.crtFile !== undefined) {
+        ctx.addIssue({ code: 'custom', path: [...at, 'haproxy', 'crtFile'], message: 'crtFile names one certificate: set it in certificates.<name>.reload' });
+      }
+      if (h.haproxy.crtFile === undefined && cfg.haproxy === undefined) {
+        ctx.addIssue({ code: 'custom', path: [...at, 'haproxy'], message: 'set haproxy.crtDir (the directory HAProxy loads) or crtFile' });
+      }
+    };
+    check(cfg.hooks.reload, ['hooks', 'reload'], true);
+    for (const [name, c] of Object.entries(cfg.certificates)) check(c.reload, ['certificates', name, 'reload'], false);
+  });
 
 export type AgentConfig = z.output<typeof agentConfigSchema>;
-export type HookConfig = z.output<typeof hook>;
+/** A reload hook as the agent runs it: as configured, plus the agent's haproxy.crtDir for a HAProxy hook. */
+export type HookConfig = z.output<typeof hook> & ReloadHookSpec;
 
 function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
   const base = path.dirname(path.resolve(file));
@@ -99,9 +142,17 @@ function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
     ...cfg,
     stateDir: abs(cfg.stateDir),
     ...(cfg.live ? { live: { dir: cfg.live.dir === undefined ? path.join(abs(cfg.stateDir), 'live') : abs(cfg.live.dir) } } : {}),
+    ...(cfg.haproxy ? { haproxy: { crtDir: abs(cfg.haproxy.crtDir) } } : {}),
+    hooks: { ...cfg.hooks, ...(cfg.hooks.reload ? { reload: resolveHook(cfg.hooks.reload, abs) } : {}) },
+    certificates: Object.fromEntries(Object.entries(cfg.certificates).map(([name, c]) => [name, c.reload ? { ...c, reload: resolveHook(c.reload, abs) } : c])),
     controller: { ...cfg.controller, caFile: abs(cfg.controller.caFile) },
     nats: resolveNatsPaths(cfg.nats, abs),
   };
+}
+
+function resolveHook(h: z.output<typeof hook>, abs: (p: string) => string): z.output<typeof hook> {
+  if (h.haproxy === undefined) return h;
+  return { ...h, haproxy: { ...h.haproxy, socket: abs(h.haproxy.socket), ...(h.haproxy.crtFile === undefined ? {} : { crtFile: abs(h.haproxy.crtFile) }) } };
 }
 
 /** Loads and validates an agent config file. Throws CONFIG_INVALID / CONFIG_UNREADABLE. */
@@ -114,9 +165,14 @@ export function parseAgentConfig(text: string, file: string, env: NodeJS.Process
   return Object.freeze(resolvePaths(parseConfig(text, file, agentConfigSchema, env), file));
 }
 
-/** The reload hook that applies to `cert`, if any. */
+/**
+ * The reload hook that applies to `cert`, if any; a HAProxy hook carries the agent's
+ * haproxy.crtDir (where HAProxy finds `<name>.pem`).
+ */
 export function reloadHookFor(cfg: AgentConfig, cert: string): HookConfig | undefined {
-  return cfg.certificates[cert]?.reload ?? cfg.hooks.reload;
+  const h = cfg.certificates[cert]?.reload ?? cfg.hooks.reload;
+  if (h?.haproxy === undefined || cfg.haproxy === undefined) return h;
+  return { ...h, haproxy: { ...h.haproxy, crtDir: cfg.haproxy.crtDir } };
 }
 
 let notifySettings: NotifySettings | undefined;

@@ -8,8 +8,13 @@
  * not thrown: the caller (install / rollback) decides that it is a failed install.
  */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { HookOutcome, VersionMeta } from '../../shared/model/index.js';
+import { updateCertificate } from './haproxy.js';
+
+export { CLI_UNSAFE, parseShowSslCert, pemPayload, runtimeCommand, scrubPem, updateCertificate, type HaproxyApi, type UpdateResult } from './haproxy.js';
 
 /** What to run. */
 export interface HookSpec {
@@ -143,14 +148,94 @@ export function runHook(spec: HookSpec, env: Record<string, string>, opts: RunHo
 }
 
 /**
- * Which hook runs certificates share: certificates with the same key run one hook
- * together. `once` hooks are shared by command; `per-certificate` hooks (certbot's
- * behaviour) and certificates without a hook are never shared.
+ * A HAProxy runtime-API update as a hook (agent config `haproxy:` in a reload hook).
+ * Each certificate goes to HAProxy under `crtFile`, else `<crtDir>/<name>.pem` (the
+ * agent's `haproxy.crtDir`, where the installer links each certificate's combined PEM).
  */
-export function hookGroupKey(cert: string, spec: { command: string | string[]; mode?: 'once' | 'per-certificate' } | undefined): string {
+export interface HaproxyHookSpec {
+  socket: string;
+  /** The socket is the master CLI (`haproxy -W -S`): commands go to the current worker. */
+  master: boolean;
+  /** The one file HAProxy knows this hook's certificate as (a per-certificate hook only). */
+  crtFile?: string | undefined;
+  /** The directory HAProxy loads with `crt <dir>`. */
+  crtDir?: string | undefined;
+}
+
+/** A reload hook as configured: a command, a HAProxy runtime-API update, or both (the command is then the fallback). */
+export interface ReloadHookSpec {
+  command?: string | string[] | undefined;
+  haproxy?: HaproxyHookSpec | undefined;
+  /** Milliseconds; the runtime-API update and the command each get this long. */
+  timeout: number;
+  mode?: 'once' | 'per-certificate';
+}
+
+/**
+ * Which hook runs certificates share: certificates with the same key run one hook
+ * together. `once` hooks are shared by what they do (command and HAProxy target);
+ * `per-certificate` hooks (certbot's behaviour), HAProxy hooks naming one `crtFile`, and
+ * certificates without a hook are never shared.
+ */
+export function hookGroupKey(cert: string, spec: Pick<ReloadHookSpec, 'command' | 'haproxy' | 'mode'> | undefined): string {
   if (spec === undefined) return `none:${cert}`;
-  const command = JSON.stringify(spec.command);
-  return spec.mode === 'per-certificate' ? `each:${cert}:${command}` : `once:${command}`;
+  const what = JSON.stringify([spec.command ?? null, spec.haproxy ?? null]);
+  return spec.mode === 'per-certificate' || spec.haproxy?.crtFile !== undefined ? `each:${cert}:${what}` : `once:${what}`;
+}
+
+/**
+ * Runs a configured reload hook for `certs` (installed together); never rejects.
+ *
+ * A plain command runs as {@link runHook}. A `haproxy` hook pushes each certificate's
+ * combined PEM (read from the file HAProxy knows it by, a link through `current`)
+ * through the runtime API, one certificate after another: no reload, open connections
+ * untouched. When the API refuses any of them (or the PEM cannot be read), the hook's
+ * `command` runs as the fallback (typically `systemctl reload haproxy`, which loads the
+ * files from disk); without a command that refusal is the hook's failure (exit code 1).
+ * The outcome's output names what happened, never the PEM.
+ */
+export async function runReloadHook(spec: ReloadHookSpec, certs: readonly string[], env: Record<string, string>, opts: RunHookOptions = {}): Promise<HookOutcome> {
+  const command = spec.command;
+  if (spec.haproxy === undefined) {
+    if (command === undefined) return { ran: false, exitCode: EXIT_NOT_STARTED, signal: '', timedOut: false, durationMs: 0, outputTail: 'hook has no command' };
+    return await runHook({ command, timeoutMs: spec.timeout }, env, opts);
+  }
+  const started = performance.now();
+  const api = await haproxyUpdate(spec.haproxy, certs, spec.timeout);
+  if (api.ok) {
+    return { ran: true, exitCode: 0, signal: '', timedOut: false, durationMs: Math.round(performance.now() - started), outputTail: api.text };
+  }
+  if (command === undefined) {
+    return { ran: true, exitCode: 1, signal: '', timedOut: false, durationMs: Math.round(performance.now() - started), outputTail: api.text };
+  }
+  const fallback = await runHook({ command, timeoutMs: spec.timeout }, env, opts);
+  const outputTail = `${api.text}falling back to the reload command\n${fallback.outputTail}`;
+  return { ...fallback, durationMs: Math.round(performance.now() - started), outputTail: outputTail.slice(-OUTPUT_TAIL_BYTES) };
+}
+
+/** Pushes every certificate of `certs`; ok only when HAProxy committed them all. */
+async function haproxyUpdate(spec: HaproxyHookSpec, certs: readonly string[], timeoutMs: number): Promise<{ ok: boolean; text: string }> {
+  const deadline = performance.now() + timeoutMs;
+  let text = '';
+  for (const cert of certs) {
+    const file = spec.crtFile ?? (spec.crtDir === undefined ? undefined : path.join(spec.crtDir, `${cert}.pem`));
+    const say = (line: string): string => (text += `haproxy runtime API (${spec.socket}): ${line}\n`);
+    if (file === undefined) {
+      say(`${cert}: no crtFile and no haproxy.crtDir`);
+      return { ok: false, text };
+    }
+    let pem: string;
+    try {
+      pem = await fs.readFile(file, 'utf8');
+    } catch (err) {
+      say(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      return { ok: false, text };
+    }
+    const result = await updateCertificate({ socket: spec.socket, master: spec.master }, file, pem, Math.max(1, deadline - performance.now()));
+    say(result.ok ? result.detail : `refused: ${result.reason}`);
+    if (!result.ok) return { ok: false, text };
+  }
+  return { ok: true, text };
 }
 
 /**

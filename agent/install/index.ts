@@ -25,6 +25,14 @@
  * HAProxy configurations written for certbot's live/ paths work unchanged. With a live
  * tree, RENEWED_LINEAGE is <liveDir>/<name>.
  *
+ * Optional HAProxy certificate directory (`haproxyCrtDir`, for `bind ... ssl crt <dir>`):
+ *
+ *   <haproxyCrtDir>/<name>.pem -> <stateDir>/certs/<name>/current/combined.pem
+ *
+ * one combined PEM (fullchain + key) per certificate, through `current` as above. HAProxy
+ * loads every file of the directory at start and reload; the `haproxy` reload hook
+ * (agent/hooks) pushes a changed one into the running process through its runtime API.
+ *
  * Directories are 0700. Install sequence and why it is crash safe:
  *
  *   validate ──> write versions/.tmp-<N>-<rand>/* (fsync each) ──> fsync tmp dir
@@ -83,6 +91,8 @@ export interface InstallerOptions {
   log: Logger;
   /** Absolute directory of the certbot-compatible `live/<name>/` links; none when unset. */
   liveDir?: string;
+  /** Absolute directory of `<name>.pem` combined-PEM links for HAProxy's `crt <dir>`; none when unset. */
+  haproxyCrtDir?: string;
 }
 
 export interface InstallOptions {
@@ -119,6 +129,7 @@ export class Installer {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly liveDir: string | undefined;
+  private readonly haproxyCrtDir: string | undefined;
   /** Tail of the operation chain per certificate name (in-process serialisation). */
   private readonly queues = new Map<string, Promise<unknown>>();
 
@@ -135,6 +146,15 @@ export class Installer {
       throw new CertfleetError(ErrorCode.ConfigInvalid, `liveDir must be absolute, got ${options.liveDir}`);
     }
     this.liveDir = options.liveDir;
+    if (options.haproxyCrtDir !== undefined && !path.isAbsolute(options.haproxyCrtDir)) {
+      throw new CertfleetError(ErrorCode.ConfigInvalid, `haproxyCrtDir must be absolute, got ${options.haproxyCrtDir}`);
+    }
+    this.haproxyCrtDir = options.haproxyCrtDir;
+  }
+
+  /** `<haproxyCrtDir>/<name>.pem`, the file HAProxy knows the certificate as; undefined without a crt directory. */
+  haproxyCrtFile(name: string): string | undefined {
+    return this.haproxyCrtDir === undefined ? undefined : path.join(this.haproxyCrtDir, `${this.checkedName(name)}.pem`);
   }
 
   /**
@@ -345,13 +365,21 @@ export class Installer {
 
   /**
    * Makes (or repairs) the lineage links: `certs/<name>/<file> -> current/<file>` and, with
-   * a live tree, `<liveDir>/<name>/<file>` -> the same. A link already right is left alone;
-   * a wrong or missing one is replaced by rename (never absent for a reader).
+   * a live tree, `<liveDir>/<name>/<file>` -> the same; with a HAProxy crt directory,
+   * `<haproxyCrtDir>/<name>.pem` -> current/combined.pem. A link already right is left
+   * alone; a wrong or missing one is replaced by rename (never absent for a reader).
    */
   private async linkLineage(name: string): Promise<void> {
     const nameDir = this.nameDir(name);
     try {
       for (const file of LINKED_FILES) await replaceLink(path.join(nameDir, file), path.join(CURRENT, file));
+      const crtFile = this.haproxyCrtFile(name);
+      if (crtFile !== undefined) {
+        const crtDir = path.dirname(crtFile);
+        await fs.mkdir(crtDir, { recursive: true, mode: DIR_MODE });
+        await replaceLink(crtFile, path.relative(crtDir, path.join(nameDir, CURRENT, LINEAGE_FILES.combined)));
+        await fsyncDir(crtDir);
+      }
       if (this.liveDir === undefined) return;
       const live = path.join(this.liveDir, name);
       await fs.mkdir(live, { recursive: true, mode: DIR_MODE });

@@ -52,7 +52,7 @@ import { selects } from '../../shared/selector/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import { reloadHookFor, type AgentConfig, type HookConfig } from '../config/index.js';
-import { hookEnvironment, hookGroupKey, runHook } from '../hooks/index.js';
+import { hookEnvironment, hookGroupKey, runReloadHook } from '../hooks/index.js';
 import type { Http01Responder } from '../http01/index.js';
 import type { Installer } from '../install/index.js';
 import type { ControllerLink } from '../link/index.js';
@@ -477,7 +477,7 @@ export class Sync {
       // Lets a hook tell a restore from a new version (e.g. to skip a notification).
       CERTFLEET_ROLLBACK: rollback ? '1' : '0',
     };
-    return await runHook({ command: spec.command, timeoutMs: spec.timeout }, env);
+    return await runReloadHook(spec, members.map((m) => m.desired.name), env);
   }
 
   /**

@@ -251,4 +251,10 @@ void test('the token note names the agent, the expiry and how to enrol, and neve
 void test('the enrolment result prints the name and sorted labels', () => {
   assert.equal(renderEnrolled({ name: 'web-1', labels: { site: 'par', role: 'lb' } }), 'enrolled as web-1\nlabels: role=lb,site=par\n');
   assert.equal(renderEnrolled({ name: 'web-2', labels: {} }), 'enrolled as web-2\nlabels: -\n');
+  assert.equal(
+    renderEnrolled({ name: 'web-3', labels: { role: 'lb' }, serves: [{ name: 'www', names: ['www.example.com', 'example.com'] }, { name: 'api', names: ['api.example.com'] }] }),
+    'enrolled as web-3\nlabels: role=lb\nwill serve: www (www.example.com, example.com); api (api.example.com)\n',
+  );
+  assert.match(renderEnrolled({ name: 'web-4', labels: {}, serves: [] }), /will serve: nothing yet/);
+  assert.match(renderEnrolled({ name: 'web-5', labels: {}, serves: { error: 'deadline exceeded' } }), /will serve: unknown \(asking the controller failed: deadline exceeded\)/);
 });

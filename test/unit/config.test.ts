@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseControllerConfig } from '../../controller/config/index.js';
-import { parseAgentConfig } from '../../agent/config/index.js';
+import { parseAgentConfig, reloadHookFor } from '../../agent/config/index.js';
 import { parseDuration } from '../../shared/config/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 
@@ -128,6 +128,45 @@ test('an agent config with a bad hook and a bad address names both fields', () =
   const paths = problems.map((p) => p.path);
   assert.ok(paths.includes('controller.address'), paths.join());
   assert.ok(paths.some((p) => p.startsWith('hooks.reload.command')), paths.join());
+});
+
+test('a HAProxy hook resolves its socket and carries the agent crt directory to every certificate', () => {
+  const cfg = parseAgentConfig(
+    `stateDir: state
+controller: { address: "127.0.0.1:7443", caFile: ca.pem }
+haproxy: { crtDir: haproxy/certs }
+hooks: { reload: { haproxy: { socket: run/admin.sock }, command: "systemctl reload haproxy" } }
+certificates:
+  legacy: { reload: { haproxy: { socket: /run/haproxy-master.sock, master: true, crtFile: /etc/haproxy/legacy.pem } } }
+`,
+    '/etc/certfleet/agent.yaml',
+  );
+  assert.equal(cfg.haproxy?.crtDir, '/etc/certfleet/haproxy/certs');
+  assert.deepEqual(reloadHookFor(cfg, 'www')?.haproxy, { socket: '/etc/certfleet/run/admin.sock', master: false, crtDir: '/etc/certfleet/haproxy/certs' });
+  assert.equal(reloadHookFor(cfg, 'www')?.command, 'systemctl reload haproxy');
+  assert.deepEqual(reloadHookFor(cfg, 'legacy')?.haproxy, { socket: '/run/haproxy-master.sock', master: true, crtFile: '/etc/haproxy/legacy.pem', crtDir: '/etc/certfleet/haproxy/certs' });
+  assert.equal(reloadHookFor(cfg, 'legacy')?.command, undefined);
+});
+
+test('HAProxy hooks that cannot name a file, a crtFile shared by every certificate and an empty hook are refused', () => {
+  const problems = problemsOf(() =>
+    parseAgentConfig(
+      `stateDir: s
+controller: { address: "127.0.0.1:7443", caFile: ca.pem }
+hooks: { reload: { haproxy: { socket: /run/haproxy/admin.sock, crtFile: /etc/haproxy/site.pem } } }
+certificates:
+  a: { reload: { haproxy: { socket: /run/haproxy/admin.sock } } }
+  b: { reload: { timeout: 5s } }
+`,
+      'a.yaml',
+    ),
+  );
+  const byPath = new Map(problems.map((p) => [p.path, p.message]));
+  assert.match(byPath.get('hooks.reload.haproxy.crtFile') ?? '', /certificates\.<name>\.reload/);
+  assert.match(byPath.get('certificates.a.reload.haproxy') ?? '', /haproxy\.crtDir/);
+  assert.match(byPath.get('certificates.b.reload') ?? '', /command, haproxy, or both/);
+  const blank = problemsOf(() => parseAgentConfig(`stateDir: s\ncontroller: { address: "127.0.0.1:7443", caFile: ca.pem }\nhaproxy: { crtDir: "/etc/haproxy/my certs" }\n`, 'a.yaml'));
+  assert.equal(blank[0]?.path, 'haproxy.crtDir');
 });
 
 const DURATIONS: Array<[string, number | undefined]> = [
