@@ -53,11 +53,18 @@ export interface KillPoint<T> {
 }
 
 /**
- * Sends `signal` (default SIGKILL) to `proc` as soon as it prints a log line `match`
- * accepts, then resolves once the process is gone. Rejects after `timeoutMs` (default
- * 60 s) without touching the process, or when it exits before the line.
+ * Sends `signal` (default SIGKILL) to `proc` — or to `opts.target` (another process, e.g.
+ * the nats-server the controller is talking to) — as soon as `proc` prints a log line
+ * `match` accepts, then resolves once the killed process is gone. Rejects after
+ * `timeoutMs` (default 60 s) without touching anything, or when `proc` exits before the
+ * line.
  */
-export function killAtLogLine(proc: Started, match: (rec: LogRecord) => boolean, opts: { timeoutMs?: number; signal?: NodeJS.Signals; what?: string } = {}): Promise<KillPoint<LogRecord>> {
+export function killAtLogLine(
+  proc: Started,
+  match: (rec: LogRecord) => boolean,
+  opts: { timeoutMs?: number; signal?: NodeJS.Signals; what?: string; target?: Started } = {},
+): Promise<KillPoint<LogRecord>> {
+  const victim = opts.target ?? proc;
   const what = opts.what ?? 'the log line';
   return new Promise((resolve, reject) => {
     let done = false;
@@ -67,11 +74,11 @@ export function killAtLogLine(proc: Started, match: (rec: LogRecord) => boolean,
       clearTimeout(timer);
       stop();
       if (err) reject(err);
-      else if (point) void proc.exited.then(() => resolve(point));
+      else if (point) void victim.exited.then(() => resolve(point));
     };
     const stop = onLogLine(proc, (rec) => {
       if (done || !match(rec)) return;
-      const pid = proc.child.pid;
+      const pid = victim.child.pid;
       if (pid !== undefined) process.kill(pid, opts.signal ?? 'SIGKILL');
       finish(null, { matched: rec, at: Date.now() });
     });
