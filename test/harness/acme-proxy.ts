@@ -6,7 +6,8 @@
  *                      ├─ GET  /dir             Pebble's directory + "renewalInfo"
  *                      ├─ GET  /renewal-info/ID the window the test set for ID
  *                      ├─ POST <newOrder>       payload (and Pebble's status) recorded, then forwarded
- *                      └─ certificate downloads  leaf fingerprint recorded while passed through
+ *                      ├─ certificate downloads  leaf fingerprint recorded while passed through
+ *                      └─ problem documents      counted by type while passed through
  *
  * Why this works without touching a single JWS: Pebble builds every URL it hands out
  * (directory entries, Location, order/authz/finalize/certificate URLs, Link headers)
@@ -96,6 +97,8 @@ export interface AcmeProxy {
   createdOrders(): RecordedNewOrder[];
   /** Every certificate downloaded through the proxy, oldest first (one per download). */
   downloadedCertificates(): DownloadedCertificate[];
+  /** How many problem documents Pebble answered, by type (e.g. `urn:ietf:params:acme:error:badNonce`). */
+  problems(): Record<string, number>;
   /** Closes the listener and its connections. */
   stop(): Promise<void>;
 }
@@ -118,6 +121,7 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
   const hits = new Map<string, number>();
   const orders: RecordedNewOrder[] = [];
   const downloads: DownloadedCertificate[] = [];
+  const problemCounts: Record<string, number> = {};
   const defaultRetryAfter = opts.retryAfter ?? '21600';
 
   const serveRenewalInfo = (certId: string, res: http.ServerResponse): void => {
@@ -170,6 +174,19 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
             if (leaf) downloads.push(leaf);
           });
         }
+        if (String(ur.headers['content-type'] ?? '').startsWith('application/problem+json')) {
+          const chunks: Buffer[] = [];
+          ur.on('data', (c: Buffer) => chunks.push(c));
+          ur.on('end', () => {
+            let type = '(unreadable)';
+            try {
+              type = String((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown }).type ?? '(none)');
+            } catch {
+              // counted as unreadable
+            }
+            problemCounts[type] = (problemCounts[type] ?? 0) + 1;
+          });
+        }
         const outHeaders: http.OutgoingHttpHeaders = {};
         for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) outHeaders[k] = v;
         if (req.method === 'GET' && path === upstream.pathname && (ur.statusCode ?? 0) === 200) {
@@ -212,6 +229,7 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
     newOrders: () => orders.map((o) => ({ ...o, identifiers: [...o.identifiers] })),
     createdOrders: () => orders.filter((o) => o.status === 201).map((o) => ({ ...o, identifiers: [...o.identifiers] })),
     downloadedCertificates: () => downloads.map((d) => ({ ...d, names: [...d.names] })),
+    problems: () => ({ ...problemCounts }),
     async stop() {
       upstreamAgent.destroy();
       server.closeAllConnections();
