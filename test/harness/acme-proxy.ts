@@ -180,7 +180,8 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
           ur.on('end', () => {
             let type = '(unreadable)';
             try {
-              type = String((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown }).type ?? '(none)');
+              const t = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown }).type;
+              type = typeof t === 'string' ? t : '(none)';
             } catch {
               // counted as unreadable
             }
