@@ -2,9 +2,11 @@
 # certfleet's test command: install dependencies when needed, lint, build, then run the
 # compiled tests with Node's test runner, one file at a time.
 #
-# Usage: test/run.sh [unit|integration|e2e|PATH ...]
-#   (nothing)                 every test: test/unit, test/integration, test/e2e
-#   unit, integration, e2e    that folder (several may be given)
+# Usage: test/run.sh [unit|integration|e2e|chaos|PATH ...]
+#   (nothing)                 every test: test/unit, test/integration, test/e2e, test/chaos
+#   unit, integration, e2e, chaos
+#                             that folder (several may be given); chaos is the fault
+#                             matrix (docs/reliability.md)
 #   PATH                      a test file (test/unit/x.test.ts or dist/test/unit/x.test.js)
 #                             or a folder under test/
 # Environment:
@@ -12,7 +14,7 @@
 #   CERTFLEET_TEST_TIMEOUT_MS     per-test timeout for node --test (default 600000)
 #   CERTFLEET_TEST_REPORTER       node --test reporter (default: node's own choice)
 #
-# Tests never skip because a server is missing: when integration or e2e tests are selected,
+# Tests never skip because a server is missing: when integration, e2e or chaos tests are selected,
 # the Debian packages they start are installed when missing (as root, or through sudo;
 # deploy/lib/apt.sh, shared with deploy/quickstart.sh and .ci/run), and it fails up front
 # when that is impossible. Exit status is non-zero on
@@ -47,11 +49,11 @@ add_folder() {
 }
 
 if [ "$#" -eq 0 ]; then
-  set -- unit integration e2e
+  set -- unit integration e2e chaos
 fi
 for arg in "$@"; do
   case "$arg" in
-    unit | integration | e2e) add_folder "test/$arg" ;;
+    unit | integration | e2e | chaos) add_folder "test/$arg" ;;
     dist/test/*.test.js)
       src="test/${arg#dist/test/}"
       src="${src%.js}.ts"
@@ -66,7 +68,7 @@ for arg in "$@"; do
       [ -d "$arg" ] || die "no such test folder: $arg"
       add_folder "${arg%/}"
       ;;
-    *) die "unknown argument '$arg' (expected unit, integration, e2e, a test/**/*.test.ts file or a test/ folder)" ;;
+    *) die "unknown argument '$arg' (expected unit, integration, e2e, chaos, a test/**/*.test.ts file or a test/ folder)" ;;
   esac
 done
 [ "${#sources[@]}" -gt 0 ] || die "no test files selected by: $*"

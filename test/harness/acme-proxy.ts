@@ -5,7 +5,9 @@
  *   client ──https──► proxy ──https, same Host header──► Pebble
  *                      ├─ GET  /dir             Pebble's directory + "renewalInfo"
  *                      ├─ GET  /renewal-info/ID the window the test set for ID
- *                      └─ POST <newOrder>       payload recorded, then forwarded
+ *                      ├─ POST <newOrder>       payload (and Pebble's status) recorded, then forwarded
+ *                      ├─ certificate downloads  leaf fingerprint recorded while passed through
+ *                      └─ problem documents      counted by type while passed through
  *
  * Why this works without touching a single JWS: Pebble builds every URL it hands out
  * (directory entries, Location, order/authz/finalize/certificate URLs, Link headers)
@@ -25,7 +27,7 @@ import 'reflect-metadata';
 import https from 'node:https';
 import type http from 'node:http';
 import { once } from 'node:events';
-import { webcrypto } from 'node:crypto';
+import { createHash, webcrypto, X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { makeTestCa, privateKeyPem } from './certs.js';
 import { freePort } from './process.js';
@@ -51,6 +53,16 @@ export interface RecordedNewOrder {
   replaces?: string;
   /** The whole decoded payload, for fields not named above. */
   payload: Record<string, unknown>;
+  /** Pebble's HTTP status for it (201: created; 400 badNonce, ...); undefined until it answered. */
+  status?: number;
+}
+
+/** A certificate chain the CA handed out through the proxy (a certificate download). */
+export interface DownloadedCertificate {
+  /** Lower-case hex SHA-256 of the leaf's DER (the project's fingerprint format). */
+  fingerprint: string;
+  /** DNS names of the leaf, lower case. */
+  names: string[];
 }
 
 export interface AcmeProxyOptions {
@@ -88,6 +100,15 @@ export interface AcmeProxy {
   heldCount(): number;
   /** While true, every request is answered 503 serverInternal: a CA that is down. */
   setDown(down: boolean): void;
+  /**
+   * The newOrders Pebble accepted (201), oldest first: requests it refused (a badNonce
+   * the client retries, say) created no order.
+   */
+  createdOrders(): RecordedNewOrder[];
+  /** Every certificate downloaded through the proxy, oldest first (one per download). */
+  downloadedCertificates(): DownloadedCertificate[];
+  /** How many problem documents Pebble answered, by type (e.g. `urn:ietf:params:acme:error:badNonce`). */
+  problems(): Record<string, number>;
   /** Closes the listener and its connections. */
   stop(): Promise<void>;
 }
@@ -109,6 +130,8 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
   const windows = new Map<string, ProxyWindow>();
   const hits = new Map<string, number>();
   const orders: RecordedNewOrder[] = [];
+  const downloads: DownloadedCertificate[] = [];
+  const problemCounts: Record<string, number> = {};
   const defaultRetryAfter = opts.retryAfter ?? '21600';
   let hold: ((req: { method: string; path: string }) => boolean) | undefined;
   let heldTotal = 0;
@@ -152,7 +175,8 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
         await new Promise<void>((resolve) => waiting.push(resolve));
         if (gone) return;
       }
-      if (req.method === 'POST' && path === newOrderPath) orders.push(decodeNewOrder(body));
+      const recorded = req.method === 'POST' && path === newOrderPath ? decodeNewOrder(body) : undefined;
+      if (recorded) orders.push(recorded);
       const headers: http.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) headers[k] = v;
       // Host stays the client's (127.0.0.1:<proxy port>): see the module comment.
@@ -167,6 +191,30 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
         servername: '', // Pebble's certificate is for the IP; no SNI from the forwarded Host.
       });
       up.on('response', (ur) => {
+        if (recorded) recorded.status = ur.statusCode ?? 0;
+        if ((ur.statusCode ?? 0) === 200 && String(ur.headers['content-type'] ?? '').startsWith('application/pem-certificate-chain')) {
+          // Teed, not buffered: the client still gets the bytes as they come.
+          const chunks: Buffer[] = [];
+          ur.on('data', (c: Buffer) => chunks.push(c));
+          ur.on('end', () => {
+            const leaf = leafOf(Buffer.concat(chunks).toString('utf8'));
+            if (leaf) downloads.push(leaf);
+          });
+        }
+        if (String(ur.headers['content-type'] ?? '').startsWith('application/problem+json')) {
+          const chunks: Buffer[] = [];
+          ur.on('data', (c: Buffer) => chunks.push(c));
+          ur.on('end', () => {
+            let type = '(unreadable)';
+            try {
+              const t = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown }).type;
+              type = typeof t === 'string' ? t : '(none)';
+            } catch {
+              // counted as unreadable
+            }
+            problemCounts[type] = (problemCounts[type] ?? 0) + 1;
+          });
+        }
         const outHeaders: http.OutgoingHttpHeaders = {};
         for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) outHeaders[k] = v;
         if (req.method === 'GET' && path === upstream.pathname && (ur.statusCode ?? 0) === 200) {
@@ -219,6 +267,9 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
     setDown(d) {
       down = d;
     },
+    createdOrders: () => orders.filter((o) => o.status === 201).map((o) => ({ ...o, identifiers: [...o.identifiers] })),
+    downloadedCertificates: () => downloads.map((d) => ({ ...d, names: [...d.names] })),
+    problems: () => ({ ...problemCounts }),
     async stop() {
       for (const r of waiting) r();
       waiting = [];
@@ -234,6 +285,22 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
     for (const [k, v] of Object.entries(dir)) if (typeof v === 'string' && v.startsWith(from)) dir[k] = to + v.slice(from.length);
     dir['renewalInfo'] = `${to}${RENEWAL_INFO_PATH}`;
     return JSON.stringify(dir, null, 2);
+  }
+}
+
+/** The first certificate of a PEM chain, as a fingerprint and its DNS names; undefined when unreadable. */
+function leafOf(pem: string): DownloadedCertificate | undefined {
+  const first = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/.exec(pem)?.[0];
+  if (first === undefined) return undefined;
+  try {
+    const cert = new X509Certificate(first);
+    const names = (cert.subjectAltName ?? '')
+      .split(', ')
+      .filter((e) => e.startsWith('DNS:'))
+      .map((e) => e.slice(4).toLowerCase());
+    return { fingerprint: createHash('sha256').update(cert.raw).digest('hex'), names };
+  } catch {
+    return undefined;
   }
 }
 

@@ -39,6 +39,14 @@ export interface BindZone {
   updateKey?: string;
   /** Extra zone-file lines (relative names are relative to the zone). SOA, `@ NS ns1` and `ns1 A 127.0.0.1` are always there. */
   records?: string[];
+  /** A primary zone only: let any client transfer it (AXFR/IXFR), for a secondary. Default: no transfers. */
+  allowTransfer?: boolean;
+  /**
+   * Makes this a secondary zone copied from `primary` (`host:port`), refreshed every
+   * `refreshSeconds` and never told by NOTIFY: a server that lags behind the primary by up
+   * to that long, as a real secondary can. `updateKey` and `records` do not apply.
+   */
+  secondary?: { primary: string; refreshSeconds: number };
 }
 
 export interface BindOptions {
@@ -122,6 +130,16 @@ export async function startBind(opts: BindOptions = {}): Promise<BindHandle> {
   for (const k of keys) conf.push(`key "${k.name}" { algorithm ${k.algorithm}; secret "${k.secret}"; };`);
   for (const z of zones) {
     const file = path.join(dir, `${z.name}.db`);
+    if (z.secondary) {
+      const idx = z.secondary.primary.lastIndexOf(':');
+      const from = `${z.secondary.primary.slice(0, idx)} port ${z.secondary.primary.slice(idx + 1)}`;
+      const r = z.secondary.refreshSeconds;
+      // The refresh bounds override the SOA's (3600): the lag is at most `r`.
+      conf.push(
+        `zone "${z.name}" { type secondary; primaries { ${from}; }; file "${file}"; min-refresh-time ${r}; max-refresh-time ${r}; min-retry-time ${r}; max-retry-time ${r}; };`,
+      );
+      continue;
+    }
     const lines = [
       '$TTL 60',
       `@ IN SOA ns1.${z.name}. hostmaster.${z.name}. 1 3600 600 86400 60`,
@@ -131,7 +149,8 @@ export async function startBind(opts: BindOptions = {}): Promise<BindHandle> {
     ];
     fs.writeFileSync(file, `${lines.join('\n')}\n`);
     const update = z.updateKey === undefined ? 'allow-update { none; };' : `allow-update { key "${z.updateKey}"; };`;
-    conf.push(`zone "${z.name}" { type primary; file "${file}"; ${update} };`);
+    const transfer = z.allowTransfer === true ? ' allow-transfer { any; };' : '';
+    conf.push(`zone "${z.name}" { type primary; file "${file}"; ${update}${transfer} };`);
   }
   const confFile = path.join(dir, 'named.conf');
   fs.writeFileSync(confFile, `${conf.join('\n')}\n`, { mode: 0o600 });

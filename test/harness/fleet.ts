@@ -74,6 +74,10 @@ export interface Fleet {
   controller: Started;
   /** Stops the controller (SIGKILL when `kill`) and starts it again on the same config. */
   restartController(opts?: { kill?: boolean }): Promise<void>;
+  /** Stops the controller (SIGKILL when `kill`) and leaves it down (an outage); idempotent. */
+  stopController(opts?: { kill?: boolean }): Promise<void>;
+  /** Starts the controller again after `stopController`; resolves once its API listens. */
+  startController(): Promise<void>;
   controllerConfig: string;
   controllerState: string;
   credentials: string;
@@ -176,6 +180,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   opts.beforeController?.(controllerState);
   let controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
   let controllerOutput = '';
+  let controllerDown = false;
   const credentials = path.join(controllerState, 'admin-credentials.json');
   await waitForPort('127.0.0.1', apiPort, 30_000, controller);
   await eventually('admin credentials', () => fs.existsSync(credentials), 10_000);
@@ -191,10 +196,19 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       return controller;
     },
     async restartController(o = {}) {
-      controllerOutput += controller.output() + (o.kill ? '\n--- controller killed ---\n' : '\n--- controller stopped ---\n');
+      await fleet.stopController(o);
+      await fleet.startController();
+    },
+    async stopController(o = {}) {
+      if (controllerDown) return;
+      controllerDown = true;
       if (o.kill) await controller.kill();
       else await controller.stop();
+      controllerOutput += controller.output() + (o.kill ? '\n--- controller killed ---\n' : '\n--- controller stopped ---\n');
+    },
+    async startController() {
       controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
+      controllerDown = false;
       await waitForPort('127.0.0.1', apiPort, 30_000, controller);
     },
     controllerConfig,
@@ -226,7 +240,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       }
     },
     logs() {
-      const parts = [`--- controller ---\n${controllerOutput}${controller.output()}`];
+      const parts = [`--- controller ---\n${controllerOutput}${controllerDown ? '' : controller.output()}`];
       for (const a of agents.values()) parts.push(`--- ${a.name} ---\n${a.process.output()}`);
       return parts.join('\n');
     },

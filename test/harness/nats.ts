@@ -18,6 +18,8 @@ export interface NatsServer {
   storeDir: string;
   /** Everything the current server process printed so far (for failure messages). */
   output(): string;
+  /** The current server process (to crash it at a chosen moment); undefined before the first start. */
+  current(): Started | undefined;
   /** Stops the server (SIGTERM, then SIGKILL after a grace period). Idempotent. */
   stop(): Promise<void>;
   /** Stops the server if it runs, then starts it again on the same port and store. */
@@ -66,6 +68,7 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<NatsServer
     port,
     storeDir,
     output: () => proc?.output() ?? '',
+    current: () => proc,
     async stop() {
       await proc?.stop();
     },

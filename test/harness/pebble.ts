@@ -53,14 +53,15 @@ export interface PebbleHandle {
   addA(host: string, ip: string): Promise<void>;
   /** PEM of the root that (through an intermediate) signs issued certificates. */
   rootsPem(): Promise<string>;
-  /**
-   * Stops Pebble and starts it again on the same ports and configuration. Pebble keeps
-   * everything in memory, so the new one has forgotten every account, order and
-   * authorization (and signs with a fresh root): a CA that lost its state.
-   */
-  restart(): Promise<void>;
   /** Everything Pebble and challtestsrv printed, for failure messages. */
   output(): string;
+  /**
+   * Stops Pebble (not challtestsrv) and starts it again on the same ports and config, with
+   * `nonceReject` when given (else the value it ran with). Pebble keeps nothing on disk:
+   * the restarted CA has forgotten every account, order and authorization, and signs with
+   * a new root — what an ACME CA that lost its state looks like to a client.
+   */
+  restart(opts?: { nonceReject?: number }): Promise<void>;
   /** Stops both processes. */
   stop(): Promise<void>;
 }
@@ -106,21 +107,22 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     '-defaultIPv6', '',
     '-defaultIPv4', '127.0.0.1',
   ]);
-  const launch = (): Started =>
+  let nonceReject = opts.nonceReject ?? 0;
+  const launchPebble = (reject: number): Started =>
     startProcess('pebble', '/usr/bin/pebble', ['-config', configFile, '-dnsserver', opts.dnsServer ?? `127.0.0.1:${dnsPort}`], {
       cwd: dir,
       env: {
         ...process.env,
         PEBBLE_VA_NOSLEEP: '1',
         PEBBLE_AUTHZREUSE: '0',
-        PEBBLE_WFE_NONCEREJECT: String(opts.nonceReject ?? 0),
+        PEBBLE_WFE_NONCEREJECT: String(reject),
       },
     });
   let pebble: Started | undefined;
   try {
     await waitForPort('127.0.0.1', challMgmtPort, 15000, chall);
     await waitForPort('127.0.0.1', dnsPort, 15000, chall);
-    pebble = launch();
+    pebble = launchPebble(nonceReject);
     await waitForPort('127.0.0.1', listenPort, 15000, pebble);
     await waitForPort('127.0.0.1', mgmtPort, 15000, pebble);
   } catch (err) {
@@ -150,15 +152,16 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     async rootsPem() {
       return httpsGet(`${managementUrl}/roots/0`, tlsMaterial.caPem);
     },
-    async restart() {
-      earlierOutput += `${pebbleProc.output()}\n--- pebble restarted ---\n`;
-      await pebbleProc.stop();
-      pebbleProc = launch();
-      await waitForPort('127.0.0.1', listenPort, 15000, pebbleProc);
-      await waitForPort('127.0.0.1', mgmtPort, 15000, pebbleProc);
-    },
     output() {
       return `--- pebble ---\n${earlierOutput}${pebbleProc.output()}\n--- pebble-challtestsrv ---\n${chall.output()}`;
+    },
+    async restart(o = {}) {
+      await pebbleProc.stop();
+      earlierOutput += `${pebbleProc.output()}\n--- pebble restarted ---\n`;
+      nonceReject = o.nonceReject ?? nonceReject;
+      pebbleProc = launchPebble(nonceReject);
+      await waitForPort('127.0.0.1', listenPort, 15000, pebbleProc);
+      await waitForPort('127.0.0.1', mgmtPort, 15000, pebbleProc);
     },
     async stop() {
       await Promise.all([pebbleProc.stop(), chall.stop()]);
