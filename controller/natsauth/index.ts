@@ -37,6 +37,7 @@ import {
   createAccount,
   createOperator,
   createUser,
+  decode,
   encodeAccount,
   encodeOperator,
   encodeUser,
@@ -100,12 +101,15 @@ export interface AgentNatsUser {
   issuedAt: string;
   /** RFC 3339; the JWT's expiry (the agent certificate's notAfter). */
   expiresAt?: string;
+  /** The JWT's `iat` (Unix seconds, the signing library's clock): a revocation must not be older. */
+  jwtIssuedAt?: number;
 }
 
-/** A minted user: the `.creds` text (JWT + seed; secret) and its public key. */
+/** A minted user: the `.creds` text (JWT + seed; secret), its public key and JWT `iat`. */
 export interface MintedCredentials {
   creds: string;
   publicKey: string;
+  issuedAtSec: number;
 }
 
 /**
@@ -265,6 +269,7 @@ export class NatsAuthority {
       publicKey: minted.publicKey,
       issuedAt: isoAt(now),
       ...(expiresAt === undefined ? {} : { expiresAt: isoAt(expiresAt) }),
+      jwtIssuedAt: minted.issuedAtSec,
     };
     await this.store.putObject(USER_KEY_PREFIX + agent, user);
     const accountChanged = previous !== null && (await this.addRevocation(previous));
@@ -295,7 +300,9 @@ export class NatsAuthority {
 
   private async addRevocation(user: AgentNatsUser): Promise<boolean> {
     if (this.doc.revocations[user.publicKey] !== undefined) return false;
-    const nowSec = Math.floor(this.clock.now() / SECOND);
+    // Revokes JWTs issued at or before `at`: never earlier than this user's own JWT, even
+    // with an injected clock behind the signing library's.
+    const nowSec = Math.max(Math.floor(this.clock.now() / SECOND), user.jwtIssuedAt ?? 0);
     const revocations: Record<string, Revocation> = {};
     // Entries whose JWT has expired are dropped: the server refuses those anyway.
     for (const [key, r] of Object.entries(this.doc.revocations)) {
@@ -328,7 +335,7 @@ async function mint(name: string, issuer: KeyPair, permissions: Permissions, exp
   // A revocation refuses JWTs issued at or before its time; a fresh key per user makes
   // "issued in the same second as a revocation" harmless.
   const jwt = await encodeUser(name, user, issuer, { ...permissions }, expSec === undefined ? {} : { exp: expSec, ...(nowSec === undefined ? {} : { nbf: nowSec - 60 }) });
-  return { creds: dec.decode(fmtCreds(jwt, user)), publicKey: user.getPublicKey() };
+  return { creds: dec.decode(fmtCreds(jwt, user)), publicKey: user.getPublicKey(), issuedAtSec: decode(jwt).iat };
 }
 
 function parseAuthorityDoc(raw: unknown): AuthorityDoc {

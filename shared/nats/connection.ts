@@ -252,7 +252,14 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
     log.info({ server: redactUrl(nc.getServer()), serverVersion: nc.info?.version }, 'nats connected');
     return handle;
   } catch (err) {
+    // A server that accepts the connection and then drops it for its credentials (an
+    // expired or revoked user) says so in the close reason: report that, not JetStream.
+    const closedBy = nc.isClosed() ? await nc.closed() : undefined;
     await nc.close().catch(() => undefined);
+    if (closedBy instanceof Error) {
+      const reason = toNatsError(closedBy, 'NATS closed the connection');
+      if (reason.code === ErrorCode.Unauthenticated) throw reason;
+    }
     throw toNatsError(err, 'JetStream is not available on the NATS server');
   }
 }

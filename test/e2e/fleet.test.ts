@@ -117,7 +117,7 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
       secrets.push(body.slice(0, 40), body.slice(-40));
     }
     for (const agent of fleet.agents.values()) secrets.push(agent.token);
-    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', log: silentLogger() });
+    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', credentials: fleet.natsCreds, log: silentLogger() });
     try {
       const seen: string[] = [];
       for (const bucket of [Bucket.desired, Bucket.challenges, Bucket.agents]) {
