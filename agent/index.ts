@@ -2,8 +2,9 @@
  * The agent binary's entries: `certfleet agent --config FILE` (runAgent) and
  * `certfleet agent enroll --config FILE --token T` (enrollAgent).
  *
- * Start order: identity → gRPC link → NATS (optional at start: without it the agent
- * still converges by gRPC polling) → HTTP-01 responder → sync loop. Stops on SIGTERM or
+ * Start order: identity → gRPC link → NATS (with the credentials from enrolment unless
+ * configured otherwise; optional at start: without it the agent still converges by gRPC
+ * polling) → HTTP-01 responder → sync loop. Stops on SIGTERM or
  * SIGINT.
  */
 import fs from 'node:fs';
@@ -16,7 +17,8 @@ import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
 import { connectNats, type NatsHandle } from '../shared/nats/index.js';
 import { loadAgentConfig, notifyEnvironment, type AgentConfig } from './config/index.js';
-import { enroll, loadIdentity, type AgentIdentity } from './enroll/index.js';
+import { enroll, loadIdentity, natsCredentialsFile, type AgentIdentity } from './enroll/index.js';
+import { agentInboxPrefix } from '../shared/wire/index.js';
 import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
 import { ControllerLink } from './link/index.js';
@@ -83,10 +85,15 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
   });
   let nats: NatsHandle | null = null;
   try {
+    // Configured credentials win; otherwise the ones the controller handed over at enrolment.
+    const enrolledCreds = natsCredentialsFile(cfg.stateDir);
+    const credentialsFile = cfg.nats.credentialsFile ?? (cfg.nats.tokenFile === undefined && fs.existsSync(enrolledCreds) ? enrolledCreds : undefined);
     nats = await connectNats({
       servers: [...cfg.nats.servers],
       name: `certfleet-agent ${identity.name}`,
-      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: cfg.nats.credentialsFile }),
+      // Its NATS user may subscribe only below this prefix.
+      inboxPrefix: agentInboxPrefix(identity.name),
+      ...(credentialsFile === undefined ? {} : { credentialsFile }),
       ...(cfg.nats.tokenFile === undefined ? {} : { token: readFile(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
       ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFile(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
       log: alog.child({ component: 'nats' }),

@@ -32,6 +32,7 @@ export type Invocation =
   | { command: 'help'; topic: CommandName | undefined }
   | { command: 'version' }
   | { command: 'controller' | 'agent'; configFile: string; check: boolean }
+  | { command: 'controller'; configFile: string; check: false; writeNatsConfig: true }
   | { command: 'agent enroll'; configFile: string; token: TokenSource }
   | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
   | { command: 'show' | 'history' | 'release'; name: string; json: boolean; operator: OperatorOptions }
@@ -86,7 +87,7 @@ const GLOBAL: Record<string, OptionSpec> = {
 };
 
 const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
-  controller: { config: { type: 'string' }, check: { type: 'boolean' } },
+  controller: { config: { type: 'string' }, check: { type: 'boolean' }, 'write-nats-config': { type: 'boolean' } },
   agent: { config: { type: 'string' }, check: { type: 'boolean' } },
   'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } },
   status: { json: { type: 'boolean' } },
@@ -186,6 +187,10 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
     case 'controller':
     case 'agent':
       noArgs(args, command);
+      if (v['write-nats-config'] === true) {
+        if (v['check'] === true) throw usageError('give either --check or --write-nats-config, not both', command);
+        return { command: 'controller', configFile: requireConfig(v['config'], command), check: false, writeNatsConfig: true };
+      }
       return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true };
     case 'agent enroll': {
       noArgs(args, command);

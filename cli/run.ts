@@ -85,6 +85,14 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
       io.stdout.write(`certfleet ${packageVersion()}\n`);
       return ExitCode.Ok;
     case 'controller': {
+      if ('writeNatsConfig' in inv) {
+        const { loadControllerConfig, writeNatsServerConfig } = await import('../controller/index.js');
+        const { createRootLogger } = await import('../shared/log/index.js');
+        const cfg = loadControllerConfig(inv.configFile);
+        const file = await writeNatsServerConfig(cfg, createRootLogger({ name: 'controller', level: 'warn' }));
+        io.stdout.write(`${file}\n`);
+        return ExitCode.Ok;
+      }
       if (inv.check) {
         const { loadControllerConfig } = await import('../controller/config/index.js');
         loadControllerConfig(inv.configFile);

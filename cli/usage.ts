@@ -38,6 +38,8 @@ Usage: certfleet COMMAND [options]
 
 Daemons:
   controller --config FILE [--check]    run the controller (--check: validate the config only)
+  controller --config FILE --write-nats-config
+                                        write the nats-server authorization include and exit
   agent --config FILE [--check]         run an agent (--check: validate the config only)
   agent enroll --config FILE --token-file FILE
                                         enrol this node's agent with a one-time token
@@ -75,13 +77,18 @@ Run 'certfleet COMMAND --help' for a command's options. Exit codes: see docs/cli
 `;
 
 const PER_COMMAND: Record<CommandName, string> = {
-  controller: `Usage: certfleet controller --config FILE [--check]
+  controller: `Usage: certfleet controller --config FILE [--check | --write-nats-config]
 
 Runs the controller until SIGTERM or SIGINT, then stops cleanly.
 
 Options:
-  --config FILE   controller configuration (YAML)
-  --check         validate the configuration, print "ok" and exit
+  --config FILE          controller configuration (YAML)
+  --check                validate the configuration, print "ok" and exit
+  --write-nats-config    create the NATS operator and account keys in the store if
+                         missing, write the nats-server authorization include
+                         (nats.serverConfigFile, default <stateDir>/nats/auth.conf),
+                         print its path and exit; include it from nats-server.conf
+                         before the first controller start
 `,
   agent: `Usage: certfleet agent --config FILE [--check]
 

@@ -11,7 +11,7 @@ import { loadControllerConfig, notifyEnvironment } from './config/index.js';
 import { startController } from './runtime.js';
 
 export { loadControllerConfig } from './config/index.js';
-export { startController, STATE_FILES, type Controller } from './runtime.js';
+export { startController, STATE_FILES, writeNatsServerConfig, type Controller } from './runtime.js';
 
 /**
  * Under systemd (Type=notify) it also sends READY=1 once the API accepts calls,

@@ -2,9 +2,9 @@
  * Wiring: builds every controller module from the configuration, in dependency order,
  * and takes them down in reverse. No decisions live here.
  *
- * Start order: store → own CA, API certificate, admin credentials → NATS (buckets,
- * stream) → ACME account → fleet, desired state, solver, issuer, leftover challenges
- * swept → work loop → API →
+ * Start order: store → own CA, API certificate, admin credentials → NATS authority
+ * (server include, own user) → NATS (buckets, stream) → ACME account → fleet, desired
+ * state, solver, issuer, leftover challenges swept → work loop → API →
  * metrics endpoint (when configured).
  */
 import crypto from 'node:crypto';
@@ -14,9 +14,9 @@ import { writeFileAtomic } from '../shared/files/index.js';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, isoAt, type Clock } from '../shared/clock/index.js';
-import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
-import { connectNats, ensureFleetNats } from '../shared/nats/index.js';
+import { connectNats, ensureFleetNats, pushAccountClaims, type NatsHandle } from '../shared/nats/index.js';
 import { EventType } from '../shared/wire/index.js';
 import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/index.js';
 import { startApiServer, type ApiServer, type CallerIdentity } from './api/index.js';
@@ -27,6 +27,7 @@ import { BudgetKeeper } from './budget/index.js';
 import { AriTracker } from './ari/index.js';
 import { createDns01Providers, createDns01Solver, janitor, StoreDns01Journal, type Dns01Solver } from './solvers/dns01/index.js';
 import { Enrollment } from './enroll/index.js';
+import { NatsAccess, NatsAuthority, writeServerConfigFile } from './natsauth/index.js';
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
 import { OperatorRegistry } from './access/index.js';
@@ -146,6 +147,81 @@ function readFileOrConfigError(file: string, field: string): string {
   }
 }
 
+/** Where the nats-server include lives (config default: `<stateDir>/nats/auth.conf`). */
+function natsServerConfigFile(cfg: ControllerConfig): string {
+  return cfg.nats.serverConfigFile ?? path.join(cfg.stateDir, 'nats', 'auth.conf');
+}
+
+/**
+ * `certfleet controller --config FILE --write-nats-config`: creates the NATS authority in
+ * the store if it is missing and writes the nats-server include; returns its path. Run
+ * before the first nats-server start (the controller rewrites it at every start).
+ */
+export async function writeNatsServerConfig(cfg: ControllerConfig, log: Logger): Promise<string> {
+  if (cfg.nats.authority !== 'controller') {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, 'nats.authority is external: certfleet writes no NATS server configuration');
+  }
+  const store = await openStore(cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store, log.child({ component: 'store' }));
+  try {
+    const authority = await NatsAuthority.open(store, systemClock, log);
+    const file = natsServerConfigFile(cfg);
+    await writeServerConfigFile(authority, file);
+    return file;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The controller's NATS connection. With `authority: controller`: the authority is opened
+ * (created on first start), the server include rewritten, the controller connects with a
+ * user minted for this process, and a system-account connection carries account updates
+ * (revocations), the current account JWT pushed once now. Otherwise: the configured
+ * credentials file or token, and no access object.
+ */
+async function openNats(
+  cfg: ControllerConfig,
+  store: CertStore,
+  clock: Clock,
+  log: Logger,
+  cleanups: Array<() => Promise<void>>,
+): Promise<{ nats: NatsHandle; access: NatsAccess | undefined }> {
+  const nlog = log.child({ component: 'nats' });
+  const base = {
+    servers: [...cfg.nats.servers],
+    ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFileOrConfigError(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
+    log: nlog,
+  };
+  if (cfg.nats.authority !== 'controller') {
+    const nats = await connectNats({
+      ...base,
+      name: 'certfleet-controller',
+      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: cfg.nats.credentialsFile }),
+      ...(cfg.nats.tokenFile === undefined ? {} : { token: readFileOrConfigError(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
+    });
+    cleanups.push(() => nats.close());
+    return { nats, access: undefined };
+  }
+  const authority = await NatsAuthority.open(store, clock, log);
+  const file = natsServerConfigFile(cfg);
+  await writeServerConfigFile(authority, file);
+  const refused = (err: unknown): unknown =>
+    isCertfleetError(err, ErrorCode.Unauthenticated)
+      ? new CertfleetError(ErrorCode.Unauthenticated, `NATS refused the controller's user: include ${file} in the nats-server configuration (written by "certfleet controller --config FILE --write-nats-config") and restart it`, { cause: err })
+      : err;
+  const nats = await connectNats({ ...base, name: 'certfleet-controller', credentials: (await authority.controllerCredentials()).creds }).catch((err: unknown) => {
+    throw refused(err);
+  });
+  cleanups.push(() => nats.close());
+  const system = await connectNats({ ...base, name: 'certfleet-controller-system', credentials: (await authority.systemCredentials()).creds, checkJetStream: false }).catch((err: unknown) => {
+    throw refused(err);
+  });
+  cleanups.push(() => system.close());
+  const access = new NatsAccess({ authority, serverConfigFile: file, push: (id, jwt) => pushAccountClaims(system, id, jwt), log });
+  await access.pushAccount().catch((err: unknown) => nlog.warn({ err }, 'account update not pushed at start'));
+  return { nats, access };
+}
+
 /** Starts a controller; resolves once the API accepts calls. */
 export async function startController(cfg: ControllerConfig, log: Logger, clock: Clock = systemClock, env: NodeJS.ProcessEnv = configEnvironment()): Promise<Controller> {
   const cleanups: Array<() => Promise<void>> = [];
@@ -170,15 +246,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     await writeStateFiles(cfg, ca, operators, clock, log);
     const serverCert = await issueServerCertificate(ca, { hosts: [...cfg.api.hosts], now: clock.now() });
 
-    const nats = await connectNats({
-      servers: [...cfg.nats.servers],
-      name: 'certfleet-controller',
-      ...(cfg.nats.credentialsFile === undefined ? {} : { credentialsFile: cfg.nats.credentialsFile }),
-      ...(cfg.nats.tokenFile === undefined ? {} : { token: readFileOrConfigError(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
-      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFileOrConfigError(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
-      log: log.child({ component: 'nats' }),
-    });
-    cleanups.push(() => nats.close());
+    const { nats, access: natsAccess } = await openNats(cfg, store, clock, log, cleanups);
     await ensureFleetNats(nats);
 
     const acme = await openAcmeAccount(cfg, store, clock, log);
@@ -318,8 +386,11 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now() });
           const reg = await enrollment.recordAgent({ name: grant.agent, labels: grant.labels, certSerial: signed.serial, enrolledAt: isoAt(clock.now()) });
           fleet.registered(reg);
+          // The NATS user rotates with the identity: it expires with this certificate, and
+          // the user of a previous enrolment is revoked.
+          const natsCredentials = natsAccess ? await natsAccess.credentialsForAgent(grant.agent, Date.parse(new crypto.X509Certificate(signed.certPem).validTo)) : '';
           await events.emit(EventType.enrolled, { agent: grant.agent, message: `agent ${grant.agent} enrolled`, details: { labels: grant.labels } });
-          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem };
+          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem, natsCredentials };
         },
         async assignments(id) {
           const labels = await authenticateAgent(id);

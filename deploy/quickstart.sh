@@ -14,7 +14,7 @@
 #                        primary of the DNS-01 zones (internal.test) with TSIG-signed dynamic
 #                        updates, and a resolver that forwards every other name to challtestsrv
 #   pebble               the ACME CA                               127.0.0.1:14000 (mgmt :15000)
-#   nats-server          JetStream                                 127.0.0.1:14222
+#   nats-server          JetStream, operator-mode authorization    127.0.0.1:14222
 #   controller           certfleet controller (gRPC API)           127.0.0.1:17443
 #   agent edge-a         role=web, site=a: HTTP-01 on 127.0.0.2:5002, nginx on 127.0.0.2:8443
 #   agent edge-b         role=web, site=b: HTTP-01 on 127.0.0.3:5002, nginx on 127.0.0.3:8443
@@ -551,8 +551,15 @@ add_a() {
 start_nats() {
   mkdir -p "$QS/nats"
   chmod 0700 "$QS/nats"
-  say "starting nats-server with JetStream (nats://127.0.0.1:$NATS_PORT)"
-  start_daemon nats-server "$QS" -- nats-server -js -sd "$QS/nats" -a 127.0.0.1 -p "$NATS_PORT"
+  # Operator mode: the controller creates the NATS operator and account keys in its store
+  # and writes the server's authorization include; nats-server starts with it, so only
+  # the controller and enrolled agents (read-only) get in.
+  local auth
+  auth=$(cli controller --config "$QS/controller.yaml" --write-nats-config) || die "could not write the NATS authorization include"
+  # nats-server resolves `include` relative to the including file.
+  printf '# Written by deploy/quickstart.sh.\ninclude "%s"\n' "$(realpath --relative-to="$QS" "$auth")" > "$QS/nats-server.conf"
+  say "starting nats-server with JetStream and authorization (nats://127.0.0.1:$NATS_PORT)"
+  start_daemon nats-server "$QS" -- nats-server -c "$QS/nats-server.conf" -js -sd "$QS/nats" -a 127.0.0.1 -p "$NATS_PORT"
   wait_port nats-server 127.0.0.1 "$NATS_PORT"
 }
 

@@ -3,9 +3,12 @@
  *
  * `<stateDir>/identity/` (0700) holds `key.pem` (0600, generated here, never sent),
  * `cert.pem` (client certificate from the controller), `ca.pem` (the controller CA as
- * returned at enrolment) and `agent.json` ({ name, labels }). Files are written to a
- * temporary name and renamed, key first, so a crash never leaves a certificate without
- * its key.
+ * returned at enrolment), `agent.json` ({ name, labels }) and, when the controller is the
+ * NATS authority, `nats.creds` (0600: the agent's NATS user, minted for this identity and
+ * read-only on the buckets the agent watches). Files are written to a temporary name and
+ * renamed, key first, so a crash never leaves a certificate without its key. Enrolling
+ * again replaces all of them: the NATS credentials rotate with the identity (the
+ * controller revokes the previous NATS user).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,6 +27,11 @@ export interface AgentIdentity {
 
 function identityDir(stateDir: string): string {
   return path.join(stateDir, 'identity');
+}
+
+/** The NATS credentials file the controller handed over at enrolment (may be absent). */
+export function natsCredentialsFile(stateDir: string): string {
+  return path.join(identityDir(stateDir), 'nats.creds');
 }
 
 
@@ -60,6 +68,13 @@ export async function enroll(opts: { stateDir: string; address: string; caPem: s
     await writeFileAtomic(path.join(dir, 'key.pem'), keyPem, 0o600);
     await writeFileAtomic(path.join(dir, 'cert.pem'), res.certificatePem, 0o644);
     await writeFileAtomic(path.join(dir, 'ca.pem'), res.caPem, 0o644);
+    const creds = natsCredentialsFile(opts.stateDir);
+    if (res.natsCredentials !== '') {
+      await writeFileAtomic(creds, res.natsCredentials, 0o600);
+    } else {
+      // A controller that mints no NATS users now: credentials of an earlier enrolment are revoked.
+      fs.rmSync(creds, { force: true });
+    }
     await writeFileAtomic(path.join(dir, 'agent.json'), JSON.stringify({ name: res.agent, labels: res.labels }, null, 2) + '\n', 0o644);
     return { name: res.agent, labels: res.labels, certPem: res.certificatePem, keyPem };
   } finally {

@@ -55,8 +55,12 @@ export interface AgentReport {
 
 /** What the agent side of the API needs from the controller. */
 export interface AgentBackend {
-  /** Redeems a bootstrap token for a client certificate. ENROLL_TOKEN_INVALID on any token problem. */
-  enroll(token: string, csrPem: string): Promise<{ agent: string; labels: Record<string, string>; certificatePem: string; caPem: string }>;
+  /**
+   * Redeems a bootstrap token for a client certificate and, when the controller is the
+   * NATS authority, the agent's NATS credentials (.creds text). ENROLL_TOKEN_INVALID on
+   * any token problem.
+   */
+  enroll(token: string, csrPem: string): Promise<{ agent: string; labels: Record<string, string>; certificatePem: string; caPem: string; natsCredentials?: string }>;
   /** Desired state of the certificates assigned to `agent`. UNAUTHENTICATED if the agent's certificate was replaced. */
   assignments(agent: CallerIdentity): Promise<DesiredRecord[]>;
   /** One version's bundle; version 0 = desired. PERMISSION_DENIED if not assigned, NOT_FOUND if absent. */
@@ -300,7 +304,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const req = call.request;
       if (req.token === '' || req.csrPem === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'token and csr_pem are required');
       const res = await opts.agents.enroll(req.token, req.csrPem);
-      return { agent: res.agent, labels: res.labels, certificatePem: res.certificatePem, caPem: res.caPem };
+      return { agent: res.agent, labels: res.labels, certificatePem: res.certificatePem, caPem: res.caPem, natsCredentials: res.natsCredentials ?? '' };
     }),
     GetAssignments: unary(log, 'GetAssignments', async (call) => {
       const id = caller(call, opts.auth, 'agent');

@@ -4,7 +4,7 @@
  * Every field is documented in docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
+import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsFields, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { BudgetConfigSchema } from '../budget/index.js';
 import type { RenewBefore } from '../scheduler/index.js';
 import { KEY_TYPES } from '../../shared/model/index.js';
@@ -105,7 +105,33 @@ export const controllerConfigSchema = z
         agentOfflineAfter: boundedDuration('5s', '7d').prefault('90s'),
       })
       .prefault({}),
-    nats: natsSection,
+    nats: z
+      .strictObject({
+        ...natsFields,
+        /**
+         * `controller` (default): the controller is the NATS account authority (operator
+         * mode): it keeps the operator and account keys in its store, connects with a user
+         * it mints for itself, mints each agent's read-only user at enrolment, and keeps
+         * the server's authorization include in `serverConfigFile`. `external`: NATS users
+         * are managed outside certfleet; the controller connects with credentialsFile or
+         * tokenFile (or none) and agents get no credentials at enrolment.
+         */
+        authority: z.enum(['controller', 'external']).default('controller'),
+        /** The nats-server include the controller keeps current; default `<stateDir>/nats/auth.conf`. */
+        serverConfigFile: z.string().min(1).optional(),
+      })
+      .prefault({})
+      .superRefine((nats, ctx) => {
+        if (nats.authority !== 'controller') {
+          if (nats.serverConfigFile !== undefined) ctx.addIssue({ code: 'custom', path: ['serverConfigFile'], message: 'only with authority: controller' });
+          return;
+        }
+        for (const field of ['credentialsFile', 'tokenFile'] as const) {
+          if (nats[field] !== undefined) {
+            ctx.addIssue({ code: 'custom', path: [field], message: 'not with authority: controller (the controller connects with a user it mints itself); set authority: external to use it' });
+          }
+        }
+      }),
     store: z
       .discriminatedUnion('type', [
         z.strictObject({
@@ -238,7 +264,10 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
     stateDir,
     store: resolveStorePaths(cfg.store, stateDir, abs),
     acme: { ...cfg.acme, ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }) },
-    nats: resolveNatsPaths(cfg.nats, abs),
+    nats: {
+      ...resolveNatsPaths(cfg.nats, abs),
+      ...(cfg.nats.authority === 'controller' ? { serverConfigFile: abs(cfg.nats.serverConfigFile ?? path.join(stateDir, 'nats', 'auth.conf')) } : {}),
+    },
     dns01: {
       ...cfg.dns01,
       providers: Object.fromEntries(

@@ -243,15 +243,16 @@ export const CERT_NAME_RULE = 'lower-case letters, digits and "-", at most 63 ch
 
 export const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
+/** NATS connection fields, the same for both binaries (the controller adds its own). */
+export const natsFields = {
+  servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, 'expected nats://host:port or tls://host:port')).min(1).default(['nats://127.0.0.1:4222']),
+  credentialsFile: z.string().min(1).optional(),
+  tokenFile: z.string().min(1).optional(),
+  tlsCaFile: z.string().min(1).optional(),
+};
+
 /** NATS connection settings, the same for both binaries. */
-export const natsSection = z
-  .strictObject({
-    servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, 'expected nats://host:port or tls://host:port')).min(1).default(['nats://127.0.0.1:4222']),
-    credentialsFile: z.string().min(1).optional(),
-    tokenFile: z.string().min(1).optional(),
-    tlsCaFile: z.string().min(1).optional(),
-  })
-  .prefault({});
+export const natsSection = z.strictObject(natsFields).prefault({});
 
 /** The NATS section with its file paths resolved by `abs` (relative to the config file). */
 export function resolveNatsPaths<N extends { credentialsFile?: string | undefined; tokenFile?: string | undefined; tlsCaFile?: string | undefined }>(

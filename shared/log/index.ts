@@ -33,6 +33,10 @@ export const REDACT_PATHS = [
   'password',
   'secretId',
   'secret',
+  'creds',
+  'credentials',
+  'natsCredentials',
+  'seed',
   '*.privateKeyPem',
   '*.keyPem',
   '*.key',
@@ -41,6 +45,10 @@ export const REDACT_PATHS = [
   '*.password',
   '*.secretId',
   '*.secret',
+  '*.creds',
+  '*.credentials',
+  '*.natsCredentials',
+  '*.seed',
 ];
 
 export interface RootLoggerOptions {

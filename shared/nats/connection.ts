@@ -39,8 +39,24 @@ export interface ConnectNatsOptions {
   name: string;
   /** A .creds file (JWT + nkey seed). Re-read on every (re)connect, so rotation works. */
   credentialsFile?: string;
+  /**
+   * The text of a .creds file, held in memory (the controller's own user, minted at
+   * start). Mutually exclusive with credentialsFile and token.
+   */
+  credentials?: string;
   /** A server token; mutually exclusive with credentialsFile. */
   token?: string;
+  /**
+   * Prefix of this connection's reply subjects and push-consumer deliveries instead of
+   * `_INBOX`; an agent's NATS user may subscribe only below its own (shared/wire
+   * agentInboxPrefix).
+   */
+  inboxPrefix?: string;
+  /**
+   * Check at connect that JetStream answers (default true). False for a system-account
+   * connection, whose account has no JetStream.
+   */
+  checkJetStream?: boolean;
   /** PEM of the CA that signed the servers' certificates, when it is not a public one. */
   tlsCaPem?: string;
   /** Per-request timeout for JetStream calls; default {@link DEFAULT_REQUEST_TIMEOUT_MS}. */
@@ -186,8 +202,8 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
   if (opts.servers.length === 0) {
     throw new CertfleetError(ErrorCode.ConfigInvalid, 'no NATS server configured');
   }
-  if (opts.credentialsFile !== undefined && opts.token !== undefined) {
-    throw new CertfleetError(ErrorCode.ConfigInvalid, 'NATS credentials file and token are mutually exclusive');
+  if ([opts.credentialsFile, opts.credentials, opts.token].filter((v) => v !== undefined).length > 1) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, 'NATS credentials file, credentials and token are mutually exclusive');
   }
   let authenticator: ReturnType<typeof credsAuthenticator> | undefined;
   if (opts.credentialsFile !== undefined) {
@@ -202,6 +218,8 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
       }
       return last;
     });
+  } else if (opts.credentials !== undefined) {
+    authenticator = credsAuthenticator(new TextEncoder().encode(opts.credentials));
   }
   const timeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   let nc: NatsConnection;
@@ -218,6 +236,7 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
       timeout,
       ...(authenticator === undefined ? {} : { authenticator }),
       ...(opts.token === undefined ? {} : { token: opts.token }),
+      ...(opts.inboxPrefix === undefined ? {} : { inboxPrefix: opts.inboxPrefix }),
       ...(opts.tlsCaPem === undefined ? {} : { tls: { ca: opts.tlsCaPem } }),
     });
   } catch (err) {
@@ -228,12 +247,19 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
   }
   try {
     const js = jetstream(nc, { timeout });
-    const jsm = await jetstreamManager(nc, { timeout });
+    const jsm = await jetstreamManager(nc, { timeout, checkAPI: opts.checkJetStream ?? true });
     const handle = new NatsHandleImpl(opts.name, nc, js, jsm, new Kvm(js), log, timeout);
     log.info({ server: redactUrl(nc.getServer()), serverVersion: nc.info?.version }, 'nats connected');
     return handle;
   } catch (err) {
+    // A server that accepts the connection and then drops it for its credentials (an
+    // expired or revoked user) says so in the close reason: report that, not JetStream.
+    const closedBy = nc.isClosed() ? await nc.closed() : undefined;
     await nc.close().catch(() => undefined);
+    if (closedBy instanceof Error) {
+      const reason = toNatsError(closedBy, 'NATS closed the connection');
+      if (reason.code === ErrorCode.Unauthenticated) throw reason;
+    }
     throw toNatsError(err, 'JetStream is not available on the NATS server');
   }
 }

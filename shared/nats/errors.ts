@@ -42,7 +42,10 @@ export function toNatsError(err: unknown, what: string, details: Record<string, 
   if (err instanceof errors.AuthorizationError || err instanceof errors.UserAuthenticationExpiredError) {
     return new CertfleetError(ErrorCode.Unauthenticated, message, { cause: err, details });
   }
-  if (err instanceof errors.PermissionViolationError) {
+  // A request (KV put, JetStream publish, API call) the server refused for permissions
+  // fails as a RequestError whose cause is the violation: not an outage, and no retry
+  // will fix it.
+  if (err instanceof errors.PermissionViolationError || (err instanceof errors.RequestError && err.cause instanceof errors.PermissionViolationError)) {
     return new CertfleetError(ErrorCode.PermissionDenied, message, { cause: err, details });
   }
   if (err instanceof JetStreamApiError) {

@@ -6,7 +6,8 @@
  * - kv: openKv, a typed JSON view of a JetStream KV bucket with CAS and a watch that
  *   survives server restarts;
  * - events: the audit stream (ensureEventStream, publishEvent, readEvents, followEvents);
- * - fleet: ensureFleetNats, which the controller runs at start to create all of it.
+ * - fleet: ensureFleetNats, which the controller runs at start to create all of it;
+ * - claims: pushAccountClaims, account JWT updates (revocations) in operator mode.
  *
  * Written for nats-server 2.9 and later: nothing here needs 2.10 features (no
  * compression, metadata, subject transforms, multiple consumer filters, per-key TTL).
@@ -26,3 +27,4 @@ export {
 } from './events.js';
 export type { EventFollower, EventStreamOptions, PublishEventOptions, ReadEventsOptions } from './events.js';
 export { BUCKET_HISTORY, ensureFleetNats } from './fleet.js';
+export { pushAccountClaims } from './claims.js';

@@ -93,3 +93,17 @@ export type EventType = (typeof EventType)[keyof typeof EventType];
 export const CERT_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 /** Validity of agent names (same rules as certificate names). */
 export const AGENT_NAME_PATTERN = CERT_NAME_PATTERN;
+
+/**
+ * Inbox prefix of agent `agent`'s NATS connection. Its NATS user may subscribe only
+ * below it, so one agent cannot read the replies (or push-consumer deliveries) meant for
+ * another agent or for the controller, whose inboxes stay at the default `_INBOX.<nuid>`.
+ */
+export function agentInboxPrefix(agent: string): string {
+  return `_INBOX.agent.${agent}`;
+}
+
+/** The JetStream stream behind KV bucket `bucket` (JetStream's own naming). */
+export function kvStreamName(bucket: string): string {
+  return `KV_${bucket}`;
+}

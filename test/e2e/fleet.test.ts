@@ -13,14 +13,19 @@ import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { FileStore } from '../../controller/store/index.js';
 import { ControllerLink } from '../../agent/link/index.js';
 import { loadIdentity } from '../../agent/enroll/index.js';
-import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { connectNats, openKv, readEvents } from '../../shared/nats/index.js';
-import { Bucket } from '../../shared/wire/index.js';
+import { agentInboxPrefix, Bucket } from '../../shared/wire/index.js';
 import { runCli, startFleet, type Fleet } from '../harness/fleet.js';
 import { servedCertificate } from '../harness/tls.js';
 import { eventually } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
+
+/** Test records are written raw and read back as they are: these tests are about permissions, not record shapes. */
+function raw<T>(value: unknown): T {
+  return value as T;
+}
 
 interface AgentJson {
   name: string;
@@ -81,6 +86,7 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
         assert.equal(fs.statSync(path.join(dir, 'combined.pem')).mode & 0o777, 0o600, `${agent.name} ${cert} combined`);
       }
       assert.equal(fs.statSync(path.join(agent.stateDir, 'identity', 'key.pem')).mode & 0o777, 0o600);
+      assert.equal(fs.statSync(path.join(agent.stateDir, 'identity', 'nats.creds')).mode & 0o777, 0o600, `${agent.name} nats.creds`);
     }
     assert.equal(fs.statSync(path.join(fleet.controllerState, 'store', 'certs', 'web', '1', 'privkey.pem')).mode & 0o777, 0o600);
     assert.equal(fs.statSync(fleet.credentials).mode & 0o777, 0o600);
@@ -117,7 +123,7 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
       secrets.push(body.slice(0, 40), body.slice(-40));
     }
     for (const agent of fleet.agents.values()) secrets.push(agent.token);
-    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', log: silentLogger() });
+    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', credentials: fleet.natsCreds, log: silentLogger() });
     try {
       const seen: string[] = [];
       for (const bucket of [Bucket.desired, Bucket.challenges, Bucket.agents]) {
@@ -139,6 +145,40 @@ describe('a local fleet issues, installs, serves and reports', { timeout: 240_00
     } finally {
       await nats.close();
     }
+  });
+
+  test('NATS refuses a client without credentials, and an agent\'s own credentials read but cannot write', async () => {
+    // Everything so far (enrolment, watches, issuance, installs) ran under the agents'
+    // least-privilege users: none of it needed a right they lack.
+    assert.doesNotMatch(fleet.nats.output(), /Violation/);
+    await assert.rejects(connectNats({ servers: [fleet.nats.url], name: 'stranger', log: silentLogger() }), (err) => isCertfleetError(err, ErrorCode.Unauthenticated));
+    const a = fleet.agents.get('edge-a');
+    assert.ok(a);
+    // The very file the agent process connects with, handed over at enrolment.
+    const nats = await connectNats({
+      servers: [fleet.nats.url],
+      name: 'edge-a-creds',
+      credentialsFile: path.join(a.stateDir, 'identity', 'nats.creds'),
+      inboxPrefix: agentInboxPrefix('edge-a'),
+      log: silentLogger(),
+    });
+    try {
+      const desired = await openKv<{ version: number }>(nats, Bucket.desired, { create: false, parse: raw });
+      const before = await desired.get('web');
+      assert.ok(before, 'the agent reads the desired pointer');
+      await assert.rejects(desired.put('web', { ...before.value, version: 1 }), (err) => isCertfleetError(err, ErrorCode.PermissionDenied));
+      const challenges = await openKv<unknown>(nats, Bucket.challenges, { create: false, parse: raw });
+      await assert.rejects(challenges.put('forged', { token: 'forged' }), (err) => isCertfleetError(err, ErrorCode.PermissionDenied));
+      // Agents report over gRPC; their users have no right on the agents bucket at all.
+      await assert.rejects(
+        openKv<unknown>(nats, Bucket.agents, { create: false, parse: raw }).then((kv) => kv.put('edge-b', { forged: true })),
+        (err) => isCertfleetError(err, ErrorCode.PermissionDenied),
+      );
+      assert.equal((await desired.get('web'))?.revision, before.revision, 'the pointer did not move');
+    } finally {
+      await nats.close();
+    }
+    assert.match(fleet.nats.output(), /Publish Violation.*\$KV\.certfleet_desired\.web/);
   });
 
   test('an agent asking for a certificate not assigned to it gets PERMISSION_DENIED', async () => {

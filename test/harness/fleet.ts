@@ -10,6 +10,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { startNats, type NatsServer } from './nats.js';
+import { NatsAuthority } from '../../controller/natsauth/index.js';
+import { openStore } from '../../controller/store/index.js';
+import { loadControllerConfig } from '../../controller/config/index.js';
+import { systemClock } from '../../shared/clock/index.js';
+import { silentLogger } from '../../shared/log/index.js';
 import { nginxReloadCommand, stopNginx, writeNginxConfig } from './nginx.js';
 import { startPebble, type PebbleHandle } from './pebble.js';
 import { startAcmeProxy, type AcmeProxy, type AcmeProxyOptions } from './acme-proxy.js';
@@ -70,6 +75,11 @@ export interface Fleet {
   /** The ACME proxy in front of Pebble (counts new orders, serves renewalInfo), when asked for. */
   proxy: AcmeProxy | undefined;
   nats: NatsServer;
+  /**
+   * A .creds text with every right in the certfleet account, minted from the controller's
+   * own authority (undefined with natsAuth 'none'): for tests that read the buckets.
+   */
+  natsCreds: string | undefined;
   /** The controller process now (replaced by restartController). */
   controller: Started;
   /** Stops the controller (SIGKILL when `kill`) and starts it again on the same config. */
@@ -136,6 +146,12 @@ export interface StartFleetOptions {
   beforeController?: (stateDir: string) => void;
   /** `acme.email` of the controller; null leaves it unset (as the quick start does). Default ops@example.test. */
   acmeEmail?: string | null;
+  /**
+   * 'controller' (default): NATS in operator mode from the include the controller writes
+   * (`certfleet controller --write-nats-config`), as documented. 'none': nats-server
+   * without authorization and `nats.authority: external`: a misconfigured deployment.
+   */
+  natsAuth?: 'controller' | 'none';
 }
 
 /** Starts everything and waits until each agent runs. */
@@ -150,7 +166,8 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     ...(opts.pebbleDnsServer === undefined ? {} : { dnsServer: opts.pebbleDnsServer }),
   });
   for (const [name, ip] of Object.entries(opts.dns)) await pebble.addA(name, ip);
-  const nats = await startNats();
+  const natsPort = await freePort('127.0.0.1');
+  const natsAuth = opts.natsAuth ?? 'controller';
   const proxy = opts.proxy ? await startAcmeProxy({ ...opts.proxy, pebble }) : undefined;
 
   const controllerState = path.join(root, 'controller');
@@ -163,7 +180,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       `stateDir: ${controllerState}`,
       'log: { level: debug }',
       `api: { listen: "127.0.0.1:${apiPort}", agentOfflineAfter: 30s }`,
-      `nats: { servers: ["${nats.url}"] }`,
+      `nats: { servers: ["nats://127.0.0.1:${natsPort}"]${natsAuth === 'none' ? ', authority: external' : ''} }`,
       'acme:',
       `  directoryUrl: ${proxy ? proxy.directoryUrl : pebble.directoryUrl}`,
       `  caFile: ${pebbleCa}`,
@@ -178,6 +195,23 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     ].join('\n'),
   );
   opts.beforeController?.(controllerState);
+  let nats: NatsServer;
+  let natsCreds: string | undefined;
+  if (natsAuth === 'controller') {
+    // The documented order: the controller writes the include, nats-server starts with it.
+    const written = await runCli(['controller', '--config', controllerConfig, '--write-nats-config']);
+    if (written.code !== 0) throw new Error(`certfleet controller --write-nats-config exited ${written.code}: ${written.stderr}`);
+    nats = await startNats({ port: natsPort, auth: { include: written.stdout.trim() } });
+    const cfg = loadControllerConfig(controllerConfig);
+    const store = await openStore(cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(controllerState, 'store') } : cfg.store, silentLogger());
+    try {
+      natsCreds = (await (await NatsAuthority.open(store, systemClock)).controllerCredentials('test-observer')).creds;
+    } finally {
+      await store.close();
+    }
+  } else {
+    nats = await startNats({ port: natsPort, auth: 'none' });
+  }
   let controller = startProcess('controller', process.execPath, [CLI, 'controller', '--config', controllerConfig]);
   let controllerOutput = '';
   let controllerDown = false;
@@ -192,6 +226,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     pebble,
     proxy,
     nats,
+    natsCreds,
     get controller() {
       return controller;
     },

@@ -14,7 +14,7 @@ test('a restarted controller remembers the budget spent before, and a deferral f
   const server = await startNats();
   const clock = new ManualClock(Date.UTC(2026, 5, 1));
   const cfg = BudgetConfigSchema.parse({ preset: 'custom', emergencyReserve: 0, limits: { newOrdersPerAccount: { count: 3, period: '3h' } } });
-  const nats = await connectNats({ servers: [server.url], name: 'test', log: silentLogger() });
+  const nats = await connectNats({ servers: [server.url], name: 'test', credentials: server.creds, log: silentLogger() });
   try {
     await ensureFleetNats(nats);
     const first = await BudgetKeeper.open(nats, cfg, 'acct', clock, silentLogger());

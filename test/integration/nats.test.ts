@@ -68,7 +68,7 @@ void describe('NATS adapter against a real nats-server', () => {
 
   before(async () => {
     server = await startNats();
-    nc = await connectNats({ servers: [server.url], name: 'nats-test', log: captured.log, requestTimeoutMs: 1500 });
+    nc = await connectNats({ servers: [server.url], name: 'nats-test', credentials: server.creds, log: captured.log, requestTimeoutMs: 1500 });
   });
 
   after(async () => {
@@ -86,7 +86,8 @@ void describe('NATS adapter against a real nats-server', () => {
   });
 
   void test('a server token is sent; a wrong token fails with UNAUTHENTICATED, not retryable', async () => {
-    const guarded = await startNats({ extraArgs: ['--auth', 'tok-3f9a'] });
+    // Token authorization instead of operator mode: what a deployment with nats.authority: external may run.
+    const guarded = await startNats({ auth: 'none', extraArgs: ['--auth', 'tok-3f9a'] });
     try {
       const err = await rejectsWith(
         connectNats({ servers: [guarded.url], name: 'bad-token', token: 'wrong', log: captured.log }),
@@ -257,7 +258,7 @@ void describe('NATS adapter against a real nats-server', () => {
   });
 
   void test('closing a connection stops its watchers: no callback afterwards, and stop() still resolves', async () => {
-    const other = await connectNats({ servers: [server.url], name: 'nats-test-2', log: captured.log });
+    const other = await connectNats({ servers: [server.url], name: 'nats-test-2', credentials: server.creds, log: captured.log });
     const kv = await openKv<Rec>(nc, 'test_close', { create: true, parse: asRec });
     const theirs = await openKv<Rec>(other, 'test_close', { create: false, parse: asRec });
     const changes: string[] = [];

@@ -49,6 +49,7 @@ const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 void test('daemon commands parse their config file and --check', () => {
   assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml']), { command: 'controller', configFile: 'c.yaml', check: false });
   assert.deepEqual(parseCommandLine(['agent', '--config=a.yaml', '--check']), { command: 'agent', configFile: 'a.yaml', check: true });
+  assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml', '--write-nats-config']), { command: 'controller', configFile: 'c.yaml', check: false, writeNatsConfig: true });
 });
 
 void test('agent enroll takes the token inline or from a file, exactly one of them', () => {
@@ -141,6 +142,8 @@ const usageCases: [string, string[], RegExp][] = [
   ['a value given to a switch', ['certs', '--json=yes'], /--json/],
   ['an extra argument', ['agents', 'web-1'], /unexpected argument 'web-1'/],
   ['a missing --config', ['controller'], /missing --config/],
+  ['--check with --write-nats-config', ['controller', '--config', 'c.yaml', '--check', '--write-nats-config'], /either --check or --write-nats-config/],
+  ['--write-nats-config for the agent', ['agent', '--config', 'a.yaml', '--write-nats-config'], /unknown option '--write-nats-config'/],
   ['token without subcommand', ['token'], /missing subcommand/],
   ['an unknown token subcommand', ['token', 'revoke', 'x'], /unknown command 'token revoke'/],
   ['token create without agent', ['token', 'create'], /missing AGENT/],

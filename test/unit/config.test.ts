@@ -39,6 +39,22 @@ test('a minimal controller config gets every default', () => {
   assert.ok(Object.isFrozen(cfg.api), 'the result is frozen');
 });
 
+test('the controller is the NATS authority by default; its own credentials only with authority: external', () => {
+  const cfg = parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml');
+  assert.equal(cfg.nats.authority, 'controller');
+  assert.equal(cfg.nats.serverConfigFile, '/var/lib/certfleet/nats/auth.conf');
+  const withCreds = `${GOOD_CONTROLLER}nats: { credentialsFile: c.creds, tokenFile: t }\n`;
+  assert.deepEqual(
+    problemsOf(() => parseControllerConfig(withCreds, '/c.yaml')).map((p) => p.path),
+    ['nats.credentialsFile', 'nats.tokenFile'],
+  );
+  const external = parseControllerConfig(`${GOOD_CONTROLLER}nats: { authority: external, credentialsFile: c.creds }\n`, '/etc/certfleet/controller.yaml');
+  assert.equal(external.nats.credentialsFile, '/etc/certfleet/c.creds');
+  assert.equal(external.nats.serverConfigFile, undefined);
+  const misplaced = `${GOOD_CONTROLLER}nats: { authority: external, serverConfigFile: a.conf }\n`;
+  assert.deepEqual(problemsOf(() => parseControllerConfig(misplaced, '/c.yaml')).map((p) => p.path), ['nats.serverConfigFile']);
+});
+
 test('every problem in a controller config is reported at once with path and line', () => {
   const text = `stateDir: /x
 acme:
