@@ -194,7 +194,7 @@ describe('durable renewals against Pebble', { timeout: 400_000 }, () => {
 
   test('a controller without acme.email restarts twice, and each start sweeps HTTP-01 records left on NATS', async () => {
     const fleet = await startFleet({ certificates: [CERT], agents: [AGENT], dns: DNS, acmeEmail: null });
-    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test', log: silentLogger() });
+    const nats = await connectNats({ servers: [fleet.nats.url], name: 'test', log: silentLogger(), ...(fleet.natsCreds === undefined ? {} : { credentials: fleet.natsCreds }) });
     try {
       await withLogs(fleet, async () => {
         await eventually('version 1 installed', async () => (await installedVersion(fleet)) === 1, 120_000, 500);

@@ -112,7 +112,7 @@ describe('NATS down during a renewal', { timeout: 420_000 }, () => {
     // NATS back: the pointer reaches the bucket, and the certificate is ready.
     await fleet.nats.restart();
     await fleet.waitUntilReady(1);
-    const check = await connectNats({ servers: [fleet.nats.url], name: 'test-check', log: silentLogger() });
+    const check = await connectNats({ servers: [fleet.nats.url], name: 'test-check', log: silentLogger(), ...(fleet.natsCreds === undefined ? {} : { credentials: fleet.natsCreds }) });
     try {
       const kv = await openKv<DesiredRecord>(check, Bucket.desired, { create: false, parse: parseDesiredRecord });
       await eventually('desired v2 in NATS', async () => (await kv.get(CERT.name))?.value.version === v2.version, 60_000, 500).catch(fail);

@@ -242,8 +242,8 @@ export async function checkInvariants(m: MatrixFleet, certs: readonly string[], 
 }
 
 /** Every HTTP-01 challenge record in the fleet's NATS now. */
-export async function challengeRecords(fleet: Pick<Fleet, 'nats'>): Promise<ChallengeRecord[]> {
-  const nats = await connectNats({ servers: [fleet.nats.url], name: 'certfleet-fault-matrix', log: silentLogger() });
+export async function challengeRecords(fleet: Pick<Fleet, 'nats' | 'natsCreds'>): Promise<ChallengeRecord[]> {
+  const nats = await connectNats({ servers: [fleet.nats.url], name: 'certfleet-fault-matrix', log: silentLogger(), ...(fleet.natsCreds === undefined ? {} : { credentials: fleet.natsCreds }) });
   try {
     const kv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
     return (await kv.entries()).map((e) => e.value);

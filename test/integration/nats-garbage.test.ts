@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { Writable } from 'node:stream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { parseAgentConfig } from '../../agent/config/index.js';
 import { Http01Responder } from '../../agent/http01/index.js';
@@ -68,16 +68,18 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
       },
     });
     const log = createRootLogger({ name: 'garbage-test', level: 'debug', destination: sink });
-    nats = await connectNats({ servers: [server.url], name: 'agent', log });
+    nats = await connectNats({ servers: [server.url], name: 'agent', credentials: server.creds, log });
     await ensureFleetNats(nats);
-    raw = await connect({ servers: server.url, name: 'garbage-writer' });
+    // A writer with the controller's rights: a buggy or older controller, or an operator
+    // with the nats CLI. (Strangers are refused outright: test/integration/natsauth.test.ts.)
+    raw = await connect({ servers: server.url, name: 'garbage-writer', ...(server.creds === undefined ? {} : { authenticator: credsAuthenticator(new TextEncoder().encode(server.creds)) }) });
     js = jetstream(raw);
 
     v1 = await makeBundle({ name: 'web', version: 1, names: ['web.example.test'] });
     const dir = tempDir('certfleet-garbage-');
     httpPort = await freePort();
     const config = parseAgentConfig(
-      [`stateDir: ${dir}/state`, 'controller: { address: "127.0.0.1:1", caFile: /nonexistent }', `nats: { servers: ["${server.url}"] }`, `http01: { listen: "127.0.0.1:${httpPort}" }`, 'reportInterval: 500ms', ''].join('\n'),
+      [`stateDir: ${dir}/state`, 'controller: { address: "127.0.0.1:1", caFile: /nonexistent }', `nats: { servers: ["${server.url}"] }`, `http01: { listen: "127.0.0.1:${httpPort}" }`, 'reportInterval: 1s', ''].join('\n'),
       'agent.yaml',
     );
     const link = {
