@@ -335,7 +335,7 @@ export class Sync {
       await this.beforeSwitch(d.name, bundle.meta.version);
       const result = await this.opts.installer.install(bundle, { requiredNames: d.names });
       log.info({ changed: result.changed }, 'certificate installed');
-      this.setStatus(d, { version: bundle.meta.version, fingerprint: bundle.meta.fingerprint, state: 'pending' });
+      this.setPending(d, bundle.meta);
       return { desired: d, meta: bundle.meta, lineageDir: result.lineageDir, previous: result.changed ? result.previousVersion : null };
     } catch (err) {
       const cf = toCertfleetError(err, ErrorCode.InstallFailed);
@@ -364,7 +364,7 @@ export class Sync {
       await this.beforeSwitch(d.name, d.version);
       const result = await installer.activate(d.name, d.version, { requiredNames: d.names });
       log.info({ changed: result.changed, previousVersion: result.previousVersion }, 'certificate activated from the local archive');
-      this.setStatus(d, { version: result.meta.version, fingerprint: result.meta.fingerprint, state: 'pending' });
+      this.setPending(d, result.meta);
       return { desired: d, meta: result.meta, lineageDir: installer.lineageDir(d.name), previous: result.changed ? result.previousVersion : null };
     } catch (err) {
       if (isCertfleetError(err, ErrorCode.NotFound)) return undefined;
@@ -495,6 +495,18 @@ export class Sync {
   /** The configured listeners that must serve `d` (SNI defaulted from its names). */
   private endpoints(d: DesiredRecord): Array<{ address: string; serverName: string }> {
     return (this.opts.config.certificates[d.name]?.verify ?? []).map((e) => ({ address: e.address, serverName: e.serverName ?? defaultServerName(d.names) }));
+  }
+
+  /**
+   * Marks `d` in progress (installed, hook and verification to come). A retry of a version
+   * that failed keeps the failure on record until the retry's outcome is known: a heartbeat
+   * sent in between would otherwise show the certificate `pending` with no error, and the
+   * operator's view would flip between failed and pending at every resync.
+   */
+  private setPending(d: DesiredRecord, meta: VersionMeta): void {
+    const prev = this.status.get(d.name);
+    if (prev?.state === 'failed' && (prev.desiredVersion === d.version || prev.failedVersion === d.version)) return;
+    this.setStatus(d, { version: meta.version, fingerprint: meta.fingerprint, state: 'pending' });
   }
 
   /** Replaces the status of `d` with the given facts (others reset). */

@@ -478,6 +478,16 @@ export class Reconciler {
       })
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);
+        if (cf.details['spooled'] === true) {
+          // The CA issued and the spool holds the certificate until the store takes it
+          // (controller/spool): the renewal happened, so a request it answered is done and
+          // its order stays charged. Treating it as a failure kept the request open and
+          // ordered a second certificate once the spool had delivered the first.
+          this.setIntent(cert.name, afterSuccess(this.intents.get(cert.name) ?? NO_INTENT, startedAt));
+          await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'renewal intent not saved'));
+          rt.state = 'pending';
+          return;
+        }
         // Budgets: an order that was sent stays charged while it can be resumed (the
         // issuer refunds a dropped one); a spend no order used is given back. A failed
         // validation costs the identifier's authorization-failure budget.

@@ -95,3 +95,71 @@ test('without verify endpoints, a version swapped in but never hooked is hooked 
   assert.deepEqual(lines(), ['1', '2'], 'no hook run for a version recorded as loaded');
   assert.equal((JSON.parse(fs.readFileSync(path.join(certDir, 'loaded.json'), 'utf8')) as { version: number }).version, 2);
 });
+
+test('while a failed version is retried, the agent keeps reporting the failure until the retry ends (no flip to pending)', { timeout: 60_000 }, async () => {
+  const dir = tempDir('certfleet-retry-');
+  const runs = path.join(dir, 'runs');
+  const go = path.join(dir, 'go');
+  const hook = path.join(dir, 'hook.sh');
+  // v2's hook fails; its second run (the retry) waits for `go` first, so the test can
+  // look at the status in the middle of the retry.
+  fs.writeFileSync(
+    hook,
+    [
+      '#!/bin/sh',
+      `echo "$CERTFLEET_VERSION $CERTFLEET_ROLLBACK" >> '${runs}'`,
+      '[ "$CERTFLEET_ROLLBACK" = 1 ] && exit 0',
+      '[ "$CERTFLEET_VERSION" = 2 ] || exit 0',
+      `if [ "$(grep -c '^2 0' '${runs}')" -ge 2 ]; then while [ ! -e '${go}' ]; do sleep 0.1; done; fi`,
+      'exit 1',
+      '',
+    ].join('\n'),
+    { mode: 0o700 },
+  );
+  const stateDir = path.join(dir, 'state');
+  const config = parseAgentConfig(
+    [`stateDir: ${stateDir}`, 'controller: { address: "127.0.0.1:1", caFile: /nonexistent }', 'nats: { servers: ["nats://127.0.0.1:1"] }', `hooks: { reload: { command: "/bin/sh ${hook}", timeout: 30s } }`, ''].join('\n'),
+    'agent.yaml',
+  );
+  const bundles = new Map<number, Bundle>();
+  for (const version of [1, 2]) bundles.set(version, await makeBundle({ name: 'web', version, names: ['web.example.test'] }));
+  let desiredVersion = 1;
+  const link = {
+    assignments: () => {
+      const meta = bundles.get(desiredVersion)?.meta;
+      assert.ok(meta);
+      return Promise.resolve([{ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' }]);
+    },
+    fetchBundle: (_name: string, version: number) => {
+      const b = bundles.get(version);
+      return b ? Promise.resolve(b) : Promise.reject(new Error(`no v${version}`));
+    },
+    reportStatus: () => Promise.resolve(),
+  } as unknown as ControllerLink;
+  const log = silentLogger();
+  const sync = new Sync({ config, labels: {}, link, installer: new Installer({ stateDir, clock: systemClock, log }), nats: null, http01: null, clock: systemClock, log });
+  const web = (): CertStatus | undefined => sync.statuses().find((s) => s.name === 'web');
+  const v2Runs = (): number => (fs.existsSync(runs) ? fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l === '2 0').length : 0);
+  try {
+    await sync.start();
+    await eventually('v1 installed', () => web()?.state === 'installed' && web()?.version === 1, 20_000);
+
+    desiredVersion = 2;
+    await sync.resync();
+    await eventually('v2 failed and rolled back', () => web()?.state === 'failed' && web()?.failedVersion === 2 && web()?.rollback === 'restored', 20_000);
+
+    // The retry (next resync) reinstalls v2 from the archive and runs the hook, which waits.
+    await sync.resync();
+    await eventually('the retry is in its hook', () => v2Runs() === 2, 20_000);
+    const during = web();
+    assert.equal(during?.state, 'failed', `mid-retry status: ${JSON.stringify(during)}`);
+    assert.equal(during?.failedVersion, 2);
+    assert.equal(during?.errorCode, 'HOOK_FAILED');
+
+    fs.writeFileSync(go, '');
+    await eventually('the retry failed and rolled back again', () => web()?.state === 'failed' && web()?.rollback === 'restored' && v2Runs() === 2 && fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l === '2 1' || l === '1 1').length >= 2, 20_000);
+  } finally {
+    fs.writeFileSync(go, '');
+    await sync.stop();
+  }
+});
