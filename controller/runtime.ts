@@ -205,6 +205,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       clock,
       log: log.child({ component: 'http01' }),
       selfCheckTimeoutMs: cfg.http01.selfCheckTimeout,
+      offlinePolicy: { mode: cfg.http01.offlineAgents, graceMs: cfg.http01.offlineGrace },
+      onSkipped: (skip) =>
+        void events.emit(EventType.http01AgentSkipped, {
+          cert: skip.cert,
+          agent: skip.agent,
+          message: `HTTP-01 for ${skip.identifier} proceeds without agent ${skip.agent}, offline since ${isoAt(skip.offlineSince)} (http01.offlineAgents: ${cfg.http01.offlineAgents})`,
+          details: { identifier: skip.identifier, offlineSince: isoAt(skip.offlineSince), offlineForMs: skip.offlineForMs, policy: cfg.http01.offlineAgents },
+        }),
     });
     // DNS-01: providers checked now (a rejected key fails the start, not the first renewal),
     // and records a crash left behind removed before any new order.
@@ -288,8 +296,10 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     cleanups.push(() => loop.stop());
 
     const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
+    // The registry is read on every agent call: a removal holds from the agent's next call.
     const authenticateAgent = async (id: CallerIdentity): Promise<Record<string, string>> => {
       const reg = await enrollment.authenticateAgent(id.name, id.serial);
+      fleet.registered(reg); // a renewed identity in use shows in the views
       return reg.labels;
     };
     const assignedTo = (labels: Record<string, string>, certName: string): boolean => {
@@ -297,6 +307,9 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       return c !== undefined && matches(parseSelector(c.agents), labels);
     };
 
+    // onAgentRemoved is the place a removal withdraws what else an agent holds; it stays
+    // unset until agents get their own NATS users (issue #9 item 1), whose revocation
+    // belongs there.
     const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators });
 
     const api: ApiServer = await startApiServer({
@@ -315,8 +328,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           // A malformed CSR must not use up the token: check it before redeeming.
           await checkAgentCsr(csrPem);
           const grant = await enrollment.redeem(token);
-          const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now() });
-          const reg = await enrollment.recordAgent({ name: grant.agent, labels: grant.labels, certSerial: signed.serial, enrolledAt: isoAt(clock.now()) });
+          const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now(), validityMs: cfg.api.agentIdentityValidity });
+          const reg = await enrollment.recordAgent({
+            name: grant.agent,
+            labels: grant.labels,
+            certSerial: signed.serial,
+            enrolledAt: isoAt(clock.now()),
+            certNotAfter: signed.notAfter,
+          });
           fleet.registered(reg);
           await events.emit(EventType.enrolled, { agent: grant.agent, message: `agent ${grant.agent} enrolled`, details: { labels: grant.labels } });
           return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem };
@@ -344,6 +363,17 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           await authenticateAgent(id);
           await fleet.report(id.name, report);
         },
+        async renewIdentity(id, csrPem) {
+          const reg = await enrollment.authenticateAgent(id.name, id.serial);
+          const signed = await signAgentCsr(ca, csrPem, { agent: id.name, now: clock.now(), validityMs: cfg.api.agentIdentityValidity });
+          fleet.registered(await enrollment.recordRenewal(id.name, reg.certSerial, signed.serial, signed.notAfter));
+          await events.emit(EventType.identityRenewed, {
+            agent: id.name,
+            message: `agent ${id.name} renewed its identity (valid until ${signed.notAfter})`,
+            details: { serial: signed.serial, notAfter: signed.notAfter },
+          });
+          return { certificatePem: signed.certPem, caPem: ca.certPem, notAfter: signed.notAfter };
+        },
       },
       operators: operations.backend,
     });
@@ -360,7 +390,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           summary: (name) => operations.certificateSummary(name),
           runtime: (name) => loop.status(name),
           desired: (name) => desired.get(name),
-          agents: () => fleet.agents(),
+          agents: () => fleet.agents().filter((a) => !a.removed),
+          http01Skips: () => solver.skips(),
           budgets: () => budget.levels(),
           versions: (name) => store.listVersions(name),
           now: () => clock.now(),

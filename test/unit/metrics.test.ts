@@ -192,6 +192,7 @@ test('during a staged rollout each agent is current with the version of its own 
     registration: { name, labels, certSerial: '', enrolledAt: '' },
     report: { name, http01Address: '', agentVersion: '0.1.0', lastSeen: '2029-10-01T00:00:00Z', certificates: certs },
     online: true,
+    removed: false,
   });
   const agents = [
     agent('canary', { role: 'web', wave: '1' }, [status('web', 5, 'installed', true)]),
