@@ -199,9 +199,9 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
   assert.equal(
     out,
     [
-      'NAME   ONLINE                                 LAST SEEN   LABELS             CERTIFICATES',
-      'lb-1   yes                                    12s ago     role=lb,site=par   api@2->3 failed (HOOK_FAILED), new@0->1 pending, web@3 installed',
-      'lb-2   no                                     never       -                  -',
+      'NAME   ONLINE                                  LAST SEEN   LABELS             CERTIFICATES',
+      'lb-1   yes                                     12s ago     role=lb,site=par   api@2->3 failed (HOOK_FAILED), new@0->1 pending, web@3 installed',
+      'lb-2   no                                      never       -                  -',
       'lb-3   removed by alice 2026-03-01 12:00:00Z   never       role=lb            -',
       '',
     ].join('\n'),
