@@ -6,13 +6,13 @@
  *  1. identities last 1 minute (`api.agentIdentityValidity`): each agent renews its own
  *     before it expires and keeps reporting after the enrolment certificate has expired,
  *     also across a restart;
- *  2. `http01.offlineAgents: grace` with a 45 s grace: edge-b is stopped, a renewal of
- *     the certificate it serves is held back naming it, then goes ahead without it once
- *     the grace is over, with an `http01-agent-skipped` event;
- *  3. `certfleet agents remove edge-b`: its next gRPC call is refused (its log says who
+ *  2. `certfleet agents remove edge-b`: its next gRPC call is refused (its log says who
  *     removed it), `agents` shows it removed, its NATS status record is gone, and the next
  *     renewal goes ahead at once without it;
- *  4. a new token re-enrols it.
+ *  3. a new token re-enrols it;
+ *  4. `http01.offlineAgents: grace` with a 45 s grace: edge-b is stopped, a renewal of
+ *     the certificate it serves is held back naming it, then goes ahead without it once
+ *     the grace is over, with an `http01-agent-skipped` event.
  * DNS for the name points at edge-a, so the CA validates through the agent that stays.
  */
 import { after, before, describe, test } from 'node:test';
@@ -106,29 +106,6 @@ describe('agents renew their identity, an offline agent stops blocking after the
       assert.ok(Date.parse((await agent('edge-a'))?.identityNotAfter ?? '') > firstNotAfter, 'the registry knows the renewed certificate');
     }));
 
-  test('an offline agent holds a renewal back for the grace, then the renewal goes ahead without it, with an event', () =>
-    withLogs(async () => {
-      const b = fleet.agents.get('edge-b');
-      assert.ok(b);
-      const before = await desiredVersion();
-      await b.process.stop();
-      await eventually('edge-b shown offline', async () => (await agent('edge-b'))?.online === false, 60_000, 500);
-      const renew = await fleet.cli(['renew', 'web']);
-      assert.equal(renew.code, 0, renew.stderr);
-      await eventually('a new version issued without edge-b', async () => (await desiredVersion()) > before, 240_000, 1000);
-      const all = await events();
-      const held = all.find((e) => e.type === 'failed' && e.cert === 'web' && /edge-b \(offline; left out after/.test(e.message));
-      assert.ok(held, `the renewal was first held back naming edge-b: ${all.filter((e) => e.type === 'failed').map((e) => e.message).join(' | ')}`);
-      const skipped = all.find((e) => e.type === 'http01-agent-skipped' && e.agent === 'edge-b' && e.cert === 'web');
-      assert.ok(skipped, 'an http01-agent-skipped event names edge-b');
-      const details = JSON.parse(skipped.detailsJson) as { offlineForMs: number; policy: string };
-      assert.equal(details.policy, 'grace');
-      assert.ok(details.offlineForMs >= 45_000, `left out only after the grace (${details.offlineForMs} ms)`);
-
-      b.restart();
-      await fleet.waitUntilReady(1);
-    }));
-
   test('a removed agent is refused at its next call, shown removed, its status record deleted; renewals go ahead without it at once', () =>
     withLogs(async () => {
       const b = fleet.agents.get('edge-b');
@@ -193,4 +170,27 @@ describe('agents renew their identity, an offline agent stops blocking after the
       }, 60_000, 500);
       await fleet.waitUntilReady(1);
     }));
+  test('an offline agent holds a renewal back for the grace, then the renewal goes ahead without it, with an event', () =>
+    withLogs(async () => {
+      const b = fleet.agents.get('edge-b');
+      assert.ok(b);
+      const before = await desiredVersion();
+      await b.process.stop();
+      await eventually('edge-b shown offline', async () => (await agent('edge-b'))?.online === false, 60_000, 500);
+      const renew = await fleet.cli(['renew', 'web']);
+      assert.equal(renew.code, 0, renew.stderr);
+      await eventually('a new version issued without edge-b', async () => (await desiredVersion()) > before, 240_000, 1000);
+      const all = await events();
+      const held = all.find((e) => e.type === 'failed' && e.cert === 'web' && /edge-b \(offline; left out after/.test(e.message));
+      assert.ok(held, `the renewal was first held back naming edge-b: ${all.filter((e) => e.type === 'failed').map((e) => e.message).join(' | ')}`);
+      const skipped = all.find((e) => e.type === 'http01-agent-skipped' && e.agent === 'edge-b' && e.cert === 'web');
+      assert.ok(skipped, 'an http01-agent-skipped event names edge-b');
+      const details = JSON.parse(skipped.detailsJson) as { offlineForMs: number; policy: string };
+      assert.equal(details.policy, 'grace');
+      assert.ok(details.offlineForMs >= 45_000, `left out only after the grace (${details.offlineForMs} ms)`);
+
+      b.restart();
+      await fleet.waitUntilReady(1);
+    }));
+
 });
