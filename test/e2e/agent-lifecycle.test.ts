@@ -188,9 +188,7 @@ describe('agents renew their identity, an offline agent stops blocking after the
       const details = JSON.parse(skipped.detailsJson) as { offlineForMs: number; policy: string };
       assert.equal(details.policy, 'grace');
       assert.ok(details.offlineForMs >= 45_000, `left out only after the grace (${details.offlineForMs} ms)`);
-
-      b.restart();
-      await fleet.waitUntilReady(1);
+      // edge-b stays down: with 1-minute identities it was offline for the whole last third
+      // of its certificate and would come back expired, needing a new enrolment (as above).
     }));
-
 });
