@@ -4,8 +4,9 @@
  *
  * Start order: identity → gRPC link → NATS (with the credentials from enrolment unless
  * configured otherwise; optional at start: without it the agent still converges by gRPC
- * polling) → HTTP-01 responder → sync loop. Stops on SIGTERM or
- * SIGINT.
+ * polling) → HTTP-01 responder → sync loop → identity renewal (at 2/3 of the client
+ * certificate's lifetime, over the link, which then presents the new certificate; the
+ * NATS credentials are renewed with it). Stops on SIGTERM or SIGINT.
  */
 import fs from 'node:fs';
 import type { Logger } from 'pino';
@@ -17,7 +18,7 @@ import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
 import { connectNats, type NatsHandle } from '../shared/nats/index.js';
 import { loadAgentConfig, notifyEnvironment, type AgentConfig } from './config/index.js';
-import { enroll, loadIdentity, natsCredentialsFile, type AgentIdentity } from './enroll/index.js';
+import { enroll, loadIdentity, natsCredentialsFile, startIdentityRenewal, type AgentIdentity } from './enroll/index.js';
 import { agentInboxPrefix } from '../shared/wire/index.js';
 import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
@@ -66,7 +67,8 @@ export async function enrollAgent(opts: { configFile: string; token: string }): 
 
 /** A running agent. */
 export interface Agent {
-  identity: AgentIdentity;
+  /** The identity in use now (it changes when it is renewed). */
+  readonly identity: AgentIdentity;
   sync: Sync;
   stop(): Promise<void>;
 }
@@ -118,11 +120,15 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
   });
   const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, clock, log: alog.child({ component: 'sync' }) });
   await sync.start();
+  const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: alog.child({ component: 'identity' }) });
   alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');
   return {
-    identity,
+    get identity() {
+      return renewal.current();
+    },
     sync,
     async stop() {
+      renewal.stop();
       await sync.stop();
       await http01?.stop();
       await nats?.close();

@@ -75,6 +75,7 @@ export type Invocation =
       operator: OperatorOptions;
     }
   | { command: 'operators revoke'; name: string; json: boolean; operator: OperatorOptions }
+  | { command: 'agents remove'; name: string; json: boolean; operator: OperatorOptions }
   | { command: 'operators set-role'; name: string; role: OperatorRole; json: boolean; operator: OperatorOptions };
 
 type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?: boolean };
@@ -105,6 +106,7 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   'operators create': { json: { type: 'boolean' }, role: { type: 'string' }, out: { type: 'string' } },
   'operators list': { json: { type: 'boolean' } },
   'operators revoke': { json: { type: 'boolean' } },
+  'agents remove': { json: { type: 'boolean' } },
   'operators set-role': { json: { type: 'boolean' }, role: { type: 'string' } },
 };
 
@@ -276,6 +278,15 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
     }
     case 'operators revoke':
       return { command, name: operatorName(args, command), json: v['json'] === true, operator: operator() };
+    case 'agents remove': {
+      if (args.length === 0) throw usageError('missing NAME (the agent to remove)', command);
+      if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+      const name = args[0] ?? '';
+      if (!AGENT_NAME_PATTERN.test(name)) {
+        throw usageError(`'${name}' is not a valid agent name (lower-case letters, digits and '-', at most 63)`, command);
+      }
+      return { command, name, json: v['json'] === true, operator: operator() };
+    }
     case 'operators set-role': {
       const name = operatorName(args, command);
       return { command, name, role: requireRole(v['role'], command), json: v['json'] === true, operator: operator() };
@@ -303,6 +314,8 @@ function requireRole(value: unknown, command: CommandName): OperatorRole {
 function commandOf(word0: string, word1: string | undefined, help: boolean): CommandName | undefined {
   if (!COMMAND_WORDS.has(word0)) throw usageError(`unknown command '${word0}'`);
   if (word0 === 'agent' && word1 === 'enroll') return 'agent enroll';
+  // `agents` alone lists; `agents remove NAME` removes (any other word is refused by `agents`).
+  if (word0 === 'agents' && word1 === 'remove') return 'agents remove';
   if (word0 === 'operators') {
     if (word1 !== undefined && (OPERATORS_SUBCOMMANDS as readonly string[]).includes(word1)) return `operators ${word1}` as CommandName;
     if (word1 === undefined && help) return undefined;

@@ -26,6 +26,7 @@ export interface OperatorClient {
   listOperators(): Promise<pb.ListOperatorsResponse__Output>;
   revokeOperator(req: pb.RevokeOperatorRequest): Promise<pb.RevokeOperatorResponse__Output>;
   setOperatorRole(req: pb.SetOperatorRoleRequest): Promise<pb.SetOperatorRoleResponse__Output>;
+  removeAgent(req: pb.RemoveAgentRequest): Promise<pb.RemoveAgentResponse__Output>;
   close(): void;
 }
 
@@ -77,6 +78,7 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
     listOperators: () => call((md, opts, cb) => client.listOperators({}, md, opts, cb)),
     revokeOperator: (req) => call((md, opts, cb) => client.revokeOperator(req, md, opts, cb)),
     setOperatorRole: (req) => call((md, opts, cb) => client.setOperatorRole(req, md, opts, cb)),
+    removeAgent: (req) => call((md, opts, cb) => client.removeAgent(req, md, opts, cb)),
     close: () => client.close(),
   };
 }

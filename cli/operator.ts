@@ -29,6 +29,7 @@ import {
   renderOperatorCreated,
   renderOperatorRevoked,
   renderOperatorRole,
+  renderAgentRemoved,
   renderOperators,
   renderWhoAmI,
 } from './render.js';
@@ -54,7 +55,8 @@ export type OperatorInvocation = Extract<
       | 'operators create'
       | 'operators list'
       | 'operators revoke'
-      | 'operators set-role';
+      | 'operators set-role'
+      | 'agents remove';
   }
 >;
 
@@ -176,6 +178,11 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
     case 'operators set-role': {
       const resp = await client.setOperatorRole({ name: inv.name, role: inv.role });
       out(resp, () => renderOperatorRole(resp));
+      return;
+    }
+    case 'agents remove': {
+      const resp = await client.removeAgent({ name: inv.name });
+      out(resp, () => renderAgentRemoved(resp));
       return;
     }
   }

@@ -190,9 +190,13 @@ export function renderAgents(resp: pb.ListAgentsResponse__Output, now: Date, opt
   const rows = agents.map((a) => {
     const labels = formatLabels(a.labels);
     const certs = [...a.certificates].sort((x, y) => x.name.localeCompare(y.name)).map((s) => certStatusCell(s, color));
+    // A removed agent stays listed, so who left and when is visible; it serves nothing now.
+    const removed = (a.removedAt ?? '') !== '';
     return [
       cell(a.name, undefined, color),
-      cell(a.online ? 'yes' : 'no', a.online ? 'green' : 'red', color),
+      removed
+        ? cell(`removed by ${a.removedBy || '?'} ${stamp(a.removedAt)}`, 'red', color)
+        : cell(a.online ? 'yes' : 'no', a.online ? 'green' : 'red', color),
       cell(relativeTime(a.lastSeen, now) || 'never', undefined, color),
       cell(labels || '-', undefined, color),
       certs.length === 0 ? cell('-', undefined, color) : join(certs, ', '),
@@ -483,6 +487,18 @@ export function renderOperatorRole(resp: pb.SetOperatorRoleResponse__Output): st
   const name = o?.name ?? '?';
   const role = o?.role ?? '?';
   return resp.previousRole === role ? `operator ${name} already has role ${role}\n` : `operator ${name}: role ${resp.previousRole} -> ${role} (from the next call on)\n`;
+}
+
+/** What `agents remove` prints. */
+export function renderAgentRemoved(resp: pb.RemoveAgentResponse__Output): string {
+  const when = resp.removedAt === '' ? '' : ` at ${resp.removedAt}`;
+  if (resp.alreadyRemoved) return `agent ${resp.name} was already removed (by ${resp.removedBy || '?'}${when})\n`;
+  const tokens = resp.tokensWithdrawn > 0 ? `; ${resp.tokensWithdrawn} unused enrolment token(s) for it withdrawn` : '';
+  return (
+    `agent ${resp.name} removed by ${resp.removedBy}${when}: its certificate is refused from its next call, ` +
+    `it answers no more HTTP-01 challenges${tokens}\n` +
+    `to bring the node back: certfleet token create ${resp.name} --label ... and enrol it again\n`
+  );
 }
 
 /** What `whoami` prints. */

@@ -136,7 +136,8 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
     case 'operators create':
     case 'operators list':
     case 'operators revoke':
-    case 'operators set-role': {
+    case 'operators set-role':
+    case 'agents remove': {
       const { runOperatorCommand } = await import('./operator.js');
       return runOperatorCommand(inv, io);
     }

@@ -23,7 +23,8 @@ export type CommandName =
   | 'operators create'
   | 'operators list'
   | 'operators revoke'
-  | 'operators set-role';
+  | 'operators set-role'
+  | 'agents remove';
 
 const GLOBAL_OPTIONS = `Global options:
   --credentials FILE   operator credentials (default: $CERTFLEET_CREDENTIALS,
@@ -58,6 +59,7 @@ Operator commands (talk to the controller over mutual TLS):
   budgets [--json]                      rate-limit budget levels
   token create AGENT [--label k=v]... [--ttl DURATION] [--json]
                                         one-time enrolment token for an agent
+  agents remove NAME [--json]           remove an agent: its certificate is refused from now on
   whoami [--json]                       the operator and role of these credentials
 
 Operator credentials (role admin):
@@ -69,7 +71,7 @@ Operator credentials (role admin):
                                         change an operator's role from the next call on
 
 Roles: viewer reads; operator also renews, rolls back and releases; admin also creates
-tokens and manages operators (docs/security.md).
+tokens, removes agents and manages operators (docs/security.md).
 
 ${GLOBAL_OPTIONS}
 
@@ -130,7 +132,19 @@ Options:
   agents: `Usage: certfleet agents [--json]
 
 Lists agents: NAME, ONLINE, LAST SEEN, LABELS, CERTIFICATES (name@version state;
-failed ones with their error code).
+failed ones with their error code). A removed agent shows "removed by X <time>".
+
+Options:
+  --json   print the response as JSON
+`,
+  'agents remove': `Usage: certfleet agents remove NAME [--json]
+
+Removes agent NAME from the fleet: the controller refuses its client certificate
+from its next call (it still holds what it installed), it answers no more HTTP-01
+challenges (renewals go ahead without it), it leaves the fleet views (listed as
+removed), its status record on NATS is deleted, and unused enrolment tokens for the
+name are withdrawn. Removing a removed agent changes nothing. To bring the node
+back, create a new token for the name and enrol it again. Needs role admin.
 
 Options:
   --json   print the response as JSON

@@ -273,6 +273,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       clock,
       log: log.child({ component: 'http01' }),
       selfCheckTimeoutMs: cfg.http01.selfCheckTimeout,
+      offlinePolicy: { mode: cfg.http01.offlineAgents, graceMs: cfg.http01.offlineGrace },
+      onSkipped: (skip) =>
+        void events.emit(EventType.http01AgentSkipped, {
+          cert: skip.cert,
+          agent: skip.agent,
+          message: `HTTP-01 for ${skip.identifier} proceeds without agent ${skip.agent}, offline since ${isoAt(skip.offlineSince)} (http01.offlineAgents: ${cfg.http01.offlineAgents})`,
+          details: { identifier: skip.identifier, offlineSince: isoAt(skip.offlineSince), offlineForMs: skip.offlineForMs, policy: cfg.http01.offlineAgents },
+        }),
     });
     // DNS-01: providers checked now (a rejected key fails the start, not the first renewal),
     // and records a crash left behind removed before any new order.
@@ -356,8 +364,10 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     cleanups.push(() => loop.stop());
 
     const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
+    // The registry is read on every agent call: a removal holds from the agent's next call.
     const authenticateAgent = async (id: CallerIdentity): Promise<Record<string, string>> => {
       const reg = await enrollment.authenticateAgent(id.name, id.serial);
+      fleet.registered(reg); // a renewed identity in use shows in the views
       return reg.labels;
     };
     const assignedTo = (labels: Record<string, string>, certName: string): boolean => {
@@ -365,7 +375,12 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       return c !== undefined && matches(parseSelector(c.agents), labels);
     };
 
-    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators });
+    // A removal withdraws what else the agent holds: its NATS user, at once (the server
+    // closes its connection and refuses reconnects).
+    const onAgentRemoved = async (name: string): Promise<void> => {
+      await natsAccess?.revokeAgentNatsUser(name);
+    };
+    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators, onAgentRemoved });
 
     const api: ApiServer = await startApiServer({
       listen: splitHostPort(cfg.api.listen),
@@ -383,8 +398,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           // A malformed CSR must not use up the token: check it before redeeming.
           await checkAgentCsr(csrPem);
           const grant = await enrollment.redeem(token);
-          const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now() });
-          const reg = await enrollment.recordAgent({ name: grant.agent, labels: grant.labels, certSerial: signed.serial, enrolledAt: isoAt(clock.now()) });
+          const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now(), validityMs: cfg.api.agentIdentityValidity });
+          const reg = await enrollment.recordAgent({
+            name: grant.agent,
+            labels: grant.labels,
+            certSerial: signed.serial,
+            enrolledAt: isoAt(clock.now()),
+            certNotAfter: signed.notAfter,
+          });
           fleet.registered(reg);
           // The NATS user rotates with the identity: it expires with this certificate, and
           // the user of a previous enrolment is revoked.
@@ -415,6 +436,21 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           await authenticateAgent(id);
           await fleet.report(id.name, report);
         },
+        async renewIdentity(id, csrPem) {
+          const reg = await enrollment.authenticateAgent(id.name, id.serial);
+          const signed = await signAgentCsr(ca, csrPem, { agent: id.name, now: clock.now(), validityMs: cfg.api.agentIdentityValidity });
+          fleet.registered(await enrollment.recordRenewal(id.name, reg.certSerial, signed.serial, signed.notAfter));
+          await events.emit(EventType.identityRenewed, {
+            agent: id.name,
+            message: `agent ${id.name} renewed its identity (valid until ${signed.notAfter})`,
+            details: { serial: signed.serial, notAfter: signed.notAfter },
+          });
+          // The NATS user rotates with the identity too: the new one expires with the new
+          // certificate (a user tied to the old one would cut the agent off NATS, and so
+          // off HTTP-01 duty, when the old certificate expires).
+          const natsCredentials = natsAccess ? await natsAccess.credentialsForAgent(id.name, Date.parse(new crypto.X509Certificate(signed.certPem).validTo)) : '';
+          return { certificatePem: signed.certPem, caPem: ca.certPem, notAfter: signed.notAfter, natsCredentials };
+        },
       },
       operators: operations.backend,
     });
@@ -431,7 +467,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           summary: (name) => operations.certificateSummary(name),
           runtime: (name) => loop.status(name),
           desired: (name) => desired.get(name),
-          agents: () => fleet.agents(),
+          agents: () => fleet.agents().filter((a) => !a.removed),
+          http01Skips: () => solver.skips(),
           budgets: () => budget.levels(),
           versions: (name) => store.listVersions(name),
           now: () => clock.now(),

@@ -60,14 +60,37 @@ function statusToPb(s: CertStatus): pb.CertificateStatus {
   return { ...s, hook: s.hook ?? undefined };
 }
 
-/** The controller, as seen from an agent. */
+/**
+ * The controller, as seen from an agent. After an identity renewal, {@link useIdentity}
+ * swaps the client certificate: the gRPC client is rebuilt (a TLS channel keeps the
+ * certificate it was created with), so the next call presents the new one. Callers
+ * keep the same ControllerLink object.
+ */
 export class ControllerLink {
-  private readonly client: AgentServiceClient;
+  private client: AgentServiceClient;
+  private opts: LinkOptions;
   private readonly timeoutMs: number;
 
   constructor(opts: LinkOptions) {
-    this.client = makeClient(opts);
+    this.opts = { ...opts };
+    this.client = makeClient(this.opts);
     this.timeoutMs = opts.callTimeoutMs ?? 15_000;
+  }
+
+  /**
+   * Presents `certPem`/`keyPem` from the next call on: a new client over a new channel;
+   * the old channel is closed once calls already on it have finished (grpc-js close()).
+   */
+  useIdentity(identity: { certPem: string; keyPem: string }): void {
+    const old = this.client;
+    this.opts = { ...this.opts, certPem: identity.certPem, keyPem: identity.keyPem };
+    this.client = makeClient(this.opts);
+    old.close();
+  }
+
+  /** Asks the controller to sign a CSR for a new key (identity renewal), authenticated by the current certificate. */
+  async renewIdentity(csrPem: string): Promise<pb.RenewIdentityResponse__Output> {
+    return call<pb.RenewIdentityRequest, pb.RenewIdentityResponse__Output>(this.client.renewIdentity.bind(this.client), { csrPem }, this.timeoutMs, 'renew identity');
   }
 
   async enroll(token: string, csrPem: string): Promise<pb.EnrollResponse__Output> {

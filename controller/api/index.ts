@@ -66,6 +66,12 @@ export interface AgentBackend {
   /** One version's bundle; version 0 = desired. PERMISSION_DENIED if not assigned, NOT_FOUND if absent. */
   fetchBundle(agent: CallerIdentity, name: string, version: number): Promise<Bundle>;
   reportStatus(agent: CallerIdentity, report: AgentReport): Promise<void>;
+  /**
+   * Signs a CSR for a new key of the calling agent (its identity renewal). The caller's
+   * current certificate stays accepted until the new one is first used. UNAUTHENTICATED
+   * for a removed or replaced agent, CSR_INVALID for a bad CSR.
+   */
+  renewIdentity(agent: CallerIdentity, csrPem: string): Promise<{ certificatePem: string; caPem: string; notAfter: string; natsCredentials?: string }>;
 }
 
 /** What the operator side of the API needs from the controller. */
@@ -88,6 +94,8 @@ export interface OperatorBackend {
   listOperators(): Promise<pb.Operator[]>;
   revokeOperator(name: string, actor: string): Promise<pb.Operator>;
   setOperatorRole(name: string, role: string, actor: string): Promise<{ operator: pb.Operator; previousRole: string }>;
+  /** Removes agent `name` from the fleet on behalf of admin `actor` (idempotent). NOT_FOUND when it never enrolled. */
+  removeAgent(name: string, actor: string): Promise<pb.RemoveAgentResponse>;
 }
 
 export interface ApiServerOptions {
@@ -338,6 +346,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       });
       return {};
     }),
+    RenewIdentity: unary(log, 'RenewIdentity', async (call: grpc.ServerUnaryCall<pb.RenewIdentityRequest__Output, pb.RenewIdentityResponse>) => {
+      const id = caller(call, opts.auth, 'agent');
+      if (call.request.csrPem === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'csr_pem is required');
+      const res = await opts.agents.renewIdentity(id, call.request.csrPem.slice(0, 16_384));
+      log.info({ agent: id.name, notAfter: res.notAfter }, 'agent identity renewed');
+      return { certificatePem: res.certificatePem, caPem: res.caPem, notAfter: res.notAfter, natsCredentials: res.natsCredentials ?? '' };
+    }),
   };
 
   const requireName = (name: string): string => {
@@ -419,6 +434,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const id = await operatorCaller(call, opts.auth, 'SetOperatorRole');
       if (call.request.name === '' || call.request.role === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'an operator name and a role are required');
       return opts.operators.setOperatorRole(call.request.name, call.request.role, id.name);
+    }),
+    RemoveAgent: unary(log, 'RemoveAgent', async (call: grpc.ServerUnaryCall<pb.RemoveAgentRequest__Output, pb.RemoveAgentResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'RemoveAgent');
+      if (call.request.name === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'an agent name is required');
+      const res = await opts.operators.removeAgent(call.request.name, id.name);
+      log.info({ operator: id.name, agent: call.request.name, alreadyRemoved: res.alreadyRemoved }, 'agent removed');
+      return res;
     }),
   };
 

@@ -103,6 +103,12 @@ export const controllerConfigSchema = z
         hosts: z.array(z.string().min(1)).min(1).default(['localhost', '127.0.0.1']),
         /** An agent that has not reported for this long is shown offline. */
         agentOfflineAfter: boundedDuration('5s', '7d').prefault('90s'),
+        /**
+         * Lifetime of agent client certificates (enrolment and renewal). Agents renew theirs
+         * at 2/3 of it over the mTLS link, so an agent offline for longer than the last third
+         * must be enrolled again.
+         */
+        agentIdentityValidity: boundedDuration('1m', '397d').prefault('90d'),
       })
       .prefault({}),
     nats: z
@@ -192,6 +198,15 @@ export const controllerConfigSchema = z
         selfCheckTimeout: boundedDuration('1s', '1h').prefault('30s'),
         /** How long the CA may take to validate an authorization. */
         validationTimeout: boundedDuration('5s', '1h').prefault('2m'),
+        /**
+         * Selected agents that are offline: `grace` waits `offlineGrace` from when each went
+         * offline, then proceeds without it (an event and a metric say so); `block` waits for
+         * ever; `skip` proceeds at once. Proceeding risks a failed validation when DNS still
+         * points at the dead node (docs/configuration.md).
+         */
+        offlineAgents: z.enum(['grace', 'block', 'skip']).default('grace'),
+        /** With `offlineAgents: grace`: how long an offline agent holds an order back. */
+        offlineGrace: boundedDuration('1s', '30d').prefault('1h'),
       })
       .prefault({}),
     renewal: z

@@ -20,6 +20,21 @@
  * current client certificate. Enrolling the same name again replaces the serial, and
  * {@link Enrollment.authenticateAgent} then refuses the old certificate.
  *
+ * Lifecycle of a registration (issue #9):
+ *
+ * ```
+ *   recordAgent ──> active (serial S) ──recordRenewal──> active (S, pending P)
+ *        ▲               │   ▲                                  │
+ *        │               │   └──── first call with P: S := P ───┘
+ *        │               └──removeAgent──> removed (every call refused, naming who and when;
+ *        │                                  unused tokens for the name issued before withdrawn)
+ *        └────────── a new token for the name (re-enrolment) ──────┘
+ * ```
+ *
+ * A renewed certificate does not retire the current one at once: the agent might crash
+ * before it has written the new one, and would then be locked out. The old serial stays
+ * accepted until the new one is first presented (or the old certificate expires).
+ *
  * Concurrency: safe for one controller process. Two concurrent redeems of one token in
  * this process cannot both succeed (an in-flight guard plus the store's atomic delete);
  * across controllers it relies on the backend's deleteObject telling who removed it.
@@ -44,6 +59,24 @@ export interface AgentRegistration {
   certSerial: string;
   /** RFC 3339. */
   enrolledAt: string;
+  /** RFC 3339: when the current client certificate expires (absent in records from before issue #9). */
+  certNotAfter?: string;
+  /** A renewed certificate's serial, accepted with certSerial until it is first presented. */
+  pendingSerial?: string;
+  pendingNotAfter?: string;
+  /** RFC 3339; set once the agent was removed (every call refused from then on). */
+  removedAt?: string;
+  /** The operator who removed it. */
+  removedBy?: string;
+}
+
+/** What {@link Enrollment.removeAgent} did. */
+export interface AgentRemoval {
+  registration: AgentRegistration;
+  /** It had been removed before this call (nothing changed in the registry). */
+  alreadyRemoved: boolean;
+  /** Unused enrolment tokens for the name, created before the removal, that were deleted. */
+  tokensWithdrawn: number;
 }
 
 /** What a token binds: returned by redeem. */
@@ -221,18 +254,77 @@ export class Enrollment {
     if (typeof reg.enrolledAt !== 'string' || Number.isNaN(Date.parse(reg.enrolledAt))) {
       throw new CertfleetError(ErrorCode.UsageInvalid, 'enrolledAt must be an RFC 3339 time', { details: { agent: reg.name } });
     }
+    // A fresh record: a removal or a pending renewal of an earlier enrolment does not carry over.
     const record: AgentRegistration = {
       name: reg.name,
       labels: { ...reg.labels },
       certSerial: reg.certSerial,
       enrolledAt: reg.enrolledAt,
+      ...(reg.certNotAfter === undefined ? {} : { certNotAfter: reg.certNotAfter }),
     };
     const previous = await this.getAgent(reg.name);
     await this.store.putObject(AGENT_KEY_PREFIX + reg.name, record);
     this.log.info(
-      { agent: reg.name, serial: reg.certSerial, replacedSerial: previous?.certSerial },
+      { agent: reg.name, serial: reg.certSerial, replacedSerial: previous?.certSerial, wasRemoved: previous?.removedAt !== undefined },
       previous === null ? 'agent enrolled' : 'agent re-enrolled',
     );
+    return record;
+  }
+
+  /**
+   * Removes agent `name` from the fleet on behalf of operator `actor`: the registration
+   * is kept, marked removed, so {@link authenticateAgent} refuses every certificate of
+   * the name from the next call on and says who removed it when. Unused enrolment tokens
+   * for the name created before now are deleted, so an old token cannot bring it back;
+   * a token created afterwards re-enrols it (a fresh registration). Idempotent: removing
+   * a removed agent changes nothing and reports `alreadyRemoved`. NOT_FOUND when the name
+   * never enrolled; store errors propagate.
+   */
+  async removeAgent(name: string, actor: string): Promise<AgentRemoval> {
+    const reg = await this.getAgent(name);
+    if (reg === null) throw new CertfleetError(ErrorCode.NotFound, `agent ${name} is not enrolled`, { details: { agent: name } });
+    if (reg.removedAt !== undefined) return { registration: reg, alreadyRemoved: true, tokensWithdrawn: 0 };
+    const now = this.clock.now();
+    const record: AgentRegistration = { ...reg, removedAt: isoAt(now), removedBy: actor };
+    delete record.pendingSerial;
+    delete record.pendingNotAfter;
+    await this.store.putObject(AGENT_KEY_PREFIX + name, record);
+    let tokensWithdrawn = 0;
+    for (const key of await this.store.listObjects(TOKEN_KEY_PREFIX)) {
+      const raw = await this.store.getObject<unknown>(key);
+      if (raw === null) continue;
+      let tok: TokenRecord;
+      try {
+        tok = parseTokenRecord(raw, key);
+      } catch {
+        continue; // not ours to judge here; redeem refuses it anyway
+      }
+      const created = Date.parse(tok.createdAt);
+      if (tok.agent === name && (Number.isNaN(created) || created <= now) && (await this.store.deleteObject(key))) tokensWithdrawn++;
+    }
+    this.log.info({ agent: name, actor, serial: reg.certSerial, tokensWithdrawn }, 'agent removed');
+    return { registration: record, alreadyRemoved: false, tokensWithdrawn };
+  }
+
+  /**
+   * Records a renewed client certificate (`serial`, expiring `notAfter`) for agent `name`,
+   * whose current certificate is `currentSerial`. The new serial is accepted alongside
+   * the current one until it is first presented (see the lifecycle above); a second
+   * renewal before that replaces the pending one. UNAUTHENTICATED when the agent is
+   * unknown, removed, or its current certificate changed meanwhile.
+   */
+  async recordRenewal(name: string, currentSerial: string, serial: string, notAfter: string): Promise<AgentRegistration> {
+    const reg = await this.getAgent(name);
+    if (reg === null) throw notEnrolled(name);
+    if (reg.removedAt !== undefined) throw removedError(reg);
+    if (reg.certSerial !== currentSerial.toLowerCase()) {
+      throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
+        details: { agent: name, reason: 'certificate replaced meanwhile', serial: currentSerial },
+      });
+    }
+    const record: AgentRegistration = { ...reg, pendingSerial: serial.toLowerCase(), pendingNotAfter: notAfter };
+    await this.store.putObject(AGENT_KEY_PREFIX + name, record);
+    this.log.info({ agent: name, serial: record.pendingSerial, notAfter, replacedPending: reg.pendingSerial }, 'agent identity renewed');
     return record;
   }
 
@@ -255,23 +347,33 @@ export class Enrollment {
   }
 
   /**
-   * The gate after verifyClientCertificate (controller/pki): the agent must be enrolled
-   * and `serial` must be its current certificate's. Otherwise UNAUTHENTICATED with
-   * `details.reason`.
+   * The gate after verifyClientCertificate (controller/pki), on every agent call: the
+   * agent must be enrolled, not removed, and `serial` must be its current certificate's
+   * or its pending renewed one's (the first call with the pending one makes it current,
+   * which retires the old). Otherwise UNAUTHENTICATED with `details.reason`; a removed
+   * agent is told who removed it and when. One store read per call (plus one write on
+   * the first call with a renewed certificate): the same read that checked the serial
+   * before removal existed, so a removal holds at once on every controller sharing the store.
    */
   async authenticateAgent(name: string, serial: string): Promise<AgentRegistration> {
     const reg = await this.getAgent(name);
-    if (reg === null) {
-      throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} is not enrolled`, {
-        details: { agent: name, reason: 'not enrolled' },
-      });
+    if (reg === null) throw notEnrolled(name);
+    if (reg.removedAt !== undefined) throw removedError(reg);
+    const presented = serial.toLowerCase();
+    if (reg.certSerial === presented) return reg;
+    if (reg.pendingSerial !== undefined && reg.pendingSerial === presented) {
+      const promoted: AgentRegistration = { ...reg, certSerial: presented };
+      if (reg.pendingNotAfter === undefined) delete promoted.certNotAfter;
+      else promoted.certNotAfter = reg.pendingNotAfter;
+      delete promoted.pendingSerial;
+      delete promoted.pendingNotAfter;
+      await this.store.putObject(AGENT_KEY_PREFIX + name, promoted);
+      this.log.info({ agent: name, serial: presented, retiredSerial: reg.certSerial }, 'renewed agent identity in use; previous certificate retired');
+      return promoted;
     }
-    if (reg.certSerial !== serial.toLowerCase()) {
-      throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
-        details: { agent: name, reason: 'certificate replaced by a later enrolment', serial },
-      });
-    }
-    return reg;
+    throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
+      details: { agent: name, reason: 'certificate replaced by a later enrolment', serial },
+    });
   }
 
   private refuse(reason: string, hash?: string, agent?: string): CertfleetError {
@@ -279,6 +381,19 @@ export class Enrollment {
     this.log.warn({ reason, agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
     return new CertfleetError(ErrorCode.EnrollTokenInvalid, INVALID_MESSAGE);
   }
+}
+
+function notEnrolled(name: string): CertfleetError {
+  return new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} is not enrolled`, { details: { agent: name, reason: 'not enrolled' } });
+}
+
+/** The refusal a removed agent gets on every call: who removed it, when, and how to bring it back. */
+function removedError(reg: AgentRegistration): CertfleetError {
+  return new CertfleetError(
+    ErrorCode.Unauthenticated,
+    `agent ${reg.name} was removed by ${reg.removedBy ?? 'an operator'} at ${reg.removedAt ?? '?'}; enrol it again with a new token to bring it back`,
+    { details: { agent: reg.name, reason: 'removed', removedBy: reg.removedBy, removedAt: reg.removedAt } },
+  );
 }
 
 function hashToken(token: string): string {
@@ -317,10 +432,21 @@ function parseAgentRecord(raw: unknown, key: string): AgentRegistration {
   ) {
     throw corrupt(key, 'name, certSerial, enrolledAt or labels missing');
   }
-  return {
+  const optional = (field: string): string | undefined => {
+    const v = o[field];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw corrupt(key, `${field} is not a string`);
+    return v;
+  };
+  const out: AgentRegistration = {
     name: o['name'],
     labels: { ...(labels as Labels) },
     certSerial: o['certSerial'],
     enrolledAt: o['enrolledAt'],
   };
+  for (const field of ['certNotAfter', 'pendingSerial', 'pendingNotAfter', 'removedAt', 'removedBy'] as const) {
+    const v = optional(field);
+    if (v !== undefined) out[field] = v;
+  }
+  return out;
 }

@@ -7,6 +7,10 @@
  * into memory first and then written through to NATS in the background, so an agent
  * reporting over gRPC stays online while NATS is away (issue #8: every agent showed
  * offline during a NATS outage). Writes per agent are chained, newest last.
+ *
+ * A removed agent (controller/enroll removeAgent) stays listed, marked removed, so
+ * `certfleet agents` shows who left and when; it is selected by no certificate (no
+ * HTTP-01 duty, not counted as assigned) and its record in the agents bucket is deleted.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
@@ -26,6 +30,8 @@ export interface AgentView {
   registration: AgentRegistration;
   report: AgentRecord | undefined;
   online: boolean;
+  /** Removed from the fleet (`certfleet agents remove`): listed, selected by nothing. */
+  removed: boolean;
 }
 
 export interface FleetOptions {
@@ -71,9 +77,30 @@ export class Fleet {
     return fleet;
   }
 
-  /** Remembers a (re-)enrolled agent. */
+  /** Remembers a (re-)enrolled agent, or a registration that changed (renewed identity). */
   registered(reg: AgentRegistration): void {
     this.registrations.set(reg.name, reg);
+  }
+
+  /**
+   * Takes a removed agent out of duty: remembers its registration (marked removed),
+   * forgets its last report and deletes its record in the agents bucket, after any
+   * write of it still queued. Resolves when the delete is done; rejects when NATS
+   * refused it (the agent is out of duty in memory either way; a retry deletes it).
+   */
+  async removed(reg: AgentRegistration): Promise<void> {
+    this.registrations.set(reg.name, reg);
+    this.reports.delete(reg.name);
+    const previous = this.writes.get(reg.name) ?? Promise.resolve();
+    const next = previous.then(() => this.kv.delete(reg.name));
+    // Later writes of this agent queue behind the delete; they skip themselves (no report).
+    const tail = next.catch(() => undefined);
+    this.writes.set(reg.name, tail);
+    void tail.finally(() => {
+      if (this.writes.get(reg.name) === tail) this.writes.delete(reg.name);
+    });
+    await next;
+    this.opts.log.info({ agent: reg.name }, 'agent status record deleted');
   }
 
   private isOnline(report: AgentRecord | undefined): boolean {
@@ -120,31 +147,37 @@ export class Fleet {
     });
   }
 
-  /** Every enrolled agent with its last report, sorted by name. */
+  /** Every enrolled agent with its last report, sorted by name; removed ones included, marked. */
   agents(): AgentView[] {
     return [...this.registrations.values()]
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((registration) => {
-        const report = this.reports.get(registration.name);
-        return { registration, report, online: this.isOnline(report) };
+        const removed = registration.removedAt !== undefined;
+        const report = removed ? undefined : this.reports.get(registration.name);
+        return { registration, report, online: this.isOnline(report), removed };
       });
   }
 
-  /** Enrolled agents selected by `selector` (online or not). */
+  /** Enrolled agents selected by `selector` (online or not); removed agents never are. */
   selected(selector: string): AgentView[] {
     const sel = parseSelector(selector);
-    return this.agents().filter((a) => matches(sel, a.registration.labels));
+    return this.agents().filter((a) => !a.removed && matches(sel, a.registration.labels));
   }
 
   /**
    * Every enrolled agent selected by `selector`, as an HTTP-01 responder: its address
-   * when it is online and answers HTTP-01, else the reason it cannot.
+   * when it is online and answers HTTP-01, else the reason it cannot, and for an offline
+   * one since when (its last report plus `offlineAfterMs`; its enrolment if it never
+   * reported), which the solver's offline policy weighs.
    */
   responders(selector: string): Responder[] {
     return this.selected(selector).map((a) => {
       const address = a.report?.http01Address ?? '';
-      const unavailable = !a.online ? 'offline' : address === '' ? 'no http01.listen configured' : '';
-      return { agent: a.registration.name, http01Address: address, unavailable };
+      if (!a.online) {
+        const since = a.report ? Date.parse(a.report.lastSeen) + this.opts.offlineAfterMs : Date.parse(a.registration.enrolledAt);
+        return { agent: a.registration.name, http01Address: address, unavailable: 'offline', offlineSince: Number.isFinite(since) ? since : 0 };
+      }
+      return { agent: a.registration.name, http01Address: address, unavailable: address === '' ? 'no http01.listen configured' : '' };
     });
   }
 

@@ -64,6 +64,8 @@ export interface MetricsSnapshot {
   certificates: CertificateFacts[];
   agents: AgentFacts[];
   budgets: BudgetFacts[];
+  /** HTTP-01 challenges that went ahead without an offline agent: latest time (epoch ms) per certificate and agent. */
+  http01Skips?: Array<{ cert: string; agent: string; at: number }>;
 }
 
 const seconds = (ms: number): number => ms / 1000;
@@ -110,6 +112,7 @@ export function collect(snap: MetricsSnapshot): Family[] {
       add(Metric.agentCertificateVerified, labels, bit(s.verified));
     }
   }
+  for (const k of snap.http01Skips ?? []) add(Metric.http01AgentSkipped, { name: k.cert, agent: k.agent }, seconds(k.at));
   for (const b of snap.budgets) {
     const labels = { limit: b.limit, key: b.key };
     add(Metric.budgetAvailable, labels, b.available);

@@ -27,6 +27,8 @@ export interface MetricsSources {
   desired(name: string): DesiredRecord | undefined;
   /** Every enrolled agent with its last report (Fleet.agents). */
   agents(): AgentView[];
+  /** Offline agents HTTP-01 went ahead without (Http01Solver.skips); absent: none reported. */
+  http01Skips?(): Array<{ cert: string; agent: string; at: number }>;
   /** Rate-limit bucket levels now (BudgetKeeper.levels). */
   budgets(): BucketLevel[];
   /** Every stored version's metadata (CertStore.listVersions); only asked when the desired version changes. */
@@ -105,7 +107,7 @@ export class SnapshotGatherer {
       return { name: a.registration.name, agentVersion: a.report?.agentVersion ?? '', online: a.online, lastSeen: parseTime(a.report?.lastSeen), assignments };
     });
     const budgets = src.budgets().map((b) => ({ limit: b.limit, key: b.key, available: b.available, capacity: b.capacity, reserved: b.reserved }));
-    return { controllerVersion: src.controllerVersion, certificates, agents, budgets };
+    return { controllerVersion: src.controllerVersion, certificates, agents, budgets, http01Skips: src.http01Skips?.() ?? [] };
   }
 
   private async notBefore(name: string, version: number, latest: VersionMeta | null): Promise<number | null> {

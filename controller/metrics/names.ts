@@ -127,6 +127,12 @@ export const Metric = {
     help: 'When the agent last reported, Unix seconds. Absent before its first report.',
     labels: ['agent'],
   },
+  http01AgentSkipped: {
+    name: 'certfleet_http01_agent_skipped_timestamp_seconds',
+    type: 'gauge',
+    help: 'When an HTTP-01 challenge of the certificate last went ahead without this selected agent because it was offline (http01.offlineAgents), Unix seconds. Absent until that happens (since the controller started).',
+    labels: ['name', 'agent'],
+  },
   agentCertificateVersion: {
     name: 'certfleet_agent_certificate_version',
     type: 'gauge',

@@ -8,7 +8,7 @@
  * metrics both use it).
  */
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { CertfleetError, ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
 import type { pb } from '../../shared/grpc/index.js';
 import { readEvents, type NatsHandle } from '../../shared/nats/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
@@ -42,6 +42,13 @@ export interface OperationsDeps {
   /** The controller CA, which signs new operators' certificates. */
   ca: CaMaterial;
   operators: OperatorRegistry;
+  /**
+   * Called by `removeAgent` after the registry refuses the agent and the fleet dropped it,
+   * to withdraw whatever else the agent was given (its NATS user, once agents get their
+   * own NATS credentials). Rejecting makes the removal report a failure the operator
+   * retries; removal is idempotent and calls this again.
+   */
+  onAgentRemoved?: (agent: string) => Promise<void>;
 }
 
 export interface Operations {
@@ -166,8 +173,9 @@ export function createOperations(deps: OperationsDeps): Operations {
         acmeDirectory: cfg.acme.directoryUrl,
         certificates: certs.length,
         certificatesReady: certs.filter((c) => c.state === 'ready').length,
-        agents: agents.length,
-        agentsOnline: agents.filter((a) => a.online).length,
+        // Removed agents are history, not fleet.
+        agents: agents.filter((a) => !a.removed).length,
+        agentsOnline: agents.filter((a) => a.online && !a.removed).length,
         nats: nats.isConnected() ? 'connected' : 'disconnected',
       });
     },
@@ -183,6 +191,9 @@ export function createOperations(deps: OperationsDeps): Operations {
             http01Address: a.report?.http01Address ?? '',
             certificates: a.report?.certificates ?? [],
             enrolledAt: a.registration.enrolledAt,
+            removedAt: a.registration.removedAt ?? '',
+            removedBy: a.registration.removedBy ?? '',
+            identityNotAfter: a.registration.certNotAfter ?? '',
           }),
         ),
       ),
@@ -336,6 +347,50 @@ export function createOperations(deps: OperationsDeps): Operations {
         });
       }
       return { operator: operatorToPb(record), previousRole: previous };
+    },
+    async removeAgent(name, actor) {
+      // 1. The registry: every controller sharing the store refuses the agent's next call.
+      const removal = await enrollment.removeAgent(name, actor);
+      const reg = removal.registration;
+      // 2. Out of HTTP-01 duty and the views, status record deleted; 3. what else it held.
+      // Each step runs again on a repeated removal, so a failure here is retried by asking again.
+      const steps: Array<[string, () => Promise<void>]> = [
+        ['deleting its status record on NATS', () => fleet.removed(reg)],
+        ['withdrawing its other credentials', () => deps.onAgentRemoved?.(name) ?? Promise.resolve()],
+      ];
+      const failures: string[] = [];
+      let firstFailure: CertfleetError | undefined;
+      for (const [what, step] of steps) {
+        try {
+          await step();
+        } catch (err) {
+          const cf = toCertfleetError(err);
+          firstFailure ??= cf;
+          failures.push(`${what}: ${cf.message}`);
+        }
+      }
+      if (!removal.alreadyRemoved) {
+        await events.emit(EventType.agentRemoved, {
+          agent: name,
+          actor,
+          message: `agent ${name} removed by ${actor}`,
+          details: { serial: reg.certSerial, tokensWithdrawn: removal.tokensWithdrawn, labels: reg.labels },
+        });
+      }
+      if (firstFailure !== undefined) {
+        throw new CertfleetError(
+          firstFailure.code,
+          `agent ${name} is removed (its certificate is refused from its next call), but ${failures.join('; ')}; run "certfleet agents remove ${name}" again`,
+          { retryable: true, cause: firstFailure, details: { agent: name } },
+        );
+      }
+      return {
+        name,
+        removedBy: reg.removedBy ?? actor,
+        removedAt: reg.removedAt ?? '',
+        alreadyRemoved: removal.alreadyRemoved,
+        tokensWithdrawn: removal.tokensWithdrawn,
+      };
     },
   };
   return { backend, certificateSummary };

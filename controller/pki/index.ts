@@ -161,18 +161,21 @@ export async function issueServerCertificate(
  * and its key must be ECDSA P-256/P-384 or RSA of at least 2048 bits; otherwise
  * CSR_INVALID. The subject and any extensions the CSR requests are ignored: the
  * certificate says CN=<agent>, URI SAN `urn:certfleet:agent:<agent>`, EKU clientAuth
- * only, valid `validityDays` (default 90). `agent` must match AGENT_NAME_PATTERN
- * (USAGE_INVALID otherwise). Returns the serial (lower-case hex) for the agent registry.
+ * only, valid `validityMs` (or `validityDays`; default 90 days; the controller passes
+ * `api.agentIdentityValidity`). It is backdated 5 minutes, or a tenth of a short
+ * validity, so the agent's renewal point (2/3 of the lifetime) stays in the future.
+ * `agent` must match AGENT_NAME_PATTERN (USAGE_INVALID otherwise). Returns the serial
+ * (lower-case hex) for the agent registry and notAfter (RFC 3339).
  */
 export async function signAgentCsr(
   ca: CaMaterial,
   csrPem: string,
-  opts: { agent: string; now: number; validityDays?: number },
-): Promise<{ certPem: string; serial: string }> {
+  opts: { agent: string; now: number; validityDays?: number; validityMs?: number },
+): Promise<{ certPem: string; serial: string; notAfter: string }> {
   checkIdentityName('agent', opts.agent);
-  const validityDays = opts.validityDays ?? DEFAULT_AGENT_VALIDITY_DAYS;
-  if (!Number.isFinite(validityDays) || validityDays <= 0) {
-    throw new CertfleetError(ErrorCode.UsageInvalid, `validityDays must be positive, got ${validityDays}`);
+  const validityMs = opts.validityMs ?? (opts.validityDays ?? DEFAULT_AGENT_VALIDITY_DAYS) * DAY_MS;
+  if (!Number.isFinite(validityMs) || validityMs <= 0) {
+    throw new CertfleetError(ErrorCode.UsageInvalid, `agent certificate validity must be positive, got ${validityMs} ms`);
   }
   const csr = await parseAgentCsr(csrPem);
   const cert = await signLeaf(ca, {
@@ -181,9 +184,10 @@ export async function signAgentCsr(
     sans: [{ type: 'url', value: AGENT_URI_PREFIX + opts.agent }],
     eku: OID_CLIENT_AUTH,
     now: opts.now,
-    validityMs: validityDays * DAY_MS,
+    validityMs,
+    backdateMs: Math.min(BACKDATE_MS, Math.floor(validityMs / 10)),
   });
-  return { certPem: cert.toString('pem'), serial: cert.serialNumber.toLowerCase() };
+  return { certPem: cert.toString('pem'), serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter.toISOString() };
 }
 
 /**
@@ -381,6 +385,8 @@ interface LeafParams {
   eku: string;
   now: number;
   validityMs: number;
+  /** How far notBefore lies before `now`; default 5 minutes. */
+  backdateMs?: number;
 }
 
 async function signLeaf(ca: CaMaterial, p: LeafParams): Promise<x509.X509Certificate> {
@@ -389,7 +395,7 @@ async function signLeaf(ca: CaMaterial, p: LeafParams): Promise<x509.X509Certifi
     serialNumber: randomSerial(),
     subject: [{ CN: [p.commonName] }, ...(p.organizationalUnit === undefined ? [] : [{ OU: [p.organizationalUnit] }])],
     issuer: caCert.subjectName,
-    notBefore: new Date(p.now - BACKDATE_MS),
+    notBefore: new Date(p.now - (p.backdateMs ?? BACKDATE_MS)),
     notAfter: new Date(p.now + p.validityMs),
     publicKey: p.publicKey,
     signingKey: caKey,

@@ -4,6 +4,12 @@
  * agent selected by the certificate's selector serves it on its HTTP-01 listener, and
  * the controller confirms each of them really answers before it asks the CA to
  * validate — a failed validation would spend the CA's authorization-failure budget.
+ *
+ * An agent that is offline cannot answer. Whether the order waits for it or goes ahead
+ * without it is the `http01.offlineAgents` policy ({@link offlineDuty}): `grace` (the
+ * default) waits `offlineGrace` from the moment the agent went offline, then proceeds
+ * without it; `block` always waits; `skip` proceeds at once. Proceeding has a price: if
+ * DNS still points at the dead node, the CA may pick it and the validation fails.
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
@@ -26,6 +32,69 @@ export interface Responder {
   http01Address: string;
   /** Why this agent cannot answer now ('' when it can): offline, no HTTP-01 listener. */
   unavailable: string;
+  /** For an offline agent: since when (epoch ms), as the offline policy counts it. */
+  offlineSince?: number;
+}
+
+/** What to do about selected agents that are offline (config `http01.offlineAgents`). */
+export type OfflineAgentsMode = 'grace' | 'block' | 'skip';
+
+export interface OfflinePolicy {
+  mode: OfflineAgentsMode;
+  /** With `grace`: how long an offline agent blocks before it is left out. */
+  graceMs: number;
+}
+
+/** The default: wait an hour for an offline agent, then go ahead without it. */
+export const DEFAULT_OFFLINE_POLICY: OfflinePolicy = { mode: 'grace', graceMs: 3600_000 };
+
+/** An offline agent the challenge goes ahead without. */
+export interface SkippedResponder {
+  responder: Responder;
+  /** How long it had been offline, ms. */
+  offlineForMs: number;
+}
+
+/** The outcome of {@link offlineDuty}. */
+export interface Http01Duty {
+  /** Agents that must serve the challenge before the CA is asked. */
+  serve: Responder[];
+  /** Agents that cannot answer and hold the order back, each with why (and until when). */
+  blocking: Array<{ responder: Responder; why: string; until?: number }>;
+  /** Offline agents left out by the policy. */
+  skipped: SkippedResponder[];
+}
+
+/**
+ * Which selected agents must serve an HTTP-01 challenge now, which hold it back, and
+ * which are left out. Pure. Only offline agents are subject to the policy: `block`
+ * keeps them blocking, `skip` leaves them out, `grace` leaves out those offline for at
+ * least `graceMs` (an agent without `offlineSince` counts as offline just now). Any
+ * other reason (no HTTP-01 listener) always blocks: that is a configuration to fix.
+ * The caller must still refuse when nothing is left to serve.
+ */
+export function offlineDuty(responders: readonly Responder[], policy: OfflinePolicy, now: number): Http01Duty {
+  const duty: Http01Duty = { serve: [], blocking: [], skipped: [] };
+  for (const r of responders) {
+    if (r.unavailable === '') {
+      duty.serve.push(r);
+      continue;
+    }
+    if (r.unavailable !== 'offline') {
+      duty.blocking.push({ responder: r, why: r.unavailable });
+      continue;
+    }
+    const offlineForMs = Math.max(0, now - (r.offlineSince ?? now));
+    if (policy.mode === 'skip' || (policy.mode === 'grace' && offlineForMs >= policy.graceMs)) {
+      duty.skipped.push({ responder: r, offlineForMs });
+    } else if (policy.mode === 'grace') {
+      const until = (r.offlineSince ?? now) + policy.graceMs;
+      duty.blocking.push({ responder: r, why: `offline; left out after ${new Date(until).toISOString()} (http01.offlineGrace)`, until });
+    } else {
+      duty.blocking.push({ responder: r, why: 'offline (http01.offlineAgents: block)' });
+    }
+  }
+  return duty;
 }
 
 /** Finds every enrolled agent selected by `selector` (controller/fleet implements it). */
@@ -40,6 +109,10 @@ export interface Http01SolverOptions {
   selfCheckTimeoutMs: number;
   /** Poll interval of the self-check. Default 200 ms. */
   pollMs?: number;
+  /** What offline agents do to an order; default {@link DEFAULT_OFFLINE_POLICY}. */
+  offlinePolicy?: OfflinePolicy;
+  /** Told about each offline agent a challenge goes ahead without (event, metric). Must not throw. */
+  onSkipped?: (skip: { cert: string; identifier: string; agent: string; offlineSince: number; offlineForMs: number }) => void;
 }
 
 /** One GET of the challenge URL on one responder; resolves with the body or null. */
@@ -109,6 +182,13 @@ export const CHALLENGE_SWEEP_INTERVAL_MS = 10 * 60_000;
 export class Http01Solver {
   /** Tokens this process has published and not yet withdrawn. */
   private readonly active = new Set<string>();
+  /** When a challenge last went ahead without each (certificate, agent), for the metrics. */
+  private readonly lastSkipped = new Map<string, { cert: string; agent: string; at: number }>();
+
+  /** Every (certificate, agent) a challenge went ahead without since start, with the latest time (epoch ms). */
+  skips(): Array<{ cert: string; agent: string; at: number }> {
+    return [...this.lastSkipped.values()];
+  }
 
   constructor(private readonly opts: Http01SolverOptions) {}
 
@@ -140,19 +220,46 @@ export class Http01Solver {
   async present(record: ChallengeRecord): Promise<void> {
     // Every selected agent must answer: the CA may reach any node that serves the name,
     // and a failed validation spends its authorization-failure budget. So an agent that
-    // is offline blocks the order (with its name in the error) rather than risk it.
-    const responders = this.opts.responders(record.selector);
-    const unavailable = responders.filter((r) => r.unavailable !== '');
-    if (responders.length === 0 || unavailable.length > 0) {
+    // cannot answer blocks the order (with its name in the error) rather than risk it,
+    // except an offline one the offline policy leaves out (issue #9: one dead node used
+    // to block the renewal of every certificate it served, for ever).
+    const all = this.opts.responders(record.selector);
+    const now = this.opts.clock.now();
+    const duty = offlineDuty(all, this.opts.offlinePolicy ?? DEFAULT_OFFLINE_POLICY, now);
+    if (all.length === 0 || duty.blocking.length > 0 || duty.serve.length === 0) {
       const why =
-        responders.length === 0
+        all.length === 0
           ? `no enrolled agent matches "${record.selector}"`
-          : `agents selected by "${record.selector}" cannot answer: ${unavailable.map((r) => `${r.agent} (${r.unavailable})`).join(', ')}`;
+          : duty.blocking.length > 0
+            ? `agents selected by "${record.selector}" cannot answer: ${duty.blocking.map((b) => `${b.responder.agent} (${b.why})`).join(', ')}`
+            : `every agent selected by "${record.selector}" is offline: ${duty.skipped.map((s) => s.responder.agent).join(', ')}`;
+      const graceEnds = duty.blocking.map((b) => b.until).filter((u): u is number => u !== undefined);
       throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 for ${record.identifier}: ${why}`, {
         retryable: true,
-        details: { identifier: record.identifier, selector: record.selector, unavailable: unavailable.map((r) => r.agent) },
+        // A hint only: the work loop retries no earlier than its own backoff.
+        ...(graceEnds.length > 0 && duty.blocking.length === graceEnds.length ? { retryAfterMs: Math.max(0, Math.max(...graceEnds) - now) } : {}),
+        details: {
+          identifier: record.identifier,
+          selector: record.selector,
+          unavailable: [...duty.blocking.map((b) => b.responder.agent), ...duty.skipped.map((s) => s.responder.agent)],
+        },
       });
     }
+    for (const s of duty.skipped) {
+      this.lastSkipped.set(`${record.cert}\u0000${s.responder.agent}`, { cert: record.cert, agent: s.responder.agent, at: now });
+      this.opts.log.warn(
+        { cert: record.cert, identifier: record.identifier, agent: s.responder.agent, offlineForMs: s.offlineForMs },
+        'offline agent left out of HTTP-01',
+      );
+      this.opts.onSkipped?.({
+        cert: record.cert,
+        identifier: record.identifier,
+        agent: s.responder.agent,
+        offlineSince: s.responder.offlineSince ?? now,
+        offlineForMs: s.offlineForMs,
+      });
+    }
+    const responders = duty.serve;
     this.active.add(record.token);
     await this.opts.board.present(record);
     const log = this.opts.log.child({ cert: record.cert, identifier: record.identifier });

@@ -49,3 +49,7 @@ export type { RevokeOperatorRequest, RevokeOperatorRequest__Output } from './gen
 export type { RevokeOperatorResponse, RevokeOperatorResponse__Output } from './generated/certfleet/v1/RevokeOperatorResponse.js';
 export type { SetOperatorRoleRequest, SetOperatorRoleRequest__Output } from './generated/certfleet/v1/SetOperatorRoleRequest.js';
 export type { SetOperatorRoleResponse, SetOperatorRoleResponse__Output } from './generated/certfleet/v1/SetOperatorRoleResponse.js';
+export type { RemoveAgentRequest, RemoveAgentRequest__Output } from './generated/certfleet/v1/RemoveAgentRequest.js';
+export type { RemoveAgentResponse, RemoveAgentResponse__Output } from './generated/certfleet/v1/RemoveAgentResponse.js';
+export type { RenewIdentityRequest, RenewIdentityRequest__Output } from './generated/certfleet/v1/RenewIdentityRequest.js';
+export type { RenewIdentityResponse, RenewIdentityResponse__Output } from './generated/certfleet/v1/RenewIdentityResponse.js';

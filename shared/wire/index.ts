@@ -85,6 +85,15 @@ export const EventType = {
   operatorRevoked: 'operator-revoked',
   /** An admin changed an operator's role (details: from, to). */
   operatorRoleChanged: 'operator-role-changed',
+  /** An admin removed an agent (`certfleet agents remove`): its certificate is refused, it left HTTP-01 duty. */
+  agentRemoved: 'agent-removed',
+  /** An agent renewed its own client certificate before expiry (details: new serial, notAfter). */
+  identityRenewed: 'identity-renewed',
+  /**
+   * An HTTP-01 challenge went ahead without a selected agent that was offline longer than
+   * `http01.offlineGrace` (or at once under `offlineAgents: skip`); details: identifier, offline since.
+   */
+  http01AgentSkipped: 'http01-agent-skipped',
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];

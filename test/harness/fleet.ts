@@ -138,6 +138,9 @@ export interface StartFleetOptions {
   controllerYaml?: string[];
   /** `renewal:` section of controller.yaml; default `{ checkInterval: 1s }`. */
   renewalYaml?: string;
+  /** `api:` fields besides `listen`, inline YAML; default `agentOfflineAfter: 30s`. `http01:` fields besides the two timeouts. */
+  apiYaml?: string;
+  http01Yaml?: string;
   /** Enrol and start the agents later, by calling `fleet.addAgents()`; default now. */
   deferAgents?: boolean;
   /** DNS server Pebble resolves through instead of challtestsrv (DNS-01 tests: a BIND resolver). */
@@ -179,14 +182,14 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     [
       `stateDir: ${controllerState}`,
       'log: { level: debug }',
-      `api: { listen: "127.0.0.1:${apiPort}", agentOfflineAfter: 30s }`,
+      `api: { listen: "127.0.0.1:${apiPort}", ${opts.apiYaml ?? 'agentOfflineAfter: 30s'} }`,
       `nats: { servers: ["nats://127.0.0.1:${natsPort}"]${natsAuth === 'none' ? ', authority: external' : ''} }`,
       'acme:',
       `  directoryUrl: ${proxy ? proxy.directoryUrl : pebble.directoryUrl}`,
       `  caFile: ${pebbleCa}`,
       ...(opts.acmeEmail === null ? [] : [`  email: ${opts.acmeEmail ?? 'ops@example.test'}`]),
       '  termsOfServiceAgreed: true',
-      'http01: { selfCheckTimeout: 20s, validationTimeout: 60s }',
+      `http01: { selfCheckTimeout: 20s, validationTimeout: 60s${opts.http01Yaml ? `, ${opts.http01Yaml}` : ''} }`,
       `renewal: ${opts.renewalYaml ?? '{ checkInterval: 1s }'}`,
       ...(opts.controllerYaml ?? []),
       'certificates:',

@@ -605,6 +605,7 @@ function operatorBackend(): OperatorBackend {
     listOperators: nothing,
     revokeOperator: nothing,
     setOperatorRole: nothing,
+    removeAgent: nothing,
   };
 }
 
@@ -638,6 +639,7 @@ describe('the bad-input corpus', () => {
         },
         assignments: () => Promise.resolve([]),
         fetchBundle: () => Promise.reject(new CertfleetError(ErrorCode.NotFound, 'no bundles here')),
+        renewIdentity: () => Promise.reject(new CertfleetError(ErrorCode.Internal, 'not used by this test')),
         reportStatus: () => Promise.resolve(),
       },
       operators: operatorBackend(),

@@ -41,10 +41,20 @@ const COMMANDS: Record<CommandName, true> = {
   'operators list': true,
   'operators revoke': true,
   'operators set-role': true,
+  'agents remove': true,
 };
 const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
 // ---- pure parsing ----
+
+void test('agents remove takes exactly one valid agent name; agents alone still lists', () => {
+  const op = { credentialsFile: undefined, timeoutMs: 10_000 };
+  assert.deepEqual(parseCommandLine(['agents', 'remove', 'edge-b']), { command: 'agents remove', name: 'edge-b', json: false, operator: op });
+  assert.deepEqual(parseCommandLine(['agents', '--json']), { command: 'agents', json: true, operator: op });
+  usageFailure(['agents', 'remove'], /missing NAME/);
+  usageFailure(['agents', 'remove', 'a', 'b'], /unexpected argument 'b'/);
+  usageFailure(['agents', 'remove', 'Edge_B'], /not a valid agent name/);
+});
 
 void test('daemon commands parse their config file and --check', () => {
   assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml']), { command: 'controller', configFile: 'c.yaml', check: false });

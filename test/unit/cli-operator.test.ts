@@ -211,6 +211,14 @@ const handlers: OperatorServiceHandlers = {
   SetOperatorRole(call, cb) {
     cb(null, { operator: operatorRecord({ name: call.request.name, role: call.request.role }), previousRole: 'viewer' });
   },
+  RemoveAgent(call, cb) {
+    if (call.request.name === 'ghost') {
+      cb(toServiceError(new CertfleetError(ErrorCode.NotFound, 'agent ghost is not enrolled')));
+      return;
+    }
+    const again = call.request.name === 'gone';
+    cb(null, { name: call.request.name, removedBy: 'admin', removedAt: '2026-03-01T12:00:00.000Z', alreadyRemoved: again, tokensWithdrawn: again ? 0 : 1 });
+  },
   ListEvents(call, cb) {
     eventRequests.push(call.request);
     const matching = EVENTS.filter((e) => call.request.cert === '' || e.cert === call.request.cert);

@@ -148,7 +148,7 @@ void test('the certs table marks expired certificates and overdue renewals, and 
   assert.equal(failure, 'old: ACME_RATE_LIMITED: too many certificates for example.test');
 });
 
-void test('the agents table shows online, last seen, sorted labels, and each certificate as name@version state with failed error codes', () => {
+void test('the agents table shows online, last seen, sorted labels, each certificate as name@version state with failed error codes, and who removed a removed agent', () => {
   const out = renderAgents(
     {
       agents: [
@@ -160,6 +160,9 @@ void test('the agents table shows online, last seen, sorted labels, and each cer
           http01Address: '',
           certificates: [],
           enrolledAt: at(-D),
+          removedAt: '',
+          removedBy: '',
+          identityNotAfter: '',
         },
         {
           name: 'lb-1',
@@ -173,6 +176,21 @@ void test('the agents table shows online, last seen, sorted labels, and each cer
             status({ name: 'new', version: 0, desiredVersion: 1, state: 'pending' }),
           ],
           enrolledAt: at(-D),
+          removedAt: '',
+          removedBy: '',
+          identityNotAfter: '',
+        },
+        {
+          name: 'lb-3',
+          labels: { role: 'lb' },
+          lastSeen: '',
+          online: false,
+          http01Address: '',
+          certificates: [],
+          enrolledAt: at(-D),
+          removedAt: '2026-03-01T12:00:00.000Z',
+          removedBy: 'alice',
+          identityNotAfter: '',
         },
       ],
     },
@@ -181,9 +199,10 @@ void test('the agents table shows online, last seen, sorted labels, and each cer
   assert.equal(
     out,
     [
-      'NAME   ONLINE   LAST SEEN   LABELS             CERTIFICATES',
-      'lb-1   yes      12s ago     role=lb,site=par   api@2->3 failed (HOOK_FAILED), new@0->1 pending, web@3 installed',
-      'lb-2   no       never       -                  -',
+      'NAME   ONLINE                                  LAST SEEN   LABELS             CERTIFICATES',
+      'lb-1   yes                                     12s ago     role=lb,site=par   api@2->3 failed (HOOK_FAILED), new@0->1 pending, web@3 installed',
+      'lb-2   no                                      never       -                  -',
+      'lb-3   removed by alice 2026-03-01 12:00:00Z   never       role=lb            -',
       '',
     ].join('\n'),
   );

@@ -55,6 +55,17 @@ test('the controller is the NATS authority by default; its own credentials only 
   assert.deepEqual(problemsOf(() => parseControllerConfig(misplaced, '/c.yaml')).map((p) => p.path), ['nats.serverConfigFile']);
 });
 
+test('agent identity lifetime and the HTTP-01 offline policy: defaults, choices and bounds', () => {
+  const cfg = parseControllerConfig(GOOD_CONTROLLER, 'c.yaml');
+  assert.equal(cfg.api.agentIdentityValidity, 90 * 86_400_000);
+  assert.equal(cfg.http01.offlineAgents, 'grace');
+  assert.equal(cfg.http01.offlineGrace, 3_600_000);
+  const set = parseControllerConfig(`${GOOD_CONTROLLER}api: { agentIdentityValidity: 2m }\nhttp01: { offlineAgents: skip, offlineGrace: 10s }\n`, 'c.yaml');
+  assert.deepEqual([set.api.agentIdentityValidity, set.http01.offlineAgents, set.http01.offlineGrace], [120_000, 'skip', 10_000]);
+  const problems = problemsOf(() => parseControllerConfig(`${GOOD_CONTROLLER}api: { agentIdentityValidity: 10s }\nhttp01: { offlineAgents: wait, offlineGrace: 60d }\n`, 'c.yaml'));
+  assert.deepEqual(problems.map((p) => p.path).sort(), ['api.agentIdentityValidity', 'http01.offlineAgents', 'http01.offlineGrace']);
+});
+
 test('every problem in a controller config is reported at once with path and line', () => {
   const text = `stateDir: /x
 acme:

@@ -124,6 +124,12 @@ function values(snap: MetricsSnapshot, name: string): Array<[string, number]> {
   return fam.samples.map((s) => [JSON.stringify(s.labels), s.value]);
 }
 
+test('an HTTP-01 challenge that went ahead without an offline agent is a timestamp per certificate and agent; none, no series', () => {
+  assert.deepEqual(values(SNAP, 'certfleet_http01_agent_skipped_timestamp_seconds'), []);
+  const skipped: MetricsSnapshot = { ...SNAP, http01Skips: [{ cert: 'web', agent: 'edge-b', at: 1_735_689_600_500 }] };
+  assert.deepEqual(values(skipped, 'certfleet_http01_agent_skipped_timestamp_seconds'), [['{"name":"web","agent":"edge-b"}', 1735689600.5]]);
+});
+
 test('timestamps are Unix seconds, and a certificate never published has no version, expiry or renewal series', () => {
   assert.deepEqual(values(SNAP, 'certfleet_certificate_expiration_timestamp_seconds'), [['{"name":"web"}', 1743465600]]);
   assert.deepEqual(values(SNAP, 'certfleet_certificate_not_before_timestamp_seconds'), [['{"name":"web"}', 1735689600]]);
@@ -192,6 +198,7 @@ test('during a staged rollout each agent is current with the version of its own 
     registration: { name, labels, certSerial: '', enrolledAt: '' },
     report: { name, http01Address: '', agentVersion: '0.1.0', lastSeen: '2029-10-01T00:00:00Z', certificates: certs },
     online: true,
+    removed: false,
   });
   const agents = [
     agent('canary', { role: 'web', wave: '1' }, [status('web', 5, 'installed', true)]),

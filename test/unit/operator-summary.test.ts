@@ -21,6 +21,7 @@ function agent(name: string, s: CertStatus | undefined): AgentView {
     registration: { name, labels: { role: 'web' }, certSerial: '01', enrolledAt: '2029-01-01T00:00:00Z' },
     report: s === undefined ? undefined : ({ name, certificates: [s] } as unknown as AgentView['report']),
     online: true,
+    removed: false,
   };
 }
 
