@@ -96,6 +96,15 @@ describe('agents renew their identity, an offline agent stops blocking after the
       await eventually('the first identity has expired', () => Date.now() > firstNotAfter + 2000, 120_000, 500);
       await eventually('edge-a reports after its first identity expired', async () => Date.parse((await agent('edge-a'))?.lastSeen ?? '') > firstNotAfter + 2000, 30_000, 500);
       assert.match(a.process.output(), /identity renewed/);
+      // Its NATS user was renewed with it: the one from enrolment expired with the first
+      // certificate, and without NATS an agent gets no HTTP-01 challenge.
+      const credsExpiry = (): number => {
+        const creds = fs.readFileSync(path.join(a.stateDir, 'identity', 'nats.creds'), 'utf8');
+        const jwt = /-----BEGIN NATS USER JWT-----\s*(\S+)/.exec(creds)?.[1] ?? '';
+        return ((JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: number }).exp ?? 0) * 1000;
+      };
+      assert.ok(credsExpiry() > firstNotAfter, `nats.creds expires after the first certificate (${new Date(credsExpiry()).toISOString()})`);
+      assert.equal(fs.statSync(path.join(a.stateDir, 'identity', 'nats.creds')).mode & 0o777, 0o600);
 
       await a.process.stop();
       const restartedAt = Date.now();
@@ -110,12 +119,17 @@ describe('agents renew their identity, an offline agent stops blocking after the
     withLogs(async () => {
       const b = fleet.agents.get('edge-b');
       assert.ok(b);
+      const outputBefore = b.process.output().length;
       const removed = await fleet.cli(['agents', 'remove', 'edge-b']);
       assert.equal(removed.code, 0, removed.stderr);
       assert.match(removed.stdout, /^agent edge-b removed by admin at \S+: its certificate is refused from its next call/);
 
       // The running agent's next call is refused, and it says so in its log.
       await eventually('edge-b logs the refusal', () => /agent edge-b was removed by admin at /.test(b.process.output()), 60_000, 500);
+      // NATS dropped it too (its user is revoked) and does not let it back in.
+      await eventually('edge-b is disconnected from NATS', () => b.process.output().slice(outputBefore).includes('nats disconnected'), 30_000, 200);
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+      assert.doesNotMatch(b.process.output().slice(outputBefore), /nats reconnected/, 'a removed agent reconnected to NATS');
       const shown = await agent('edge-b');
       assert.equal(shown?.removedBy, 'admin');
       assert.equal(shown?.online, false);
