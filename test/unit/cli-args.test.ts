@@ -41,6 +41,7 @@ const COMMANDS: Record<CommandName, true> = {
   'operators list': true,
   'operators revoke': true,
   'operators set-role': true,
+  'import-certbot': true,
 };
 const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
