@@ -20,7 +20,7 @@ import { writeFileAtomic } from '../../shared/files/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import { parseControllerConfig, type ControllerConfig } from '../config/index.js';
 import { plannedRenewal } from '../scheduler/index.js';
-import { openStore, type CertStore } from '../store/index.js';
+import { openStore, type CertStore, type StoreConfig } from '../store/index.js';
 import { parseTsigSecret } from '../solvers/dns01/index.js';
 import { planImport, type PlannedImport, type PlannedProvider } from './plan.js';
 import { readCertbotDir } from './read.js';
@@ -110,7 +110,15 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
 
   // The controller's own schema decides: once with a stand-in secret path to learn the
   // state directory, then with the real paths.
-  const probe = parseControllerConfig(mergeDeclarations(text, opts.configFile, plan, () => '/nonexistent'), opts.configFile, opts.env);
+  let probe: Readonly<ControllerConfig>;
+  try {
+    probe = parseControllerConfig(mergeDeclarations(text, opts.configFile, plan, () => '/nonexistent'), opts.configFile, opts.env);
+  } catch (err) {
+    // With every lineage refused, a configuration without certificates is invalid too:
+    // the refusals are the news.
+    if (refusals.length === 0) throw err;
+    throw refused([...refusals, `the merged configuration: ${(err as Error).message}`]);
+  }
   const secretFile = (provider: string): string => path.join(probe.stateDir, 'dns01', `${provider}.tsig`);
   const yaml = mergeDeclarations(text, opts.configFile, plan, secretFile);
   const cfg = parseControllerConfig(yaml, opts.configFile, opts.env);
@@ -120,7 +128,9 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
     if (problem !== undefined) refusals.push(`${p.source}: ${problem}`);
   }
 
-  const store = await storeFor(cfg, opts);
+  // Read-only until every check passed: a file store that does not exist yet is empty
+  // (opening it would create its directory) and is created only to write.
+  let store = await existingStore(cfg, opts.log);
   const steps: Step[] = [];
   try {
     for (const imp of plan.imports) {
@@ -136,11 +146,7 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
         refusals.push(`${imp.lineage}: the store already has versions of "${name}" (latest v${latest.version}, not this certificate); --force stores the certbot certificate as v${latest.version + 1}, which agents then serve`);
       }
     }
-    if (refusals.length > 0) {
-      throw new CertfleetError(ErrorCode.ImportRefused, `nothing imported; refused:\n${refusals.map((r) => `  ${r}`).join('\n')}`, {
-        details: { refused: refusals.length },
-      });
-    }
+    if (refusals.length > 0) throw refused(refusals);
 
     const lines: string[] = [];
     // Past tense for what was done, "would" for a dry run.
@@ -148,6 +154,7 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
     const imported: ImportOutcome['imported'] = [];
     if (!opts.dryRun) {
       for (const p of plan.providers) await writeSecret(secretFile(p.name), p);
+      if (steps.some((st) => st.expectedLatest !== undefined)) store ??= await openStore(storeConfig(cfg), opts.log);
     }
     for (const p of plan.providers) lines.push(`dns01 provider ${p.name}: ${verb('added', 'add')} rfc2136 ${p.server} key ${p.keyName}, secret ${opts.dryRun ? 'to' : 'in'} ${secretFile(p.name)} (0600)`);
     for (const step of steps) {
@@ -196,17 +203,22 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
   }
 }
 
-/**
- * The store, opened as the controller would. In a dry run a file store whose directory
- * does not exist yet is not created (opening would create it): it is empty.
- */
-async function storeFor(cfg: Readonly<ControllerConfig>, opts: ImportOptions): Promise<CertStore | undefined> {
-  if (cfg.store.type === 'file') {
-    const dir = cfg.store.path ?? path.join(cfg.stateDir, 'store');
-    if (opts.dryRun && !fs.existsSync(dir)) return undefined;
-    return openStore({ type: 'file', path: dir }, opts.log);
-  }
-  return openStore(cfg.store, opts.log);
+/** The configured store with the file store's default path filled in. */
+function storeConfig(cfg: Readonly<ControllerConfig>): StoreConfig {
+  return cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store;
+}
+
+/** The store opened as the controller would, or undefined for a file store whose directory does not exist yet. */
+async function existingStore(cfg: Readonly<ControllerConfig>, log: Logger): Promise<CertStore | undefined> {
+  const config = storeConfig(cfg);
+  if (config.type === 'file' && !fs.existsSync(config.path)) return undefined;
+  return openStore(config, log);
+}
+
+function refused(reasons: string[]): CertfleetError {
+  return new CertfleetError(ErrorCode.ImportRefused, `nothing imported; refused:\n${reasons.map((r) => `  ${r}`).join('\n')}`, {
+    details: { refused: reasons.length },
+  });
 }
 
 /** Why an existing secret file must not be overwritten, if it must not. */
