@@ -83,7 +83,7 @@ export function mergeDeclarations(text: string, file: string, plan: Plan, secret
     const got: unknown = doc.get('dns01', true);
     let section: YAMLMap;
     if (isMap(got)) {
-      section = got as YAMLMap;
+      section = got;
     } else {
       section = new YAMLMap();
       doc.set('dns01', section);
@@ -92,7 +92,7 @@ export function mergeDeclarations(text: string, file: string, plan: Plan, secret
     const found: unknown = section.get('providers', true);
     let map: YAMLMap;
     if (isMap(found)) {
-      map = found as YAMLMap;
+      map = found;
     } else {
       map = new YAMLMap();
       section.set('providers', map);
