@@ -199,6 +199,11 @@ export function planImport(lineages: readonly CertbotLineage[], opts: PlanOption
     if (next.keyType !== keyType) {
       notes.push(`certbot would renew it with ${next.keyType}; the declaration keeps the current key's ${keyType} so nothing is re-issued now (change keyType to switch at the next issuance)`);
     }
+    // certbot keeps --deploy-hook as renew_hook; the agent runs reload hooks instead.
+    for (const [param, what] of [['pre_hook', 'pre-hook'], ['post_hook', 'post-hook'], ['renew_hook', 'deploy hook']] as const) {
+      const hook = l.conf.params[param];
+      if (hook !== undefined && hook !== '') notes.push(`certbot ran the ${what} "${hook}": make it the agent's reload hook (hooks.reload, mode: per-certificate for certbot's once-per-certificate runs) on the nodes that serve it`);
+    }
     const names = info.names;
     const badName = names.find((n) => n.startsWith('*.') && challenge === 'http-01');
     if (names.length === 0 || badName !== undefined) {

@@ -97,8 +97,9 @@ function readLineage(dir: string, lineage: string, renewalFile: string): Certbot
   }
   const result: CertbotLineage = { ...base, certPem, chainPem, keyPem };
   if (conf.params['authenticator'] === 'dns-rfc2136') {
-    const file = conf.params['dns_rfc2136_credentials'];
-    if (file === undefined || file === '') return { ...result, problem: 'dns-rfc2136 without dns_rfc2136_credentials in its renewal configuration' };
+    const configured = conf.params['dns_rfc2136_credentials'];
+    if (configured === undefined || configured === '') return { ...result, problem: 'dns-rfc2136 without dns_rfc2136_credentials in its renewal configuration' };
+    const file = moved(configured, conf.params['config_dir'], dir);
     try {
       result.credentials = { file, values: parseCredentialsIni(fs.readFileSync(file, 'utf8')) };
     } catch (err) {
@@ -106,6 +107,18 @@ function readLineage(dir: string, lineage: string, renewalFile: string): Certbot
     }
   }
   return result;
+}
+
+/**
+ * `file` as it is found in a copy of certbot's directory: a path under certbot's own
+ * `config_dir` that does not exist here is looked up at the same place under `dir`.
+ */
+function moved(file: string, configDir: string | undefined, dir: string): string {
+  if (fs.existsSync(file) || configDir === undefined || configDir === '') return file;
+  const rel = path.relative(configDir, file);
+  if (rel.startsWith('..') || path.isAbsolute(rel)) return file;
+  const there = path.join(dir, rel);
+  return fs.existsSync(there) ? there : file;
 }
 
 /** The intermediates of a fullchain file: everything after its first certificate. */

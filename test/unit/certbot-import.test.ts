@@ -177,7 +177,13 @@ void describe('the authenticator mapping', () => {
       { lineage: 'md5', authenticator: 'dns-rfc2136', leaf: await leaf(['md5.example.test']), credentials: ini(good.filter((l) => !l.includes('algorithm'))) },
       { lineage: 'byname', authenticator: 'dns-rfc2136', leaf: await leaf(['byname.example.test']), credentials: ini(good.map((l) => l.replace('192.0.2.53', 'ns1.example.test'))) },
     ];
-    const plan = planImport(readCertbotDir(certbotDir(specs)), { agents: 'role=lb', existingCertificates: [], existingProviders: {}, force: false, now: Date.now() });
+    const dir = certbotDir(specs);
+    // A copy of /etc/letsencrypt: the credentials path under certbot's config_dir is found in the copy.
+    const copied = certbotDir([{ lineage: 'copied', authenticator: 'dns-rfc2136', leaf: await leaf(['copied.example.test']), params: ['config_dir = /etc/letsencrypt'], credentials: ini(good) }]);
+    const conf = path.join(copied, 'renewal', 'copied.conf');
+    fs.writeFileSync(conf, fs.readFileSync(conf, 'utf8').replace(/dns_rfc2136_credentials = .*/, 'dns_rfc2136_credentials = /etc/letsencrypt/copied-rfc2136.ini'));
+    assert.deepEqual(planImport(readCertbotDir(copied), { agents: 'role=lb', existingCertificates: [], existingProviders: {}, force: false, now: Date.now() }).imports.map((i) => i.declaration.dnsProvider), ['certbot-certbot-key']);
+    const plan = planImport(readCertbotDir(dir), { agents: 'role=lb', existingCertificates: [], existingProviders: {}, force: false, now: Date.now() });
     assert.deepEqual(plan.providers.map(({ name, server, keyName, algorithm, secret }) => ({ name, server, keyName, algorithm, secret })), [
       { name: 'certbot-certbot-key', server: '192.0.2.53:5353', keyName: 'certbot-key', algorithm: 'hmac-sha512', secret: TSIG_SECRET },
     ]);
@@ -224,7 +230,7 @@ void describe('importCertbot into a file store', () => {
     const web = await leaf(['web.example.test', 'www.example.test'], { keyType: 'rsa-2048' });
     const api = await leaf(['api.example.test']);
     const certbot = certbotDir([
-      { lineage: 'web', authenticator: 'webroot', leaf: web, params: ['key_type = rsa', 'rsa_key_size = 4096'] },
+      { lineage: 'web', authenticator: 'webroot', leaf: web, params: ['key_type = rsa', 'rsa_key_size = 4096', 'renew_hook = systemctl reload nginx'] },
       { lineage: 'api.example.test', authenticator: 'dns-rfc2136', leaf: api, credentials: `dns_rfc2136_server = 127.0.0.1\ndns_rfc2136_name = tsig-key\ndns_rfc2136_secret = ${TSIG_SECRET}\ndns_rfc2136_algorithm = HMAC-SHA256\n` },
     ]);
     const { file, stateDir } = controllerConfig();
@@ -256,6 +262,7 @@ void describe('importCertbot into a file store', () => {
     assert.ok(outcome.lines.some((l) => /^web: imported as v1 .*renewal from/.test(l)), outcome.lines.join('\n'));
     assert.ok(outcome.lines.some((l) => l.includes('certbot would renew it with rsa-4096')), 'the key-type difference is reported');
     assert.ok(outcome.lines.some((l) => l.includes('ln -s api-example-test <live dir>/api.example.test')), 'the renamed live path is explained');
+    assert.ok(outcome.lines.some((l) => l.includes('deploy hook "systemctl reload nginx": make it the agent\'s reload hook')), 'the deploy hook is pointed out');
 
     const store = await FileStore.open({ dir: path.join(stateDir, 'store'), log: silentLogger() });
     try {
