@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { parseDuration } from '../shared/config/index.js';
-import { isValidLabelKey, isValidLabelValue } from '../shared/selector/index.js';
+import { isValidLabelKey, isValidLabelValue, parseSelector } from '../shared/selector/index.js';
 import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN } from '../shared/wire/index.js';
 import { OPERATOR_ROLES, isOperatorRole, type OperatorRole } from '../shared/model/index.js';
 import type { CommandName } from './usage.js';
@@ -76,7 +76,19 @@ export type Invocation =
     }
   | { command: 'operators revoke'; name: string; json: boolean; operator: OperatorOptions }
   | { command: 'agents remove'; name: string; json: boolean; operator: OperatorOptions }
-  | { command: 'operators set-role'; name: string; role: OperatorRole; json: boolean; operator: OperatorOptions };
+  | { command: 'operators set-role'; name: string; role: OperatorRole; json: boolean; operator: OperatorOptions }
+  | {
+      command: 'import-certbot';
+      /** certbot's configuration directory. */
+      dir: string;
+      configFile: string;
+      agents: string;
+      out: string | undefined;
+      lineages: string[];
+      renames: Record<string, string>;
+      dryRun: boolean;
+      force: boolean;
+    };
 
 type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?: boolean };
 
@@ -108,6 +120,15 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   'operators revoke': { json: { type: 'boolean' } },
   'agents remove': { json: { type: 'boolean' } },
   'operators set-role': { json: { type: 'boolean' }, role: { type: 'string' } },
+  'import-certbot': {
+    config: { type: 'string' },
+    agents: { type: 'string' },
+    out: { type: 'string' },
+    lineage: { type: 'string', multiple: true },
+    rename: { type: 'string', multiple: true },
+    'dry-run': { type: 'boolean' },
+    force: { type: 'boolean' },
+  },
 };
 
 /** The subcommands of `operators`. */
@@ -130,6 +151,7 @@ const COMMAND_WORDS = new Set([
   'token',
   'whoami',
   'operators',
+  'import-certbot',
 ]);
 
 /** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
@@ -290,6 +312,40 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
     case 'operators set-role': {
       const name = operatorName(args, command);
       return { command, name, role: requireRole(v['role'], command), json: v['json'] === true, operator: operator() };
+    }
+    case 'import-certbot': {
+      if (args.length === 0) throw usageError("missing DIR (certbot's configuration directory, e.g. /etc/letsencrypt)", command);
+      if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+      const agents = nonEmpty(v['agents'], '--agents', command);
+      if (agents === undefined) throw usageError('missing --agents SELECTOR (the agents that serve the imported certificates, e.g. role=lb)', command);
+      try {
+        parseSelector(agents);
+      } catch (err) {
+        throw usageError(`--agents '${agents}' is not a label selector: ${(err as Error).message}`, command);
+      }
+      const renames: Record<string, string> = {};
+      for (const item of (v['rename'] as string[] | undefined) ?? []) {
+        const eq = item.lastIndexOf('=');
+        const lineage = item.slice(0, eq);
+        const name = item.slice(eq + 1);
+        if (eq <= 0) throw usageError(`--rename '${item}' is not LINEAGE=NAME`, command);
+        if (!CERT_NAME_PATTERN.test(name)) throw usageError(`--rename '${item}': '${name}' is not a valid certificate name (lower-case letters, digits and '-', at most 63)`, command);
+        if (Object.hasOwn(renames, lineage)) throw usageError(`--rename ${lineage} given twice`, command);
+        renames[lineage] = name;
+      }
+      const lineages = (v['lineage'] as string[] | undefined) ?? [];
+      if (lineages.some((l) => l === '')) throw usageError('--lineage needs a non-empty value', command);
+      return {
+        command,
+        dir: args[0] ?? '',
+        configFile: requireConfig(v['config'], command),
+        agents,
+        out: nonEmpty(v['out'], '--out', command),
+        lineages,
+        renames,
+        dryRun: v['dry-run'] === true,
+        force: v['force'] === true,
+      };
     }
   }
 }

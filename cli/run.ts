@@ -141,6 +141,30 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
       const { runOperatorCommand } = await import('./operator.js');
       return runOperatorCommand(inv, io);
     }
+    case 'import-certbot': {
+      const { importCertbot } = await import('../controller/certbot/index.js');
+      const { configEnvironment } = await import('../controller/config/index.js');
+      const { createRootLogger } = await import('../shared/log/index.js');
+      // Standard output carries the configuration: the store's warnings go to stderr.
+      const log = createRootLogger({ name: 'import-certbot', level: 'warn', destination: io.stderr as NodeJS.WritableStream });
+      const outcome = await importCertbot({
+        certbotDir: inv.dir,
+        configFile: inv.configFile,
+        agents: inv.agents,
+        only: inv.lineages,
+        renames: inv.renames,
+        out: inv.out,
+        dryRun: inv.dryRun,
+        force: inv.force,
+        now: io.now().getTime(),
+        env: configEnvironment(),
+        log,
+      });
+      if (inv.dryRun) io.stderr.write('dry run: nothing written\n');
+      for (const line of outcome.lines) io.stderr.write(`${line}\n`);
+      if (inv.out === undefined) io.stdout.write(outcome.yaml);
+      return ExitCode.Ok;
+    }
   }
 }
 

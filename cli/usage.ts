@@ -24,7 +24,8 @@ export type CommandName =
   | 'operators list'
   | 'operators revoke'
   | 'operators set-role'
-  | 'agents remove';
+  | 'agents remove'
+  | 'import-certbot';
 
 const GLOBAL_OPTIONS = `Global options:
   --credentials FILE   operator credentials (default: $CERTFLEET_CREDENTIALS,
@@ -70,6 +71,10 @@ Operator credentials (role admin):
   operators set-role NAME --role ROLE [--json]
                                         change an operator's role from the next call on
 
+Migration (offline, on the controller's machine):
+  import-certbot DIR --config FILE --agents SELECTOR [--out FILE] [--dry-run] [--force]
+                                        take over certbot's certificates without re-issuing
+
 Roles: viewer reads; operator also renews, rolls back and releases; admin also creates
 tokens, removes agents and manages operators (docs/security.md).
 
@@ -79,6 +84,39 @@ Run 'certfleet COMMAND --help' for a command's options. Exit codes: see docs/cli
 `;
 
 const PER_COMMAND: Record<CommandName, string> = {
+  'import-certbot': `Usage: certfleet import-certbot DIR --config FILE --agents SELECTOR [options]
+
+Takes over the certificates certbot manages in DIR (its --config-dir, usually
+/etc/letsencrypt) without re-issuing them. For each renewal/<lineage>.conf it
+  - adds a certificate declaration to the controller configuration FILE: names
+    from the certificate, its current key type, SELECTOR as agents; webroot,
+    standalone, nginx and apache become challenge http-01 (answered by the agents),
+    dns-rfc2136 becomes dns-01 with an rfc2136 provider (the TSIG secret is copied
+    to <stateDir>/dns01/<provider>.tsig, 0600); other DNS plugins and manual are
+    refused with the reason;
+  - stores the current certificate, chain and key in the controller's store as the
+    next version (version 1 for a new name), after the checks an agent makes.
+The controller then renews each one when it is due, not before.
+
+Runs offline against the controller's store: run it where the controller runs,
+as its user, best with the controller stopped; start the controller with the
+merged configuration afterwards. Nothing is written when any selected lineage is
+refused. The merged configuration goes to standard output (or --out FILE, 0644;
+an existing file keeps its mode); what was done goes to standard error.
+
+Options:
+  --config FILE         the controller configuration (read; its store is written)
+  --agents SELECTOR     label selector of the agents that serve the certificates
+  --out FILE            write the merged configuration to FILE (may be --config's)
+  --lineage NAME        import only this lineage (repeatable; default: all)
+  --rename LINEAGE=NAME certificate name for a lineage (default: the lineage with
+                        dots and other characters turned into '-')
+  --dry-run             print what would be done and the merged configuration;
+                        write nothing
+  --force               also import a lineage whose name has other versions in
+                        the store (stored as the next version), and replace a
+                        declaration of the same name with other names
+`,
   controller: `Usage: certfleet controller --config FILE [--check | --write-nats-config]
 
 Runs the controller until SIGTERM or SIGINT, then stops cleanly.

@@ -6,7 +6,11 @@
  * early nor reshuffles the instant.
  *
  * Without a `renewalInfo` URL in the CA's directory (Debian's Pebble has none) this
- * returns nothing and the scheduler falls back to the lifetime rule.
+ * returns nothing and the scheduler falls back to the lifetime rule. So it does for a
+ * version imported from certbot (`certfleet import-certbot`): certbot's ACME account
+ * ordered it, and a CA may refuse a `replaces` naming another account's certificate
+ * (Let's Encrypt does), which would fail every renewal of it. The next version, issued
+ * by this controller, uses ARI again.
  */
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
@@ -16,6 +20,7 @@ import type { VersionMeta } from '../../shared/model/index.js';
 import { ariCertId, type AcmeClient } from '../acme/index.js';
 import type { AriWindow } from '../scheduler/index.js';
 import type { CertStore } from '../store/index.js';
+import { importRecordKey, type ImportRecord } from '../certbot/index.js';
 
 /** What the scheduler needs, plus the identifier a renewal order `replaces`. */
 export interface AriInput {
@@ -26,6 +31,8 @@ export interface AriInput {
 
 interface AriRecord {
   version: number;
+  /** The version was imported (not ordered by this controller's account): no ARI for it. */
+  imported?: boolean;
   certId: string;
   seed: number;
   window: AriWindow | null;
@@ -55,7 +62,15 @@ export class AriTracker {
         const bundle = await this.store.getVersion(meta.name, meta.version);
         if (!bundle) return undefined;
         rec = { version: meta.version, certId: ariCertId(bundle.certPem), seed: crypto.randomInt(0, 2 ** 31) / 2 ** 31, window: null, nextPollAt: 0 };
+        // Read once per version, then remembered in the ARI record.
+        const imported = await this.store.getObject<ImportRecord>(importRecordKey(meta.name));
+        if (imported?.version === meta.version && imported.fingerprint === meta.fingerprint) {
+          rec = { ...rec, imported: true };
+          await this.store.putObject(key, rec);
+          this.log.info({ cert: meta.name, version: meta.version }, 'renewal info skipped for an imported version');
+        }
       }
+      if (rec.imported === true) return undefined;
       const now = this.clock.now();
       // RFC 9773: no polling for a certificate that has expired.
       if (now >= rec.nextPollAt && now < Date.parse(meta.notAfter)) {

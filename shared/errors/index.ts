@@ -16,6 +16,7 @@ export const ErrorCode = {
   ConfigInvalid: 'CONFIG_INVALID',
   ConfigUnreadable: 'CONFIG_UNREADABLE',
   UsageInvalid: 'USAGE_INVALID',
+  ImportRefused: 'IMPORT_REFUSED',
   // certificates and bundles
   BundleInvalid: 'BUNDLE_INVALID',
   BundleKeyMismatch: 'BUNDLE_KEY_MISMATCH',

@@ -32,6 +32,11 @@ export interface FleetCertificate {
   agents: string;
   /** Further fields of the certificate entry, as inline YAML (e.g. `rollout: { waves: [...] }`). */
   extra?: string;
+  /**
+   * Left out of controller.yaml (agents and nginx still serve it): the test declares it
+   * itself in `beforeController`, e.g. with `certfleet import-certbot`.
+   */
+  undeclared?: boolean;
 }
 
 export interface FleetAgentSpec {
@@ -145,8 +150,11 @@ export interface StartFleetOptions {
   deferAgents?: boolean;
   /** DNS server Pebble resolves through instead of challtestsrv (DNS-01 tests: a BIND resolver). */
   pebbleDnsServer?: string;
-  /** Called with the controller's state directory before it starts (to lay files in it). */
-  beforeController?: (stateDir: string) => void;
+  /**
+   * Called with the controller's state directory before it starts (to lay files in it,
+   * or to rewrite controller.yaml); awaited. Pebble already runs.
+   */
+  beforeController?: (stateDir: string, ctx: { pebble: PebbleHandle; httpPort: number; controllerConfig: string }) => void | Promise<void>;
   /** `acme.email` of the controller; null leaves it unset (as the quick start does). Default ops@example.test. */
   acmeEmail?: string | null;
   /**
@@ -192,12 +200,12 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       `http01: { selfCheckTimeout: 20s, validationTimeout: 60s${opts.http01Yaml ? `, ${opts.http01Yaml}` : ''} }`,
       `renewal: ${opts.renewalYaml ?? '{ checkInterval: 1s }'}`,
       ...(opts.controllerYaml ?? []),
-      'certificates:',
-      ...opts.certificates.map((c) => `  - { name: ${c.name}, names: ${yamlList(c.names)}, agents: ${JSON.stringify(c.agents)}${c.extra ? `, ${c.extra}` : ''} }`),
+      ...(opts.certificates.some((c) => c.undeclared !== true) ? ['certificates:'] : ['certificates: []']),
+      ...opts.certificates.filter((c) => c.undeclared !== true).map((c) => `  - { name: ${c.name}, names: ${yamlList(c.names)}, agents: ${JSON.stringify(c.agents)}${c.extra ? `, ${c.extra}` : ''} }`),
       '',
     ].join('\n'),
   );
-  opts.beforeController?.(controllerState);
+  await opts.beforeController?.(controllerState, { pebble, httpPort, controllerConfig });
   let nats: NatsServer;
   let natsCreds: string | undefined;
   if (natsAuth === 'controller') {

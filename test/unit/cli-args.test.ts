@@ -42,6 +42,7 @@ const COMMANDS: Record<CommandName, true> = {
   'operators revoke': true,
   'operators set-role': true,
   'agents remove': true,
+  'import-certbot': true,
 };
 const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
