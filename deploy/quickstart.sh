@@ -712,11 +712,31 @@ write_agent() {
   chmod 0600 "$prefix/nginx.conf"
 }
 
+# agent_removed NAME: exit 0 when the controller lists NAME as removed.
+agent_removed() {
+  cli agents --json --credentials "$CREDENTIALS" 2> "$LOGS/cli.err" | node -e '
+    let text = "";
+    process.stdin.on("data", (c) => (text += c)).on("end", () => {
+      const doc = JSON.parse(text);
+      const a = (doc.agents || []).find((x) => x.name === process.argv[1]);
+      process.exit(a && a.removedAt ? 0 : 1);
+    });
+  ' "$1"
+}
+
 enroll_agent() {
   local agent=$1 labels=$2 dir=$QS/$1
   if [ -f "$dir/state/identity/agent.json" ]; then
-    info "$agent is already enrolled"
-    return 0
+    # An agent removed with `certfleet agents remove` keeps its identity files, which the
+    # controller now refuses: enrol it again with a new token (what the removal message
+    # tells an operator to do).
+    if agent_removed "$agent"; then
+      info "$agent was removed (certfleet agents remove): enrolling it again"
+      rm -rf "$dir/state/identity"
+    else
+      info "$agent is already enrolled"
+      return 0
+    fi
   fi
   local args=() l token
   IFS=, read -r -a l <<< "$labels"
