@@ -148,7 +148,7 @@ describe('agents renew their identity, an offline agent stops blocking after the
         link.close();
       }
 
-      const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', log: silentLogger() });
+      const nats = await connectNats({ servers: [fleet.nats.url], name: 'test-reader', log: silentLogger(), ...(fleet.natsCreds === undefined ? {} : { credentials: fleet.natsCreds }) });
       try {
         const kv = await openKv<unknown>(nats, Bucket.agents, { create: false, parse: (v) => v });
         await eventually('edge-b status record deleted', async () => !(await kv.keys()).includes('edge-b') && (await kv.keys()).includes('edge-a'), 30_000, 500);
