@@ -189,6 +189,16 @@ export class Issuer {
     }
 
     const info = parseCertificate(certPem);
+    // Idempotent by certificate: a resumed order whose certificate is already stored (the
+    // spool delivered it while the store could not take the order record's deletion, or a
+    // crash fell between storing and deleting) ends here instead of storing it again as
+    // a new version.
+    const stored = await this.opts.store.latest(req.name);
+    if (stored !== null && stored.fingerprint === info.fingerprint) {
+      log.info({ version: stored.version, serial: stored.serial }, 'certificate of the resumed order already stored');
+      await this.deleteRecord(req.name);
+      return stored;
+    }
     const meta: Omit<VersionMeta, 'version'> = {
       name: req.name,
       serial: info.serial,
@@ -219,11 +229,11 @@ export class Issuer {
         details: { spooled: true },
       });
     }
-    const stored = result.meta;
+    const issued = result.meta;
     await this.deleteRecord(req.name);
-    log.info({ version: stored.version, serial: stored.serial, notAfter: stored.notAfter }, 'certificate issued');
-    this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: stored });
-    return stored;
+    log.info({ version: issued.version, serial: issued.serial, notAfter: issued.notAfter }, 'certificate issued');
+    this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: issued });
+    return issued;
   }
 
   /** The order to work on: the persisted one if still usable, else a new one. */
