@@ -21,6 +21,7 @@ import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
 import { ControllerLink } from './link/index.js';
 import { Sync } from './sync/index.js';
+import { Trust } from './trust/index.js';
 
 export { loadAgentConfig } from './config/index.js';
 
@@ -86,7 +87,8 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     await http01.start(splitHostPort(cfg.http01.listen));
   }
   const installer = new Installer({ stateDir: cfg.stateDir, keepVersions: cfg.keepVersions, clock, log: alog, ...(cfg.live ? { liveDir: cfg.live.dir } : {}) });
-  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, clock, log: alog.child({ component: 'sync' }) });
+  const trust = Trust.open(cfg.stateDir, clock, alog.child({ component: 'trust' }));
+  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog.child({ component: 'sync' }) });
   await sync.start();
   alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');
   return {

@@ -198,7 +198,21 @@ export function renderAgents(resp: pb.ListAgentsResponse__Output, now: Date, opt
       certs.length === 0 ? cell('-', undefined, color) : join(certs, ', '),
     ];
   });
-  return table(['NAME', 'ONLINE', 'LAST SEEN', 'LABELS', 'CERTIFICATES'], rows);
+  // Records an agent refused (unsigned, replayed, ...) mean someone writes to NATS who
+  // should not: one line per such agent under the table, hard to overlook.
+  const security = agents
+    .filter((a) => (a.refusals?.total ?? 0) > 0)
+    .map((a) => {
+      const r = a.refusals;
+      const reasons = Object.entries(r?.byReason ?? {})
+        .sort(([x], [y]) => x.localeCompare(y))
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ');
+      const when = relativeTime(r?.lastAt ?? '', now);
+      const text = `SECURITY ${a.name}: ${r?.total ?? 0} records refused (${reasons}); last${when === '' ? '' : ` ${when}`}: ${oneLine(r?.last ?? '')}`;
+      return `${cell(text, 'red', color).shown}\n`;
+    });
+  return table(['NAME', 'ONLINE', 'LAST SEEN', 'LABELS', 'CERTIFICATES'], rows) + security.join('');
 }
 
 /** Labels as "k=v,k2=v2", keys sorted; "" for none. */

@@ -3,7 +3,8 @@
  *
  * `<stateDir>/identity/` (0700) holds `key.pem` (0600, generated here, never sent),
  * `cert.pem` (client certificate from the controller), `ca.pem` (the controller CA as
- * returned at enrolment) and `agent.json` ({ name, labels }). Files are written to a
+ * returned at enrolment) and `agent.json` ({ name, labels }). The controller's
+ * record-signing public keys go to `<stateDir>/trust/` (agent/trust). Files are written to a
  * temporary name and renamed, key first, so a crash never leaves a certificate without
  * its key.
  */
@@ -13,6 +14,7 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import { ControllerLink } from '../link/index.js';
+import { saveSigningKeys } from '../trust/index.js';
 
 /** An enrolled agent's identity. `keyPem` is secret. */
 export interface AgentIdentity {
@@ -61,6 +63,8 @@ export async function enroll(opts: { stateDir: string; address: string; caPem: s
     await writeFileAtomic(path.join(dir, 'cert.pem'), res.certificatePem, 0o644);
     await writeFileAtomic(path.join(dir, 'ca.pem'), res.caPem, 0o644);
     await writeFileAtomic(path.join(dir, 'agent.json'), JSON.stringify({ name: res.agent, labels: res.labels }, null, 2) + '\n', 0o644);
+    // The controller's record-signing keys, from this mTLS-protected answer (agent/trust).
+    if (res.signingKeys.length > 0) await saveSigningKeys(opts.stateDir, res.signingKeys.map((k) => ({ keyId: k.keyId, publicKey: k.publicKey })));
     return { name: res.agent, labels: res.labels, certPem: res.certificatePem, keyPem };
   } finally {
     link.close();

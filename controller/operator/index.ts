@@ -176,6 +176,7 @@ export function createOperations(deps: OperationsDeps): Operations {
             http01Address: a.report?.http01Address ?? '',
             certificates: a.report?.certificates ?? [],
             enrolledAt: a.registration.enrolledAt,
+            ...(a.report?.refusals ? { refusals: a.report.refusals } : {}),
           }),
         ),
       ),

@@ -38,3 +38,6 @@ export type { Budget, Budget__Output } from './generated/certfleet/v1/Budget.js'
 export type { ListEventsRequest, ListEventsRequest__Output } from './generated/certfleet/v1/ListEventsRequest.js';
 export type { ListEventsResponse, ListEventsResponse__Output } from './generated/certfleet/v1/ListEventsResponse.js';
 export type { FleetEvent, FleetEvent__Output } from './generated/certfleet/v1/FleetEvent.js';
+export type { RecordSigningKey, RecordSigningKey__Output } from './generated/certfleet/v1/RecordSigningKey.js';
+export type { AssignedCertificate, AssignedCertificate__Output } from './generated/certfleet/v1/AssignedCertificate.js';
+export type { RecordRefusals, RecordRefusals__Output } from './generated/certfleet/v1/RecordRefusals.js';

@@ -75,6 +75,12 @@ export const EventType = {
   deferred: 'deferred',
   /** An operator asked for a renewal now. */
   renewRequested: 'renew-requested',
+  /**
+   * SECURITY: an agent refused records (unsigned, unknown key, bad signature, replayed
+   * generation, malformed, unassigned or expired challenge, bundle fingerprint not the
+   * signed one); details carry the counts per reason and the last refusal.
+   */
+  security: 'security',
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];

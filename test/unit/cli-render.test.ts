@@ -160,6 +160,7 @@ void test('the agents table shows online, last seen, sorted labels, and each cer
           http01Address: '',
           certificates: [],
           enrolledAt: at(-D),
+          refusals: null,
         },
         {
           name: 'lb-1',
@@ -173,6 +174,7 @@ void test('the agents table shows online, last seen, sorted labels, and each cer
             status({ name: 'new', version: 0, desiredVersion: 1, state: 'pending' }),
           ],
           enrolledAt: at(-D),
+          refusals: { total: 0, byReason: {}, last: '', lastAt: '' },
         },
       ],
     },
@@ -184,6 +186,35 @@ void test('the agents table shows online, last seen, sorted labels, and each cer
       'NAME   ONLINE   LAST SEEN   LABELS             CERTIFICATES',
       'lb-1   yes      12s ago     role=lb,site=par   api@2->3 failed (HOOK_FAILED), new@0->1 pending, web@3 installed',
       'lb-2   no       never       -                  -',
+      '',
+    ].join('\n'),
+  );
+});
+
+void test('an agent that refused records gets a SECURITY line under the table, with counts per reason and the last refusal on one line', () => {
+  const out = renderAgents(
+    {
+      agents: [
+        {
+          name: 'lb-1',
+          labels: {},
+          lastSeen: at(-S),
+          online: true,
+          http01Address: '',
+          certificates: [],
+          enrolledAt: at(-D),
+          refusals: { total: 3, byReason: { unsigned: 1, replay: 2 }, last: 'replay: generation 4 is older than 7\n(bucket=certfleet_desired)', lastAt: at(-5 * S) },
+        },
+      ],
+    },
+    NOW,
+  );
+  assert.equal(
+    out,
+    [
+      'NAME   ONLINE   LAST SEEN   LABELS   CERTIFICATES',
+      'lb-1   yes      1s ago      -        -',
+      'SECURITY lb-1: 3 records refused (replay 2, unsigned 1); last 5s ago: replay: generation 4 is older than 7 (bucket=certfleet_desired)',
       '',
     ].join('\n'),
   );
