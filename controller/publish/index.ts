@@ -20,6 +20,8 @@ import { isoAt, type Clock } from '../../shared/clock/index.js';
 import type { ChallengeRecord, DesiredRecord, FleetEvent, RolloutState, VersionMeta } from '../../shared/model/index.js';
 import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
+import { ErrorCode } from '../../shared/errors/index.js';
+import { generationVerdict, trustedKeys, verifyRecord } from '../../shared/signing/index.js';
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
 import type { RecordSigner } from '../signing/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
@@ -39,23 +41,49 @@ export class DesiredState {
   ) {}
 
   /**
-   * Opens the bucket and loads every pointer before returning. Pointers not signed with
-   * the active key (written before signing existed, or before a key rotation) are signed
-   * again with a new generation, so a retired key is soon needed by no record; a failure
-   * there is logged and left to {@link flush}.
+   * Opens the bucket and loads every pointer that verifies with the ring's keys before
+   * returning (an unsigned one, written before records were signed, is left for the work
+   * loop to publish anew). Pointers signed with a key that is no longer active (a key
+   * rotation) are signed again with a new generation, so a retiring key is soon needed by
+   * no record; a failure there is logged and left to {@link flush}.
    */
   static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, log: Logger): Promise<DesiredState> {
-    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
-    const state = new DesiredState(kv, signer, clock, log);
+    let state: DesiredState | undefined;
+    const parse = (value: unknown, key: string): DesiredRecord => {
+      try {
+        return parseDesiredRecord(value, key);
+      } catch (err) {
+        // Garbage over one of our pointers: write ours back over it (flush).
+        if (state?.current.has(key)) state.unpublished.add(key);
+        throw err;
+      }
+    };
+    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse });
+    state = new DesiredState(kv, signer, clock, log);
+    const keys = trustedKeys(signer.publicKeys());
     state.watch = await kv.watch((key, value) => {
       // A pointer not yet written is newer than anything the bucket can show for it.
       if (state.unpublished.has(key)) return;
-      if (value === null) state.current.delete(key);
-      else state.current.set(key, value);
+      if (value === null) {
+        state.current.delete(key);
+        return;
+      }
+      // Only records this controller (or one sharing its store and keys) signed are
+      // adopted: a forged or replayed pointer must not become what GetAssignments serves,
+      // nor be signed again by us. Ours is written back over it (flush, every pass); with
+      // none in memory the work loop publishes the pointer it wants.
+      const mine = state.current.get(key);
+      const sig = verifyRecord('desired', value, keys);
+      if (!sig.ok || (mine !== undefined && generationVerdict(value.generation ?? 0, mine.generation ?? 0) === 'older')) {
+        log.warn({ code: ErrorCode.RecordRefused, cert: key, reason: sig.ok ? 'replay' : sig.problem, generation: value.generation }, 'desired record refused');
+        if (mine !== undefined) state.unpublished.add(key);
+        return;
+      }
+      state.current.set(key, value);
     });
     await state.watch.initialDone;
     for (const record of state.all()) {
-      if (record.keyId === signer.activeKeyId() && record.signature !== undefined) continue;
+      if (record.keyId === signer.activeKeyId()) continue;
       try {
         await state.put(record);
         log.info({ cert: record.name, previousKey: record.keyId ?? 'unsigned' }, 'desired version signed again with the active key');
