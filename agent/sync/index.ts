@@ -195,7 +195,7 @@ export class Sync {
       const meta = await this.opts.installer.current(name);
       if (!meta) continue;
       const log = this.opts.log.child({ cert: name, version: meta.version });
-      const certDir = path.dirname(this.opts.installer.lineageDir(name));
+      const certDir = this.certDir(name);
       const loaded = await readLoaded(certDir);
       const loadedCurrent = loaded !== null && loaded.version === meta.version && loaded.fingerprint === meta.fingerprint;
       // Stands in for the desired record until the controller is heard from.
@@ -229,10 +229,19 @@ export class Sync {
     }
   }
 
+  /**
+   * `<stateDir>/certs/<name>`, where loaded.json lives. Not derived from lineageDir: that
+   * is `certs/<name>` itself (or `live/<name>`) since the certbot layout, and its parent
+   * held one marker for every certificate, which a restart then read as a certificate.
+   */
+  private certDir(name: string): string {
+    return path.join(this.opts.config.stateDir, 'certs', name);
+  }
+
   /** Records `meta` as loaded; a failure is logged (the next start reruns the hook). */
   private async markLoaded(name: string, meta: VersionMeta): Promise<void> {
     try {
-      await writeLoaded(path.dirname(this.opts.installer.lineageDir(name)), meta, isoAt(this.opts.clock.now()));
+      await writeLoaded(this.certDir(name), meta, isoAt(this.opts.clock.now()));
     } catch (err) {
       this.opts.log.warn({ cert: name, err: (err as Error).message }, 'loaded marker not written');
     }
@@ -240,7 +249,7 @@ export class Sync {
 
   /** Before `current` switches to `version`: a marker naming it would claim a load that has not happened. */
   private async beforeSwitch(name: string, version: number): Promise<void> {
-    const certDir = path.dirname(this.opts.installer.lineageDir(name));
+    const certDir = this.certDir(name);
     const loaded = await readLoaded(certDir);
     if (loaded !== null && loaded.version === version) await clearLoaded(certDir);
   }

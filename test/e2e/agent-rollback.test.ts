@@ -271,7 +271,7 @@ describe('a hook shared by two certificates that fails rolls both back and rerun
       ['one', 'two'].map((name) => {
         const meta = bundles.get(`${name}/${desiredVersion}`)?.meta;
         assert.ok(meta);
-        return signer.desired({ name, version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' }, desiredVersion);
+        return signer.desired({ name, version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: new Date().toISOString() }, desiredVersion);
       });
     let reported: CertStatus[] = [];
     const link = {

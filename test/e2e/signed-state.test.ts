@@ -164,6 +164,7 @@ describe('with NATS writable by anyone, agents act only on what the controller s
     assert.equal(second.fingerprint, v2.meta.fingerprint);
 
     const before = await refusals();
+    const logMark = new Map(AGENTS.map((a) => [a.name, fleet.agents.get(a.name)?.process.output().length ?? 0]));
     // 1. Replay: the controller's own record of v1, captured earlier, byte for byte.
     await put(Bucket.desired, 'web', JSON.stringify(first));
     // 2. A pointer to v1 with a far higher generation, signed with a key the controller never gave.
@@ -189,7 +190,13 @@ describe('with NATS writable by anyone, agents act only on what the controller s
     );
     assert.ok(seen);
 
-    // Nothing was installed: `current` is v2 on both, and both nginx serve v2 for every name.
+    // Nothing was installed, not even for a moment (the controller writes its pointer back
+    // at once, so a brief install would be gone by now): no install, activation or hook ran.
+    for (const a of AGENTS) {
+      const since = fleet.agents.get(a.name)?.process.output().slice(logMark.get(a.name)) ?? '';
+      assert.doesNotMatch(since, /certificate installed|activated from the local archive|reload hook succeeded/, `${a.name} installed nothing`);
+    }
+    // `current` is v2 on both, and both nginx serve v2 for every name.
     for (const a of AGENTS) {
       const agent = fleet.agents.get(a.name);
       assert.ok(agent);

@@ -42,7 +42,7 @@ test('without verify endpoints, a version swapped in but never hooked is hooked 
   const desired = (): DesiredRecord[] => {
     const meta = bundles.get(desiredVersion)?.meta;
     assert.ok(meta);
-    return [signer.desired({ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' }, desiredVersion)];
+    return [signer.desired({ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: new Date().toISOString() }, desiredVersion)];
   };
   const lines = (): string[] => (fs.existsSync(runs) ? fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l !== '') : []);
   /** Every report, with the hook runs seen when it was sent. */
