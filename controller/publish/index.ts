@@ -48,18 +48,19 @@ export class DesiredState {
    * no record; a failure there is logged and left to {@link flush}.
    */
   static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, log: Logger): Promise<DesiredState> {
-    let state: DesiredState | undefined;
+    const opened: { state?: DesiredState } = {};
     const parse = (value: unknown, key: string): DesiredRecord => {
       try {
         return parseDesiredRecord(value, key);
       } catch (err) {
         // Garbage over one of our pointers: write ours back over it (flush).
-        if (state?.current.has(key)) state.unpublished.add(key);
+        if (opened.state?.current.has(key)) opened.state.unpublished.add(key);
         throw err;
       }
     };
     const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse });
-    state = new DesiredState(kv, signer, clock, log);
+    const state = new DesiredState(kv, signer, clock, log);
+    opened.state = state;
     const keys = trustedKeys(signer.publicKeys());
     state.watch = await kv.watch((key, value) => {
       // A pointer not yet written is newer than anything the bucket can show for it.

@@ -169,7 +169,10 @@ describe('with NATS writable by anyone, agents act only on what the controller s
     await put(Bucket.desired, 'web', JSON.stringify(first));
     // 2. A pointer to v1 with a far higher generation, signed with a key the controller never gave.
     const forger = testSigner();
-    const { generation: _g, keyId: _k, signature: _s, ...v1Pointer } = first;
+    const v1Pointer: DesiredRecord = { ...first };
+    delete v1Pointer.generation;
+    delete v1Pointer.keyId;
+    delete v1Pointer.signature;
     await put(Bucket.desired, 'web', JSON.stringify(forger.desired(v1Pointer, second.generation + 100)));
     // 3. The same, claiming the controller's key id.
     await put(Bucket.desired, 'web', JSON.stringify({ ...forger.desired(v1Pointer, second.generation + 101), keyId: second.keyId }));
