@@ -467,6 +467,20 @@ export function renderEnrolled(result: { name: string; labels: Readonly<Record<s
   return `enrolled as ${result.name}\nlabels: ${formatLabels(result.labels) || '-'}\n`;
 }
 
+/**
+ * What `controller signing-key` prints: one line per key of the ring (state, id, created)
+ * and, after a rotation step, what to do next. Private keys are never passed in.
+ */
+export function renderSigningKeys(ring: ReadonlyArray<{ keyId: string; state: string; createdAt: string }>, step: string): string {
+  const rows = ring.map((k) => [cell(k.state, undefined, false), cell(k.keyId, undefined, false), cell(k.createdAt || '-', undefined, false)]);
+  const next: Record<string, string> = {
+    prepare: 'next: restart the controller, wait one agent resyncInterval, then `activate`',
+    activate: 'next: restart the controller (it signs every desired pointer again), wait one resyncInterval, then `retire`',
+    retire: 'next: restart the controller; agents drop the retired key at their next resync',
+  };
+  return table(['STATE', 'KEY ID', 'CREATED'], rows) + (next[step] === undefined ? '' : `${next[step]}\n`);
+}
+
 /** Machine output of every command's --json: the response object, camelCase field names, 2-space indent. */
 export function renderJson(resp: unknown): string {
   return JSON.stringify(resp, null, 2) + '\n';
