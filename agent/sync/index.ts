@@ -262,20 +262,13 @@ export class Sync {
     }
   }
 
-  /** A bucket's parse function that also counts a malformed value as a refused record. */
-  private refusingParser<T>(bucket: string, parse: (value: unknown, key: string) => T): (value: unknown, key: string) => T {
-    return (value, key) => {
-      try {
-        return parse(value, key);
-      } catch (err) {
-        this.opts.trust.refuse('malformed', { bucket, key }, err instanceof Error ? err.message : 'invalid');
-        throw err;
-      }
-    };
+  /** Counts a malformed value of a bucket only the controller writes as a refused record. */
+  private refuseMalformed(bucket: string): (key: string, reason: string) => void {
+    return (key, reason) => this.opts.trust.refuse('malformed', { bucket, key }, reason);
   }
 
   private async startWatches(nats: NatsHandle): Promise<void> {
-    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: this.refusingParser(Bucket.desired, parseDesiredRecord) });
+    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord, onMalformed: this.refuseMalformed(Bucket.desired) });
     const w1 = await desiredKv.watch((key, value) => {
       // A deletion only stops tracking; what is installed stays, and the next resync restores the pointer.
       if (value === null) {
@@ -287,7 +280,7 @@ export class Sync {
     this.watches.push(w1);
     if (this.opts.http01) {
       const http01 = this.opts.http01;
-      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: this.refusingParser(Bucket.challenges, parseChallengeRecord) });
+      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord, onMalformed: this.refuseMalformed(Bucket.challenges) });
       const w2 = await challengesKv.watch((key, value) => {
         if (value === null) {
           this.recheck.delete(`challenge/${key}`);

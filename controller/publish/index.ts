@@ -49,16 +49,14 @@ export class DesiredState {
    */
   static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, log: Logger): Promise<DesiredState> {
     const opened: { state?: DesiredState } = {};
-    const parse = (value: unknown, key: string): DesiredRecord => {
-      try {
-        return parseDesiredRecord(value, key);
-      } catch (err) {
-        // Garbage over one of our pointers: write ours back over it (flush).
+    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, {
+      create: false,
+      parse: parseDesiredRecord,
+      // Garbage over one of our pointers: write ours back over it (flush).
+      onMalformed: (key) => {
         if (opened.state?.current.has(key)) opened.state.unpublished.add(key);
-        throw err;
-      }
-    };
-    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse });
+      },
+    });
     const state = new DesiredState(kv, signer, clock, log);
     opened.state = state;
     const keys = trustedKeys(signer.publicKeys());

@@ -81,7 +81,7 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
     const dir = tempDir('certfleet-garbage-');
     httpPort = await freePort();
     const config = parseAgentConfig(
-      [`stateDir: ${dir}/state`, 'controller: { address: "127.0.0.1:1", caFile: /nonexistent }', `nats: { servers: ["${server.url}"] }`, `http01: { listen: "127.0.0.1:${httpPort}" }`, 'reportInterval: 500ms', ''].join('\n'),
+      [`stateDir: ${dir}/state`, 'controller: { address: "127.0.0.1:1", caFile: /nonexistent }', `nats: { servers: ["${server.url}"] }`, `http01: { listen: "127.0.0.1:${httpPort}" }`, 'reportInterval: 1s', ''].join('\n'),
       'agent.yaml',
     );
     const link = {

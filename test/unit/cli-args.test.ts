@@ -346,7 +346,7 @@ void test('controller signing-key takes one step word (list by default) and refu
 void test('controller signing-key rotates the key ring in the store, step by step, never printing a private key and without loading agent code', async () => {
   const dir = tempDir();
   const config = path.join(dir, 'controller.yaml');
-  fs.writeFileSync(config, `stateDir: ${dir}/state\nacme:\n  directoryUrl: https://ca.test/dir\n  termsOfServiceAgreed: true\n`);
+  fs.writeFileSync(config, `stateDir: ${dir}/state\nacme:\n  directoryUrl: https://ca.test/dir\n  termsOfServiceAgreed: true\ncertificates:\n  - { name: web, names: [www.example.test], agents: "*" }\n`);
   const steps: Array<[string, string[]]> = [
     ['list', ['active']],
     ['prepare', ['active', 'next']],
