@@ -31,6 +31,8 @@ export class DesiredState {
   private readonly current = new Map<string, DesiredRecord>();
   /** Names whose record in memory is not (known to be) in NATS yet. */
   private readonly unpublished = new Set<string>();
+  /** The record being written to NATS now, per name. */
+  private readonly writing = new Map<string, DesiredRecord>();
   private watch: KvWatch | undefined;
 
   private constructor(
@@ -153,6 +155,8 @@ export class DesiredState {
         this.unpublished.delete(name);
         continue;
       }
+      // Being written right now by put(): not "late", and not worth a second write.
+      if (this.writing.get(name) === record) continue;
       await this.write(record);
       written.push(record);
     }
@@ -160,11 +164,14 @@ export class DesiredState {
   }
 
   private async write(record: DesiredRecord): Promise<void> {
+    this.writing.set(record.name, record);
     try {
       await this.kv.put(record.name, record);
     } catch (err) {
       this.log.warn({ cert: record.name, version: record.version, err: (err as Error).message }, 'desired version not published yet; agents get it over gRPC');
       throw err;
+    } finally {
+      if (this.writing.get(record.name) === record) this.writing.delete(record.name);
     }
     // Only if nothing newer was put meanwhile.
     if (this.current.get(record.name) === record) this.unpublished.delete(record.name);

@@ -95,6 +95,20 @@ describe('with NATS writable by anyone, agents act only on what the controller s
     await fleet?.stop();
   });
 
+  test('each agent got the controller\'s public signing key at enrolment (0600) and signed records verify with it', async () => {
+    const record = (await desiredKv.get('web'))?.value;
+    assert.ok(record?.keyId !== undefined);
+    for (const a of AGENTS) {
+      const agent = fleet.agents.get(a.name);
+      assert.ok(agent);
+      const file = path.join(agent.stateDir, 'trust', 'signing-keys.json');
+      assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+      const keys = (JSON.parse(fs.readFileSync(file, 'utf8')) as { keys: Array<{ keyId: string; publicKey: string }> }).keys;
+      assert.deepEqual(keys.map((k) => k.keyId), [record.keyId], `${a.name} trusts exactly the controller's key`);
+      assert.equal(JSON.stringify(keys).includes('PRIVATE'), false);
+    }
+  });
+
   test("a stranger's unsigned challenge for a fleet name is served by no agent, and the CA refuses the stranger's order", async () => {
     // The stranger is an ordinary ACME client with its own account at the fleet's CA.
     acme.axios.defaults.httpsAgent = new https.Agent({ ca: fleet.pebble.caPem });
