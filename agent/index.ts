@@ -24,6 +24,7 @@ import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
 import { ControllerLink } from './link/index.js';
 import { Sync } from './sync/index.js';
+import { Trust } from './trust/index.js';
 
 export { loadAgentConfig } from './config/index.js';
 
@@ -56,7 +57,7 @@ export async function enrollAgent(opts: { configFile: string; token: string }): 
   const link = new ControllerLink({ address: cfg.controller.address, caPem, certPem: id.certPem, keyPem: id.keyPem, ...serverName });
   let serves: Enrolled['serves'];
   try {
-    serves = (await link.assignments()).map((d) => ({ name: d.name, names: [...d.names] }));
+    serves = (await link.assignments()).assigned.map((a) => ({ name: a.name, names: [...a.names] }));
   } catch (err) {
     serves = { error: (err as Error).message };
   } finally {
@@ -118,7 +119,8 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     ...(cfg.live ? { liveDir: cfg.live.dir } : {}),
     ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
   });
-  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, clock, log: alog.child({ component: 'sync' }) });
+  const trust = Trust.open(cfg.stateDir, clock, alog.child({ component: 'trust' }));
+  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog.child({ component: 'sync' }) });
   await sync.start();
   const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: alog.child({ component: 'identity' }) });
   alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');

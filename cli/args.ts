@@ -34,6 +34,13 @@ export type Invocation =
   | { command: 'controller' | 'agent'; configFile: string; check: boolean }
   | { command: 'controller'; configFile: string; check: false; writeNatsConfig: true }
   | { command: 'agent enroll'; configFile: string; token: TokenSource }
+  | {
+      command: 'controller signing-key';
+      configFile: string;
+      /** A rotation step, or 'list' (the default): docs/security.md. */
+      step: 'list' | 'prepare' | 'activate' | 'retire';
+      json: boolean;
+    }
   | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
   | { command: 'show' | 'history' | 'release'; name: string; json: boolean; operator: OperatorOptions }
   | { command: 'renew'; name: string; cancel: boolean; json: boolean; operator: OperatorOptions }
@@ -103,6 +110,7 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   controller: { config: { type: 'string' }, check: { type: 'boolean' }, 'write-nats-config': { type: 'boolean' } },
   agent: { config: { type: 'string' }, check: { type: 'boolean' } },
   'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } },
+  'controller signing-key': { config: { type: 'string' }, json: { type: 'boolean' } },
   status: { json: { type: 'boolean' } },
   certs: { json: { type: 'boolean' } },
   agents: { json: { type: 'boolean' } },
@@ -216,6 +224,15 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
         return { command: 'controller', configFile: requireConfig(v['config'], command), check: false, writeNatsConfig: true };
       }
       return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true };
+    case 'controller signing-key': {
+      const configFile = requireConfig(v['config'], command);
+      if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+      const step = args[0] ?? 'list';
+      if (step !== 'list' && step !== 'prepare' && step !== 'activate' && step !== 'retire') {
+        throw usageError(`unknown step '${step}': list, prepare, activate or retire`, command);
+      }
+      return { command, configFile, step, json: v['json'] === true };
+    }
     case 'agent enroll': {
       noArgs(args, command);
       const configFile = requireConfig(v['config'], command);
@@ -370,6 +387,7 @@ function requireRole(value: unknown, command: CommandName): OperatorRole {
 function commandOf(word0: string, word1: string | undefined, help: boolean): CommandName | undefined {
   if (!COMMAND_WORDS.has(word0)) throw usageError(`unknown command '${word0}'`);
   if (word0 === 'agent' && word1 === 'enroll') return 'agent enroll';
+  if (word0 === 'controller' && word1 === 'signing-key') return 'controller signing-key';
   // `agents` alone lists; `agents remove NAME` removes (any other word is refused by `agents`).
   if (word0 === 'agents' && word1 === 'remove') return 'agents remove';
   if (word0 === 'operators') {

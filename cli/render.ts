@@ -202,7 +202,21 @@ export function renderAgents(resp: pb.ListAgentsResponse__Output, now: Date, opt
       certs.length === 0 ? cell('-', undefined, color) : join(certs, ', '),
     ];
   });
-  return table(['NAME', 'ONLINE', 'LAST SEEN', 'LABELS', 'CERTIFICATES'], rows);
+  // Records an agent refused (unsigned, replayed, ...) mean someone writes to NATS who
+  // should not: one line per such agent under the table, hard to overlook.
+  const security = agents
+    .filter((a) => (a.refusals?.total ?? 0) > 0)
+    .map((a) => {
+      const r = a.refusals;
+      const reasons = Object.entries(r?.byReason ?? {})
+        .sort(([x], [y]) => x.localeCompare(y))
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ');
+      const when = relativeTime(r?.lastAt ?? '', now);
+      const text = `SECURITY ${a.name}: ${r?.total ?? 0} records refused (${reasons}); last${when === '' ? '' : ` ${when}`}: ${oneLine(r?.last ?? '')}`;
+      return `${cell(text, 'red', color).shown}\n`;
+    });
+  return table(['NAME', 'ONLINE', 'LAST SEEN', 'LABELS', 'CERTIFICATES'], rows) + security.join('');
 }
 
 /** Labels as "k=v,k2=v2", keys sorted; "" for none. */
@@ -524,6 +538,20 @@ export function renderEnrolled(result: { name: string; labels: Readonly<Record<s
   else if (serves.length === 0) out += 'will serve: nothing yet (no issued certificate is assigned to these labels)\n';
   else out += `will serve: ${serves.map((c) => `${c.name} (${c.names.join(', ')})`).join('; ')}\n`;
   return out;
+}
+
+/**
+ * What `controller signing-key` prints: one line per key of the ring (state, id, created)
+ * and, after a rotation step, what to do next. Private keys are never passed in.
+ */
+export function renderSigningKeys(ring: ReadonlyArray<{ keyId: string; state: string; createdAt: string }>, step: string): string {
+  const rows = ring.map((k) => [cell(k.state, undefined, false), cell(k.keyId, undefined, false), cell(k.createdAt || '-', undefined, false)]);
+  const next: Record<string, string> = {
+    prepare: 'next: restart the controller, wait one agent resyncInterval, then `activate`',
+    activate: 'next: restart the controller (it signs every desired pointer again), wait one resyncInterval, then `retire`',
+    retire: 'next: restart the controller; agents drop the retired key at their next resync',
+  };
+  return table(['STATE', 'KEY ID', 'CREATED'], rows) + (next[step] === undefined ? '' : `${next[step]}\n`);
 }
 
 /** Machine output of every command's --json: the response object, camelCase field names, 2-space indent. */

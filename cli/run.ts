@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { ExitCode, ErrorCode, CertfleetError, exitCodeFor, toCertfleetError } from '../shared/errors/index.js';
 import { parseCommandLine, type Invocation, type TokenSource } from './args.js';
-import { renderEnrolled } from './render.js';
+import { renderEnrolled, renderSigningKeys } from './render.js';
 import { helpText } from './usage.js';
 
 /** Where the CLI reads and writes; the process's own streams in production, buffers in tests. */
@@ -112,6 +112,12 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
       }
       const { runAgent } = await import('../agent/index.js');
       await runAgent({ configFile: inv.configFile });
+      return ExitCode.Ok;
+    }
+    case 'controller signing-key': {
+      const { signingKeyCommand } = await import('../controller/index.js');
+      const ring = await signingKeyCommand({ configFile: inv.configFile, step: inv.step });
+      io.stdout.write(inv.json ? `${JSON.stringify({ keys: ring }, null, 2)}\n` : renderSigningKeys(ring, inv.step));
       return ExitCode.Ok;
     }
     case 'agent enroll': {

@@ -8,6 +8,7 @@ export type CommandName =
   | 'controller'
   | 'agent'
   | 'agent enroll'
+  | 'controller signing-key'
   | 'status'
   | 'certs'
   | 'agents'
@@ -45,6 +46,8 @@ Daemons:
   agent --config FILE [--check]         run an agent (--check: validate the config only)
   agent enroll --config FILE --token-file FILE
                                         enrol this node's agent with a one-time token
+  controller signing-key [STEP] --config FILE [--json]
+                                        list or rotate the keys that sign NATS records
 
 Operator commands (talk to the controller over mutual TLS):
   status [--json]                       controller summary
@@ -138,6 +141,18 @@ Runs the agent until SIGTERM or SIGINT. The agent must have been enrolled first
 Options:
   --config FILE   agent configuration (YAML)
   --check         validate the configuration, print "ok" and exit
+`,
+  'controller signing-key': `Usage: certfleet controller signing-key [list|prepare|activate|retire] --config FILE [--json]
+
+Lists (default) or rotates the controller's record-signing keys, in its store, on this
+machine (no controller API call). Rotation is three steps, each followed by a controller
+restart: prepare (a next key agents learn at their next resync), activate (the next key
+signs, the old one is still trusted), retire (the old key is dropped). See
+docs/security.md. Private keys are never printed.
+
+Options:
+  --config FILE   controller configuration (YAML): where its store is
+  --json          print the key ring as JSON
 `,
   'agent enroll': `Usage: certfleet agent enroll --config FILE (--token-file FILE | --token TOKEN)
 

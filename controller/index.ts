@@ -9,6 +9,9 @@ import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
 import { loadControllerConfig, notifyEnvironment } from './config/index.js';
 import { startController } from './runtime.js';
+import { listSigningKeys, rotateSigningKeys, type RotationPhase, type SigningKeyInfo } from './signing/index.js';
+import { openStore } from './store/index.js';
+import path from 'node:path';
 
 export { loadControllerConfig } from './config/index.js';
 export { startController, STATE_FILES, writeNatsServerConfig, type Controller } from './runtime.js';
@@ -38,5 +41,22 @@ export async function runController(opts: { configFile: string }): Promise<void>
     }, log);
   } finally {
     notifier.close();
+  }
+}
+
+/**
+ * `certfleet controller signing-key [STEP] --config FILE`: lists the record-signing key
+ * ring in the controller's store, or applies one rotation step (controller/signing) and
+ * returns the ring after it. Works beside a running controller (it reads the ring at
+ * start: restart it after a step). Never returns private keys.
+ */
+export async function signingKeyCommand(opts: { configFile: string; step: 'list' | RotationPhase }): Promise<SigningKeyInfo[]> {
+  const cfg = loadControllerConfig(opts.configFile);
+  const log = createRootLogger({ name: 'controller', level: 'warn' });
+  const store = await openStore(cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store, log.child({ component: 'store' }));
+  try {
+    return opts.step === 'list' ? await listSigningKeys(store, Date.now()) : await rotateSigningKeys(store, opts.step, Date.now());
+  } finally {
+    await store.close();
   }
 }

@@ -33,6 +33,7 @@ import { Issuer } from './issuer/index.js';
 import { OperatorRegistry } from './access/index.js';
 import { certificateSerial, checkAgentCsr, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
 import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
+import { RecordSigner } from './signing/index.js';
 import { Reconciler } from './reconcile/index.js';
 import { createOperations } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
@@ -263,12 +264,16 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       log: log.child({ component: 'fleet' }),
       offlineAfterMs: cfg.api.agentOfflineAfter,
       onAgentOnline: () => onAgentOnline(),
+      onRefusals: (agent, r) =>
+        void events.emit(EventType.security, { agent, message: `agent ${agent} refused records: ${r.last}`, details: { total: r.total, byReason: r.byReason, lastAt: r.lastAt } }),
     });
     cleanups.push(() => fleet.close());
-    const desired = await DesiredState.open(nats, clock, log.child({ component: 'publish' }));
+    const signer = await RecordSigner.open(store, clock, log.child({ component: 'signing' }));
+    const desired = await DesiredState.open(nats, signer, clock, log.child({ component: 'publish' }));
     cleanups.push(() => desired.close());
     const solver = new Http01Solver({
-      board: await NatsChallengeBoard.open(nats),
+      // A challenge outlives the self-check and the CA's validation, then agents drop it.
+      board: await NatsChallengeBoard.open(nats, signer, clock, cfg.http01.selfCheckTimeout + cfg.http01.validationTimeout + 60_000),
       responders: (sel) => fleet.responders(sel),
       clock,
       log: log.child({ component: 'http01' }),
@@ -411,15 +416,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           // the user of a previous enrolment is revoked.
           const natsCredentials = natsAccess ? await natsAccess.credentialsForAgent(grant.agent, Date.parse(new crypto.X509Certificate(signed.certPem).validTo)) : '';
           await events.emit(EventType.enrolled, { agent: grant.agent, message: `agent ${grant.agent} enrolled`, details: { labels: grant.labels } });
-          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem, natsCredentials };
+          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem, natsCredentials, signingKeys: signer.publicKeys() };
         },
         async assignments(id) {
           const labels = await authenticateAgent(id);
-          // During a staged rollout each agent gets the version of its own wave.
-          return desired
-            .all()
-            .filter((d) => assignedTo(labels, d.name))
-            .map((d) => desiredFor(d, labels));
+          const mine = desired.all().filter((d) => assignedTo(labels, d.name));
+          return {
+            desired: mine,
+            // During a staged rollout each agent gets the version of its own wave.
+            effective: mine.map((d) => desiredFor(d, labels)),
+            signingKeys: signer.publicKeys(),
+            assigned: cfg.certificates.filter((c) => matches(parseSelector(c.agents), labels)).map((c) => ({ name: c.name, names: [...c.names] })),
+          };
         },
         async fetchBundle(id, name, version) {
           const labels = await authenticateAgent(id);

@@ -8,7 +8,8 @@
  * read-only on the buckets the agent watches). Files are written to a temporary name and
  * renamed, key first, so a crash never leaves a certificate without its key. Enrolling
  * again replaces all of them: the NATS credentials rotate with the identity (the
- * controller revokes the previous NATS user).
+ * controller revokes the previous NATS user). The controller's record-signing public keys
+ * go to `<stateDir>/trust/` (agent/trust).
  *
  * Renewal (issue #9): the identity renews itself at 2/3 of the certificate's lifetime
  * ({@link identityRenewalPlan}): a new key and CSR, `RenewIdentity` over the current
@@ -33,6 +34,7 @@ import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
 import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
 import type { ControllerLink as ControllerLinkType } from '../link/index.js';
 import { ControllerLink } from '../link/index.js';
+import { saveSigningKeys } from '../trust/index.js';
 
 /** An enrolled agent's identity. `keyPem` is secret. */
 export interface AgentIdentity {
@@ -115,6 +117,8 @@ export async function enroll(opts: { stateDir: string; address: string; caPem: s
       fs.rmSync(creds, { force: true });
     }
     await writeFileAtomic(path.join(dir, 'agent.json'), JSON.stringify({ name: res.agent, labels: res.labels }, null, 2) + '\n', 0o644);
+    // The controller's record-signing keys, from this mTLS-protected answer (agent/trust).
+    if (res.signingKeys.length > 0) await saveSigningKeys(opts.stateDir, res.signingKeys.map((k) => ({ keyId: k.keyId, publicKey: k.publicKey })));
     return { name: res.agent, labels: res.labels, certPem: res.certificatePem, keyPem };
   } finally {
     link.close();

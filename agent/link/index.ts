@@ -4,7 +4,7 @@
  * and failures turned into CertfleetErrors (shared/grpc fromServiceError).
  */
 import { clientCredentials, deadline, fromServiceError, grpc, loadProtos, type AgentServiceClient, type pb } from '../../shared/grpc/index.js';
-import type { Bundle, CertStatus, DesiredRecord, KeyType } from '../../shared/model/index.js';
+import type { Bundle, CertStatus, KeyType, RecordRefusals, SigningPublicKey } from '../../shared/model/index.js';
 
 export interface LinkOptions {
   address: string;
@@ -43,17 +43,25 @@ function call<Req, Res>(
   });
 }
 
-function desiredFromPb(d: pb.DesiredCertificate__Output): DesiredRecord {
-  const v = d.version;
-  return {
-    name: v?.name ?? '',
-    version: v?.version ?? 0,
-    fingerprint: v?.fingerprint ?? '',
-    names: v?.names ?? [],
-    notAfter: v?.notAfter ?? '',
-    selector: d.selector,
-    updatedAt: '',
-  };
+/**
+ * What the controller tells an agent at a resynchronisation. `desired` holds the signed
+ * records as sent, not yet checked: the sync loop checks them exactly as it checks NATS
+ * values (schema, signature, generation). A value that is not JSON stays a string, and
+ * the check refuses it as malformed.
+ */
+export interface LinkAssignments {
+  desired: unknown[];
+  signingKeys: SigningPublicKey[];
+  /** Certificates the controller's configuration assigns to this agent, with their names. */
+  assigned: Array<{ name: string; names: string[] }>;
+}
+
+function parseJsonOrKeep(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
 }
 
 function statusToPb(s: CertStatus): pb.CertificateStatus {
@@ -97,9 +105,13 @@ export class ControllerLink {
     return call<pb.EnrollRequest, pb.EnrollResponse__Output>(this.client.enroll.bind(this.client), { token, csrPem }, this.timeoutMs, 'enrol');
   }
 
-  async assignments(): Promise<DesiredRecord[]> {
+  async assignments(): Promise<LinkAssignments> {
     const res = await call<pb.GetAssignmentsRequest, pb.GetAssignmentsResponse__Output>(this.client.getAssignments.bind(this.client), {}, this.timeoutMs, 'get assignments');
-    return res.certificates.map(desiredFromPb);
+    return {
+      desired: res.signedDesired.map(parseJsonOrKeep),
+      signingKeys: res.signingKeys.map((k) => ({ keyId: k.keyId, publicKey: k.publicKey })),
+      assigned: res.assigned.map((a) => ({ name: a.name, names: [...a.names] })),
+    };
   }
 
   async fetchBundle(name: string, version: number): Promise<Bundle> {
@@ -123,10 +135,10 @@ export class ControllerLink {
     };
   }
 
-  async reportStatus(report: { http01Address: string; agentVersion: string; certificates: CertStatus[] }): Promise<void> {
+  async reportStatus(report: { http01Address: string; agentVersion: string; certificates: CertStatus[]; refusals?: RecordRefusals }): Promise<void> {
     await call<pb.ReportStatusRequest, pb.ReportStatusResponse__Output>(
       this.client.reportStatus.bind(this.client),
-      { http01Address: report.http01Address, agentVersion: report.agentVersion, certificates: report.certificates.map(statusToPb) },
+      { http01Address: report.http01Address, agentVersion: report.agentVersion, certificates: report.certificates.map(statusToPb), ...(report.refusals ? { refusals: report.refusals } : {}) },
       this.timeoutMs,
       'report status',
     );

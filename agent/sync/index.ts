@@ -41,10 +41,19 @@
  * again (then verify, then the normal rollback on failure). A certificate without
  * endpoints cannot be proven: its hook is rerun unless `loaded.json` (./loaded.ts), written
  * only after hook and verify succeeded, names the current version. See recheckInstalled.
+ *
+ * Record intake (issue #9): a desired record, from NATS or from GetAssignments alike, is
+ * acted on only when its signature verifies with a key the controller gave over mTLS and
+ * its generation is not older than one already accepted (agent/trust); a challenge only
+ * when signed, unexpired, and for a name of a certificate assigned to this agent. Anything
+ * else is refused and reported, and the agent keeps what it has. A record signed with a
+ * key not known yet, or a challenge for a certificate not known yet, makes the agent
+ * resynchronise first (a key rotation, a new certificate) and is checked again after it.
+ * A fetched bundle is installed only when its fingerprint is the signed one.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, VersionMeta } from '../../shared/model/index.js';
 import { openKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
@@ -56,6 +65,7 @@ import { hookEnvironment, hookGroupKey, runReloadHook } from '../hooks/index.js'
 import type { Http01Responder } from '../http01/index.js';
 import type { Installer } from '../install/index.js';
 import type { ControllerLink } from '../link/index.js';
+import { challengeVerdict, desiredVerdict, type Trust } from '../trust/index.js';
 import { verifyServed } from '../verify/index.js';
 import { clearLoaded, readLoaded, writeLoaded } from './loaded.js';
 import { CoalescingRunner } from '../../shared/runtime/index.js';
@@ -86,6 +96,10 @@ interface Restored {
 }
 /** Resync period while NATS is unreachable. */
 const OFFLINE_RESYNC_MS = 30_000;
+/** Least time between resyncs asked for by records signed with an unknown key or for an unknown certificate. */
+const REFRESH_MIN_MS = 10_000;
+/** Records kept for a second look after such a resync. */
+const MAX_RECHECK = 256;
 
 export interface SyncOptions {
   config: AgentConfig;
@@ -94,9 +108,14 @@ export interface SyncOptions {
   installer: Installer;
   nats: NatsHandle | null;
   http01: Http01Responder | null;
+  /** Signing keys, generations and refusals (agent/trust). */
+  trust: Trust;
   clock: Clock;
   log: Logger;
 }
+
+/** A record waiting for a resync before it is checked again. */
+type Recheck = { kind: 'desired'; record: DesiredRecord } | { kind: 'challenge'; record: ChallengeRecord };
 
 export class Sync {
   private readonly desired = new Map<string, DesiredRecord>();
@@ -107,6 +126,13 @@ export class Sync {
   private retryFailed = false;
   private stopped = false;
   private lastResync = 0;
+  /** Names per certificate the controller assigns to this agent (GetAssignments). */
+  private assignedNames = new Map<string, string[]>();
+  /** Newest challenge generation accepted per certificate and identifier. */
+  private readonly challengeGenerations = new Map<string, number>();
+  private readonly challengeTimers = new Map<string, NodeJS.Timeout>();
+  private readonly recheck = new Map<string, Recheck>();
+  private lastRefresh = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly opts: SyncOptions) {
     this.runner = new CoalescingRunner(() => this.converge(), opts.log, 'converge');
@@ -126,6 +152,8 @@ export class Sync {
    */
   async start(): Promise<void> {
     await this.recheckInstalled();
+    // Enrolled before records were signed: learn the keys over mTLS before reading NATS.
+    if (!this.opts.trust.hasKeys()) await this.resync();
     if (this.opts.nats) await this.startWatches(this.opts.nats);
     await this.resync();
     const tick = (): void => {
@@ -224,41 +252,153 @@ export class Sync {
     }
   }
 
+  /** Counts a malformed value of a bucket only the controller writes as a refused record. */
+  private refuseMalformed(bucket: string): (key: string, reason: string) => void {
+    return (key, reason) => this.opts.trust.refuse('malformed', { bucket, key }, reason);
+  }
+
   private async startWatches(nats: NatsHandle): Promise<void> {
-    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
+    const desiredKv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord, onMalformed: this.refuseMalformed(Bucket.desired) });
     const w1 = await desiredKv.watch((key, value) => {
-      if (value === null || !this.assigned(value.selector)) {
+      // A deletion only stops tracking; what is installed stays, and the next resync restores the pointer.
+      if (value === null) {
         this.desired.delete(key);
         return;
       }
-      // During a staged rollout, an agent of an unreleased wave keeps the previous version.
-      this.desired.set(key, desiredFor(value, this.opts.labels));
-      this.kick();
+      if (this.takeDesired(value, Bucket.desired, true)) this.kick();
     });
     this.watches.push(w1);
-    const http01 = this.opts.http01;
-    if (http01) {
-      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
+    if (this.opts.http01) {
+      const http01 = this.opts.http01;
+      const challengesKv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord, onMalformed: this.refuseMalformed(Bucket.challenges) });
       const w2 = await challengesKv.watch((key, value) => {
         if (value === null) {
+          this.recheck.delete(`challenge/${key}`);
+          this.stopServing(key);
           http01.delete(key);
-        } else if (this.assigned(value.selector)) {
-          http01.set(value.token, value.keyAuthorization);
-          this.opts.log.info({ cert: value.cert, identifier: value.identifier }, 'challenge served');
+        } else {
+          this.takeChallenge(value, true);
         }
       });
       this.watches.push(w2);
     }
   }
 
-  /** Full resynchronisation over gRPC; failed installs are retried. */
+  /**
+   * Checks a desired record (from NATS or gRPC) and, when it passes, makes it this
+   * agent's pointer for its certificate (or drops the certificate when it is not
+   * assigned here). Returns whether the pointers changed. A refused record changes
+   * nothing. `canWait`: a record signed with an unknown key waits for a resync.
+   */
+  private takeDesired(record: DesiredRecord, source: string, canWait: boolean): boolean {
+    const trust = this.opts.trust;
+    const verdict = desiredVerdict(record, trust.keys(), trust.highestFor(record.name));
+    if (!verdict.ok) {
+      if (verdict.reason === 'unknown-key' && canWait && this.waitForResync(`desired/${record.name}`, { kind: 'desired', record })) return false;
+      trust.refuse(verdict.reason, { source, cert: record.name, generation: record.generation }, verdict.message);
+      return false;
+    }
+    trust.accept(record.name, verdict.generation);
+    if (!this.assigned(record.selector)) return this.desired.delete(record.name);
+    // During a staged rollout, an agent of an unreleased wave keeps the previous version.
+    this.desired.set(record.name, desiredFor(record, this.opts.labels));
+    return true;
+  }
+
+  /** Names of `cert` as assigned to this agent: from the controller's list, or its desired record. */
+  private namesOf(cert: string): string[] | undefined {
+    const listed = this.assignedNames.get(cert);
+    const fromDesired = this.desired.get(cert)?.names;
+    if (listed === undefined) return fromDesired;
+    return fromDesired === undefined ? listed : [...new Set([...listed, ...fromDesired])];
+  }
+
+  /** Checks a challenge and serves it when it passes (see challengeVerdict in agent/trust). */
+  private takeChallenge(record: ChallengeRecord, canWait: boolean): void {
+    const http01 = this.opts.http01;
+    if (!http01) return;
+    const trust = this.opts.trust;
+    const idKey = `${record.cert}\n${record.identifier}`;
+    // Signature first: a forged record is refused whatever selector it claims.
+    const verdict = challengeVerdict(record, trust.keys(), this.opts.clock.now(), this.assigned(record.selector) ? this.namesOf(record.cert) : [], this.challengeGenerations.get(idKey) ?? 0);
+    const forged = !verdict.ok && (verdict.reason === 'unsigned' || verdict.reason === 'unknown-key' || verdict.reason === 'bad-signature');
+    if (!forged && !this.assigned(record.selector)) return; // signed, for other agents
+    if (!verdict.ok) {
+      const waits = verdict.reason === 'unknown-key' || verdict.reason === 'not-assigned';
+      if (waits && canWait && this.waitForResync(`challenge/${record.token}`, { kind: 'challenge', record })) return;
+      trust.refuse(verdict.reason, { bucket: Bucket.challenges, key: record.token, cert: record.cert, identifier: record.identifier, generation: record.generation }, verdict.message);
+      this.stopServing(record.token);
+      http01.delete(record.token);
+      return;
+    }
+    this.challengeGenerations.set(idKey, verdict.generation);
+    http01.set(record.token, record.keyAuthorization);
+    this.opts.log.info({ cert: record.cert, identifier: record.identifier, generation: verdict.generation }, 'challenge served');
+    // Served until its cleanup, or its expiry if the cleanup never comes.
+    this.stopServing(record.token);
+    const ms = Math.max(0, Date.parse(record.expiresAt ?? '') - this.opts.clock.now());
+    const timer = setTimeout(() => {
+      this.challengeTimers.delete(record.token);
+      http01.delete(record.token);
+    }, Math.min(ms, 2 ** 31 - 1));
+    timer.unref();
+    this.challengeTimers.set(record.token, timer);
+  }
+
+  private stopServing(token: string): void {
+    const t = this.challengeTimers.get(token);
+    if (t) clearTimeout(t);
+    this.challengeTimers.delete(token);
+  }
+
+  /**
+   * Keeps `item` for a second look after a resync and asks for one (at most every
+   * 10 s). False when the item cannot wait (too many waiting): refuse it now.
+   */
+  private waitForResync(key: string, item: Recheck): boolean {
+    if (!this.recheck.has(key) && this.recheck.size >= MAX_RECHECK) return false;
+    this.recheck.set(key, item);
+    const now = this.opts.clock.now();
+    if (now - this.lastRefresh >= REFRESH_MIN_MS) {
+      this.lastRefresh = now;
+      void this.resync();
+    }
+    return true;
+  }
+
+  /**
+   * Full resynchronisation over gRPC: the signing keys, the assigned certificates, and
+   * the signed desired records (checked like NATS records); failed installs are retried.
+   * A record refused here leaves the certificate's current pointer as it was.
+   */
   async resync(): Promise<void> {
     this.lastResync = this.opts.clock.now();
     try {
-      const list = await this.opts.link.assignments();
-      const names = new Set(list.map((d) => d.name));
-      for (const d of list) this.desired.set(d.name, d);
+      const a = await this.opts.link.assignments();
+      await this.opts.trust.setKeys(a.signingKeys);
+      this.assignedNames = new Map(a.assigned.map((c) => [c.name, c.names]));
+      const names = new Set<string>();
+      for (const raw of a.desired) {
+        const name = typeof raw === 'object' && raw !== null && typeof (raw as { name?: unknown }).name === 'string' ? (raw as { name: string }).name : '';
+        let record: DesiredRecord;
+        try {
+          record = parseDesiredRecord(raw, name);
+        } catch (err) {
+          this.opts.trust.refuse('malformed', { source: 'GetAssignments', cert: name === '' ? undefined : name }, err instanceof Error ? err.message : 'invalid');
+          if (name !== '') names.add(name);
+          continue;
+        }
+        names.add(record.name);
+        this.takeDesired(record, 'GetAssignments', false);
+      }
       for (const name of [...this.desired.keys()]) if (!names.has(name)) this.desired.delete(name);
+      // Records that waited for fresh keys or assignments get their second, final look.
+      const waiting = [...this.recheck.values()];
+      this.recheck.clear();
+      for (const item of waiting) {
+        if (item.kind === 'desired') this.takeDesired(item.record, Bucket.desired, false);
+        else this.takeChallenge(item.record, false);
+      }
     } catch (err) {
       this.opts.log.warn({ err: (err as Error).message }, 'resync failed');
     }
@@ -282,6 +422,8 @@ export class Sync {
    * start before its other certificates were installed).
    */
   private async converge(): Promise<void> {
+    // The generations accepted are on disk before anything is installed from them.
+    await this.opts.trust.saved();
     const retryFailed = this.retryFailed;
     this.retryFailed = false;
     let changed = false;
@@ -329,8 +471,11 @@ export class Sync {
       const local = await this.fromArchive(d, log);
       if (local) return local;
       const bundle = await this.opts.link.fetchBundle(d.name, d.version);
-      if (bundle.meta.fingerprint !== d.fingerprint) {
-        log.warn({ got: bundle.meta.fingerprint, want: d.fingerprint }, 'fetched version differs from the desired pointer');
+      if (bundle.meta.fingerprint !== d.fingerprint || bundle.meta.version !== d.version) {
+        // The pointer is signed; a bundle that is not the one it names is not installed.
+        const message = `fetched v${bundle.meta.version} (${bundle.meta.fingerprint.slice(0, 12)}) is not the signed v${d.version} (${d.fingerprint.slice(0, 12)})`;
+        this.opts.trust.refuse('fingerprint-mismatch', { source: 'FetchBundle', cert: d.name, version: d.version }, message);
+        throw new CertfleetError(ErrorCode.BundleFingerprintMismatch, message);
       }
       await this.beforeSwitch(d.name, bundle.meta.version);
       const result = await this.opts.installer.install(bundle, { requiredNames: d.names });
@@ -537,6 +682,7 @@ export class Sync {
         http01Address: http01 ? (http01.advertise ?? http01.listen) : '',
         agentVersion: AGENT_VERSION,
         certificates: this.statuses(),
+        refusals: this.opts.trust.refusals(),
       });
     } catch (err) {
       this.opts.log.warn({ err: (err as Error).message }, 'status report failed');
@@ -547,6 +693,7 @@ export class Sync {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    for (const token of [...this.challengeTimers.keys()]) this.stopServing(token);
     for (const w of this.watches) await w.stop();
     await this.runner.stop();
   }

@@ -18,8 +18,8 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { grpc, loadProtos, toServiceError, type AgentServiceHandlers, type OperatorServiceHandlers, type pb } from '../../shared/grpc/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Bundle, CertStatus, DesiredRecord, VersionMeta } from '../../shared/model/index.js';
-import { certStatusSchema } from '../../shared/records/index.js';
+import type { Bundle, CertStatus, DesiredRecord, RecordRefusals, SigningPublicKey, VersionMeta } from '../../shared/model/index.js';
+import { certStatusSchema, recordRefusalsSchema } from '../../shared/records/index.js';
 
 /** Who is calling, as proven by a verified client certificate. */
 export interface CallerIdentity {
@@ -51,18 +51,33 @@ export interface AgentReport {
   http01Address: string;
   agentVersion: string;
   certificates: CertStatus[];
+  /** Records the agent refused (absent: an agent that does not report them). */
+  refusals?: RecordRefusals;
+}
+
+/** What an agent is told at each resynchronisation. */
+export interface AgentAssignments {
+  /** Signed desired records, as written to NATS (the agent applies rollouts itself). */
+  desired: DesiredRecord[];
+  /** The same with the rollout applied for this agent (the unsigned view agents before issue #9 read). */
+  effective: DesiredRecord[];
+  /** Every public key records are signed with now. */
+  signingKeys: SigningPublicKey[];
+  /** Certificates the configuration assigns to the agent, with their names. */
+  assigned: Array<{ name: string; names: string[] }>;
 }
 
 /** What the agent side of the API needs from the controller. */
 export interface AgentBackend {
   /**
    * Redeems a bootstrap token for a client certificate and, when the controller is the
-   * NATS authority, the agent's NATS credentials (.creds text). ENROLL_TOKEN_INVALID on
+   * NATS authority, the agent's NATS credentials (.creds text), with the public keys the
+   * controller signs NATS records with. ENROLL_TOKEN_INVALID on
    * any token problem.
    */
-  enroll(token: string, csrPem: string): Promise<{ agent: string; labels: Record<string, string>; certificatePem: string; caPem: string; natsCredentials?: string }>;
+  enroll(token: string, csrPem: string): Promise<{ agent: string; labels: Record<string, string>; certificatePem: string; caPem: string; natsCredentials?: string; signingKeys: SigningPublicKey[] }>;
   /** Desired state of the certificates assigned to `agent`. UNAUTHENTICATED if the agent's certificate was replaced. */
-  assignments(agent: CallerIdentity): Promise<DesiredRecord[]>;
+  assignments(agent: CallerIdentity): Promise<AgentAssignments>;
   /** One version's bundle; version 0 = desired. PERMISSION_DENIED if not assigned, NOT_FOUND if absent. */
   fetchBundle(agent: CallerIdentity, name: string, version: number): Promise<Bundle>;
   reportStatus(agent: CallerIdentity, report: AgentReport): Promise<void>;
@@ -132,6 +147,15 @@ export function versionToPb(meta: VersionMeta): pb.CertificateVersion {
     issuedAt: meta.issuedAt,
     keyType: meta.keyType,
   };
+}
+
+function refusalsFromPb(r: pb.RecordRefusals__Output | null): RecordRefusals | undefined {
+  if (r === null) return undefined;
+  const refusals: RecordRefusals = { total: r.total, byReason: { ...r.byReason }, last: r.last.slice(0, 1024), lastAt: r.lastAt.slice(0, 64) };
+  // Stored in the agents bucket, whose readers refuse what this schema refuses.
+  const checked = recordRefusalsSchema.safeParse(refusals);
+  if (!checked.success) throw new CertfleetError(ErrorCode.UsageInvalid, `refusals is invalid: ${checked.error.issues.map((is) => `${is.path.join('.')}: ${is.message}`).join('; ')}`);
+  return refusals;
 }
 
 function desiredToPb(d: DesiredRecord): pb.DesiredCertificate {
@@ -312,12 +336,18 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const req = call.request;
       if (req.token === '' || req.csrPem === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'token and csr_pem are required');
       const res = await opts.agents.enroll(req.token, req.csrPem);
-      return { agent: res.agent, labels: res.labels, certificatePem: res.certificatePem, caPem: res.caPem, natsCredentials: res.natsCredentials ?? '' };
+      return { agent: res.agent, labels: res.labels, certificatePem: res.certificatePem, caPem: res.caPem, natsCredentials: res.natsCredentials ?? '', signingKeys: res.signingKeys };
     }),
     GetAssignments: unary(log, 'GetAssignments', async (call) => {
       const id = caller(call, opts.auth, 'agent');
-      const desired = await opts.agents.assignments(id);
-      return { certificates: desired.map(desiredToPb) };
+      const a = await opts.agents.assignments(id);
+      return {
+        // For agents of before issue #9; current agents use signedDesired only.
+        certificates: a.effective.map(desiredToPb),
+        signedDesired: a.desired.map((d) => JSON.stringify(d)),
+        signingKeys: a.signingKeys,
+        assigned: a.assigned,
+      };
     }),
     FetchBundle: unary(log, 'FetchBundle', async (call) => {
       const id = caller(call, opts.auth, 'agent');
@@ -343,6 +373,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         http01Address: req.http01Address.slice(0, 300),
         agentVersion: req.agentVersion.slice(0, 64),
         certificates,
+        ...(req.refusals ? { refusals: refusalsFromPb(req.refusals) } : {}),
       });
       return {};
     }),

@@ -14,6 +14,8 @@
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
+import { ErrorCode } from '../../shared/errors/index.js';
+import type { RecordRefusals } from '../../shared/model/index.js';
 import { openKv, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { matches, parseSelector } from '../../shared/selector/index.js';
 import { parseAgentRecord, type AgentRecord } from '../../shared/records/index.js';
@@ -43,6 +45,8 @@ export interface FleetOptions {
   offlineAfterMs: number;
   /** Called when an agent reports for the first time or comes back online. */
   onAgentOnline?: (agent: string) => void;
+  /** Called when an agent's report shows records refused since its previous report (SECURITY). */
+  onRefusals?: (agent: string, refusals: RecordRefusals) => void;
 }
 
 export class Fleet {
@@ -116,7 +120,14 @@ export class Fleet {
       agentVersion: report.agentVersion,
       lastSeen: isoAt(this.opts.clock.now()),
       certificates: report.certificates,
+      ...(report.refusals ? { refusals: report.refusals } : {}),
     };
+    const refusals = report.refusals;
+    // A restarted agent counts from zero again: a new refusal is one with a new time.
+    if (refusals && refusals.total > 0 && refusals.lastAt !== before?.refusals?.lastAt) {
+      this.opts.log.warn({ agent, code: ErrorCode.RecordRefused, total: refusals.total, byReason: refusals.byReason, last: refusals.last }, 'agent refused records');
+      this.opts.onRefusals?.(agent, refusals);
+    }
     this.reports.set(agent, record);
     this.writeThrough(agent, record);
     if (!this.isOnline(before)) {

@@ -47,6 +47,8 @@ export interface AgentFacts {
   lastSeen: number | null;
   /** The certificates assigned to it, by name. */
   assignments: AssignmentFacts[];
+  /** Records it refused since it started, per reason (absent: none reported). */
+  refusals?: Readonly<Record<string, number>>;
 }
 
 /** One rate-limit bucket. */
@@ -111,6 +113,7 @@ export function collect(snap: MetricsSnapshot): Family[] {
       add(Metric.agentCertificateCurrent, labels, bit(s.current));
       add(Metric.agentCertificateVerified, labels, bit(s.verified));
     }
+    for (const [reason, count] of Object.entries(a.refusals ?? {})) add(Metric.agentRecordsRefused, { agent: a.name, reason }, count);
   }
   for (const k of snap.http01Skips ?? []) add(Metric.http01AgentSkipped, { name: k.cert, agent: k.agent }, seconds(k.at));
   for (const b of snap.budgets) {

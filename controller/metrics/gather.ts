@@ -104,7 +104,8 @@ export class SnapshotGatherer {
             verified: s?.servedVerified ?? false,
           };
         });
-      return { name: a.registration.name, agentVersion: a.report?.agentVersion ?? '', online: a.online, lastSeen: parseTime(a.report?.lastSeen), assignments };
+      const refusals = a.report?.refusals?.byReason;
+      return { name: a.registration.name, agentVersion: a.report?.agentVersion ?? '', online: a.online, lastSeen: parseTime(a.report?.lastSeen), assignments, ...(refusals ? { refusals } : {}) };
     });
     const budgets = src.budgets().map((b) => ({ limit: b.limit, key: b.key, available: b.available, capacity: b.capacity, reserved: b.reserved }));
     return { controllerVersion: src.controllerVersion, certificates, agents, budgets, http01Skips: src.http01Skips?.() ?? [] };

@@ -157,6 +157,12 @@ export const Metric = {
     help: '1 when the agent checked that its local listeners serve the installed version (agent certificates.<name>.verify), else 0 (also when it has no verify endpoint).',
     labels: ['agent', 'name'],
   },
+  agentRecordsRefused: {
+    name: 'certfleet_agent_records_refused',
+    type: 'gauge',
+    help: 'SECURITY: records the agent refused since it started (unsigned, unknown-key, bad-signature, replay, malformed, expired, not-assigned, fingerprint-mismatch), per reason. Absent while it refused none.',
+    labels: ['agent', 'reason'],
+  },
   budgetAvailable: {
     name: 'certfleet_budget_available',
     type: 'gauge',

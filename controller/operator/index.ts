@@ -194,6 +194,7 @@ export function createOperations(deps: OperationsDeps): Operations {
             removedAt: a.registration.removedAt ?? '',
             removedBy: a.registration.removedBy ?? '',
             identityNotAfter: a.registration.certNotAfter ?? '',
+            ...(a.report?.refusals ? { refusals: a.report.refusals } : {}),
           }),
         ),
       ),

@@ -9,13 +9,21 @@
  * failed (NATS down) is still what gRPC GetAssignments answers, so agents converge over
  * gRPC while NATS is away (issue #8), and the write is retried by {@link DesiredState.flush}
  * (the work loop calls it every pass) until NATS has it.
+ *
+ * Every record written is signed (controller/signing, issue #9) with a new generation of
+ * its certificate: a rollback, a pin, a wave advance or a halt is a new generation, so an
+ * agent can refuse a replayed older record. Challenge records are signed the same way and
+ * carry an expiry.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import type { ChallengeRecord, DesiredRecord, FleetEvent, RolloutState, VersionMeta } from '../../shared/model/index.js';
 import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
+import { ErrorCode } from '../../shared/errors/index.js';
+import { generationVerdict, trustedKeys, verifyRecord } from '../../shared/signing/index.js';
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
+import type { RecordSigner } from '../signing/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
 
 /** Desired state: the version each certificate's agents must serve. */
@@ -23,25 +31,67 @@ export class DesiredState {
   private readonly current = new Map<string, DesiredRecord>();
   /** Names whose record in memory is not (known to be) in NATS yet. */
   private readonly unpublished = new Set<string>();
+  /** The record being written to NATS now, per name. */
+  private readonly writing = new Map<string, DesiredRecord>();
   private watch: KvWatch | undefined;
 
   private constructor(
     private readonly kv: JsonKv<DesiredRecord>,
+    private readonly signer: RecordSigner,
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {}
 
-  /** Opens the bucket and loads every pointer before returning. */
-  static async open(nats: NatsHandle, clock: Clock, log: Logger): Promise<DesiredState> {
-    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, { create: false, parse: parseDesiredRecord });
-    const state = new DesiredState(kv, clock, log);
+  /**
+   * Opens the bucket and loads every pointer that verifies with the ring's keys before
+   * returning (an unsigned one, written before records were signed, is left for the work
+   * loop to publish anew). Pointers signed with a key that is no longer active (a key
+   * rotation) are signed again with a new generation, so a retiring key is soon needed by
+   * no record; a failure there is logged and left to {@link flush}.
+   */
+  static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, log: Logger): Promise<DesiredState> {
+    const opened: { state?: DesiredState } = {};
+    const kv = await openKv<DesiredRecord>(nats, Bucket.desired, {
+      create: false,
+      parse: parseDesiredRecord,
+      // Garbage over one of our pointers: write ours back over it (flush).
+      onMalformed: (key) => {
+        if (opened.state?.current.has(key)) opened.state.unpublished.add(key);
+      },
+    });
+    const state = new DesiredState(kv, signer, clock, log);
+    opened.state = state;
+    const keys = trustedKeys(signer.publicKeys());
     state.watch = await kv.watch((key, value) => {
       // A pointer not yet written is newer than anything the bucket can show for it.
       if (state.unpublished.has(key)) return;
-      if (value === null) state.current.delete(key);
-      else state.current.set(key, value);
+      if (value === null) {
+        state.current.delete(key);
+        return;
+      }
+      // Only records this controller (or one sharing its store and keys) signed are
+      // adopted: a forged or replayed pointer must not become what GetAssignments serves,
+      // nor be signed again by us. Ours is written back over it (flush, every pass); with
+      // none in memory the work loop publishes the pointer it wants.
+      const mine = state.current.get(key);
+      const sig = verifyRecord('desired', value, keys);
+      if (!sig.ok || (mine !== undefined && generationVerdict(value.generation ?? 0, mine.generation ?? 0) === 'older')) {
+        log.warn({ code: ErrorCode.RecordRefused, cert: key, reason: sig.ok ? 'replay' : sig.problem, generation: value.generation }, 'desired record refused');
+        if (mine !== undefined) state.unpublished.add(key);
+        return;
+      }
+      state.current.set(key, value);
     });
     await state.watch.initialDone;
+    for (const record of state.all()) {
+      if (record.keyId === signer.activeKeyId()) continue;
+      try {
+        await state.put(record);
+        log.info({ cert: record.name, previousKey: record.keyId ?? 'unsigned' }, 'desired version signed again with the active key');
+      } catch (err) {
+        log.warn({ cert: record.name, err: (err as Error).message }, 'desired version not signed again yet');
+      }
+    }
     return state;
   }
 
@@ -71,14 +121,18 @@ export class DesiredState {
       ...(extra.pinned ? { pinned: true } : {}),
     };
     await this.put(record);
-    return record;
+    return this.current.get(record.name) ?? record;
   }
 
   /**
-   * Writes a record as is (rollout progress). Memory takes it first; when NATS refuses
-   * (NATS_UNAVAILABLE) the record stays pending for {@link flush} and the error is thrown.
+   * Writes a record (rollout progress), signed with a new generation above the one it
+   * replaces. Memory takes it first; when NATS refuses (NATS_UNAVAILABLE) the record
+   * stays pending for {@link flush} and the error is thrown. When the store cannot
+   * persist the generation, nothing changes and that error is thrown.
    */
-  async put(record: DesiredRecord): Promise<void> {
+  async put(unsigned: DesiredRecord): Promise<void> {
+    const previous = Math.max(unsigned.generation ?? 0, this.current.get(unsigned.name)?.generation ?? 0);
+    const record = await this.signer.sign('desired', unsigned.name, { ...unsigned, generation: previous });
     this.current.set(record.name, record);
     this.unpublished.add(record.name);
     await this.write(record);
@@ -101,6 +155,8 @@ export class DesiredState {
         this.unpublished.delete(name);
         continue;
       }
+      // Being written right now by put(): not "late", and not worth a second write.
+      if (this.writing.get(name) === record) continue;
       await this.write(record);
       written.push(record);
     }
@@ -108,15 +164,18 @@ export class DesiredState {
   }
 
   private async write(record: DesiredRecord): Promise<void> {
+    this.writing.set(record.name, record);
     try {
       await this.kv.put(record.name, record);
     } catch (err) {
       this.log.warn({ cert: record.name, version: record.version, err: (err as Error).message }, 'desired version not published yet; agents get it over gRPC');
       throw err;
+    } finally {
+      if (this.writing.get(record.name) === record) this.writing.delete(record.name);
     }
     // Only if nothing newer was put meanwhile.
     if (this.current.get(record.name) === record) this.unpublished.delete(record.name);
-    this.log.info({ cert: record.name, version: record.version, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
+    this.log.info({ cert: record.name, version: record.version, generation: record.generation, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
   }
 
   async close(): Promise<void> {
@@ -124,16 +183,27 @@ export class DesiredState {
   }
 }
 
-/** The NATS `challenges` bucket as the HTTP-01 solver's board. */
+/**
+ * The NATS `challenges` bucket as the HTTP-01 solver's board. Each challenge is signed
+ * with a new generation of its certificate and expires `ttlMs` after it is presented
+ * (agents stop serving it then, even if its cleanup never happened).
+ */
 export class NatsChallengeBoard implements ChallengeBoard {
-  private constructor(private readonly kv: JsonKv<ChallengeRecord>) {}
+  private constructor(
+    private readonly kv: JsonKv<ChallengeRecord>,
+    private readonly signer: RecordSigner,
+    private readonly clock: Clock,
+    private readonly ttlMs: number,
+  ) {}
 
-  static async open(nats: NatsHandle): Promise<NatsChallengeBoard> {
-    return new NatsChallengeBoard(await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord }));
+  static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, ttlMs: number): Promise<NatsChallengeBoard> {
+    const kv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
+    return new NatsChallengeBoard(kv, signer, clock, ttlMs);
   }
 
   async present(record: ChallengeRecord): Promise<void> {
-    await this.kv.put(record.token, record);
+    const expiring: ChallengeRecord = { ...record, expiresAt: isoAt(this.clock.now() + this.ttlMs) };
+    await this.kv.put(record.token, await this.signer.sign('challenge', record.cert, expiring));
   }
 
   async remove(token: string): Promise<void> {

@@ -48,6 +48,8 @@ export const ErrorCode = {
   InstallFailed: 'INSTALL_FAILED',
   CsrInvalid: 'CSR_INVALID',
   NotServed: 'NOT_SERVED',
+  RecordRefused: 'RECORD_REFUSED',
+  BundleFingerprintMismatch: 'BUNDLE_FINGERPRINT_MISMATCH',
   // transport
   NatsUnavailable: 'NATS_UNAVAILABLE',
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',

@@ -53,3 +53,6 @@ export type { RemoveAgentRequest, RemoveAgentRequest__Output } from './generated
 export type { RemoveAgentResponse, RemoveAgentResponse__Output } from './generated/certfleet/v1/RemoveAgentResponse.js';
 export type { RenewIdentityRequest, RenewIdentityRequest__Output } from './generated/certfleet/v1/RenewIdentityRequest.js';
 export type { RenewIdentityResponse, RenewIdentityResponse__Output } from './generated/certfleet/v1/RenewIdentityResponse.js';
+export type { RecordSigningKey, RecordSigningKey__Output } from './generated/certfleet/v1/RecordSigningKey.js';
+export type { AssignedCertificate, AssignedCertificate__Output } from './generated/certfleet/v1/AssignedCertificate.js';
+export type { RecordRefusals, RecordRefusals__Output } from './generated/certfleet/v1/RecordRefusals.js';

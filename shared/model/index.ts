@@ -46,6 +46,16 @@ export interface DesiredRecord {
   rollout?: RolloutState;
   /** Set while an operator's rollback pins `version`. */
   pinned?: boolean;
+  /**
+   * Signature fields (shared/signing), set by the controller on every record it writes:
+   * `generation` grows with every write of this certificate's records (a rollback or a
+   * wave advance is a new one), `keyId` names the Ed25519 key and `signature` signs the
+   * rest. Optional in the type so a record can be built before it is signed; an agent
+   * refuses a record without them.
+   */
+  generation?: number;
+  keyId?: string;
+  signature?: string;
 }
 
 /** Progress of a staged rollout. */
@@ -71,6 +81,33 @@ export interface ChallengeRecord {
   /** Agents matching this selector serve the challenge. */
   selector: string;
   createdAt: string;
+  /** After this an agent no longer serves it (set when signed). */
+  expiresAt?: string;
+  /** Signature fields, as in {@link DesiredRecord} (the same per-certificate counter). */
+  generation?: number;
+  keyId?: string;
+  signature?: string;
+}
+
+/** A public key the controller signs records with (shared/signing). */
+export interface SigningPublicKey {
+  /** First 16 hex digits of the SHA-256 of the raw public key. */
+  keyId: string;
+  /** Raw Ed25519 public key, base64url (the JWK `x`). */
+  publicKey: string;
+}
+
+/**
+ * Records an agent refused since it started (signed desired state): reported with its
+ * status so `certfleet agents` can show them.
+ */
+export interface RecordRefusals {
+  total: number;
+  /** Count per reason (agent/trust RefusalReason). */
+  byReason: Record<string, number>;
+  /** The last refusal, one line without record values; '' for none. */
+  last: string;
+  lastAt: string;
 }
 
 /** Result of one hook run. */

@@ -97,6 +97,12 @@ export interface OpenKvOptions<T> {
    * (it is logged). Required: pass `(v) => v` only where the value is not looked at.
    */
   parse: (value: unknown, key: string) => T;
+  /**
+   * Called once per malformed revision this view meets (not JSON, or refused by `parse`),
+   * after it is logged and counted, with the same reason. Must not throw. The agent counts
+   * these as refused records (a bucket only the controller writes holds garbage).
+   */
+  onMalformed?: (key: string, reason: string) => void;
 }
 
 /** Malformed revisions seen per bucket by this process, each counted once. */
@@ -147,7 +153,7 @@ export async function openKv<T>(handle: NatsHandle, bucket: string, opts: OpenKv
     }
     throw toNatsError(err, `cannot open KV bucket ${bucket}`, { bucket });
   }
-  return new JsonKvImpl<T>(h, bucket, kv, opts.parse);
+  return new JsonKvImpl<T>(h, bucket, kv, opts.parse, opts.onMalformed);
 }
 
 class JsonKvImpl<T> implements JsonKv<T> {
@@ -161,6 +167,7 @@ class JsonKvImpl<T> implements JsonKv<T> {
     readonly bucket: string,
     private readonly kv: KV,
     private readonly parse: (value: unknown, key: string) => T,
+    private readonly onMalformed?: (key: string, reason: string) => void,
   ) {
     this.log = h.log.child({ bucket });
     this.subjectPrefix = `$KV.${bucket}.`;
@@ -311,6 +318,11 @@ class JsonKvImpl<T> implements JsonKv<T> {
     this.reported.add(id);
     malformedCounts.set(this.bucket, (malformedCounts.get(this.bucket) ?? 0) + 1);
     this.log.warn({ kvKey: key, revision, reason }, 'malformed kv value skipped');
+    try {
+      this.onMalformed?.(key, reason);
+    } catch (err) {
+      this.log.error({ kvKey: key, err: (err as Error).message }, 'malformed value handler failed');
+    }
   }
 
   private decode(key: string, data: Uint8Array): { ok: true; value: T } | { ok: false; reason: string } {

@@ -16,7 +16,7 @@
  * skip every record of a newer writer.
  */
 import { z } from 'zod';
-import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, RolloutState } from '../model/index.js';
+import type { CertStatus, ChallengeRecord, DesiredRecord, HookOutcome, RecordRefusals, RolloutState } from '../model/index.js';
 import { parseSelector } from '../selector/index.js';
 import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN } from '../wire/index.js';
 
@@ -62,6 +62,11 @@ const rolloutSchema = z.strictObject({
   haltReason: z.string().max(8192),
 });
 
+/** Signature fields every signed record carries (shared/signing). */
+const generation = z.int().min(1).max(Number.MAX_SAFE_INTEGER);
+const keyId = z.string().regex(/^[0-9a-f]{16}$/, 'not a key id');
+const signature = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'not an Ed25519 signature (base64url)');
+
 /** A value of the `desired` bucket (key: its `name`). */
 export const desiredRecordSchema = z.strictObject({
   name: certName,
@@ -73,6 +78,9 @@ export const desiredRecordSchema = z.strictObject({
   updatedAt: timestamp,
   rollout: rolloutSchema.optional(),
   pinned: z.boolean().optional(),
+  generation: generation.optional(),
+  keyId: keyId.optional(),
+  signature: signature.optional(),
 });
 
 /** A value of the `challenges` bucket (key: its `token`). */
@@ -84,6 +92,10 @@ export const challengeRecordSchema = z
     cert: certName,
     selector,
     createdAt: timestamp,
+    expiresAt: timestamp.optional(),
+    generation: generation.optional(),
+    keyId: keyId.optional(),
+    signature: signature.optional(),
   })
   .refine((c) => c.keyAuthorization.startsWith(`${c.token}.`), { message: 'key authorization is not for this token', path: ['keyAuthorization'] });
 
@@ -112,6 +124,14 @@ export const certStatusSchema = z.strictObject({
   rollback: z.enum(['', 'restored', 'restore-failed']),
 });
 
+/** Records an agent refused (agent/trust), as reported. */
+export const recordRefusalsSchema = z.strictObject({
+  total: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  byReason: z.record(z.string().regex(/^[a-z-]{1,32}$/, 'not a refusal reason'), z.int().min(0).max(Number.MAX_SAFE_INTEGER)),
+  last: z.string().max(1024),
+  lastAt: z.string().max(64),
+});
+
 /** A value of the `agents` bucket (key: its `name`): the last report of one agent. */
 export const agentRecordSchema = z.strictObject({
   name: agentName,
@@ -119,6 +139,7 @@ export const agentRecordSchema = z.strictObject({
   agentVersion: z.string().max(64),
   lastSeen: timestamp,
   certificates: z.array(certStatusSchema).max(10_000),
+  refusals: recordRefusalsSchema.optional(),
 });
 
 /** The agent status record as stored (controller/fleet). */
@@ -172,3 +193,4 @@ void exact<Exact<z.output<typeof rolloutSchema>, RolloutState>>();
 void exact<Exact<z.output<typeof challengeRecordSchema>, ChallengeRecord>>();
 void exact<Exact<z.output<typeof hookOutcomeSchema>, HookOutcome>>();
 void exact<Exact<z.output<typeof certStatusSchema>, CertStatus>>();
+void exact<Exact<z.output<typeof recordRefusalsSchema>, RecordRefusals>>();

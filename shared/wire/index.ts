@@ -94,6 +94,12 @@ export const EventType = {
    * `http01.offlineGrace` (or at once under `offlineAgents: skip`); details: identifier, offline since.
    */
   http01AgentSkipped: 'http01-agent-skipped',
+  /**
+   * SECURITY: an agent refused records (unsigned, unknown key, bad signature, replayed
+   * generation, malformed, unassigned or expired challenge, bundle fingerprint not the
+   * signed one); details carry the counts per reason and the last refusal.
+   */
+  security: 'security',
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];

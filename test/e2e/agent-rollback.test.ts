@@ -32,6 +32,7 @@ import { makeBundle } from '../harness/certs.js';
 import { startFleet, type Fleet, type FleetAgent } from '../harness/fleet.js';
 import { eventually } from '../harness/process.js';
 import { servedCertificate } from '../harness/tls.js';
+import { testSigner, trustFor } from '../harness/signing.js';
 import { tempDir } from '../harness/tmp.js';
 
 const execFileAsync = promisify(execFile);
@@ -265,15 +266,16 @@ describe('a hook shared by two certificates that fails rolls both back and rerun
       for (const version of [1, 2]) bundles.set(`${name}/${version}`, await makeBundle({ name, version, names: [`${name}.example.test`] }));
     }
     let desiredVersion = 1;
+    const signer = testSigner();
     const desired = (): DesiredRecord[] =>
       ['one', 'two'].map((name) => {
         const meta = bundles.get(`${name}/${desiredVersion}`)?.meta;
         assert.ok(meta);
-        return { name, version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' };
+        return signer.desired({ name, version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: new Date().toISOString() }, desiredVersion);
       });
     let reported: CertStatus[] = [];
     const link = {
-      assignments: () => Promise.resolve(desired()),
+      assignments: () => Promise.resolve({ desired: desired(), signingKeys: signer.publicKeys, assigned: [] }),
       fetchBundle: (name: string, version: number) => {
         const b = bundles.get(`${name}/${version}`);
         return b ? Promise.resolve(b) : Promise.reject(new Error(`no ${name} v${version}`));
@@ -285,7 +287,7 @@ describe('a hook shared by two certificates that fails rolls both back and rerun
     } as unknown as ControllerLink;
     const log = silentLogger();
     const installer = new Installer({ stateDir, clock: systemClock, log });
-    const sync = new Sync({ config, labels: {}, link, installer, nats: null, http01: null, clock: systemClock, log });
+    const sync = new Sync({ config, labels: {}, link, installer, nats: null, http01: null, trust: await trustFor(stateDir, signer), clock: systemClock, log });
     const lines = (): string[] => (fs.existsSync(runs) ? fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l !== '') : []);
     try {
       await sync.start();

@@ -99,6 +99,8 @@ export interface Fleet {
   apiPort: number;
   /** Port of every nginx TLS listener (on each agent's own address). */
   tlsPort: number;
+  /** Port of every agent's HTTP-01 responder (on its own address): where Pebble's VA connects. */
+  httpPort: number;
   agents: Map<string, FleetAgent>;
   /** Runs the certfleet CLI with the admin credentials; never throws on a non-zero exit. */
   cli(args: string[], opts?: { credentials?: boolean }): Promise<CliResult>;
@@ -262,6 +264,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     credentials,
     apiPort,
     tlsPort,
+    httpPort,
     agents,
     cli: (args, o = {}) => runCli(args, o.credentials === false ? { ...process.env, CERTFLEET_CREDENTIALS: '/nonexistent' } : adminEnv),
     async cliJson<T>(args: string[]): Promise<T> {

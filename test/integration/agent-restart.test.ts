@@ -23,6 +23,7 @@ import type { Bundle, CertStatus, DesiredRecord } from '../../shared/model/index
 import { makeBundle } from '../harness/certs.js';
 import { eventually } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
+import { testSigner, trustFor } from '../harness/signing.js';
 
 test('without verify endpoints, a version swapped in but never hooked is hooked at start before it is reported; a completed one is not hooked again', { timeout: 60_000 }, async () => {
   const dir = tempDir('certfleet-restart-');
@@ -37,16 +38,17 @@ test('without verify endpoints, a version swapped in but never hooked is hooked 
   const bundles = new Map<number, Bundle>();
   for (const version of [1, 2]) bundles.set(version, await makeBundle({ name: 'web', version, names: ['web.example.test'] }));
   let desiredVersion = 1;
+  const signer = testSigner();
   const desired = (): DesiredRecord[] => {
     const meta = bundles.get(desiredVersion)?.meta;
     assert.ok(meta);
-    return [{ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' }];
+    return [signer.desired({ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: new Date().toISOString() }, desiredVersion)];
   };
   const lines = (): string[] => (fs.existsSync(runs) ? fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l !== '') : []);
   /** Every report, with the hook runs seen when it was sent. */
   const reports: Array<{ certificates: CertStatus[]; hookRuns: string[] }> = [];
   const link = {
-    assignments: () => Promise.resolve(desired()),
+    assignments: () => Promise.resolve({ desired: desired(), signingKeys: signer.publicKeys, assigned: [{ name: 'web', names: ['web.example.test'] }] }),
     fetchBundle: (_name: string, version: number) => {
       const b = bundles.get(version);
       return b ? Promise.resolve(b) : Promise.reject(new Error(`no v${version}`));
@@ -57,7 +59,8 @@ test('without verify endpoints, a version swapped in but never hooked is hooked 
     },
   } as unknown as ControllerLink;
   const log = silentLogger();
-  const newSync = (): Sync => new Sync({ config, labels: {}, link, installer: new Installer({ stateDir, clock: systemClock, log }), nats: null, http01: null, clock: systemClock, log });
+  const trust = await trustFor(stateDir, signer);
+  const newSync = (): Sync => new Sync({ config, labels: {}, link, installer: new Installer({ stateDir, clock: systemClock, log }), nats: null, http01: null, trust, clock: systemClock, log });
   const installedV = (v: number) => (): boolean => reports.some((r) => r.certificates.some((s) => s.state === 'installed' && s.version === v));
   const certDir = path.join(stateDir, 'certs', 'web');
 
@@ -124,11 +127,13 @@ test('while a failed version is retried, the agent keeps reporting the failure u
   const bundles = new Map<number, Bundle>();
   for (const version of [1, 2]) bundles.set(version, await makeBundle({ name: 'web', version, names: ['web.example.test'] }));
   let desiredVersion = 1;
+  const signer = testSigner();
   const link = {
     assignments: () => {
       const meta = bundles.get(desiredVersion)?.meta;
       assert.ok(meta);
-      return Promise.resolve([{ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' }]);
+      const desired = signer.desired({ name: 'web', version: meta.version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: new Date().toISOString() }, desiredVersion);
+      return Promise.resolve({ desired: [desired], signingKeys: signer.publicKeys, assigned: [{ name: 'web', names: ['web.example.test'] }] });
     },
     fetchBundle: (_name: string, version: number) => {
       const b = bundles.get(version);
@@ -137,7 +142,8 @@ test('while a failed version is retried, the agent keeps reporting the failure u
     reportStatus: () => Promise.resolve(),
   } as unknown as ControllerLink;
   const log = silentLogger();
-  const sync = new Sync({ config, labels: {}, link, installer: new Installer({ stateDir, clock: systemClock, log }), nats: null, http01: null, clock: systemClock, log });
+  const trust = await trustFor(stateDir, signer);
+  const sync = new Sync({ config, labels: {}, link, installer: new Installer({ stateDir, clock: systemClock, log }), nats: null, http01: null, trust, clock: systemClock, log });
   const web = (): CertStatus | undefined => sync.statuses().find((s) => s.name === 'web');
   const v2Runs = (): number => (fs.existsSync(runs) ? fs.readFileSync(runs, 'utf8').split('\n').filter((l) => l === '2 0').length : 0);
   try {

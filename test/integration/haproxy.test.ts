@@ -23,23 +23,29 @@ import { haproxyPid, haproxyReloadCommand, startHaproxyMaster, stopHaproxy, writ
 import { eventually, freePort } from '../harness/process.js';
 import { servedCertificate } from '../harness/tls.js';
 import { tempDir } from '../harness/tmp.js';
+import { testSigner, trustFor, type TestSigner } from '../harness/signing.js';
 
 const HOST = '127.0.0.1';
 
 /** A scripted controller: serves the bundles, assigns what `desired` names, keeps the last report. */
-function scriptedController(bundles: Bundle[]): { link: ControllerLink; want: Map<string, number>; reported: () => Map<string, CertStatus> } {
+function scriptedController(bundles: Bundle[]): { link: ControllerLink; signer: TestSigner; want: Map<string, number>; reported: () => Map<string, CertStatus> } {
   const want = new Map<string, number>();
+  const signer = testSigner();
   let reported = new Map<string, CertStatus>();
   const find = (name: string, version: number): Bundle | undefined => bundles.find((b) => b.meta.name === name && b.meta.version === version);
   const link = {
+    // Signed as the controller signs them (agent/trust refuses anything else); the
+    // generation is the version, which only grows in these tests.
     assignments: () =>
-      Promise.resolve(
-        [...want].map(([name, version]): DesiredRecord => {
+      Promise.resolve({
+        desired: [...want].map(([name, version]): DesiredRecord => {
           const meta = find(name, version)?.meta;
           assert.ok(meta, `${name} v${version}`);
-          return { name, version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: '' };
+          return signer.desired({ name, version, fingerprint: meta.fingerprint, names: meta.names, notAfter: meta.notAfter, selector: '*', updatedAt: new Date().toISOString() }, version);
         }),
-      ),
+        signingKeys: signer.publicKeys,
+        assigned: [...new Set(bundles.map((b) => b.meta.name))].map((name) => ({ name, names: bundles.find((b) => b.meta.name === name)?.meta.names ?? [] })),
+      }),
     fetchBundle: (name: string, version: number) => {
       const b = find(name, version);
       return b ? Promise.resolve(b) : Promise.reject(new Error(`no ${name} v${version}`));
@@ -49,7 +55,7 @@ function scriptedController(bundles: Bundle[]): { link: ControllerLink; want: Ma
       return Promise.resolve();
     },
   } as unknown as ControllerLink;
-  return { link, want, reported: () => reported };
+  return { link, signer, want, reported: () => reported };
 }
 
 /** Everything a logger wrote, as text. */
@@ -130,7 +136,8 @@ test('a renewal reaches HAProxy through the runtime API: new handshakes get it, 
   const controller = scriptedController(bundles);
   const { log, text: logText } = capturedLogger();
   const installer = new Installer({ stateDir: config.stateDir, clock: systemClock, log, haproxyCrtDir: crtDir });
-  const sync = new Sync({ config, labels: {}, link: controller.link, installer, nats: null, http01: null, clock: systemClock, log });
+  const trust = await trustFor(config.stateDir, controller.signer);
+  const sync = new Sync({ config, labels: {}, link: controller.link, installer, nats: null, http01: null, trust, clock: systemClock, log });
   const status = (name: string): CertStatus | undefined => controller.reported().get(name);
   let conn: Awaited<ReturnType<typeof openConnection>> | undefined;
   try {

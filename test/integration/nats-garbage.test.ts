@@ -19,6 +19,7 @@ import { Http01Responder } from '../../agent/http01/index.js';
 import { Installer } from '../../agent/install/index.js';
 import type { ControllerLink } from '../../agent/link/index.js';
 import { Sync } from '../../agent/sync/index.js';
+import type { Trust } from '../../agent/trust/index.js';
 import { systemClock } from '../../shared/clock/index.js';
 import { createRootLogger } from '../../shared/log/index.js';
 import type { Bundle, CertStatus, ChallengeRecord, DesiredRecord } from '../../shared/model/index.js';
@@ -28,6 +29,7 @@ import { makeBundle } from '../harness/certs.js';
 import { startNats, type NatsServer } from '../harness/nats.js';
 import { eventually, freePort } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
+import { testSigner, trustFor, type TestSigner } from '../harness/signing.js';
 
 const SECRET = 'G4RBAGE-VALUE-not-for-logs';
 
@@ -51,6 +53,8 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
   let http01: Http01Responder;
   let httpPort: number;
   let v1: Bundle;
+  let signer: TestSigner;
+  let trust: Trust;
   const logLines: string[] = [];
   const reports: CertStatus[][] = [];
   const fetches: string[] = [];
@@ -96,7 +100,9 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
     } as unknown as ControllerLink;
     http01 = new Http01Responder({ log });
     await http01.start({ host: '127.0.0.1', port: httpPort });
-    sync = new Sync({ config, labels: { role: 'lb' }, link, installer: new Installer({ stateDir: `${dir}/state`, clock: systemClock, log }), nats, http01, clock: systemClock, log });
+    signer = testSigner();
+    trust = await trustFor(`${dir}/state`, signer, log);
+    sync = new Sync({ config, labels: { role: 'lb' }, link, installer: new Installer({ stateDir: `${dir}/state`, clock: systemClock, log }), nats, http01, trust, clock: systemClock, log });
     await sync.start();
   });
 
@@ -118,7 +124,7 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
       selector: 'role=lb',
       updatedAt: new Date().toISOString(),
     };
-    await put(Bucket.desired, 'web', JSON.stringify(good));
+    await put(Bucket.desired, 'web', JSON.stringify(signer.desired(good)));
     await eventually('v1 installed from the good record', () => reports.at(-1)?.some((s) => s.name === 'web' && s.state === 'installed' && s.version === 1), 20_000);
 
     // The record of the incident, then worse: under the installed name and under new ones.
@@ -138,12 +144,13 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
       cert: 'web',
       selector: 'role=lb',
       createdAt: new Date().toISOString(),
+      expiresAt: new Date(Date.now() + 600_000).toISOString(),
     };
     await put(Bucket.challenges, 'bad-token_1', JSON.stringify({ selector: '*', token: 'bad-token_1' }));
     await put(Bucket.challenges, 'bad-token_2', JSON.stringify({ ...goodChallenge, token: 'bad-token_2', keyAuthorization: `${SECRET}.x` }));
     await put(Bucket.challenges, 'bad-token_3', new Uint8Array([0xc3, 0x28]));
     await put(Bucket.challenges, 'bad-token_4', JSON.stringify({ ...goodChallenge, token: 'bad-token_4', keyAuthorization: 'bad-token_4.x', extra: true }));
-    await put(Bucket.challenges, goodChallenge.token, JSON.stringify(goodChallenge));
+    await put(Bucket.challenges, goodChallenge.token, JSON.stringify(signer.challenge(goodChallenge)));
 
     // A good record after the garbage is still acted on: the watch kept going.
     await eventually('the good challenge is served', async () => (await get(httpPort, goodChallenge.token)).body === goodChallenge.keyAuthorization, 20_000, 200);
@@ -174,5 +181,8 @@ describe('garbage in the desired and challenges buckets', { timeout: 120_000 }, 
     assert.ok(!logLines.some((l) => l.includes(SECRET)), 'no bad value in the logs');
     assert.equal(malformedRecords()[Bucket.desired], 8);
     assert.equal(malformedRecords()[Bucket.challenges], 4);
+    // Garbage in a bucket only the controller writes is also a refused record (SECURITY).
+    assert.equal(trust.refusals().byReason['malformed'], 12);
+    assert.ok(reports.length > 0);
   });
 });

@@ -635,9 +635,9 @@ describe('the bad-input corpus', () => {
           await checkAgentCsr(csrPem);
           const grant = await enrollment.redeem(token);
           const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: Date.now() });
-          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem };
+          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem, signingKeys: [] };
         },
-        assignments: () => Promise.resolve([]),
+        assignments: () => Promise.resolve({ desired: [], effective: [], signingKeys: [], assigned: [] }),
         fetchBundle: () => Promise.reject(new CertfleetError(ErrorCode.NotFound, 'no bundles here')),
         renewIdentity: () => Promise.reject(new CertfleetError(ErrorCode.Internal, 'not used by this test')),
         reportStatus: () => Promise.resolve(),

@@ -25,6 +25,7 @@ const COMMANDS: Record<CommandName, true> = {
   controller: true,
   agent: true,
   'agent enroll': true,
+  'controller signing-key': true,
   status: true,
   certs: true,
   agents: true,
@@ -352,6 +353,45 @@ void test('controller --check reports an invalid config with exit 3, without loa
   assert.equal(r.code, ExitCode.Config);
   assert.match(r.stderr, /acme\.directoryUrl/);
   assert.match(r.stderr, /code: CONFIG_INVALID/);
+});
+
+void test('controller signing-key takes one step word (list by default) and refuses others', () => {
+  assert.deepEqual(parseCommandLine(['controller', 'signing-key', '--config', 'c.yaml']), { command: 'controller signing-key', configFile: 'c.yaml', step: 'list', json: false });
+  assert.deepEqual(parseCommandLine(['controller', 'signing-key', 'prepare', '--config', 'c.yaml', '--json']), { command: 'controller signing-key', configFile: 'c.yaml', step: 'prepare', json: true });
+  assert.deepEqual(parseCommandLine(['controller', 'signing-key', '--help']), { command: 'help', topic: 'controller signing-key' });
+  usageFailure(['controller', 'signing-key', 'rotate', '--config', 'c.yaml'], /unknown step 'rotate'/);
+  usageFailure(['controller', 'signing-key', 'prepare', 'activate', '--config', 'c.yaml'], /unexpected argument 'activate'/);
+  usageFailure(['controller', 'signing-key', 'list'], /--config/);
+});
+
+void test('controller signing-key rotates the key ring in the store, step by step, never printing a private key and without loading agent code', async () => {
+  const dir = tempDir();
+  const config = path.join(dir, 'controller.yaml');
+  fs.writeFileSync(config, `stateDir: ${dir}/state\nacme:\n  directoryUrl: https://ca.test/dir\n  termsOfServiceAgreed: true\ncertificates:\n  - { name: web, names: [www.example.test], agents: "*" }\n`);
+  const steps: Array<[string, string[]]> = [
+    ['list', ['active']],
+    ['prepare', ['active', 'next']],
+    ['activate', ['retiring', 'active']],
+    ['retire', ['active']],
+  ];
+  let previousActive = '';
+  for (const [step, states] of steps) {
+    const r = await runMain(['controller', 'signing-key', step, '--config', config, '--json'], { forbid: ['agent'] });
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /PRIVATE KEY/);
+    const ring = (JSON.parse(r.stdout) as { keys: Array<{ keyId: string; state: string }> }).keys;
+    assert.deepEqual(ring.map((k) => k.state), states, step);
+    const active = ring.find((k) => k.state === 'active')?.keyId ?? '';
+    if (step === 'activate') assert.notEqual(active, previousActive, 'activate switches the signing key');
+    previousActive = active;
+  }
+  const again = await runMain(['controller', 'signing-key', 'retire', '--config', config]);
+  assert.equal(again.code, ExitCode.Usage);
+  assert.match(again.stderr, /no signing key is retiring/);
+  const table = await runMain(['controller', 'signing-key', 'prepare', '--config', config]);
+  assert.match(table.stdout, /^STATE +KEY ID +CREATED\nactive /);
+  assert.match(table.stdout, /next: restart the controller/);
+  assert.equal(fs.statSync(path.join(dir, 'state', 'store', 'objects', 'pki', 'signing-keys.json')).mode & 0o777, 0o600);
 });
 
 void test('the resolve hook used above really fails a process that loads a forbidden folder', async () => {

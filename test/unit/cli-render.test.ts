@@ -163,6 +163,7 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
           removedAt: '',
           removedBy: '',
           identityNotAfter: '',
+          refusals: null,
         },
         {
           name: 'lb-1',
@@ -179,6 +180,7 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
           removedAt: '',
           removedBy: '',
           identityNotAfter: '',
+          refusals: { total: 0, byReason: {}, last: '', lastAt: '' },
         },
         {
           name: 'lb-3',
@@ -191,6 +193,7 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
           removedAt: '2026-03-01T12:00:00.000Z',
           removedBy: 'alice',
           identityNotAfter: '',
+          refusals: null,
         },
       ],
     },
@@ -203,6 +206,38 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
       'lb-1   yes                                     12s ago     role=lb,site=par   api@2->3 failed (HOOK_FAILED), new@0->1 pending, web@3 installed',
       'lb-2   no                                      never       -                  -',
       'lb-3   removed by alice 2026-03-01 12:00:00Z   never       role=lb            -',
+      '',
+    ].join('\n'),
+  );
+});
+
+void test('an agent that refused records gets a SECURITY line under the table, with counts per reason and the last refusal on one line', () => {
+  const out = renderAgents(
+    {
+      agents: [
+        {
+          name: 'lb-1',
+          labels: {},
+          lastSeen: at(-S),
+          online: true,
+          http01Address: '',
+          certificates: [],
+          enrolledAt: at(-D),
+          removedAt: '',
+          removedBy: '',
+          identityNotAfter: '',
+          refusals: { total: 3, byReason: { unsigned: 1, replay: 2 }, last: 'replay: generation 4 is older than 7\n(bucket=certfleet_desired)', lastAt: at(-5 * S) },
+        },
+      ],
+    },
+    NOW,
+  );
+  assert.equal(
+    out,
+    [
+      'NAME   ONLINE   LAST SEEN   LABELS   CERTIFICATES',
+      'lb-1   yes      1s ago      -        -',
+      'SECURITY lb-1: 3 records refused (replay 2, unsigned 1); last 5s ago: replay: generation 4 is older than 7 (bucket=certfleet_desired)',
       '',
     ].join('\n'),
   );

@@ -112,7 +112,7 @@ const SNAP: MetricsSnapshot = {
     { name: 'new', state: 'failed', desiredVersion: 0, notBefore: null, notAfter: null, publishedAt: null, pinned: false, nextRenewal: null, failures: 4, deferred: true, agentsAssigned: 1, agentsCurrent: 0 },
   ],
   agents: [
-    { name: 'edge-a', agentVersion: '0.1.0', online: true, lastSeen: Date.parse('2025-02-01T00:00:00Z'), assignments: [{ name: 'web', version: 3, desiredVersion: 3, current: true, verified: true }] },
+    { name: 'edge-a', agentVersion: '0.1.0', online: true, lastSeen: Date.parse('2025-02-01T00:00:00Z'), assignments: [{ name: 'web', version: 3, desiredVersion: 3, current: true, verified: true }], refusals: { replay: 2, unsigned: 1 } },
     { name: 'edge-b', agentVersion: '', online: false, lastSeen: null, assignments: [{ name: 'new', version: 0, desiredVersion: 0, current: false, verified: false }] },
   ],
   budgets: [{ limit: 'newOrdersPerAccount', key: 'account', available: 290, capacity: 300, reserved: 60 }],
@@ -165,6 +165,8 @@ test('failures, deferral, agent and budget facts come through as numbers', () =>
   assert.deepEqual(values(SNAP, 'certfleet_issuance_failures'), [['{"name":"web"}', 0], ['{"name":"new"}', 4]]);
   assert.deepEqual(values(SNAP, 'certfleet_certificate_deferred'), [['{"name":"web"}', 0], ['{"name":"new"}', 1]]);
   assert.deepEqual(values(SNAP, 'certfleet_agent_online'), [['{"agent":"edge-a"}', 1], ['{"agent":"edge-b"}', 0]]);
+  // SECURITY: refused records per agent and reason; an agent with none has no sample.
+  assert.deepEqual(values(SNAP, 'certfleet_agent_records_refused'), [['{"agent":"edge-a","reason":"replay"}', 2], ['{"agent":"edge-a","reason":"unsigned"}', 1]]);
   assert.deepEqual(values(SNAP, 'certfleet_agent_info'), [['{"agent":"edge-a","agent_version":"0.1.0"}', 1], ['{"agent":"edge-b","agent_version":""}', 1]]);
   assert.deepEqual(values(SNAP, 'certfleet_agent_certificate_current'), [['{"agent":"edge-a","name":"web"}', 1], ['{"agent":"edge-b","name":"new"}', 0]]);
   assert.deepEqual(values(SNAP, 'certfleet_budget_available'), [['{"limit":"newOrdersPerAccount","key":"account"}', 290]]);

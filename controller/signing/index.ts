@@ -1,0 +1,199 @@
+/**
+ * The controller's record-signing keys and per-certificate generations (issue #9): every
+ * desired pointer and HTTP-01 challenge it writes to NATS is signed (shared/signing), and
+ * agents act only on what verifies with a key the controller gave them over mutual TLS.
+ *
+ * Keys live in the store like the CA, under {@link SIGNING_KEYS_OBJECT_KEY} (0600 in the
+ * file store; never logged, never on NATS). A ring holds at most three keys:
+ *
+ * ```
+ *   (first start) ──> active
+ *   prepare:  + next          agents learn it at their next resync (public keys of every
+ *                             key in the ring go out with GetAssignments and Enroll)
+ *   activate: next -> active, active -> retiring
+ *                             records are signed with the new key; the controller re-signs
+ *                             every desired pointer at its next start (DesiredState.open)
+ *   retire:   - retiring      agents drop it at their next resync
+ * ```
+ *
+ * Generations: one counter per certificate under `signing/generations/<name>`, persisted
+ * before a record carrying it is published, so a restarted controller never reuses one.
+ * Concurrency: one controller process; two controllers sharing a store may draw the same
+ * generation (the later record then counts as `same` on agents that saw the earlier one).
+ */
+import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { isoAt, type Clock } from '../../shared/clock/index.js';
+import type { SigningPublicKey } from '../../shared/model/index.js';
+import { generateSigningKey, publicKeyOf, signRecord, type RecordKind } from '../../shared/signing/index.js';
+import type { Logger } from '../../shared/log/index.js';
+import type { CertStore } from '../store/index.js';
+
+/** Where the key ring is kept in the store. */
+export const SIGNING_KEYS_OBJECT_KEY = 'pki/signing-keys';
+const GENERATION_PREFIX = 'signing/generations/';
+
+export type SigningKeyState = 'active' | 'next' | 'retiring';
+/** A rotation step: see the module comment. */
+export type RotationPhase = 'prepare' | 'activate' | 'retire';
+
+/** One key of the ring as stored. `privateKeyPem` is secret. */
+interface StoredKey {
+  keyId: string;
+  privateKeyPem: string;
+  state: SigningKeyState;
+  createdAt: string;
+}
+
+/** A key of the ring without its secret, for listings. */
+export interface SigningKeyInfo {
+  keyId: string;
+  publicKey: string;
+  state: SigningKeyState;
+  createdAt: string;
+}
+
+type ObjectStore = Pick<CertStore, 'getObject' | 'putObject'>;
+
+function corrupt(why: string): CertfleetError {
+  return new CertfleetError(ErrorCode.StoreCorrupt, `store object ${SIGNING_KEYS_OBJECT_KEY} is malformed: ${why}`, { details: { key: SIGNING_KEYS_OBJECT_KEY } });
+}
+
+/** Reads the ring; null when absent. STORE_CORRUPT when it is not a valid ring. */
+async function readRing(store: ObjectStore): Promise<StoredKey[] | null> {
+  const raw = await store.getObject<unknown>(SIGNING_KEYS_OBJECT_KEY);
+  if (raw === null) return null;
+  const keys = (raw as { keys?: unknown }).keys;
+  if (!Array.isArray(keys)) throw corrupt('no keys');
+  const ring: StoredKey[] = [];
+  for (const k of keys as unknown[]) {
+    const o = k as Partial<StoredKey>;
+    if (typeof o.privateKeyPem !== 'string' || (o.state !== 'active' && o.state !== 'next' && o.state !== 'retiring')) throw corrupt('a key lacks its key or state');
+    let keyId: string;
+    try {
+      keyId = publicKeyOf(o.privateKeyPem).keyId;
+    } catch {
+      throw corrupt('a key is not an Ed25519 private key');
+    }
+    if (o.keyId !== keyId) throw corrupt('a key id does not match its key');
+    ring.push({ keyId, privateKeyPem: o.privateKeyPem, state: o.state, createdAt: typeof o.createdAt === 'string' ? o.createdAt : '' });
+  }
+  if (ring.filter((k) => k.state === 'active').length !== 1) throw corrupt('not exactly one active key');
+  return ring;
+}
+
+async function writeRing(store: ObjectStore, ring: StoredKey[]): Promise<void> {
+  await store.putObject(SIGNING_KEYS_OBJECT_KEY, { keys: ring });
+}
+
+function newKey(state: SigningKeyState, now: number): StoredKey {
+  const k = generateSigningKey();
+  return { keyId: k.publicKey.keyId, privateKeyPem: k.privateKeyPem, state, createdAt: isoAt(now) };
+}
+
+function info(ring: readonly StoredKey[]): SigningKeyInfo[] {
+  return ring.map((k) => ({ keyId: k.keyId, publicKey: publicKeyOf(k.privateKeyPem).publicKey, state: k.state, createdAt: k.createdAt }));
+}
+
+/**
+ * Applies one rotation step to the ring in the store and returns the ring after it.
+ * USAGE_INVALID when the step does not apply (prepare with a next key already there,
+ * activate without one or while an older key is still retiring, retire with nothing
+ * retiring). A running controller reads the ring at start: restart it after a step.
+ */
+export async function rotateSigningKeys(store: ObjectStore, phase: RotationPhase, now: number): Promise<SigningKeyInfo[]> {
+  const ring = (await readRing(store)) ?? [newKey('active', now)];
+  const has = (s: SigningKeyState): boolean => ring.some((k) => k.state === s);
+  let next: StoredKey[];
+  switch (phase) {
+    case 'prepare':
+      if (has('next')) throw new CertfleetError(ErrorCode.UsageInvalid, 'a next signing key is already prepared; activate it');
+      next = [...ring, newKey('next', now)];
+      break;
+    case 'activate':
+      if (!has('next')) throw new CertfleetError(ErrorCode.UsageInvalid, 'no next signing key: prepare one first');
+      if (has('retiring')) throw new CertfleetError(ErrorCode.UsageInvalid, 'an older signing key is still retiring: retire it first');
+      next = ring.map((k) => ({ ...k, state: k.state === 'next' ? 'active' : 'retiring' }));
+      break;
+    case 'retire':
+      if (!has('retiring')) throw new CertfleetError(ErrorCode.UsageInvalid, 'no signing key is retiring');
+      next = ring.filter((k) => k.state !== 'retiring');
+      break;
+  }
+  await writeRing(store, next);
+  return info(next);
+}
+
+/** The ring without secrets; creates it when absent. */
+export async function listSigningKeys(store: ObjectStore, now: number): Promise<SigningKeyInfo[]> {
+  return info(await loadOrCreateRing(store, now));
+}
+
+async function loadOrCreateRing(store: ObjectStore, now: number): Promise<StoredKey[]> {
+  const ring = await readRing(store);
+  if (ring !== null) return ring;
+  const created = [newKey('active', now)];
+  await writeRing(store, created);
+  return created;
+}
+
+/**
+ * Signs records for the fleet: the active key of the ring read at start, and the
+ * per-certificate generation counters.
+ */
+export class RecordSigner {
+  private readonly generations = new Map<string, number>();
+
+  private constructor(
+    private readonly store: ObjectStore,
+    private readonly ring: readonly StoredKey[],
+  ) {}
+
+  /** Loads the ring, creating it (one active key) on first start. Store errors propagate. */
+  static async open(store: ObjectStore, clock: Clock, log: Logger): Promise<RecordSigner> {
+    const ring = await loadOrCreateRing(store, clock.now());
+    const signer = new RecordSigner(store, ring);
+    log.info({ active: signer.activeKeyId(), keys: ring.map((k) => `${k.keyId} (${k.state})`) }, 'record signing keys loaded');
+    return signer;
+  }
+
+  /** Id of the key new records are signed with. */
+  activeKeyId(): string {
+    return this.active().keyId;
+  }
+
+  /** Public keys of every key in the ring: what agents must trust (sent over mTLS only). */
+  publicKeys(): SigningPublicKey[] {
+    return this.ring.map((k) => publicKeyOf(k.privateKeyPem));
+  }
+
+  /**
+   * The next generation of `cert`'s records: above every generation handed out before
+   * (persisted) and above `atLeast` (the generation of the record it replaces, which
+   * another controller may have written). Persisted before it is returned; store errors
+   * propagate (the caller's work loop retries).
+   */
+  async nextGeneration(cert: string, atLeast = 0): Promise<number> {
+    const key = GENERATION_PREFIX + cert;
+    let last = this.generations.get(cert);
+    if (last === undefined) {
+      const stored = await this.store.getObject<{ generation?: unknown }>(key);
+      last = typeof stored?.generation === 'number' && Number.isSafeInteger(stored.generation) ? stored.generation : 0;
+    }
+    const next = Math.max(last, atLeast) + 1;
+    await this.store.putObject(key, { generation: next });
+    this.generations.set(cert, next);
+    return next;
+  }
+
+  /** `record` with a fresh generation of `cert`, signed with the active key. */
+  async sign<T extends object & { generation?: number | undefined }>(kind: RecordKind, cert: string, record: T): Promise<T & { generation: number; keyId: string; signature: string }> {
+    const generation = await this.nextGeneration(cert, record.generation ?? 0);
+    return signRecord(kind, { ...record, generation }, this.active());
+  }
+
+  private active(): StoredKey {
+    const k = this.ring.find((x) => x.state === 'active');
+    if (!k) throw new CertfleetError(ErrorCode.Internal, 'no active signing key');
+    return k;
+  }
+}
