@@ -34,31 +34,13 @@ import {
   renderWhoAmI,
 } from './render.js';
 import type { CliIo } from './run.js';
+import type { CommandName } from './usage.js';
 
 /** An invocation of one of the operator commands. */
-export type OperatorInvocation = Extract<
-  Invocation,
-  {
-    command:
-      | 'status'
-      | 'certs'
-      | 'agents'
-      | 'show'
-      | 'history'
-      | 'renew'
-      | 'rollback'
-      | 'release'
-      | 'events'
-      | 'budgets'
-      | 'token create'
-      | 'whoami'
-      | 'operators create'
-      | 'operators list'
-      | 'operators revoke'
-      | 'operators set-role'
-      | 'agents remove';
-  }
->;
+export type OperatorInvocation = Extract<Invocation, { command: OperatorCommand }>;
+
+/** The commands that talk to a controller with operator credentials: all but the daemons and the offline ones. */
+type OperatorCommand = Exclude<CommandName, 'controller' | 'agent' | 'agent enroll' | 'controller signing-key' | 'import-certbot'>;
 
 /** How often `events --follow` asks the controller for new events. */
 export const FOLLOW_INTERVAL_MS = 2000;
