@@ -78,6 +78,9 @@ describe('with NATS writable by anyone, agents act only on what the controller s
       certificates: [{ name: 'web', names: NAMES, agents: 'role=web' }],
       agents: AGENTS.map((a) => ({ ...a, labels: { role: 'web' }, serves: ['web'] })),
       dns: { 'www.example.test': '127.0.0.2', 'example.test': '127.0.0.3' },
+      // The deployment this file is about: NATS authorization off (nats.authority:
+      // external, no users), so anyone who reaches the port can write every bucket.
+      natsAuth: 'none',
     });
     await fleet.waitUntilReady(1);
     store = await FileStore.open({ dir: path.join(fleet.controllerState, 'store'), log: silentLogger() });
