@@ -87,6 +87,13 @@ export interface ReconcilerOptions {
 }
 
 export class Reconciler {
+  /**
+   * Counts agents coming online. An issuance that fails with CHALLENGE_NOT_SERVED after
+   * an agent came online while it ran gets no backoff: agentOnline() ran before that
+   * failure was recorded, so clearing it there missed it (seen in CI: one certificate of a
+   * fleet waited out a 10-minute backoff although every agent was online).
+   */
+  private agentsCameOnline = 0;
   private readonly runtime = new Map<string, CertRuntime>();
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Durable intents read so far (the store holds the truth across restarts). */
@@ -138,6 +145,7 @@ export class Reconciler {
    * HTTP-01 yet: called when an agent comes online.
    */
   agentOnline(): void {
+    this.agentsCameOnline += 1;
     for (const [name, rt] of this.runtime) {
       const intent = this.intents.get(name);
       if (intent && rt.lastErrorCode === ErrorCode.ChallengeNotServed && intent.retryAt > 0) {
@@ -442,6 +450,7 @@ export class Reconciler {
   private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, charge: LoopCharge, replaces: string | undefined): void {
     const log = this.opts.log.child({ cert: cert.name });
     const startedAt = this.opts.clock.now();
+    const onlineAtStart = this.agentsCameOnline;
     rt.state = 'issuing';
     log.info({ reason, replaces }, 'issuance started');
     const job = this.opts.issuer
@@ -497,7 +506,8 @@ export class Reconciler {
         const now = this.opts.clock.now();
         const lifetime = latest ? Date.parse(latest.notAfter) - Date.parse(latest.notBefore) : undefined;
         const before = this.intents.get(cert.name) ?? NO_INTENT;
-        const intent = afterFailure(before, now, { code: cf.code, message: cf.message, retryAfterMs: cf.retryAfterMs }, backoffDelay(before.failures + 1, Math.random, lifetime));
+        const failed = afterFailure(before, now, { code: cf.code, message: cf.message, retryAfterMs: cf.retryAfterMs }, backoffDelay(before.failures + 1, Math.random, lifetime));
+        const intent = cf.code === ErrorCode.ChallengeNotServed && this.agentsCameOnline !== onlineAtStart ? clearBackoff(failed) : failed;
         this.setIntent(cert.name, intent);
         rt.state = 'failed';
         log.warn({ code: cf.code, err: cf.message, failures: intent.failures, retryAt: isoAt(intent.retryAt) }, 'issuance failed');
