@@ -318,12 +318,7 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
     case 'operators revoke':
       return { command, name: operatorName(args, command), json: v['json'] === true, operator: operator() };
     case 'agents remove': {
-      if (args.length === 0) throw usageError('missing NAME (the agent to remove)', command);
-      if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
-      const name = args[0] ?? '';
-      if (!AGENT_NAME_PATTERN.test(name)) {
-        throw usageError(`'${name}' is not a valid agent name (lower-case letters, digits and '-', at most 63)`, command);
-      }
+      const name = oneName(args, command, { what: 'the agent to remove', kind: 'agent', pattern: AGENT_NAME_PATTERN });
       return { command, name, json: v['json'] === true, operator: operator() };
     }
     case 'operators set-role': {
@@ -369,11 +364,20 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
 
 /** The one NAME argument of the `operators` subcommands. */
 function operatorName(args: string[], command: CommandName): string {
-  if (args.length === 0) throw usageError('missing NAME (the operator)', command);
+  return oneName(args, command, { what: 'the operator', kind: 'operator', pattern: AGENT_NAME_PATTERN });
+}
+
+/**
+ * The one NAME argument of a command: present, alone, and of the name syntax `pattern`
+ * (lower-case letters, digits and '-', at most 63). `what` says what the NAME is in the
+ * "missing NAME" message, `kind` in the "not a valid ... name" one.
+ */
+function oneName(args: string[], command: CommandName, spec: { what: string; kind: string; pattern: RegExp }): string {
+  if (args.length === 0) throw usageError(`missing NAME (${spec.what})`, command);
   if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
   const name = args[0] ?? '';
-  if (!AGENT_NAME_PATTERN.test(name)) {
-    throw usageError(`'${name}' is not a valid operator name (lower-case letters, digits and '-', at most 63)`, command);
+  if (!spec.pattern.test(name)) {
+    throw usageError(`'${name}' is not a valid ${spec.kind} name (lower-case letters, digits and '-', at most 63)`, command);
   }
   return name;
 }
@@ -457,13 +461,7 @@ function noArgs(args: string[], command: CommandName): void {
 
 /** The one NAME argument of the per-certificate commands, checked against the certificate name syntax. */
 function certName(args: string[], command: CommandName): string {
-  if (args.length === 0) throw usageError('missing NAME (the certificate, as in certfleet certs)', command);
-  if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
-  const name = args[0] ?? '';
-  if (!CERT_NAME_PATTERN.test(name)) {
-    throw usageError(`'${name}' is not a valid certificate name (lower-case letters, digits and '-', at most 63)`, command);
-  }
-  return name;
+  return oneName(args, command, { what: 'the certificate, as in certfleet certs', kind: 'certificate', pattern: CERT_NAME_PATTERN });
 }
 
 const MAX_UINT32 = 0xffff_ffff;

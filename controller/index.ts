@@ -7,11 +7,11 @@
 import { createRootLogger } from '../shared/log/index.js';
 import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
-import { loadControllerConfig, notifyEnvironment } from './config/index.js';
+import { loadControllerConfig, notifyEnvironment, storeConfigOf } from './config/index.js';
+import { systemClock } from '../shared/clock/index.js';
 import { startController } from './runtime.js';
 import { listSigningKeys, rotateSigningKeys, type RotationPhase, type SigningKeyInfo } from './signing/index.js';
 import { openStore } from './store/index.js';
-import path from 'node:path';
 
 export { loadControllerConfig } from './config/index.js';
 export { startController, STATE_FILES, writeNatsServerConfig, type Controller } from './runtime.js';
@@ -53,9 +53,9 @@ export async function runController(opts: { configFile: string }): Promise<void>
 export async function signingKeyCommand(opts: { configFile: string; step: 'list' | RotationPhase }): Promise<SigningKeyInfo[]> {
   const cfg = loadControllerConfig(opts.configFile);
   const log = createRootLogger({ name: 'controller', level: 'warn' });
-  const store = await openStore(cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store, log.child({ component: 'store' }));
+  const store = await openStore(storeConfigOf(cfg), log.child({ component: 'store' }));
   try {
-    return opts.step === 'list' ? await listSigningKeys(store, Date.now()) : await rotateSigningKeys(store, opts.step, Date.now());
+    return opts.step === 'list' ? await listSigningKeys(store, systemClock.now()) : await rotateSigningKeys(store, opts.step, systemClock.now());
   } finally {
     await store.close();
   }

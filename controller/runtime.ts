@@ -20,7 +20,7 @@ import { connectNats, ensureFleetNats, pushAccountClaims, type NatsHandle } from
 import { EventType } from '../shared/wire/index.js';
 import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/index.js';
 import { startApiServer, type ApiServer, type CallerIdentity } from './api/index.js';
-import { configEnvironment, type ControllerConfig } from './config/index.js';
+import { configEnvironment, storeConfigOf, type ControllerConfig } from './config/index.js';
 import { Pins } from './rollback/index.js';
 import { Spool } from './spool/index.js';
 import { BudgetKeeper } from './budget/index.js';
@@ -162,7 +162,7 @@ export async function writeNatsServerConfig(cfg: ControllerConfig, log: Logger):
   if (cfg.nats.authority !== 'controller') {
     throw new CertfleetError(ErrorCode.ConfigInvalid, 'nats.authority is external: certfleet writes no NATS server configuration');
   }
-  const store = await openStore(cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store, log.child({ component: 'store' }));
+  const store = await openStore(storeConfigOf(cfg), log.child({ component: 'store' }));
   try {
     const authority = await NatsAuthority.open(store, systemClock, log);
     const file = natsServerConfigFile(cfg);
@@ -237,7 +237,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
   };
   try {
     const store = await openStore(
-      cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store,
+      storeConfigOf(cfg),
       log.child({ component: 'store' }),
     );
     cleanups.push(() => store.close());

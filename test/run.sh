@@ -80,7 +80,8 @@ for f in "${sources[@]}"; do
   case "$f" in test/integration/* | test/e2e/*) needs_servers=yes ;; esac
 done
 if [ "$needs_servers" = yes ]; then
-  # The same list as .ci/run; installed only when missing, without starting their services.
+  # The same list as .ci/run; installed only when missing (apt-get update, then apt-get
+  # install as root or through sudo), without starting their services.
   # shellcheck source=../deploy/lib/apt.sh
   . deploy/lib/apt.sh
   certfleet_apt_install test/run.sh pebble nats-server nginx-light haproxy bind9 bind9-dnsutils openssl ca-certificates systemd certbot ||

@@ -17,6 +17,7 @@
  * key) is only ever written to the socket: never to a result, an error or a log, and
  * HAProxy's answers are scrubbed of PEM blocks before they are returned.
  */
+import { systemClock } from '../../shared/clock/index.js';
 import net from 'node:net';
 
 /** Where the runtime API listens. */
@@ -44,8 +45,8 @@ export const CLI_UNSAFE = /[\s;\\]/;
  * commands), the poisoned transaction is aborted.
  */
 export async function updateCertificate(api: HaproxyApi, file: string, pem: string, timeoutMs: number): Promise<UpdateResult> {
-  const deadline = Date.now() + timeoutMs;
-  const left = (): number => Math.max(1, deadline - Date.now());
+  const deadline = systemClock.now() + timeoutMs;
+  const left = (): number => Math.max(1, deadline - systemClock.now());
   if (CLI_UNSAFE.test(file)) return { ok: false, reason: `${file}: the file name has a blank, ';' or '\\', which the runtime API cannot take` };
   const payload = pemPayload(pem);
   if (payload === '') return { ok: false, reason: `${file}: no PEM to send` };

@@ -18,9 +18,9 @@ import path from 'node:path';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import type { Logger } from '../../shared/log/index.js';
-import { parseControllerConfig, type ControllerConfig } from '../config/index.js';
+import { parseControllerConfig, storeConfigOf, type ControllerConfig } from '../config/index.js';
 import { plannedRenewal } from '../scheduler/index.js';
-import { openStore, type CertStore, type StoreConfig } from '../store/index.js';
+import { openStore, type CertStore } from '../store/index.js';
 import { parseTsigSecret } from '../solvers/dns01/index.js';
 import { planImport, type PlannedImport, type PlannedProvider } from './plan.js';
 import { readCertbotDir } from './read.js';
@@ -154,7 +154,7 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
     const imported: ImportOutcome['imported'] = [];
     if (!opts.dryRun) {
       for (const p of plan.providers) await writeSecret(secretFile(p.name), p);
-      if (steps.some((st) => st.expectedLatest !== undefined)) store ??= await openStore(storeConfig(cfg), opts.log);
+      if (steps.some((st) => st.expectedLatest !== undefined)) store ??= await openStore(storeConfigOf(cfg), opts.log);
     }
     for (const p of plan.providers) lines.push(`dns01 provider ${p.name}: ${verb('added', 'add')} rfc2136 ${p.server} key ${p.keyName}, secret ${opts.dryRun ? 'to' : 'in'} ${secretFile(p.name)} (0600)`);
     for (const step of steps) {
@@ -203,14 +203,10 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
   }
 }
 
-/** The configured store with the file store's default path filled in. */
-function storeConfig(cfg: Readonly<ControllerConfig>): StoreConfig {
-  return cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store;
-}
 
 /** The store opened as the controller would, or undefined for a file store whose directory does not exist yet. */
 async function existingStore(cfg: Readonly<ControllerConfig>, log: Logger): Promise<CertStore | undefined> {
-  const config = storeConfig(cfg);
+  const config = storeConfigOf(cfg);
   if (config.type === 'file' && !fs.existsSync(config.path)) return undefined;
   return openStore(config, log);
 }

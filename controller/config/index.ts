@@ -12,6 +12,7 @@ import { parseSelector } from '../../shared/selector/index.js';
 import { dns01ConfigSchema } from '../solvers/dns01/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
+import type { StoreConfig } from '../store/index.js';
 
 const DNS_NAME = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
@@ -258,6 +259,15 @@ export const controllerConfigSchema = z
 
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 export type CertificateConfig = ControllerConfig['certificates'][number];
+
+/**
+ * The store to open for `cfg`: its store section, with the file store's directory
+ * (`<stateDir>/store` unless set). One rule for the daemon and the offline commands
+ * (signing-key, import-certbot), so they always open the same store.
+ */
+export function storeConfigOf(cfg: Readonly<Pick<ControllerConfig, 'store' | 'stateDir'>>): StoreConfig {
+  return cfg.store.type === 'file' ? { type: 'file', path: cfg.store.path ?? path.join(cfg.stateDir, 'store') } : cfg.store;
+}
 
 /** The store section with its file paths made absolute (and the file store's default path). */
 function resolveStorePaths(store: ControllerConfig['store'], stateDir: string, abs: (p: string) => string): ControllerConfig['store'] {
