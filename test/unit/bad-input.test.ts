@@ -27,6 +27,7 @@ import { Readable } from 'node:stream';
 import { runCli, operatorClient, type CliIo, type OperatorCredentials } from '../../cli/index.js';
 import { startApiServer, type ApiServer, type OperatorBackend } from '../../controller/api/index.js';
 import { Enrollment } from '../../controller/enroll/index.js';
+import { ManualClock, systemClock } from '../../shared/clock/index.js';
 import { checkAgentCsr, createControllerCa, issueOperatorCertificate, issueServerCertificate, signAgentCsr, verifyClientCertificate, type CaMaterial } from '../../controller/pki/index.js';
 import { FileStore } from '../../controller/store/file.js';
 import { Installer } from '../../agent/install/index.js';
@@ -618,8 +619,8 @@ describe('the bad-input corpus', () => {
     const op = await issueOperatorCertificate(ca, { operator: 'admin', now });
     const storeDir = path.join(root, 'controller-store');
     const store = new FileStore({ dir: storeDir, log: silentLogger() });
-    const enrollment = new Enrollment(store, { now: () => Date.now() });
-    const expiring = new Enrollment(store, { now: () => Date.now() - 2 * 3600_000 });
+    const enrollment = new Enrollment(store, systemClock);
+    const expiring = new Enrollment(store, new ManualClock(Date.now() - 2 * 3600_000));
     const agentKey = await createAgentKeyAndCsr('edge-1');
     const agentCert = await signAgentCsr(ca, agentKey.csrPem, { agent: 'edge-1', now });
     const api = await startApiServer({
@@ -660,7 +661,7 @@ describe('the bad-input corpus', () => {
       operatorCreds: { server: `127.0.0.1:${api.port}`, serverName: 'localhost', caPem: ca.certPem, certPem: op.certPem, keyPem: op.keyPem },
       agentCreds: { certPem: agentCert.certPem, keyPem: agentKey.keyPem },
       enrollment,
-      installer: new Installer({ stateDir: agentState, clock: { now: () => Date.now() }, log: silentLogger() }),
+      installer: new Installer({ stateDir: agentState, clock: systemClock, log: silentLogger() }),
       agentState,
       usedToken,
       expiredToken,
