@@ -35,9 +35,12 @@ export interface Clock {
   every(ms: number, fn: () => unknown): Timer;
 }
 
-/** The abort reason `sleep` rejects with when its signal carries none. */
-function abortReason(signal: AbortSignal): unknown {
-  if (signal.reason !== undefined) return signal.reason;
+/**
+ * What `sleep` rejects with: the signal's reason (typed as Error, as AbortSignal reasons are
+ * in practice: `abort()` and `AbortSignal.timeout` both give DOMExceptions), or an AbortError.
+ */
+function abortReason(signal: AbortSignal): Error {
+  if (signal.reason !== undefined) return signal.reason as Error;
   const err = new Error('The operation was aborted');
   err.name = 'AbortError';
   return err;
