@@ -40,13 +40,11 @@ import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../share
 import type { CertStore, VersionInput } from './index.js';
 import {
   checkCertName,
-  checkExpectedLatest,
   checkObjectKey,
   checkObjectPrefix,
-  checkVersionInput,
   checkVersionNumber,
   parseVersionMeta,
-  versionMeta,
+  prepareVersion,
 } from './keys.js';
 
 const DIR_MODE = 0o700;
@@ -87,16 +85,12 @@ export class FileStore implements CertStore {
 
   async putVersion(name: string, input: VersionInput, expectedLatest: number): Promise<VersionMeta> {
     await this.ready();
-    checkCertName(name);
-    checkExpectedLatest(expectedLatest);
-    checkVersionInput(name, input);
+    const { version, meta } = prepareVersion(name, input, expectedLatest);
     const certDir = path.join(this.certsDir, name);
     await this.io('create certificate directory', certDir, () => ensureDir(certDir));
     const current = await this.latestNumber(name);
     if (current !== expectedLatest) throw conflict(name, expectedLatest, current);
 
-    const version = expectedLatest + 1;
-    const meta = versionMeta(name, version, input.meta);
     const tmp = path.join(certDir, `.tmp-${version}-${crypto.randomBytes(6).toString('hex')}`);
     const target = path.join(certDir, String(version));
     try {
