@@ -42,7 +42,7 @@
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 
@@ -153,7 +153,7 @@ export class Enrollment {
     private readonly clock: Clock,
     log: Logger = silentLogger(),
   ) {
-    this.log = log.child({ component: 'enroll' });
+    this.log = log.child({ [LogKey.component]: 'enroll' });
   }
 
   /**
@@ -176,7 +176,7 @@ export class Enrollment {
     const now = this.clock.now();
     const record: TokenRecord = { agent: opts.agent, labels, createdAt: isoAt(now), expiresAt: isoAt(now + ttlMs) };
     await this.store.putObject(ObjectKey.enrollToken(hashToken(token)), record);
-    this.log.info({ agent: opts.agent, expiresAt: record.expiresAt }, 'enrolment token created');
+    this.log.info({ [LogKey.agent]: opts.agent, expiresAt: record.expiresAt }, 'enrolment token created');
     return { token, expiresAt: record.expiresAt };
   }
 
@@ -209,9 +209,9 @@ export class Enrollment {
       const marker: UsedRecord = { agent: record.agent, usedAt: isoAt(now), expiresAt: record.expiresAt };
       await this.store.putObject(ObjectKey.enrollUsed(hash), marker).catch((err: unknown) => {
         // The token is consumed either way; the marker only improves a later log line.
-        this.log.warn({ err, agent: record.agent }, 'used-token marker not written');
+        this.log.warn({ [LogKey.err]: err, [LogKey.agent]: record.agent }, 'used-token marker not written');
       });
-      this.log.info({ agent: record.agent, tokenHash: hash.slice(0, 12) }, 'enrolment token redeemed');
+      this.log.info({ [LogKey.agent]: record.agent, tokenHash: hash.slice(0, 12) }, 'enrolment token redeemed');
       return { agent: record.agent, labels: { ...record.labels } };
     } finally {
       this.redeeming.delete(hash);
@@ -299,7 +299,7 @@ export class Enrollment {
       const created = Date.parse(tok.createdAt);
       if (tok.agent === name && (Number.isNaN(created) || created <= now) && (await this.store.deleteObject(key))) tokensWithdrawn++;
     }
-    this.log.info({ agent: name, actor, serial: reg.certSerial, tokensWithdrawn }, 'agent removed');
+    this.log.info({ [LogKey.agent]: name, actor, serial: reg.certSerial, tokensWithdrawn }, 'agent removed');
     return { registration: record, alreadyRemoved: false, tokensWithdrawn };
   }
 
@@ -321,7 +321,7 @@ export class Enrollment {
     }
     const record: AgentRegistration = { ...reg, pendingSerial: serial.toLowerCase(), pendingNotAfter: notAfter };
     await this.store.putObject(ObjectKey.agent(name), record);
-    this.log.info({ agent: name, serial: record.pendingSerial, notAfter, replacedPending: reg.pendingSerial }, 'agent identity renewed');
+    this.log.info({ [LogKey.agent]: name, serial: record.pendingSerial, notAfter, replacedPending: reg.pendingSerial }, 'agent identity renewed');
     return record;
   }
 
@@ -365,7 +365,7 @@ export class Enrollment {
       delete promoted.pendingSerial;
       delete promoted.pendingNotAfter;
       await this.store.putObject(ObjectKey.agent(name), promoted);
-      this.log.info({ agent: name, serial: presented, retiredSerial: reg.certSerial }, 'renewed agent identity in use; previous certificate retired');
+      this.log.info({ [LogKey.agent]: name, serial: presented, retiredSerial: reg.certSerial }, 'renewed agent identity in use; previous certificate retired');
       return promoted;
     }
     throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
@@ -375,7 +375,7 @@ export class Enrollment {
 
   private refuse(reason: string, hash?: string, agent?: string): CertfleetError {
     // Log a prefix of the hash only: enough to correlate, useless to an attacker.
-    this.log.warn({ reason, agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
+    this.log.warn({ reason, [LogKey.agent]: agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
     return new CertfleetError(ErrorCode.EnrollTokenInvalid, INVALID_MESSAGE);
   }
 }

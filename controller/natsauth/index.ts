@@ -50,7 +50,7 @@ import {
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { agentInboxPrefix, AGENT_NAME_PATTERN, Bucket, kvStreamName } from '../../shared/wire/index.js';
 import { ObjectKey, type CertStore } from '../store/index.js';
 
@@ -161,7 +161,7 @@ export class NatsAuthority {
     private doc: AuthorityDoc,
     log: Logger,
   ) {
-    this.log = log.child({ component: 'natsauth' });
+    this.log = log.child({ [LogKey.component]: 'natsauth' });
   }
 
   /**
@@ -187,7 +187,7 @@ export class NatsAuthority {
     };
     doc.accountJwt = await signAccount(doc);
     await store.putObject(ObjectKey.natsAuthority, doc);
-    log.child({ component: 'natsauth' }).info({ account: account.getPublicKey() }, 'nats authority created');
+    log.child({ [LogKey.component]: 'natsauth' }).info({ account: account.getPublicKey() }, 'nats authority created');
     return new NatsAuthority(store, clock, doc, log);
   }
 
@@ -271,7 +271,7 @@ export class NatsAuthority {
     };
     await this.store.putObject(ObjectKey.natsUser(agent), user);
     const accountChanged = previous !== null && (await this.addRevocation(previous));
-    this.log.info({ agent, user: minted.publicKey, expiresAt: user.expiresAt, revoked: previous?.publicKey }, 'agent nats user minted');
+    this.log.info({ [LogKey.agent]: agent, user: minted.publicKey, expiresAt: user.expiresAt, revoked: previous?.publicKey }, 'agent nats user minted');
     return { ...minted, accountChanged };
   }
 
@@ -312,7 +312,7 @@ export class NatsAuthority {
     next.accountJwt = await signAccount(next);
     await this.store.putObject(ObjectKey.natsAuthority, next);
     this.doc = next;
-    this.log.info({ agent: user.agent, user: user.publicKey }, 'agent nats user revoked');
+    this.log.info({ [LogKey.agent]: user.agent, user: user.publicKey }, 'agent nats user revoked');
     return true;
   }
 }
@@ -396,7 +396,7 @@ export class NatsAccess {
     if (minted.accountChanged) {
       await this.writeServerConfig();
       await this.pushAccount().catch((err: unknown) => {
-        this.log.warn({ err, agent }, 'revocation of the previous nats user not pushed; pushed again at next start');
+        this.log.warn({ [LogKey.err]: err, [LogKey.agent]: agent }, 'revocation of the previous nats user not pushed; pushed again at next start');
       });
     }
     return minted.creds;

@@ -33,7 +33,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Logger } from '../../shared/log/index.js';
+import { LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
@@ -73,7 +73,7 @@ export class FileStore implements CertStore {
     this.root = path.resolve(options.dir);
     this.certsDir = path.join(this.root, 'certs');
     this.objectsDir = path.join(this.root, 'objects');
-    this.log = options.log.child({ component: 'store', store: 'file' });
+    this.log = options.log.child({ [LogKey.component]: 'store', store: 'file' });
   }
 
   /** Creates a FileStore and prepares its directory now; STORE_UNAVAILABLE if it cannot. */
@@ -112,11 +112,11 @@ export class FileStore implements CertStore {
       await this.io('sync certificate directory', certDir, () => fsyncDir(certDir));
     } catch (err) {
       await fs.rm(tmp, { recursive: true, force: true }).catch((rmErr: unknown) => {
-        this.log.warn({ err: rmErr, dir: tmp }, 'temp version directory not removed');
+        this.log.warn({ [LogKey.err]: rmErr, dir: tmp }, 'temp version directory not removed');
       });
       throw err;
     }
-    this.log.info({ cert: name, version }, 'version stored');
+    this.log.info({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
     return meta;
   }
 
@@ -334,7 +334,7 @@ export class FileStore implements CertStore {
     try {
       return parseVersionMeta(raw, file, { name, version });
     } catch (err) {
-      this.log.error({ cert: name, file }, 'store corrupt');
+      this.log.error({ [LogKey.cert]: name, file }, 'store corrupt');
       throw err;
     }
   }
@@ -349,7 +349,7 @@ export class FileStore implements CertStore {
   }
 
   private corrupt(file: string, cert: string | undefined, why: string, cause?: unknown): CertfleetError {
-    this.log.error({ cert, file, why }, 'store corrupt');
+    this.log.error({ [LogKey.cert]: cert, file, why }, 'store corrupt');
     return new CertfleetError(ErrorCode.StoreCorrupt, `corrupt store file ${file}: ${why}`, {
       details: { file, ...(cert === undefined ? {} : { cert }) },
       cause,
