@@ -53,7 +53,7 @@ export async function runController(opts: { configFile: string }): Promise<void>
 export async function signingKeyCommand(opts: { configFile: string; step: 'list' | RotationPhase }): Promise<SigningKeyInfo[]> {
   const cfg = loadControllerConfig(opts.configFile);
   const log = createRootLogger({ name: 'controller', level: 'warn' });
-  const store = await openStore(storeConfigOf(cfg), log.child({ component: 'store' }));
+  const store = await openStore(storeConfigOf(cfg), log); // the store binds its own component
   try {
     return opts.step === 'list' ? await listSigningKeys(store, systemClock.now()) : await rotateSigningKeys(store, opts.step, systemClock.now());
   } finally {

@@ -1,13 +1,14 @@
 /**
  * Wiring: builds every controller module from the configuration, in dependency order,
- * and takes them down in reverse. No decisions live here.
+ * and takes them down in reverse. No decisions live here: what agents may do is
+ * controller/agentservice, what operators may do controller/operator, the ACME account
+ * controller/acme (account.ts).
  *
  * Start order: store → own CA, API certificate, admin credentials → NATS authority
  * (server include, own user) → NATS (buckets, stream) → ACME account → fleet, desired
  * state, solver, issuer, leftover challenges swept → work loop → API →
  * metrics endpoint (when configured).
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import { writeFileAtomic } from '../shared/files/index.js';
@@ -18,8 +19,9 @@ import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/in
 import { splitHostPort } from '../shared/config/index.js';
 import { connectNats, ensureFleetNats, pushAccountClaims, type NatsHandle } from '../shared/nats/index.js';
 import { EventType } from '../shared/wire/index.js';
-import { createAcmeClient, generateAccountKey, type AcmeClient } from './acme/index.js';
-import { startApiServer, type ApiServer, type CallerIdentity } from './api/index.js';
+import { accountId, openAcmeAccount } from './acme/index.js';
+import { createAgentService } from './agentservice/index.js';
+import { startApiServer, type ApiServer } from './api/index.js';
 import { configEnvironment, storeConfigOf, type ControllerConfig } from './config/index.js';
 import { Pins } from './rollback/index.js';
 import { Spool } from './spool/index.js';
@@ -31,7 +33,7 @@ import { NatsAccess, NatsAuthority, writeServerConfigFile } from './natsauth/ind
 import { Fleet } from './fleet/index.js';
 import { Issuer } from './issuer/index.js';
 import { OperatorRegistry } from './access/index.js';
-import { certificateSerial, checkAgentCsr, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, signAgentCsr, verifyClientCertificate, type CaMaterial } from './pki/index.js';
+import { certificateSerial, issueOperatorCertificate, issueServerCertificate, loadOrCreateControllerCa, verifyClientCertificate, type CaMaterial } from './pki/index.js';
 import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
 import { RecordSigner } from './signing/index.js';
 import { Reconciler } from './reconcile/index.js';
@@ -39,8 +41,7 @@ import { createOperations } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
 import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
-import { matches, parseSelector } from '../shared/selector/index.js';
-import { desiredFor } from '../shared/rollout/index.js';
+import { LogKey } from '../shared/log/index.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
 
@@ -95,51 +96,6 @@ async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, operators:
   }
 }
 
-interface AccountDoc {
-  directoryUrl: string;
-  keyPem: string;
-  accountUrl: string;
-}
-
-/**
- * One account per CA, its key kept in the store and reused across restarts. The adapter
- * finds the account by its URL (POST-as-GET) and registers the same key again when the
- * CA forgot it (a test CA restarted, a staging reset), at start and while running; every
- * new URL is written back here.
- */
-async function openAcmeAccount(cfg: ControllerConfig, store: CertStore, clock: Clock, log: Logger): Promise<AcmeClient> {
-  const id = crypto.createHash('sha256').update(cfg.acme.directoryUrl).digest('hex').slice(0, 16);
-  const key = `acme/account/${id}`;
-  const saved = await store.getObject<AccountDoc>(key);
-  const caPem = cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile');
-  const keyPem = saved?.keyPem ?? (await generateAccountKey());
-  if (!saved) await store.putObject(key, { directoryUrl: cfg.acme.directoryUrl, keyPem, accountUrl: '' } satisfies AccountDoc);
-  const remember = async (accountUrl: string): Promise<void> => {
-    await store.putObject(key, { directoryUrl: cfg.acme.directoryUrl, keyPem, accountUrl } satisfies AccountDoc);
-    log.info({ accountUrl }, 'acme account registered');
-  };
-  const client = createAcmeClient({
-    directoryUrl: cfg.acme.directoryUrl,
-    accountKeyPem: keyPem,
-    ...(caPem === undefined ? {} : { caPem }),
-    ...(saved?.accountUrl ? { accountUrl: saved.accountUrl } : {}),
-    ...(cfg.acme.email === undefined ? {} : { email: cfg.acme.email }),
-    clock,
-    log: log.child({ component: 'acme' }),
-    pollTimeoutMs: cfg.http01.validationTimeout,
-    onAccountChanged: remember,
-  });
-  try {
-    const { accountUrl } = await client.ensureAccount();
-    // A first registration (no URL saved yet) is not a change the adapter reports.
-    if (!saved?.accountUrl) await remember(accountUrl);
-  } catch (err) {
-    client.close();
-    throw err;
-  }
-  return client;
-}
-
 function readFileOrConfigError(file: string, field: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
@@ -162,7 +118,7 @@ export async function writeNatsServerConfig(cfg: ControllerConfig, log: Logger):
   if (cfg.nats.authority !== 'controller') {
     throw new CertfleetError(ErrorCode.ConfigInvalid, 'nats.authority is external: certfleet writes no NATS server configuration');
   }
-  const store = await openStore(storeConfigOf(cfg), log.child({ component: 'store' }));
+  const store = await openStore(storeConfigOf(cfg), log);
   try {
     const authority = await NatsAuthority.open(store, systemClock, log);
     const file = natsServerConfigFile(cfg);
@@ -187,11 +143,11 @@ async function openNats(
   log: Logger,
   cleanups: Array<() => Promise<void>>,
 ): Promise<{ nats: NatsHandle; access: NatsAccess | undefined }> {
-  const nlog = log.child({ component: 'nats' });
+  const nlog = log.child({ [LogKey.component]: 'nats' });
   const base = {
     servers: [...cfg.nats.servers],
     ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFileOrConfigError(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
-    log: nlog,
+    log, // connectNats binds the `nats` component itself
   };
   if (cfg.nats.authority !== 'controller') {
     const nats = await connectNats({
@@ -219,7 +175,7 @@ async function openNats(
   });
   cleanups.push(() => system.close());
   const access = new NatsAccess({ authority, serverConfigFile: file, push: (id, jwt) => pushAccountClaims(system, id, jwt), log });
-  await access.pushAccount().catch((err: unknown) => nlog.warn({ err }, 'account update not pushed at start'));
+  await access.pushAccount().catch((err: unknown) => nlog.warn({ [LogKey.err]: err }, 'account update not pushed at start'));
   return { nats, access };
 }
 
@@ -231,15 +187,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       try {
         await fn();
       } catch (err) {
-        log.warn({ err }, 'shutdown step failed');
+        log.warn({ [LogKey.err]: err }, 'shutdown step failed');
       }
     }
   };
   try {
-    const store = await openStore(
-      storeConfigOf(cfg),
-      log.child({ component: 'store' }),
-    );
+    // Modules that bind their own component (store, acme, enroll, access, natsauth, spool,
+    // dns01) get the root logger: a second `component` in one line is noise.
+    const store = await openStore(storeConfigOf(cfg), log, clock);
     cleanups.push(() => store.close());
 
     const ca = await loadOrCreateControllerCa(store, clock.now());
@@ -250,10 +205,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const { nats, access: natsAccess } = await openNats(cfg, store, clock, log, cleanups);
     await ensureFleetNats(nats);
 
-    const acme = await openAcmeAccount(cfg, store, clock, log);
+    const acme = await openAcmeAccount({
+      directoryUrl: cfg.acme.directoryUrl,
+      caPem: cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile'),
+      email: cfg.acme.email,
+      store,
+      clock,
+      log,
+      pollTimeoutMs: cfg.http01.validationTimeout,
+    });
     cleanups.push(() => Promise.resolve(acme.close()));
 
-    const events = new EventPublisher(nats, clock, log.child({ component: 'events' }));
+    const events = new EventPublisher(nats, clock, log.child({ [LogKey.component]: 'events' }));
     const enrollment = new Enrollment(store, clock, log);
     // The loop is built after the fleet it depends on; the fleet reaches it through this.
     let onAgentOnline = (): void => undefined;
@@ -261,22 +224,23 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       nats,
       enrollment,
       clock,
-      log: log.child({ component: 'fleet' }),
+      log: log.child({ [LogKey.component]: 'fleet' }),
       offlineAfterMs: cfg.api.agentOfflineAfter,
       onAgentOnline: () => onAgentOnline(),
       onRefusals: (agent, r) =>
         void events.emit(EventType.security, { agent, message: `agent ${agent} refused records: ${r.last}`, details: { total: r.total, byReason: r.byReason, lastAt: r.lastAt } }),
     });
     cleanups.push(() => fleet.close());
-    const signer = await RecordSigner.open(store, clock, log.child({ component: 'signing' }));
-    const desired = await DesiredState.open(nats, signer, clock, log.child({ component: 'publish' }));
+    const signer = await RecordSigner.open(store, clock, log.child({ [LogKey.component]: 'signing' }));
+    const desired = await DesiredState.open(nats, signer, clock, log.child({ [LogKey.component]: 'publish' }));
     cleanups.push(() => desired.close());
+    const hlog = log.child({ [LogKey.component]: 'http01' });
     const solver = new Http01Solver({
       // A challenge outlives the self-check and the CA's validation, then agents drop it.
       board: await NatsChallengeBoard.open(nats, signer, clock, cfg.http01.selfCheckTimeout + cfg.http01.validationTimeout + 60_000),
       responders: (sel) => fleet.responders(sel),
       clock,
-      log: log.child({ component: 'http01' }),
+      log: hlog,
       selfCheckTimeoutMs: cfg.http01.selfCheckTimeout,
       offlinePolicy: { mode: cfg.http01.offlineAgents, graceMs: cfg.http01.offlineGrace },
       onSkipped: (skip) =>
@@ -291,15 +255,15 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     // and records a crash left behind removed before any new order.
     let dns01: Dns01Solver | undefined;
     if (Object.keys(cfg.dns01.providers).length > 0) {
-      const dlog = log.child({ component: 'dns01' });
-      const providers = createDns01Providers(cfg.dns01, { env, clock, log: dlog });
+      const dlog = log.child({ [LogKey.component]: 'dns01' });
+      const providers = createDns01Providers(cfg.dns01, { env, clock, log });
       for (const p of providers.values()) await p.check();
       const journal = new StoreDns01Journal(store);
       const swept = await janitor(journal, providers, { log: dlog, clock });
       if (swept.removed.length + swept.failed.length > 0) dlog.info({ removed: swept.removed.length, failed: swept.failed.length }, 'leftover challenge records swept');
-      dns01 = createDns01Solver(cfg.dns01, providers, journal, { clock, log: dlog });
+      dns01 = createDns01Solver(cfg.dns01, providers, journal, { clock, log });
     }
-    const spool = await Spool.open({ dir: path.join(cfg.stateDir, 'spool'), log: log.child({ component: 'spool' }), clock });
+    const spool = await Spool.open({ dir: path.join(cfg.stateDir, 'spool'), log, clock });
     const issuer = new Issuer({
       acme,
       store,
@@ -307,7 +271,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       http01: solver,
       ...(dns01 ? { dns01 } : {}),
       clock,
-      log: log.child({ component: 'issuer' }),
+      log: log.child({ [LogKey.component]: 'issuer' }),
       onEvent: (e) => {
         switch (e.type) {
           case 'ordered':
@@ -333,20 +297,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const sweepChallenges = async (minAgeMs: number): Promise<void> => {
       try {
         const removed = await solver.sweep(await issuer.savedOrders(), minAgeMs);
-        if (removed.length > 0) log.info({ component: 'http01', removed: removed.length }, 'leftover challenge records swept');
+        if (removed.length > 0) hlog.info({ removed: removed.length }, 'leftover challenge records swept');
       } catch (err) {
-        log.warn({ component: 'http01', err: (err as Error).message }, 'challenge sweep failed');
+        hlog.warn({ [LogKey.err]: (err as Error).message }, 'challenge sweep failed');
       }
     };
     await sweepChallenges(CHALLENGE_SWEEP_START_MIN_AGE_MS);
-    const sweeper = setInterval(() => void sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS), CHALLENGE_SWEEP_INTERVAL_MS);
-    sweeper.unref();
-    cleanups.push(() => Promise.resolve(clearInterval(sweeper)));
+    const sweeper = clock.every(CHALLENGE_SWEEP_INTERVAL_MS, () => sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS)).unref();
+    cleanups.push(() => Promise.resolve(sweeper.stop()));
     const pins = new Pins(store);
     // Budgets are per CA account: the same key reused against another CA is another account.
-    const accountId = crypto.createHash('sha256').update(acme.directoryUrl).digest('hex').slice(0, 16);
-    const budget = await BudgetKeeper.open(nats, cfg.budgets, accountId, clock, log.child({ component: 'budget' }));
-    const ari = new AriTracker(store, acme, clock, log.child({ component: 'ari' }));
+    const budget = await BudgetKeeper.open(nats, cfg.budgets, accountId(acme.directoryUrl), clock, log.child({ [LogKey.component]: 'budget' }));
+    const ari = new AriTracker(store, acme, clock, log.child({ [LogKey.component]: 'ari' }));
     const loop = new Reconciler({
       pins,
       budget,
@@ -361,24 +323,12 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       desired,
       events,
       clock,
-      log: log.child({ component: 'reconcile' }),
+      log: log.child({ [LogKey.component]: 'reconcile' }),
       intervalMs: cfg.renewal.checkInterval,
       concurrency: cfg.renewal.concurrency,
     });
     onAgentOnline = () => loop.agentOnline();
     cleanups.push(() => loop.stop());
-
-    const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
-    // The registry is read on every agent call: a removal holds from the agent's next call.
-    const authenticateAgent = async (id: CallerIdentity): Promise<Record<string, string>> => {
-      const reg = await enrollment.authenticateAgent(id.name, id.serial);
-      fleet.registered(reg); // a renewed identity in use shows in the views
-      return reg.labels;
-    };
-    const assignedTo = (labels: Record<string, string>, certName: string): boolean => {
-      const c = certByName.get(certName);
-      return c !== undefined && matches(parseSelector(c.agents), labels);
-    };
 
     // A removal withdraws what else the agent holds: its NATS user, at once (the server
     // closes its connection and refuses reconnects).
@@ -392,74 +342,26 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       caPem: ca.certPem,
       certPem: serverCert.certPem,
       keyPem: serverCert.keyPem,
-      log: log.child({ component: 'api' }),
+      log: log.child({ [LogKey.component]: 'api' }),
+      clock,
       auth: {
         identify: (der) => verifyClientCertificate(ca, der, clock.now()),
         // The registry is read on every call: a revocation or role change holds at once.
         authorizeOperator: (id, method) => operators.check(id, method),
       },
-      agents: {
-        async enroll(token, csrPem) {
-          // A malformed CSR must not use up the token: check it before redeeming.
-          await checkAgentCsr(csrPem);
-          const grant = await enrollment.redeem(token);
-          const signed = await signAgentCsr(ca, csrPem, { agent: grant.agent, now: clock.now(), validityMs: cfg.api.agentIdentityValidity });
-          const reg = await enrollment.recordAgent({
-            name: grant.agent,
-            labels: grant.labels,
-            certSerial: signed.serial,
-            enrolledAt: isoAt(clock.now()),
-            certNotAfter: signed.notAfter,
-          });
-          fleet.registered(reg);
-          // The NATS user rotates with the identity: it expires with this certificate, and
-          // the user of a previous enrolment is revoked.
-          const natsCredentials = natsAccess ? await natsAccess.credentialsForAgent(grant.agent, Date.parse(new crypto.X509Certificate(signed.certPem).validTo)) : '';
-          await events.emit(EventType.enrolled, { agent: grant.agent, message: `agent ${grant.agent} enrolled`, details: { labels: grant.labels } });
-          return { agent: grant.agent, labels: grant.labels, certificatePem: signed.certPem, caPem: ca.certPem, natsCredentials, signingKeys: signer.publicKeys() };
-        },
-        async assignments(id) {
-          const labels = await authenticateAgent(id);
-          const mine = desired.all().filter((d) => assignedTo(labels, d.name));
-          return {
-            desired: mine,
-            // During a staged rollout each agent gets the version of its own wave.
-            effective: mine.map((d) => desiredFor(d, labels)),
-            signingKeys: signer.publicKeys(),
-            assigned: cfg.certificates.filter((c) => matches(parseSelector(c.agents), labels)).map((c) => ({ name: c.name, names: [...c.names] })),
-          };
-        },
-        async fetchBundle(id, name, version) {
-          const labels = await authenticateAgent(id);
-          if (!assignedTo(labels, name)) {
-            throw new CertfleetError(ErrorCode.PermissionDenied, `certificate ${name} is not assigned to agent ${id.name}`);
-          }
-          const d = desired.get(name);
-          const wanted = version === 0 ? (d ? desiredFor(d, labels).version : undefined) : version;
-          const bundle = wanted === undefined ? null : await store.getVersion(name, wanted);
-          if (!bundle) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} version ${wanted ?? 'desired'} does not exist`);
-          return bundle;
-        },
-        async reportStatus(id, report) {
-          await authenticateAgent(id);
-          await fleet.report(id.name, report);
-        },
-        async renewIdentity(id, csrPem) {
-          const reg = await enrollment.authenticateAgent(id.name, id.serial);
-          const signed = await signAgentCsr(ca, csrPem, { agent: id.name, now: clock.now(), validityMs: cfg.api.agentIdentityValidity });
-          fleet.registered(await enrollment.recordRenewal(id.name, reg.certSerial, signed.serial, signed.notAfter));
-          await events.emit(EventType.identityRenewed, {
-            agent: id.name,
-            message: `agent ${id.name} renewed its identity (valid until ${signed.notAfter})`,
-            details: { serial: signed.serial, notAfter: signed.notAfter },
-          });
-          // The NATS user rotates with the identity too: the new one expires with the new
-          // certificate (a user tied to the old one would cut the agent off NATS, and so
-          // off HTTP-01 duty, when the old certificate expires).
-          const natsCredentials = natsAccess ? await natsAccess.credentialsForAgent(id.name, Date.parse(new crypto.X509Certificate(signed.certPem).validTo)) : '';
-          return { certificatePem: signed.certPem, caPem: ca.certPem, notAfter: signed.notAfter, natsCredentials };
-        },
-      },
+      agents: createAgentService({
+        certificates: cfg.certificates,
+        identityValidityMs: cfg.api.agentIdentityValidity,
+        ca,
+        enrollment,
+        fleet,
+        desired,
+        store,
+        signer,
+        nats: natsAccess,
+        events,
+        clock,
+      }),
       operators: operations.backend,
     });
     cleanups.push(() => api.stop());
@@ -468,7 +370,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     if (cfg.metrics) {
       const metrics = await startMetricsServer({
         listen: splitHostPort(cfg.metrics.listen),
-        log: log.child({ component: 'metrics' }),
+        log: log.child({ [LogKey.component]: 'metrics' }),
         sources: {
           controllerVersion: CONTROLLER_VERSION,
           certificates: cfg.certificates,

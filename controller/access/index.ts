@@ -24,10 +24,10 @@
  */
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { OPERATOR_ROLES, isOperatorRole, type OperatorRole } from '../../shared/model/index.js';
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 
 export { OPERATOR_ROLES, isOperatorRole, type OperatorRole };
 
@@ -128,8 +128,6 @@ export const BOOTSTRAP_ADMIN = 'admin';
 /** `createdBy` of records the controller made itself. */
 export const CONTROLLER_ACTOR = 'controller';
 
-const KEY_PREFIX = 'operators/';
-
 /** The store abilities the registry needs (any CertStore has them). */
 export type ObjectStore = Pick<CertStore, 'getObject' | 'putObject' | 'listObjects'>;
 
@@ -147,17 +145,17 @@ export class OperatorRegistry {
     private readonly clock: Clock,
     log: Logger = silentLogger(),
   ) {
-    this.log = log.child({ component: 'access' });
+    this.log = log.child({ [LogKey.component]: 'access' });
   }
 
   /** The record of `name`, or null. STORE_CORRUPT when the stored value is not a record. */
   async get(name: string): Promise<OperatorRecord | null> {
     checkOperatorName(name);
-    const raw = await this.store.getObject<unknown>(KEY_PREFIX + name);
+    const raw = await this.store.getObject<unknown>(ObjectKey.operator(name));
     if (raw === null) return null;
     const rec = parseRecord(raw);
     if (rec === null) {
-      throw new CertfleetError(ErrorCode.StoreCorrupt, `store object ${KEY_PREFIX}${name} is not an operator record`, { details: { key: KEY_PREFIX + name } });
+      throw new CertfleetError(ErrorCode.StoreCorrupt, `store object ${ObjectKey.operator(name)} is not an operator record`, { details: { key: ObjectKey.operator(name) } });
     }
     return rec;
   }
@@ -165,7 +163,7 @@ export class OperatorRegistry {
   /** Every operator, revoked ones included, sorted by name. */
   async list(): Promise<OperatorRecord[]> {
     const out: OperatorRecord[] = [];
-    for (const key of await this.store.listObjects(KEY_PREFIX)) {
+    for (const key of await this.store.listObjects(ObjectPrefix.operators)) {
       const rec = parseRecord(await this.store.getObject<unknown>(key));
       if (rec === null) this.log.warn({ key }, 'malformed operator record skipped');
       else out.push(rec);
@@ -225,7 +223,7 @@ export class OperatorRegistry {
         createdAt: isoAt(this.clock.now()),
         revoked: false,
       };
-      await this.store.putObject(KEY_PREFIX + opts.name, rec);
+      await this.store.putObject(ObjectKey.operator(opts.name), rec);
       this.log.info({ operator: opts.name, role: opts.role, by: opts.by }, 'operator created');
       return rec;
     });
@@ -256,7 +254,7 @@ export class OperatorRegistry {
       if (rec.revoked) return rec;
       if (rec.role === 'admin') await this.keepAnAdmin(name, `revoke ${name}`);
       const next: OperatorRecord = { ...rec, revoked: true, revokedBy: by, revokedAt: isoAt(this.clock.now()) };
-      await this.store.putObject(KEY_PREFIX + name, next);
+      await this.store.putObject(ObjectKey.operator(name), next);
       this.log.info({ operator: name, by }, 'operator revoked');
       return next;
     });
@@ -275,7 +273,7 @@ export class OperatorRegistry {
       if (rec.role === 'admin' && role !== 'admin') await this.keepAnAdmin(name, `make ${name} ${role}`);
       const next: OperatorRecord = { ...rec, role, roleChangedBy: by, roleChangedAt: isoAt(this.clock.now()) };
       if (rec.role !== role) {
-        await this.store.putObject(KEY_PREFIX + name, next);
+        await this.store.putObject(ObjectKey.operator(name), next);
         this.log.info({ operator: name, from: rec.role, to: role, by }, 'operator role changed');
       }
       return { previous: rec.role, record: rec.role === role ? rec : next };
@@ -301,7 +299,7 @@ export class OperatorRegistry {
         const next: OperatorRecord = rec === null
           ? { name: BOOTSTRAP_ADMIN, role: 'admin', serial: opts.serial, notAfter: opts.notAfter, createdBy: CONTROLLER_ACTOR, createdAt: isoAt(this.clock.now()), revoked: false }
           : { ...rec, serial: opts.serial, notAfter: opts.notAfter };
-        await this.store.putObject(KEY_PREFIX + BOOTSTRAP_ADMIN, next);
+        await this.store.putObject(ObjectKey.operator(BOOTSTRAP_ADMIN), next);
         this.log.info({ operator: BOOTSTRAP_ADMIN, role: next.role }, rec === null ? 'bootstrap admin registered' : 'bootstrap admin credentials replaced');
         return next;
       }

@@ -1,6 +1,9 @@
 /**
  * controller/acme — the ACME adapter, and the only module that imports acme-client.
  *
+ * `openAcmeAccount` (account.ts) opens the controller's account at a CA, its key kept in
+ * the store; `accountId` names it (and its budgets).
+ *
  * `createAcmeClient` talks to one CA as one account, step by step (order, challenges,
  * finalize, download) so the controller can persist between steps and resume an order
  * after a crash. Every failure is a CertfleetError with a stable code; the CA's problem
@@ -39,4 +42,5 @@ export {
   type RenewalWindow,
 } from './ari.js';
 export { generateKey, generateAccountKey, createCsr } from './keys.js';
+export { accountId, openAcmeAccount, type AccountDoc, type OpenAccountOptions } from './account.js';
 export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, type AcmeProblemDocument } from './problem.js';

@@ -16,6 +16,8 @@
  */
 import tls from 'node:tls';
 import type { Logger } from 'pino';
+import { LogKey } from '../../shared/log/index.js';
+import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { grpc, loadProtos, toServiceError, type AgentServiceHandlers, type OperatorServiceHandlers, type pb } from '../../shared/grpc/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { Bundle, CertStatus, DesiredRecord, RecordRefusals, SigningPublicKey, VersionMeta } from '../../shared/model/index.js';
@@ -124,6 +126,8 @@ export interface ApiServerOptions {
   agents: AgentBackend;
   operators: OperatorBackend;
   log: Logger;
+  /** Times the shutdown grace period; default the system clock. */
+  clock?: Clock;
 }
 
 /** A running API server. */
@@ -325,6 +329,7 @@ function serverCredentials(opts: ApiServerOptions): grpc.ServerCredentials {
 export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
   const { agent, operator } = loadProtos();
   const log = opts.log;
+  const clock = opts.clock ?? systemClock;
   const server = new grpc.Server({
     interceptors: [peerTlsInterceptor()],
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
@@ -352,7 +357,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     FetchBundle: unary(log, 'FetchBundle', async (call) => {
       const id = caller(call, opts.auth, 'agent');
       const bundle = await opts.agents.fetchBundle(id, call.request.name, call.request.version);
-      log.info({ agent: id.name, cert: bundle.meta.name, version: bundle.meta.version }, 'bundle fetched');
+      log.info({ [LogKey.agent]: id.name, [LogKey.cert]: bundle.meta.name, [LogKey.version]: bundle.meta.version }, 'bundle fetched');
       return { version: versionToPb(bundle.meta), certificatePem: bundle.certPem, chainPem: bundle.chainPem, privateKeyPem: bundle.keyPem };
     }),
     ReportStatus: unary(log, 'ReportStatus', async (call) => {
@@ -381,7 +386,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const id = caller(call, opts.auth, 'agent');
       if (call.request.csrPem === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'csr_pem is required');
       const res = await opts.agents.renewIdentity(id, call.request.csrPem.slice(0, 16_384));
-      log.info({ agent: id.name, notAfter: res.notAfter }, 'agent identity renewed');
+      log.info({ [LogKey.agent]: id.name, notAfter: res.notAfter }, 'agent identity renewed');
       return { certificatePem: res.certificatePem, caPem: res.caPem, notAfter: res.notAfter, natsCredentials: res.natsCredentials ?? '' };
     }),
   };
@@ -407,7 +412,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const id = await operatorCaller(call, opts.auth, 'CreateEnrollmentToken');
       const ttlMs = (call.request.ttlSeconds === 0 ? 3600 : call.request.ttlSeconds) * 1000;
       const res = await opts.operators.createEnrollmentToken(call.request.agent, labelsFrom(call.request.labels), ttlMs, id.name);
-      log.info({ operator: id.name, agent: call.request.agent }, 'enrolment token created');
+      log.info({ operator: id.name, [LogKey.agent]: call.request.agent }, 'enrolment token created');
       return res;
     }),
     ShowCertificate: unary(log, 'ShowCertificate', async (call: grpc.ServerUnaryCall<pb.ShowCertificateRequest__Output, pb.ShowCertificateResponse>) => {
@@ -418,7 +423,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const id = await operatorCaller(call, opts.auth, 'RenewCertificate');
       const cancel = call.request.cancel === true;
       const message = await opts.operators.renew(requireName(call.request.name), { cancel, operator: id.name });
-      log.info({ operator: id.name, cert: call.request.name }, cancel ? 'renewal request cancelled' : 'renewal requested');
+      log.info({ operator: id.name, [LogKey.cert]: call.request.name }, cancel ? 'renewal request cancelled' : 'renewal requested');
       return { message };
     }),
     GetHistory: unary(log, 'GetHistory', async (call: grpc.ServerUnaryCall<pb.GetHistoryRequest__Output, pb.GetHistoryResponse>) => {
@@ -470,7 +475,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const id = await operatorCaller(call, opts.auth, 'RemoveAgent');
       if (call.request.name === '') throw new CertfleetError(ErrorCode.UsageInvalid, 'an agent name is required');
       const res = await opts.operators.removeAgent(call.request.name, id.name);
-      log.info({ operator: id.name, agent: call.request.name, alreadyRemoved: res.alreadyRemoved }, 'agent removed');
+      log.info({ operator: id.name, [LogKey.agent]: call.request.name, alreadyRemoved: res.alreadyRemoved }, 'agent removed');
       return res;
     }),
   };
@@ -492,12 +497,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     port,
     async stop(graceMs = 5000) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
+        const timer = clock.after(graceMs, () => {
           server.forceShutdown();
           resolve();
-        }, graceMs);
+        });
         server.tryShutdown(() => {
-          clearTimeout(timer);
+          timer.stop();
           resolve();
         });
       });

@@ -20,7 +20,7 @@ import { writeFileAtomic } from '../../shared/files/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import { parseControllerConfig, storeConfigOf, type ControllerConfig } from '../config/index.js';
 import { plannedRenewal } from '../scheduler/index.js';
-import { openStore, type CertStore } from '../store/index.js';
+import { ObjectKey, openStore, type CertStore } from '../store/index.js';
 import { parseTsigSecret } from '../solvers/dns01/index.js';
 import { planImport, type PlannedImport, type PlannedProvider } from './plan.js';
 import { readCertbotDir } from './read.js';
@@ -45,7 +45,7 @@ export interface ImportRecord {
 
 /** Store key of a certificate's {@link ImportRecord}. */
 export function importRecordKey(name: string): string {
-  return `imports/${name}`;
+  return ObjectKey.importRecord(name);
 }
 
 export interface ImportOptions {

@@ -29,6 +29,7 @@ import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import type { VersionInput } from '../store/index.js';
 import type { CertbotLineage } from './read.js';
 import { renewalKeyType } from './renewal.js';
+import { sameNameSet } from '../names/index.js';
 
 /** Authenticators whose challenge certfleet's agents answer over HTTP-01. */
 export const HTTP01_AUTHENTICATORS = ['webroot', 'standalone', 'nginx', 'apache'] as const;
@@ -230,7 +231,7 @@ export function planImport(lineages: readonly CertbotLineage[], opts: PlanOption
     }
 
     const existing = opts.existingCertificates.find((c) => c.name === name);
-    if (existing !== undefined && !sameSet(existing.names, names) && !opts.force) {
+    if (existing !== undefined && !sameNameSet(existing.names, names) && !opts.force) {
       refuse(`the controller configuration already declares "${name}" with other names (${existing.names.join(', ')}); --force replaces that declaration`);
       continue;
     }
@@ -282,7 +283,3 @@ function rfc2136Provider(l: CertbotLineage, existing: Readonly<Record<string, Ex
   return { name, server, keyName: zoneKey, algorithm, secret, source: file };
 }
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  const s = new Set(a.map((x) => x.toLowerCase()));
-  return s.size === new Set(b.map((x) => x.toLowerCase())).size && b.every((x) => s.has(x.toLowerCase()));
-}

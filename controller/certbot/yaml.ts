@@ -8,6 +8,7 @@
 import { isMap, isSeq, parseDocument, type Document, YAMLMap, YAMLSeq } from 'yaml';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { ExistingDeclaration, ExistingProvider, Plan } from './plan.js';
+import { sameNameSet } from '../names/index.js';
 
 /** The parsed file and what it already declares. */
 export interface ConfigDocument {
@@ -76,7 +77,7 @@ export function mergeDeclarations(text: string, file: string, plan: Plan, secret
     } else {
       const old = certs.items[index];
       const oldNames = isMap(old) ? (old.toJSON() as { names?: unknown }).names : undefined;
-      if (!(Array.isArray(oldNames) && sameSet(oldNames.map(String), d.names))) certs.items[index] = node;
+      if (!(Array.isArray(oldNames) && sameNameSet(oldNames.map(String), d.names))) certs.items[index] = node;
     }
   }
   for (const p of plan.providers) {
@@ -105,7 +106,3 @@ export function mergeDeclarations(text: string, file: string, plan: Plan, secret
   return doc.toString({ lineWidth: 0 });
 }
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  const s = new Set(a);
-  return s.size === new Set(b).size && b.every((x) => s.has(x));
-}

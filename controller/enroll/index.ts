@@ -42,9 +42,9 @@
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 
 /** The store abilities enrolment needs (any CertStore has them). */
 export type ObjectStore = Pick<CertStore, 'getObject' | 'putObject' | 'deleteObject' | 'listObjects'>;
@@ -93,9 +93,6 @@ export const MAX_TOKEN_TTL_MS = 30 * 24 * 3600 * 1000;
 export const TOKEN_PREFIX = 'cft_';
 
 const TOKEN_PATTERN = /^cft_[A-Za-z0-9_-]{43}$/; // 32 bytes base64url, no padding
-const TOKEN_KEY_PREFIX = 'enroll/';
-const USED_KEY_PREFIX = 'enroll-used/';
-const AGENT_KEY_PREFIX = 'agents/';
 const LABEL_PATTERN = /^[a-zA-Z0-9._/-]{1,63}$/;
 const LABEL_VALUE_PATTERN = /^[a-zA-Z0-9._/-]{0,63}$/;
 const MAX_LABELS = 64;
@@ -156,7 +153,7 @@ export class Enrollment {
     private readonly clock: Clock,
     log: Logger = silentLogger(),
   ) {
-    this.log = log.child({ component: 'enroll' });
+    this.log = log.child({ [LogKey.component]: 'enroll' });
   }
 
   /**
@@ -178,8 +175,8 @@ export class Enrollment {
     const token = TOKEN_PREFIX + crypto.randomBytes(32).toString('base64url');
     const now = this.clock.now();
     const record: TokenRecord = { agent: opts.agent, labels, createdAt: isoAt(now), expiresAt: isoAt(now + ttlMs) };
-    await this.store.putObject(TOKEN_KEY_PREFIX + hashToken(token), record);
-    this.log.info({ agent: opts.agent, expiresAt: record.expiresAt }, 'enrolment token created');
+    await this.store.putObject(ObjectKey.enrollToken(hashToken(token)), record);
+    this.log.info({ [LogKey.agent]: opts.agent, expiresAt: record.expiresAt }, 'enrolment token created');
     return { token, expiresAt: record.expiresAt };
   }
 
@@ -195,10 +192,10 @@ export class Enrollment {
     if (this.redeeming.has(hash)) throw this.refuse('redeem already in progress', hash);
     this.redeeming.add(hash);
     try {
-      const key = TOKEN_KEY_PREFIX + hash;
+      const key = ObjectKey.enrollToken(hash);
       const raw = await this.store.getObject<unknown>(key);
       if (raw === null) {
-        const used = await this.store.getObject<UsedRecord>(USED_KEY_PREFIX + hash);
+        const used = await this.store.getObject<UsedRecord>(ObjectKey.enrollUsed(hash));
         throw this.refuse(used === null ? 'unknown' : `already used at ${String(used.usedAt)}`, hash, used?.agent);
       }
       const record = parseTokenRecord(raw, key);
@@ -210,11 +207,11 @@ export class Enrollment {
       // The delete is the commit point: only the caller that removed the object wins.
       if (!(await this.store.deleteObject(key))) throw this.refuse('used concurrently', hash, record.agent);
       const marker: UsedRecord = { agent: record.agent, usedAt: isoAt(now), expiresAt: record.expiresAt };
-      await this.store.putObject(USED_KEY_PREFIX + hash, marker).catch((err: unknown) => {
+      await this.store.putObject(ObjectKey.enrollUsed(hash), marker).catch((err: unknown) => {
         // The token is consumed either way; the marker only improves a later log line.
-        this.log.warn({ err, agent: record.agent }, 'used-token marker not written');
+        this.log.warn({ [LogKey.err]: err, [LogKey.agent]: record.agent }, 'used-token marker not written');
       });
-      this.log.info({ agent: record.agent, tokenHash: hash.slice(0, 12) }, 'enrolment token redeemed');
+      this.log.info({ [LogKey.agent]: record.agent, tokenHash: hash.slice(0, 12) }, 'enrolment token redeemed');
       return { agent: record.agent, labels: { ...record.labels } };
     } finally {
       this.redeeming.delete(hash);
@@ -228,7 +225,7 @@ export class Enrollment {
   async pruneExpired(): Promise<number> {
     const now = this.clock.now();
     let removed = 0;
-    for (const prefix of [TOKEN_KEY_PREFIX, USED_KEY_PREFIX]) {
+    for (const prefix of [ObjectPrefix.enrollTokens, ObjectPrefix.enrollUsed]) {
       for (const key of await this.store.listObjects(prefix)) {
         const rec = await this.store.getObject<{ expiresAt?: unknown }>(key);
         if (rec !== null && typeof rec.expiresAt === 'string' && now >= Date.parse(rec.expiresAt)) {
@@ -263,7 +260,7 @@ export class Enrollment {
       ...(reg.certNotAfter === undefined ? {} : { certNotAfter: reg.certNotAfter }),
     };
     const previous = await this.getAgent(reg.name);
-    await this.store.putObject(AGENT_KEY_PREFIX + reg.name, record);
+    await this.store.putObject(ObjectKey.agent(reg.name), record);
     this.log.info(
       { agent: reg.name, serial: reg.certSerial, replacedSerial: previous?.certSerial, wasRemoved: previous?.removedAt !== undefined },
       previous === null ? 'agent enrolled' : 'agent re-enrolled',
@@ -288,9 +285,9 @@ export class Enrollment {
     const record: AgentRegistration = { ...reg, removedAt: isoAt(now), removedBy: actor };
     delete record.pendingSerial;
     delete record.pendingNotAfter;
-    await this.store.putObject(AGENT_KEY_PREFIX + name, record);
+    await this.store.putObject(ObjectKey.agent(name), record);
     let tokensWithdrawn = 0;
-    for (const key of await this.store.listObjects(TOKEN_KEY_PREFIX)) {
+    for (const key of await this.store.listObjects(ObjectPrefix.enrollTokens)) {
       const raw = await this.store.getObject<unknown>(key);
       if (raw === null) continue;
       let tok: TokenRecord;
@@ -302,7 +299,7 @@ export class Enrollment {
       const created = Date.parse(tok.createdAt);
       if (tok.agent === name && (Number.isNaN(created) || created <= now) && (await this.store.deleteObject(key))) tokensWithdrawn++;
     }
-    this.log.info({ agent: name, actor, serial: reg.certSerial, tokensWithdrawn }, 'agent removed');
+    this.log.info({ [LogKey.agent]: name, actor, serial: reg.certSerial, tokensWithdrawn }, 'agent removed');
     return { registration: record, alreadyRemoved: false, tokensWithdrawn };
   }
 
@@ -323,15 +320,15 @@ export class Enrollment {
       });
     }
     const record: AgentRegistration = { ...reg, pendingSerial: serial.toLowerCase(), pendingNotAfter: notAfter };
-    await this.store.putObject(AGENT_KEY_PREFIX + name, record);
-    this.log.info({ agent: name, serial: record.pendingSerial, notAfter, replacedPending: reg.pendingSerial }, 'agent identity renewed');
+    await this.store.putObject(ObjectKey.agent(name), record);
+    this.log.info({ [LogKey.agent]: name, serial: record.pendingSerial, notAfter, replacedPending: reg.pendingSerial }, 'agent identity renewed');
     return record;
   }
 
   /** The registration of `name`, or null if it never enrolled. STORE_CORRUPT if unreadable. */
   async getAgent(name: string): Promise<AgentRegistration | null> {
     checkAgentName(name);
-    const key = AGENT_KEY_PREFIX + name;
+    const key = ObjectKey.agent(name);
     const raw = await this.store.getObject<unknown>(key);
     return raw === null ? null : parseAgentRecord(raw, key);
   }
@@ -339,7 +336,7 @@ export class Enrollment {
   /** Every registration, sorted by name. */
   async listAgents(): Promise<AgentRegistration[]> {
     const out: AgentRegistration[] = [];
-    for (const key of await this.store.listObjects(AGENT_KEY_PREFIX)) {
+    for (const key of await this.store.listObjects(ObjectPrefix.agents)) {
       const raw = await this.store.getObject<unknown>(key);
       if (raw !== null) out.push(parseAgentRecord(raw, key)); // null: deleted since listed
     }
@@ -367,8 +364,8 @@ export class Enrollment {
       else promoted.certNotAfter = reg.pendingNotAfter;
       delete promoted.pendingSerial;
       delete promoted.pendingNotAfter;
-      await this.store.putObject(AGENT_KEY_PREFIX + name, promoted);
-      this.log.info({ agent: name, serial: presented, retiredSerial: reg.certSerial }, 'renewed agent identity in use; previous certificate retired');
+      await this.store.putObject(ObjectKey.agent(name), promoted);
+      this.log.info({ [LogKey.agent]: name, serial: presented, retiredSerial: reg.certSerial }, 'renewed agent identity in use; previous certificate retired');
       return promoted;
     }
     throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
@@ -378,7 +375,7 @@ export class Enrollment {
 
   private refuse(reason: string, hash?: string, agent?: string): CertfleetError {
     // Log a prefix of the hash only: enough to correlate, useless to an attacker.
-    this.log.warn({ reason, agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
+    this.log.warn({ reason, [LogKey.agent]: agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
     return new CertfleetError(ErrorCode.EnrollTokenInvalid, INVALID_MESSAGE);
   }
 }

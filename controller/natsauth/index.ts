@@ -50,15 +50,13 @@ import {
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { agentInboxPrefix, AGENT_NAME_PATTERN, Bucket, kvStreamName } from '../../shared/wire/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, type CertStore } from '../store/index.js';
 
 /** The store abilities the authority needs (any CertStore has them). */
 export type ObjectStore = Pick<CertStore, 'getObject' | 'putObject'>;
 
-const AUTHORITY_KEY = 'nats/authority';
-const USER_KEY_PREFIX = 'nats/users/';
 /** Names shown by nats-server and `nats` tooling. */
 const OPERATOR_NAME = 'certfleet';
 const ACCOUNT_NAME = 'certfleet';
@@ -163,7 +161,7 @@ export class NatsAuthority {
     private doc: AuthorityDoc,
     log: Logger,
   ) {
-    this.log = log.child({ component: 'natsauth' });
+    this.log = log.child({ [LogKey.component]: 'natsauth' });
   }
 
   /**
@@ -172,7 +170,7 @@ export class NatsAuthority {
    * authority document; store errors propagate.
    */
   static async open(store: ObjectStore, clock: Clock, log: Logger = silentLogger()): Promise<NatsAuthority> {
-    const raw = await store.getObject<unknown>(AUTHORITY_KEY);
+    const raw = await store.getObject<unknown>(ObjectKey.natsAuthority);
     if (raw !== null) return new NatsAuthority(store, clock, parseAuthorityDoc(raw), log);
     const operator = createOperator();
     const system = createAccount();
@@ -188,8 +186,8 @@ export class NatsAuthority {
       createdAt: isoAt(clock.now()),
     };
     doc.accountJwt = await signAccount(doc);
-    await store.putObject(AUTHORITY_KEY, doc);
-    log.child({ component: 'natsauth' }).info({ account: account.getPublicKey() }, 'nats authority created');
+    await store.putObject(ObjectKey.natsAuthority, doc);
+    log.child({ [LogKey.component]: 'natsauth' }).info({ account: account.getPublicKey() }, 'nats authority created');
     return new NatsAuthority(store, clock, doc, log);
   }
 
@@ -271,19 +269,19 @@ export class NatsAuthority {
       ...(expiresAt === undefined ? {} : { expiresAt: isoAt(expiresAt) }),
       jwtIssuedAt: minted.issuedAtSec,
     };
-    await this.store.putObject(USER_KEY_PREFIX + agent, user);
+    await this.store.putObject(ObjectKey.natsUser(agent), user);
     const accountChanged = previous !== null && (await this.addRevocation(previous));
-    this.log.info({ agent, user: minted.publicKey, expiresAt: user.expiresAt, revoked: previous?.publicKey }, 'agent nats user minted');
+    this.log.info({ [LogKey.agent]: agent, user: minted.publicKey, expiresAt: user.expiresAt, revoked: previous?.publicKey }, 'agent nats user minted');
     return { ...minted, accountChanged };
   }
 
   /** The NATS user agent `agent` holds now, or null. */
   async agentUser(agent: string): Promise<AgentNatsUser | null> {
     checkAgent(agent);
-    const raw = await this.store.getObject<unknown>(USER_KEY_PREFIX + agent);
+    const raw = await this.store.getObject<unknown>(ObjectKey.natsUser(agent));
     if (raw === null) return null;
     if (typeof raw !== 'object' || typeof (raw as Record<string, unknown>)['publicKey'] !== 'string') {
-      throw new CertfleetError(ErrorCode.StoreCorrupt, `store object ${USER_KEY_PREFIX}${agent} is malformed`, { details: { key: USER_KEY_PREFIX + agent } });
+      throw new CertfleetError(ErrorCode.StoreCorrupt, `store object ${ObjectKey.natsUser(agent)} is malformed`, { details: { key: ObjectKey.natsUser(agent) } });
     }
     return raw as AgentNatsUser;
   }
@@ -312,9 +310,9 @@ export class NatsAuthority {
     revocations[user.publicKey] = { agent: user.agent, at: nowSec, ...(expiresAt === undefined ? {} : { expiresAt }) };
     const next: AuthorityDoc = { ...this.doc, revocations };
     next.accountJwt = await signAccount(next);
-    await this.store.putObject(AUTHORITY_KEY, next);
+    await this.store.putObject(ObjectKey.natsAuthority, next);
     this.doc = next;
-    this.log.info({ agent: user.agent, user: user.publicKey }, 'agent nats user revoked');
+    this.log.info({ [LogKey.agent]: user.agent, user: user.publicKey }, 'agent nats user revoked');
     return true;
   }
 }
@@ -340,7 +338,7 @@ async function mint(name: string, issuer: KeyPair, permissions: Permissions, exp
 
 function parseAuthorityDoc(raw: unknown): AuthorityDoc {
   const corrupt = (): CertfleetError =>
-    new CertfleetError(ErrorCode.StoreCorrupt, `store object ${AUTHORITY_KEY} is not a NATS authority document`, { details: { key: AUTHORITY_KEY } });
+    new CertfleetError(ErrorCode.StoreCorrupt, `store object ${ObjectKey.natsAuthority} is not a NATS authority document`, { details: { key: ObjectKey.natsAuthority } });
   if (typeof raw !== 'object' || raw === null) throw corrupt();
   const o = raw as Record<string, unknown>;
   for (const k of ['operatorSeed', 'systemAccountSeed', 'accountSeed', 'operatorJwt', 'systemAccountJwt', 'accountJwt']) {
@@ -398,7 +396,7 @@ export class NatsAccess {
     if (minted.accountChanged) {
       await this.writeServerConfig();
       await this.pushAccount().catch((err: unknown) => {
-        this.log.warn({ err, agent }, 'revocation of the previous nats user not pushed; pushed again at next start');
+        this.log.warn({ [LogKey.err]: err, [LogKey.agent]: agent }, 'revocation of the previous nats user not pushed; pushed again at next start');
       });
     }
     return minted.creds;

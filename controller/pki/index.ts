@@ -26,7 +26,7 @@ import net from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, type CertStore } from '../store/index.js';
 
 x509.cryptoProvider.set(webcrypto);
 
@@ -74,7 +74,7 @@ const LEAF_VALIDITY_DAYS = 365;
 const OID_CLIENT_AUTH = x509.ExtendedKeyUsage.clientAuth as string;
 const OID_SERVER_AUTH = x509.ExtendedKeyUsage.serverAuth as string;
 /** Object key of the CA in the CertStore. */
-export const CA_OBJECT_KEY = 'pki/ca';
+export const CA_OBJECT_KEY = ObjectKey.controllerCa;
 
 /**
  * Creates a new self-signed CA: valid 10 years from `now` (backdated 5 minutes),

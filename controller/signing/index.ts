@@ -26,11 +26,10 @@ import { isoAt, type Clock } from '../../shared/clock/index.js';
 import type { SigningPublicKey } from '../../shared/model/index.js';
 import { generateSigningKey, publicKeyOf, signRecord, type RecordKind } from '../../shared/signing/index.js';
 import type { Logger } from '../../shared/log/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, type CertStore } from '../store/index.js';
 
 /** Where the key ring is kept in the store. */
-export const SIGNING_KEYS_OBJECT_KEY = 'pki/signing-keys';
-const GENERATION_PREFIX = 'signing/generations/';
+export const SIGNING_KEYS_OBJECT_KEY = ObjectKey.signingKeys;
 
 export type SigningKeyState = 'active' | 'next' | 'retiring';
 /** A rotation step: see the module comment. */
@@ -173,7 +172,7 @@ export class RecordSigner {
    * propagate (the caller's work loop retries).
    */
   async nextGeneration(cert: string, atLeast = 0): Promise<number> {
-    const key = GENERATION_PREFIX + cert;
+    const key = ObjectKey.signingGeneration(cert);
     let last = this.generations.get(cert);
     if (last === undefined) {
       const stored = await this.store.getObject<{ generation?: unknown }>(key);

@@ -39,9 +39,9 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
-import type { Logger } from '../../shared/log/index.js';
+import { LogKey, type Logger } from '../../shared/log/index.js';
 import type { VersionMeta } from '../../shared/model/index.js';
-import { systemClock, isoAt, type Clock } from '../../shared/clock/index.js';
+import { systemClock, isoAt, type Clock, type Timer } from '../../shared/clock/index.js';
 import type { CertStore, VersionInput } from '../store/index.js';
 import { checkCertName, checkExpectedLatest, checkVersionInput } from '../store/index.js';
 
@@ -124,7 +124,7 @@ export class Spool {
 
   private constructor(options: SpoolOptions) {
     this.dir = path.resolve(options.dir);
-    this.log = options.log.child({ component: 'spool' });
+    this.log = options.log.child({ [LogKey.component]: 'spool' });
     this.clock = options.clock ?? systemClock;
     this.baseDelayMs = options.baseDelayMs ?? 5_000;
     this.maxDelayMs = options.maxDelayMs ?? 300_000;
@@ -162,7 +162,7 @@ export class Spool {
       });
     }
     const held = this.hold(file, now);
-    this.log.warn({ cert: name, id, expectedLatest }, 'version spooled');
+    this.log.warn({ [LogKey.cert]: name, id, expectedLatest }, 'version spooled');
     return { ...held.summary };
   }
 
@@ -194,7 +194,7 @@ export class Spool {
     options: { intervalMs?: number; onDelivered?: (d: Delivery) => void | Promise<void> } = {},
   ): { stop(): Promise<void> } {
     let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     let running: Promise<void> = Promise.resolve();
     const tick = (): void => {
       running = (async () => {
@@ -203,14 +203,13 @@ export class Spool {
             try {
               await options.onDelivered?.(d);
             } catch (err) {
-              this.log.error({ err: toCertfleetError(err), cert: d.name, version: d.meta.version }, 'spool delivery callback failed');
+              this.log.error({ [LogKey.err]: toCertfleetError(err), [LogKey.cert]: d.name, [LogKey.version]: d.meta.version }, 'spool delivery callback failed');
             }
           }
         }
       })().finally(() => {
         if (!stopped) {
-          timer = setTimeout(tick, options.intervalMs ?? 1_000);
-          timer.unref();
+          timer = this.clock.after(options.intervalMs ?? 1_000, tick).unref();
         }
       });
     };
@@ -218,7 +217,7 @@ export class Spool {
     return {
       stop: async () => {
         stopped = true;
-        if (timer !== undefined) clearTimeout(timer);
+        timer?.stop();
         await running;
       },
     };
@@ -237,14 +236,14 @@ export class Spool {
         const d = await this.deliverOne(store, h);
         await this.remove(id);
         delivered.push(d);
-        this.log.info({ cert: name, version: d.meta.version, id, outcome: d.outcome }, 'spooled version delivered');
+        this.log.info({ [LogKey.cert]: name, [LogKey.version]: d.meta.version, id, outcome: d.outcome }, 'spooled version delivered');
       } catch (err) {
         const e = toCertfleetError(err);
         h.summary.attempts += 1;
         h.summary.lastError = `${e.code}: ${e.message}`;
         h.nextAttemptMs = this.clock.now() + spoolRetryDelay(h.summary.attempts, this.baseDelayMs, this.maxDelayMs);
         h.summary.nextAttemptAt = isoAt(h.nextAttemptMs);
-        this.log.warn({ cert: name, id, code: e.code, attempts: h.summary.attempts, nextAttemptAt: h.summary.nextAttemptAt }, 'spooled version not delivered');
+        this.log.warn({ [LogKey.cert]: name, id, [LogKey.code]: e.code, attempts: h.summary.attempts, nextAttemptAt: h.summary.nextAttemptAt }, 'spooled version not delivered');
       }
     }
     return delivered;

@@ -33,20 +33,18 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Logger } from '../../shared/log/index.js';
+import { LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
   checkCertName,
-  checkExpectedLatest,
   checkObjectKey,
   checkObjectPrefix,
-  checkVersionInput,
   checkVersionNumber,
   parseVersionMeta,
-  versionMeta,
+  prepareVersion,
 } from './keys.js';
 
 const DIR_MODE = 0o700;
@@ -75,7 +73,7 @@ export class FileStore implements CertStore {
     this.root = path.resolve(options.dir);
     this.certsDir = path.join(this.root, 'certs');
     this.objectsDir = path.join(this.root, 'objects');
-    this.log = options.log.child({ component: 'store', store: 'file' });
+    this.log = options.log.child({ [LogKey.component]: 'store', store: 'file' });
   }
 
   /** Creates a FileStore and prepares its directory now; STORE_UNAVAILABLE if it cannot. */
@@ -87,16 +85,12 @@ export class FileStore implements CertStore {
 
   async putVersion(name: string, input: VersionInput, expectedLatest: number): Promise<VersionMeta> {
     await this.ready();
-    checkCertName(name);
-    checkExpectedLatest(expectedLatest);
-    checkVersionInput(name, input);
+    const { version, meta } = prepareVersion(name, input, expectedLatest);
     const certDir = path.join(this.certsDir, name);
     await this.io('create certificate directory', certDir, () => ensureDir(certDir));
     const current = await this.latestNumber(name);
     if (current !== expectedLatest) throw conflict(name, expectedLatest, current);
 
-    const version = expectedLatest + 1;
-    const meta = versionMeta(name, version, input.meta);
     const tmp = path.join(certDir, `.tmp-${version}-${crypto.randomBytes(6).toString('hex')}`);
     const target = path.join(certDir, String(version));
     try {
@@ -118,11 +112,11 @@ export class FileStore implements CertStore {
       await this.io('sync certificate directory', certDir, () => fsyncDir(certDir));
     } catch (err) {
       await fs.rm(tmp, { recursive: true, force: true }).catch((rmErr: unknown) => {
-        this.log.warn({ err: rmErr, dir: tmp }, 'temp version directory not removed');
+        this.log.warn({ [LogKey.err]: rmErr, dir: tmp }, 'temp version directory not removed');
       });
       throw err;
     }
-    this.log.info({ cert: name, version }, 'version stored');
+    this.log.info({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
     return meta;
   }
 
@@ -340,7 +334,7 @@ export class FileStore implements CertStore {
     try {
       return parseVersionMeta(raw, file, { name, version });
     } catch (err) {
-      this.log.error({ cert: name, file }, 'store corrupt');
+      this.log.error({ [LogKey.cert]: name, file }, 'store corrupt');
       throw err;
     }
   }
@@ -355,7 +349,7 @@ export class FileStore implements CertStore {
   }
 
   private corrupt(file: string, cert: string | undefined, why: string, cause?: unknown): CertfleetError {
-    this.log.error({ cert, file, why }, 'store corrupt');
+    this.log.error({ [LogKey.cert]: cert, file, why }, 'store corrupt');
     return new CertfleetError(ErrorCode.StoreCorrupt, `corrupt store file ${file}: ${why}`, {
       details: { file, ...(cert === undefined ? {} : { cert }) },
       cause,

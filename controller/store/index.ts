@@ -7,13 +7,15 @@
  *    Versions are immutable; rollback moves the desired pointer (NATS), never history.
  *  - **objects**: small JSON documents the controller owns (ACME account, its own CA,
  *    enrolment token hashes, agent registry), under keys such as `acme/account/<id>`,
- *    `pki/ca`, `enroll/<hash>`, `agents/<name>`.
+ *    `pki/ca`, `enroll/<hash>`, `agents/<name>`. Every key is named once, in
+ *    {@link ObjectKey} / {@link ObjectPrefix} (objects.ts).
  *
  * Backends: {@link FileStore} (the embedded default) and {@link VaultStore} (Vault KV v2).
  * Both must pass the contract suite in test/contract/cert-store.ts. Layouts and the Vault
  * setup are in docs/storage.md.
  */
 import fs from 'node:fs/promises';
+import type { Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
@@ -21,6 +23,7 @@ import { FileStore } from './file.js';
 import { VaultStore, type VaultAuth } from './vault.js';
 
 export { FileStore, type FileStoreOptions } from './file.js';
+export { ObjectKey, ObjectPrefix } from './objects.js';
 export { VaultStore, DEFAULT_MAX_VERSIONS, VAULT_PATH_PATTERN, type VaultAuth, type VaultStoreOptions } from './vault.js';
 export {
   OBJECT_KEY_PATTERN,
@@ -122,9 +125,10 @@ export type StoreConfig = { type: 'file'; path: string } | VaultStoreConfig;
  * Opens the configured store and checks it is usable (file: directory created and
  * writable; Vault: reachable and the token or AppRole login accepted), so a bad setting
  * fails at startup with STORE_UNAVAILABLE rather than at first issuance. An unreadable
- * Vault `caFile` is STORE_UNAVAILABLE naming the file.
+ * Vault `caFile` is STORE_UNAVAILABLE naming the file. `clock` times the Vault token
+ * renewals (default the system clock).
  */
-export async function openStore(config: StoreConfig, log: Logger): Promise<CertStore> {
+export async function openStore(config: StoreConfig, log: Logger, clock?: Clock): Promise<CertStore> {
   switch (config.type) {
     case 'file':
       return FileStore.open({ dir: config.path, log });
@@ -150,6 +154,7 @@ export async function openStore(config: StoreConfig, log: Logger): Promise<CertS
         ...(config.maxVersions === undefined ? {} : { maxVersions: config.maxVersions }),
         ...(config.requestTimeout === undefined ? {} : { requestTimeoutMs: config.requestTimeout }),
         log,
+        ...(clock === undefined ? {} : { clock }),
       });
     }
   }

@@ -130,3 +130,16 @@ export function versionMeta(name: string, version: number, m: Omit<VersionMeta, 
     keyType: m.keyType,
   };
 }
+
+/**
+ * The start every backend's putVersion shares: checks the name, `expectedLatest` and the
+ * input (USAGE_INVALID), then gives the number the new version gets and its meta as it
+ * will be stored and returned. Pure; the compare-and-set itself is the backend's.
+ */
+export function prepareVersion(name: string, input: VersionInput, expectedLatest: number): { version: number; meta: VersionMeta } {
+  checkCertName(name);
+  checkExpectedLatest(expectedLatest);
+  checkVersionInput(name, input);
+  const version = expectedLatest + 1;
+  return { version, meta: versionMeta(name, version, input.meta) };
+}

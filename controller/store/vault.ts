@@ -40,20 +40,19 @@
  */
 import fs from 'node:fs/promises';
 import nodeVault from 'node-vault';
+import { systemClock, type Clock, type Timer } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Logger } from '../../shared/log/index.js';
+import { LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
   checkCertName,
-  checkExpectedLatest,
   checkObjectKey,
   checkObjectPrefix,
-  checkVersionInput,
   checkVersionNumber,
   parseVersionMeta,
-  versionMeta,
+  prepareVersion,
 } from './keys.js';
 
 /** Versions kept per certificate unless configured: decades of 3-day renewals, far below Vault's entry size limits. */
@@ -93,6 +92,8 @@ export interface VaultStoreOptions {
   /** Per-request timeout; default 10 s. */
   requestTimeoutMs?: number;
   log: Logger;
+  /** Times the token renewals and re-login retries; default the system clock. */
+  clock?: Clock;
 }
 
 interface Reply {
@@ -118,7 +119,8 @@ export class VaultStore implements CertStore {
   private readonly address: string;
   private initialised: Promise<void> | undefined;
   private reauth: Promise<boolean> | undefined;
-  private renewTimer: NodeJS.Timeout | undefined;
+  private renewTimer: Timer | undefined;
+  private readonly clock: Clock;
   /** Token TTL (s) as first granted, to tell a renewal capped by max TTL from a normal one. */
   private grantedTtl = 0;
   private closed = false;
@@ -146,8 +148,9 @@ export class VaultStore implements CertStore {
       throw new CertfleetError(ErrorCode.UsageInvalid, 'Vault token auth needs exactly one of token and tokenFile');
     }
     this.auth = a;
+    this.clock = options.clock ?? systemClock;
     this.address = options.address.replace(/\/+$/, '');
-    this.log = options.log.child({ component: 'store', store: 'vault' });
+    this.log = options.log.child({ [LogKey.component]: 'store', store: 'vault' });
     this.client = nodeVault({
       endpoint: this.address,
       apiVersion: 'v1',
@@ -173,11 +176,7 @@ export class VaultStore implements CertStore {
 
   async putVersion(name: string, input: VersionInput, expectedLatest: number): Promise<VersionMeta> {
     await this.ready();
-    checkCertName(name);
-    checkExpectedLatest(expectedLatest);
-    checkVersionInput(name, input);
-    const version = expectedLatest + 1;
-    const meta = versionMeta(name, version, input.meta);
+    const { version, meta } = prepareVersion(name, input, expectedLatest);
     const key = `certs/${name}`;
     const reply = await this.request('store version', 'POST', this.dataPath(key), {
       options: { cas: expectedLatest },
@@ -198,7 +197,7 @@ export class VaultStore implements CertStore {
       throw this.corrupt(this.dataPath(key), name, `Vault stored version ${String(stored)}, expected ${version}`);
     }
     await this.ensureKeyMetadata(key);
-    this.log.info({ cert: name, version }, 'version stored');
+    this.log.info({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
     return meta;
   }
 
@@ -210,7 +209,7 @@ export class VaultStore implements CertStore {
     const reply = await this.request('read version', 'GET', `${path}?version=${version}`);
     if (reply.status === 404) {
       const gone = deletedMetadata(reply);
-      if (gone !== null) this.log.warn({ cert: name, version, deletionTime: gone.deletionTime, destroyed: gone.destroyed }, 'version deleted in vault');
+      if (gone !== null) this.log.warn({ [LogKey.cert]: name, [LogKey.version]: version, deletionTime: gone.deletionTime, destroyed: gone.destroyed }, 'version deleted in vault');
       return null;
     }
     this.expectOk(reply, 'read version', path);
@@ -249,7 +248,7 @@ export class VaultStore implements CertStore {
     const versions = await this.keyVersions(key);
     const live = versions.filter((v) => !v.destroyed && v.deletionTime === '').map((v) => v.version);
     const skipped = versions.length - live.length;
-    if (skipped > 0) this.log.warn({ cert: name, skipped }, 'deleted versions skipped');
+    if (skipped > 0) this.log.warn({ [LogKey.cert]: name, skipped }, 'deleted versions skipped');
     const metas: VersionMeta[] = [];
     for (let i = 0; i < live.length; i += LIST_CONCURRENCY) {
       const batch = await Promise.all(live.slice(i, i + LIST_CONCURRENCY).map((v) => this.getVersion(name, v)));
@@ -345,7 +344,7 @@ export class VaultStore implements CertStore {
 
   close(): Promise<void> {
     this.closed = true;
-    if (this.renewTimer !== undefined) clearTimeout(this.renewTimer);
+    this.renewTimer?.stop();
     this.renewTimer = undefined;
     return Promise.resolve();
   }
@@ -405,25 +404,27 @@ export class VaultStore implements CertStore {
 
   /** Schedules the next renewal at 2/3 of `ttl` seconds; a token without TTL (root, periodic 0) needs none. */
   private schedule(ttlSeconds: number, renewable: boolean): void {
-    if (this.renewTimer !== undefined) clearTimeout(this.renewTimer);
+    this.renewTimer?.stop();
     this.renewTimer = undefined;
     if (this.closed || ttlSeconds <= 0) return;
     const delay = Math.max(500, Math.floor(ttlSeconds * 1000 * RENEW_AT));
-    this.renewTimer = setTimeout(() => {
-      void this.renew(renewable).catch((err: unknown) => {
-        this.log.error({ err: safeErr(err) }, 'vault token renewal failed');
-        this.retryAuthLater();
-      });
-    }, delay);
-    this.renewTimer.unref();
+    this.renewTimer = this.clock
+      .after(delay, () => {
+        void this.renew(renewable).catch((err: unknown) => {
+          this.log.error({ [LogKey.err]: safeErr(err) }, 'vault token renewal failed');
+          this.retryAuthLater();
+        });
+      })
+      .unref();
   }
 
   private retryAuthLater(): void {
     if (this.closed) return;
-    this.renewTimer = setTimeout(() => {
-      void this.reauthenticate().catch(() => undefined);
-    }, RETRY_AUTH_MS);
-    this.renewTimer.unref();
+    this.renewTimer = this.clock
+      .after(RETRY_AUTH_MS, () => {
+        void this.reauthenticate().catch(() => undefined);
+      })
+      .unref();
   }
 
   /**
@@ -475,7 +476,7 @@ export class VaultStore implements CertStore {
     try {
       renewed = await this.reauthenticate();
     } catch (err) {
-      this.log.warn({ err: safeErr(err) }, 'vault re-login failed');
+      this.log.warn({ [LogKey.err]: safeErr(err) }, 'vault re-login failed');
     }
     return renewed ? this.send(op, method, path, body, true) : reply;
   }
@@ -560,7 +561,7 @@ export class VaultStore implements CertStore {
       this.expectOk(reply, 'write metadata', path);
       this.metadataSet.add(key);
     } catch (err) {
-      this.log.warn({ err: safeErr(err), path }, 'vault key metadata not set; Vault keeps only its default number of versions until it is');
+      this.log.warn({ [LogKey.err]: safeErr(err), path }, 'vault key metadata not set; Vault keeps only its default number of versions until it is');
     }
   }
 
@@ -570,7 +571,7 @@ export class VaultStore implements CertStore {
       this.expectOk(reply, 'delete metadata', path);
     } catch (err) {
       // The tombstone already reads as absent; the next delete finishes the job.
-      this.log.warn({ err: safeErr(err), path }, 'vault object metadata not removed');
+      this.log.warn({ [LogKey.err]: safeErr(err), path }, 'vault object metadata not removed');
     }
   }
 
@@ -595,7 +596,7 @@ export class VaultStore implements CertStore {
     try {
       meta = parseVersionMeta(data['meta'], `vault:${where}`, { name, version });
     } catch (err) {
-      this.log.error({ cert: name, path: where }, 'store corrupt');
+      this.log.error({ [LogKey.cert]: name, path: where }, 'store corrupt');
       throw err;
     }
     const pems: string[] = [];
@@ -608,7 +609,7 @@ export class VaultStore implements CertStore {
   }
 
   private corrupt(path: string, cert: string | undefined, why: string): CertfleetError {
-    this.log.error({ cert, path, why }, 'store corrupt');
+    this.log.error({ [LogKey.cert]: cert, path, why }, 'store corrupt');
     return new CertfleetError(ErrorCode.StoreCorrupt, `corrupt Vault data at ${path}: ${why}`, {
       details: { file: `vault:${path}`, path, ...(cert === undefined ? {} : { cert }) },
     });

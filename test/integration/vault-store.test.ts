@@ -19,6 +19,7 @@ import { Writable } from 'node:stream';
 import { VaultStore, openStore, type VaultStoreOptions } from '../../controller/store/index.js';
 import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
 import { createRootLogger, silentLogger } from '../../shared/log/index.js';
+import { ManualClock } from '../../shared/clock/index.js';
 import { certStoreContract, versionInput } from '../contract/cert-store.js';
 import { startVaultDouble, type VaultDouble } from '../harness/vault-double.js';
 import { eventually } from '../harness/process.js';
@@ -246,6 +247,45 @@ void describe('VaultStore specifics (against the KV v2 double)', () => {
     // Still valid after more than its original 2 s TTL.
     await store.putObject('pki/ca', { ok: true });
     assert.deepEqual(await store.getObject('pki/ca'), { ok: true });
+  });
+
+  void it('renews the token on the injected clock at 2/3 of its TTL, and after a failed renewal logs in again 30 s later', async () => {
+    const double = await startVaultDouble();
+    doubles.push(double);
+    const ids = double.addAppRole({ ttl: 3600 });
+    const dir = tempDir('certfleet-vault-clock-');
+    fs.writeFileSync(path.join(dir, 'role-id'), ids.roleId);
+    fs.writeFileSync(path.join(dir, 'secret-id'), ids.secretId);
+    const clock = new ManualClock();
+    const store = await VaultStore.open({
+      address: double.addr,
+      auth: { method: 'approle', roleIdFile: path.join(dir, 'role-id'), secretIdFile: path.join(dir, 'secret-id') },
+      log: silentLogger(),
+      clock,
+    });
+    stores.push(store);
+    const count = (what: string): number => double.callCounts()[what] ?? 0;
+    assert.equal(count('POST auth/approle/login'), 1);
+    // 2/3 of 3600 s is 2400 s: nothing before, one renewal at it.
+    await clock.tick(2_400_000 - 1);
+    assert.equal(count('POST auth/token/renew-self'), 0, 'no renewal before 2/3 of the TTL');
+    await clock.tick(1);
+    await eventually('first renewal', () => count('POST auth/token/renew-self') === 1, 10_000);
+    await eventually('next renewal scheduled', () => clock.pendingTimers === 1, 10_000);
+    await clock.tick(2_400_000);
+    await eventually('second renewal', () => count('POST auth/token/renew-self') === 2, 10_000);
+    await eventually('next renewal scheduled', () => clock.pendingTimers === 1, 10_000);
+    // Vault unreachable at the third renewal: the store tries a fresh login 30 s later.
+    double.setMode('unreachable');
+    await clock.tick(2_400_000);
+    await eventually('retry scheduled', () => clock.pendingTimers === 1, 10_000);
+    double.setMode('up');
+    assert.equal(count('POST auth/approle/login'), 1);
+    await clock.tick(30_000 - 1);
+    assert.equal(count('POST auth/approle/login'), 1, 'no login before 30 s');
+    await clock.tick(1);
+    await eventually('logged in again', () => count('POST auth/approle/login') === 2, 10_000);
+    assert.equal((await store.latest('web')), null);
   });
 
   void it('an AppRole token revoked behind its back is replaced by a fresh login on the next call', async () => {
