@@ -92,6 +92,11 @@ export interface OpenKvOptions<T> {
   /** Values kept per key when creating; default 1. An existing bucket is updated to it. */
   history?: number;
   /**
+   * Copies of the bucket's stream across a NATS cluster when creating; default 1 (one
+   * server). 3 in a three-node cluster: writes then need a quorum of two.
+   */
+  replicas?: number;
+  /**
    * Validates a parsed JSON value stored under `key` and returns it typed; throws when
    * it is invalid, with a message that says what is wrong without repeating values
    * (it is logged). Required: pass `(v) => v` only where the value is not looked at.
@@ -131,7 +136,7 @@ export async function openKv<T>(handle: NatsHandle, bucket: string, opts: OpenKv
   let kv: KV;
   try {
     if (opts.create) {
-      kv = await h.kvm.create(bucket, { history });
+      kv = await h.kvm.create(bucket, { history, replicas: opts.replicas ?? 1 });
       const status = await kv.status();
       if (status.history !== history) {
         // The controller owns bucket settings: bring an older bucket to what it asks for.
