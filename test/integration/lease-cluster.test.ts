@@ -10,8 +10,8 @@ import { LeaderLease, type LeaseRecord } from '../../controller/lease/index.js';
 import { systemClock } from '../../shared/clock/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
 import { silentLogger } from '../../shared/log/index.js';
-import { connectNats, openKv, type NatsHandle } from '../../shared/nats/index.js';
-import { Bucket } from '../../shared/wire/index.js';
+import { connectNats, ensureFleetNats, openKv, publishEvent, readEvents, type NatsHandle } from '../../shared/nats/index.js';
+import { Bucket, eventSubject, EventType } from '../../shared/wire/index.js';
 import { startNatsCluster, type NatsCluster } from '../harness/nats-cluster.js';
 import { eventually } from '../harness/process.js';
 
@@ -85,5 +85,35 @@ describe('leader lease on a three-node NATS cluster', () => {
     assert.equal(c.lease.isLeader(), false);
     assert.equal(c.lease.view().leader?.holder, b.lease.self);
     assert.equal(b.lease.isLeader(), true);
+  });
+
+  test('fleet buckets and the event stream keep three copies: writes go on with a node down, and the node catches up', async () => {
+    const [n1, n2, n3] = cluster.nodes as [NatsCluster['nodes'][0], NatsCluster['nodes'][0], NatsCluster['nodes'][0]];
+    await eventually('every node up', async () => {
+      for (const n of [n1, n2, n3]) if (n.current()?.child.exitCode !== null) await n.start();
+      return true;
+    });
+    const nats = await eventually('connected', () => connectNats({ servers: [n2.url, n3.url], name: 'fleet-r3', credentials: cluster.creds, log: silentLogger(), requestTimeoutMs: 2000 }), 30_000, 500);
+    handles.push(nats);
+    await eventually('fleet resources at three replicas', async () => {
+      await ensureFleetNats(nats, { replicas: 3 });
+      return true;
+    }, 30_000, 500);
+    const desired = await openKv<{ version: number }>(nats, Bucket.desired, { create: false, parse: (v) => v as { version: number } });
+    await desired.put('web', { version: 1 });
+    assert.equal((await desired.info()).replicas, 3);
+
+    // One of three down during a rollout: the pointer moves and the event is stored.
+    await n1.kill();
+    await eventually('write with n1 down', async () => (await desired.put('web', { version: 2 })) > 0, 30_000, 250);
+    await eventually('event with n1 down', async () => (await publishEvent(nats, eventSubject(EventType.published, 'web'), { type: 'published', at: new Date().toISOString(), cert: 'web', version: 2, message: 'v2' })) > 0, 30_000, 250);
+
+    // Restarted, n1 catches up: a client that only knows n1 reads version 2 and the event.
+    await n1.start();
+    const only1 = await eventually('connected to n1', () => connectNats({ servers: [n1.url], name: 'fleet-r3-n1', credentials: cluster.creds, log: silentLogger(), requestTimeoutMs: 2000 }), 30_000, 500);
+    handles.push(only1);
+    const fromN1 = await openKv<{ version: number }>(only1, Bucket.desired, { create: false, parse: (v) => v as { version: number } });
+    await eventually('n1 has version 2', async () => (await fromN1.get('web'))?.value.version === 2, 30_000, 250);
+    await eventually('n1 has the event', async () => (await readEvents(only1, { cert: 'web' })).some((e) => e.type === 'published' && e.version === 2), 30_000, 250);
   });
 });
