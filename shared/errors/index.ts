@@ -53,6 +53,7 @@ export const ErrorCode = {
   // transport
   NatsUnavailable: 'NATS_UNAVAILABLE',
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',
+  NotLeader: 'NOT_LEADER',
   Internal: 'INTERNAL',
 } as const;
 
@@ -123,6 +124,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.ControllerUnavailable:
     case ErrorCode.NatsUnavailable:
     case ErrorCode.StoreUnavailable:
+    case ErrorCode.NotLeader:
       return ExitCode.Unavailable;
     case ErrorCode.PermissionDenied:
     case ErrorCode.Unauthenticated:

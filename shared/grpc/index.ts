@@ -78,6 +78,7 @@ const TO_STATUS: Partial<Record<ErrorCode, grpc.status>> = {
   [ErrorCode.PermissionDenied]: grpc.status.PERMISSION_DENIED,
   [ErrorCode.StoreUnavailable]: grpc.status.UNAVAILABLE,
   [ErrorCode.NatsUnavailable]: grpc.status.UNAVAILABLE,
+  [ErrorCode.NotLeader]: grpc.status.UNAVAILABLE,
   [ErrorCode.StoreConflict]: grpc.status.ABORTED,
 };
 

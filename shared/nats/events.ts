@@ -18,11 +18,13 @@ export interface EventStreamOptions {
   subjects: string[];
   /** How long events are kept. */
   maxAgeMs: number;
+  /** Copies across a NATS cluster; default 1. */
+  replicas?: number;
 }
 
 /**
  * Creates the events stream, or brings an existing one to these subjects and max age.
- * Idempotent. File storage, one replica, oldest events dropped first. Fails with
+ * Idempotent. File storage, `replicas` copies (default 1), oldest events dropped first. Fails with
  * NATS_UNAVAILABLE (retryable when the server is away).
  */
 export async function ensureEventStream(handle: NatsHandle, opts: EventStreamOptions): Promise<void> {
@@ -43,15 +45,15 @@ export async function ensureEventStream(handle: NatsHandle, opts: EventStreamOpt
         storage: StorageType.File,
         retention: RetentionPolicy.Limits,
         discard: DiscardPolicy.Old,
-        num_replicas: 1,
+        num_replicas: opts.replicas ?? 1,
       });
       h.log.info({ stream: opts.name }, 'event stream created');
       return;
     }
     const c = existing.config;
     const sameSubjects = [...c.subjects].sort().join(' ') === [...opts.subjects].sort().join(' ');
-    if (!sameSubjects || c.max_age !== maxAge) {
-      await h.jsm.streams.update(opts.name, { subjects: opts.subjects, max_age: maxAge });
+    if (!sameSubjects || c.max_age !== maxAge || c.num_replicas !== (opts.replicas ?? 1)) {
+      await h.jsm.streams.update(opts.name, { subjects: opts.subjects, max_age: maxAge, num_replicas: opts.replicas ?? 1 });
       h.log.info({ stream: opts.name }, 'event stream updated');
     }
   } catch (err) {

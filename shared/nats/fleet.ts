@@ -12,22 +12,26 @@ export const BUCKET_HISTORY = {
   [Bucket.challenges]: 1,
   [Bucket.agents]: 1,
   [Bucket.budgets]: 1,
+  [Bucket.leader]: 1,
 } as const;
 
 /**
  * Creates every KV bucket and the events stream if missing, and brings existing ones to
- * the settings above. Idempotent and safe to run from several controllers at once.
+ * the settings above and to `replicas` copies (default 1: one server; 3 in a three-node
+ * cluster, so a write survives losing a server). Idempotent and safe to run from several controllers at once.
  * Throws NATS_UNAVAILABLE (retryable when the server is away).
  * Agents never call this: they open buckets with `create: false`.
  */
-export async function ensureFleetNats(handle: NatsHandle): Promise<void> {
+export async function ensureFleetNats(handle: NatsHandle, opts: { replicas?: number } = {}): Promise<void> {
+  const replicas = opts.replicas ?? 1;
   for (const [bucket, history] of Object.entries(BUCKET_HISTORY)) {
     // Only created here, never read: nothing to validate.
-    await openKv<unknown>(handle, bucket, { create: true, history, parse: (v) => v });
+    await openKv<unknown>(handle, bucket, { create: true, history, replicas, parse: (v) => v });
   }
   await ensureEventStream(handle, {
     name: EventStream.name,
     subjects: [`${EventStream.subjectPrefix}.>`],
     maxAgeMs: EventStream.maxAgeMs,
+    replicas,
   });
 }

@@ -79,8 +79,8 @@ export interface JsonKv<T> {
    * History replay is not offered (`includeHistory` must be false or absent).
    */
   watch(onChange: KvChangeHandler<T>, opts?: { includeHistory?: false }): Promise<KvWatch>;
-  /** Bucket facts for status pages: values kept per key, messages stored (all revisions). */
-  info(): Promise<{ bucket: string; history: number; messages: number }>;
+  /** Bucket facts for status pages: values kept per key, messages stored (all revisions), copies in the cluster. */
+  info(): Promise<{ bucket: string; history: number; messages: number; replicas: number }>;
 }
 
 export interface OpenKvOptions<T> {
@@ -91,6 +91,11 @@ export interface OpenKvOptions<T> {
   create: boolean;
   /** Values kept per key when creating; default 1. An existing bucket is updated to it. */
   history?: number;
+  /**
+   * Copies of the bucket's stream across a NATS cluster when creating; default 1 (one
+   * server). 3 in a three-node cluster: writes then need a quorum of two.
+   */
+  replicas?: number;
   /**
    * Validates a parsed JSON value stored under `key` and returns it typed; throws when
    * it is invalid, with a message that says what is wrong without repeating values
@@ -131,12 +136,18 @@ export async function openKv<T>(handle: NatsHandle, bucket: string, opts: OpenKv
   let kv: KV;
   try {
     if (opts.create) {
-      kv = await h.kvm.create(bucket, { history });
+      kv = await h.kvm.create(bucket, { history, replicas: opts.replicas ?? 1 });
       const status = await kv.status();
       if (status.history !== history) {
         // The controller owns bucket settings: bring an older bucket to what it asks for.
         await h.jsm.streams.update(status.streamInfo.config.name, { max_msgs_per_subject: history });
         h.log.info({ bucket, from: status.history, to: history }, 'kv bucket history changed');
+      }
+      const replicas = opts.replicas ?? 1;
+      if (status.streamInfo.config.num_replicas !== replicas) {
+        // Growing a single-node deployment into a cluster: JetStream copies the data over.
+        await h.jsm.streams.update(status.streamInfo.config.name, { num_replicas: replicas });
+        h.log.info({ bucket, from: status.streamInfo.config.num_replicas, to: replicas }, 'kv bucket replicas changed');
       }
     } else {
       kv = await h.kvm.open(bucket);
@@ -285,10 +296,10 @@ class JsonKvImpl<T> implements JsonKv<T> {
     return { stop: () => follower.stop(), initialDone: follower.caughtUp };
   }
 
-  async info(): Promise<{ bucket: string; history: number; messages: number }> {
+  async info(): Promise<{ bucket: string; history: number; messages: number; replicas: number }> {
     try {
       const st = await this.kv.status();
-      return { bucket: this.bucket, history: st.history, messages: st.values };
+      return { bucket: this.bucket, history: st.history, messages: st.values, replicas: st.replicas };
     } catch (err) {
       throw toNatsError(err, `kv info ${this.bucket}`, { bucket: this.bucket });
     }

@@ -29,6 +29,11 @@ export const Bucket = {
    * ACME account id. Value: BudgetState (controller/budget), written with CAS.
    */
   budgets: 'certfleet_budgets',
+  /**
+   * The leader lease of the controllers. Key: `leader`. Value: LeaseRecord
+   * (controller/lease), every write compare-and-set on the revision.
+   */
+  leader: 'certfleet_leader',
 } as const;
 
 /** JetStream stream holding the audit log of fleet events. */
