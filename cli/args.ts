@@ -24,6 +24,15 @@ export interface OperatorOptions {
   timeoutMs: number;
 }
 
+/** Default bound of `--wait` (`--wait-timeout`). */
+export const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
+
+/** `--wait`: follow a renew, rollback or release until the fleet serves its version. */
+export interface WaitOptions {
+  /** Give up (WAIT_TIMEOUT) after this long. */
+  timeoutMs: number;
+}
+
 /** Where `agent enroll` takes its token from. */
 export type TokenSource = { kind: 'inline'; token: string } | { kind: 'file'; path: string };
 
@@ -42,14 +51,16 @@ export type Invocation =
       json: boolean;
     }
   | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
-  | { command: 'show' | 'history' | 'release'; name: string; json: boolean; operator: OperatorOptions }
-  | { command: 'renew'; name: string; cancel: boolean; json: boolean; operator: OperatorOptions }
+  | { command: 'show' | 'history'; name: string; json: boolean; operator: OperatorOptions }
+  | { command: 'release'; name: string; json: boolean; wait: WaitOptions | undefined; operator: OperatorOptions }
+  | { command: 'renew'; name: string; cancel: boolean; json: boolean; wait: WaitOptions | undefined; operator: OperatorOptions }
   | {
       command: 'rollback';
       name: string;
       /** 0: the version before the desired one (the controller chooses). */
       toVersion: number;
       json: boolean;
+      wait: WaitOptions | undefined;
       operator: OperatorOptions;
     }
   | {
@@ -116,9 +127,9 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   agents: { json: { type: 'boolean' } },
   show: { json: { type: 'boolean' } },
   history: { json: { type: 'boolean' } },
-  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' } },
-  rollback: { json: { type: 'boolean' }, to: { type: 'string' } },
-  release: { json: { type: 'boolean' } },
+  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
+  rollback: { json: { type: 'boolean' }, to: { type: 'string' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
+  release: { json: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
   events: { json: { type: 'boolean' }, cert: { type: 'string' }, limit: { type: 'string' }, follow: { type: 'boolean' } },
   budgets: { json: { type: 'boolean' } },
   'token create': { json: { type: 'boolean' }, label: { type: 'string', multiple: true }, ttl: { type: 'string' } },
@@ -210,6 +221,14 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
 
   const commandWordCount = command.includes(' ') ? 2 : 1;
   const args = parsed.positionals.slice(commandWordCount);
+  const wait = (): WaitOptions | undefined => {
+    const limit = v['wait-timeout'];
+    if (v['wait'] !== true) {
+      if (limit !== undefined) throw usageError('--wait-timeout needs --wait', command);
+      return undefined;
+    }
+    return { timeoutMs: limit === undefined ? DEFAULT_WAIT_TIMEOUT_MS : positiveDuration(String(limit), '--wait-timeout', command) };
+  };
   const operator = (): OperatorOptions => ({
     credentialsFile: nonEmpty(v['credentials'], '--credentials', command),
     timeoutMs: v['timeout'] === undefined ? DEFAULT_TIMEOUT_MS : timeoutMs(String(v['timeout']), command),
@@ -257,10 +276,14 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       return { command, json: v['json'] === true, operator: operator() };
     case 'show':
     case 'history':
-    case 'release':
       return { command, name: certName(args, command), json: v['json'] === true, operator: operator() };
-    case 'renew':
-      return { command, name: certName(args, command), cancel: v['cancel'] === true, json: v['json'] === true, operator: operator() };
+    case 'release':
+      return { command, name: certName(args, command), json: v['json'] === true, wait: wait(), operator: operator() };
+    case 'renew': {
+      const name = certName(args, command);
+      if (v['cancel'] === true && v['wait'] === true) throw usageError('give either --cancel or --wait, not both', command);
+      return { command, name, cancel: v['cancel'] === true, json: v['json'] === true, wait: wait(), operator: operator() };
+    }
     case 'rollback': {
       const name = certName(args, command);
       const to = v['to'];
@@ -269,6 +292,7 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
         name,
         toVersion: to === undefined ? 0 : positiveInteger(String(to), '--to', command),
         json: v['json'] === true,
+        wait: wait(),
         operator: operator(),
       };
     }

@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import { ExitCode, ErrorCode, CertfleetError, exitCodeFor, toCertfleetError } from '../shared/errors/index.js';
+import type { Clock } from '../shared/clock/index.js';
 import { parseCommandLine, type Invocation, type TokenSource } from './args.js';
 import { renderEnrolled, renderSigningKeys } from './render.js';
 import { helpText } from './usage.js';
@@ -29,6 +30,10 @@ export interface CliIo {
   interrupt?(): AbortSignal;
   /** Period of `events --follow`'s polls; default 2000 ms (tests shorten it). */
   followIntervalMs?: number;
+  /** Period of `--wait`'s looks at the certificate; default 1000 ms (tests shorten it). */
+  waitIntervalMs?: number;
+  /** Time for waits and polls; default the system clock. */
+  clock?: Clock;
 }
 
 /**

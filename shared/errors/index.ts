@@ -53,6 +53,7 @@ export const ErrorCode = {
   // transport
   NatsUnavailable: 'NATS_UNAVAILABLE',
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',
+  WaitTimeout: 'WAIT_TIMEOUT',
   Internal: 'INTERNAL',
 } as const;
 
