@@ -52,15 +52,15 @@ export type Invocation =
     }
   | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
   | { command: 'show' | 'history'; name: string; json: boolean; operator: OperatorOptions }
-  | { command: 'release'; name: string; json: boolean; wait: WaitOptions | undefined; operator: OperatorOptions }
-  | { command: 'renew'; name: string; cancel: boolean; json: boolean; wait: WaitOptions | undefined; operator: OperatorOptions }
+  | { command: 'release'; name: string; json: boolean; wait?: WaitOptions; operator: OperatorOptions }
+  | { command: 'renew'; name: string; cancel: boolean; json: boolean; wait?: WaitOptions; operator: OperatorOptions }
   | {
       command: 'rollback';
       name: string;
       /** 0: the version before the desired one (the controller chooses). */
       toVersion: number;
       json: boolean;
-      wait: WaitOptions | undefined;
+      wait?: WaitOptions;
       operator: OperatorOptions;
     }
   | {
@@ -221,13 +221,14 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
 
   const commandWordCount = command.includes(' ') ? 2 : 1;
   const args = parsed.positionals.slice(commandWordCount);
-  const wait = (): WaitOptions | undefined => {
+  /** `{ wait }` with --wait, `{}` without (the field is absent then). */
+  const wait = (): { wait?: WaitOptions } => {
     const limit = v['wait-timeout'];
     if (v['wait'] !== true) {
       if (limit !== undefined) throw usageError('--wait-timeout needs --wait', command);
-      return undefined;
+      return {};
     }
-    return { timeoutMs: limit === undefined ? DEFAULT_WAIT_TIMEOUT_MS : positiveDuration(String(limit), '--wait-timeout', command) };
+    return { wait: { timeoutMs: limit === undefined ? DEFAULT_WAIT_TIMEOUT_MS : positiveDuration(String(limit), '--wait-timeout', command) } };
   };
   const operator = (): OperatorOptions => ({
     credentialsFile: nonEmpty(v['credentials'], '--credentials', command),
@@ -278,11 +279,11 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
     case 'history':
       return { command, name: certName(args, command), json: v['json'] === true, operator: operator() };
     case 'release':
-      return { command, name: certName(args, command), json: v['json'] === true, wait: wait(), operator: operator() };
+      return { command, name: certName(args, command), json: v['json'] === true, ...wait(), operator: operator() };
     case 'renew': {
       const name = certName(args, command);
       if (v['cancel'] === true && v['wait'] === true) throw usageError('give either --cancel or --wait, not both', command);
-      return { command, name, cancel: v['cancel'] === true, json: v['json'] === true, wait: wait(), operator: operator() };
+      return { command, name, cancel: v['cancel'] === true, json: v['json'] === true, ...wait(), operator: operator() };
     }
     case 'rollback': {
       const name = certName(args, command);
@@ -292,7 +293,7 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
         name,
         toVersion: to === undefined ? 0 : positiveInteger(String(to), '--to', command),
         json: v['json'] === true,
-        wait: wait(),
+        ...wait(),
         operator: operator(),
       };
     }

@@ -49,6 +49,16 @@ const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
 // ---- pure parsing ----
 
+void test('--wait on renew, rollback and release, with --wait-timeout (default 10m); not with --cancel, nor the timeout alone', () => {
+  const op = { credentialsFile: undefined, timeoutMs: 10_000 };
+  assert.deepEqual(parseCommandLine(['renew', 'web', '--wait']), { command: 'renew', name: 'web', cancel: false, json: false, wait: { timeoutMs: 600_000 }, operator: op });
+  assert.deepEqual(parseCommandLine(['rollback', 'web', '--wait', '--wait-timeout', '2m']), { command: 'rollback', name: 'web', toVersion: 0, json: false, wait: { timeoutMs: 120_000 }, operator: op });
+  assert.deepEqual(parseCommandLine(['release', 'web', '--wait']), { command: 'release', name: 'web', json: false, wait: { timeoutMs: 600_000 }, operator: op });
+  usageFailure(['renew', 'web', '--cancel', '--wait'], /either --cancel or --wait/);
+  usageFailure(['release', 'web', '--wait-timeout', '1m'], /--wait-timeout needs --wait/);
+  usageFailure(['renew', 'web', '--wait', '--wait-timeout', 'soon'], /not a positive duration/);
+});
+
 void test('agents remove takes exactly one valid agent name; agents alone still lists', () => {
   const op = { credentialsFile: undefined, timeoutMs: 10_000 };
   assert.deepEqual(parseCommandLine(['agents', 'remove', 'edge-b']), { command: 'agents remove', name: 'edge-b', json: false, operator: op });
