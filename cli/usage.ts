@@ -51,13 +51,15 @@ Daemons:
 
 Operator commands (talk to the controller over mutual TLS):
   status [--json]                       controller summary
-  certs [--json]                        certificates, versions and rollout
+  certs [--json]                        certificates: newest, desired, pinned, serving
   agents [--json]                       agents, labels and what they serve
   show NAME [--json]                    one certificate: versions, schedule, deferral, backoff, pin
   history NAME [--json]                 every stored version and the agents serving it
-  renew NAME [--cancel] [--json]        renew now, durably (clears the backoff; budgets apply)
-  rollback NAME [--to N] [--json]       serve an older version again and pin it there
-  release NAME [--json]                 remove a rollback pin: the newest version is served again
+  renew NAME [--cancel | --wait] [--json]
+                                        renew now, durably (clears the backoff; budgets apply)
+  rollback NAME [--to N] [--wait] [--json]
+                                        serve an older version again and pin it there
+  release NAME [--wait] [--json]        remove a rollback pin: the newest version is served again
   events [--cert NAME] [--limit N] [--follow] [--json]
                                         recent fleet events (--follow: poll for new ones)
   budgets [--json]                      rate-limit budget levels
@@ -176,8 +178,10 @@ Options:
 `,
   certs: `Usage: certfleet certs [--json]
 
-Lists certificates: NAME, VERSION, STATE, AGENTS (current/assigned), EXPIRES,
-NEXT RENEWAL, NAMES. Dates are UTC.
+Lists certificates: NAME, NEWEST (newest stored version), DESIRED (what agents
+are asked to serve), PINNED (by a rollback), SERVING (agents on the desired
+version/assigned), STATE, NEXT (renewal time, or a budget deferral, a backoff, a
+pending request), EXPIRES, NAMES; then failures, deferrals and pins. Dates are UTC.
 
 Options:
   --json   print the response as JSON
@@ -185,7 +189,9 @@ Options:
   agents: `Usage: certfleet agents [--json]
 
 Lists agents: NAME, ONLINE, LAST SEEN, LABELS, CERTIFICATES (name@version state;
-failed ones with their error code). A removed agent shows "removed by X <time>".
+failed ones with their error code; "(want N)" where the controller asks for another
+version). Agents not serving the desired version come first. A removed agent shows
+"removed by X <time>".
 
 Options:
   --json   print the response as JSON
@@ -221,21 +227,25 @@ expired), AGENTS (the agents that report it installed now).
 Options:
   --json   print the response as JSON
 `,
-  renew: `Usage: certfleet renew NAME [--cancel] [--json]
+  renew: `Usage: certfleet renew NAME [--cancel | --wait [--wait-timeout DURATION]] [--json]
 
 Asks the controller to renew the certificate at its next pass, even if it is not
 due: clears a failure backoff. The request is kept by the controller until a
 renewal started after it succeeds: failures are retried at their backoff time,
-also after a restart. Rate-limit budgets still apply, so the renewal may be
-deferred (see 'certfleet show NAME'). Prints the controller's answer.
+also after a restart. Rate-limit budgets still apply. Prints what came of it:
+ordered (and the version it will make), issued, deferred until when by which
+budget, failed and why, or queued (the controller has not acted on it yet).
 
 Needs role operator or admin.
 
 Options:
-  --cancel  withdraw an outstanding renew request (a running renewal goes on)
-  --json    print the response as JSON
+  --cancel                  withdraw an outstanding renew request (a running renewal goes on)
+  --wait                    follow it until every selected agent serves the new version;
+                            exit 1 with the failed step's code (issue, budget, install)
+  --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --json                    print the response as JSON
 `,
-  rollback: `Usage: certfleet rollback NAME [--to N] [--json]
+  rollback: `Usage: certfleet rollback NAME [--to N] [--wait [--wait-timeout DURATION]] [--json]
 
 Points the certificate back at an older, still valid version and pins it there:
 agents install that version, and renewals do not move the pointer until
@@ -244,10 +254,12 @@ agents install that version, and renewals do not move the pointer until
 Needs role operator or admin.
 
 Options:
-  --to N   the version to serve (default: the one before the desired version)
-  --json   print the response as JSON
+  --to N                    the version to serve (default: the one before the desired version)
+  --wait                    follow it until every selected agent serves that version
+  --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --json                    print the response as JSON
 `,
-  release: `Usage: certfleet release NAME [--json]
+  release: `Usage: certfleet release NAME [--wait [--wait-timeout DURATION]] [--json]
 
 Removes a rollback pin: the newest version becomes the desired one again. Prints
 the version now desired.
@@ -255,7 +267,9 @@ the version now desired.
 Needs role operator or admin.
 
 Options:
-  --json   print the response as JSON
+  --wait                    follow it until every selected agent serves that version
+  --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --json                    print the response as JSON
 `,
   events: `Usage: certfleet events [--cert NAME] [--limit N] [--follow] [--json]
 
