@@ -40,9 +40,9 @@ export type TokenSource = { kind: 'inline'; token: string } | { kind: 'file'; pa
 export type Invocation =
   | { command: 'help'; topic: CommandName | undefined }
   | { command: 'version' }
-  | { command: 'controller' | 'agent'; configFile: string; check: boolean }
-  | { command: 'controller'; configFile: string; check: false; writeNatsConfig: true }
-  | { command: 'agent enroll'; configFile: string; token: TokenSource }
+  | { command: 'controller' | 'agent'; configFile: string; check: boolean; json: boolean }
+  | { command: 'controller'; configFile: string; check: false; writeNatsConfig: true; json: boolean }
+  | { command: 'agent enroll'; configFile: string; token: TokenSource; json: boolean }
   | {
       command: 'controller signing-key';
       configFile: string;
@@ -118,9 +118,9 @@ const GLOBAL: Record<string, OptionSpec> = {
 };
 
 const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
-  controller: { config: { type: 'string' }, check: { type: 'boolean' }, 'write-nats-config': { type: 'boolean' } },
-  agent: { config: { type: 'string' }, check: { type: 'boolean' } },
-  'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } },
+  controller: { config: { type: 'string' }, check: { type: 'boolean' }, 'write-nats-config': { type: 'boolean' }, json: { type: 'boolean' } },
+  agent: { config: { type: 'string' }, check: { type: 'boolean' }, json: { type: 'boolean' } },
+  'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' } },
   'controller signing-key': { config: { type: 'string' }, json: { type: 'boolean' } },
   status: { json: { type: 'boolean' } },
   certs: { json: { type: 'boolean' } },
@@ -241,9 +241,10 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       noArgs(args, command);
       if (v['write-nats-config'] === true) {
         if (v['check'] === true) throw usageError('give either --check or --write-nats-config, not both', command);
-        return { command: 'controller', configFile: requireConfig(v['config'], command), check: false, writeNatsConfig: true };
+        return { command: 'controller', configFile: requireConfig(v['config'], command), check: false, writeNatsConfig: true, json: v['json'] === true };
       }
-      return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true };
+      if (v['json'] === true && v['check'] !== true) throw usageError('--json goes with --check or --write-nats-config (the daemon logs JSON already)', command);
+      return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true, json: v['json'] === true };
     case 'controller signing-key': {
       const configFile = requireConfig(v['config'], command);
       if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
@@ -261,11 +262,11 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       if (inline !== undefined && file !== undefined) throw usageError('give either --token or --token-file, not both', command);
       if (typeof inline === 'string') {
         if (inline.trim() === '') throw usageError('--token is empty', command);
-        return { command, configFile, token: { kind: 'inline', token: inline.trim() } };
+        return { command, configFile, token: { kind: 'inline', token: inline.trim() }, json: v['json'] === true };
       }
       if (typeof file === 'string') {
         if (file === '') throw usageError('--token-file needs a non-empty value', command);
-        return { command, configFile, token: { kind: 'file', path: file } };
+        return { command, configFile, token: { kind: 'file', path: file }, json: v['json'] === true };
       }
       throw usageError('missing --token-file FILE (or --token TOKEN)', command);
     }

@@ -40,11 +40,13 @@ const TOP = `certfleet: fleet-wide TLS certificate renewal
 Usage: certfleet COMMAND [options]
 
 Daemons:
-  controller --config FILE [--check]    run the controller (--check: validate the config only)
+  controller --config FILE [--check] [--json]
+                                        run the controller (--check: validate the config only)
   controller --config FILE --write-nats-config
                                         write the nats-server authorization include and exit
-  agent --config FILE [--check]         run an agent (--check: validate the config only)
-  agent enroll --config FILE --token-file FILE
+  agent --config FILE [--check] [--json]
+                                        run an agent (--check: validate the config only)
+  agent enroll --config FILE --token-file FILE [--json]
                                         enrol this node's agent with a one-time token
   controller signing-key [STEP] --config FILE [--json]
                                         list or rotate the keys that sign NATS records
@@ -122,7 +124,7 @@ Options:
                         the store (stored as the next version), and replace a
                         declaration of the same name with other names
 `,
-  controller: `Usage: certfleet controller --config FILE [--check | --write-nats-config]
+  controller: `Usage: certfleet controller --config FILE [--check | --write-nats-config] [--json]
 
 Runs the controller until SIGTERM or SIGINT, then stops cleanly.
 
@@ -134,8 +136,9 @@ Options:
                          (nats.serverConfigFile, default <stateDir>/nats/auth.conf),
                          print its path and exit; include it from nats-server.conf
                          before the first controller start
+  --json                 with --check or --write-nats-config: answer (and errors) as JSON
 `,
-  agent: `Usage: certfleet agent --config FILE [--check]
+  agent: `Usage: certfleet agent --config FILE [--check] [--json]
 
 Runs the agent until SIGTERM or SIGINT. The agent must have been enrolled first
 (certfleet agent enroll).
@@ -143,6 +146,7 @@ Runs the agent until SIGTERM or SIGINT. The agent must have been enrolled first
 Options:
   --config FILE   agent configuration (YAML)
   --check         validate the configuration, print "ok" and exit
+  --json          with --check: answer (and errors) as JSON
 `,
   'controller signing-key': `Usage: certfleet controller signing-key [list|prepare|activate|retire] --config FILE [--json]
 
@@ -156,7 +160,7 @@ Options:
   --config FILE   controller configuration (YAML): where its store is
   --json          print the key ring as JSON
 `,
-  'agent enroll': `Usage: certfleet agent enroll --config FILE (--token-file FILE | --token TOKEN)
+  'agent enroll': `Usage: certfleet agent enroll --config FILE (--token-file FILE | --token TOKEN) [--json]
 
 Enrols this agent with the controller once, using a one-time token from
 'certfleet token create', and stores its identity under the agent's stateDir.
@@ -167,6 +171,7 @@ Options:
   --token-file FILE   file holding the token ('-' reads standard input); preferred,
                       as a --token on the command line shows in the process list
   --token TOKEN       the token itself
+  --json              print name, labels and what it will serve as JSON
 `,
   status: `Usage: certfleet status [--json]
 
