@@ -176,6 +176,20 @@ const COMMAND_WORDS = new Set([
 /** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
 const ALL_OPTIONS: Record<string, OptionSpec> = Object.assign({}, GLOBAL, ...Object.values(COMMAND_OPTIONS)) as Record<string, OptionSpec>;
 
+/**
+ * Whether a command line asks for JSON, for reporting an error when parsing failed:
+ * `--json` that is not where a value belongs (`events --cert --json` is a missing value,
+ * reported as text).
+ */
+export function wantsJson(argv: readonly string[]): boolean {
+  return argv.some((word, i) => {
+    if (word !== '--json') return false;
+    const prev = i > 0 ? argv[i - 1] : undefined;
+    const option = prev?.startsWith('--') === true && !prev.includes('=') ? ALL_OPTIONS[prev.slice(2)] : undefined;
+    return option?.type !== 'string';
+  });
+}
+
 /** A usage error; `hint` names the help to read and is printed on its own line. */
 export function usageError(message: string, command?: CommandName): CertfleetError {
   const hint = command === undefined ? 'certfleet --help' : `certfleet ${command} --help`;

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { ExitCode, ErrorCode, CertfleetError, exitCodeFor, toCertfleetError } from '../shared/errors/index.js';
 import type { Clock } from '../shared/clock/index.js';
-import { parseCommandLine, type Invocation, type TokenSource } from './args.js';
+import { parseCommandLine, wantsJson, type Invocation, type TokenSource } from './args.js';
 import { renderEnrolled, renderSigningKeys } from './render.js';
 import { helpText } from './usage.js';
 
@@ -47,7 +47,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   } catch (err) {
     // Also for a usage error, where no Invocation says --json: a script that asked for
     // JSON gets its error as JSON too.
-    return reportError(err, io, { json: argv.includes('--json') });
+    return reportError(err, io, { json: wantsJson(argv) });
   }
 }
 
