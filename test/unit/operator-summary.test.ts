@@ -85,13 +85,13 @@ test('after a rollback the summary says newest 2, desired 1, pinned 1, and count
 
 test('a budget deferral or backoff shows while it lies ahead, with its reason, and an outstanding request is flagged', () => {
   const until = NOW + 31 * 3_600_000;
-  const rt = { ...RUNTIME, deferredUntil: until, deferredReason: 'budget exhausted: New Certificates per Exact Set of Identifiers (5 per 7d)', backoffUntil: NOW + 60_000, force: true } as unknown as CertRuntime;
+  const rt = { ...RUNTIME, deferredUntil: until, deferredReason: 'budget exhausted: New Certificates per Exact Set of Identifiers (5 per 7d)', backoffUntil: NOW + 60_000, force: true };
   const s = summarizeCertificate(input([agent('edge-a', status({}))], rt));
   assert.equal(s.deferredUntil, new Date(until).toISOString());
   assert.match(s.deferredReason ?? '', /Exact Set of Identifiers/);
   assert.equal(s.backoffUntil, new Date(NOW + 60_000).toISOString());
   assert.equal(s.renewalRequested, true);
-  const past = summarizeCertificate(input([agent('edge-a', status({}))], { ...rt, deferredUntil: NOW - 1, backoffUntil: NOW - 1 } as CertRuntime));
+  const past = summarizeCertificate(input([agent('edge-a', status({}))], { ...rt, deferredUntil: NOW - 1, backoffUntil: NOW - 1 }));
   assert.equal(past.deferredUntil, '');
   assert.equal(past.deferredReason, '');
   assert.equal(past.backoffUntil, '');
