@@ -24,6 +24,15 @@ export interface OperatorOptions {
   timeoutMs: number;
 }
 
+/** Default bound of `--wait` (`--wait-timeout`). */
+export const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
+
+/** `--wait`: follow a renew, rollback or release until the fleet serves its version. */
+export interface WaitOptions {
+  /** Give up (WAIT_TIMEOUT) after this long. */
+  timeoutMs: number;
+}
+
 /** Where `agent enroll` takes its token from. */
 export type TokenSource = { kind: 'inline'; token: string } | { kind: 'file'; path: string };
 
@@ -31,9 +40,9 @@ export type TokenSource = { kind: 'inline'; token: string } | { kind: 'file'; pa
 export type Invocation =
   | { command: 'help'; topic: CommandName | undefined }
   | { command: 'version' }
-  | { command: 'controller' | 'agent'; configFile: string; check: boolean }
-  | { command: 'controller'; configFile: string; check: false; writeNatsConfig: true }
-  | { command: 'agent enroll'; configFile: string; token: TokenSource }
+  | { command: 'controller' | 'agent'; configFile: string; check: boolean; json: boolean }
+  | { command: 'controller'; configFile: string; check: false; writeNatsConfig: true; json: boolean }
+  | { command: 'agent enroll'; configFile: string; token: TokenSource; json: boolean }
   | {
       command: 'controller signing-key';
       configFile: string;
@@ -42,14 +51,16 @@ export type Invocation =
       json: boolean;
     }
   | { command: 'status' | 'certs' | 'agents' | 'budgets'; json: boolean; operator: OperatorOptions }
-  | { command: 'show' | 'history' | 'release'; name: string; json: boolean; operator: OperatorOptions }
-  | { command: 'renew'; name: string; cancel: boolean; json: boolean; operator: OperatorOptions }
+  | { command: 'show' | 'history'; name: string; json: boolean; operator: OperatorOptions }
+  | { command: 'release'; name: string; json: boolean; wait?: WaitOptions; operator: OperatorOptions }
+  | { command: 'renew'; name: string; cancel: boolean; json: boolean; wait?: WaitOptions; operator: OperatorOptions }
   | {
       command: 'rollback';
       name: string;
       /** 0: the version before the desired one (the controller chooses). */
       toVersion: number;
       json: boolean;
+      wait?: WaitOptions;
       operator: OperatorOptions;
     }
   | {
@@ -107,18 +118,18 @@ const GLOBAL: Record<string, OptionSpec> = {
 };
 
 const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
-  controller: { config: { type: 'string' }, check: { type: 'boolean' }, 'write-nats-config': { type: 'boolean' } },
-  agent: { config: { type: 'string' }, check: { type: 'boolean' } },
-  'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } },
+  controller: { config: { type: 'string' }, check: { type: 'boolean' }, 'write-nats-config': { type: 'boolean' }, json: { type: 'boolean' } },
+  agent: { config: { type: 'string' }, check: { type: 'boolean' }, json: { type: 'boolean' } },
+  'agent enroll': { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' } },
   'controller signing-key': { config: { type: 'string' }, json: { type: 'boolean' } },
   status: { json: { type: 'boolean' } },
   certs: { json: { type: 'boolean' } },
   agents: { json: { type: 'boolean' } },
   show: { json: { type: 'boolean' } },
   history: { json: { type: 'boolean' } },
-  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' } },
-  rollback: { json: { type: 'boolean' }, to: { type: 'string' } },
-  release: { json: { type: 'boolean' } },
+  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
+  rollback: { json: { type: 'boolean' }, to: { type: 'string' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
+  release: { json: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
   events: { json: { type: 'boolean' }, cert: { type: 'string' }, limit: { type: 'string' }, follow: { type: 'boolean' } },
   budgets: { json: { type: 'boolean' } },
   'token create': { json: { type: 'boolean' }, label: { type: 'string', multiple: true }, ttl: { type: 'string' } },
@@ -165,6 +176,20 @@ const COMMAND_WORDS = new Set([
 /** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
 const ALL_OPTIONS: Record<string, OptionSpec> = Object.assign({}, GLOBAL, ...Object.values(COMMAND_OPTIONS)) as Record<string, OptionSpec>;
 
+/**
+ * Whether a command line asks for JSON, for reporting an error when parsing failed:
+ * `--json` that is not where a value belongs (`events --cert --json` is a missing value,
+ * reported as text).
+ */
+export function wantsJson(argv: readonly string[]): boolean {
+  return argv.some((word, i) => {
+    if (word !== '--json') return false;
+    const prev = i > 0 ? argv[i - 1] : undefined;
+    const option = prev?.startsWith('--') === true && !prev.includes('=') ? ALL_OPTIONS[prev.slice(2)] : undefined;
+    return option?.type !== 'string';
+  });
+}
+
 /** A usage error; `hint` names the help to read and is printed on its own line. */
 export function usageError(message: string, command?: CommandName): CertfleetError {
   const hint = command === undefined ? 'certfleet --help' : `certfleet ${command} --help`;
@@ -210,6 +235,15 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
 
   const commandWordCount = command.includes(' ') ? 2 : 1;
   const args = parsed.positionals.slice(commandWordCount);
+  /** `{ wait }` with --wait, `{}` without (the field is absent then). */
+  const wait = (): { wait?: WaitOptions } => {
+    const limit = v['wait-timeout'];
+    if (v['wait'] !== true) {
+      if (limit !== undefined) throw usageError('--wait-timeout needs --wait', command);
+      return {};
+    }
+    return { wait: { timeoutMs: limit === undefined ? DEFAULT_WAIT_TIMEOUT_MS : positiveDuration(String(limit), '--wait-timeout', command) } };
+  };
   const operator = (): OperatorOptions => ({
     credentialsFile: nonEmpty(v['credentials'], '--credentials', command),
     timeoutMs: v['timeout'] === undefined ? DEFAULT_TIMEOUT_MS : timeoutMs(String(v['timeout']), command),
@@ -221,9 +255,10 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       noArgs(args, command);
       if (v['write-nats-config'] === true) {
         if (v['check'] === true) throw usageError('give either --check or --write-nats-config, not both', command);
-        return { command: 'controller', configFile: requireConfig(v['config'], command), check: false, writeNatsConfig: true };
+        return { command: 'controller', configFile: requireConfig(v['config'], command), check: false, writeNatsConfig: true, json: v['json'] === true };
       }
-      return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true };
+      if (v['json'] === true && v['check'] !== true) throw usageError('--json goes with --check or --write-nats-config (the daemon logs JSON already)', command);
+      return { command, configFile: requireConfig(v['config'], command), check: v['check'] === true, json: v['json'] === true };
     case 'controller signing-key': {
       const configFile = requireConfig(v['config'], command);
       if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
@@ -241,11 +276,11 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       if (inline !== undefined && file !== undefined) throw usageError('give either --token or --token-file, not both', command);
       if (typeof inline === 'string') {
         if (inline.trim() === '') throw usageError('--token is empty', command);
-        return { command, configFile, token: { kind: 'inline', token: inline.trim() } };
+        return { command, configFile, token: { kind: 'inline', token: inline.trim() }, json: v['json'] === true };
       }
       if (typeof file === 'string') {
         if (file === '') throw usageError('--token-file needs a non-empty value', command);
-        return { command, configFile, token: { kind: 'file', path: file } };
+        return { command, configFile, token: { kind: 'file', path: file }, json: v['json'] === true };
       }
       throw usageError('missing --token-file FILE (or --token TOKEN)', command);
     }
@@ -257,10 +292,14 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       return { command, json: v['json'] === true, operator: operator() };
     case 'show':
     case 'history':
-    case 'release':
       return { command, name: certName(args, command), json: v['json'] === true, operator: operator() };
-    case 'renew':
-      return { command, name: certName(args, command), cancel: v['cancel'] === true, json: v['json'] === true, operator: operator() };
+    case 'release':
+      return { command, name: certName(args, command), json: v['json'] === true, ...wait(), operator: operator() };
+    case 'renew': {
+      const name = certName(args, command);
+      if (v['cancel'] === true && v['wait'] === true) throw usageError('give either --cancel or --wait, not both', command);
+      return { command, name, cancel: v['cancel'] === true, json: v['json'] === true, ...wait(), operator: operator() };
+    }
     case 'rollback': {
       const name = certName(args, command);
       const to = v['to'];
@@ -269,6 +308,7 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
         name,
         toVersion: to === undefined ? 0 : positiveInteger(String(to), '--to', command),
         json: v['json'] === true,
+        ...wait(),
         operator: operator(),
       };
     }

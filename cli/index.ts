@@ -3,7 +3,8 @@
  * CLI. The executable itself is main.ts.
  */
 export { runCli, reportError, packageVersion, type CliIo } from './run.js';
-export { parseCommandLine, usageError, DEFAULT_TIMEOUT_MS, type Invocation, type OperatorOptions, type TokenSource } from './args.js';
+export { parseCommandLine, usageError, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT_TIMEOUT_MS, type Invocation, type OperatorOptions, type TokenSource, type WaitOptions } from './args.js';
+export { waitServed, waitStep, WAIT_INTERVAL_MS, type WaitDeps, type WaitStep, type WaitTarget } from './wait.js';
 export { helpText, type CommandName } from './usage.js';
 export {
   CREDENTIALS_ENV,
@@ -32,6 +33,7 @@ export {
   renderRelease,
   renderRenew,
   renderRollback,
+  renderServed,
   renderStatus,
   renderTokenNote,
   renderOperatorCreated,

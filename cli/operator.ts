@@ -4,11 +4,12 @@
  * daemons skip the gRPC stack.
  */
 import fs from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { systemClock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode, ExitCode, isCertfleetError } from '../shared/errors/index.js';
 import { createAgentKeyAndCsr } from '../shared/pki-csr/index.js';
 import type { pb } from '../shared/grpc/index.js';
-import type { Invocation } from './args.js';
+import type { Invocation, WaitOptions } from './args.js';
+import { waitServed, type WaitTarget } from './wait.js';
 import { credentialsPath, loadCredentials, type OperatorCredentials } from './credentials.js';
 import { operatorClient, type OperatorClient } from './client.js';
 import {
@@ -24,6 +25,7 @@ import {
   renderRelease,
   renderRenew,
   renderRollback,
+  renderServed,
   renderStatus,
   renderTokenNote,
   renderOperatorCreated,
@@ -95,18 +97,42 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
       return;
     }
     case 'renew': {
+      // --wait: the failure count before the request, so a failure during it is seen.
+      const failures = inv.wait === undefined ? 0 : (await client.showCertificate({ name: inv.name })).failures;
       const resp = await client.renewCertificate({ name: inv.name, cancel: inv.cancel });
-      out(resp, () => renderRenew(inv.name, resp));
+      if (inv.wait === undefined) {
+        out(resp, () => renderRenew(inv.name, resp));
+        return;
+      }
+      if (!inv.json) io.stderr.write(renderRenew(inv.name, resp));
+      if (resp.outcome === 'failed') {
+        throw new CertfleetError(knownCode(resp.errorCode), `${inv.name}: renewal failed: ${resp.reason || resp.message}`, { details: { step: 'issue' } });
+      }
+      if (resp.outcome === 'deferred') {
+        throw new CertfleetError(ErrorCode.BudgetDeferred, `${inv.name}: not waiting: the order is deferred until ${resp.deferredUntil} by budget ${resp.budget || '(see certfleet budgets)'}`, { details: { step: 'budget' } });
+      }
+      const target = { name: inv.name, version: resp.outcome === 'issued' ? resp.version : Math.max(resp.version, resp.previousVersion + 1), atLeast: true, failures };
+      await waitAndReport(resp, target, inv.wait, client, io, inv.json);
       return;
     }
     case 'rollback': {
       const resp = await client.rollback({ name: inv.name, toVersion: inv.toVersion });
-      out(resp, () => renderRollback(inv.name, resp));
+      if (inv.wait === undefined) {
+        out(resp, () => renderRollback(inv.name, resp));
+        return;
+      }
+      if (!inv.json) io.stderr.write(renderRollback(inv.name, resp));
+      await waitAndReport(resp, { name: inv.name, version: resp.toVersion, atLeast: false, failures: 0 }, inv.wait, client, io, inv.json);
       return;
     }
     case 'release': {
       const resp = await client.release({ name: inv.name });
-      out(resp, () => renderRelease(inv.name, resp));
+      if (inv.wait === undefined) {
+        out(resp, () => renderRelease(inv.name, resp));
+        return;
+      }
+      if (!inv.json) io.stderr.write(renderRelease(inv.name, resp));
+      await waitAndReport(resp, { name: inv.name, version: resp.version, atLeast: false, failures: 0 }, inv.wait, client, io, inv.json);
       return;
     }
     case 'budgets': {
@@ -168,6 +194,36 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
       return;
     }
   }
+}
+
+/**
+ * `--wait`: follows the certificate until the fleet serves `target` (progress on stderr),
+ * then prints the served line, or with --json the command's answer plus
+ * `wait: { served: true, version, agentsCurrent, agentsAssigned }`. A failed step throws
+ * (its code decides the exit status).
+ */
+async function waitAndReport(resp: object, target: WaitTarget, wait: WaitOptions, client: OperatorClient, io: CliIo, json: boolean): Promise<void> {
+  const { show, version } = await waitServed(target, {
+    show: () => client.showCertificate({ name: target.name }),
+    progress: (line) => {
+      if (!json) io.stderr.write(`${line}\n`);
+    },
+    timeoutMs: wait.timeoutMs,
+    ...(io.waitIntervalMs === undefined ? {} : { intervalMs: io.waitIntervalMs }),
+    ...(io.clock === undefined ? {} : { clock: io.clock }),
+  });
+  const agentsCurrent = show.summary?.agentsCurrent ?? 0;
+  const agentsAssigned = show.summary?.agentsAssigned ?? 0;
+  io.stdout.write(
+    json
+      ? renderJson({ ...resp, wait: { served: true, version, agentsCurrent, agentsAssigned } })
+      : renderServed(target.name, version, agentsCurrent, agentsAssigned),
+  );
+}
+
+/** An error code the controller sent as text, when it is one of ours. */
+function knownCode(text: string): ErrorCode {
+  return (Object.values(ErrorCode) as string[]).includes(text) ? (text as ErrorCode) : ErrorCode.Internal;
 }
 
 /**
@@ -244,7 +300,7 @@ async function followEvents(client: OperatorClient, req: pb.ListEventsRequest, i
     }
     first = false;
     try {
-      await sleep(interval, undefined, { signal });
+      await (io.clock ?? systemClock).sleep(interval, signal);
     } catch (err) {
       // Aborted: Ctrl-C is how --follow is meant to end.
       if (signal.aborted) return;

@@ -138,28 +138,63 @@ function renewalCell(nextRenewal: string, now: Date, color: boolean): Cell {
 }
 
 /**
- * `certfleet certs`: NAME, VERSION, STATE, AGENTS (current/assigned), EXPIRES,
- * NEXT RENEWAL, NAMES, sorted by name; then one line per certificate whose last
- * attempt failed, with the error.
+ * What STATE shows: the controller's state, except that a ready certificate pinned by a
+ * rollback says `pinned` (ready, but not on the newest version until released).
+ */
+function displayState(c: pb.CertificateSummary__Output): string {
+  if (c.state === 'ready' && c.pinnedVersion > 0) return 'pinned';
+  return c.state || '-';
+}
+
+/** NEXT: a budget deferral or failure backoff still ahead wins over the schedule; an outstanding request says so. */
+function nextCell(c: pb.CertificateSummary__Output, now: Date, color: boolean): Cell {
+  const rel = (when: string): string => relativeTime(when, now) || when;
+  if (c.deferredUntil !== '') return cell(`deferred, ${rel(c.deferredUntil)} (budget)`, 'yellow', color);
+  if (c.backoffUntil !== '') return cell(`retry ${rel(c.backoffUntil)} (backoff)`, 'red', color);
+  if (c.renewalRequested && c.state !== 'issuing') return cell('requested', 'yellow', color);
+  return renewalCell(c.nextRenewal, now, color);
+}
+
+/**
+ * `certfleet certs`: NAME, NEWEST (newest stored version), DESIRED (what agents are asked
+ * to serve), PINNED (a rollback's pin, `-` for none), SERVING (agents on the desired
+ * version / agents selected), STATE, NEXT (renewal time, or a budget deferral, a backoff,
+ * an outstanding request), EXPIRES (of the newest version), NAMES, sorted by name; then
+ * one line per certificate that failed, is deferred by a budget, or is pinned. NEWEST
+ * and DESIRED differ after a rollback: the summary used to show only NEWEST, so a rolled
+ * back certificate looked current (issue #14).
  */
 export function renderCertificates(resp: pb.ListCertificatesResponse__Output, now: Date, opts: RenderOptions = {}): string {
   const color = opts.color === true;
   if (resp.certificates.length === 0) return 'no certificates configured\n';
   const certs = [...resp.certificates].sort((a, b) => a.name.localeCompare(b.name));
-  const rows = certs.map((c) => [
-    cell(c.name, undefined, color),
-    cell(c.current ? String(c.current.version) : '-', undefined, color),
-    cell(c.state || '-', CERT_STATE_STYLE[c.state], color),
-    cell(`${c.agentsCurrent}/${c.agentsAssigned}`, c.agentsCurrent < c.agentsAssigned ? 'yellow' : undefined, color),
-    c.current ? expiresCell(c.current.notAfter, now, color) : cell('-', undefined, color),
-    renewalCell(c.nextRenewal, now, color),
-    cell(c.names.join(',') || '-', undefined, color),
-  ]);
-  let out = table(['NAME', 'VERSION', 'STATE', 'AGENTS', 'EXPIRES', 'NEXT RENEWAL', 'NAMES'], rows);
-  const failures = certs.filter((c) => c.lastError !== '');
-  if (failures.length > 0) {
-    out += '\n' + failures.map((c) => `${cell(c.name, 'red', color).shown}: ${c.lastError}`).join('\n') + '\n';
+  const v = (n: number): string => (n > 0 ? String(n) : '-');
+  const rows = certs.map((c) => {
+    const newest = c.newestVersion || c.current?.version || 0;
+    return [
+      cell(c.name, undefined, color),
+      cell(v(newest), undefined, color),
+      cell(v(c.desiredVersion), c.desiredVersion > 0 && c.desiredVersion !== newest ? 'yellow' : undefined, color),
+      cell(v(c.pinnedVersion), c.pinnedVersion > 0 ? 'yellow' : undefined, color),
+      cell(`${c.agentsCurrent}/${c.agentsAssigned}`, c.agentsCurrent < c.agentsAssigned ? 'yellow' : undefined, color),
+      cell(displayState(c), c.pinnedVersion > 0 && c.state === 'ready' ? 'yellow' : CERT_STATE_STYLE[c.state], color),
+      nextCell(c, now, color),
+      c.current ? expiresCell(c.current.notAfter, now, color) : cell('-', undefined, color),
+      cell(c.names.join(',') || '-', undefined, color),
+    ];
+  });
+  let out = table(['NAME', 'NEWEST', 'DESIRED', 'PINNED', 'SERVING', 'STATE', 'NEXT', 'EXPIRES', 'NAMES'], rows);
+  const notes: string[] = [];
+  for (const c of certs) {
+    if (c.lastError !== '') notes.push(`${cell(c.name, 'red', color).shown}: ${oneLine(c.lastError)}`);
+    if (c.deferredUntil !== '') notes.push(`${cell(c.name, 'yellow', color).shown}: renewal deferred until ${stampRel(c.deferredUntil, now)}: ${oneLine(c.deferredReason)}`);
+    if (c.pinnedVersion > 0) {
+      const newest = c.newestVersion || c.current?.version || 0;
+      const after = newest > c.pinnedVersion ? `; \`certfleet release ${c.name}\` serves v${newest} again` : `; \`certfleet release ${c.name}\` removes the pin`;
+      notes.push(`${cell(c.name, 'yellow', color).shown}: pinned to v${c.pinnedVersion} by a rollback${after}`);
+    }
   }
+  if (notes.length > 0) out += '\n' + notes.join('\n') + '\n';
   return out;
 }
 
@@ -179,17 +214,44 @@ function certStatusCell(s: pb.CertificateStatus__Output, color: boolean): Cell {
   return cell(`${s.name}@${version} ${state}`, INSTALL_STATE_STYLE[s.state], color);
 }
 
+/** An agent out of step with the version the controller asks of it (removed agents never are). */
+function drifts(a: pb.AgentSummary__Output): boolean {
+  return (a.drift ?? []).length > 0 && (a.removedAt ?? '') === '';
+}
+
 /**
- * `certfleet agents`: NAME, ONLINE, LAST SEEN, LABELS (sorted key=value), CERTIFICATES,
- * sorted by name.
+ * The certificates cell of one agent: what it reports, each marked "(want N)" when the
+ * controller asks for another version than the one shown, then the assigned
+ * certificates it does not report at all ("web: none (want 2)").
+ */
+function agentCertsCell(a: pb.AgentSummary__Output, color: boolean): Cell {
+  const want = new Map((a.drift ?? []).map((d) => [d.certificate, d.desiredVersion]));
+  const cells = [...a.certificates]
+    .sort((x, y) => x.name.localeCompare(y.name))
+    .map((s) => {
+      const c = certStatusCell(s, color);
+      const w = want.get(s.name);
+      want.delete(s.name);
+      const shown = s.desiredVersion > 0 && s.desiredVersion !== s.version ? s.desiredVersion : s.version;
+      if (w === undefined || w === shown) return c;
+      return join([c, cell(`(want ${w})`, 'yellow', color)], ' ');
+    });
+  for (const [name, w] of [...want].sort(([x], [y]) => x.localeCompare(y))) cells.push(cell(`${name}: none (want ${w})`, 'yellow', color));
+  return cells.length === 0 ? cell('-', undefined, color) : join(cells, ', ');
+}
+
+/**
+ * `certfleet agents`: NAME, ONLINE, LAST SEEN, LABELS (sorted key=value), CERTIFICATES.
+ * Agents that do not serve the version the controller asks of them (drift: an older or
+ * newer version, a failure, nothing yet) come first, then the rest, each group by name;
+ * a line under the table names them.
  */
 export function renderAgents(resp: pb.ListAgentsResponse__Output, now: Date, opts: RenderOptions = {}): string {
   const color = opts.color === true;
   if (resp.agents.length === 0) return 'no agents enrolled\n';
-  const agents = [...resp.agents].sort((a, b) => a.name.localeCompare(b.name));
+  const agents = [...resp.agents].sort((a, b) => Number(drifts(b)) - Number(drifts(a)) || a.name.localeCompare(b.name));
   const rows = agents.map((a) => {
     const labels = formatLabels(a.labels);
-    const certs = [...a.certificates].sort((x, y) => x.name.localeCompare(y.name)).map((s) => certStatusCell(s, color));
     // A removed agent stays listed, so who left and when is visible; it serves nothing now.
     const removed = (a.removedAt ?? '') !== '';
     return [
@@ -199,9 +261,14 @@ export function renderAgents(resp: pb.ListAgentsResponse__Output, now: Date, opt
         : cell(a.online ? 'yes' : 'no', a.online ? 'green' : 'red', color),
       cell(relativeTime(a.lastSeen, now) || 'never', undefined, color),
       cell(labels || '-', undefined, color),
-      certs.length === 0 ? cell('-', undefined, color) : join(certs, ', '),
+      agentCertsCell(a, color),
     ];
   });
+  const drifting = agents.filter(drifts);
+  const driftLine =
+    drifting.length === 0
+      ? ''
+      : `${cell(`${drifting.length} agent${drifting.length === 1 ? '' : 's'} not serving the desired version: ${drifting.map((a) => a.name).join(', ')}`, 'yellow', color).shown}\n`;
   // Records an agent refused (unsigned, replayed, ...) mean someone writes to NATS who
   // should not: one line per such agent under the table, hard to overlook.
   const security = agents
@@ -216,7 +283,7 @@ export function renderAgents(resp: pb.ListAgentsResponse__Output, now: Date, opt
       const text = `SECURITY ${a.name}: ${r?.total ?? 0} records refused (${reasons}); last${when === '' ? '' : ` ${when}`}: ${oneLine(r?.last ?? '')}`;
       return `${cell(text, 'red', color).shown}\n`;
     });
-  return table(['NAME', 'ONLINE', 'LAST SEEN', 'LABELS', 'CERTIFICATES'], rows) + security.join('');
+  return table(['NAME', 'ONLINE', 'LAST SEEN', 'LABELS', 'CERTIFICATES'], rows) + driftLine + security.join('');
 }
 
 /** Labels as "k=v,k2=v2", keys sorted; "" for none. */
@@ -353,14 +420,22 @@ export function renderRenew(name: string, resp: pb.RenewCertificateResponse__Out
   return resp.message === '' ? `${name}: renewal requested\n` : `${oneLine(resp.message)}\n`;
 }
 
-/** What `rollback NAME` prints: "web: rolled back from v3 to v2 (pinned; `certfleet release web` to undo)". */
+/**
+ * What `rollback NAME` prints: "web: rolled back from v3 to v2: v2 is desired now, pinned
+ * (`certfleet release web` to undo); agents install it now (--wait follows them)".
+ */
 export function renderRollback(name: string, resp: pb.RollbackResponse__Output): string {
-  return `${name}: rolled back from v${resp.fromVersion} to v${resp.toVersion} (pinned; \`certfleet release ${name}\` to undo)\n`;
+  return `${name}: rolled back from v${resp.fromVersion} to v${resp.toVersion}: v${resp.toVersion} is desired now, pinned (\`certfleet release ${name}\` to undo); agents install it now (--wait follows them)\n`;
 }
 
-/** What `release NAME` prints: "web: released; v3 is desired now". */
+/** What `release NAME` prints: "web: released; v3 is desired now; agents install it now (--wait follows them)". */
 export function renderRelease(name: string, resp: pb.ReleaseResponse__Output): string {
-  return `${name}: released; v${resp.version} is desired now\n`;
+  return `${name}: released; v${resp.version} is desired now; agents install it now (--wait follows them)\n`;
+}
+
+/** What `--wait` prints once the fleet serves the version: "web: version 3 served by 2/2 agents". */
+export function renderServed(name: string, version: number, agentsCurrent: number, agentsAssigned: number): string {
+  return `${name}: version ${version} served by ${agentsCurrent}/${agentsAssigned} agent${agentsAssigned === 1 ? '' : 's'}\n`;
 }
 
 // ---- budgets ----

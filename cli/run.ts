@@ -8,7 +8,8 @@
  */
 import fs from 'node:fs';
 import { ExitCode, ErrorCode, CertfleetError, exitCodeFor, toCertfleetError } from '../shared/errors/index.js';
-import { parseCommandLine, type Invocation, type TokenSource } from './args.js';
+import type { Clock } from '../shared/clock/index.js';
+import { parseCommandLine, wantsJson, type Invocation, type TokenSource } from './args.js';
 import { renderEnrolled, renderSigningKeys } from './render.js';
 import { helpText } from './usage.js';
 
@@ -29,6 +30,10 @@ export interface CliIo {
   interrupt?(): AbortSignal;
   /** Period of `events --follow`'s polls; default 2000 ms (tests shorten it). */
   followIntervalMs?: number;
+  /** Period of `--wait`'s looks at the certificate; default 1000 ms (tests shorten it). */
+  waitIntervalMs?: number;
+  /** Time for waits and polls; default the system clock. */
+  clock?: Clock;
 }
 
 /**
@@ -40,13 +45,33 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   try {
     return await execute(parseCommandLine(argv), io);
   } catch (err) {
-    return reportError(err, io);
+    // Also for a usage error, where no Invocation says --json: a script that asked for
+    // JSON gets its error as JSON too.
+    return reportError(err, io, { json: wantsJson(argv) });
   }
 }
 
-/** Prints `err` the way every command does and returns its exit code. */
-export function reportError(err: unknown, io: Pick<CliIo, 'stderr' | 'env'>): number {
+/**
+ * Prints `err` the way every command does and returns its exit code. With `json`, one
+ * object on stderr instead: `{"error": {"code", "message", "exitCode", "retryable",
+ * "hint"?, "details"?}}` (details: the error's non-secret facts, e.g. every config problem).
+ */
+export function reportError(err: unknown, io: Pick<CliIo, 'stderr' | 'env'>, opts: { json?: boolean } = {}): number {
   const cf = toCertfleetError(err);
+  if (opts.json === true) {
+    const { hint, ...details } = cf.details;
+    const error = {
+      code: cf.code,
+      message: cf.message,
+      exitCode: exitCodeFor(cf),
+      retryable: cf.retryable,
+      ...(typeof hint === 'string' ? { hint } : {}),
+      ...(Object.keys(details).length > 0 ? { details } : {}),
+    };
+    io.stderr.write(`${JSON.stringify({ error })}\n`);
+    if (io.env['CERTFLEET_DEBUG'] === '1') io.stderr.write(debugChain(err));
+    return exitCodeFor(cf);
+  }
   io.stderr.write(`certfleet: ${cf.message}\n`);
   if (cf.code === ErrorCode.UsageInvalid) {
     const hint = typeof cf.details['hint'] === 'string' ? cf.details['hint'] : 'certfleet --help';
@@ -90,13 +115,13 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
         const { createRootLogger } = await import('../shared/log/index.js');
         const cfg = loadControllerConfig(inv.configFile);
         const file = await writeNatsServerConfig(cfg, createRootLogger({ name: 'controller', level: 'warn' }));
-        io.stdout.write(`${file}\n`);
+        io.stdout.write(inv.json ? `${JSON.stringify({ file })}\n` : `${file}\n`);
         return ExitCode.Ok;
       }
       if (inv.check) {
         const { loadControllerConfig } = await import('../controller/config/index.js');
         loadControllerConfig(inv.configFile);
-        io.stdout.write('ok\n');
+        io.stdout.write(inv.json ? `${JSON.stringify({ ok: true, config: inv.configFile })}\n` : 'ok\n');
         return ExitCode.Ok;
       }
       const { runController } = await import('../controller/index.js');
@@ -107,7 +132,7 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
       if (inv.check) {
         const { loadAgentConfig } = await import('../agent/config/index.js');
         loadAgentConfig(inv.configFile);
-        io.stdout.write('ok\n');
+        io.stdout.write(inv.json ? `${JSON.stringify({ ok: true, config: inv.configFile })}\n` : 'ok\n');
         return ExitCode.Ok;
       }
       const { runAgent } = await import('../agent/index.js');
@@ -124,7 +149,8 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
       const token = await readToken(inv.token, io);
       const { enrollAgent } = await import('../agent/index.js');
       const result = await enrollAgent({ configFile: inv.configFile, token });
-      io.stdout.write(renderEnrolled(result));
+      // Fields by name: nothing the enrolment wrote (key, certificate) can slip into the output.
+      io.stdout.write(inv.json ? `${JSON.stringify({ name: result.name, labels: result.labels, serves: result.serves }, null, 2)}\n` : renderEnrolled(result));
       return ExitCode.Ok;
     }
     case 'status':

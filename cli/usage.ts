@@ -40,24 +40,28 @@ const TOP = `certfleet: fleet-wide TLS certificate renewal
 Usage: certfleet COMMAND [options]
 
 Daemons:
-  controller --config FILE [--check]    run the controller (--check: validate the config only)
+  controller --config FILE [--check] [--json]
+                                        run the controller (--check: validate the config only)
   controller --config FILE --write-nats-config
                                         write the nats-server authorization include and exit
-  agent --config FILE [--check]         run an agent (--check: validate the config only)
-  agent enroll --config FILE --token-file FILE
+  agent --config FILE [--check] [--json]
+                                        run an agent (--check: validate the config only)
+  agent enroll --config FILE --token-file FILE [--json]
                                         enrol this node's agent with a one-time token
   controller signing-key [STEP] --config FILE [--json]
                                         list or rotate the keys that sign NATS records
 
 Operator commands (talk to the controller over mutual TLS):
   status [--json]                       controller summary
-  certs [--json]                        certificates, versions and rollout
+  certs [--json]                        certificates: newest, desired, pinned, serving
   agents [--json]                       agents, labels and what they serve
   show NAME [--json]                    one certificate: versions, schedule, deferral, backoff, pin
   history NAME [--json]                 every stored version and the agents serving it
-  renew NAME [--cancel] [--json]        renew now, durably (clears the backoff; budgets apply)
-  rollback NAME [--to N] [--json]       serve an older version again and pin it there
-  release NAME [--json]                 remove a rollback pin: the newest version is served again
+  renew NAME [--cancel | --wait] [--json]
+                                        renew now, durably (clears the backoff; budgets apply)
+  rollback NAME [--to N] [--wait] [--json]
+                                        serve an older version again and pin it there
+  release NAME [--wait] [--json]        remove a rollback pin: the newest version is served again
   events [--cert NAME] [--limit N] [--follow] [--json]
                                         recent fleet events (--follow: poll for new ones)
   budgets [--json]                      rate-limit budget levels
@@ -120,7 +124,7 @@ Options:
                         the store (stored as the next version), and replace a
                         declaration of the same name with other names
 `,
-  controller: `Usage: certfleet controller --config FILE [--check | --write-nats-config]
+  controller: `Usage: certfleet controller --config FILE [--check | --write-nats-config] [--json]
 
 Runs the controller until SIGTERM or SIGINT, then stops cleanly.
 
@@ -132,8 +136,9 @@ Options:
                          (nats.serverConfigFile, default <stateDir>/nats/auth.conf),
                          print its path and exit; include it from nats-server.conf
                          before the first controller start
+  --json                 with --check or --write-nats-config: answer (and errors) as JSON
 `,
-  agent: `Usage: certfleet agent --config FILE [--check]
+  agent: `Usage: certfleet agent --config FILE [--check] [--json]
 
 Runs the agent until SIGTERM or SIGINT. The agent must have been enrolled first
 (certfleet agent enroll).
@@ -141,6 +146,7 @@ Runs the agent until SIGTERM or SIGINT. The agent must have been enrolled first
 Options:
   --config FILE   agent configuration (YAML)
   --check         validate the configuration, print "ok" and exit
+  --json          with --check: answer (and errors) as JSON
 `,
   'controller signing-key': `Usage: certfleet controller signing-key [list|prepare|activate|retire] --config FILE [--json]
 
@@ -154,7 +160,7 @@ Options:
   --config FILE   controller configuration (YAML): where its store is
   --json          print the key ring as JSON
 `,
-  'agent enroll': `Usage: certfleet agent enroll --config FILE (--token-file FILE | --token TOKEN)
+  'agent enroll': `Usage: certfleet agent enroll --config FILE (--token-file FILE | --token TOKEN) [--json]
 
 Enrols this agent with the controller once, using a one-time token from
 'certfleet token create', and stores its identity under the agent's stateDir.
@@ -165,6 +171,7 @@ Options:
   --token-file FILE   file holding the token ('-' reads standard input); preferred,
                       as a --token on the command line shows in the process list
   --token TOKEN       the token itself
+  --json              print name, labels and what it will serve as JSON
 `,
   status: `Usage: certfleet status [--json]
 
@@ -176,8 +183,10 @@ Options:
 `,
   certs: `Usage: certfleet certs [--json]
 
-Lists certificates: NAME, VERSION, STATE, AGENTS (current/assigned), EXPIRES,
-NEXT RENEWAL, NAMES. Dates are UTC.
+Lists certificates: NAME, NEWEST (newest stored version), DESIRED (what agents
+are asked to serve), PINNED (by a rollback), SERVING (agents on the desired
+version/assigned), STATE, NEXT (renewal time, or a budget deferral, a backoff, a
+pending request), EXPIRES, NAMES; then failures, deferrals and pins. Dates are UTC.
 
 Options:
   --json   print the response as JSON
@@ -185,7 +194,9 @@ Options:
   agents: `Usage: certfleet agents [--json]
 
 Lists agents: NAME, ONLINE, LAST SEEN, LABELS, CERTIFICATES (name@version state;
-failed ones with their error code). A removed agent shows "removed by X <time>".
+failed ones with their error code; "(want N)" where the controller asks for another
+version). Agents not serving the desired version come first. A removed agent shows
+"removed by X <time>".
 
 Options:
   --json   print the response as JSON
@@ -221,21 +232,25 @@ expired), AGENTS (the agents that report it installed now).
 Options:
   --json   print the response as JSON
 `,
-  renew: `Usage: certfleet renew NAME [--cancel] [--json]
+  renew: `Usage: certfleet renew NAME [--cancel | --wait [--wait-timeout DURATION]] [--json]
 
 Asks the controller to renew the certificate at its next pass, even if it is not
 due: clears a failure backoff. The request is kept by the controller until a
 renewal started after it succeeds: failures are retried at their backoff time,
-also after a restart. Rate-limit budgets still apply, so the renewal may be
-deferred (see 'certfleet show NAME'). Prints the controller's answer.
+also after a restart. Rate-limit budgets still apply. Prints what came of it:
+ordered (and the version it will make), issued, deferred until when by which
+budget, failed and why, or queued (the controller has not acted on it yet).
 
 Needs role operator or admin.
 
 Options:
-  --cancel  withdraw an outstanding renew request (a running renewal goes on)
-  --json    print the response as JSON
+  --cancel                  withdraw an outstanding renew request (a running renewal goes on)
+  --wait                    follow it until every selected agent serves the new version;
+                            exit 1 with the failed step's code (issue, budget, install)
+  --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --json                    print the response as JSON
 `,
-  rollback: `Usage: certfleet rollback NAME [--to N] [--json]
+  rollback: `Usage: certfleet rollback NAME [--to N] [--wait [--wait-timeout DURATION]] [--json]
 
 Points the certificate back at an older, still valid version and pins it there:
 agents install that version, and renewals do not move the pointer until
@@ -244,10 +259,12 @@ agents install that version, and renewals do not move the pointer until
 Needs role operator or admin.
 
 Options:
-  --to N   the version to serve (default: the one before the desired version)
-  --json   print the response as JSON
+  --to N                    the version to serve (default: the one before the desired version)
+  --wait                    follow it until every selected agent serves that version
+  --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --json                    print the response as JSON
 `,
-  release: `Usage: certfleet release NAME [--json]
+  release: `Usage: certfleet release NAME [--wait [--wait-timeout DURATION]] [--json]
 
 Removes a rollback pin: the newest version becomes the desired one again. Prints
 the version now desired.
@@ -255,7 +272,9 @@ the version now desired.
 Needs role operator or admin.
 
 Options:
-  --json   print the response as JSON
+  --wait                    follow it until every selected agent serves that version
+  --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --json                    print the response as JSON
 `,
   events: `Usage: certfleet events [--cert NAME] [--limit N] [--follow] [--json]
 

@@ -908,6 +908,9 @@ show_usage() {
       node dist/cli/main.js certs          # or: npx certfleet certs
       node dist/cli/main.js agents
       node dist/cli/main.js status
+      node dist/cli/main.js renew web --wait   # orders, then waits until both nginx serve it
+    Budgets: preset none (Pebble has no rate limits; renew as often as you like).
+      With Let's Encrypt use budgets.preset letsencrypt: see $rel/controller.yaml.
     Talk to an nginx:
       curl --cacert <(curl -s --cacert $QS/pebble/wfe-ca.pem https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0) \\
            --resolve www.example.test:$TLS_PORT:${AGENT_IPS[0]} https://www.example.test:$TLS_PORT/

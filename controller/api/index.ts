@@ -100,7 +100,7 @@ export interface OperatorBackend {
   createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number, actor: string): Promise<{ token: string; expiresAt: string }>;
   show(name: string): Promise<pb.ShowCertificateResponse>;
   /** Records a durable renew request by `operator` (recorded as the event's actor), or withdraws it with `cancel`. */
-  renew(name: string, opts: { cancel: boolean; operator: string }): Promise<string>;
+  renew(name: string, opts: { cancel: boolean; operator: string }): Promise<pb.RenewCertificateResponse>;
   history(name: string): Promise<pb.GetHistoryResponse>;
   rollback(name: string, to: number, operator: string): Promise<{ fromVersion: number; toVersion: number }>;
   release(name: string, operator: string): Promise<number>;
@@ -422,9 +422,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     RenewCertificate: unary(log, 'RenewCertificate', async (call: grpc.ServerUnaryCall<pb.RenewCertificateRequest__Output, pb.RenewCertificateResponse>) => {
       const id = await operatorCaller(call, opts.auth, 'RenewCertificate');
       const cancel = call.request.cancel === true;
-      const message = await opts.operators.renew(requireName(call.request.name), { cancel, operator: id.name });
-      log.info({ operator: id.name, [LogKey.cert]: call.request.name }, cancel ? 'renewal request cancelled' : 'renewal requested');
-      return { message };
+      const res = await opts.operators.renew(requireName(call.request.name), { cancel, operator: id.name });
+      log.info({ operator: id.name, [LogKey.cert]: call.request.name, outcome: res.outcome }, cancel ? 'renewal request cancelled' : 'renewal requested');
+      return res;
     }),
     GetHistory: unary(log, 'GetHistory', async (call: grpc.ServerUnaryCall<pb.GetHistoryRequest__Output, pb.GetHistoryResponse>) => {
       await operatorCaller(call, opts.auth, 'GetHistory');

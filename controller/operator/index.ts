@@ -7,7 +7,7 @@
  * answers. Also the one place a certificate's summary is computed (the CLI and the
  * metrics both use it).
  */
-import { isoAt, type Clock } from '../../shared/clock/index.js';
+import { deadline, isoAt, type Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
 import type { pb } from '../../shared/grpc/index.js';
 import { readEvents, type NatsHandle } from '../../shared/nats/index.js';
@@ -25,6 +25,9 @@ import { checkRollbackBundle, rollbackTarget, type Pins } from '../rollback/inde
 import type { CertStore } from '../store/index.js';
 import type { OperatorRecord, OperatorRegistry } from '../access/index.js';
 import { signOperatorCsr, type CaMaterial } from '../pki/index.js';
+import { renewOutcome, watchOf, type RenewVerdict } from './renew.js';
+
+export { budgetsIn, renewOutcome, watchOf, type RenewVerdict, type RenewWatch } from './renew.js';
 
 export interface OperationsDeps {
   cfg: ControllerConfig;
@@ -49,7 +52,14 @@ export interface OperationsDeps {
    * retries; removal is idempotent and calls this again.
    */
   onAgentRemoved?: (agent: string) => Promise<void>;
+  /** How long `renew` waits for the work loop's answer; default {@link RENEW_ANSWER_MS}. */
+  renewAnswerMs?: number;
 }
+
+/** How long `renew` watches the work loop for its answer before saying "queued". */
+export const RENEW_ANSWER_MS = 4000;
+/** How often it looks meanwhile. */
+const RENEW_POLL_MS = 100;
 
 export interface Operations {
   backend: OperatorBackend;
@@ -65,8 +75,13 @@ export interface SummaryInput {
   desired: DesiredRecord | undefined;
   /** The agents the certificate's selector selects, with their latest reports. */
   selected: readonly AgentView[];
+  /** Epoch ms: a budget deferral or a backoff shows only while it lies ahead. */
+  now: number;
   nowIso(ms: number): string;
 }
+
+/** One certificate an agent is out of step with (`certfleet agents`), as the API sends it. */
+export type AgentDrift = NonNullable<pb.AgentSummary['drift']>[number];
 
 /** An agent that reported a failure for the version it should serve. */
 export interface AgentFailure {
@@ -95,7 +110,11 @@ export function agentFailures(name: string, desired: DesiredRecord | undefined, 
 }
 
 /**
- * One certificate as `certfleet certs` shows it. Pure. The state is the loop's, except:
+ * One certificate as `certfleet certs` shows it. Pure. Besides the state it carries the
+ * newest, desired and pinned versions, how many selected agents serve the desired one,
+ * and a budget deferral or failure
+ * backoff still ahead: after a rollback the summary used to show the newest version as
+ * if it were served (issue #14). The state is the loop's, except:
  * `ready` becomes `pending` until every selected agent serves the desired version; a
  * rollout shows `rolling-out` or `halted`; and any selected agent that reports the
  * desired version failed makes it `failed`, with the agents and codes in `lastError`
@@ -131,7 +150,25 @@ export function summarizeCertificate(input: SummaryInput): pb.CertificateSummary
     agentsAssigned: selected.length,
     agentsCurrent: current,
     nextRenewal: rt && rt.nextCheck > 0 ? input.nowIso(rt.nextCheck) : '',
+    newestVersion: rt?.latest?.version ?? 0,
+    desiredVersion: d?.version ?? 0,
+    pinnedVersion: rt?.pinned ?? 0,
+    deferredUntil: rt && rt.deferredUntil > input.now ? input.nowIso(rt.deferredUntil) : '',
+    deferredReason: rt && rt.deferredUntil > input.now ? rt.deferredReason : '',
+    backoffUntil: rt && rt.backoffUntil > input.now ? input.nowIso(rt.backoffUntil) : '',
+    renewalRequested: rt?.force ?? false,
   };
+}
+
+/**
+ * How `agent` differs from the version `want` of certificate `name` it should serve, or
+ * null when it reports `want` installed. Pure. An agent that never reported the
+ * certificate is drift too ("unreported"): it serves nothing the controller knows of.
+ */
+export function agentDrift(name: string, want: number, agent: AgentView): AgentDrift | null {
+  const s = agent.report?.certificates.find((x) => x.name === name);
+  if (s?.state === 'installed' && s.version === want) return null;
+  return { certificate: name, desiredVersion: want, version: s?.version ?? 0, state: s?.state ?? 'unreported' };
 }
 
 /** An agent's error on one line, cut to a readable length (the whole text is in `certfleet agents --json`). */
@@ -159,8 +196,27 @@ export function createOperations(deps: OperationsDeps): Operations {
       runtime: loop.status(name),
       desired: desired.get(name),
       selected: c ? fleet.selected(c.agents) : [],
+      now: clock.now(),
       nowIso: (ms) => isoAt(ms),
     });
+  }
+
+  /**
+   * Per agent name, the certificates it is assigned (selected, not removed) and does not
+   * serve at the desired version the controller asks of it (its rollout wave's).
+   * Certificates not published yet are left out: nothing is desired of anyone.
+   */
+  function fleetDrift(): Map<string, AgentDrift[]> {
+    const out = new Map<string, AgentDrift[]>();
+    for (const c of cfg.certificates) {
+      const d = desired.get(c.name);
+      if (d === undefined) continue;
+      for (const a of fleet.selected(c.agents)) {
+        const drift = agentDrift(c.name, desiredFor(d, a.registration.labels).version, a);
+        if (drift !== null) out.set(a.registration.name, [...(out.get(a.registration.name) ?? []), drift]);
+      }
+    }
+    return out;
   }
 
   const backend: OperatorBackend = {
@@ -180,8 +236,9 @@ export function createOperations(deps: OperationsDeps): Operations {
       });
     },
     certificates: () => Promise.resolve(cfg.certificates.map((c) => certificateSummary(c.name))),
-    agents: () =>
-      Promise.resolve(
+    agents: () => {
+      const drift = fleetDrift();
+      return Promise.resolve(
         fleet.agents().map(
           (a): pb.AgentSummary => ({
             name: a.registration.name,
@@ -195,9 +252,11 @@ export function createOperations(deps: OperationsDeps): Operations {
             removedBy: a.registration.removedBy ?? '',
             identityNotAfter: a.registration.certNotAfter ?? '',
             ...(a.report?.refusals ? { refusals: a.report.refusals } : {}),
+            drift: drift.get(a.registration.name) ?? [],
           }),
         ),
-      ),
+      );
+    },
     async createEnrollmentToken(agent, labels, ttlMs, actor) {
       const res = await enrollment.createToken({ agent, labels, ttlMs });
       await events.emit(EventType.tokenCreated, {
@@ -226,15 +285,53 @@ export function createOperations(deps: OperationsDeps): Operations {
     },
     async renew(name, { cancel, operator }) {
       const c = configured(name);
+      const empty = { version: 0, previousVersion: loop.status(c.name)?.latest?.version ?? 0, deferredUntil: '', budget: '', budgetPreset: budget.preset, reason: '', errorCode: '', backoffUntil: '', requestedAt: '' };
       if (cancel) {
         const had = await loop.cancelRenewal(c.name);
         if (had) await events.emit(EventType.renewCancelled, { cert: c.name, actor: operator, message: `renewal request cancelled by ${operator}` });
-        return had ? `${c.name}: renewal request cancelled` : `${c.name}: no renewal request outstanding`;
+        return {
+          ...empty,
+          outcome: had ? 'cancelled' : 'not-requested',
+          message: had ? `${c.name}: renewal request cancelled` : `${c.name}: no renewal request outstanding`,
+        };
       }
-      // Durable: recorded in the store before the operator hears "requested".
+      const before = watchOf(loop.status(c.name));
+      // Durable: recorded in the store before the operator hears anything.
       await loop.renewNow(c.name, operator);
+      const requestedAt = loop.status(c.name)?.requestedAt ?? clock.now();
       await events.emit(EventType.renewRequested, { cert: c.name, actor: operator, message: `renewal requested by ${operator}` });
-      return `${c.name}: renewal requested; follow it with "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
+      // The loop was kicked: watch it act on the request for a moment, so the answer says
+      // what happened instead of "requested" while a budget holds the order for a day.
+      const wait = deadline(clock, deps.renewAnswerMs ?? RENEW_ANSWER_MS);
+      let verdict: RenewVerdict | null = null;
+      for (;;) {
+        const final = wait.expired();
+        verdict = renewOutcome(before, watchOf(loop.status(c.name)), requestedAt, clock.now(), final);
+        if (verdict !== null || final) break;
+        await wait.sleep(RENEW_POLL_MS);
+      }
+      const v = verdict ?? { outcome: 'queued', version: before.latestVersion + 1, detail: 'recorded' };
+      const next =
+        v.outcome === 'issued'
+          ? `; "certfleet renew ${c.name} --wait" or "certfleet certs" shows when the agents serve it`
+          : v.outcome === 'deferred'
+            ? `; budgets preset ${budget.preset} ("certfleet budgets"); the request stays and orders then`
+            : v.outcome === 'failed'
+              ? `; the request stays and is retried${v.backoffUntil ? ` at ${isoAt(v.backoffUntil)}` : ''}; "certfleet show ${c.name}"`
+              : `; follow it with "certfleet renew ${c.name} --wait", "certfleet show ${c.name}" or "certfleet events --cert ${c.name}"`;
+      return {
+        ...empty,
+        outcome: v.outcome,
+        message: `${c.name}: renewal ${v.detail}${next}`,
+        version: v.version,
+        previousVersion: before.latestVersion,
+        deferredUntil: v.deferredUntil ? isoAt(v.deferredUntil) : '',
+        budget: (v.budgets ?? []).join(', '),
+        reason: v.reason ?? '',
+        errorCode: v.errorCode ?? '',
+        backoffUntil: v.backoffUntil ? isoAt(v.backoffUntil) : '',
+        requestedAt: isoAt(requestedAt),
+      };
     },
     async history(name) {
       const c = configured(name);

@@ -54,6 +54,7 @@ export const ErrorCode = {
   NatsUnavailable: 'NATS_UNAVAILABLE',
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',
   NotLeader: 'NOT_LEADER',
+  WaitTimeout: 'WAIT_TIMEOUT',
   Internal: 'INTERNAL',
 } as const;
 

@@ -1,7 +1,8 @@
 /**
- * History and rollback, end to end with real nginx: issue v1, renew to v2, roll back —
- * every nginx serves v1 again (checked by handshake) and `history`/`agents` agree —
- * then release, and v2 is served again. Refusals: an unknown version, releasing a
+ * History and rollback, end to end with real nginx: issue v1, renew to v2 (`renew --wait`
+ * answers what the controller did and follows it until served), roll back — every nginx
+ * serves v1 again (checked by handshake) and `history`/`agents`/`certs` agree (certs shows
+ * newest 2, desired and pinned 1) — then release, and v2 is served again. Refusals: an unknown version, releasing a
  * certificate that is not pinned, and a stored version whose files were tampered with
  * (checked by the controller before anything is pinned).
  */
@@ -16,6 +17,14 @@ import { eventually } from '../harness/process.js';
 interface AgentJson {
   name: string;
   certificates: Array<{ name: string; version: number; state: string; fingerprint: string }>;
+}
+interface CertJson {
+  name: string;
+  newestVersion: number;
+  desiredVersion: number;
+  pinnedVersion: number;
+  agentsCurrent: number;
+  agentsAssigned: number;
 }
 interface HistoryJson {
   name: string;
@@ -77,18 +86,32 @@ describe('rollback moves every node back to an older version, release moves it f
       assert.ok(v1);
       await fleetServes(1, v1.fingerprint);
 
-      const renew = await fleet.cli(['renew', 'web']);
+      // renew answers what the controller did, and --wait follows it until both agents serve v2.
+      const renew = await fleet.cli(['renew', 'web', '--wait']);
       assert.equal(renew.code, 0, renew.stderr);
-      await eventually('version 2 issued', async () => (await history()).versions.length === 2, 120_000, 500);
+      assert.match(renew.stderr, /^web: renewal (ordered; it will be version 2|version 2 issued);/);
+      assert.equal(renew.stdout, 'web: version 2 served by 2/2 agents\n');
+      assert.equal((await history()).versions.length, 2);
       const v2 = (await history()).versions[1]?.version;
       assert.ok(v2);
       assert.notEqual(v2.fingerprint, v1.fingerprint);
       await fleetServes(2, v2.fingerprint);
 
-      const rb = await fleet.cli(['rollback', 'web']);
+      const rb = await fleet.cli(['rollback', 'web', '--wait']);
       assert.equal(rb.code, 0, rb.stderr);
-      assert.match(rb.stdout, /v2.*v1/);
+      assert.match(rb.stderr, /^web: rolled back from v2 to v1/);
+      assert.equal(rb.stdout, 'web: version 1 served by 2/2 agents\n');
       await fleetServes(1, v1.fingerprint);
+      // The summary tells the truth after a rollback: newest 2, desired and pinned 1, both
+      // agents on 1 (it used to read "web  2  ready  2/2", issue #14).
+      const summary = (await fleet.cliJson<{ certificates: CertJson[] }>(['certs'])).certificates.find((c) => c.name === 'web');
+      assert.deepEqual(
+        { newest: summary?.newestVersion, desired: summary?.desiredVersion, pinned: summary?.pinnedVersion, serving: `${summary?.agentsCurrent}/${summary?.agentsAssigned}` },
+        { newest: 2, desired: 1, pinned: 1, serving: '2/2' },
+      );
+      const table = await fleet.cli(['certs']);
+      assert.match(table.stdout, /^web +2 +1 +1 +2\/2 +pinned /m);
+      assert.match(table.stdout, /^web: pinned to v1 by a rollback; `certfleet release web` serves v2 again$/m);
       const pinned = await history();
       assert.equal(pinned.pinnedVersion, 1);
       const row1 = pinned.versions.find((v) => v.version.version === 1);
@@ -103,9 +126,12 @@ describe('rollback moves every node back to an older version, release moves it f
       await new Promise((r) => setTimeout(r, 3000));
       await fleetServes(1, v1.fingerprint);
 
-      const rel = await fleet.cli(['release', 'web']);
+      const rel = await fleet.cli(['release', 'web', '--wait']);
       assert.equal(rel.code, 0, rel.stderr);
+      assert.equal(rel.stdout, 'web: version 2 served by 2/2 agents\n');
       await fleetServes(2, v2.fingerprint);
+      const releasedSummary = (await fleet.cliJson<{ certificates: CertJson[] }>(['certs'])).certificates.find((c) => c.name === 'web');
+      assert.deepEqual([releasedSummary?.newestVersion, releasedSummary?.desiredVersion, releasedSummary?.pinnedVersion], [2, 2, 0]);
       const released = await history();
       assert.equal(released.pinnedVersion, 0);
       assert.equal(released.versions.find((v) => v.version.version === 2)?.desired, true);

@@ -592,7 +592,7 @@ function operatorBackend(): OperatorBackend {
         return Promise.reject(new CertfleetError(ErrorCode.StoreUnavailable, 'store busy', { retryable: true, retryAfterMs: 1500 }));
       }
       if (name === 'final') return Promise.reject(new CertfleetError(ErrorCode.AcmeRateLimited, 'rate limited', { retryable: false, retryAfterMs: 3_600_000 }));
-      return Promise.resolve(known(name)).then(() => 'queued');
+      return Promise.resolve(known(name)).then(() => ({ message: 'queued', outcome: 'queued' }));
     },
     history: (name) => Promise.resolve(known(name)).then(nothing),
     rollback: (name, to) => {

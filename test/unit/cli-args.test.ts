@@ -49,6 +49,16 @@ const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
 // ---- pure parsing ----
 
+void test('--wait on renew, rollback and release, with --wait-timeout (default 10m); not with --cancel, nor the timeout alone', () => {
+  const op = { credentialsFile: undefined, timeoutMs: 10_000 };
+  assert.deepEqual(parseCommandLine(['renew', 'web', '--wait']), { command: 'renew', name: 'web', cancel: false, json: false, wait: { timeoutMs: 600_000 }, operator: op });
+  assert.deepEqual(parseCommandLine(['rollback', 'web', '--wait', '--wait-timeout', '2m']), { command: 'rollback', name: 'web', toVersion: 0, json: false, wait: { timeoutMs: 120_000 }, operator: op });
+  assert.deepEqual(parseCommandLine(['release', 'web', '--wait']), { command: 'release', name: 'web', json: false, wait: { timeoutMs: 600_000 }, operator: op });
+  usageFailure(['renew', 'web', '--cancel', '--wait'], /either --cancel or --wait/);
+  usageFailure(['release', 'web', '--wait-timeout', '1m'], /--wait-timeout needs --wait/);
+  usageFailure(['renew', 'web', '--wait', '--wait-timeout', 'soon'], /not a positive duration/);
+});
+
 void test('agents remove takes exactly one valid agent name; agents alone still lists', () => {
   const op = { credentialsFile: undefined, timeoutMs: 10_000 };
   assert.deepEqual(parseCommandLine(['agents', 'remove', 'edge-b']), { command: 'agents remove', name: 'edge-b', json: false, operator: op });
@@ -59,9 +69,11 @@ void test('agents remove takes exactly one valid agent name; agents alone still 
 });
 
 void test('daemon commands parse their config file and --check', () => {
-  assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml']), { command: 'controller', configFile: 'c.yaml', check: false });
-  assert.deepEqual(parseCommandLine(['agent', '--config=a.yaml', '--check']), { command: 'agent', configFile: 'a.yaml', check: true });
-  assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml', '--write-nats-config']), { command: 'controller', configFile: 'c.yaml', check: false, writeNatsConfig: true });
+  assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml']), { command: 'controller', configFile: 'c.yaml', check: false, json: false });
+  assert.deepEqual(parseCommandLine(['agent', '--config=a.yaml', '--check']), { command: 'agent', configFile: 'a.yaml', check: true, json: false });
+  assert.deepEqual(parseCommandLine(['agent', '--config=a.yaml', '--check', '--json']), { command: 'agent', configFile: 'a.yaml', check: true, json: true });
+  assert.deepEqual(parseCommandLine(['controller', '--config', 'c.yaml', '--write-nats-config']), { command: 'controller', configFile: 'c.yaml', check: false, writeNatsConfig: true, json: false });
+  usageFailure(['controller', '--config', 'c.yaml', '--json'], /--json goes with --check/);
 });
 
 void test('agent enroll takes the token inline or from a file, exactly one of them', () => {
@@ -69,11 +81,13 @@ void test('agent enroll takes the token inline or from a file, exactly one of th
     command: 'agent enroll',
     configFile: 'a.yaml',
     token: { kind: 'inline', token: 'T0K' },
+    json: false,
   });
   assert.deepEqual(parseCommandLine(['agent', 'enroll', '--config', 'a.yaml', '--token-file', '-']), {
     command: 'agent enroll',
     configFile: 'a.yaml',
     token: { kind: 'file', path: '-' },
+    json: false,
   });
   usageFailure(['agent', 'enroll', '--config', 'a.yaml'], /missing --token-file/);
   usageFailure(['agent', 'enroll', '--config', 'a.yaml', '--token', 'x', '--token-file', 'f'], /not both/);
@@ -343,6 +357,29 @@ void test('agent --check prints ok for a valid config and exits 3 for an invalid
   assert.equal(r.code, ExitCode.Config);
   assert.match(r.stderr, /^certfleet: invalid configuration .*bad\.yaml \(2 problems\)/);
   assert.match(r.stderr, /code: CONFIG_INVALID/);
+});
+
+void test('with --json, --check answers a JSON object, and every error (usage, config) is one JSON object on stderr', async () => {
+  const dir = tempDir();
+  const good = path.join(dir, 'agent.yaml');
+  fs.writeFileSync(good, 'stateDir: ./state\ncontroller:\n  address: 127.0.0.1:7443\n  caFile: ./ca.pem\n');
+  const ok = await runMain(['agent', '--check', '--json', '--config', good], { forbid: ['controller'] });
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.deepEqual(JSON.parse(ok.stdout), { ok: true, config: good });
+
+  const bad = path.join(dir, 'bad.yaml');
+  fs.writeFileSync(bad, 'stateDir: ./state\ncontroller:\n  address: nowhere\n  caFile: ./ca.pem\nbogus: 1\n');
+  const r = await runMain(['agent', '--check', '--json', '--config', bad], { forbid: ['controller'] });
+  assert.equal(r.code, ExitCode.Config);
+  assert.equal(r.stdout, '');
+  const err = (JSON.parse(r.stderr) as { error: { code: string; message: string; exitCode: number; retryable: boolean } }).error;
+  assert.equal(err.code, 'CONFIG_INVALID');
+  assert.equal(err.exitCode, ExitCode.Config);
+  assert.match(err.message, /bad\.yaml \(2 problems\)/);
+
+  const usage = await runMain(['renew', '--json']);
+  assert.equal(usage.code, ExitCode.Usage);
+  assert.deepEqual(JSON.parse(usage.stderr), { error: { code: 'USAGE_INVALID', message: 'missing NAME (the certificate, as in certfleet certs)', exitCode: 2, retryable: false, hint: 'certfleet renew --help' } });
 });
 
 void test('controller --check reports an invalid config with exit 3, without loading agent code', async () => {

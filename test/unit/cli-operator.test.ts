@@ -50,6 +50,8 @@ const CERTS: pb.ListCertificatesResponse = {
       agentsAssigned: 1,
       agentsCurrent: 1,
       nextRenewal: '2026-03-31T00:00:00Z',
+      newestVersion: 2,
+      desiredVersion: 2,
     },
   ],
 };
@@ -298,8 +300,8 @@ void test('certs and agents print tables by default and the full response with -
   const file = credentialsFile();
   const certs = await cli(['certs', '--credentials', file]);
   assert.equal(certs.code, 0);
-  assert.match(certs.stdout, /^NAME +VERSION +STATE +AGENTS +EXPIRES +NEXT RENEWAL +NAMES\n/);
-  assert.match(certs.stdout, /^web +2 +ready +1\/1 +2026-05-01 \(in 60d\) +2026-03-31 \(in 29d\) +www\.example\.test$/m);
+  assert.match(certs.stdout, /^NAME +NEWEST +DESIRED +PINNED +SERVING +STATE +NEXT +EXPIRES +NAMES\n/);
+  assert.match(certs.stdout, /^web +2 +2 +- +1\/1 +ready +2026-03-31 \(in 29d\) +2026-05-01 \(in 60d\) +www\.example\.test$/m);
 
   const certsJson = JSON.parse((await cli(['certs', '--json', '--credentials', file])).stdout) as pb.ListCertificatesResponse__Output;
   assert.equal(certsJson.certificates[0]?.current?.fingerprint, 'ab'.repeat(32));
@@ -427,14 +429,32 @@ void test('renew prints the controller message; release prints the version now d
   assert.equal(cancel.stdout, 'web: renewal request cancelled\n', '--cancel reaches the controller');
   const release = await cli(['release', 'web', '--credentials', file]);
   assert.equal(release.code, 0);
-  assert.equal(release.stdout, 'web: released; v3 is desired now\n');
+  assert.equal(release.stdout, 'web: released; v3 is desired now; agents install it now (--wait follows them)\n');
+});
+
+void test('rollback --wait follows the certificate until every agent serves the version; --json adds what it waited for', async () => {
+  const file = credentialsFile();
+  const r = await cli(['rollback', 'web', '--to', '2', '--wait', '--credentials', file], {}, false, { waitIntervalMs: 10 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^web: rolled back from v3 to v2/);
+  assert.equal(r.stdout, 'web: version 2 served by 1/1 agent\n');
+  const j = await cli(['rollback', 'web', '--to', '2', '--wait', '--json', '--credentials', file], {}, false, { waitIntervalMs: 10 });
+  assert.equal(j.code, 0, j.stderr);
+  assert.deepEqual(JSON.parse(j.stdout), { fromVersion: 3, toVersion: 2, wait: { served: true, version: 2, agentsCurrent: 1, agentsAssigned: 1 } });
+});
+
+void test('release --wait gives up after --wait-timeout with WAIT_TIMEOUT, saying how far it got', async () => {
+  const r = await cli(['release', 'web', '--wait', '--wait-timeout', '200ms', '--credentials', credentialsFile()], {}, false, { waitIntervalMs: 20 });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /web: gave up waiting after 0s: waiting for version 3 \(state ready\)/);
+  assert.match(r.stderr, /\ncode: WAIT_TIMEOUT\n/);
 });
 
 void test('rollback sends --to (0 without it) and prints from and to with how to undo', async () => {
   const file = credentialsFile();
   const r = await cli(['rollback', 'web', '--credentials', file]);
   assert.equal(r.code, 0);
-  assert.equal(r.stdout, 'web: rolled back from v3 to v2 (pinned; `certfleet release web` to undo)\n');
+  assert.equal(r.stdout, 'web: rolled back from v3 to v2: v2 is desired now, pinned (`certfleet release web` to undo); agents install it now (--wait follows them)\n');
   assert.deepEqual(rollbackRequests.at(-1), { name: 'web', toVersion: 0 });
 
   const to = await cli(['rollback', 'web', '--to', '2', '--json', '--credentials', file]);

@@ -50,6 +50,13 @@ function show(over: Partial<pb.ShowCertificateResponse__Output> = {}): pb.ShowCe
       agentsAssigned: 4,
       agentsCurrent: 3,
       nextRenewal: '2026-03-30T00:00:00Z',
+      newestVersion: 3,
+      desiredVersion: 3,
+      pinnedVersion: 0,
+      deferredUntil: '',
+      deferredReason: '',
+      backoffUntil: '',
+      renewalRequested: false,
     },
     reason: 'ARI window',
     deferredUntil: '',
@@ -171,11 +178,18 @@ void test('history of a certificate never issued says so', () => {
   assert.equal(renderHistory({ name: 'api', versions: [], pinnedVersion: 0 }, NOW), 'api: no versions issued yet\n');
 });
 
+function renewResp(over: Partial<pb.RenewCertificateResponse__Output>): pb.RenewCertificateResponse__Output {
+  return { message: '', outcome: 'queued', version: 0, previousVersion: 0, deferredUntil: '', budget: '', budgetPreset: '', reason: '', errorCode: '', backoffUntil: '', requestedAt: '', ...over };
+}
+
 void test('renew prints the controller message, rollback from/to and how to undo, release the version now desired', () => {
-  assert.equal(renderRenew('web', { message: 'web: renewal queued' }), 'web: renewal queued\n');
-  assert.equal(renderRenew('web', { message: '' }), 'web: renewal requested\n');
-  assert.equal(renderRollback('web', { fromVersion: 3, toVersion: 2 }), 'web: rolled back from v3 to v2 (pinned; `certfleet release web` to undo)\n');
-  assert.equal(renderRelease('web', { version: 3 }), 'web: released; v3 is desired now\n');
+  assert.equal(renderRenew('web', renewResp({ message: 'web: renewal queued' })), 'web: renewal queued\n');
+  assert.equal(renderRenew('web', renewResp({ message: '' })), 'web: renewal requested\n');
+  assert.equal(
+    renderRollback('web', { fromVersion: 3, toVersion: 2 }),
+    'web: rolled back from v3 to v2: v2 is desired now, pinned (`certfleet release web` to undo); agents install it now (--wait follows them)\n',
+  );
+  assert.equal(renderRelease('web', { version: 3 }), 'web: released; v3 is desired now; agents install it now (--wait follows them)\n');
 });
 
 void test('budgets shows the preset, then whole available tokens over capacity, reserve and the next token, sorted by name', () => {

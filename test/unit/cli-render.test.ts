@@ -44,6 +44,13 @@ function certSummary(over: Partial<pb.CertificateSummary__Output>): pb.Certifica
     agentsAssigned: 0,
     agentsCurrent: 0,
     nextRenewal: '',
+    newestVersion: over.current?.version ?? 0,
+    desiredVersion: over.current?.version ?? 0,
+    pinnedVersion: 0,
+    deferredUntil: '',
+    deferredReason: '',
+    backoffUntil: '',
+    renewalRequested: false,
     ...over,
   };
 }
@@ -116,9 +123,9 @@ void test('the certs table has the agreed columns, aligned, sorted by name, with
   assert.equal(
     out,
     [
-      'NAME   VERSION   STATE     AGENTS   EXPIRES               NEXT RENEWAL          NAMES',
-      'api    -         pending   0/1      -                     -                     api.example.test',
-      'web    3         ready     3/4      2026-04-29 (in 59d)   2026-03-30 (in 29d)   www.example.test,example.test',
+      'NAME   NEWEST   DESIRED   PINNED   SERVING   STATE     NEXT                  EXPIRES               NAMES',
+      'api    -        -         -        0/1       pending   -                     -                     api.example.test',
+      'web    3        3         -        3/4       ready     2026-03-30 (in 29d)   2026-04-29 (in 59d)   www.example.test,example.test',
       '',
     ].join('\n'),
   );
@@ -141,7 +148,7 @@ void test('the certs table marks expired certificates and overdue renewals, and 
     NOW,
   );
   const [header, row, blank, failure] = out.split('\n');
-  assert.match(header ?? '', /^NAME {3}VERSION/);
+  assert.match(header ?? '', /^NAME {3}NEWEST/);
   assert.match(row ?? '', /2026-02-27 \(expired 2d ago\)/);
   assert.match(row ?? '', /2026-03-01 \(due 3h ago\)/);
   assert.equal(blank, '');
@@ -164,6 +171,7 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
           removedBy: '',
           identityNotAfter: '',
           refusals: null,
+          drift: [],
         },
         {
           name: 'lb-1',
@@ -181,6 +189,7 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
           removedBy: '',
           identityNotAfter: '',
           refusals: { total: 0, byReason: {}, last: '', lastAt: '' },
+          drift: [],
         },
         {
           name: 'lb-3',
@@ -194,6 +203,7 @@ void test('the agents table shows online, last seen, sorted labels, each certifi
           removedBy: 'alice',
           identityNotAfter: '',
           refusals: null,
+          drift: [],
         },
       ],
     },
@@ -227,6 +237,7 @@ void test('an agent that refused records gets a SECURITY line under the table, w
           removedBy: '',
           identityNotAfter: '',
           refusals: { total: 3, byReason: { unsigned: 1, replay: 2 }, last: 'replay: generation 4 is older than 7\n(bucket=certfleet_desired)', lastAt: at(-5 * S) },
+          drift: [],
         },
       ],
     },
@@ -311,4 +322,62 @@ void test('the enrolment result prints the name and sorted labels', () => {
   );
   assert.match(renderEnrolled({ name: 'web-4', labels: {}, serves: [] }), /will serve: nothing yet/);
   assert.match(renderEnrolled({ name: 'web-5', labels: {}, serves: { error: 'deadline exceeded' } }), /will serve: unknown \(asking the controller failed: deadline exceeded\)/);
+});
+
+void test('after a rollback the certs table shows newest 2, desired 1, pinned 1, the agents serving 1 and how to release (issue #14)', () => {
+  const out = renderCertificates(
+    {
+      certificates: [
+        certSummary({ name: 'web', current: version('web', 2, at(59 * D + H)), newestVersion: 2, desiredVersion: 1, pinnedVersion: 1, state: 'ready', agentsAssigned: 2, agentsCurrent: 2, nextRenewal: at(29 * D) }),
+      ],
+    },
+    NOW,
+  );
+  const [header, row, blank, note] = out.split('\n');
+  assert.match(header ?? '', /^NAME +NEWEST +DESIRED +PINNED +SERVING +STATE +NEXT +EXPIRES +NAMES$/);
+  assert.match(row ?? '', /^web +2 +1 +1 +2\/2 +pinned +2026-03-30 \(in 29d\) /);
+  assert.equal(blank, '');
+  assert.equal(note, 'web: pinned to v1 by a rollback; `certfleet release web` serves v2 again');
+});
+
+void test('a budget deferral shows in NEXT and as a note with its reason; a backoff and an outstanding request show in NEXT', () => {
+  const out = renderCertificates(
+    {
+      certificates: [
+        certSummary({ name: 'web', current: version('web', 2, at(59 * D)), state: 'ready', renewalRequested: true, deferredUntil: at(31 * H), deferredReason: 'budget exhausted: New Certificates per Exact Set of Identifiers (5 per 7d)' }),
+        certSummary({ name: 'api', current: version('api', 1, at(59 * D)), state: 'failed', backoffUntil: at(5 * M), lastError: 'ACME_PROBLEM: refused' }),
+        certSummary({ name: 'shop', current: version('shop', 1, at(59 * D)), state: 'ready', renewalRequested: true }),
+      ],
+    },
+    NOW,
+  );
+  const lines = out.split('\n');
+  assert.match(lines[1] ?? '', /^api .* retry in 5m \(backoff\) /);
+  assert.match(lines[2] ?? '', /^shop .* requested /);
+  assert.match(lines[3] ?? '', /^web .* deferred, in 31h \(budget\) /);
+  assert.ok(lines.includes('api: ACME_PROBLEM: refused'), out);
+  assert.ok(lines.includes('web: renewal deferred until 2026-03-02 19:00:00Z (in 31h): budget exhausted: New Certificates per Exact Set of Identifiers (5 per 7d)'), out);
+});
+
+void test('agents: drifting agents come first, each certificate they lag on marked with the version wanted, and a line names them', () => {
+  const base = { lastSeen: at(-S), online: true, http01Address: '', enrolledAt: at(-D), removedAt: '', removedBy: '', identityNotAfter: '', refusals: null };
+  const out = renderAgents(
+    {
+      agents: [
+        { ...base, name: 'edge-a', labels: {}, certificates: [status({ name: 'web', version: 1, desiredVersion: 1, state: 'installed' })], drift: [] },
+        { ...base, name: 'edge-b', labels: {}, certificates: [status({ name: 'web', version: 2, desiredVersion: 2, state: 'installed' })], drift: [{ certificate: 'web', desiredVersion: 1, version: 2, state: 'installed' }, { certificate: 'api', desiredVersion: 3, version: 0, state: 'unreported' }] },
+      ],
+    },
+    NOW,
+  );
+  assert.equal(
+    out,
+    [
+      'NAME     ONLINE   LAST SEEN   LABELS   CERTIFICATES',
+      'edge-b   yes      1s ago      -        web@2 installed (want 1), api: none (want 3)',
+      'edge-a   yes      1s ago      -        web@1 installed',
+      '1 agent not serving the desired version: edge-b',
+      '',
+    ].join('\n'),
+  );
 });
