@@ -31,9 +31,8 @@ export class FakeAcmeDns extends FakeApi {
     this.txt = new TxtData(opts.mirror);
   }
 
-  /** Registers an account directly (what `POST /register` does). */
-  register(): FakeAcmeDnsAccount {
-    const subdomain = crypto.randomUUID();
+  /** Registers an account directly (what `POST /register` does); `subdomain` fixed for a zone file written in advance. */
+  register(subdomain: string = crypto.randomUUID()): FakeAcmeDnsAccount {
     const acct = { username: crypto.randomUUID(), password: crypto.randomBytes(30).toString('base64url').slice(0, 40), fulldomain: `${subdomain}.${this.opts.domain}`, subdomain, allowfrom: [] };
     this.accounts.push(acct);
     return acct;
