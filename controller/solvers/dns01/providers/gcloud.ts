@@ -72,7 +72,7 @@ export function parseServiceAccount(text: string): ServiceAccountKey | { problem
   } catch {
     return { problem: 'not JSON' };
   }
-  if (v['type'] !== undefined && v['type'] !== 'service_account') return { problem: `type is "${String(v['type'])}", expected "service_account"` };
+  if (v['type'] !== undefined && v['type'] !== 'service_account') return { problem: `type is ${JSON.stringify(v['type'])}, expected "service_account"` };
   for (const f of ['client_email', 'private_key', 'token_uri'] as const) {
     if (typeof v[f] !== 'string' || v[f] === '') return { problem: `${f} is missing` };
   }

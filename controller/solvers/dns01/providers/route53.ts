@@ -226,7 +226,8 @@ export class Route53Provider implements DnsProvider {
       this.opts.credentials(),
       { region: this.opts.region ?? 'us-east-1', service: 'route53', at },
     );
-    const { host: _host, ...headers } = signed.headers;
+    // fetch sets Host itself (from the URL: the same value that was signed) and refuses one given.
+    const headers = Object.fromEntries(Object.entries(signed.headers).filter(([k]) => k !== 'host'));
     const answer = await this.http.send({ method, url: signed.url, headers, ...(body === '' ? {} : { body }) }, what);
     if (answer.status >= 200 && answer.status < 300) return answer;
     const code = xmlText(answer.text, 'Code') ?? (answer.text.includes('<InvalidChangeBatch') ? 'InvalidChangeBatch' : '');
