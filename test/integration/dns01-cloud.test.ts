@@ -20,6 +20,8 @@ import {
   GcloudProvider,
   MemoryDns01Journal,
   Route53Provider,
+  createDns01Providers,
+  dns01ConfigSchema,
   janitor,
   parseServiceAccount,
   type DnsProvider,
@@ -167,6 +169,19 @@ void describe('cloudflare provider against the fake Cloudflare API', () => {
     assert.equal(err.retryable, true);
     assert.equal(err.retryAfterMs, fake.retryAfterSeconds * 1000);
     assert.deepEqual(fake.values('_acme-challenge.busy.example.com'), []);
+  });
+
+  void it('is built from the dns01 configuration with the token from the environment and the base URL pointed at the fake', async () => {
+    const cfg = dns01ConfigSchema.parse({ providers: { cf: { type: 'cloudflare', apiTokenEnv: 'CF_DNS_API_TOKEN', baseUrl: fake.baseUrl, ttl: 120 } } });
+    const { log, text } = capturingLog();
+    const p = createDns01Providers(cfg, { env: { CF_DNS_API_TOKEN: TOKEN }, clock: systemClock, log }).get('cf');
+    assert.ok(p);
+    await p.check();
+    await p.present('_acme-challenge.cfg.example.com.', V1);
+    assert.equal(fake.records.find((r) => r.name === '_acme-challenge.cfg.example.com')?.ttl, 120);
+    await p.cleanup('_acme-challenge.cfg.example.com.', V1);
+    assert.deepEqual(fake.values('_acme-challenge.cfg.example.com'), []);
+    assert.ok(!text().includes(TOKEN));
   });
 
   void it('the janitor removes a record a crash left behind, through the provider', async () => {
