@@ -243,7 +243,7 @@ export class GcloudProvider implements DnsProvider {
       what,
     );
     if (answer.status !== 200) {
-      const e = answer.text.trimStart().startsWith('{') ? (JSON.parse(answer.text) as GError) : {};
+      const e = jsonOr(answer.text);
       const code = typeof e.error === 'string' ? e.error : '';
       throw answerError(this.describe(), this.name, what, answer, [code, e.error_description ?? ''].filter((s) => s !== '').join(': '), answer.status === 400 && ['invalid_grant', 'invalid_client', 'unauthorized_client'].includes(code));
     }
@@ -257,8 +257,8 @@ export class GcloudProvider implements DnsProvider {
 
   private failure(answer: HttpAnswer, what: string): CertfleetError {
     let detail = answer.text.slice(0, 200);
-    if (answer.text.trimStart().startsWith('{')) {
-      const e = JSON.parse(answer.text) as GError;
+    {
+      const e = jsonOr(answer.text);
       if (typeof e.error === 'object') {
         const reasons = (e.error.errors ?? []).map((x) => x.reason).filter((r): r is string => typeof r === 'string');
         detail = `${e.error.message ?? ''}${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}`;
@@ -269,6 +269,16 @@ export class GcloudProvider implements DnsProvider {
 
   private describe(): string {
     return `gcloud provider "${this.name}"`;
+  }
+}
+
+/** An error body as JSON, or nothing when it is not JSON (a proxy's HTML page). */
+function jsonOr(text: string): GError {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return typeof v === 'object' && v !== null ? (v) : {};
+  } catch {
+    return {};
   }
 }
 
