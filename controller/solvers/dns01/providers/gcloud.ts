@@ -257,12 +257,10 @@ export class GcloudProvider implements DnsProvider {
 
   private failure(answer: HttpAnswer, what: string): CertfleetError {
     let detail = answer.text.slice(0, 200);
-    {
-      const e = jsonOr(answer.text);
-      if (typeof e.error === 'object') {
-        const reasons = (e.error.errors ?? []).map((x) => x.reason).filter((r): r is string => typeof r === 'string');
-        detail = `${e.error.message ?? ''}${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}`;
-      }
+    const e = jsonOr(answer.text);
+    if (typeof e.error === 'object') {
+      const reasons = (e.error.errors ?? []).map((x) => x.reason).filter((r): r is string => typeof r === 'string');
+      detail = `${e.error.message ?? ''}${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}`;
     }
     return answerError(this.describe(), this.name, what, answer, detail);
   }
