@@ -9,7 +9,7 @@ import { BudgetConfigSchema } from '../budget/index.js';
 import type { RenewBefore } from '../scheduler/index.js';
 import { KEY_TYPES } from '../../shared/model/index.js';
 import { parseSelector } from '../../shared/selector/index.js';
-import { dns01ConfigSchema } from '../solvers/dns01/index.js';
+import { dns01ConfigSchema, resolveProviderPaths } from '../solvers/dns01/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 import type { StoreConfig } from '../store/index.js';
@@ -296,7 +296,7 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
     dns01: {
       ...cfg.dns01,
       providers: Object.fromEntries(
-        Object.entries(cfg.dns01.providers).map(([name, p]) => [name, p.type === 'rfc2136' && p.secretFile !== undefined ? { ...p, secretFile: abs(p.secretFile) } : p]),
+        Object.entries(cfg.dns01.providers).map(([name, p]) => [name, resolveProviderPaths(p, abs)]),
       ),
     },
   };

@@ -18,6 +18,7 @@ import { TSIG_ALGORITHMS, type TsigAlgorithm } from './tsig.js';
 import { parseServer } from './transport.js';
 import { Dns01Solver, type Dns01Journal } from './solver.js';
 import { isAddress } from './propagation.js';
+import { cloudProviderSchemas, createCloudProvider } from './providers/index.js';
 
 /** `ip`, `ip:port`, `[v6]:port`: a DNS server by address (no names: they would need DNS to find DNS). */
 const serverAddress = z.string().refine((s) => isAddress(parseServer(s).host) && Number.isInteger(parseServer(s).port) && parseServer(s).port > 0 && parseServer(s).port < 65536, {
@@ -65,7 +66,7 @@ const execProvider = z.strictObject({
 export const dns01ConfigSchema = z
   .strictObject({
     /** Named providers; certificates and zones refer to them by name. */
-    providers: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and "-"'), z.discriminatedUnion('type', [rfc2136Provider, execProvider])).default({}),
+    providers: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and "-"'), z.discriminatedUnion('type', [rfc2136Provider, execProvider, ...cloudProviderSchemas])).default({}),
     /** Which provider writes records in which zone (longest match wins; matched on the name after CNAME delegation). */
     zones: z.array(z.strictObject({ zone: zoneName, provider: z.string().min(1) })).default([]),
     /** Follow `_acme-challenge` CNAMEs to a validation zone. */
@@ -130,6 +131,12 @@ export function createDns01Providers(cfg: Dns01Config, opts: Dns01FactoryOptions
   for (const [name, p] of Object.entries(cfg.providers)) {
     if (p.type === 'exec') {
       providers.set(name, new ExecProvider({ name, command: p.command, timeoutMs: p.timeout, env: opts.env, log }));
+      continue;
+    }
+    if (p.type !== 'rfc2136') {
+      // cloudflare, route53, gcloud, acme-dns: providers/config.ts
+      const cloud = createCloudProvider(name, p, { env: opts.env, clock: opts.clock, log }, problems);
+      if (cloud) providers.set(name, cloud);
       continue;
     }
     let text: string | undefined;

@@ -5,7 +5,8 @@
  * `_acme-challenge` CNAME to its validation zone), journals it, and returns only when
  * every authoritative server shows every value; `cleanup` removes them; `janitor`
  * removes records a crash left in the journal. Providers: `rfc2136` (DNS UPDATE signed
- * with TSIG, for BIND, Knot, PowerDNS...) and `exec` (an operator's command). The
+ * with TSIG, for BIND, Knot, PowerDNS...), `exec` (an operator's command), and the HTTP
+ * APIs in providers/ (`cloudflare`, `route53`, `gcloud`, `acme-dns`). The
  * `dns01` configuration section and its factory live in config.ts. See docs/dns01.md.
  */
 export type { DnsProvider } from './provider.js';
@@ -31,3 +32,4 @@ export { DnsLookup, waitForPropagation, type LookupOptions, type Nameserver, typ
 export { dns01ConfigSchema, createDns01Providers, createDns01Solver, parseTsigSecret, type Dns01Config, type Dns01ProviderConfig, type Dns01FactoryOptions } from './config.js';
 export { TSIG_ALGORITHMS, signMessage, verifyResponse, readTsig, type TsigKey, type TsigAlgorithm, type TsigVerdict, type SignedMessage } from './tsig.js';
 export { parseServer, formatServer, type DnsServer } from './transport.js';
+export * from './providers/index.js';
