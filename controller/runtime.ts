@@ -39,6 +39,7 @@ import { RecordSigner } from './signing/index.js';
 import { Reconciler } from './reconcile/index.js';
 import { createOperations } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
+import { fromReport, Notifier, type CertificateLife } from './notifications/index.js';
 import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
 import { LogKey } from '../shared/log/index.js';
@@ -216,7 +217,15 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     });
     cleanups.push(() => Promise.resolve(acme.close()));
 
-    const events = new EventPublisher(nats, clock, log.child({ [LogKey.component]: 'events' }));
+    const notifier = new Notifier({
+      clock,
+      log: log.child({ [LogKey.component]: 'notifications' }),
+      afterFailures: cfg.notifications.afterFailures,
+      dedupWindowMs: cfg.notifications.dedupWindow,
+      targets: cfg.notifications.webhooks.map((w) => ({ name: w.name, url: w.url, format: w.format, headers: w.headers, kinds: w.kinds ?? [], timeoutMs: w.timeout })),
+    });
+    cleanups.push(() => notifier.stop());
+    const events = new EventPublisher(nats, clock, log.child({ [LogKey.component]: 'events' }), (e) => notifier.event(e));
     const enrollment = new Enrollment(store, clock, log);
     // The loop is built after the fleet it depends on; the fleet reaches it through this.
     let onAgentOnline = (): void => undefined;
@@ -229,6 +238,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       onAgentOnline: () => onAgentOnline(),
       onRefusals: (agent, r) =>
         void events.emit(EventType.security, { agent, message: `agent ${agent} refused records: ${r.last}`, details: { total: r.total, byReason: r.byReason, lastAt: r.lastAt } }),
+      // A newly failed install (hook, install, verification; rolled back or not) is an
+      // event and, when configured, a notification.
+      onCertificateReport: (agent, before, now) => {
+        const n = fromReport(agent, before, now, isoAt(clock.now()));
+        if (n === undefined) return;
+        notifier.send(n);
+        void events.emit(EventType.installFailed, { cert: now.name, agent, ...(n.version === undefined ? {} : { version: n.version }), message: n.summary, details: n.details });
+      },
     });
     cleanups.push(() => fleet.close());
     const signer = await RecordSigner.open(store, clock, log.child({ [LogKey.component]: 'signing' }));
@@ -385,6 +402,21 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         },
       });
       cleanups.push(() => metrics.stop());
+    }
+
+    if (notifier.enabled) {
+      // Certificates in the last third of their life with no renewal: checked on the clock.
+      const lifeCheck = async (): Promise<void> => {
+        const lives: CertificateLife[] = [];
+        for (const c of cfg.certificates) {
+          const latest = await store.latest(c.name).catch(() => null);
+          if (latest !== null) lives.push({ name: c.name, version: latest.version, notBefore: Date.parse(latest.notBefore), notAfter: Date.parse(latest.notAfter) });
+        }
+        notifier.life(lives);
+      };
+      const lifeTimer = clock.every(cfg.notifications.lifeCheckInterval, lifeCheck);
+      cleanups.push(() => Promise.resolve(lifeTimer.stop()));
+      void lifeCheck();
     }
 
     const delivery = spool.startDelivery(store, {

@@ -4,6 +4,7 @@
  * Every field is documented in docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
+import { NOTIFICATION_KINDS } from '../notifications/index.js';
 import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsFields, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
 import { BudgetConfigSchema } from '../budget/index.js';
 import type { RenewBefore } from '../scheduler/index.js';
@@ -233,6 +234,40 @@ export const controllerConfigSchema = z
         listen: hostPort,
       })
       .optional(),
+    /** Webhook notifications (docs/operations.md#notifications); none by default. */
+    notifications: z
+      .strictObject({
+        /** renewal-failed is sent after this many consecutive failures of one certificate. */
+        afterFailures: z.int().min(1).max(100).default(3),
+        /** The same alert is sent at most once per window. */
+        dedupWindow: boundedDuration('1m', '7d').prefault('4h'),
+        /** How often certificates are checked for the last third of their life. */
+        lifeCheckInterval: boundedDuration('10s', '1d').prefault('10m'),
+        webhooks: z
+          .array(
+            z.strictObject({
+              /** Names the target in logs (the URL may be a secret: write it as `${SLACK_WEBHOOK_URL}`). */
+              name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and dashes'),
+              url: z.url({ protocol: /^https?$/, error: 'expected an http(s):// URL' }),
+              /** `json` (generic), `slack` (incoming webhook), `alertmanager` (POST to .../api/v2/alerts). */
+              format: z.enum(['json', 'slack', 'alertmanager']).default('json'),
+              /** Extra headers, e.g. `Authorization: Bearer ${TOKEN}`; values never logged. */
+              headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/, 'a header name'), z.string()).default({}),
+              /** Kinds sent here; all when absent. */
+              kinds: z.array(z.enum(NOTIFICATION_KINDS)).min(1).optional(),
+              timeout: boundedDuration('1s', '2m').prefault('10s'),
+            }),
+          )
+          .default([]),
+      })
+      .prefault({})
+      .superRefine((n, ctx) => {
+        const seen = new Set<string>();
+        n.webhooks.forEach((w, i) => {
+          if (seen.has(w.name)) ctx.addIssue({ code: 'custom', path: ['webhooks', i, 'name'], message: `duplicate webhook name "${w.name}"` });
+          seen.add(w.name);
+        });
+      }),
     /** Rate-limit budgets mirroring the CA's limits (docs/renewal.md). */
     budgets: BudgetConfigSchema.prefault({}),
     /** DNS-01 providers, zones and propagation checks (docs/dns01.md). */

@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
-import type { RecordRefusals } from '../../shared/model/index.js';
+import type { CertStatus, RecordRefusals } from '../../shared/model/index.js';
 import { openKv, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { matches, parseSelector } from '../../shared/selector/index.js';
 import { parseAgentRecord, type AgentRecord } from '../../shared/records/index.js';
@@ -47,6 +47,11 @@ export interface FleetOptions {
   onAgentOnline?: (agent: string) => void;
   /** Called when an agent's report shows records refused since its previous report (SECURITY). */
   onRefusals?: (agent: string, refusals: RecordRefusals) => void;
+  /**
+   * Called for each certificate of each report, with what the agent said of it in its
+   * previous report (undefined the first time). Must not throw.
+   */
+  onCertificateReport?: (agent: string, before: CertStatus | undefined, now: CertStatus) => void;
 }
 
 export class Fleet {
@@ -127,6 +132,10 @@ export class Fleet {
     if (refusals && refusals.total > 0 && refusals.lastAt !== before?.refusals?.lastAt) {
       this.opts.log.warn({ agent, code: ErrorCode.RecordRefused, total: refusals.total, byReason: refusals.byReason, last: refusals.last }, 'agent refused records');
       this.opts.onRefusals?.(agent, refusals);
+    }
+    if (this.opts.onCertificateReport !== undefined) {
+      const previous = new Map((before?.certificates ?? []).map((c) => [c.name, c]));
+      for (const c of report.certificates) this.opts.onCertificateReport(agent, previous.get(c.name), c);
     }
     this.reports.set(agent, record);
     this.writeThrough(agent, record);

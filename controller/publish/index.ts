@@ -222,14 +222,20 @@ export class NatsChallengeBoard implements ChallengeBoard {
  * operation that caused it.
  */
 export class EventPublisher {
+  /**
+   * `observe` sees every event before it is published, whether or not the publish
+   * succeeds (the notifier); it must not throw.
+   */
   constructor(
     private readonly nats: NatsHandle,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly observe?: (event: FleetEvent) => void,
   ) {}
 
   async emit(type: EventType, fields: Omit<FleetEvent, 'type' | 'at'>): Promise<void> {
     const event: FleetEvent = { type, at: isoAt(this.clock.now()), ...fields };
+    this.observe?.(event);
     try {
       await publishEvent(this.nats, eventSubject(type, fields.cert), event);
     } catch (err) {

@@ -12,11 +12,16 @@
  *
  * The agents resync only hourly, so no retry of the failed version runs while the tests
  * look at disk and nginx; the last test restarts an agent, which resyncs at start.
+ *
+ * The controller sends notifications to a webhook receiver on loopback (issue #14): a
+ * failed install is one delivery, however often the agent reports it.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import http from 'node:http';
+import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { FileStore } from '../../controller/store/index.js';
@@ -84,9 +89,23 @@ describe('an agent rolls back a version its hook or its server does not take', {
   let fleet: Fleet;
   let store: FileStore;
   const v1 = new Map<string, VersionMeta>();
+  let receiver: http.Server;
+  const deliveries: Array<{ kind: string; cert?: string; agent?: string; version?: number; summary: string }> = [];
 
   before(async () => {
+    receiver = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        deliveries.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as (typeof deliveries)[number]);
+        res.writeHead(204).end();
+      });
+    });
+    receiver.listen(0, '127.0.0.1');
+    await once(receiver, 'listening');
+    const hookUrl = `http://127.0.0.1:${(receiver.address() as { port: number }).port}/hook`;
     fleet = await startFleet({
+      controllerYaml: [`notifications: { webhooks: [{ name: ops, url: "${hookUrl}", format: json }] }`],
       certificates: CERTS,
       agents: [
         { name: 'edge-h', ip: '127.0.0.2', labels: { node: 'h' }, serves: ['alpha'], hook: wrappedHook, resyncInterval: '1h' },
@@ -106,6 +125,8 @@ describe('an agent rolls back a version its hook or its server does not take', {
   after(async () => {
     await store?.close();
     await fleet?.stop();
+    receiver?.closeAllConnections();
+    receiver?.close();
   });
 
   function agent(name: string): FleetAgent {
@@ -185,6 +206,18 @@ describe('an agent rolls back a version its hook or its server does not take', {
     // The files behind `current` are v1's: a reload by anyone else keeps serving v1.
     await reloadNginxDirectly(h);
     assert.equal(await served(h, 'alpha.example.test'), good.fingerprint, 'nginx still serves v1 after a reload');
+
+    // One webhook delivery for the failure, though the agent reports it every second, and
+    // the failure is in the event log.
+    await eventually('the install-failed notification', () => deliveries.some((d) => d.kind === 'install-failed' && d.cert === 'alpha'), 30_000, 200);
+    await new Promise((r) => setTimeout(r, 3000));
+    const alpha = deliveries.filter((d) => d.kind === 'install-failed' && d.cert === 'alpha');
+    assert.equal(alpha.length, 1, JSON.stringify(deliveries));
+    assert.equal(alpha[0]!.agent, 'edge-h');
+    assert.equal(alpha[0]!.version, v2.version);
+    assert.match(alpha[0]!.summary, /edge-h could not install alpha v\d+: .*serves again/);
+    const events = await fleet.cliJson<{ events: Array<{ type: string; cert?: string; agent?: string }> }>(['events', '--cert', 'alpha']);
+    assert.ok(events.events.some((e) => e.type === 'install-failed' && e.agent === 'edge-h'), 'install-failed event');
   });
 
   test('a hook that exits 0 without reloading for v2: verification catches it (NOT_SERVED) and v1 is restored', async () => {
