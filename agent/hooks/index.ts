@@ -20,14 +20,19 @@ export { CLI_UNSAFE, parseShowSslCert, pemPayload, runtimeCommand, scrubPem, upd
 export interface HookSpec {
   /** A string runs through `/bin/sh -c`; an array runs the program directly (no shell). */
   command: string | string[];
-  /** Wall time allowed before the whole process group is terminated. Must be > 0. */
+  /** Time allowed (on the runner's clock: wall time under the system clock) before the whole process group is terminated. Must be > 0. */
   timeoutMs: number;
 }
 
 export interface RunHookOptions {
   /** Working directory; default the agent's. */
   cwd?: string;
-  /** Time for the timeout, the kill grace, the output drain and `durationMs`; default the system clock. */
+  /**
+   * Time for the timeout, the kill grace, the output drain and `durationMs`; default the
+   * system clock. These bound a child process, so the agent passes its own clock (real
+   * time in production); a manual clock would hold a real hook past its timeout until
+   * advanced, which is why tests of the apply step script the HookRunner instead.
+   */
   clock?: Clock;
 }
 
