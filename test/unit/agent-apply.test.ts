@@ -36,7 +36,7 @@ interface HookCall {
  * per-certificate hook. `web` has a verify endpoint; the fake probe answers with what
  * `served` says the listener has loaded (the fake hook loads `current`, as nginx would).
  */
-async function world(opts: { hookExit?: (call: HookCall) => number } = {}) {
+function world(opts: { hookExit?: (call: HookCall) => number } = {}) {
   const dir = tempDir('certfleet-apply-');
   const clock = new ManualClock(START);
   const log = silentLogger();
@@ -69,9 +69,9 @@ certificates:
       return { ran: true, exitCode, signal: '', timedOut: false, durationMs: 0, outputTail: '' };
     },
   };
-  const verifier = tlsVerifier(clock, async () => {
+  const verifier = tlsVerifier(clock, () => {
     served.probes++;
-    return { fingerprint: served.fingerprint, error: served.fingerprint === '' ? 'connection refused' : '' };
+    return Promise.resolve({ fingerprint: served.fingerprint, error: served.fingerprint === '' ? 'connection refused' : '' });
   });
   const reports: StatusReport[] = [];
   const trust = Trust.open(dir, clock, log);
@@ -79,13 +79,12 @@ certificates:
     config,
     installer,
     bundles: {
-      async fetchBundle(name, version) {
+      fetchBundle(name, version) {
         const b = bundles.get(`${name}/${version}`);
-        if (!b) throw new Error(`no bundle ${name} v${version}`);
-        return b;
+        return b ? Promise.resolve(b) : Promise.reject(new Error(`no bundle ${name} v${version}`));
       },
     },
-    reporter: { reportStatus: async (r) => void reports.push(r) },
+    reporter: { reportStatus: (r) => Promise.resolve(void reports.push(r)) },
     hooks,
     verifier,
     trust,
@@ -128,7 +127,7 @@ async function onClock(clock: ManualClock, work: Promise<unknown>, limitMs = 600
 }
 
 test('a new version installs, runs each hook once for its group, verifies, records the load and reports', async () => {
-  const w = await world();
+  const w = world();
   for (const name of ['web', 'api', 'solo']) w.want(await w.bundle(name, 1));
   await onClock(w.clock, w.applier.converge(w.desired, false));
 
@@ -164,7 +163,7 @@ test('a new version installs, runs each hook once for its group, verifies, recor
 });
 
 test('a failed hook rolls back to the previous version, reruns the hook for it, and reports both', async () => {
-  const w = await world({ hookExit: (c) => (c.version === '2' && c.rollback === '0' ? 1 : 0) });
+  const w = world({ hookExit: (c) => (c.version === '2' && c.rollback === '0' ? 1 : 0) });
   w.want(await w.bundle('api', 1));
   await onClock(w.clock, w.applier.converge(w.desired, false));
   assert.equal(w.status('api')?.state, 'installed');
@@ -200,7 +199,7 @@ test('a failed hook rolls back to the previous version, reruns the hook for it, 
 });
 
 test('a verify that never sees the new fingerprint fails after its settle time on clock time, and rolls back', async () => {
-  const w = await world();
+  const w = world();
   w.want(await w.bundle('web', 1));
   await onClock(w.clock, w.applier.converge(w.desired, false));
   assert.equal(w.status('web')?.servedVerified, true);
@@ -226,7 +225,7 @@ test('a verify that never sees the new fingerprint fails after its settle time o
 });
 
 test('after a restart, a loaded marker is not enough when the endpoint does not serve current: the hook runs again', async () => {
-  const w = await world();
+  const w = world();
   w.want(await w.bundle('web', 1));
   await onClock(w.clock, w.applier.converge(w.desired, false));
   const v1 = w.served.fingerprint;
@@ -254,7 +253,7 @@ test('after a restart, a loaded marker is not enough when the endpoint does not 
 });
 
 test('after a restart without endpoints, the loaded marker decides whether the hook runs again', async () => {
-  const w = await world();
+  const w = world();
   w.want(await w.bundle('api', 1));
   w.want(await w.bundle('solo', 1));
   await onClock(w.clock, w.applier.converge(w.desired, false));

@@ -43,9 +43,9 @@ async function until(what: string, done: () => boolean): Promise<void> {
 function controller(signer: TestSigner) {
   const state = { desired: [] as unknown[], calls: 0 };
   const source: AssignmentSource = {
-    async assignments() {
+    assignments() {
       state.calls++;
-      return { desired: state.desired, signingKeys: signer.publicKeys, assigned: [] };
+      return Promise.resolve({ desired: state.desired, signingKeys: signer.publicKeys, assigned: [] });
     },
   };
   return { state, source };
@@ -116,17 +116,17 @@ test('through the sync loop, a record newer than what is installed is applied ex
   const reports: CertStatus[][] = [];
   const runs: string[] = [];
   const hooks: HookRunner = {
-    run: async (_spec, _certs, env) => {
+    run: (_spec, _certs, env) => {
       runs.push(env['CERTFLEET_VERSION'] ?? '');
-      return { ran: true, exitCode: 0, signal: '', timedOut: false, durationMs: 0, outputTail: '' };
+      return Promise.resolve({ ran: true, exitCode: 0, signal: '', timedOut: false, durationMs: 0, outputTail: '' });
     },
   };
-  const verifier: Verifier = { verify: async () => assert.fail('no endpoint is configured') };
+  const verifier: Verifier = { verify: () => Promise.reject(new Error('no endpoint is configured')) };
   const config = parseAgentConfig(`stateDir: ${dir}\ncontroller: { address: "127.0.0.1:7443", caFile: ca.pem }\nhooks: { reload: { command: reload } }\n`, `${dir}/agent.yaml`);
   const link = {
     ...source,
-    fetchBundle: async (_name: string, version: number) => bundles.get(version) ?? assert.fail(`no v${version}`),
-    reportStatus: async (r: { certificates: CertStatus[] }) => void reports.push(r.certificates),
+    fetchBundle: (_name: string, version: number) => Promise.resolve(bundles.get(version) ?? assert.fail(`no v${version}`)),
+    reportStatus: (r: { certificates: CertStatus[] }) => Promise.resolve(void reports.push(r.certificates)),
   };
   const installer = new Installer({ stateDir: dir, clock, log });
   const sync = new Sync({ config, labels: {}, link, installer, nats: null, http01: null, trust, clock, log, hooks, verifier });

@@ -23,9 +23,9 @@ test('identity renewal is asked for at 2/3 of the lifetime on clock time, and re
   const clock = new ManualClock(T0);
   const asked: number[] = [];
   const link = {
-    renewIdentity: async () => {
+    renewIdentity: () => {
       asked.push(clock.now());
-      throw new CertfleetError(ErrorCode.ControllerUnavailable, 'controller away');
+      return Promise.reject(new CertfleetError(ErrorCode.ControllerUnavailable, 'controller away'));
     },
   } as unknown as ControllerLink;
   const quiet = { info: () => undefined, warn: () => undefined };
