@@ -37,7 +37,7 @@ const RESYNC_CHECK_MS = 5_000;
 const REFRESH_MIN_MS = 10_000;
 /** Records kept for a second look after such a resync. */
 const MAX_RECHECK = 256;
-/** The longest delay a timer can take (setTimeout's limit); a later expiry is rechecked then. */
+/** The longest delay a timer can take (setTimeout's limit, ~24.8 days): a challenge that claims a later expiry is dropped then. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What the controller says at a resynchronisation (the link's GetAssignments), records unchecked. */
