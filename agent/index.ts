@@ -14,6 +14,7 @@ import { systemClock, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
 import { createRootLogger } from '../shared/log/index.js';
+import { LogKey } from './log/index.js';
 import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
 import { connectNats, type NatsHandle } from '../shared/nats/index.js';
@@ -78,7 +79,7 @@ export interface Agent {
 export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = systemClock): Promise<Agent> {
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   const identity = loadIdentity(cfg.stateDir);
-  const alog = log.child({ agent: identity.name });
+  const alog = log.child({ [LogKey.agent]: identity.name });
   const link = new ControllerLink({
     address: cfg.controller.address,
     caPem: readFile(cfg.controller.caFile, 'controller.caFile'),
@@ -99,16 +100,16 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
       ...(credentialsFile === undefined ? {} : { credentialsFile }),
       ...(cfg.nats.tokenFile === undefined ? {} : { token: readFile(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
       ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFile(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
-      log: alog.child({ component: 'nats' }),
+      log: alog, // connectNats adds its component
     });
   } catch (err) {
     // The agent's job is to keep certificates current: without NATS it still converges
     // over gRPC; it does not wait for NATS to come back before serving.
-    alog.warn({ err: (err as Error).message }, 'NATS unreachable at start; polling the controller over gRPC');
+    alog.warn({ [LogKey.err]: (err as Error).message }, 'NATS unreachable at start; polling the controller over gRPC');
   }
   let http01: Http01Responder | null = null;
   if (cfg.http01) {
-    http01 = new Http01Responder({ log: alog.child({ component: 'http01' }) });
+    http01 = new Http01Responder({ log: alog }); // it adds its component
     await http01.start(splitHostPort(cfg.http01.listen));
   }
   const installer = new Installer({
@@ -119,11 +120,12 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     ...(cfg.live ? { liveDir: cfg.live.dir } : {}),
     ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
   });
-  const trust = Trust.open(cfg.stateDir, clock, alog.child({ component: 'trust' }));
-  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog.child({ component: 'sync' }) });
+  const trust = Trust.open(cfg.stateDir, clock, alog.child({ [LogKey.component]: 'trust' }));
+  // Sync names its parts (desired, apply, sync); the installer names itself.
+  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog });
   await sync.start();
-  const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: alog.child({ component: 'identity' }) });
-  alog.info({ labels: identity.labels, http01: cfg.http01?.listen }, 'agent ready');
+  const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: alog.child({ [LogKey.component]: 'identity' }) });
+  alog.info({ [LogKey.labels]: identity.labels, [LogKey.http01]: cfg.http01?.listen }, 'agent ready');
   return {
     get identity() {
       return renewal.current();
@@ -157,7 +159,7 @@ export async function runAgent(opts: { configFile: string }): Promise<void> {
   let agent: Agent | undefined;
   const notifier = createNotifier({
     settings: notifyEnvironment(),
-    log: log.child({ component: 'notify' }),
+    log: log.child({ [LogKey.component]: 'notify' }),
     summary: () => (agent ? agentSummary(agent) : 'starting'),
     statusIntervalMs: 10_000,
   });

@@ -29,7 +29,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Clock, Timer } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
+import { LogKey } from '../log/index.js';
 import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
 import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
 import type { ControllerLink as ControllerLinkType } from '../link/index.js';
@@ -202,12 +204,13 @@ export function startIdentityRenewal(opts: {
   stateDir: string;
   link: ControllerLinkType;
   identity: AgentIdentity;
-  clock: { now(): number };
+  /** Plans and waits on this clock (a manual one in tests). */
+  clock: Clock;
   log: { info(o: object, msg: string): void; warn(o: object, msg: string): void };
   onRenewed?: (identity: AgentIdentity) => void;
 }): IdentityRenewal {
   let identity = opts.identity;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Timer | undefined;
   let stopped = false;
   let retry = { failures: 0, lastFailureAt: 0 };
   const schedule = (): void => {
@@ -216,30 +219,29 @@ export function startIdentityRenewal(opts: {
     try {
       validity = certificateValidity(identity.certPem);
     } catch (err) {
-      opts.log.warn({ err: (err as Error).message }, 'identity certificate unreadable; not renewing it');
+      opts.log.warn({ [LogKey.err]: (err as Error).message }, 'identity certificate unreadable; not renewing it');
       return;
     }
     const plan = identityRenewalPlan(validity, opts.clock.now(), retry);
     if (plan.action === 'wait') {
       const delay = Math.min(Math.max(plan.at - opts.clock.now(), 1000), 3600_000);
-      timer = setTimeout(schedule, delay);
-      timer.unref();
+      timer = opts.clock.after(delay, schedule).unref();
       return;
     }
-    opts.log.info({ reason: plan.reason, serial: validity.serial }, 'renewing identity');
+    opts.log.info({ [LogKey.reason]: plan.reason, [LogKey.serial]: validity.serial }, 'renewing identity');
     renewIdentity({ stateDir: opts.stateDir, link: opts.link, identity }).then(
       (next) => {
         identity = next;
         retry = { failures: 0, lastFailureAt: 0 };
         const v = certificateValidity(next.certPem);
-        opts.log.info({ serial: v.serial, notAfter: new Date(v.notAfter).toISOString() }, 'identity renewed');
+        opts.log.info({ [LogKey.serial]: v.serial, [LogKey.notAfter]: new Date(v.notAfter).toISOString() }, 'identity renewed');
         opts.onRenewed?.(next);
         schedule();
       },
       (err: unknown) => {
         retry = { failures: retry.failures + 1, lastFailureAt: opts.clock.now() };
         const cf = err instanceof CertfleetError ? err : undefined;
-        opts.log.warn({ code: cf?.code, err: (err as Error).message, failures: retry.failures }, 'identity renewal failed');
+        opts.log.warn({ [LogKey.code]: cf?.code, [LogKey.err]: (err as Error).message, [LogKey.failures]: retry.failures }, 'identity renewal failed');
         schedule();
       },
     );
@@ -249,7 +251,7 @@ export function startIdentityRenewal(opts: {
     current: () => identity,
     stop() {
       stopped = true;
-      if (timer) clearTimeout(timer);
+      timer?.stop();
     },
   };
 }

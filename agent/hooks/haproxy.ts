@@ -17,7 +17,7 @@
  * key) is only ever written to the socket: never to a result, an error or a log, and
  * HAProxy's answers are scrubbed of PEM blocks before they are returned.
  */
-import { systemClock } from '../../shared/clock/index.js';
+import { deadline, systemClock, type Clock } from '../../shared/clock/index.js';
 import net from 'node:net';
 
 /** Where the runtime API listens. */
@@ -35,7 +35,8 @@ export const CLI_UNSAFE = /[\s;\\]/;
 
 /**
  * Replaces the certificate HAProxy knows as `file` (the path it loaded: `<crt dir>/<name>.pem`
- * or a `crt` file) by `pem` (certificate, chain and key), within `timeoutMs` in total.
+ * or a `crt` file) by `pem` (certificate, chain and key), within `timeoutMs` in total (on
+ * `clock`, default the system clock).
  *
  * Refuses without sending the PEM when `file` is not loaded (a new certificate needs a
  * reload) or when a certificate transaction is already open: HAProxy keeps one transaction
@@ -44,29 +45,29 @@ export const CLI_UNSAFE = /[\s;\\]/;
  * other file's name. Should that still happen (a transaction opened between the two
  * commands), the poisoned transaction is aborted.
  */
-export async function updateCertificate(api: HaproxyApi, file: string, pem: string, timeoutMs: number): Promise<UpdateResult> {
-  const deadline = systemClock.now() + timeoutMs;
-  const left = (): number => Math.max(1, deadline - systemClock.now());
+export async function updateCertificate(api: HaproxyApi, file: string, pem: string, timeoutMs: number, clock: Clock = systemClock): Promise<UpdateResult> {
+  const until = deadline(clock, timeoutMs);
+  const left = (): number => Math.max(1, until.remaining());
   if (CLI_UNSAFE.test(file)) return { ok: false, reason: `${file}: the file name has a blank, ';' or '\\', which the runtime API cannot take` };
   const payload = pemPayload(pem);
   if (payload === '') return { ok: false, reason: `${file}: no PEM to send` };
   try {
-    const list = await runtimeCommand(api, 'show ssl cert', undefined, left());
+    const list = await runtimeCommand(api, 'show ssl cert', undefined, left(), clock);
     const shown = parseShowSslCert(list);
     // At level user or operator HAProxy 2.6 answers "Can't allocate memory!" here.
     if (shown === null) return { ok: false, reason: `show ssl cert: ${oneLine(list)} (is the socket at level admin?)` };
     if (shown.transaction !== null) return { ok: false, reason: `a certificate transaction is already open for ${shown.transaction}` };
     if (!shown.files.includes(file)) return { ok: false, reason: `${file} is not loaded by HAProxy (a new certificate needs a reload)` };
 
-    const set = await runtimeCommand(api, `set ssl cert ${file}`, payload, left());
+    const set = await runtimeCommand(api, `set ssl cert ${file}`, payload, left(), clock);
     const opened = /^Transaction (?:created|updated) for certificate (.*)!$/m.exec(set)?.[1];
     if (opened !== file) {
-      if (opened !== undefined) await runtimeCommand(api, `abort ssl cert ${opened}`, undefined, left()).catch(() => '');
+      if (opened !== undefined) await runtimeCommand(api, `abort ssl cert ${opened}`, undefined, left(), clock).catch(() => '');
       return { ok: false, reason: `set ssl cert ${file}: ${oneLine(set)}` };
     }
-    const commit = await runtimeCommand(api, `commit ssl cert ${file}`, undefined, left());
+    const commit = await runtimeCommand(api, `commit ssl cert ${file}`, undefined, left(), clock);
     if (!/^Success!$/m.test(commit)) {
-      await runtimeCommand(api, `abort ssl cert ${file}`, undefined, left()).catch(() => '');
+      await runtimeCommand(api, `abort ssl cert ${file}`, undefined, left(), clock).catch(() => '');
       return { ok: false, reason: `commit ssl cert ${file}: ${oneLine(commit)}` };
     }
     return { ok: true, detail: `${file} committed` };
@@ -98,9 +99,10 @@ export function parseShowSslCert(answer: string): { transaction: string | null; 
 /**
  * Sends one command (with an optional payload) and resolves with HAProxy's whole answer,
  * PEM blocks scrubbed. Rejects when the socket cannot be reached or the answer takes
- * longer than `timeoutMs`; the rejection names the command's first two words only.
+ * longer than `timeoutMs` of `clock` time (default the system clock); the rejection names
+ * the command's first two words only.
  */
-export function runtimeCommand(api: HaproxyApi, command: string, payload: string | undefined, timeoutMs: number): Promise<string> {
+export function runtimeCommand(api: HaproxyApi, command: string, payload: string | undefined, timeoutMs: number, clock: Clock = systemClock): Promise<string> {
   const line = `${api.master ? '@1 ' : ''}${command}`;
   // A payload follows "<<\n" and ends at the first empty line (pemPayload has none).
   const request = payload === undefined ? `${line}\n` : `${line} <<\n${payload}\n\n`;
@@ -108,18 +110,18 @@ export function runtimeCommand(api: HaproxyApi, command: string, payload: string
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const socket = net.createConnection(api.socket);
-    const timer = setTimeout(() => {
+    const timer = clock.after(timeoutMs, () => {
       socket.destroy();
       reject(new Error(`${what}: no answer from ${api.socket} within ${timeoutMs} ms`));
-    }, timeoutMs);
+    });
     socket.once('connect', () => socket.end(request));
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+      timer.stop();
       reject(new Error(`${what}: ${api.socket}: ${err.code ?? err.message}`));
     });
     socket.once('close', (hadError) => {
-      clearTimeout(timer);
+      timer.stop();
       if (!hadError) resolve(scrubPem(Buffer.concat(chunks).toString('utf8')));
     });
   });

@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { deadline, systemClock, type Clock, type Timer } from '../../shared/clock/index.js';
 import type { HookOutcome, VersionMeta } from '../../shared/model/index.js';
 import { updateCertificate } from './haproxy.js';
 
@@ -20,13 +20,20 @@ export { CLI_UNSAFE, parseShowSslCert, pemPayload, runtimeCommand, scrubPem, upd
 export interface HookSpec {
   /** A string runs through `/bin/sh -c`; an array runs the program directly (no shell). */
   command: string | string[];
-  /** Wall time allowed before the whole process group is terminated. Must be > 0. */
+  /** Time allowed (on the runner's clock: wall time under the system clock) before the whole process group is terminated. Must be > 0. */
   timeoutMs: number;
 }
 
 export interface RunHookOptions {
   /** Working directory; default the agent's. */
   cwd?: string;
+  /**
+   * Time for the timeout, the kill grace, the output drain and `durationMs`; default the
+   * system clock. These bound a child process, so the agent passes its own clock (real
+   * time in production); a manual clock would hold a real hook past its timeout until
+   * advanced, which is why tests of the apply step script the HookRunner instead.
+   */
+  clock?: Clock;
 }
 
 /** Bytes of combined stdout+stderr kept for the report (the end of it). */
@@ -38,13 +45,19 @@ const DRAIN_MS = 250;
 /** Exit code reported when the command could not be started (as sh does for "not found"). */
 export const EXIT_NOT_STARTED = 127;
 
-/** The hook runner as an interface, so agent code can be tested with a scripted one. */
+/**
+ * Runs configured reload hooks; the agent's apply step takes one injected, so it can be
+ * tested with a scripted one. Contract: as {@link runReloadHook} — never rejects, one
+ * call runs the hook once for all of `certs`, and the outcome says how it ended.
+ */
 export interface HookRunner {
-  run(spec: HookSpec, env: Record<string, string>, opts?: RunHookOptions): Promise<HookOutcome>;
+  run(spec: ReloadHookSpec, certs: readonly string[], env: Record<string, string>): Promise<HookOutcome>;
 }
 
-/** The real runner. */
-export const processHookRunner: HookRunner = { run: runHook };
+/** The real runner: child processes and the HAProxy runtime API, timed on `clock`. */
+export function processHookRunner(clock: Clock = systemClock): HookRunner {
+  return { run: (spec, certs, env) => runReloadHook(spec, certs, env, { clock }) };
+}
 
 /**
  * Runs one hook and resolves with its outcome; never rejects.
@@ -60,13 +73,14 @@ export const processHookRunner: HookRunner = { run: runHook };
  * hook meant to start).
  */
 export function runHook(spec: HookSpec, env: Record<string, string>, opts: RunHookOptions = {}): Promise<HookOutcome> {
-  const started = performance.now();
+  const clock = opts.clock ?? systemClock;
+  const started = clock.now();
   const notStarted = (reason: string): HookOutcome => ({
     ran: false,
     exitCode: EXIT_NOT_STARTED,
     signal: '',
     timedOut: false,
-    durationMs: Math.round(performance.now() - started),
+    durationMs: Math.round(clock.now() - started),
     outputTail: reason,
   });
 
@@ -105,39 +119,39 @@ export function runHook(spec: HookSpec, env: Record<string, string>, opts: RunHo
 
     let timedOut = false;
     let killed: Promise<void> = Promise.resolve();
-    const timeout = setTimeout(() => {
+    const timeout = clock.after(spec.timeoutMs, () => {
       timedOut = true;
       signalGroup(pid, 'SIGTERM');
-      killed = escalate(pid);
-    }, spec.timeoutMs);
+      killed = escalate(pid, clock);
+    });
 
     let settled = false;
     const finish = (outcome: Omit<HookOutcome, 'durationMs' | 'outputTail'>): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timeout);
-      resolve({ ...outcome, durationMs: Math.round(performance.now() - started), outputTail: tail.text() });
+      timeout.stop();
+      resolve({ ...outcome, durationMs: Math.round(clock.now() - started), outputTail: tail.text() });
     };
 
     child.once('error', (err) => {
       // ENOENT / EACCES for the program or the cwd: nothing ran.
-      clearTimeout(timeout);
+      timeout.stop();
       if (settled) return;
       settled = true;
       resolve(notStarted(`cannot start hook: ${err.message}`));
     });
 
     child.once('exit', (code, signal) => {
-      clearTimeout(timeout);
+      timeout.stop();
       void (async () => {
         // Let buffered output arrive, but do not wait for a background child that keeps
         // the pipe open (a daemon the hook started).
-        let drainTimer: NodeJS.Timeout | undefined;
+        let drainTimer: Timer | undefined;
         await Promise.race([
           new Promise<void>((r) => child.once('close', () => r())),
-          new Promise<void>((r) => (drainTimer = setTimeout(r, DRAIN_MS))),
+          new Promise<void>((r) => (drainTimer = clock.after(DRAIN_MS, r))),
         ]);
-        clearTimeout(drainTimer);
+        drainTimer?.stop();
         child.stdout.destroy();
         child.stderr.destroy();
         if (timedOut) await killed;
@@ -200,22 +214,23 @@ export async function runReloadHook(spec: ReloadHookSpec, certs: readonly string
     if (command === undefined) return { ran: false, exitCode: EXIT_NOT_STARTED, signal: '', timedOut: false, durationMs: 0, outputTail: 'hook has no command' };
     return await runHook({ command, timeoutMs: spec.timeout }, env, opts);
   }
-  const started = performance.now();
-  const api = await haproxyUpdate(spec.haproxy, certs, spec.timeout);
+  const clock = opts.clock ?? systemClock;
+  const started = clock.now();
+  const api = await haproxyUpdate(spec.haproxy, certs, spec.timeout, clock);
   if (api.ok) {
-    return { ran: true, exitCode: 0, signal: '', timedOut: false, durationMs: Math.round(performance.now() - started), outputTail: api.text };
+    return { ran: true, exitCode: 0, signal: '', timedOut: false, durationMs: Math.round(clock.now() - started), outputTail: api.text };
   }
   if (command === undefined) {
-    return { ran: true, exitCode: 1, signal: '', timedOut: false, durationMs: Math.round(performance.now() - started), outputTail: api.text };
+    return { ran: true, exitCode: 1, signal: '', timedOut: false, durationMs: Math.round(clock.now() - started), outputTail: api.text };
   }
   const fallback = await runHook({ command, timeoutMs: spec.timeout }, env, opts);
   const outputTail = `${api.text}falling back to the reload command\n${fallback.outputTail}`;
-  return { ...fallback, durationMs: Math.round(performance.now() - started), outputTail: outputTail.slice(-OUTPUT_TAIL_BYTES) };
+  return { ...fallback, durationMs: Math.round(clock.now() - started), outputTail: outputTail.slice(-OUTPUT_TAIL_BYTES) };
 }
 
 /** Pushes every certificate of `certs`; ok only when HAProxy committed them all. */
-async function haproxyUpdate(spec: HaproxyHookSpec, certs: readonly string[], timeoutMs: number): Promise<{ ok: boolean; text: string }> {
-  const deadline = performance.now() + timeoutMs;
+async function haproxyUpdate(spec: HaproxyHookSpec, certs: readonly string[], timeoutMs: number, clock: Clock): Promise<{ ok: boolean; text: string }> {
+  const until = deadline(clock, timeoutMs);
   let text = '';
   for (const cert of certs) {
     const file = spec.crtFile ?? (spec.crtDir === undefined ? undefined : path.join(spec.crtDir, `${cert}.pem`));
@@ -231,7 +246,7 @@ async function haproxyUpdate(spec: HaproxyHookSpec, certs: readonly string[], ti
       say(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       return { ok: false, text };
     }
-    const result = await updateCertificate({ socket: spec.socket, master: spec.master }, file, pem, Math.max(1, deadline - performance.now()));
+    const result = await updateCertificate({ socket: spec.socket, master: spec.master }, file, pem, Math.max(1, until.remaining()), clock);
     say(result.ok ? result.detail : `refused: ${result.reason}`);
     if (!result.ok) return { ok: false, text };
   }
@@ -258,11 +273,11 @@ export function hookEnvironment(meta: VersionMeta, lineageDir: string): Record<s
 }
 
 /** After SIGTERM: wait up to KILL_GRACE_MS for the group to go, then SIGKILL whatever is left. */
-async function escalate(pid: number | undefined): Promise<void> {
-  const deadline = performance.now() + KILL_GRACE_MS;
-  while (performance.now() < deadline) {
+async function escalate(pid: number | undefined, clock: Clock): Promise<void> {
+  const grace = deadline(clock, KILL_GRACE_MS);
+  while (!grace.expired()) {
     if (!groupAlive(pid)) return;
-    await new Promise((r) => setTimeout(r, 50));
+    await clock.sleep(50);
   }
   signalGroup(pid, 'SIGKILL');
 }

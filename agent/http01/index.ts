@@ -11,7 +11,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { LogKey, type Logger } from '../log/index.js';
 
 /** URL path prefix of HTTP-01 challenges (RFC 8555 section 8.3). */
 export const CHALLENGE_PATH = '/.well-known/acme-challenge/';
@@ -76,7 +76,7 @@ export class Http01Responder {
       });
     }
     server.on('error', (err) => this.log.error({ [LogKey.err]: err }, 'http-01 server error'));
-    this.log.info({ host: listen.host, port: this.address()?.port }, 'http-01 responder listening');
+    this.log.info({ [LogKey.host]: listen.host, [LogKey.port]: this.address()?.port }, 'http-01 responder listening');
   }
 
   /** The bound address while started, else null. */
@@ -130,7 +130,7 @@ export class Http01Responder {
       return this.reply(res, 405, 'method not allowed\n');
     }
     const answer = isValidToken(token) ? this.answers.get(token) : undefined;
-    this.log.debug({ [LogKey.token]: isValidToken(token) ? token : '(malformed)', found: answer !== undefined, from: req.socket.remoteAddress }, 'challenge request');
+    this.log.debug({ [LogKey.token]: isValidToken(token) ? token : '(malformed)', [LogKey.found]: answer !== undefined, [LogKey.from]: req.socket.remoteAddress }, 'challenge request');
     if (answer === undefined) return this.reply(res, 404, 'not found\n');
     this.reply(res, 200, answer);
   }

@@ -15,6 +15,9 @@
  *                                links made once, so `certs/<name>/` is itself a lineage
  *                                directory like certbot's live/<name>/ (RENEWED_LINEAGE
  *                                when no live tree is configured: basename = the name)
+ *   loaded.json                  the last version whose install completed (hook and
+ *                                verify included), written by the agent's apply step
+ *                                through {@link Installer.markLoaded} (./loaded.ts)
  *
  * Optional certbot-compatible tree (`liveDir`, e.g. <stateDir>/live or /etc/letsencrypt/live):
  *
@@ -53,10 +56,13 @@ import type { Dirent } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { LogKey, type Logger } from '../log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { isValidCertName, validateBundle } from '../../shared/bundle/index.js';
 import { fsyncDir, writeDurable } from '../../shared/files/index.js';
+import { clearLoaded, readLoaded, writeLoaded, type LoadedMarker } from './loaded.js';
+
+export type { LoadedMarker } from './loaded.js';
 
 /** File names inside a version directory (and so inside `current`). */
 export const LINEAGE_FILES = {
@@ -167,9 +173,26 @@ export class Installer {
     return this.liveDir === undefined ? this.nameDir(name) : path.join(this.liveDir, this.checkedName(name));
   }
 
-  /** `<stateDir>/certs/<name>`: the certificate's own directory (versions, `current`, the agent's markers). */
-  certDir(name: string): string {
-    return this.nameDir(name);
+  /**
+   * The loaded marker of `name` (./loaded.ts: the last version whose install completed,
+   * hook and verification included), or null when there is none or it is unreadable.
+   */
+  async loaded(name: string): Promise<LoadedMarker | null> {
+    return await readLoaded(this.nameDir(name));
+  }
+
+  /** Records `meta` as loaded at `at` (RFC 3339). Throws on a disk error (the caller logs it). */
+  async markLoaded(name: string, meta: VersionMeta, at: string): Promise<void> {
+    await writeLoaded(this.nameDir(name), meta, at);
+  }
+
+  /**
+   * Before `current` switches to `version`: removes a marker naming that version, which
+   * would otherwise claim a load that has not happened (a rollback to it, a retry).
+   */
+  async forgetLoaded(name: string, version: number): Promise<void> {
+    const loaded = await readLoaded(this.nameDir(name));
+    if (loaded !== null && loaded.version === version) await clearLoaded(this.nameDir(name));
   }
 
   /** Names of the certificates with a directory under certs/ (installed or half-installed); [] before the first install. */
@@ -274,7 +297,7 @@ export class Installer {
       const changed = previousVersion !== version;
       if (changed) await this.swapCurrent(name, version);
       await this.linkLineage(name);
-      this.log.info({ [LogKey.cert]: name, [LogKey.version]: version, previousVersion, changed }, 'version activated');
+      this.log.info({ [LogKey.cert]: name, [LogKey.version]: version, [LogKey.previousVersion]: previousVersion, [LogKey.changed]: changed }, 'version activated');
       return { meta: bundle.meta, previousVersion, changed };
     });
   }
@@ -313,7 +336,15 @@ export class Installer {
     await this.linkLineage(name);
     const pruned = await this.prune(name, [version, previousVersion]);
     this.log.info(
-      { [LogKey.cert]: name, [LogKey.version]: version, fingerprint: bundle.meta.fingerprint, previousVersion, changed, reused, pruned },
+      {
+        [LogKey.cert]: name,
+        [LogKey.version]: version,
+        [LogKey.fingerprint]: bundle.meta.fingerprint,
+        [LogKey.previousVersion]: previousVersion,
+        [LogKey.changed]: changed,
+        [LogKey.reused]: reused,
+        [LogKey.pruned]: pruned,
+      },
       'version installed',
     );
     return { meta: bundle.meta, versionDir, lineageDir: this.lineageDir(name), previousVersion, changed, reused, pruned };
@@ -420,7 +451,7 @@ export class Installer {
       ];
       for (const leftover of leftovers) {
         await fs.rm(leftover, { recursive: true, force: true });
-        this.log.info({ [LogKey.cert]: name, path: leftover }, 'crash leftover removed');
+        this.log.info({ [LogKey.cert]: name, [LogKey.path]: leftover }, 'crash leftover removed');
       }
     } catch (err) {
       throw diskError(err, name, 'remove crash leftovers');

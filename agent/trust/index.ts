@@ -16,7 +16,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Logger } from 'pino';
+import { LogKey, type Logger } from '../log/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
@@ -117,13 +117,13 @@ export class Trust {
       const raw = readJson(path.join(dir, KEYS_FILE)) as { keys?: SigningPublicKey[] } | undefined;
       if (raw !== undefined) t.useKeys(raw.keys ?? []);
     } catch (err) {
-      log.error({ err: (err as Error).message }, 'signing keys unreadable; waiting for the controller to send them');
+      log.error({ [LogKey.err]: (err as Error).message }, 'signing keys unreadable; waiting for the controller to send them');
     }
     try {
       const raw = readJson(path.join(dir, GENERATIONS_FILE)) as Record<string, unknown> | undefined;
       for (const [cert, g] of Object.entries(raw ?? {})) if (typeof g === 'number' && Number.isSafeInteger(g)) t.highest.set(cert, g);
     } catch (err) {
-      log.error({ err: (err as Error).message }, 'record generations unreadable; replay protection starts over');
+      log.error({ [LogKey.err]: (err as Error).message }, 'record generations unreadable; replay protection starts over');
     }
     return t;
   }
@@ -156,14 +156,14 @@ export class Trust {
     try {
       this.useKeys(keys);
     } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'controller sent malformed signing keys; keeping the ones known');
+      this.log.error({ [LogKey.err]: (err as Error).message }, 'controller sent malformed signing keys; keeping the ones known');
       return;
     }
-    this.log.info({ keys: keys.map((k) => k.keyId) }, 'signing keys updated');
+    this.log.info({ [LogKey.keys]: keys.map((k) => k.keyId) }, 'signing keys updated');
     try {
       await saveSigningKeys(this.stateDir, keys);
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'signing keys not saved');
+      this.log.warn({ [LogKey.err]: (err as Error).message }, 'signing keys not saved');
     }
   }
 
@@ -182,7 +182,7 @@ export class Trust {
         fs.mkdirSync(trustDir(this.stateDir), { recursive: true, mode: 0o700 });
         await writeFileAtomic(path.join(trustDir(this.stateDir), GENERATIONS_FILE), content, 0o600);
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'record generations not saved');
+        this.log.error({ [LogKey.err]: (err as Error).message }, 'record generations not saved');
       }
     });
   }
@@ -204,7 +204,7 @@ export class Trust {
       .join(' ');
     this.last = `${reason}: ${message}${at === '' ? '' : ` (${at})`}`.replace(/[\x00-\x1f\x7f]/g, '?').slice(0, 1024);
     this.lastAt = isoAt(this.clock.now());
-    this.log.warn({ code: ErrorCode.RecordRefused, reason, ...where, error: message }, 'record refused');
+    this.log.warn({ [LogKey.code]: ErrorCode.RecordRefused, [LogKey.reason]: reason, ...where, [LogKey.err]: message }, 'record refused');
   }
 
   /** Refusals since start, for the status report. */
