@@ -105,6 +105,22 @@ function readFileOrConfigError(file: string, field: string): string {
   }
 }
 
+/**
+ * The external account binding of `acme.eab`, its HMAC key read from the file or the
+ * environment variable; CONFIG_INVALID naming the field when it is missing or not
+ * base64url. The key is a secret: it goes to the ACME client only.
+ */
+function externalAccountBinding(cfg: ControllerConfig): { kid: string; hmacKey: string } | undefined {
+  const eab = cfg.acme.eab;
+  if (eab === undefined) return undefined;
+  const field = eab.hmacKeyFile !== undefined ? 'acme.eab.hmacKeyFile' : 'acme.eab.hmacKeyEnv';
+  const raw = eab.hmacKeyFile !== undefined ? readFileOrConfigError(eab.hmacKeyFile, field) : configEnvironment()[eab.hmacKeyEnv ?? ''];
+  const hmacKey = (raw ?? '').trim();
+  if (hmacKey === '') throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: no HMAC key (${eab.hmacKeyFile ?? `environment variable ${eab.hmacKeyEnv ?? ''}`} is empty or unset)`);
+  if (!/^[A-Za-z0-9_-]+=*$/.test(hmacKey)) throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: the HMAC key is not base64url (as the CA hands it out)`);
+  return { kid: eab.keyId, hmacKey };
+}
+
 /** Where the nats-server include lives (config default: `<stateDir>/nats/auth.conf`). */
 function natsServerConfigFile(cfg: ControllerConfig): string {
   return cfg.nats.serverConfigFile ?? path.join(cfg.stateDir, 'nats', 'auth.conf');
@@ -210,6 +226,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       directoryUrl: cfg.acme.directoryUrl,
       caPem: cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile'),
       email: cfg.acme.email,
+      externalAccountBinding: externalAccountBinding(cfg),
       store,
       clock,
       log,

@@ -44,6 +44,8 @@ export interface OpenAccountOptions {
   caPem?: string | undefined;
   /** Contact (mailto:) for the account. */
   email?: string | undefined;
+  /** External account binding (config acme.eab), for CAs that require it. Secret HMAC key. */
+  externalAccountBinding?: { kid: string; hmacKey: string } | undefined;
   store: Pick<CertStore, 'getObject' | 'putObject'>;
   clock: Clock;
   /** The controller's logger; the client binds its own component. */
@@ -87,6 +89,7 @@ export async function openAcmeAccount(opts: OpenAccountOptions): Promise<AcmeCli
     ...(opts.caPem === undefined ? {} : { caPem: opts.caPem }),
     ...(saved?.accountUrl ? { accountUrl: saved.accountUrl } : {}),
     ...(opts.email === undefined ? {} : { email: opts.email }),
+    ...(opts.externalAccountBinding === undefined ? {} : { externalAccountBinding: opts.externalAccountBinding }),
     clock: opts.clock,
     log: opts.log,
     ...(opts.pollTimeoutMs === undefined ? {} : { pollTimeoutMs: opts.pollTimeoutMs }),

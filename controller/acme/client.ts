@@ -30,7 +30,7 @@ import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { LogKey, type Logger } from '../../shared/log/index.js';
-import { PROBLEM_ACCOUNT_DOES_NOT_EXIST, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
+import { ACME_ERROR_PREFIX, PROBLEM_ACCOUNT_DOES_NOT_EXIST, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
 import { hookHttpClient, installTransport } from './transport.js';
 import { ARI_ERROR_RETRY_MS, ariCertId, ariRetryAfterMs, isAriCertId, jitter, parseRenewalInfo, type RenewalInfo } from './ari.js';
 
@@ -184,6 +184,12 @@ export interface AcmeClientOptions {
   /** Contact for the account (mailto:). */
   email?: string;
   /**
+   * External account binding for CAs that require one (ZeroSSL, Google Trust Services):
+   * the key id and the base64url HMAC key the CA gave out. Sent with newAccount only.
+   * The HMAC key is a secret: never logged.
+   */
+  externalAccountBinding?: { kid: string; hmacKey: string };
+  /**
    * Called with the new account URL whenever the account was registered again (the CA
    * forgot it: a test CA restarted, a staging reset), at start or while running, so the
    * caller can persist it. Awaited; a rejection fails the call that re-registered.
@@ -264,6 +270,7 @@ class AcmeClientImpl implements AcmeClient {
       directoryUrl: opts.directoryUrl,
       accountKey: opts.accountKeyPem,
       ...(opts.accountUrl === undefined ? {} : { accountUrl: opts.accountUrl }),
+      ...(opts.externalAccountBinding === undefined ? {} : { externalAccountBinding: opts.externalAccountBinding }),
       // Only used by acme-client's own waiting helpers, which we do not call on a hot path;
       // its defaults (5 s minimum) would make a Pebble issuance take tens of seconds.
       backoffAttempts: 30,
@@ -312,7 +319,9 @@ class AcmeClientImpl implements AcmeClient {
       'account',
       () => this.api.createAccount({ termsOfServiceAgreed: true, ...(this.email === undefined ? {} : { contact: [`mailto:${this.email}`] }) }),
       false,
-    );
+    ).catch((err: unknown) => {
+      throw explainRegistration(err);
+    });
     if (!this.api.accountUrl) throw new CertfleetError(ErrorCode.AcmeProblem, 'account: the CA answered newAccount without a Location header', { details: { op: 'account' } });
     return typeof resp.data === 'object' && resp.data !== null ? (resp.data as RawObject) : {};
   }
@@ -666,4 +675,30 @@ function mapAuthorization(data: RawObject, url: string): AcmeAuthorization {
   const expires = str(data['expires']);
   if (expires !== undefined) authz.expires = expires;
   return authz;
+}
+
+/**
+ * A registration refused for want of (or with a wrong) external account binding gets a
+ * message that says what to configure; the code and details stay the CA's.
+ */
+function explainRegistration(err: unknown): unknown {
+  if (!(err instanceof CertfleetError) || err.code !== ErrorCode.AcmeProblem) return err;
+  const type = err.details['type'];
+  if (type === `${ACME_ERROR_PREFIX}externalAccountRequired`) {
+    return new CertfleetError(
+      ErrorCode.AcmeProblem,
+      `the CA requires external account binding: set acme.eab.keyId and acme.eab.hmacKeyFile (or hmacKeyEnv) to the credentials your CA gave you (${err.message})`,
+      { cause: err, retryable: false, details: err.details },
+    );
+  }
+  if (type === `${ACME_ERROR_PREFIX}unauthorized` || type === `${ACME_ERROR_PREFIX}malformed`) {
+    if (/external account|eab|binding/i.test(err.message)) {
+      return new CertfleetError(ErrorCode.AcmeProblem, `the CA refused the external account binding: check acme.eab.keyId and the HMAC key (${err.message})`, {
+        cause: err,
+        retryable: false,
+        details: err.details,
+      });
+    }
+  }
+  return err;
 }

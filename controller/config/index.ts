@@ -189,6 +189,19 @@ export const controllerConfigSchema = z
       directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
       /** Contact address registered with the account (recommended: expiry mail from the CA). */
       email: z.email().optional(),
+      /**
+       * External account binding (RFC 8555 §7.3.4), for CAs that require it (ZeroSSL,
+       * Google Trust Services, a private CA): the key id and the base64url HMAC key the CA
+       * gave out, the key from a file or an environment variable. Used when registering.
+       */
+      eab: z
+        .strictObject({
+          keyId: z.string().min(1),
+          hmacKeyFile: z.string().min(1).optional(),
+          hmacKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
+        })
+        .refine((e) => (e.hmacKeyFile === undefined) !== (e.hmacKeyEnv === undefined), { error: 'set exactly one of hmacKeyFile and hmacKeyEnv' })
+        .optional(),
       /** PEM bundle trusted for the directory's HTTPS instead of the system store (test CAs such as Pebble). */
       caFile: z.string().min(1).optional(),
       /** Must be true: you agree to the CA's terms of service. */
@@ -323,7 +336,11 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
     ...cfg,
     stateDir,
     store: resolveStorePaths(cfg.store, stateDir, abs),
-    acme: { ...cfg.acme, ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }) },
+    acme: {
+      ...cfg.acme,
+      ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }),
+      ...(cfg.acme.eab?.hmacKeyFile === undefined ? {} : { eab: { ...cfg.acme.eab, hmacKeyFile: abs(cfg.acme.eab.hmacKeyFile) } }),
+    },
     nats: {
       ...resolveNatsPaths(cfg.nats, abs),
       ...(cfg.nats.authority === 'controller' ? { serverConfigFile: abs(cfg.nats.serverConfigFile ?? path.join(stateDir, 'nats', 'auth.conf')) } : {}),

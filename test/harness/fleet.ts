@@ -157,6 +157,10 @@ export interface StartFleetOptions {
    * or to rewrite controller.yaml); awaited. Pebble already runs.
    */
   beforeController?: (stateDir: string, ctx: { pebble: PebbleHandle; httpPort: number; controllerConfig: string }) => void | Promise<void>;
+  /** Pebble requires external account binding with these keys (key id → base64url HMAC key). */
+  pebbleEabKeys?: Record<string, string>;
+  /** Extra lines inside the controller's `acme:` section (two-space indented), e.g. an `eab:` block. */
+  acmeYaml?: string[];
   /** `acme.email` of the controller; null leaves it unset (as the quick start does). Default ops@example.test. */
   acmeEmail?: string | null;
   /**
@@ -177,6 +181,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     httpPort,
     ...(opts.validityPeriodSeconds === undefined ? {} : { validityPeriodSeconds: opts.validityPeriodSeconds }),
     ...(opts.pebbleDnsServer === undefined ? {} : { dnsServer: opts.pebbleDnsServer }),
+    ...(opts.pebbleEabKeys === undefined ? {} : { eabKeys: opts.pebbleEabKeys }),
   });
   for (const [name, ip] of Object.entries(opts.dns)) await pebble.addA(name, ip);
   const natsPort = await freePort('127.0.0.1');
@@ -199,6 +204,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       `  caFile: ${pebbleCa}`,
       ...(opts.acmeEmail === null ? [] : [`  email: ${opts.acmeEmail ?? 'ops@example.test'}`]),
       '  termsOfServiceAgreed: true',
+      ...(opts.acmeYaml ?? []),
       `http01: { selfCheckTimeout: 20s, validationTimeout: 60s${opts.http01Yaml ? `, ${opts.http01Yaml}` : ''} }`,
       `renewal: ${opts.renewalYaml ?? '{ checkInterval: 1s }'}`,
       ...(opts.controllerYaml ?? []),

@@ -36,6 +36,11 @@ export interface PebbleOptions {
    * has no effect on validation.
    */
   dnsServer?: string;
+  /**
+   * External account binding (RFC 8555 §7.3.4): Pebble refuses a newAccount without a
+   * binding signed by one of these keys (key id → base64url HMAC key).
+   */
+  eabKeys?: Record<string, string>;
 }
 
 export interface PebbleHandle {
@@ -90,7 +95,8 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     httpPort: opts.httpPort,
     tlsPort,
     ocspResponderURL: '',
-    externalAccountBindingRequired: false,
+    externalAccountBindingRequired: opts.eabKeys !== undefined,
+    ...(opts.eabKeys === undefined ? {} : { externalAccountMACKeys: opts.eabKeys }),
   };
   if (opts.validityPeriodSeconds !== undefined) pebbleConfig['certificateValidityPeriod'] = opts.validityPeriodSeconds;
   const configFile = path.join(dir, 'pebble-config.json');
