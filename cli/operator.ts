@@ -4,7 +4,7 @@
  * daemons skip the gRPC stack.
  */
 import fs from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { systemClock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode, ExitCode, isCertfleetError } from '../shared/errors/index.js';
 import { createAgentKeyAndCsr } from '../shared/pki-csr/index.js';
 import type { pb } from '../shared/grpc/index.js';
@@ -244,7 +244,7 @@ async function followEvents(client: OperatorClient, req: pb.ListEventsRequest, i
     }
     first = false;
     try {
-      await sleep(interval, undefined, { signal });
+      await (io.clock ?? systemClock).sleep(interval, signal);
     } catch (err) {
       // Aborted: Ctrl-C is how --follow is meant to end.
       if (signal.aborted) return;

@@ -7,6 +7,7 @@
  * gRPC stack is lazy too, so help and usage errors answer at once.
  */
 import fs from 'node:fs';
+import type { Clock } from '../shared/clock/index.js';
 import { ExitCode, ErrorCode, CertfleetError, exitCodeFor, toCertfleetError } from '../shared/errors/index.js';
 import { parseCommandLine, type Invocation, type TokenSource } from './args.js';
 import { renderEnrolled, renderSigningKeys } from './render.js';
@@ -29,6 +30,8 @@ export interface CliIo {
   interrupt?(): AbortSignal;
   /** Period of `events --follow`'s polls; default 2000 ms (tests shorten it). */
   followIntervalMs?: number;
+  /** Times the waits between `events --follow`'s polls; default systemClock. */
+  clock?: Clock;
 }
 
 /**
