@@ -25,6 +25,14 @@ const TEMPORARY_RAW_TIME = [
   'agent/**',
 ];
 
+/**
+ * Import cycles found when no-cycle was switched on, in folders outside this change: the
+ * lead removes each entry once its cycle is broken (issue #10). controller/budget: index.ts
+ * re-exports BudgetKeeper from keeper.ts, which imports Budget from index.ts (fix: move the
+ * pure Budget into its own file that both import).
+ */
+const TEMPORARY_KNOWN_CYCLES = ['controller/budget/index.ts', 'controller/budget/keeper.ts'];
+
 /** Where raw time is allowed for good: the clock itself. */
 const RAW_TIME_ALLOWED = ['shared/clock/**'];
 
@@ -105,6 +113,9 @@ export function houseRules(root) {
       files: SOURCES,
       plugins: { 'import-x': importX, house },
       settings: {
+        // Follow imports into .ts files (parsed with the TypeScript parser), or no-cycle sees no edges.
+        'import-x/extensions': ['.ts', '.js'],
+        'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
         // Sources import './x.js' for './x.ts' (NodeNext): resolve the way tsc does.
         'import-x/resolver-next': [createNodeResolver({ extensions: ['.ts', '.js', '.json', '.node'], extensionAlias: { '.js': ['.ts', '.js'] } })],
       },
@@ -140,6 +151,7 @@ export function houseRules(root) {
     { files: RAW_TIME_ALLOWED, rules: { 'house/clock-only': 'off' } },
     // Converted on parallel branches; lead removes after merge.
     { files: TEMPORARY_RAW_TIME, rules: { 'house/clock-only': 'off' } },
+    { files: TEMPORARY_KNOWN_CYCLES, rules: { 'import-x/no-cycle': 'off' } },
     { files: ENV_ALLOWED, rules: { 'house/env-in-config': 'off' } },
   ];
 }
