@@ -3,6 +3,7 @@
  * The `certfleet` executable (package.json `bin`): runs the command line and exits with
  * its code. Everything testable lives in run.ts; this file only binds the process.
  */
+import { systemClock } from '../shared/clock/index.js';
 import { runCli } from './run.js';
 
 // `certfleet agents | head` closes the pipe early: that is not an error worth a stack trace.
@@ -16,7 +17,8 @@ const code = await runCli(process.argv.slice(2), {
   stderr: process.stderr,
   stdin: () => process.stdin,
   env: process.env,
-  now: () => new Date(),
+  now: () => new Date(systemClock.now()),
+  clock: systemClock,
   interrupt: () => {
     const stop = new AbortController();
     const abort = (): void => stop.abort();

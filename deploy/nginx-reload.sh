@@ -31,8 +31,9 @@
 # worker is gone (a zombie counts as gone) and at least one new worker runs. A reload the
 # master rejects (it keeps the old workers) shows up as an [emerg] line in the error log.
 #
-# Same logic as test/harness/nginx.ts (which the integration tests exercise); it reads only
-# /proc and the pid file with shell builtins, because hooks may run on busy, small machines.
+# The integration and end-to-end tests run this very file as their agents' reload hook
+# (test/harness/nginx.ts). It reads only /proc and the pid file with shell builtins,
+# because hooks may run on busy, small machines.
 set -euo pipefail
 # Hooks may run with a bare environment; the helpers below need coreutils and grep.
 PATH=${PATH:+$PATH:}/usr/sbin:/usr/bin:/sbin:/bin

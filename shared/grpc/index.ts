@@ -7,6 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { dateIn, systemClock, type Clock } from '../clock/index.js';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
 import type { ProtoGrpcType as AgentProto } from './generated/agent.js';
 import type { ProtoGrpcType as OperatorProto } from './generated/operator.js';
@@ -63,9 +64,12 @@ export function clientCredentials(tls: ClientTls): grpc.ChannelCredentials {
   );
 }
 
-/** Deadline `ms` from now, for call options. */
-export function deadline(ms: number): Date {
-  return new Date(Date.now() + ms);
+/**
+ * Deadline `ms` from now on `clock` (default systemClock), for call options. grpc-js
+ * compares it with the wall clock, so only the system clock makes sense outside tests.
+ */
+export function deadline(ms: number, clock: Clock = systemClock): Date {
+  return dateIn(clock, ms);
 }
 
 const TO_STATUS: Partial<Record<ErrorCode, grpc.status>> = {

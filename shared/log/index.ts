@@ -21,6 +21,41 @@ export const LogKey = {
   err: 'err',
   code: 'code',
   durationMs: 'durationMs',
+  /** A component's part, when the logger handed in already names another component (componentLogger). */
+  subsystem: 'subsystem',
+  /** Why something happened or was refused: a short text. */
+  reason: 'reason',
+  attempt: 'attempt',
+  attempts: 'attempts',
+  intervalMs: 'intervalMs',
+  signal: 'signal',
+  file: 'file',
+  // NATS
+  server: 'server',
+  servers: 'servers',
+  serverVersion: 'serverVersion',
+  stream: 'stream',
+  subject: 'subject',
+  seq: 'seq',
+  lastSeq: 'lastSeq',
+  cursor: 'cursor',
+  pending: 'pending',
+  bucket: 'bucket',
+  kvKey: 'kvKey',
+  revision: 'revision',
+  from: 'from',
+  to: 'to',
+  follow: 'follow',
+  // systemd
+  socket: 'socket',
+  // DNS-01
+  provider: 'provider',
+  fqdn: 'fqdn',
+  zone: 'zone',
+  names: 'names',
+  action: 'action',
+  removed: 'removed',
+  failed: 'failed',
 } as const;
 
 /** Paths pino replaces with "[redacted]" wherever they appear (two levels deep). */
@@ -71,6 +106,23 @@ export function createRootLogger(options: RootLoggerOptions): Logger {
   return options.destination === undefined
     ? pino(opts)
     : pino(opts, options.destination as unknown as pino.DestinationStream);
+}
+
+/**
+ * The logger of component `name`, made from `log` without ever repeating the "component"
+ * key (pino writes a child's bindings after its parent's, so a child that binds a key its
+ * parent already bound puts the key twice in every line):
+ *   * `log` itself when it is already bound to `name` (the caller named the component);
+ *   * a child binding {component: name} when `log` has no component;
+ *   * a child binding {subsystem: name} when `log` belongs to another component.
+ * Modules that create their own component logger from a logger handed in use this, not
+ * `log.child({ component })`.
+ */
+export function componentLogger(log: Logger, name: string): Logger {
+  const bound: unknown = log.bindings()[LogKey.component];
+  if (bound === name) return log;
+  if (bound === undefined) return log.child({ [LogKey.component]: name });
+  return log.child({ [LogKey.subsystem]: name });
 }
 
 /** A logger that drops everything; for tests and library use. */

@@ -16,8 +16,9 @@ import fs from 'node:fs';
 import { connect, credsAuthenticator, type NatsConnection, type Status } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
+import { systemClock, type Clock } from '../clock/index.js';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
-import { LogKey, type Logger } from '../log/index.js';
+import { componentLogger, LogKey, type Logger } from '../log/index.js';
 import { toNatsError } from './errors.js';
 
 /** How long one JetStream request (KV get/put, publish ack, stream info) may take. */
@@ -61,6 +62,12 @@ export interface ConnectNatsOptions {
   tlsCaPem?: string;
   /** Per-request timeout for JetStream calls; default {@link DEFAULT_REQUEST_TIMEOUT_MS}. */
   requestTimeoutMs?: number;
+  /**
+   * Times what this folder waits for itself (follower resume backoff, scan stall timeout);
+   * default systemClock. The nats.js client keeps its own real-time timers (reconnect,
+   * pings, request timeouts): they bound a socket.
+   */
+  clock?: Clock;
   log: Logger;
 }
 
@@ -99,6 +106,8 @@ export class NatsHandleImpl implements NatsHandle {
     readonly kvm: Kvm,
     readonly log: Logger,
     readonly requestTimeoutMs: number,
+    /** Times the followers' resume backoff and the scans' stall timeout. */
+    readonly clock: Clock = systemClock,
   ) {
     this.closed = nc.closed().then((err) => {
       this.setConnected(false);
@@ -148,24 +157,24 @@ export class NatsHandleImpl implements NatsHandle {
   private onStatus(s: Status): void {
     switch (s.type) {
       case 'disconnect':
-        this.log.warn({ server: redactUrl(s.server) }, 'nats disconnected');
+        this.log.warn({ [LogKey.server]: redactUrl(s.server) }, 'nats disconnected');
         this.setConnected(false);
         break;
       case 'reconnect':
-        this.log.info({ server: redactUrl(s.server) }, 'nats reconnected');
+        this.log.info({ [LogKey.server]: redactUrl(s.server) }, 'nats reconnected');
         this.setConnected(true);
         break;
       case 'reconnecting':
         this.log.debug('nats reconnecting');
         break;
       case 'ldm':
-        this.log.warn({ server: redactUrl(s.server) }, 'nats server entering lame duck mode');
+        this.log.warn({ [LogKey.server]: redactUrl(s.server) }, 'nats server entering lame duck mode');
         break;
       case 'staleConnection':
         this.log.warn('nats connection stale');
         break;
       case 'slowConsumer':
-        this.log.warn({ pending: s.pending }, 'nats slow consumer');
+        this.log.warn({ [LogKey.pending]: s.pending }, 'nats slow consumer');
         break;
       case 'error':
         this.log.warn({ [LogKey.err]: s.error }, 'nats async error');
@@ -198,7 +207,8 @@ function redactUrl(url: string): string {
  * "nats reconnected".
  */
 export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle> {
-  const log = opts.log.child({ [LogKey.component]: 'nats' });
+  // The daemons hand in a logger already bound to component "nats": bind it only when missing.
+  const log = componentLogger(opts.log, 'nats');
   if (opts.servers.length === 0) {
     throw new CertfleetError(ErrorCode.ConfigInvalid, 'no NATS server configured');
   }
@@ -214,7 +224,7 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
       try {
         last = readCreds(file);
       } catch (err) {
-        log.warn({ [LogKey.err]: err, file }, 'nats credentials unreadable, using previous copy');
+        log.warn({ [LogKey.err]: err, [LogKey.file]: file }, 'nats credentials unreadable, using previous copy');
       }
       return last;
     });
@@ -248,8 +258,8 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
   try {
     const js = jetstream(nc, { timeout });
     const jsm = await jetstreamManager(nc, { timeout, checkAPI: opts.checkJetStream ?? true });
-    const handle = new NatsHandleImpl(opts.name, nc, js, jsm, new Kvm(js), log, timeout);
-    log.info({ server: redactUrl(nc.getServer()), serverVersion: nc.info?.version }, 'nats connected');
+    const handle = new NatsHandleImpl(opts.name, nc, js, jsm, new Kvm(js), log, timeout, opts.clock ?? systemClock);
+    log.info({ [LogKey.server]: redactUrl(nc.getServer()), [LogKey.serverVersion]: nc.info?.version }, 'nats connected');
     return handle;
   } catch (err) {
     // A server that accepts the connection and then drops it for its credentials (an

@@ -6,7 +6,7 @@
 import { nanos } from '@nats-io/transport-node';
 import { DiscardPolicy, RetentionPolicy, StorageType, type JsMsg } from '@nats-io/jetstream';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
-import type { Logger } from '../log/index.js';
+import { LogKey, type Logger } from '../log/index.js';
 import type { FleetEvent } from '../model/index.js';
 import { CERT_NAME_PATTERN, EventStream } from '../wire/index.js';
 import { impl, type NatsHandle } from './connection.js';
@@ -47,14 +47,14 @@ export async function ensureEventStream(handle: NatsHandle, opts: EventStreamOpt
         discard: DiscardPolicy.Old,
         num_replicas: opts.replicas ?? 1,
       });
-      h.log.info({ stream: opts.name }, 'event stream created');
+      h.log.info({ [LogKey.stream]: opts.name }, 'event stream created');
       return;
     }
     const c = existing.config;
     const sameSubjects = [...c.subjects].sort().join(' ') === [...opts.subjects].sort().join(' ');
     if (!sameSubjects || c.max_age !== maxAge || c.num_replicas !== (opts.replicas ?? 1)) {
       await h.jsm.streams.update(opts.name, { subjects: opts.subjects, max_age: maxAge, num_replicas: opts.replicas ?? 1 });
-      h.log.info({ stream: opts.name }, 'event stream updated');
+      h.log.info({ [LogKey.stream]: opts.name }, 'event stream updated');
     }
   } catch (err) {
     throw toNatsError(err, `cannot create event stream ${opts.name}`, { stream: opts.name });
@@ -204,7 +204,7 @@ function decodeEvent(m: JsMsg, log: Logger): FleetEvent | undefined {
     raw = undefined;
   }
   const event = asFleetEvent(raw);
-  if (event === undefined) log.warn({ seq: m.seq, subject: m.subject }, 'malformed event skipped');
+  if (event === undefined) log.warn({ [LogKey.seq]: m.seq, [LogKey.subject]: m.subject }, 'malformed event skipped');
   return event;
 }
 

@@ -20,6 +20,7 @@ import {
   type OrderedPushConsumerOptions,
   type PushConsumer,
 } from '@nats-io/jetstream';
+import type { Timer } from '../clock/index.js';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
 import { LogKey, type Logger } from '../log/index.js';
 import type { NatsHandleImpl } from './connection.js';
@@ -95,7 +96,7 @@ class StreamFollower implements Follower {
     private readonly h: NatsHandleImpl,
     private readonly opts: FollowOptions,
   ) {
-    this.log = h.log.child({ follow: opts.what });
+    this.log = h.log.child({ [LogKey.follow]: opts.what });
     this.caughtUp = new Promise<void>((resolve) => {
       this.markCaughtUp = () => {
         this.isCaughtUp = true;
@@ -189,7 +190,7 @@ class StreamFollower implements Follower {
     try {
       this.opts.onMessage(m);
     } catch (err) {
-      this.log.error({ [LogKey.err]: err, seq: m.seq }, 'message handler failed');
+      this.log.error({ [LogKey.err]: err, [LogKey.seq]: m.seq }, 'message handler failed');
     }
     if (m.info.pending === 0 && !this.isCaughtUp) this.markCaughtUp();
   }
@@ -243,12 +244,12 @@ class StreamFollower implements Follower {
           this.closeSession();
           continue;
         }
-        this.log.info({ reason, attempts: attempt + 1, from }, 'follower resumed');
+        this.log.info({ [LogKey.reason]: reason, [LogKey.attempts]: attempt + 1, [LogKey.from]: from }, 'follower resumed');
         return;
       } catch (err) {
         const e = this.startError(err);
         const log = attempt === 0 ? this.log.warn.bind(this.log) : this.log.debug.bind(this.log);
-        log({ [LogKey.err]: e, [LogKey.code]: e.code, attempt }, 'follower resume failed, retrying');
+        log({ [LogKey.err]: e, [LogKey.code]: e.code, [LogKey.attempt]: attempt }, 'follower resume failed, retrying');
         await this.sleep(RESUME_BACKOFF_MS[Math.min(attempt, RESUME_BACKOFF_MS.length - 1)] ?? 5000);
       }
     }
@@ -258,7 +259,7 @@ class StreamFollower implements Follower {
     if (this.cursor === 0) return;
     const si = await this.h.jsm.streams.info(this.opts.stream);
     if (si.state.last_seq >= this.cursor) return;
-    this.log.warn({ lastSeq: si.state.last_seq, cursor: this.cursor }, 'stream was reset, starting over');
+    this.log.warn({ [LogKey.lastSeq]: si.state.last_seq, [LogKey.cursor]: this.cursor }, 'stream was reset, starting over');
     // A KV watch re-reads every current value; an event follower continues with new events.
     this.cursor = this.opts.start.kind === 'lastPerSubject' ? 0 : si.state.last_seq;
     this.opts.onStreamReset?.();
@@ -267,13 +268,13 @@ class StreamFollower implements Follower {
   /** Waits `ms`, or less when woken by a reconnect or stop(). */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined = undefined;
+      let timer: Timer | undefined = undefined;
       const done = (): void => {
-        clearTimeout(timer);
+        timer?.stop();
         if (this.wake === done) this.wake = undefined;
         resolve();
       };
-      timer = setTimeout(done, ms);
+      timer = this.h.clock.after(ms, done);
       this.wake = done;
     });
   }
@@ -321,12 +322,11 @@ export async function scan(
   let messages: ConsumerMessages | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: Timer | undefined;
       const stall = (): void => {
-        clearTimeout(timer);
-        timer = setTimeout(
-          () => reject(new CertfleetError(ErrorCode.NatsUnavailable, `${opts.what}: stream stopped delivering`, { retryable: true })),
-          h.requestTimeoutMs,
+        timer?.stop();
+        timer = h.clock.after(h.requestTimeoutMs, () =>
+          reject(new CertfleetError(ErrorCode.NatsUnavailable, `${opts.what}: stream stopped delivering`, { retryable: true })),
         );
       };
       stall();
@@ -337,10 +337,10 @@ export async function scan(
             try {
               onMessage(m);
             } catch (err) {
-              h.log.error({ [LogKey.err]: err, seq: m.seq }, 'scan handler failed');
+              h.log.error({ [LogKey.err]: err, [LogKey.seq]: m.seq }, 'scan handler failed');
             }
             if (m.info.pending === 0) {
-              clearTimeout(timer);
+              timer?.stop();
               resolve();
             }
           },
@@ -348,7 +348,7 @@ export async function scan(
         .then((it) => {
           messages = it;
           void it.closed().then((err) => {
-            clearTimeout(timer);
+            timer?.stop();
             reject(toNatsError(err ?? new Error('consumer closed'), opts.what));
           });
         }, reject);

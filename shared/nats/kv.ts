@@ -141,7 +141,7 @@ export async function openKv<T>(handle: NatsHandle, bucket: string, opts: OpenKv
       if (status.history !== history) {
         // The controller owns bucket settings: bring an older bucket to what it asks for.
         await h.jsm.streams.update(status.streamInfo.config.name, { max_msgs_per_subject: history });
-        h.log.info({ bucket, from: status.history, to: history }, 'kv bucket history changed');
+        h.log.info({ [LogKey.bucket]: bucket, [LogKey.from]: status.history, [LogKey.to]: history }, 'kv bucket history changed');
       }
       const replicas = opts.replicas ?? 1;
       if (status.streamInfo.config.num_replicas !== replicas) {
@@ -180,7 +180,7 @@ class JsonKvImpl<T> implements JsonKv<T> {
     private readonly parse: (value: unknown, key: string) => T,
     private readonly onMalformed?: (key: string, reason: string) => void,
   ) {
-    this.log = h.log.child({ bucket });
+    this.log = h.log.child({ [LogKey.bucket]: bucket });
     this.subjectPrefix = `$KV.${bucket}.`;
   }
 
@@ -289,7 +289,7 @@ class JsonKvImpl<T> implements JsonKv<T> {
         try {
           onChange(key, change.value, m.seq);
         } catch (err) {
-          this.log.error({ [LogKey.err]: err, kvKey: key, revision: m.seq }, 'kv watch handler failed');
+          this.log.error({ [LogKey.err]: err, [LogKey.kvKey]: key, [LogKey.revision]: m.seq }, 'kv watch handler failed');
         }
       },
     });
@@ -328,11 +328,11 @@ class JsonKvImpl<T> implements JsonKv<T> {
     if (this.reported.has(id)) return;
     this.reported.add(id);
     malformedCounts.set(this.bucket, (malformedCounts.get(this.bucket) ?? 0) + 1);
-    this.log.warn({ kvKey: key, revision, reason }, 'malformed kv value skipped');
+    this.log.warn({ [LogKey.kvKey]: key, [LogKey.revision]: revision, [LogKey.reason]: reason }, 'malformed kv value skipped');
     try {
       this.onMalformed?.(key, reason);
     } catch (err) {
-      this.log.error({ kvKey: key, err: (err as Error).message }, 'malformed value handler failed');
+      this.log.error({ [LogKey.kvKey]: key, [LogKey.err]: (err as Error).message }, 'malformed value handler failed');
     }
   }
 

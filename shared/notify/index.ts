@@ -35,7 +35,8 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import type { Logger } from 'pino';
+import { LogKey, type Logger } from '../log/index.js';
+import { systemClock, type Clock, type Timer } from '../clock/index.js';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
 
 /** What systemd told this process, read from its environment by the binaries' config. */
@@ -187,6 +188,8 @@ export interface NotifierOptions {
   loadBinding?: () => DatagramBinding;
   /** The systemd-notify command used when the addon does not load; default {@link SYSTEMD_NOTIFY}. */
   systemdNotify?: string;
+  /** Times the watchdog pings and the summary; default systemClock (its timers are unref'd). */
+  clock?: Clock;
 }
 
 /** A daemon's channel to systemd. Every method is a no-op when NOTIFY_SOCKET is unset, and none throws. */
@@ -236,7 +239,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
   const transport = openTransport(settings.socket, address, pid, opts);
   if (transport.kind === 'systemd-notify') {
     log.warn(
-      { reason: transport.why },
+      { [LogKey.reason]: transport.why },
       'sd_notify addon unavailable: using systemd-notify (needs NotifyAccess=all unless the daemon runs as root)',
     );
   }
@@ -247,15 +250,16 @@ export function createNotifier(opts: NotifierOptions): Notifier {
   let failing = false;
   let lastStatus: string | undefined;
   let unhealthy: string | null = null;
-  const timers: NodeJS.Timeout[] = [];
+  const clock = opts.clock ?? systemClock;
+  const timers: Timer[] = [];
 
   const report = (error: string | null): void => {
     if (error !== null) {
-      if (!failing) log.warn({ socket: settings.socket, error }, 'sd_notify send failed');
+      if (!failing) log.warn({ [LogKey.socket]: settings.socket, [LogKey.reason]: error }, 'sd_notify send failed');
       failing = true;
     } else if (failing) {
       failing = false;
-      log.info({ socket: settings.socket }, 'sd_notify send works again');
+      log.info({ [LogKey.socket]: settings.socket }, 'sd_notify send works again');
     }
   };
   const send = (text: string): void => {
@@ -268,7 +272,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
     return `\nSTATUS=${lastStatus}`;
   };
   const stopTimers = (): void => {
-    for (const t of timers.splice(0)) clearInterval(t);
+    for (const t of timers.splice(0)) t.stop();
   };
 
   const ping = (): void => {
@@ -282,7 +286,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
     if (unhealthy === null) {
       // Withholding the ping is the whole remedy: systemd restarts the daemon after
       // WatchdogSec. The STATUS says why, for `systemctl status`.
-      log.error({ reason }, 'unhealthy: watchdog pings withheld');
+      log.error({ [LogKey.reason]: reason }, 'unhealthy: watchdog pings withheld');
       send(`STATUS=${oneLine(`unhealthy: ${reason}`)}`);
       lastStatus = undefined;
     }
@@ -307,18 +311,19 @@ export function createNotifier(opts: NotifierOptions): Notifier {
       if (started) return;
       started = true;
       if (watchdogIntervalMs !== null) {
-        const t = setInterval(ping, watchdogIntervalMs);
-        t.unref();
-        timers.push(t);
-        log.info({ intervalMs: watchdogIntervalMs }, 'systemd watchdog pings started');
+        timers.push(clock.every(watchdogIntervalMs, ping).unref());
+        log.info({ [LogKey.intervalMs]: watchdogIntervalMs }, 'systemd watchdog pings started');
       }
       const summary = opts.summary;
       if (summary) {
-        const t = setInterval(() => {
-          if (unhealthy === null) status(summary());
-        }, opts.statusIntervalMs ?? 30_000);
-        t.unref();
-        timers.push(t);
+        const every = opts.statusIntervalMs ?? 30_000;
+        timers.push(
+          clock
+            .every(every, () => {
+              if (unhealthy === null) status(summary());
+            })
+            .unref(),
+        );
       }
     },
     status,

@@ -2,7 +2,7 @@
  * Small process-level helpers both daemons use: a coalescing single-flight runner for
  * work loops, and running until SIGTERM/SIGINT.
  */
-import type { Logger } from 'pino';
+import { LogKey, type Logger } from '../log/index.js';
 
 /**
  * Runs `pass` one at a time. A `kick()` while a pass runs schedules exactly one more
@@ -28,7 +28,7 @@ export class CoalescingRunner {
       return;
     }
     this.running = this.pass()
-      .catch((err: unknown) => this.log.error({ err }, `${this.what} failed`))
+      .catch((err: unknown) => this.log.error({ [LogKey.err]: err }, `${this.what} failed`))
       .finally(() => {
         this.running = undefined;
         if (this.again) {
@@ -54,9 +54,9 @@ export class CoalescingRunner {
 export async function runUntilSignal(stop: () => Promise<void>, log: Logger): Promise<void> {
   await new Promise<void>((resolve) => {
     const onSignal = (signal: string): void => {
-      log.info({ signal }, 'stopping');
+      log.info({ [LogKey.signal]: signal }, 'stopping');
       stop().then(resolve, (err: unknown) => {
-        log.error({ err }, 'stop failed');
+        log.error({ [LogKey.err]: err }, 'stop failed');
         resolve();
       });
     };

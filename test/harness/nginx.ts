@@ -8,13 +8,14 @@
  * also START nginx on a first install: nginx cannot start before a certificate exists,
  * and a command that starts a foreground nginx would never return.
  *
- * Reloads are synchronous: `nginx -s reload` (SIGHUP) returns before the master has
- * even read the new configuration, and old workers keep accepting connections with the
- * old certificate until they are told to quit. The agent verifies the served certificate
- * right after its hook returns, so the reload command waits until every worker that
- * existed before the reload has gone and a new one is running; from then on every new
- * connection is accepted by a worker that loaded the new files. `worker_shutdown_timeout`
- * bounds how long an old worker may linger on an idle keep-alive connection.
+ * The reload command is the shipped hook, deploy/nginx-reload.sh, run from the source
+ * tree: what the suite exercises is what operators install. Reloads are synchronous:
+ * `nginx -s reload` (SIGHUP) returns before the master has even read the new
+ * configuration, and old workers keep accepting connections with the old certificate
+ * until they are told to quit. The agent verifies the served certificate right after its
+ * hook returns, so the script waits until every worker that existed before the reload has
+ * gone and a new one is running (its header says how). `worker_shutdown_timeout` bounds
+ * how long an old worker may linger on an idle keep-alive connection.
  *
  * Every prefix passed to writeNginxConfig is remembered; when the test process exits
  * (even on failure) any nginx still running from one of them — whether the test or an
@@ -24,6 +25,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** One TLS `server` block. */
 export interface NginxServer {
@@ -46,7 +48,8 @@ export interface RunningNginx {
   pid(): number;
 }
 
-const RELOAD_SCRIPT = 'certfleet-nginx-reload.sh';
+/** deploy/nginx-reload.sh in the source tree; this file runs compiled, from dist/test/harness/. */
+export const SHIPPED_RELOAD_SCRIPT = fileURLToPath(new URL('../../../deploy/nginx-reload.sh', import.meta.url));
 const prefixes = new Set<string>();
 const lastKnownMaster = new Map<string, number>();
 
@@ -157,155 +160,28 @@ export function writeNginxConfig(opts: { prefix: string; servers: NginxServer[] 
   return confPath;
 }
 
-// The reload-or-start command, as a POSIX sh script (dash on Debian). It reads only
-// /proc and the pid file, so it needs nothing beyond coreutils.
-//
-// Why it waits, and for what: after SIGHUP the master parses the configuration, starts
-// new workers, and ~100 ms later tells the old ones to quit; an old worker closes its
-// listening sockets as soon as it handles that, then drains its connections (at most
-// worker_shutdown_timeout). Until then a new connection may be accepted by an old worker
-// and get the OLD certificate. So: success = every pre-reload worker is gone (or a zombie)
-// and at least one new worker is running. A reload the master rejects (it keeps the old
-// workers) shows up as an [emerg] line in the error log, or else as a timeout; both fail.
-const RELOAD_SH = `#!/bin/sh
-# Written by certfleet's test harness (test/harness/nginx.ts). Usage: $0 NGINX CONF PREFIX
-# Tests the configuration, then reloads nginx - or starts it when it is not running - and
-# returns only once new connections are served with the new configuration. Exit 1 on failure.
-set -u
-# Hooks may run with a bare environment; the helpers below need coreutils and grep.
-PATH=\${PATH:+\$PATH:}/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-nginx=$1 conf=$2 prefix=$3
-pidfile=$prefix/logs/nginx.pid
-log=$prefix/logs/error.log
-tries=\${CERTFLEET_NGINX_WAIT_TRIES:-300}
-
-fail() {
-  echo "nginx reload: $*" >&2
-  if [ -s "$log" ]; then echo "nginx reload: last lines of $log:" >&2; tail -n 15 "$log" >&2; fi
-  exit 1
-}
-
-# live PID: the process exists and is not a zombie.
-live() {
-  { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 1
-  case \${line##*) } in Z*|X*|x*) return 1 ;; esac
-  return 0
-}
-
-# children PID: sets $kids to the live children of PID (" 12 34"). Forks are slow on
-# small VMs (~20 ms each), so this uses builtins only; the kernel's children list is
-# cheap, scanning /proc is the fallback (dash reads a byte per syscall: ~0.2 s).
-children() {
-  kids=
-  if [ -r "/proc/$1/task/$1/children" ]; then
-    list=
-    { read -r list < "/proc/$1/task/$1/children"; } 2>/dev/null || :
-    for c in $list; do
-      if live "$c"; then kids="$kids $c"; fi
-    done
-    return 0
-  fi
-  parent=$1
-  for f in /proc/[0-9]*/stat; do
-    { read -r line < "$f"; } 2>/dev/null || continue
-    # shellcheck disable=SC2086 # split "state ppid ..." into fields on purpose
-    set -- \${line##*) }
-    [ "$2" = "$parent" ] || continue
-    case $1 in Z*|X*|x*) continue ;; esac
-    f=\${f#/proc/}
-    kids="$kids \${f%/stat}"
-  done
-}
-
-# master_pid: sets $master to the running master named by the pid file (a stale file
-# may name a pid that now belongs to another process: check its title).
-master_pid() {
-  master=
-  { read -r pid < "$pidfile"; } 2>/dev/null || return 1
-  case $pid in ''|*[!0-9]*) return 1 ;; esac
-  live "$pid" || return 1
-  case $(tr '\\000' ' ' < "/proc/$pid/cmdline" 2>/dev/null) in "nginx: master process"*) ;; *) return 1 ;; esac
-  master=$pid
-}
-
-"$nginx" -t -q -e stderr -c "$conf" -p "$prefix" || fail "configuration test failed: $conf"
-
-if master_pid; then
-  children "$master"
-  old=$kids
-  size=$(wc -c < "$log" 2>/dev/null) || size=0
-  kill -HUP "$master" || fail "cannot signal nginx master $master"
-  i=0
-  while :; do
-    live "$master" || fail "nginx master $master exited during the reload"
-    replaced=yes
-    for p in $old; do
-      if live "$p"; then replaced=no; break; fi
-    done
-    if [ "$replaced" = yes ]; then
-      children "$master"
-      for p in $kids; do
-        case "$old " in *" $p "*) ;; *) exit 0 ;; esac
-      done
-    fi
-    i=$((i + 1))
-    # A rejected reload keeps the old workers: fail fast on the master's [emerg] line
-    # rather than at the timeout (checked every few rounds: tail and grep are forks).
-    if [ $((i % 4)) -eq 0 ] && tail -c +"$((size + 1))" "$log" 2>/dev/null | grep -q '\\[emerg\\]'; then
-      fail "nginx rejected the new configuration"
-    fi
-    [ "$i" -lt "$tries" ] || fail "nginx master $master did not replace its workers in time"
-    sleep 0.05
-  done
-fi
-
-# Not running (first install): start the daemon. It binds the listening sockets before
-# this returns; the pid file and workers follow from the forked master, so wait for them
-# (a second hook right after this one must find the pid file, not start a second nginx).
-"$nginx" -e stderr -c "$conf" -p "$prefix" || fail "nginx did not start"
-i=0
-while :; do
-  if master_pid; then
-    children "$master"
-    [ -z "$kids" ] || exit 0
-  fi
-  i=$((i + 1))
-  [ "$i" -lt "$tries" ] || fail "nginx started but no master with workers appeared"
-  sleep 0.05
-done
-`;
-
 function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 /**
- * The exact shell command a reload hook runs for the nginx at `confPath`/`prefix`:
- * `nginx -t` (a failed test fails the command, nginx untouched), then a reload — or a
- * start when nginx is not running yet (first install: it cannot start before a
- * certificate exists). It returns once new connections are served by workers that
+ * The exact shell command a reload hook runs for the nginx at `confPath`/`prefix`: the
+ * shipped deploy/nginx-reload.sh with the harness's nginx binary (nginxBinary) in `NGINX`.
+ * The script runs `nginx -t` (a failed test fails the command, nginx untouched), then a
+ * reload - or a start when nginx is not running yet (first install: it cannot start before
+ * a certificate exists). It returns once new connections are served by workers that
  * loaded the new configuration, so the agent can verify the served certificate right
  * away; it exits non-zero, with nginx's messages on stderr, when the test, the start or
  * the reload fails, or when the workers are not replaced within 15 s.
  *
- * Side effect: writes the helper script `<prefix>/certfleet-nginx-reload.sh` (0700) that
- * the command runs, so the command stays short and readable in hook logs.
+ * The command is one plain simple command (`/usr/bin/env NGINX=... script CONF PREFIX`),
+ * never `NGINX=... script`: test hooks wrap it as `exec <command>` or `<command> || exit`,
+ * and after `exec` a leading assignment is taken for the program name ("exec:
+ * NGINX=/usr/sbin/nginx: not found" - why the first switch to the shipped script was
+ * reverted).
  */
 export function nginxReloadCommand(confPath: string, prefix: string): string {
-  const dir = path.resolve(prefix);
-  const script = path.join(dir, RELOAD_SCRIPT);
-  let current: string | undefined;
-  try {
-    current = fs.readFileSync(script, 'utf8');
-  } catch {
-    current = undefined;
-  }
-  if (current !== RELOAD_SH) {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(script, RELOAD_SH, { mode: 0o700 });
-  }
-  return ['/bin/sh', script, nginxBinary(), path.resolve(confPath), dir].map(shellQuote).join(' ');
+  return ['/usr/bin/env', `NGINX=${nginxBinary()}`, SHIPPED_RELOAD_SCRIPT, path.resolve(confPath), path.resolve(prefix)].map(shellQuote).join(' ');
 }
 
 interface ProcStat {

@@ -11,9 +11,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import { freePort } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
-import { nginxReloadCommand, startNginx, stopNginx, writeNginxConfig } from '../harness/nginx.js';
+import { nginxReloadCommand, SHIPPED_RELOAD_SCRIPT, startNginx, stopNginx, writeNginxConfig } from '../harness/nginx.js';
 import { servedCertificate } from '../harness/tls.js';
 
 interface TestCert {
@@ -145,6 +146,33 @@ void test('a reload completes while an idle connection holds an old worker, and 
   } finally {
     held.destroy();
     await nginx.stop();
+  }
+});
+
+void test('the reload command is the shipped deploy/nginx-reload.sh, not a copy of it', () => {
+  const source = fileURLToPath(new URL('../../../deploy/nginx-reload.sh', import.meta.url));
+  assert.equal(SHIPPED_RELOAD_SCRIPT, source);
+  const command = nginxReloadCommand('/tmp/x/nginx.conf', '/tmp/x');
+  assert.ok(command.includes(`'${source}'`), command);
+  fs.accessSync(source, fs.constants.X_OK);
+});
+
+void test('the reload command still works behind `exec` in a wrapper script (how e2e hooks wrap it)', async () => {
+  // agent-restart and agent-rollback end their hook scripts with `exec <reload command>`:
+  // a command that begins with an assignment (NGINX=... script) is "not found" there.
+  const dir = tempDir();
+  const prefix = path.join(dir, 'nginx');
+  const cert = makeCert(dir, 'first', ['wrapped.example.test']);
+  const port = await freePort();
+  const conf = writeNginxConfig({ prefix, servers: [{ listen: `127.0.0.1:${port}`, serverNames: ['wrapped.example.test'], certFile: cert.certFile, keyFile: cert.keyFile }] });
+  const wrapper = path.join(dir, 'hook.sh');
+  fs.writeFileSync(wrapper, ['#!/bin/sh', 'echo wrapped >&2', `exec ${nginxReloadCommand(conf, prefix)}`, ''].join('\n'), { mode: 0o700 });
+  try {
+    const hook = await runHook(`/bin/sh ${wrapper}`);
+    assert.equal(hook.code, 0, hook.stderr);
+    assert.equal((await servedCertificate({ host: '127.0.0.1', port, servername: 'wrapped.example.test' })).fingerprint, cert.fingerprint);
+  } finally {
+    await stopNginx(prefix);
   }
 });
 

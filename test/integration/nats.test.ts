@@ -102,6 +102,27 @@ void describe('NATS adapter against a real nats-server', () => {
     }
   });
 
+  void test('a logger already bound to component "nats" (as the daemons pass it) is not bound again: one component key per line', async () => {
+    const raw: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        raw.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+        cb();
+      },
+    });
+    const root = createRootLogger({ name: 'nats-test', level: 'debug', destination: sink });
+    const other = await connectNats({ servers: [server.url], name: 'nats-test-keys', credentials: server.creds, log: root.child({ component: 'nats' }) });
+    await other.close();
+    const connected = raw.find((l) => l.includes('"nats connected"'));
+    assert.ok(connected !== undefined, raw.join('\n'));
+    // JSON.parse keeps the last of two equal keys, so count them in the raw line.
+    assert.equal(connected.split('"component":').length - 1, 1, connected);
+    const bare = await connectNats({ servers: [server.url], name: 'nats-test-bare', credentials: server.creds, log: root });
+    await bare.close();
+    const line = raw.filter((l) => l.includes('"nats connected"'))[1] ?? '';
+    assert.equal((JSON.parse(line) as Record<string, unknown>)['component'], 'nats', 'a logger without a component gets "nats"');
+  });
+
   void test('opening a bucket that does not exist with create:false gives NATS_UNAVAILABLE, retryable', async () => {
     const err = await rejectsWith(openKv(nc, 'certfleet_missing', { create: false, parse: raw }), ErrorCode.NatsUnavailable);
     assert.equal(err.retryable, true);

@@ -8,7 +8,7 @@
  * by `createDns01Providers`, which reports every unreadable or malformed secret at once.
  */
 import fs from 'node:fs';
-import type { Logger } from 'pino';
+import { componentLogger, type Logger } from '../../../shared/log/index.js';
 import { duration, configError, type ConfigProblem, z } from '../../../shared/config/index.js';
 import type { Clock } from '../../../shared/clock/index.js';
 import type { DnsProvider } from './provider.js';
@@ -127,7 +127,7 @@ export function parseTsigSecret(text: string): Buffer | null {
 export function createDns01Providers(cfg: Dns01Config, opts: Dns01FactoryOptions): Map<string, DnsProvider> {
   const problems: ConfigProblem[] = [];
   const providers = new Map<string, DnsProvider>();
-  const log = opts.log.child({ component: 'dns01' });
+  const log = componentLogger(opts.log, 'dns01');
   for (const [name, p] of Object.entries(cfg.providers)) {
     if (p.type === 'exec') {
       providers.set(name, new ExecProvider({ name, command: p.command, timeoutMs: p.timeout, env: opts.env, log }));
@@ -194,6 +194,6 @@ export function createDns01Solver(cfg: Dns01Config, providers: ReadonlyMap<strin
     propagationTimeoutMs: cfg.propagation.timeout,
     propagationIntervalMs: cfg.propagation.interval,
     clock: opts.clock,
-    log: opts.log.child({ component: 'dns01' }),
+    log: componentLogger(opts.log, 'dns01'),
   });
 }

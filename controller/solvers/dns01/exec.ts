@@ -14,7 +14,8 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Logger } from 'pino';
+import { systemClock, type Clock, type Timer } from '../../../shared/clock/index.js';
+import { LogKey, type Logger } from '../../../shared/log/index.js';
 import { CertfleetError, ErrorCode } from '../../../shared/errors/index.js';
 import type { DnsProvider } from './provider.js';
 
@@ -26,6 +27,11 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Environment of the command: the controller's, handed over by config (only config reads process.env). */
   env: NodeJS.ProcessEnv;
+  /**
+   * Times the timeout and the SIGKILL that follows it; default systemClock. They bound a real
+   * child process, so config leaves them on the system clock whatever clock the solver runs on.
+   */
+  clock?: Clock;
   log: Logger;
 }
 
@@ -97,18 +103,19 @@ export class ExecProvider implements DnsProvider {
     child.stdout.on('data', append);
     child.stderr.on('data', append);
     let timedOut = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
+    const clock = this.opts.clock ?? systemClock;
+    let killTimer: Timer | undefined;
+    const timer = clock.after(timeoutMs, () => {
       timedOut = true;
       signalGroup('SIGTERM');
-      killTimer = setTimeout(() => signalGroup('SIGKILL'), 5000);
-    }, timeoutMs);
+      killTimer = clock.after(5000, () => signalGroup('SIGKILL'));
+    });
     const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
       child.once('error', (error) => resolve({ code: null, signal: null, error }));
       child.once('close', (code, signal) => resolve({ code, signal }));
     });
-    clearTimeout(timer);
-    if (killTimer) clearTimeout(killTimer);
+    timer.stop();
+    killTimer?.stop();
     const tail = output.trim().slice(-OUTPUT_TAIL);
     const details = { provider: this.name, action, fqdn, exitCode: result.code, signal: result.signal, output: tail };
     if (result.error) {
@@ -124,6 +131,6 @@ export class ExecProvider implements DnsProvider {
         details,
       });
     }
-    this.opts.log.info({ provider: this.name, fqdn, action }, action === 'present' ? 'dns record added' : 'dns record removed');
+    this.opts.log.info({ [LogKey.provider]: this.name, [LogKey.fqdn]: fqdn, [LogKey.action]: action }, action === 'present' ? 'dns record added' : 'dns record removed');
   }
 }

@@ -12,8 +12,7 @@
 import crypto from 'node:crypto';
 import dns from 'node:dns';
 import net from 'node:net';
-import type { Logger } from 'pino';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { LogKey, type Logger } from '../../../shared/log/index.js';
 import { CertfleetError, ErrorCode } from '../../../shared/errors/index.js';
 import type { Clock } from '../../../shared/clock/index.js';
 import { exchange, formatServer, parseServer, type DnsServer } from './transport.js';
@@ -150,6 +149,7 @@ export interface PropagationOptions {
   timeoutMs: number;
   /** Pause between rounds. */
   intervalMs: number;
+  /** Measures the timeout and times the pause between rounds (the per-query socket timeouts stay real: DnsLookup). */
   clock: Clock;
   log: Logger;
 }
@@ -181,7 +181,7 @@ export async function waitForPropagation(lookup: DnsLookup, expected: ReadonlyMa
     }
     pending = next;
     if (pending.length === 0) {
-      opts.log.info({ names: [...expected.keys()], servers: [...new Set(checks.map((c) => c.ns.name))] }, 'dns records visible on every authoritative server');
+      opts.log.info({ [LogKey.names]: [...expected.keys()], [LogKey.servers]: [...new Set(checks.map((c) => c.ns.name))] }, 'dns records visible on every authoritative server');
       return;
     }
     if (opts.clock.now() >= deadline) {
@@ -196,7 +196,7 @@ export async function waitForPropagation(lookup: DnsLookup, expected: ReadonlyMa
         },
       });
     }
-    await sleep(opts.intervalMs);
+    await opts.clock.sleep(opts.intervalMs);
   }
 }
 

@@ -8,7 +8,7 @@
  * (what `nsupdate` does).
  */
 import crypto from 'node:crypto';
-import type { Logger } from 'pino';
+import { LogKey, type Logger } from '../../../shared/log/index.js';
 import { CertfleetError, ErrorCode } from '../../../shared/errors/index.js';
 import type { Clock } from '../../../shared/clock/index.js';
 import type { DnsProvider } from './provider.js';
@@ -56,14 +56,14 @@ export class Rfc2136Provider implements DnsProvider {
   async present(fqdn: string, value: string): Promise<void> {
     const zone = await this.zoneOf(fqdn);
     await this.update(zone, [{ op: 'add', name: canonicalName(fqdn), value, ttl: this.opts.ttl ?? 60 }], `add TXT ${fqdn}`);
-    this.opts.log.info({ provider: this.name, fqdn, zone }, 'dns record added');
+    this.opts.log.info({ [LogKey.provider]: this.name, [LogKey.fqdn]: fqdn, [LogKey.zone]: zone }, 'dns record added');
   }
 
   /** Deletes exactly TXT `fqdn` = `value`; succeeds when it is already gone. */
   async cleanup(fqdn: string, value: string): Promise<void> {
     const zone = await this.zoneOf(fqdn);
     await this.update(zone, [{ op: 'delete', name: canonicalName(fqdn), value, ttl: 0 }], `delete TXT ${fqdn}`);
-    this.opts.log.info({ provider: this.name, fqdn, zone }, 'dns record removed');
+    this.opts.log.info({ [LogKey.provider]: this.name, [LogKey.fqdn]: fqdn, [LogKey.zone]: zone }, 'dns record removed');
   }
 
   private async update(zone: string, changes: Parameters<typeof buildTxtUpdate>[2], what: string): Promise<void> {

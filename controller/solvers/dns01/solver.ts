@@ -14,7 +14,7 @@
  * controller does not know about.
  */
 import crypto from 'node:crypto';
-import type { Logger } from 'pino';
+import { LogKey, type Logger } from '../../../shared/log/index.js';
 import { CertfleetError, ErrorCode, toCertfleetError } from '../../../shared/errors/index.js';
 import type { Clock } from '../../../shared/clock/index.js';
 import { isoAt } from '../../../shared/clock/index.js';
@@ -145,7 +145,7 @@ export class Dns01Solver {
         identifier: ch.identifier,
         createdAt: isoAt(this.opts.clock.now()),
       };
-      if (fqdn !== name) this.opts.log.info({ cert: ch.cert, identifier: ch.identifier, fqdn }, 'challenge delegated by CNAME');
+      if (fqdn !== name) this.opts.log.info({ [LogKey.cert]: ch.cert, [LogKey.identifier]: ch.identifier, [LogKey.fqdn]: fqdn }, 'challenge delegated by CNAME');
       if (!planned.some((p) => p.entry.id === entry.id)) planned.push({ entry, provider });
     }
     const presentation: Dns01Presentation = { records: [] };
@@ -209,7 +209,7 @@ export class Dns01Solver {
 async function removeRecord(entry: Dns01JournalEntry, providers: ReadonlyMap<string, DnsProvider>, journal: Dns01Journal, log: Logger): Promise<boolean> {
   const provider = providers.get(entry.provider);
   if (!provider) {
-    log.warn({ provider: entry.provider, fqdn: entry.fqdn, cert: entry.cert }, 'dns record left: its provider is no longer configured');
+    log.warn({ [LogKey.provider]: entry.provider, [LogKey.fqdn]: entry.fqdn, [LogKey.cert]: entry.cert }, 'dns record left: its provider is no longer configured');
     return false;
   }
   try {
@@ -217,7 +217,7 @@ async function removeRecord(entry: Dns01JournalEntry, providers: ReadonlyMap<str
     await journal.remove(entry.id);
     return true;
   } catch (err) {
-    log.warn({ err, provider: entry.provider, fqdn: entry.fqdn, cert: entry.cert }, 'dns record cleanup failed');
+    log.warn({ [LogKey.err]: err, [LogKey.provider]: entry.provider, [LogKey.fqdn]: entry.fqdn, [LogKey.cert]: entry.cert }, 'dns record cleanup failed');
     return false;
   }
 }
@@ -253,7 +253,7 @@ export async function janitor(journal: Dns01Journal, providers: ReadonlyMap<stri
     else report.failed.push(entry);
   }
   if (report.removed.length > 0 || report.failed.length > 0) {
-    opts.log.info({ removed: report.removed.length, failed: report.failed.length }, 'dns janitor run');
+    opts.log.info({ [LogKey.removed]: report.removed.length, [LogKey.failed]: report.failed.length }, 'dns janitor run');
   }
   return report;
 }

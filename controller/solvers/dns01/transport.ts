@@ -7,6 +7,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { systemClock, type Clock } from '../../../shared/clock/index.js';
 import { WireError } from './wire.js';
 
 /** A DNS server: host (IP address) and port. */
@@ -46,30 +47,36 @@ export interface ExchangeOptions {
   timeoutMs?: number;
   /** Skip UDP. */
   tcp?: boolean;
+  /**
+   * Times the per-attempt timeout; default systemClock. The timeout bounds a real socket, so
+   * callers leave it on the system clock even when their own loop runs on a manual one.
+   */
+  clock?: Clock;
 }
 
 /** Sends `message` to `server`; resolves with the answer carrying the same ID. */
 export async function exchange(server: DnsServer, message: Buffer, opts: ExchangeOptions = {}): Promise<Buffer> {
   const timeoutMs = opts.timeoutMs ?? 5000;
+  const clock = opts.clock ?? systemClock;
   if (!opts.tcp && message.length <= 512) {
-    const answer = await exchangeUdp(server, message, timeoutMs);
+    const answer = await exchangeUdp(server, message, timeoutMs, clock);
     // TC: the answer did not fit; ask again over TCP (RFC 1035 §4.2.1).
     if (((answer[2] ?? 0) & 0x02) === 0) return answer;
   }
-  return exchangeTcp(server, message, timeoutMs);
+  return exchangeTcp(server, message, timeoutMs, clock);
 }
 
-function exchangeUdp(server: DnsServer, message: Buffer, timeoutMs: number): Promise<Buffer> {
+function exchangeUdp(server: DnsServer, message: Buffer, timeoutMs: number, clock: Clock): Promise<Buffer> {
   const id = message.readUInt16BE(0);
   return new Promise((resolve, reject) => {
     const sock = dgram.createSocket(net.isIPv6(server.host) ? 'udp6' : 'udp4');
     const done = (err: Error | null, answer?: Buffer): void => {
-      clearTimeout(timer);
+      timer.stop();
       sock.close();
       if (err) reject(err);
       else resolve(answer ?? Buffer.alloc(0));
     };
-    const timer = setTimeout(() => done(new DnsTransportError(`no answer from ${formatServer(server)} over UDP within ${timeoutMs} ms`, server)), timeoutMs);
+    const timer = clock.after(timeoutMs, () => done(new DnsTransportError(`no answer from ${formatServer(server)} over UDP within ${timeoutMs} ms`, server)));
     sock.on('message', (msg, rinfo) => {
       // Ignore strays: only the server we asked, with our ID, answers this request.
       if (rinfo.port !== server.port || msg.length < 12 || msg.readUInt16BE(0) !== id) return;
@@ -84,7 +91,7 @@ function exchangeUdp(server: DnsServer, message: Buffer, timeoutMs: number): Pro
   });
 }
 
-function exchangeTcp(server: DnsServer, message: Buffer, timeoutMs: number): Promise<Buffer> {
+function exchangeTcp(server: DnsServer, message: Buffer, timeoutMs: number, clock: Clock): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: server.host, port: server.port });
     let buf = Buffer.alloc(0);
@@ -92,12 +99,12 @@ function exchangeTcp(server: DnsServer, message: Buffer, timeoutMs: number): Pro
     const done = (err: Error | null, answer?: Buffer): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      timer.stop();
       sock.destroy();
       if (err) reject(err);
       else resolve(answer ?? Buffer.alloc(0));
     };
-    const timer = setTimeout(() => done(new DnsTransportError(`no answer from ${formatServer(server)} over TCP within ${timeoutMs} ms`, server)), timeoutMs);
+    const timer = clock.after(timeoutMs, () => done(new DnsTransportError(`no answer from ${formatServer(server)} over TCP within ${timeoutMs} ms`, server)));
     sock.on('connect', () => {
       const len = Buffer.alloc(2);
       len.writeUInt16BE(message.length);

@@ -1,0 +1,2 @@
+// Fine: imported by the bad fixtures below.
+export const agentThing = 2;

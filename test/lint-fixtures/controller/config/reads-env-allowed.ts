@@ -1,0 +1,2 @@
+// Fine: config modules read process.env.
+export const home = (): string | undefined => process.env['HOME'];

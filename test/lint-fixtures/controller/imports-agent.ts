@@ -1,0 +1,3 @@
+// Bad: controller/ imports agent/ (import-x/no-restricted-paths).
+import { agentThing } from '../agent/thing.js';
+export const a = agentThing;

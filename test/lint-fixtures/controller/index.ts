@@ -1,0 +1,2 @@
+// Fine: the controller's surface, which cli/ may import.
+export { controllerThing } from './thing.js';
