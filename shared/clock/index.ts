@@ -96,11 +96,9 @@ class SystemClock implements Clock {
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the signal's reason as is, like timers/promises
       if (signal?.aborted) return reject(abortReason(signal));
       const onAbort = (): void => {
         clearTimeout(handle);
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the signal's reason as is, like timers/promises
         reject(abortReason(signal!));
       };
       const handle = setTimeout(() => {
@@ -166,11 +164,9 @@ export class ManualClock implements Clock {
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the signal's reason as is, like timers/promises
       if (signal?.aborted) return reject(abortReason(signal));
       const onAbort = (): void => {
         timer.stop();
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the signal's reason as is, like timers/promises
         reject(abortReason(signal!));
       };
       const timer = this.after(ms, () => {
