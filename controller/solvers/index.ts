@@ -14,8 +14,9 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Clock } from '../../shared/clock/index.js';
+import { deadline as deadlineOn, type Clock } from '../../shared/clock/index.js';
 import type { ChallengeRecord } from '../../shared/model/index.js';
+import { LogKey } from '../../shared/log/index.js';
 
 /** Where pending challenges are published (the NATS `challenges` bucket in production). */
 export interface ChallengeBoard {
@@ -204,9 +205,9 @@ export class Http01Solver {
       try {
         await this.opts.board.remove(s.token);
         removed.push(s);
-        this.opts.log.info({ cert: s.cert, challengeToken: s.token, reason: s.reason }, 'leftover challenge removed');
+        this.opts.log.info({ [LogKey.cert]: s.cert, [LogKey.token]: s.token, reason: s.reason }, 'leftover challenge removed');
       } catch (err) {
-        this.opts.log.warn({ cert: s.cert, challengeToken: s.token, err: (err as Error).message }, 'leftover challenge not removed');
+        this.opts.log.warn({ [LogKey.cert]: s.cert, [LogKey.token]: s.token, [LogKey.err]: (err as Error).message }, 'leftover challenge not removed');
       }
     }
     return removed;
@@ -248,7 +249,7 @@ export class Http01Solver {
     for (const s of duty.skipped) {
       this.lastSkipped.set(`${record.cert}\u0000${s.responder.agent}`, { cert: record.cert, agent: s.responder.agent, at: now });
       this.opts.log.warn(
-        { cert: record.cert, identifier: record.identifier, agent: s.responder.agent, offlineForMs: s.offlineForMs },
+        { [LogKey.cert]: record.cert, [LogKey.identifier]: record.identifier, [LogKey.agent]: s.responder.agent, offlineForMs: s.offlineForMs },
         'offline agent left out of HTTP-01',
       );
       this.opts.onSkipped?.({
@@ -262,8 +263,9 @@ export class Http01Solver {
     const responders = duty.serve;
     this.active.add(record.token);
     await this.opts.board.present(record);
-    const log = this.opts.log.child({ cert: record.cert, identifier: record.identifier });
-    const deadline = this.opts.clock.now() + this.opts.selfCheckTimeoutMs;
+    const log = this.opts.log.child({ [LogKey.cert]: record.cert, [LogKey.identifier]: record.identifier });
+    // Measured and waited on the same clock: under a ManualClock the check times out on clock time.
+    const deadline = deadlineOn(this.opts.clock, this.opts.selfCheckTimeoutMs);
     const pending = new Map(responders.map((r) => [r.agent, r]));
     const lastSeen = new Map<string, string>();
     while (pending.size > 0) {
@@ -276,14 +278,14 @@ export class Http01Solver {
         }
       }
       if (pending.size === 0) break;
-      if (this.opts.clock.now() >= deadline) {
+      if (deadline.expired()) {
         const lagging = [...pending.keys()].map((a) => `${a} (${lastSeen.get(a) ?? 'no answer'})`).join(', ');
         throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 challenge for ${record.identifier} not served by: ${lagging}`, {
           retryable: true,
           details: { identifier: record.identifier, lagging: [...pending.keys()] },
         });
       }
-      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 200));
+      await deadline.sleep(this.opts.pollMs ?? 200);
     }
     log.info({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
   }
@@ -295,7 +297,7 @@ export class Http01Solver {
     try {
       await this.opts.board.remove(token);
     } catch (err) {
-      this.opts.log.warn({ err, challengeToken: token }, 'challenge cleanup failed');
+      this.opts.log.warn({ [LogKey.err]: err, [LogKey.token]: token }, 'challenge cleanup failed');
     }
   }
 }
