@@ -112,11 +112,22 @@ export interface Http01SolverOptions {
   pollMs?: number;
   /** What offline agents do to an order; default {@link DEFAULT_OFFLINE_POLICY}. */
   offlinePolicy?: OfflinePolicy;
+  /**
+   * One GET of the challenge URL on one responder: the body, or null when it did not
+   * answer. Must not reject. Default: HTTP on the responder's address (3 s socket timeout).
+   */
+  fetch?: ChallengeFetch;
   /** Told about each offline agent a challenge goes ahead without (event, metric). Must not throw. */
   onSkipped?: (skip: { cert: string; identifier: string; agent: string; offlineSince: number; offlineForMs: number }) => void;
 }
 
-/** One GET of the challenge URL on one responder; resolves with the body or null. */
+/** How the self-check asks one responder for a challenge (see {@link Http01SolverOptions.fetch}). */
+export type ChallengeFetch = (address: string, identifier: string, token: string) => Promise<{ status: number; body: string } | null>;
+
+/**
+ * One GET of the challenge URL on one responder; resolves with the body or null. The
+ * 3 s socket timeout stays real time: it bounds a socket, not a wait of ours.
+ */
 async function fetchChallenge(address: string, identifier: string, token: string): Promise<{ status: number; body: string } | null> {
   const idx = address.lastIndexOf(':');
   const host = address.slice(0, idx).replace(/^\[|\]$/g, '');
@@ -270,7 +281,7 @@ export class Http01Solver {
     const lastSeen = new Map<string, string>();
     while (pending.size > 0) {
       for (const r of [...pending.values()]) {
-        const got = await fetchChallenge(r.http01Address, record.identifier, record.token);
+        const got = await (this.opts.fetch ?? fetchChallenge)(r.http01Address, record.identifier, record.token);
         if (got?.status === 200 && got.body.trim() === record.keyAuthorization) {
           pending.delete(r.agent);
         } else {
