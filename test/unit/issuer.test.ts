@@ -83,7 +83,7 @@ class FakeCa {
         notBefore: new Date(now - 3_600_000),
         notAfter: new Date(now + 90 * 86_400_000),
         signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-        publicKey: await csr.publicKey.export(),
+        publicKey: csr.publicKey,
         signingKey: this.ca.keys.privateKey,
         extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: NAME }])],
       });
