@@ -517,20 +517,22 @@ function simulate(o: Options, lifetimeDays: number): Result {
       nextRestart += DAY;
     }
 
-    // The pass, in configuration order: certificates whose wake time has come join the
-    // due ones waiting for a slot. A waiting one is planned again only when a slot is
-    // free (with none, its plan is "queued" again: nothing changes).
+    // The pass, in configuration order: certificates whose wake time has come, merged
+    // with the due ones waiting for a slot. A waiting one is planned again only while a
+    // slot is free (with none its plan is "queued" again: nothing changes), so a pass
+    // costs what it starts, not the length of the queue.
     const due = new Heap();
     while (wake.size > 0 && wake.peekKey() <= now) {
       const at = wake.peekKey();
       const i = wake.pop();
       if (at === certs[i]!.wakeAt) due.push(i, i);
     }
-    while (queued.size > 0 && attempts.size < o.concurrency) {
-      const i = queued.pop();
-      due.push(i, i);
+    for (;;) {
+      // Taken from the queue only with a slot free, so planPass never says "queued" to it.
+      const fromQueue = attempts.size < o.concurrency && queued.size > 0 && queued.peekKey() < due.peekKey();
+      if (!fromQueue && due.size === 0) break;
+      pass(fromQueue ? queued.pop() : due.pop(), now);
     }
-    while (due.size > 0) pass(due.pop(), now);
 
     // Next pass: the next tick at or after the next thing that can happen; at once
     // (next tick) while due certificates wait and a slot is free.

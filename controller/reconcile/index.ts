@@ -35,7 +35,7 @@ import { CoalescingRunner } from '../../shared/runtime/index.js';
 import type { CertStore } from '../store/index.js';
 import { LogKey } from '../../shared/log/index.js';
 import { cancelRenewal, clearBackoff, fromStored, intentKey, isEmptyIntent, NO_INTENT, requestRenewal, toStored, type RenewalIntent } from './intent.js';
-import { afterFailed, afterIssued, lifetimeOf, planPass, resumeCharge, type OrderPayment, type PassPlan } from './plan.js';
+import { afterFailed, afterIssued, lifetimeOf, planPass, resumeCharge, type OrderPayment, type PassFacts, type PassPlan } from './plan.js';
 
 export { plan, type Plan, type PlanInput, type RenewalIntent } from './intent.js';
 export { afterFailed, afterIssued, planPass, resumeCharge, type FailureFacts, type FailurePlan, type PassFacts, type PassPlan } from './plan.js';
@@ -281,7 +281,8 @@ export class Reconciler {
     const spooled = this.opts.spooled(cert.name);
     const { latest, target } = await this.readServed(cert, rt);
     const busy = this.inFlight.has(cert.name) ? 'in-flight' : spooled ? 'spooled' : null;
-    const common = {
+    // Read when planning, after the awaits: an issuance may have ended meanwhile.
+    const common = (): Omit<PassFacts, 'busy' | 'ari' | 'intent' | 'resumableOrder'> => ({
       spec: { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) },
       latest,
       target,
@@ -289,22 +290,20 @@ export class Reconciler {
       slotFree: this.inFlight.size < this.opts.concurrency,
       deferred: rt.deferredUntil !== 0,
       budget: (req: BudgetRequest) => this.opts.budget.check(req),
-    };
-    let p: PassPlan;
-    let now: number;
+      now: this.opts.clock.now(),
+    });
+    let facts: PassFacts;
     if (busy !== null) {
-      now = this.opts.clock.now();
-      p = planPass({ ...common, busy, now });
+      facts = { ...common(), busy };
     } else {
       // Read only for a certificate that may start: ARI may ask the CA.
       const ari = target ? await this.opts.ari?.forVersion(target) : undefined;
       rt.ariWindow = ari?.window ?? null;
       const intent = await this.loadIntent(cert.name);
       const saved = await this.opts.issuer.resumable(cert.name, cert.names, cert.keyType);
-      now = this.opts.clock.now();
-      p = planPass({ ...common, busy, ari, intent, resumableOrder: saved !== null, now });
+      facts = { ...common(), busy, ari, intent, resumableOrder: saved !== null };
     }
-    await this.carryOut(cert, rt, latest, p, now);
+    await this.carryOut(cert, rt, latest, planPass(facts), facts.now);
   }
 
   /**
