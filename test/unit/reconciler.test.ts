@@ -196,30 +196,32 @@ test('the concurrency limit holds orders back and the next starts when one ends'
   }
 });
 
-test('stop() waits for an issuance in flight up to its grace on clock time, then returns', async () => {
+/** A loop with one issuance in flight, being stopped with `graceMs`; `stopped()` says whether stop() returned. */
+async function stoppingWithOneInFlight(graceMs: number) {
   const { clock, steer, loop } = setup([cert('web')]);
   loop.start();
   assert.ok(await clock.runUntil(() => steer.count('web') === 1, MIN));
-  let stopped = false;
-  const stopping = loop.stop(5_000).then(() => (stopped = true));
+  let done = false;
+  const stopping = loop.stop(graceMs).then(() => (done = true));
+  return { clock, steer, stopping, stopped: () => done };
+}
+
+test('stop() waits for an issuance in flight up to its grace on clock time, then returns', async () => {
+  const { clock, stopping, stopped } = await stoppingWithOneInFlight(5_000);
   await clock.tick(4_999);
-  assert.equal(stopped, false, 'still within the grace');
+  assert.equal(stopped(), false, 'still within the grace');
   await clock.tick(1);
-  assert.equal(stopped, true, 'returned when the grace ran out on the clock');
+  assert.equal(stopped(), true, 'returned when the grace ran out on the clock');
   await stopping;
 });
 
 test('stop() returns as soon as the issuance in flight ends within the grace', async () => {
-  const { clock, steer, loop } = setup([cert('web')]);
-  loop.start();
-  assert.ok(await clock.runUntil(() => steer.count('web') === 1, MIN));
-  let stopped = false;
-  const stopping = loop.stop(60_000).then(() => (stopped = true));
+  const { clock, steer, stopping, stopped } = await stoppingWithOneInFlight(60_000);
   await clock.tick(1_000);
   steer.last('web').settle();
   await clock.tick(1);
+  assert.equal(stopped(), true, 'returned before the grace ran out');
   await stopping;
-  assert.equal(stopped, true);
   assert.equal(clock.pendingTimers, 0, 'no timer left behind');
 });
 
