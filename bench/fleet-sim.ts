@@ -11,16 +11,23 @@
  *            --outage-day D (default: the middle of the first renewal wave)
  *            --changes-per-day 20 --burst 0 --burst-day 10 --spread 0.05 --ari --json
  *
- * The model:
+ * The work loop is the controller's own: every decision is controller/reconcile/plan.ts
+ * (`planPass` for a pass over one certificate, `afterIssued` / `afterFailed` for the
+ * bookkeeping when an issuance ends), fed with the real scheduler and budget. Only the
+ * world around it is modelled here:
  *  - every certificate exists at the start, all issued at T0 (an imported fleet);
- *  - each check (every --check-minutes) asks `decide` about the certificates whose last
- *    decision said "look again now"; due ones queue, earliest emergency point first,
- *    and start while fewer than --concurrency orders are in flight (one per
- *    certificate), each after a fresh `decide` and a budget `check` (refused → deferred
- *    to `until`); an order takes --order-minutes;
- *  - the CA fails --failure-rate of orders at random (half of them authorization
- *    failures, recorded in the budget), and fails everything for --outage-hours;
- *  - failures back off with the scheduler's jittered backoffDelay;
+ *  - a pass runs every --check-minutes, and at once when an issuance ends (the
+ *    controller kicks one then); it plans the certificates whose wake time has come
+ *    and the due ones waiting for a slot, in configuration order as the controller's
+ *    pass walks them, with at most --concurrency issuances in flight; an issuance takes
+ *    --order-minutes;
+ *  - the issuer and the CA as controller/issuer sees them: an order placed during the
+ *    outage never reaches the CA (its certificate buckets are refunded); one the
+ *    outage or a 5xx interrupts stays saved and is resumed, not ordered or charged
+ *    again; a failed validation kills the order (refunded, the identifier's
+ *    authorization failure recorded);
+ *  - the CA fails --failure-rate of attempts at random (half of them failed
+ *    validations, half retryable), and everything for --outage-hours;
  *  - --changes-per-day certificates a day get a new name (a new identifier set, so
  *    not a renewal: those orders count against the per-account and per-domain limits);
  *    --burst N gives N certificates a new name at once on --burst-day (a migration),
@@ -31,9 +38,11 @@
  *    budget code, with the documented exemptions) counts every order or certificate
  *    the CA would have refused: "budget violations".
  */
-import { Budget, PRESETS, registeredDomain, type BudgetState } from '../controller/budget/index.js';
-import { backoffDelay, decide, emergencyPoint, type Decision, type DecideOptions } from '../controller/scheduler/index.js';
+import { Budget, PRESETS, registeredDomain, type BudgetState, type Spend } from '../controller/budget/index.js';
+import { afterFailed, afterIssued, lifetimeOf, planPass, type AriFacts } from '../controller/reconcile/plan.js';
+import { NO_INTENT, type RenewalIntent } from '../controller/reconcile/intent.js';
 import { ManualClock } from '../shared/clock/index.js';
+import { ErrorCode } from '../shared/errors/index.js';
 import type { VersionMeta } from '../shared/model/index.js';
 
 const MIN = 60_000;
@@ -242,15 +251,26 @@ interface Cert {
   latest: VersionMeta;
   notBefore: number;
   notAfter: number;
-  failures: number;
-  backoffUntil: number;
+  /** The durable intent the controller keeps (failures, retryAt). */
+  intent: RenewalIntent;
   inFlight: boolean;
   ariSeed: number;
   everExpired: boolean;
-  /** Deferred by the budget since its last order started (counts deferrals once per order). */
+  /** Deferred by a budget (the loop's `deferredUntil !== 0`). */
   deferred: boolean;
+  /** The order the issuer keeps for this certificate (`orders/<name>`), with what it was charged. */
+  saved: { names: string[]; spend: Spend } | null;
   /** The one live entry of this certificate in the wake heap (older entries are stale). */
   wakeAt: number;
+}
+
+/** An issuance in flight: what it was asked, and whether a new order reached the CA. */
+interface Attempt {
+  names: string[];
+  ari: boolean;
+  startedAt: number;
+  /** Placed during the outage: no order exists at the CA. */
+  unplaced: boolean;
 }
 
 interface Result {
@@ -308,7 +328,7 @@ function simulate(o: Options, lifetimeDays: number): Result {
     const names = i % 3 === 0 ? [`svc${i}.${site}`, `www.svc${i}.${site}`] : [`svc${i}.${site}`];
     const spec = { names, keyType: 'ecdsa-p256' as const };
     const latest = newVersion(names, `cert-${i}`, 1, T0);
-    certs.push({ spec, latest, notBefore: T0, notAfter: T0 + lifetime, failures: 0, backoffUntil: 0, inFlight: false, ariSeed: Math.floor(rand() * 2 ** 32), everExpired: false, deferred: false, wakeAt: T0 });
+    certs.push({ spec, latest, notBefore: T0, notAfter: T0 + lifetime, intent: NO_INTENT, inFlight: false, ariSeed: Math.floor(rand() * 2 ** 32), everExpired: false, deferred: false, saved: null, wakeAt: T0 });
     ca.issuedSets.add(setKey(names));
   }
   const registered = new Set(certs.map((c) => registeredDomain(c.spec.names[0] ?? '')));
@@ -317,19 +337,18 @@ function simulate(o: Options, lifetimeDays: number): Result {
   const waveMid = (lifetimeDays < 10 ? 0.5 : 2 / 3) * lifetime - (o.spread / 2) * lifetime;
   const outageStart = T0 + (o.outageDay !== undefined ? o.outageDay * DAY : Math.round(waveMid));
   const outageEnd = outageStart + o.outageHours * HOUR;
+  const inOutage = (t: number): boolean => t >= outageStart && t < outageEnd;
 
   /** The CA's renewalInfo window when --ari: a 2-day window (1/3 of it for short certs) around 2/3 of the lifetime. */
-  const ariFor = (c: Cert): DecideOptions['ari'] => {
+  const ariFor = (c: Cert): AriFacts | undefined => {
     if (!o.ari) return undefined;
     const width = Math.min(2 * DAY, lifetime / 30);
     const start = c.notBefore + Math.round((lifetimeDays < 10 ? 0.5 : 2 / 3) * lifetime - width);
-    return { window: { start, end: start + width }, seed: c.ariSeed };
+    return { window: { start, end: start + width }, seed: c.ariSeed, certId: c.latest.serial };
   };
-  const decideFor = (c: Cert, now: number): Decision =>
-    decide(c.spec, c.latest, now, c.backoffUntil, { spread: o.spread, ari: ariFor(c) });
 
-  const wake = new Heap(); // when to ask decide again
-  const ready = new Heap(); // due certificates, earliest emergency point first
+  const wake = new Heap(); // when to plan a certificate again
+  const queued = new Heap(); // due certificates waiting for a slot, in configuration order
   const inFlight = new Heap(); // completion times
   const schedule = (i: number, at: number): void => {
     certs[i]!.wakeAt = at;
@@ -340,7 +359,7 @@ function simulate(o: Options, lifetimeDays: number): Result {
   const minutes = Math.ceil((end - T0) / MIN) + 1;
   const perMinute = new Uint16Array(minutes);
   const perMinuteNonExempt = new Uint16Array(minutes);
-  const pending = new Map<number, { names: string[]; ari: boolean; spend: ReturnType<Budget['check']> & { ok: true } }>();
+  const attempts = new Map<number, Attempt>();
   let orders = 0;
   let issued = 0;
   let failedOrders = 0;
@@ -354,41 +373,123 @@ function simulate(o: Options, lifetimeDays: number): Result {
   let changeSeq = 0;
   let nextBurst = o.burst > 0 ? T0 + o.burstDay * DAY : Infinity;
 
+  /** One pass of the loop over certificate `i` (controller/reconcile reconcileOne). */
+  const pass = (i: number, now: number): void => {
+    const c = certs[i]!;
+    const p = planPass({
+      spec: c.spec,
+      latest: c.latest,
+      target: c.latest,
+      spread: o.spread,
+      slotFree: attempts.size < o.concurrency,
+      deferred: c.deferred,
+      budget: (req) => budget.check(req, now),
+      now,
+      busy: c.inFlight ? 'in-flight' : null,
+      ari: ariFor(c),
+      intent: c.intent,
+      resumableOrder: c.saved !== null && setKey(c.saved.names) === setKey(c.spec.names),
+    });
+    switch (p.action) {
+      case 'busy':
+        return;
+      case 'wait':
+        c.deferred = false;
+        schedule(i, Math.max(p.at, now + 1));
+        return;
+      case 'queued':
+        queued.push(i, i);
+        return;
+      case 'defer':
+        deferralChecks++;
+        if (p.announce) deferrals++;
+        c.deferred = true;
+        schedule(i, Math.max(p.until, now + 1));
+        return;
+      case 'order': {
+        c.deferred = false;
+        if (p.request.emergency === true) emergencies++;
+        const names = [...c.spec.names];
+        const ari = p.replaces !== undefined;
+        let unplaced = false;
+        if (p.payment.kind === 'commit') {
+          // controller/issuer: a saved order for other names is dropped (refunded) first.
+          if (c.saved) budget.refund(c.saved.spend, now);
+          c.saved = null;
+          budget.commit(p.payment.spend, now);
+          if (inOutage(now)) {
+            // placeOrder fails: no order at the CA, its certificate buckets come back.
+            budget.refund(p.payment.spend, now);
+            unplaced = true;
+          } else {
+            c.saved = { names, spend: p.payment.spend };
+            orders++;
+            const m = Math.floor((now - T0) / MIN);
+            perMinute[m] = (perMinute[m] ?? 0) + 1;
+            if (!p.request.renewal) perMinuteNonExempt[m] = (perMinuteNonExempt[m] ?? 0) + 1;
+            ca.order(names, ari, now);
+          }
+        }
+        c.inFlight = true;
+        attempts.set(i, { names, ari, startedAt: now, unplaced });
+        inFlight.push(now + o.orderMinutes * MIN, i);
+        return;
+      }
+    }
+  };
+
   while (clock.now() <= end) {
     const now = clock.now();
 
-    // Completed orders.
+    // Issuances that ended: the bookkeeping of controller/reconcile (afterIssued /
+    // afterFailed) and of controller/issuer (a dead order refunded and dropped).
     while (inFlight.size > 0 && inFlight.peekKey() <= now) {
       const i = inFlight.pop();
       const c = certs[i]!;
-      const p = pending.get(i)!;
-      pending.delete(i);
+      const a = attempts.get(i)!;
+      attempts.delete(i);
       c.inFlight = false;
-      const placedAt = now - o.orderMinutes * MIN;
-      const outage = placedAt < outageEnd && now >= outageStart;
+      // Placed during the outage, or the outage fell while it ran (as the old model: it
+      // started before the outage ended and ends after it began).
+      const outage = a.unplaced || (a.startedAt < outageEnd && now >= outageStart);
       const fails = outage || rand() < o.failureRate;
       if (fails) {
         failedOrders++;
-        budget.refund(p.spend.spend, now);
-        if (!outage && rand() < 0.5) {
-          for (const n of p.names) budget.recordAuthorizationFailure(n, now);
-          ca.authzFailure(p.names, now);
+        const authz = !outage && rand() < 0.5;
+        const failure = afterFailed({
+          intent: c.intent,
+          error: authz
+            ? { code: ErrorCode.AcmeProblem, message: 'unauthorized', spooled: false, identifier: a.names[0] }
+            : { code: ErrorCode.AcmeTransport, message: 'CA unreachable', spooled: false },
+          now,
+          startedAt: a.startedAt,
+          lifetimeMs: lifetimeOf(c.latest),
+          agentCameOnline: false,
+          random: rand,
+        });
+        if (authz && c.saved) {
+          // A failed validation kills the order: the issuer drops it and refunds it.
+          budget.refund(c.saved.spend, now);
+          c.saved = null;
         }
-        c.failures++;
-        c.backoffUntil = now + backoffDelay(c.failures, rand, c.notAfter - c.notBefore);
+        if (failure.outcome === 'failed' && failure.authorizationFailure !== undefined) {
+          budget.recordAuthorizationFailure(failure.authorizationFailure, now);
+          ca.authzFailure([failure.authorizationFailure], now);
+        }
+        c.intent = failure.intent;
       } else {
         if (now >= c.notAfter) {
           expiredEvents++;
           c.everExpired = true;
         }
         minMargin = Math.min(minMargin, (c.notAfter - now) / (c.notAfter - c.notBefore));
-        ca.issued(p.names, p.ari, now);
+        ca.issued(a.names, a.ari, now);
         issued++;
-        c.latest = newVersion(p.names, c.latest.name, c.latest.version + 1, now);
+        c.saved = null;
+        c.latest = newVersion(a.names, c.latest.name, c.latest.version + 1, now);
         c.notBefore = now;
         c.notAfter = now + lifetime;
-        c.failures = 0;
-        c.backoffUntil = 0;
+        c.intent = afterIssued(c.intent, a.startedAt).intent;
       }
       schedule(i, now);
     }
@@ -416,57 +517,27 @@ function simulate(o: Options, lifetimeDays: number): Result {
       nextRestart += DAY;
     }
 
-    // The pass: ask the scheduler about certificates whose time has come.
+    // The pass, in configuration order: certificates whose wake time has come, merged
+    // with the due ones waiting for a slot. A waiting one is planned again only while a
+    // slot is free (with none its plan is "queued" again: nothing changes), so a pass
+    // costs what it starts, not the length of the queue.
+    const due = new Heap();
     while (wake.size > 0 && wake.peekKey() <= now) {
       const at = wake.peekKey();
       const i = wake.pop();
-      const c = certs[i]!;
-      if (c.inFlight || at !== c.wakeAt) continue;
-      const d = decideFor(c, now);
-      if (d.action === 'wait') schedule(i, Math.max(d.at, now + 1));
-      else ready.push(emergencyPoint(c.notBefore, c.notAfter), i);
+      if (at === certs[i]!.wakeAt) due.push(i, i);
+    }
+    for (;;) {
+      // Taken from the queue only with a slot free, so planPass never says "queued" to it.
+      const fromQueue = attempts.size < o.concurrency && queued.size > 0 && queued.peekKey() < due.peekKey();
+      if (!fromQueue && due.size === 0) break;
+      pass(fromQueue ? queued.pop() : due.pop(), now);
     }
 
-    // Start orders within the concurrency limit, re-checking each one first.
-    while (pending.size < o.concurrency && ready.size > 0) {
-      const i = ready.pop();
-      const c = certs[i]!;
-      if (c.inFlight) continue;
-      const d = decideFor(c, now);
-      if (d.action === 'wait') {
-        schedule(i, Math.max(d.at, now + 1));
-        continue;
-      }
-      const names = [...c.spec.names];
-      const renewal = setKey(names) === setKey(c.latest.names);
-      const ari = d.ari && renewal;
-      const check = budget.check({ names, emergency: d.emergency, renewal, ...(ari ? { replaces: `${c.latest.serial}` } : {}) }, now);
-      if (!check.ok) {
-        deferralChecks++;
-        if (!c.deferred) deferrals++;
-        c.deferred = true;
-        schedule(i, Math.max(check.until, now + 1));
-        continue;
-      }
-      budget.commit(check.spend, now);
-      c.deferred = false;
-      if (d.emergency) emergencies++;
-      c.inFlight = true;
-      pending.set(i, { names, ari, spend: check });
-      inFlight.push(now + o.orderMinutes * MIN, i);
-      const outage = now >= outageStart && now < outageEnd;
-      if (!outage) {
-        orders++;
-        const m = Math.floor((now - T0) / MIN);
-        perMinute[m] = (perMinute[m] ?? 0) + 1;
-        if (!renewal) perMinuteNonExempt[m] = (perMinuteNonExempt[m] ?? 0) + 1;
-        ca.order(names, ari, now);
-      }
-    }
-
-    // Next check: the next tick at or after the next thing that can happen.
+    // Next pass: the next tick at or after the next thing that can happen; at once
+    // (next tick) while due certificates wait and a slot is free.
     let next = Math.min(wake.peekKey(), inFlight.peekKey(), nextChange, nextRestart, nextBurst);
-    if (ready.size > 0 && pending.size < o.concurrency) next = now + tick;
+    if (attempts.size < o.concurrency && queued.size > 0) next = now + tick;
     next = Math.max(now + tick, T0 + Math.ceil((next - T0) / tick) * tick);
     clock.advance(next - now);
   }

@@ -25,7 +25,6 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import type https from 'node:https';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
@@ -540,7 +539,9 @@ class AcmeClientImpl implements AcmeClient {
       const hinted = parseRetryAfterMs(headers['retry-after'], this.clock.now());
       this.log.debug({ url, status: data['status'] }, `waiting for ${what}`);
       try {
-        await sleep(Math.min(hinted ?? delay, remaining), undefined, signal === undefined ? undefined : { signal });
+        // The clock that measures the deadline also waits: under a ManualClock the poll
+        // times out on clock time, not never.
+        await this.clock.sleep(Math.min(hinted ?? delay, remaining), signal);
       } catch (err) {
         if (isAborted(signal)) throw aborted(what, url, signal);
         throw err;

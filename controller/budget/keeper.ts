@@ -13,6 +13,7 @@ import { recordParser } from '../../shared/records/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import { z } from 'zod';
 import { Budget, type BudgetConfig, type BudgetRequest, type BucketLevel, type CheckResult, type Spend, type BudgetState } from './index.js';
+import { LogKey } from '../../shared/log/index.js';
 
 /** A value of the `budgets` bucket, checked like every record read from NATS. */
 const budgetStateSchema = z.strictObject({
@@ -113,7 +114,7 @@ export class BudgetKeeper {
         }
       }
       // NATS away: the in-memory budget still enforces; the next change writes again.
-      this.log.warn({ err: (err as Error).message }, 'budget state not saved');
+      this.log.warn({ [LogKey.err]: (err as Error).message }, 'budget state not saved');
     }
   }
 }

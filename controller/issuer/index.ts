@@ -31,6 +31,7 @@ import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
 import type { Dns01Solver } from '../solvers/dns01/index.js';
 import type { Spend } from '../budget/index.js';
+import { LogKey } from '../../shared/log/index.js';
 
 /** What to issue. */
 export interface IssueRequest {
@@ -173,7 +174,7 @@ export class Issuer {
    * Resumes a pending order left by a crash when it still matches the request.
    */
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
-    const log = this.opts.log.child({ cert: req.name });
+    const log = this.opts.log.child({ [LogKey.cert]: req.name });
     const { order, keyPem } = await this.openOrder(req, expectedLatest, log);
     let certPem: string;
     let chainPem: string;
@@ -184,7 +185,7 @@ export class Issuer {
     } catch (err) {
       // A dead order (validation failed, the CA invalidated it) is dropped now, and its
       // charge refunded; anything else keeps it for the next attempt or a restart.
-      if (orderIsDead(err)) await this.dropOrder(req, log, 'order failed').catch((e: unknown) => log.warn({ err: (e as Error).message }, 'dead order not dropped'));
+      if (orderIsDead(err)) await this.dropOrder(req, log, 'order failed').catch((e: unknown) => log.warn({ [LogKey.err]: (e as Error).message }, 'dead order not dropped'));
       throw err;
     }
 
@@ -195,7 +196,7 @@ export class Issuer {
     // a new version.
     const stored = await this.opts.store.latest(req.name);
     if (stored !== null && stored.fingerprint === info.fingerprint) {
-      log.info({ version: stored.version, serial: stored.serial }, 'certificate of the resumed order already stored');
+      log.info({ [LogKey.version]: stored.version, serial: stored.serial }, 'certificate of the resumed order already stored');
       await this.deleteRecord(req.name);
       return stored;
     }
@@ -219,7 +220,7 @@ export class Issuer {
     // durable spool later (controller/spool), also after a restart.
     const result = await storeOrSpool(this.opts.store, this.opts.spool, req.name, { certPem, chainPem, keyPem, meta }, expectedLatest);
     if (result.status === 'spooled') {
-      log.warn({ serial: meta.serial, err: result.cause.message }, 'store unavailable; issued certificate spooled');
+      log.warn({ serial: meta.serial, [LogKey.err]: result.cause.message }, 'store unavailable; issued certificate spooled');
       this.opts.onEvent?.({ type: 'spooled', cert: req.name, serial: meta.serial, reason: result.cause.message });
       // The order is done; the spool now holds its result. Best effort: the store is down.
       await this.deleteRecord(req.name).catch(() => false);
@@ -231,7 +232,7 @@ export class Issuer {
     }
     const issued = result.meta;
     await this.deleteRecord(req.name);
-    log.info({ version: issued.version, serial: issued.serial, notAfter: issued.notAfter }, 'certificate issued');
+    log.info({ [LogKey.version]: issued.version, serial: issued.serial, notAfter: issued.notAfter }, 'certificate issued');
     this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: issued });
     return issued;
   }
@@ -244,16 +245,16 @@ export class Issuer {
         try {
           const order = await this.opts.acme.getOrder(saved.url);
           if (order.status !== 'invalid') {
-            log.info({ order: saved.url, status: order.status }, 'order resumed');
+            log.info({ [LogKey.order]: saved.url, status: order.status }, 'order resumed');
             this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: saved.url, resumed: true });
             return { order, keyPem: saved.keyPem };
           }
-          log.info({ order: saved.url }, 'saved order is invalid; placing a new one');
+          log.info({ [LogKey.order]: saved.url }, 'saved order is invalid; placing a new one');
         } catch (err) {
           // A CA that no longer knows the order (404, expired) means start over; an
           // outage means try again later with the same order.
           if (isCertfleetError(err) && err.retryable) throw err;
-          log.info({ order: saved.url, err: (err as Error).message }, 'saved order unusable; placing a new one');
+          log.info({ [LogKey.order]: saved.url, [LogKey.err]: (err as Error).message }, 'saved order unusable; placing a new one');
         }
       }
       await this.dropOrder(req, log, 'saved order replaced');
@@ -289,7 +290,7 @@ export class Issuer {
       throw err;
     }
     this.saved.set(req.name, pending);
-    log.info({ order: order.url }, 'order placed');
+    log.info({ [LogKey.order]: order.url }, 'order placed');
     this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: order.url, resumed: false });
     return { order, keyPem };
   }
@@ -312,7 +313,7 @@ export class Issuer {
     const saved = await this.savedOrder(req.name);
     await this.deleteRecord(req.name);
     if (!saved) return;
-    log.info({ order: saved.url }, why);
+    log.info({ [LogKey.order]: saved.url }, why);
     req.charge?.refund(spendOf(saved));
   }
 
@@ -349,7 +350,7 @@ export class Issuer {
         await this.opts.http01.present(record);
         if (challenge.status === 'pending') await this.opts.acme.acceptChallenge(challenge.url);
         await this.opts.acme.waitForAuthorization(authz.url);
-        log.info({ identifier: authz.identifier.value }, 'authorization valid');
+        log.info({ [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
       } finally {
         await this.opts.http01.cleanup(challenge.token);
       }
@@ -394,7 +395,7 @@ export class Issuer {
       for (const p of pending) if (p.status === 'pending') await this.opts.acme.acceptChallenge(p.challengeUrl);
       for (const p of pending) {
         await this.opts.acme.waitForAuthorization(p.authzUrl);
-        log.info({ identifier: p.identifier }, 'authorization valid');
+        log.info({ [LogKey.identifier]: p.identifier }, 'authorization valid');
       }
     } finally {
       await solver.cleanup(presentation);

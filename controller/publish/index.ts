@@ -25,6 +25,7 @@ import { generationVerdict, trustedKeys, verifyRecord } from '../../shared/signi
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
 import type { RecordSigner } from '../signing/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
+import { LogKey } from '../../shared/log/index.js';
 
 /** Desired state: the version each certificate's agents must serve. */
 export class DesiredState {
@@ -76,7 +77,7 @@ export class DesiredState {
       const mine = state.current.get(key);
       const sig = verifyRecord('desired', value, keys);
       if (!sig.ok || (mine !== undefined && generationVerdict(value.generation ?? 0, mine.generation ?? 0) === 'older')) {
-        log.warn({ code: ErrorCode.RecordRefused, cert: key, reason: sig.ok ? 'replay' : sig.problem, generation: value.generation }, 'desired record refused');
+        log.warn({ [LogKey.code]: ErrorCode.RecordRefused, [LogKey.cert]: key, reason: sig.ok ? 'replay' : sig.problem, generation: value.generation }, 'desired record refused');
         if (mine !== undefined) state.unpublished.add(key);
         return;
       }
@@ -87,9 +88,9 @@ export class DesiredState {
       if (record.keyId === signer.activeKeyId()) continue;
       try {
         await state.put(record);
-        log.info({ cert: record.name, previousKey: record.keyId ?? 'unsigned' }, 'desired version signed again with the active key');
+        log.info({ [LogKey.cert]: record.name, previousKey: record.keyId ?? 'unsigned' }, 'desired version signed again with the active key');
       } catch (err) {
-        log.warn({ cert: record.name, err: (err as Error).message }, 'desired version not signed again yet');
+        log.warn({ [LogKey.cert]: record.name, [LogKey.err]: (err as Error).message }, 'desired version not signed again yet');
       }
     }
     return state;
@@ -168,14 +169,14 @@ export class DesiredState {
     try {
       await this.kv.put(record.name, record);
     } catch (err) {
-      this.log.warn({ cert: record.name, version: record.version, err: (err as Error).message }, 'desired version not published yet; agents get it over gRPC');
+      this.log.warn({ [LogKey.cert]: record.name, [LogKey.version]: record.version, [LogKey.err]: (err as Error).message }, 'desired version not published yet; agents get it over gRPC');
       throw err;
     } finally {
       if (this.writing.get(record.name) === record) this.writing.delete(record.name);
     }
     // Only if nothing newer was put meanwhile.
     if (this.current.get(record.name) === record) this.unpublished.delete(record.name);
-    this.log.info({ cert: record.name, version: record.version, generation: record.generation, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
+    this.log.info({ [LogKey.cert]: record.name, [LogKey.version]: record.version, generation: record.generation, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
   }
 
   async close(): Promise<void> {
@@ -239,7 +240,7 @@ export class EventPublisher {
     try {
       await publishEvent(this.nats, eventSubject(type, fields.cert), event);
     } catch (err) {
-      this.log.warn({ err: (err as Error).message, event }, 'event not published');
+      this.log.warn({ [LogKey.err]: (err as Error).message, event }, 'event not published');
     }
   }
 }

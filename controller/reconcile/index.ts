@@ -11,11 +11,16 @@
  * on them, also for a certificate that is not due. A saved order (controller/issuer) is
  * resumed at once after a restart, and is not charged to the budgets again.
  *
+ * Each certificate's pass is read state → plan (plan.ts, pure; its diagram) → carry out
+ * the plan's effects. Timers (the interval, an early wake, the grace of stop) run on the
+ * injected clock, and the backoff's jitter comes from the injected `random`, so the loop
+ * runs on a ManualClock in unit tests.
+ *
  * Per-certificate state:   idle --due/requested/saved order--> issuing --ok--> idle (failures = 0)
  *                                                               +--error--> idle (failures+1, retryAt)
  */
 import type { Logger } from 'pino';
-import { isoAt, type Clock } from '../../shared/clock/index.js';
+import { isoAt, type Clock, type Timer } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
 import type { CertStatus, DesiredRecord, RolloutState, VersionMeta } from '../../shared/model/index.js';
 import { rolloutComplete, waveOf } from '../../shared/rollout/index.js';
@@ -24,14 +29,19 @@ import { EventType } from '../../shared/wire/index.js';
 import type { CertificateConfig } from '../config/index.js';
 import type { Issuer, OrderCharge } from '../issuer/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
-import { backoffDelay, decide } from '../scheduler/index.js';
-import type { BudgetKeeper } from '../budget/index.js';
+import type { BudgetKeeper, BudgetRequest, Spend } from '../budget/index.js';
 import type { AriTracker } from '../ari/index.js';
 import { CoalescingRunner } from '../../shared/runtime/index.js';
 import type { CertStore } from '../store/index.js';
-import { afterFailure, afterSuccess, cancelRenewal, clearBackoff, fromStored, intentKey, isEmptyIntent, NO_INTENT, plan, requestRenewal, toStored, type RenewalIntent } from './intent.js';
+import { LogKey } from '../../shared/log/index.js';
+import { cancelRenewal, clearBackoff, fromStored, intentKey, isEmptyIntent, NO_INTENT, requestRenewal, toStored, type RenewalIntent } from './intent.js';
+import { afterFailed, afterIssued, lifetimeOf, planPass, resumeCharge, type OrderPayment, type PassFacts, type PassPlan } from './plan.js';
 
 export { plan, type Plan, type PlanInput, type RenewalIntent } from './intent.js';
+export { afterFailed, afterIssued, planPass, resumeCharge, type FailureFacts, type FailurePlan, type PassFacts, type PassPlan } from './plan.js';
+
+/** The budget calls the loop makes (BudgetKeeper implements them). */
+export type LoopBudget = Pick<BudgetKeeper, 'check' | 'commit' | 'refund' | 'flushed' | 'recordAuthorizationFailure'>;
 
 /** What the loop knows about one certificate, for status and `certfleet certs`. */
 export interface CertRuntime {
@@ -75,7 +85,7 @@ export interface ReconcilerOptions {
   concurrency: number;
   pins: Pins;
   /** Rate-limit budgets; an order that would break one is deferred, never sent. */
-  budget: BudgetKeeper;
+  budget: LoopBudget;
   /** ARI windows; absent in tests that do not need them. */
   ari?: AriTracker;
   /** Jitter spread (fraction of lifetime). */
@@ -84,6 +94,8 @@ export interface ReconcilerOptions {
   spooled: (name: string) => boolean;
   /** Enrolled agents selected by a selector, with their last reports (controller/fleet). */
   selectedAgents: (selector: string) => RolloutAgent[];
+  /** Uniform [0, 1) for the backoff's jitter. Default Math.random. */
+  random?: () => number;
 }
 
 export class Reconciler {
@@ -100,13 +112,15 @@ export class Reconciler {
   private readonly intents = new Map<string, RenewalIntent>();
   /** Intent writes per certificate, in order. */
   private readonly saving = new Map<string, Promise<void>>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   /** An earlier pass than the interval's, for a retryAt or a wait ending before it. */
-  private wake: NodeJS.Timeout | undefined;
+  private wake: Timer | undefined;
   private readonly runner: CoalescingRunner;
+  private readonly random: () => number;
   private stopped = false;
 
   constructor(private readonly opts: ReconcilerOptions) {
+    this.random = opts.random ?? Math.random;
     this.runner = new CoalescingRunner(() => this.pass(), opts.log, 'reconcile pass');
     for (const c of opts.certificates) {
       this.runtime.set(c.name, {
@@ -131,8 +145,7 @@ export class Reconciler {
   /** Starts the periodic loop and runs a first pass now. */
   start(): void {
     this.kick();
-    this.timer = setInterval(() => this.kick(), this.opts.intervalMs);
-    this.timer.unref();
+    this.timer = this.opts.clock.every(this.opts.intervalMs, () => this.kick()).unref();
   }
 
   /** Runs a pass soon (coalesced with one already running). */
@@ -150,7 +163,7 @@ export class Reconciler {
       const intent = this.intents.get(name);
       if (intent && rt.lastErrorCode === ErrorCode.ChallengeNotServed && intent.retryAt > 0) {
         this.setIntent(name, clearBackoff(intent));
-        void this.saveIntent(name).catch((err: unknown) => this.opts.log.warn({ cert: name, err: (err as Error).message }, 'renewal intent not saved'));
+        void this.saveIntent(name).catch((err: unknown) => this.opts.log.warn({ [LogKey.cert]: name, [LogKey.err]: (err as Error).message }, 'renewal intent not saved'));
       }
     }
     this.kick();
@@ -197,7 +210,7 @@ export class Reconciler {
         await this.reconcileOne(cert);
       } catch (err) {
         // Store or NATS trouble while reading: try again on the next pass.
-        this.opts.log.warn({ cert: cert.name, err: (err as Error).message }, 'reconcile failed');
+        this.opts.log.warn({ [LogKey.cert]: cert.name, [LogKey.err]: (err as Error).message }, 'reconcile failed');
       }
     }
     this.scheduleWake();
@@ -215,12 +228,11 @@ export class Reconciler {
       if (this.inFlight.has(name)) continue;
       if (rt.nextCheck > now && rt.nextCheck < soonest) soonest = rt.nextCheck;
     }
-    if (this.wake) clearTimeout(this.wake);
+    this.wake?.stop();
     this.wake = undefined;
     const delay = soonest - now;
     if (!(delay < this.opts.intervalMs)) return;
-    this.wake = setTimeout(() => this.kick(), Math.max(delay, 10));
-    this.wake.unref();
+    this.wake = this.opts.clock.after(Math.max(delay, 10), () => this.kick()).unref();
   }
 
   /** The durable intent of `name`: from memory, or read from the store once. */
@@ -260,15 +272,48 @@ export class Reconciler {
     return next;
   }
 
+  /** Read state → plan (plan.ts) → carry out the plan's effects. */
   private async reconcileOne(cert: CertificateConfig): Promise<void> {
     const rt = this.runtime.get(cert.name);
     if (!rt) return;
     // Asked before reading the store: a spooled version delivered in between is then
     // seen by the read below, never missed by both.
     const spooled = this.opts.spooled(cert.name);
+    const { latest, target } = await this.readServed(cert, rt);
+    const busy = this.inFlight.has(cert.name) ? 'in-flight' : spooled ? 'spooled' : null;
+    // Read when planning, after the awaits: an issuance may have ended meanwhile.
+    const common = (): Omit<PassFacts, 'busy' | 'ari' | 'intent' | 'resumableOrder'> => ({
+      spec: { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) },
+      latest,
+      target,
+      spread: this.opts.spread,
+      slotFree: this.inFlight.size < this.opts.concurrency,
+      deferred: rt.deferredUntil !== 0,
+      budget: (req: BudgetRequest) => this.opts.budget.check(req),
+      now: this.opts.clock.now(),
+    });
+    let facts: PassFacts;
+    if (busy !== null) {
+      facts = { ...common(), busy };
+    } else {
+      // Read only for a certificate that may start: ARI may ask the CA.
+      const ari = target ? await this.opts.ari?.forVersion(target) : undefined;
+      rt.ariWindow = ari?.window ?? null;
+      const intent = await this.loadIntent(cert.name);
+      const saved = await this.opts.issuer.resumable(cert.name, cert.names, cert.keyType);
+      facts = { ...common(), busy, ari, intent, resumableOrder: saved !== null };
+    }
+    await this.carryOut(cert, rt, latest, planPass(facts), facts.now);
+  }
+
+  /**
+   * Reads the newest stored version and the pinned one, and keeps the desired pointer on
+   * what agents should serve. A pin (rollback) decides what agents serve, and what the
+   * schedule renews before.
+   */
+  private async readServed(cert: CertificateConfig, rt: CertRuntime): Promise<{ latest: VersionMeta | null; target: VersionMeta | null }> {
     const latest = await this.opts.store.latest(cert.name);
     rt.latest = latest;
-    // A pin (rollback) decides what agents serve, and what the schedule renews before.
     const pin = await this.opts.pins.get(cert.name);
     let target = latest;
     if (pin && latest && pin.version !== latest.version) {
@@ -276,95 +321,86 @@ export class Reconciler {
     }
     rt.pinned = pin && target && target.version === pin.version ? pin.version : 0;
     if (target) await this.syncDesired(cert, target, rt.pinned !== 0);
-    if (this.inFlight.has(cert.name)) return;
-    if (spooled) {
-      rt.reason = 'an issued version waits in the spool until the store accepts it';
-      return;
-    }
-    const ari = target ? await this.opts.ari?.forVersion(target) : undefined;
-    rt.ariWindow = ari?.window ?? null;
-    const intent = await this.loadIntent(cert.name);
-    const saved = await this.opts.issuer.resumable(cert.name, cert.names, cert.keyType);
-    const now = this.opts.clock.now();
-    const spec = { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) };
-    const scheduled = decide(spec, target, now, intent.retryAt, { spread: this.opts.spread, ...(ari ? { ari: { window: ari.window, seed: ari.seed } } : {}) });
-    const decision = plan({ scheduled, intent, resumableOrder: saved !== null, now });
-    rt.reason = decision.reason;
-    if (decision.action === 'wait') {
-      rt.nextCheck = decision.at;
-      if (rt.failures === 0) rt.state = target ? 'ready' : 'pending';
-      rt.deferredUntil = 0;
-      rt.deferredReason = '';
-      return;
-    }
-    rt.nextCheck = now;
-    if (this.inFlight.size >= this.opts.concurrency) return;
+    return { latest, target };
+  }
 
-    // Budgets: an order that would break one is not sent. A renewal of the same names is
-    // exempt from the per-account and per-domain limits; an ARI renewal (replaces) from all.
-    const sameNames = latest !== null && sameNameSet(latest.names, cert.names);
-    const replaces = decision.ari && sameNames && ari ? ari.certId : undefined;
-    const request = { names: cert.names, emergency: decision.emergency, renewal: sameNames, ...(replaces ? { replaces } : {}) };
-    let charge: LoopCharge;
-    if (decision.resume) {
-      // The saved order was charged when it was placed: nothing to check or spend. Only
-      // if the CA no longer has it does the new order it needs go through the budgets.
-      charge = {
-        charge: async () => {
-          const verdict = this.opts.budget.check(request);
-          if (!verdict.ok) {
-            throw new CertfleetError(ErrorCode.BudgetDeferred, `saved order unusable and a new one is deferred: ${verdict.reason}`, {
-              retryable: true,
-              retryAfterMs: Math.max(0, verdict.until - this.opts.clock.now()),
-              details: { limits: verdict.limits },
-            });
-          }
-          this.opts.budget.commit(verdict.spend);
-          await this.opts.budget.flushed();
-          return verdict.spend;
-        },
-        refund: (spend) => this.opts.budget.refund(spend),
-        settleUnused: () => undefined,
-      };
-    } else {
-      const verdict = this.opts.budget.check(request);
-      if (!verdict.ok) {
-        const first = rt.deferredUntil === 0;
-        rt.deferredUntil = verdict.until;
-        rt.deferredReason = verdict.reason;
-        rt.nextCheck = verdict.until;
-        if (first) {
-          this.opts.log.info({ cert: cert.name, until: isoAt(verdict.until), reason: verdict.reason }, 'budget deferred');
+  /** The effects of a pass plan: runtime fields, the deferral event, the budget spend, the issuance. */
+  private async carryOut(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, p: PassPlan, now: number): Promise<void> {
+    switch (p.action) {
+      case 'busy':
+        if (p.busy === 'spooled') rt.reason = p.reason;
+        return;
+      case 'wait':
+        rt.reason = p.reason;
+        rt.nextCheck = p.at;
+        if (p.state) rt.state = p.state;
+        rt.deferredUntil = 0;
+        rt.deferredReason = '';
+        return;
+      case 'queued':
+        rt.reason = p.reason;
+        rt.nextCheck = now;
+        return;
+      case 'defer':
+        rt.reason = p.reason;
+        rt.deferredUntil = p.until;
+        rt.deferredReason = p.budgetReason;
+        rt.nextCheck = p.until;
+        if (p.announce) {
+          this.opts.log.info({ [LogKey.cert]: cert.name, until: isoAt(p.until), reason: p.budgetReason }, 'budget deferred');
           await this.opts.events.emit(EventType.deferred, {
             cert: cert.name,
-            message: `order deferred until ${isoAt(verdict.until)}: ${verdict.reason}`,
-            details: { until: isoAt(verdict.until), limits: verdict.limits },
+            message: `order deferred until ${isoAt(p.until)}: ${p.budgetReason}`,
+            details: { until: isoAt(p.until), limits: p.limits },
           });
         }
         return;
-      }
-      // Spent now, in the tick of the check, so orders started in one pass cannot
-      // overdraw together; handed to the issuer for its order record, written to NATS
-      // before the order is sent (a kill right after must not forget the charge).
-      this.opts.budget.commit(verdict.spend);
-      let taken = false;
-      charge = {
+      case 'order':
+        rt.reason = p.reason;
+        rt.nextCheck = now;
+        rt.deferredUntil = 0;
+        rt.deferredReason = '';
+        this.startIssue(cert, rt, latest, p.reason, this.chargeFor(p.request, p.payment), p.replaces);
+        return;
+    }
+  }
+
+  /** The issuer's view of how the order is paid for (see {@link OrderPayment}). */
+  private chargeFor(request: BudgetRequest, payment: OrderPayment): LoopCharge {
+    const budget = this.opts.budget;
+    const refund = (spend: Spend): void => budget.refund(spend);
+    if (payment.kind === 'resume') {
+      return {
         charge: async () => {
-          taken = true;
-          await this.opts.budget.flushed();
-          return verdict.spend;
+          const c = resumeCharge(budget.check(request), this.opts.clock.now());
+          if (!c.ok) throw new CertfleetError(ErrorCode.BudgetDeferred, c.message, { retryable: true, retryAfterMs: c.retryAfterMs, details: { limits: c.limits } });
+          budget.commit(c.spend);
+          await budget.flushed();
+          return c.spend;
         },
-        refund: (spend) => this.opts.budget.refund(spend),
-        // No new order came of it (a conflict before ordering, or a saved order that
-        // turned up and was resumed): the certificate buckets get their tokens back.
-        settleUnused: () => {
-          if (!taken) this.opts.budget.refund(verdict.spend);
-        },
+        refund,
+        settleUnused: () => undefined,
       };
     }
-    rt.deferredUntil = 0;
-    rt.deferredReason = '';
-    this.startIssue(cert, rt, latest, decision.reason, charge, replaces);
+    // Spent now, in the tick of the check, so orders started in one pass cannot
+    // overdraw together; handed to the issuer for its order record, written to NATS
+    // before the order is sent (a kill right after must not forget the charge).
+    const spend = payment.spend;
+    budget.commit(spend);
+    let taken = false;
+    return {
+      charge: async () => {
+        taken = true;
+        await budget.flushed();
+        return spend;
+      },
+      refund,
+      // No new order came of it (a conflict before ordering, or a saved order that
+      // turned up and was resumed): the certificate buckets get their tokens back.
+      settleUnused: () => {
+        if (!taken) budget.refund(spend);
+      },
+    };
   }
 
   /**
@@ -419,7 +455,7 @@ export class Reconciler {
     if (failed.length > 0) {
       const reason = failed.map((a) => `${a.name}: ${statusOf(a)?.errorCode ?? ''} ${statusOf(a)?.error ?? ''}`.trim()).join('; ');
       await this.opts.desired.put({ ...d, rollout: { ...r, halted: true, haltReason: reason } });
-      this.opts.log.warn({ cert: cert.name, version: d.version, wave: r.released, reason }, 'rollout halted');
+      this.opts.log.warn({ [LogKey.cert]: cert.name, [LogKey.version]: d.version, wave: r.released, reason }, 'rollout halted');
       await this.opts.events.emit(EventType.rolloutHalted, {
         cert: cert.name,
         version: d.version,
@@ -448,7 +484,7 @@ export class Reconciler {
   }
 
   private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, charge: LoopCharge, replaces: string | undefined): void {
-    const log = this.opts.log.child({ cert: cert.name });
+    const log = this.opts.log.child({ [LogKey.cert]: cert.name });
     const startedAt = this.opts.clock.now();
     const onlineAtStart = this.agentsCameOnline;
     rt.state = 'issuing';
@@ -468,8 +504,9 @@ export class Reconciler {
         latest?.version ?? 0,
       )
       .then(async (meta) => {
-        this.setIntent(cert.name, afterSuccess(this.intents.get(cert.name) ?? NO_INTENT, startedAt));
-        await this.saveIntent(cert.name).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'renewal intent not saved'));
+        const done = afterIssued(this.intents.get(cert.name) ?? NO_INTENT, startedAt);
+        this.setIntent(cert.name, done.intent);
+        await this.saveIntent(cert.name).catch((err: unknown) => log.warn({ [LogKey.err]: (err as Error).message }, 'renewal intent not saved'));
         // A new version replaces a rollback pin (the pinned version is being renewed away).
         if (await this.opts.pins.release(cert.name)) {
           await this.opts.events.emit(EventType.released, { cert: cert.name, version: meta.version, message: `pin released by the issuance of version ${meta.version}` });
@@ -482,36 +519,34 @@ export class Reconciler {
         } catch (err) {
           // The version exists: a pointer NATS refused is not a failed issuance. Agents
           // get it over gRPC meanwhile, and each pass writes it again (flushDesired).
-          log.warn({ version: meta.version, err: (err as Error).message }, 'issued version not published yet; retried every pass');
+          log.warn({ [LogKey.version]: meta.version, [LogKey.err]: (err as Error).message }, 'issued version not published yet; retried every pass');
         }
       })
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);
-        if (cf.details['spooled'] === true) {
-          // The CA issued and the spool holds the certificate until the store takes it
-          // (controller/spool): the renewal happened, so a request it answered is done and
-          // its order stays charged. Treating it as a failure kept the request open and
-          // ordered a second certificate once the spool had delivered the first.
-          this.setIntent(cert.name, afterSuccess(this.intents.get(cert.name) ?? NO_INTENT, startedAt));
-          await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'renewal intent not saved'));
+        const identifier = cf.details['identifier'];
+        const failure = afterFailed({
+          intent: this.intents.get(cert.name) ?? NO_INTENT,
+          error: { code: cf.code, message: cf.message, retryAfterMs: cf.retryAfterMs, spooled: cf.details['spooled'] === true, identifier: typeof identifier === 'string' ? identifier : undefined },
+          now: this.opts.clock.now(),
+          startedAt,
+          lifetimeMs: lifetimeOf(latest),
+          agentCameOnline: this.agentsCameOnline !== onlineAtStart,
+          random: this.random,
+        });
+        if (failure.outcome === 'spooled') {
+          this.setIntent(cert.name, failure.intent);
+          await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ [LogKey.err]: (e as Error).message }, 'renewal intent not saved'));
           rt.state = 'pending';
           return;
         }
-        // Budgets: an order that was sent stays charged while it can be resumed (the
-        // issuer refunds a dropped one); a spend no order used is given back. A failed
-        // validation costs the identifier's authorization-failure budget.
         charge.settleUnused();
-        const failedIdentifier = cf.details['identifier'];
-        if (cf.code === ErrorCode.AcmeProblem && typeof failedIdentifier === 'string') this.opts.budget.recordAuthorizationFailure(failedIdentifier);
-        const now = this.opts.clock.now();
-        const lifetime = latest ? Date.parse(latest.notAfter) - Date.parse(latest.notBefore) : undefined;
-        const before = this.intents.get(cert.name) ?? NO_INTENT;
-        const failed = afterFailure(before, now, { code: cf.code, message: cf.message, retryAfterMs: cf.retryAfterMs }, backoffDelay(before.failures + 1, Math.random, lifetime));
-        const intent = cf.code === ErrorCode.ChallengeNotServed && this.agentsCameOnline !== onlineAtStart ? clearBackoff(failed) : failed;
+        if (failure.authorizationFailure !== undefined) this.opts.budget.recordAuthorizationFailure(failure.authorizationFailure);
+        const intent = failure.intent;
         this.setIntent(cert.name, intent);
         rt.state = 'failed';
-        log.warn({ code: cf.code, err: cf.message, failures: intent.failures, retryAt: isoAt(intent.retryAt) }, 'issuance failed');
-        await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'renewal intent not saved'));
+        log.warn({ [LogKey.code]: cf.code, [LogKey.err]: cf.message, failures: intent.failures, retryAt: isoAt(intent.retryAt) }, 'issuance failed');
+        await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ [LogKey.err]: (e as Error).message }, 'renewal intent not saved'));
         await this.opts.events.emit(EventType.failed, {
           cert: cert.name,
           message: cf.message,
@@ -532,15 +567,15 @@ export class Reconciler {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    if (this.wake) clearTimeout(this.wake);
+    this.timer?.stop();
+    this.wake?.stop();
     const running = this.runner.stop();
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     const grace = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, graceMs);
+      timer = this.opts.clock.after(graceMs, resolve);
     });
     await Promise.race([Promise.allSettled([running, ...this.inFlight.values()]), grace]);
-    clearTimeout(timer);
+    timer?.stop();
   }
 }
 
@@ -548,10 +583,4 @@ export class Reconciler {
 interface LoopCharge extends OrderCharge {
   /** After a failed issuance: refunds a spend committed for an order that was never sent. */
   settleUnused(): void;
-}
-
-function sameNameSet(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  const set = new Set(a.map((n) => n.toLowerCase()));
-  return b.every((n) => set.has(n.toLowerCase()));
 }

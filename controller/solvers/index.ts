@@ -14,8 +14,9 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import type { Clock } from '../../shared/clock/index.js';
+import { deadline as deadlineOn, type Clock } from '../../shared/clock/index.js';
 import type { ChallengeRecord } from '../../shared/model/index.js';
+import { LogKey } from '../../shared/log/index.js';
 
 /** Where pending challenges are published (the NATS `challenges` bucket in production). */
 export interface ChallengeBoard {
@@ -111,11 +112,22 @@ export interface Http01SolverOptions {
   pollMs?: number;
   /** What offline agents do to an order; default {@link DEFAULT_OFFLINE_POLICY}. */
   offlinePolicy?: OfflinePolicy;
+  /**
+   * One GET of the challenge URL on one responder: the body, or null when it did not
+   * answer. Must not reject. Default: HTTP on the responder's address (3 s socket timeout).
+   */
+  fetch?: ChallengeFetch;
   /** Told about each offline agent a challenge goes ahead without (event, metric). Must not throw. */
   onSkipped?: (skip: { cert: string; identifier: string; agent: string; offlineSince: number; offlineForMs: number }) => void;
 }
 
-/** One GET of the challenge URL on one responder; resolves with the body or null. */
+/** How the self-check asks one responder for a challenge (see {@link Http01SolverOptions.fetch}). */
+export type ChallengeFetch = (address: string, identifier: string, token: string) => Promise<{ status: number; body: string } | null>;
+
+/**
+ * One GET of the challenge URL on one responder; resolves with the body or null. The
+ * 3 s socket timeout stays real time: it bounds a socket, not a wait of ours.
+ */
 async function fetchChallenge(address: string, identifier: string, token: string): Promise<{ status: number; body: string } | null> {
   const idx = address.lastIndexOf(':');
   const host = address.slice(0, idx).replace(/^\[|\]$/g, '');
@@ -204,9 +216,9 @@ export class Http01Solver {
       try {
         await this.opts.board.remove(s.token);
         removed.push(s);
-        this.opts.log.info({ cert: s.cert, challengeToken: s.token, reason: s.reason }, 'leftover challenge removed');
+        this.opts.log.info({ [LogKey.cert]: s.cert, [LogKey.token]: s.token, reason: s.reason }, 'leftover challenge removed');
       } catch (err) {
-        this.opts.log.warn({ cert: s.cert, challengeToken: s.token, err: (err as Error).message }, 'leftover challenge not removed');
+        this.opts.log.warn({ [LogKey.cert]: s.cert, [LogKey.token]: s.token, [LogKey.err]: (err as Error).message }, 'leftover challenge not removed');
       }
     }
     return removed;
@@ -248,7 +260,7 @@ export class Http01Solver {
     for (const s of duty.skipped) {
       this.lastSkipped.set(`${record.cert}\u0000${s.responder.agent}`, { cert: record.cert, agent: s.responder.agent, at: now });
       this.opts.log.warn(
-        { cert: record.cert, identifier: record.identifier, agent: s.responder.agent, offlineForMs: s.offlineForMs },
+        { [LogKey.cert]: record.cert, [LogKey.identifier]: record.identifier, [LogKey.agent]: s.responder.agent, offlineForMs: s.offlineForMs },
         'offline agent left out of HTTP-01',
       );
       this.opts.onSkipped?.({
@@ -262,13 +274,14 @@ export class Http01Solver {
     const responders = duty.serve;
     this.active.add(record.token);
     await this.opts.board.present(record);
-    const log = this.opts.log.child({ cert: record.cert, identifier: record.identifier });
-    const deadline = this.opts.clock.now() + this.opts.selfCheckTimeoutMs;
+    const log = this.opts.log.child({ [LogKey.cert]: record.cert, [LogKey.identifier]: record.identifier });
+    // Measured and waited on the same clock: under a ManualClock the check times out on clock time.
+    const deadline = deadlineOn(this.opts.clock, this.opts.selfCheckTimeoutMs);
     const pending = new Map(responders.map((r) => [r.agent, r]));
     const lastSeen = new Map<string, string>();
     while (pending.size > 0) {
       for (const r of [...pending.values()]) {
-        const got = await fetchChallenge(r.http01Address, record.identifier, record.token);
+        const got = await (this.opts.fetch ?? fetchChallenge)(r.http01Address, record.identifier, record.token);
         if (got?.status === 200 && got.body.trim() === record.keyAuthorization) {
           pending.delete(r.agent);
         } else {
@@ -276,14 +289,14 @@ export class Http01Solver {
         }
       }
       if (pending.size === 0) break;
-      if (this.opts.clock.now() >= deadline) {
+      if (deadline.expired()) {
         const lagging = [...pending.keys()].map((a) => `${a} (${lastSeen.get(a) ?? 'no answer'})`).join(', ');
         throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 challenge for ${record.identifier} not served by: ${lagging}`, {
           retryable: true,
           details: { identifier: record.identifier, lagging: [...pending.keys()] },
         });
       }
-      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 200));
+      await deadline.sleep(this.opts.pollMs ?? 200);
     }
     log.info({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
   }
@@ -295,7 +308,7 @@ export class Http01Solver {
     try {
       await this.opts.board.remove(token);
     } catch (err) {
-      this.opts.log.warn({ err, challengeToken: token }, 'challenge cleanup failed');
+      this.opts.log.warn({ [LogKey.err]: err, [LogKey.token]: token }, 'challenge cleanup failed');
     }
   }
 }

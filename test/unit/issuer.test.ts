@@ -1,0 +1,201 @@
+/**
+ * The Issuer (controller/issuer) on a ManualClock, with a stand-in for our AcmeClient
+ * interface (it signs the CSR with a throwaway CA, so the real bundle checks run), the
+ * real Http01Solver with its challenge board in memory and the self-check's GET faked,
+ * and an in-memory store. What it proves: the HTTP-01 self-check times out on clock
+ * time; the saved order survives that failure and is resumed, charged to the budgets
+ * once; a dead order is dropped and refunded. Issuance against Pebble is in
+ * test/e2e/renewal.test.ts and test/e2e/durable.test.ts.
+ */
+import 'reflect-metadata';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import type { AcmeClient, AcmeOrder } from '../../controller/acme/index.js';
+import type { Spend } from '../../controller/budget/index.js';
+import { Issuer, type IssueRequest } from '../../controller/issuer/index.js';
+import { Http01Solver, type ChallengeBoard } from '../../controller/solvers/index.js';
+import type { Spool } from '../../controller/spool/index.js';
+import { ManualClock, systemClock } from '../../shared/clock/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
+import { silentLogger } from '../../shared/log/index.js';
+import type { ChallengeRecord } from '../../shared/model/index.js';
+import { makeTestCa, type TestCa } from '../harness/certs.js';
+import { MemoryStore } from './fakes/loop.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+
+const NAME = 'www.example.test';
+const SELF_CHECK_MS = 120_000;
+
+/** A CA behind our AcmeClient interface: one order, one HTTP-01 authorization, certificates signed from the CSR. */
+class FakeCa {
+  placed = 0;
+  accepted = 0;
+  status: AcmeOrder['status'] = 'pending';
+  authzFails = false;
+  private csrPem = '';
+  constructor(private readonly ca: TestCa) {}
+  private order(): AcmeOrder {
+    return {
+      url: 'https://ca.test/order/1',
+      status: this.status,
+      identifiers: [{ type: 'dns', value: NAME }],
+      authorizations: [
+        {
+          url: 'https://ca.test/authz/1',
+          identifier: { type: 'dns', value: NAME },
+          status: 'pending',
+          challenges: [{ type: 'http-01', url: 'https://ca.test/chall/1', token: 'tok1', status: this.accepted > 0 ? 'processing' : 'pending' }],
+        } as AcmeOrder['authorizations'][number],
+      ],
+      finalizeUrl: 'https://ca.test/order/1/finalize',
+    };
+  }
+  readonly client = {
+    directoryUrl: 'https://ca.test/dir',
+    placeOrder: () => {
+      this.placed++;
+      return Promise.resolve(this.order());
+    },
+    getOrder: () => Promise.resolve(this.order()),
+    keyAuthorization: (token: string) => Promise.resolve(`${token}.thumb`),
+    acceptChallenge: () => {
+      this.accepted++;
+      return Promise.resolve();
+    },
+    waitForAuthorization: () =>
+      this.authzFails
+        ? Promise.reject(new CertfleetError(ErrorCode.AcmeProblem, 'unauthorized', { details: { identifier: NAME } }))
+        : Promise.resolve(),
+    finalize: (order: AcmeOrder, csrPem: string) => {
+      this.csrPem = csrPem;
+      return Promise.resolve({ ...order, status: 'valid' as const, certificateUrl: 'https://ca.test/cert/1' });
+    },
+    downloadCertificate: async () => {
+      const csr = new x509.Pkcs10CertificateRequest(this.csrPem);
+      const now = Date.now();
+      const cert = await x509.X509CertificateGenerator.create({
+        serialNumber: '0a1b2c',
+        subject: csr.subject,
+        issuer: this.ca.cert.subject,
+        notBefore: new Date(now - 3_600_000),
+        notAfter: new Date(now + 90 * 86_400_000),
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+        publicKey: csr.publicKey,
+        signingKey: this.ca.keys.privateKey,
+        extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: NAME }])],
+      });
+      return { certPem: `${cert.toString('pem')}\n`, chainPem: this.ca.chainPem };
+    },
+    close: () => undefined,
+  } as unknown as AcmeClient;
+}
+
+function setup(ca: TestCa) {
+  // The test CA's certificates are dated by the wall clock; the manual clock starts there.
+  const clock = new ManualClock(systemClock.now());
+  const store = new MemoryStore();
+  const acme = new FakeCa(ca);
+  const published: ChallengeRecord[] = [];
+  const board: ChallengeBoard = {
+    present: (r) => {
+      published.push(r);
+      return Promise.resolve();
+    },
+    remove: () => Promise.resolve(),
+    list: () => Promise.resolve([]),
+  };
+  let served = false;
+  const http01 = new Http01Solver({
+    board,
+    responders: () => [{ agent: 'edge-a', http01Address: '127.0.0.1:1', unavailable: '' }],
+    clock,
+    log: silentLogger(),
+    selfCheckTimeoutMs: SELF_CHECK_MS,
+    pollMs: 500,
+    // The agent's answer: 404 until the test says it serves the challenge.
+    fetch: (_address, _identifier, token) => Promise.resolve(served ? { status: 200, body: `${token}.thumb` } : { status: 404, body: '' }),
+  });
+  const issuer = new Issuer({ acme: acme.client, store, http01, spool: {} as Spool, clock, log: silentLogger() });
+  const charges: Spend[] = [];
+  const refunds: Spend[] = [];
+  const request: IssueRequest = {
+    name: 'web',
+    names: [NAME],
+    keyType: 'ecdsa-p256',
+    selector: 'role=web',
+    challenge: 'http-01',
+    charge: {
+      charge: () => {
+        const spend: Spend = { items: [{ limit: 'certificatesPerExactSet', key: NAME, cost: 1 }], exemptions: [] };
+        charges.push(spend);
+        return Promise.resolve(spend);
+      },
+      refund: (spend) => refunds.push(spend),
+    },
+  };
+  return { clock, store, acme, issuer, request, charges, refunds, published, serve: () => (served = true) };
+}
+
+/** Follows a promise without awaiting it. */
+function track<T>(p: Promise<T>): { done: boolean; value?: T; error?: unknown } {
+  const out: { done: boolean; value?: T; error?: unknown } = { done: false };
+  p.then(
+    (value) => Object.assign(out, { done: true, value }),
+    (error: unknown) => Object.assign(out, { done: true, error }),
+  );
+  return out;
+}
+
+/** Lets the issuance reach its challenge (key generation runs on libuv's pool, not on the clock). */
+async function published(s: { published: ChallengeRecord[] }, count: number): Promise<void> {
+  while (s.published.length < count) await new Promise((r) => setImmediate(r));
+}
+
+test('an HTTP-01 self-check nobody answers times out on clock time, not before', async () => {
+  const s = setup(await makeTestCa());
+  const attempt = track(s.issuer.issue(s.request, 0));
+  await published(s, 1);
+  const presentedAt = s.clock.now();
+  await s.clock.runUntil(() => attempt.done, SELF_CHECK_MS - 1);
+  assert.equal(attempt.done, false, 'still checking inside the self-check timeout');
+  assert.ok(await s.clock.runUntil(() => attempt.done, 1_000), 'gave up once the clock passed the timeout');
+  assert.ok(isCertfleetError(attempt.error, ErrorCode.ChallengeNotServed), `not served: ${String(attempt.error)}`);
+  assert.match((attempt.error as Error).message, /not served by: edge-a \(HTTP 404\)/);
+  assert.ok(s.clock.now() - presentedAt >= SELF_CHECK_MS);
+  assert.equal(s.acme.accepted, 0, 'the CA is not asked to validate what no agent serves');
+});
+
+test('a saved order whose challenge timed out is resumed, charged once, and issued', async () => {
+  const s = setup(await makeTestCa());
+  const first = track(s.issuer.issue(s.request, 0));
+  await published(s, 1);
+  assert.ok(await s.clock.runUntil(() => first.done, 2 * SELF_CHECK_MS), 'the first attempt ended within clock time');
+  assert.ok(isCertfleetError(first.error, ErrorCode.ChallengeNotServed), `not served: ${String(first.error)}`);
+  assert.equal(s.acme.placed, 1);
+  assert.equal(s.charges.length, 1);
+  assert.deepEqual(s.refunds, [], 'a resumable order stays charged');
+  const saved = await s.issuer.resumable('web', [NAME], 'ecdsa-p256');
+  assert.ok(saved, 'the order is saved for the next attempt');
+  assert.equal(saved.spend.items.length, 1, 'with what it was charged');
+
+  s.serve();
+  const meta = await s.issuer.issue(s.request, 0);
+  assert.equal(meta.version, 1);
+  assert.equal(s.acme.placed, 1, 'no second order');
+  assert.equal(s.charges.length, 1, 'the resumed order is not charged again');
+  assert.equal(await s.issuer.resumable('web', [NAME], 'ecdsa-p256'), null, 'the saved order is gone once issued');
+  assert.equal((await s.store.latest('web'))?.fingerprint, meta.fingerprint);
+});
+
+test('an order whose validation fails is dropped and its charge refunded', async () => {
+  const s = setup(await makeTestCa());
+  s.serve();
+  s.acme.authzFails = true;
+  await assert.rejects(s.issuer.issue(s.request, 0), (err: unknown) => isCertfleetError(err, ErrorCode.AcmeProblem));
+  assert.equal(s.charges.length, 1);
+  assert.equal(s.refunds.length, 1, 'the CA counts certificates at issuance: the charge comes back');
+  assert.equal(await s.issuer.resumable('web', [NAME], 'ecdsa-p256'), null, 'a dead order is not resumed');
+});
