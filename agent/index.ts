@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
-import { createRootLogger } from '../shared/log/index.js';
+import { componentLogger, createRootLogger } from '../shared/log/index.js';
 import { LogKey } from './log/index.js';
 import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
@@ -120,11 +120,11 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     ...(cfg.live ? { liveDir: cfg.live.dir } : {}),
     ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
   });
-  const trust = Trust.open(cfg.stateDir, clock, alog.child({ [LogKey.component]: 'trust' }));
+  const trust = Trust.open(cfg.stateDir, clock, componentLogger(alog, 'trust'));
   // Sync names its parts (desired, apply, sync); the installer names itself.
   const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog });
   await sync.start();
-  const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: alog.child({ [LogKey.component]: 'identity' }) });
+  const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: componentLogger(alog, 'identity') });
   alog.info({ [LogKey.labels]: identity.labels, [LogKey.http01]: cfg.http01?.listen }, 'agent ready');
   return {
     get identity() {
@@ -159,7 +159,7 @@ export async function runAgent(opts: { configFile: string }): Promise<void> {
   let agent: Agent | undefined;
   const notifier = createNotifier({
     settings: notifyEnvironment(),
-    log: log.child({ [LogKey.component]: 'notify' }),
+    log: componentLogger(log, 'notify'),
     summary: () => (agent ? agentSummary(agent) : 'starting'),
     statusIntervalMs: 10_000,
   });

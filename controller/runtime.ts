@@ -42,7 +42,7 @@ import { startMetricsServer } from './metrics/index.js';
 import { fromReport, Notifier, type CertificateLife } from './notifications/index.js';
 import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
 import { openStore, type CertStore } from './store/index.js';
-import { LogKey } from '../shared/log/index.js';
+import { componentLogger, LogKey } from '../shared/log/index.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
 
@@ -160,7 +160,7 @@ async function openNats(
   log: Logger,
   cleanups: Array<() => Promise<void>>,
 ): Promise<{ nats: NatsHandle; access: NatsAccess | undefined }> {
-  const nlog = log.child({ [LogKey.component]: 'nats' });
+  const nlog = componentLogger(log, 'nats');
   const base = {
     servers: [...cfg.nats.servers],
     ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFileOrConfigError(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
@@ -236,13 +236,13 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
 
     const notifier = new Notifier({
       clock,
-      log: log.child({ [LogKey.component]: 'notifications' }),
+      log: componentLogger(log, 'notifications'),
       afterFailures: cfg.notifications.afterFailures,
       dedupWindowMs: cfg.notifications.dedupWindow,
       targets: cfg.notifications.webhooks.map((w) => ({ name: w.name, url: w.url, format: w.format, headers: w.headers, kinds: w.kinds ?? [], timeoutMs: w.timeout })),
     });
     cleanups.push(() => notifier.stop());
-    const events = new EventPublisher(nats, clock, log.child({ [LogKey.component]: 'events' }), (e) => notifier.event(e));
+    const events = new EventPublisher(nats, clock, componentLogger(log, 'events'), (e) => notifier.event(e));
     const enrollment = new Enrollment(store, clock, log);
     // The loop is built after the fleet it depends on; the fleet reaches it through this.
     let onAgentOnline = (): void => undefined;
@@ -250,7 +250,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       nats,
       enrollment,
       clock,
-      log: log.child({ [LogKey.component]: 'fleet' }),
+      log: componentLogger(log, 'fleet'),
       offlineAfterMs: cfg.api.agentOfflineAfter,
       onAgentOnline: () => onAgentOnline(),
       onRefusals: (agent, r) =>
@@ -265,10 +265,10 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       },
     });
     cleanups.push(() => fleet.close());
-    const signer = await RecordSigner.open(store, clock, log.child({ [LogKey.component]: 'signing' }));
-    const desired = await DesiredState.open(nats, signer, clock, log.child({ [LogKey.component]: 'publish' }));
+    const signer = await RecordSigner.open(store, clock, componentLogger(log, 'signing'));
+    const desired = await DesiredState.open(nats, signer, clock, componentLogger(log, 'publish'));
     cleanups.push(() => desired.close());
-    const hlog = log.child({ [LogKey.component]: 'http01' });
+    const hlog = componentLogger(log, 'http01');
     const solver = new Http01Solver({
       // A challenge outlives the self-check and the CA's validation, then agents drop it.
       board: await NatsChallengeBoard.open(nats, signer, clock, cfg.http01.selfCheckTimeout + cfg.http01.validationTimeout + 60_000),
@@ -289,7 +289,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     // and records a crash left behind removed before any new order.
     let dns01: Dns01Solver | undefined;
     if (Object.keys(cfg.dns01.providers).length > 0) {
-      const dlog = log.child({ [LogKey.component]: 'dns01' });
+      const dlog = componentLogger(log, 'dns01');
       const providers = createDns01Providers(cfg.dns01, { env, clock, log });
       for (const p of providers.values()) await p.check();
       const journal = new StoreDns01Journal(store);
@@ -305,7 +305,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       http01: solver,
       ...(dns01 ? { dns01 } : {}),
       clock,
-      log: log.child({ [LogKey.component]: 'issuer' }),
+      log: componentLogger(log, 'issuer'),
       onEvent: (e) => {
         switch (e.type) {
           case 'ordered':
@@ -341,8 +341,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     cleanups.push(() => Promise.resolve(sweeper.stop()));
     const pins = new Pins(store);
     // Budgets are per CA account: the same key reused against another CA is another account.
-    const budget = await BudgetKeeper.open(nats, cfg.budgets, accountId(acme.directoryUrl), clock, log.child({ [LogKey.component]: 'budget' }));
-    const ari = new AriTracker(store, acme, clock, log.child({ [LogKey.component]: 'ari' }));
+    const budget = await BudgetKeeper.open(nats, cfg.budgets, accountId(acme.directoryUrl), clock, componentLogger(log, 'budget'));
+    const ari = new AriTracker(store, acme, clock, componentLogger(log, 'ari'));
     const loop = new Reconciler({
       pins,
       budget,
@@ -357,7 +357,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       desired,
       events,
       clock,
-      log: log.child({ [LogKey.component]: 'reconcile' }),
+      log: componentLogger(log, 'reconcile'),
       intervalMs: cfg.renewal.checkInterval,
       concurrency: cfg.renewal.concurrency,
     });
@@ -376,7 +376,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       caPem: ca.certPem,
       certPem: serverCert.certPem,
       keyPem: serverCert.keyPem,
-      log: log.child({ [LogKey.component]: 'api' }),
+      log: componentLogger(log, 'api'),
       clock,
       auth: {
         identify: (der) => verifyClientCertificate(ca, der, clock.now()),
@@ -404,7 +404,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     if (cfg.metrics) {
       const metrics = await startMetricsServer({
         listen: splitHostPort(cfg.metrics.listen),
-        log: log.child({ [LogKey.component]: 'metrics' }),
+        log: componentLogger(log, 'metrics'),
         sources: {
           controllerVersion: CONTROLLER_VERSION,
           certificates: cfg.certificates,

@@ -11,7 +11,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../log/index.js';
+import { componentLogger, LogKey, type Logger } from '../log/index.js';
 
 /** URL path prefix of HTTP-01 challenges (RFC 8555 section 8.3). */
 export const CHALLENGE_PATH = '/.well-known/acme-challenge/';
@@ -42,7 +42,7 @@ export class Http01Responder {
   private server: http.Server | undefined;
 
   constructor(options: Http01ResponderOptions) {
-    this.log = options.log.child({ [LogKey.component]: 'http01' });
+    this.log = componentLogger(options.log, 'http01');
   }
 
   /**

@@ -56,7 +56,7 @@ import type { Dirent } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../log/index.js';
+import { componentLogger, LogKey, type Logger } from '../log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { isValidCertName, validateBundle } from '../../shared/bundle/index.js';
 import { fsyncDir, writeDurable } from '../../shared/files/index.js';
@@ -147,7 +147,7 @@ export class Installer {
     this.certsDir = path.join(options.stateDir, 'certs');
     this.keep = keep;
     this.clock = options.clock;
-    this.log = options.log.child({ [LogKey.component]: 'install' });
+    this.log = componentLogger(options.log, 'install');
     if (options.liveDir !== undefined && !path.isAbsolute(options.liveDir)) {
       throw new CertfleetError(ErrorCode.ConfigInvalid, `liveDir must be absolute, got ${options.liveDir}`);
     }

@@ -6,6 +6,7 @@
  */
 import { LogKey as SharedLogKey } from '../../shared/log/index.js';
 
+export { componentLogger } from '../../shared/log/index.js';
 export type { Logger } from '../../shared/log/index.js';
 
 export const LogKey = {
@@ -54,6 +55,5 @@ export const LogKey = {
   found: 'found',
   /** Where a refused record came from: its NATS bucket and key, or the gRPC call. */
   bucket: 'bucket',
-  kvKey: 'key',
   source: 'source',
 } as const;

@@ -25,7 +25,7 @@ import { processHookRunner, type HookRunner } from '../hooks/index.js';
 import type { Http01Responder } from '../http01/index.js';
 import type { Installer } from '../install/index.js';
 import type { ControllerLink } from '../link/index.js';
-import { LogKey, type Logger } from '../log/index.js';
+import { componentLogger, type Logger } from '../log/index.js';
 import type { Trust } from '../trust/index.js';
 import { tlsVerifier, type Verifier } from '../verify/index.js';
 
@@ -67,7 +67,7 @@ export class Sync {
       verifier: opts.verifier ?? tlsVerifier(clock),
       trust: opts.trust,
       clock,
-      log: opts.log.child({ [LogKey.component]: 'apply' }),
+      log: componentLogger(opts.log, 'apply'),
     });
     this.feed = new DesiredFeed({
       labels: opts.labels,
@@ -77,13 +77,13 @@ export class Sync {
       http01: opts.http01,
       trust: opts.trust,
       clock,
-      log: opts.log.child({ [LogKey.component]: 'desired' }),
+      log: componentLogger(opts.log, 'desired'),
       onChange: (resynced) => {
         if (resynced) this.retryFailed = true;
         this.runner.kick();
       },
     });
-    this.runner = new CoalescingRunner(() => this.converge(), opts.log.child({ [LogKey.component]: 'sync' }), 'converge');
+    this.runner = new CoalescingRunner(() => this.converge(), componentLogger(opts.log, 'sync'), 'converge');
   }
 
   /**

@@ -24,7 +24,7 @@
  */
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
+import { componentLogger, silentLogger, type Logger } from '../../shared/log/index.js';
 import { OPERATOR_ROLES, isOperatorRole, type OperatorRole } from '../../shared/model/index.js';
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
@@ -145,7 +145,7 @@ export class OperatorRegistry {
     private readonly clock: Clock,
     log: Logger = silentLogger(),
   ) {
-    this.log = log.child({ [LogKey.component]: 'access' });
+    this.log = componentLogger(log, 'access');
   }
 
   /** The record of `name`, or null. STORE_CORRUPT when the stored value is not a record. */

@@ -15,7 +15,7 @@
 import crypto from 'node:crypto';
 import type { Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { componentLogger, type Logger } from '../../shared/log/index.js';
 import { ObjectKey, type CertStore } from '../store/index.js';
 import { createAcmeClient, type AcmeClient, type AcmeClientOptions } from './client.js';
 import { generateAccountKey } from './keys.js';
@@ -78,7 +78,7 @@ export async function openAcmeAccount(opts: OpenAccountOptions): Promise<AcmeCli
   const saved = await readAccount(opts.store, key);
   const keyPem = saved?.keyPem ?? (await generateAccountKey());
   if (!saved) await opts.store.putObject(key, { directoryUrl: opts.directoryUrl, keyPem, accountUrl: '' } satisfies AccountDoc);
-  const log = opts.log.child({ [LogKey.component]: 'acme' });
+  const log = componentLogger(opts.log, 'acme');
   const remember = async (accountUrl: string): Promise<void> => {
     await opts.store.putObject(key, { directoryUrl: opts.directoryUrl, keyPem, accountUrl } satisfies AccountDoc);
     log.info({ accountUrl }, 'acme account registered');

@@ -28,7 +28,7 @@ import type https from 'node:https';
 import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import { ACME_ERROR_PREFIX, PROBLEM_ACCOUNT_DOES_NOT_EXIST, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
 import { hookHttpClient, installTransport } from './transport.js';
 import { ARI_ERROR_RETRY_MS, ariCertId, ariRetryAfterMs, isAriCertId, jitter, parseRenewalInfo, type RenewalInfo } from './ari.js';
@@ -257,7 +257,7 @@ class AcmeClientImpl implements AcmeClient {
     }
     this.directoryUrl = opts.directoryUrl;
     this.clock = opts.clock ?? systemClock;
-    this.log = opts.log.child({ [LogKey.component]: 'acme' });
+    this.log = componentLogger(opts.log, 'acme');
     this.email = opts.email;
     this.pollTimeoutMs = opts.pollTimeoutMs ?? 120_000;
     this.pollMinDelayMs = opts.pollMinDelayMs ?? 100;

@@ -19,7 +19,7 @@ import { isCertfleetError } from '../../shared/errors/index.js';
 import type { VersionMeta } from '../../shared/model/index.js';
 import { ariCertId, type AcmeClient } from '../acme/index.js';
 import type { AriWindow } from '../scheduler/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, type CertStore } from '../store/index.js';
 import { importRecordKey, type ImportRecord } from '../certbot/index.js';
 
 /** What the scheduler needs, plus the identifier a renewal order `replaces`. */
@@ -56,7 +56,7 @@ export class AriTracker {
     try {
       if (this.offered === undefined) this.offered = (await this.acme.renewalInfoUrl()) !== undefined;
       if (!this.offered) return undefined;
-      const key = `ari/${meta.name}`;
+      const key = ObjectKey.ari(meta.name);
       let rec = await this.store.getObject<AriRecord>(key);
       if (!rec || rec.version !== meta.version) {
         const bundle = await this.store.getVersion(meta.name, meta.version);

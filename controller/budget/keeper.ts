@@ -12,7 +12,7 @@ import { openKv, type JsonKv, type NatsHandle } from '../../shared/nats/index.js
 import { recordParser } from '../../shared/records/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import { z } from 'zod';
-import { Budget, type BudgetConfig, type BudgetRequest, type BucketLevel, type CheckResult, type Spend, type BudgetState } from './index.js';
+import { Budget, type BudgetConfig, type BudgetRequest, type BucketLevel, type CheckResult, type Spend, type BudgetState } from './budget.js';
 import { LogKey } from '../../shared/log/index.js';
 
 /** A value of the `budgets` bucket, checked like every record read from NATS. */

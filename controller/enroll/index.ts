@@ -42,7 +42,7 @@
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 
@@ -153,7 +153,7 @@ export class Enrollment {
     private readonly clock: Clock,
     log: Logger = silentLogger(),
   ) {
-    this.log = log.child({ [LogKey.component]: 'enroll' });
+    this.log = componentLogger(log, 'enroll');
   }
 
   /**

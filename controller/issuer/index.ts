@@ -26,12 +26,13 @@ import type { ChallengeRecord, KeyType, VersionMeta } from '../../shared/model/i
 import { parseCertificate } from '../../shared/pki/index.js';
 import { validateBundle } from '../../shared/bundle/index.js';
 import { createCsr, generateKey, PROBLEM_ALREADY_REPLACED, type AcmeClient, type AcmeOrder } from '../acme/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
 import type { Dns01Solver } from '../solvers/dns01/index.js';
 import type { Spend } from '../budget/index.js';
 import { LogKey } from '../../shared/log/index.js';
+import { sameNameSet } from '../names/index.js';
 
 /** What to issue. */
 export interface IssueRequest {
@@ -100,11 +101,11 @@ interface PendingOrder {
   spend?: Spend;
 }
 
-const ORDERS_PREFIX = 'orders/';
+const ORDERS_PREFIX = ObjectPrefix.orders;
 const NO_SPEND: Spend = Object.freeze({ items: [], exemptions: [] });
 
 function pendingKey(name: string): string {
-  return `${ORDERS_PREFIX}${name}`;
+  return ObjectKey.order(name);
 }
 
 function isPendingOrder(v: unknown): v is PendingOrder {
@@ -137,10 +138,6 @@ function toSavedOrder(p: PendingOrder): SavedOrder {
   return { url: p.url, names: [...p.names], keyType: p.keyType, createdAt: Number.isFinite(created) ? created : 0, spend: spendOf(p) };
 }
 
-function sameNames(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && [...a].sort().join(',') === [...b].sort().join(',');
-}
-
 /** Issues certificates for the controller. */
 export class Issuer {
   /** Saved orders read so far (null: none), kept equal to the store by this class's writes. */
@@ -154,7 +151,7 @@ export class Issuer {
    */
   async resumable(name: string, names: readonly string[], keyType: KeyType): Promise<SavedOrder | null> {
     const p = await this.savedOrder(name);
-    if (!p || !sameNames(p.names, names) || p.keyType !== keyType) return null;
+    if (!p || !sameNameSet(p.names, names) || p.keyType !== keyType) return null;
     return toSavedOrder(p);
   }
 
@@ -241,7 +238,7 @@ export class Issuer {
   private async openOrder(req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
     const saved = await this.savedOrder(req.name);
     if (saved) {
-      if (sameNames(saved.names, req.names) && saved.keyType === req.keyType) {
+      if (sameNameSet(saved.names, req.names) && saved.keyType === req.keyType) {
         try {
           const order = await this.opts.acme.getOrder(saved.url);
           if (order.status !== 'invalid') {

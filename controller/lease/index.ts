@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Clock, Timer } from '../../shared/clock/index.js';
 import { isoAt } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import { decideLease, leaderUntil, type LeaseObservation, type LeaseRecord } from './decide.js';
 
 export { decideLease, leaderUntil } from './decide.js';
@@ -82,7 +82,7 @@ export class LeaderLease {
     this.ttlMs = opts.ttlMs ?? DEFAULT_LEASE_TTL_MS;
     this.marginMs = opts.marginMs ?? Math.floor(this.ttlMs / 5);
     if (this.marginMs >= this.ttlMs / 3) throw new RangeError('lease margin must be under a third of its ttl');
-    this.log = opts.log.child({ [LogKey.component]: 'lease' });
+    this.log = componentLogger(opts.log, 'lease');
   }
 
   /** Takes the first step at once, then one every ttl/3. */

@@ -50,7 +50,7 @@ import {
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
-import { LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, silentLogger, type Logger } from '../../shared/log/index.js';
 import { agentInboxPrefix, AGENT_NAME_PATTERN, Bucket, kvStreamName } from '../../shared/wire/index.js';
 import { ObjectKey, type CertStore } from '../store/index.js';
 
@@ -161,7 +161,7 @@ export class NatsAuthority {
     private doc: AuthorityDoc,
     log: Logger,
   ) {
-    this.log = log.child({ [LogKey.component]: 'natsauth' });
+    this.log = componentLogger(log, 'natsauth');
   }
 
   /**
@@ -187,7 +187,7 @@ export class NatsAuthority {
     };
     doc.accountJwt = await signAccount(doc);
     await store.putObject(ObjectKey.natsAuthority, doc);
-    log.child({ [LogKey.component]: 'natsauth' }).info({ account: account.getPublicKey() }, 'nats authority created');
+    componentLogger(log, 'natsauth').info({ account: account.getPublicKey() }, 'nats authority created');
     return new NatsAuthority(store, clock, doc, log);
   }
 

@@ -16,10 +16,11 @@
  *     +--scheduled renewal fails--> failures+1, retryAt --ok--> (none)
  */
 import type { Decision } from '../scheduler/index.js';
+import { ObjectKey } from '../store/index.js';
 
 /** Object key of a certificate's intent in the CertStore. */
 export function intentKey(name: string): string {
-  return `renewals/${name}`;
+  return ObjectKey.renewal(name);
 }
 
 /** What the loop still owes one certificate. Times are epoch ms; 0 means none. */

@@ -28,6 +28,7 @@ import { ErrorCode } from '../../shared/errors/index.js';
 import type { BudgetRequest, CheckResult, LimitName, Spend } from '../budget/index.js';
 import { backoffDelay, decide, type AriWindow, type ScheduleSpec } from '../scheduler/index.js';
 import { afterFailure, afterSuccess, clearBackoff, plan, type RenewalIntent } from './intent.js';
+import { sameNameSet } from '../names/index.js';
 
 /** The ARI facts of the served version: the CA's window, our seed in it, and the `replaces` id. */
 export interface AriFacts {
@@ -212,9 +213,3 @@ export function lifetimeOf(meta: VersionMeta | null): number | undefined {
   return meta ? Date.parse(meta.notAfter) - Date.parse(meta.notBefore) : undefined;
 }
 
-/** Same identifier set, ignoring case and order. */
-export function sameNameSet(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  const set = new Set(a.map((n) => n.toLowerCase()));
-  return b.every((n) => set.has(n.toLowerCase()));
-}

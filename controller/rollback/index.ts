@@ -11,7 +11,7 @@
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { validateBundle } from '../../shared/bundle/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
-import type { CertStore } from '../store/index.js';
+import { ObjectKey, type CertStore } from '../store/index.js';
 
 /** A pin as stored. */
 export interface Pin {
@@ -23,7 +23,7 @@ export interface Pin {
 }
 
 function pinKey(name: string): string {
-  return `pins/${name}`;
+  return ObjectKey.pin(name);
 }
 
 function isPin(v: unknown): v is Pin {

@@ -27,6 +27,7 @@
  *                                  └────────── E reached: emergency, backoff ignored
  */
 import type { KeyType, VersionMeta } from '../../shared/model/index.js';
+import { sameNameSet } from '../names/index.js';
 
 /** How long before expiry to renew: a duration, or a percentage of the lifetime. */
 export type RenewBefore = { kind: 'duration'; ms: number } | { kind: 'percent'; percent: number };
@@ -178,14 +179,6 @@ export function plannedRenewal(
   return { at, basis: jitter > 0 ? `${basis}, ${formatDuration(jitter)} early (jitter)` : basis };
 }
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  const s = new Set(a.map((x) => x.toLowerCase()));
-  const t = new Set(b.map((x) => x.toLowerCase()));
-  if (s.size !== t.size) return false;
-  for (const x of t) if (!s.has(x)) return false;
-  return true;
-}
-
 /**
  * Decides for one certificate (rules in the module comment). `backoffUntil` is the end
  * of the current failure backoff (0 when none). Never throws for a well-formed
@@ -206,7 +199,7 @@ export function decide(
   const emergencyAt = Number.isNaN(notBefore) ? notAfter : emergencyPoint(notBefore, notAfter);
   const emergency = now >= emergencyAt;
 
-  if (!sameSet(spec.names, latest.names) || spec.keyType !== latest.keyType) {
+  if (!sameNameSet(spec.names, latest.names) || spec.keyType !== latest.keyType) {
     const d = issue('configuration changed', now);
     if (emergency) return { ...d, emergency: true, reason: 'configuration changed; emergency: the current version is in its last twentieth' };
     return withBackoff(d, now, backoffUntil, emergencyAt);

@@ -39,7 +39,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import type { VersionMeta } from '../../shared/model/index.js';
 import { systemClock, isoAt, type Clock, type Timer } from '../../shared/clock/index.js';
 import type { CertStore, VersionInput } from '../store/index.js';
@@ -124,7 +124,7 @@ export class Spool {
 
   private constructor(options: SpoolOptions) {
     this.dir = path.resolve(options.dir);
-    this.log = options.log.child({ [LogKey.component]: 'spool' });
+    this.log = componentLogger(options.log, 'spool');
     this.clock = options.clock ?? systemClock;
     this.baseDelayMs = options.baseDelayMs ?? 5_000;
     this.maxDelayMs = options.maxDelayMs ?? 300_000;

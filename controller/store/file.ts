@@ -33,7 +33,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
@@ -73,7 +73,7 @@ export class FileStore implements CertStore {
     this.root = path.resolve(options.dir);
     this.certsDir = path.join(this.root, 'certs');
     this.objectsDir = path.join(this.root, 'objects');
-    this.log = options.log.child({ [LogKey.component]: 'store', store: 'file' });
+    this.log = componentLogger(options.log, 'store').child({ store: 'file' });
   }
 
   /** Creates a FileStore and prepares its directory now; STORE_UNAVAILABLE if it cannot. */

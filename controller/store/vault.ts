@@ -42,7 +42,7 @@ import fs from 'node:fs/promises';
 import nodeVault from 'node-vault';
 import { systemClock, type Clock, type Timer } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
-import { LogKey, type Logger } from '../../shared/log/index.js';
+import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import type { CertStore, VersionInput } from './index.js';
@@ -150,7 +150,7 @@ export class VaultStore implements CertStore {
     this.auth = a;
     this.clock = options.clock ?? systemClock;
     this.address = options.address.replace(/\/+$/, '');
-    this.log = options.log.child({ [LogKey.component]: 'store', store: 'vault' });
+    this.log = componentLogger(options.log, 'store').child({ store: 'vault' });
     this.client = nodeVault({
       endpoint: this.address,
       apiVersion: 'v1',

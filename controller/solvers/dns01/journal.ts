@@ -5,13 +5,13 @@
  * writes are).
  */
 import crypto from 'node:crypto';
-import type { CertStore } from '../../store/index.js';
+import { ObjectKey, ObjectPrefix, type CertStore } from '../../store/index.js';
 import type { Dns01Journal, Dns01JournalEntry } from './solver.js';
 
-const PREFIX = 'dns01/';
+const PREFIX = ObjectPrefix.dns01;
 
 function keyOf(id: string): string {
-  return PREFIX + crypto.createHash('sha256').update(id).digest('hex');
+  return ObjectKey.dns01(crypto.createHash('sha256').update(id).digest('hex'));
 }
 
 function isEntry(v: unknown): v is Dns01JournalEntry {
