@@ -205,14 +205,18 @@ export class ManualClock implements Clock {
   advance(ms: number): void {
     if (ms < 0) throw new RangeError('ManualClock cannot go backwards');
     const until = this.current + ms;
-    for (;;) {
-      const next = this.pending[0];
-      if (next === undefined || next.due > until) break;
-      this.pending.shift();
-      this.current = next.due;
-      next.fn();
-    }
+    while (this.fireNext(until));
     this.current = until;
+  }
+
+  /** Fires the earliest timer due by `until` (setting now() to its due time); false when none is. */
+  private fireNext(until: number): boolean {
+    const next = this.pending[0];
+    if (next === undefined || next.due > until) return false;
+    this.pending.shift();
+    this.current = next.due;
+    next.fn();
+    return true;
   }
 
   /**
@@ -224,14 +228,7 @@ export class ManualClock implements Clock {
     if (ms < 0) throw new RangeError('ManualClock cannot go backwards');
     const until = this.current + ms;
     await settle();
-    for (;;) {
-      const next = this.pending[0];
-      if (next === undefined || next.due > until) break;
-      this.pending.shift();
-      this.current = next.due;
-      next.fn();
-      await settle();
-    }
+    while (this.fireNext(until)) await settle();
     this.current = until;
     await settle();
   }

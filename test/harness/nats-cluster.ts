@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NatsAuthority } from '../../controller/natsauth/index.js';
 import { systemClock } from '../../shared/clock/index.js';
-import { NATS_SERVER_BIN } from './nats.js';
+import { memoryStore, NATS_SERVER_BIN } from './nats.js';
 import { freePort, startProcess, waitForPort, type Started } from './process.js';
 import { tempDir } from './tmp.js';
 
@@ -36,17 +36,6 @@ export interface NatsCluster {
   creds: string;
   authority: NatsAuthority;
   stop(): Promise<void>;
-}
-
-function memoryStore(): { getObject<T>(key: string): Promise<T | null>; putObject(key: string, value: unknown): Promise<void> } {
-  const objects = new Map<string, string>();
-  return {
-    getObject: <T>(key: string) => Promise.resolve(objects.has(key) ? (JSON.parse(objects.get(key) ?? 'null') as T) : null),
-    putObject: (key: string, value: unknown) => {
-      objects.set(key, JSON.stringify(value));
-      return Promise.resolve();
-    },
-  };
 }
 
 /**

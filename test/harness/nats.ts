@@ -61,7 +61,7 @@ export interface StartNatsOptions {
 }
 
 /** An in-memory object store: enough for a NatsAuthority that lives as long as the test. */
-function memoryStore(): { getObject<T>(key: string): Promise<T | null>; putObject(key: string, value: unknown): Promise<void> } {
+export function memoryStore(): { getObject<T>(key: string): Promise<T | null>; putObject(key: string, value: unknown): Promise<void> } {
   const objects = new Map<string, string>();
   return {
     getObject: <T>(key: string) => Promise.resolve(objects.has(key) ? (JSON.parse(objects.get(key) ?? 'null') as T) : null),

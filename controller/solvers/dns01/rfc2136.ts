@@ -15,6 +15,7 @@ import type { DnsProvider } from './provider.js';
 import { signMessage, verifyResponse, type TsigKey } from './tsig.js';
 import { exchange, formatServer, isTransportError, type DnsServer } from './transport.js';
 import { RRType, buildQuery, buildTxtUpdate, canonicalName, isSubdomain, labels, parseMessage, rcodeName, type Message } from './wire.js';
+import { ZoneCache } from './zones.js';
 
 export interface Rfc2136Options {
   name: string;
@@ -41,7 +42,7 @@ const TSIG_ERRORS: Record<number, string> = {
 export class Rfc2136Provider implements DnsProvider {
   readonly type = 'rfc2136';
   readonly name: string;
-  private readonly zones = new Map<string, Promise<string>>();
+  private readonly zones = new ZoneCache<string>();
 
   constructor(private readonly opts: Rfc2136Options) {
     this.name = opts.name;
@@ -95,15 +96,7 @@ export class Rfc2136Provider implements DnsProvider {
       }
       return Promise.resolve(zone);
     }
-    const key = canonicalName(fqdn);
-    let found = this.zones.get(key);
-    if (!found) {
-      found = this.findZone(key);
-      this.zones.set(key, found);
-      // A failure must not stick: the next attempt asks again.
-      found.catch(() => this.zones.delete(key));
-    }
-    return found;
+    return this.zones.get(canonicalName(fqdn), (key) => this.findZone(key));
   }
 
   private async findZone(fqdn: string): Promise<string> {

@@ -21,6 +21,7 @@ import { CertfleetError, ErrorCode } from '../../../../shared/errors/index.js';
 import type { Clock } from '../../../../shared/clock/index.js';
 import type { DnsProvider } from '../provider.js';
 import { HttpClient, answerError, bare, parseJson, zoneCandidates, type HttpAnswer } from './http.js';
+import { ZoneCache } from '../zones.js';
 
 export interface CloudflareOptions {
   name: string;
@@ -73,7 +74,7 @@ export class CloudflareProvider implements DnsProvider {
   readonly name: string;
   private readonly http: HttpClient;
   private readonly base: string;
-  private readonly zones = new Map<string, Promise<CfZone>>();
+  private readonly zones = new ZoneCache<CfZone>();
 
   constructor(private readonly opts: CloudflareOptions) {
     this.name = opts.name;
@@ -110,15 +111,7 @@ export class CloudflareProvider implements DnsProvider {
 
   private zoneOf(fqdn: string): Promise<CfZone> {
     if (this.opts.zoneId !== undefined) return Promise.resolve({ id: encodeURIComponent(this.opts.zoneId), name: this.opts.zoneId, status: 'active' });
-    const key = bare(fqdn);
-    let found = this.zones.get(key);
-    if (!found) {
-      found = this.findZone(key);
-      this.zones.set(key, found);
-      // A failure must not stick: the next attempt asks again.
-      found.catch(() => this.zones.delete(key));
-    }
-    return found;
+    return this.zones.get(bare(fqdn), (key) => this.findZone(key));
   }
 
   private async findZone(fqdn: string): Promise<CfZone> {

@@ -28,6 +28,7 @@ import { CertfleetError, ErrorCode } from '../../../../shared/errors/index.js';
 import { deadline, type Clock } from '../../../../shared/clock/index.js';
 import type { DnsProvider } from '../provider.js';
 import { HttpClient, answerError, bare, parseJson, zoneCandidates, KeyedQueue, type HttpAnswer } from './http.js';
+import { ZoneCache } from '../zones.js';
 
 /** The fields of a service-account key file certfleet uses. */
 export interface ServiceAccountKey {
@@ -112,7 +113,7 @@ export class GcloudProvider implements DnsProvider {
   readonly name: string;
   private readonly http: HttpClient;
   private readonly base: string;
-  private readonly zones = new Map<string, Promise<string>>();
+  private readonly zones = new ZoneCache<string>();
   private readonly queue = new KeyedQueue();
   private token: { value: string; until: number } | undefined;
 
@@ -175,14 +176,7 @@ export class GcloudProvider implements DnsProvider {
 
   private zoneOf(fqdn: string): Promise<string> {
     if (this.opts.managedZone !== undefined) return Promise.resolve(this.opts.managedZone);
-    const key = bare(fqdn);
-    let found = this.zones.get(key);
-    if (!found) {
-      found = this.findZone(key);
-      this.zones.set(key, found);
-      found.catch(() => this.zones.delete(key));
-    }
-    return found;
+    return this.zones.get(bare(fqdn), (key) => this.findZone(key));
   }
 
   private async findZone(fqdn: string): Promise<string> {

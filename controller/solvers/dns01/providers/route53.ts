@@ -27,6 +27,7 @@ import { deadline, type Clock } from '../../../../shared/clock/index.js';
 import type { DnsProvider } from '../provider.js';
 import { HttpClient, answerError, bare, zoneCandidates, KeyedQueue, type HttpAnswer } from './http.js';
 import { signV4, type AwsCredentials } from './sigv4.js';
+import { ZoneCache } from '../zones.js';
 
 export interface Route53Options {
   name: string;
@@ -94,7 +95,7 @@ export class Route53Provider implements DnsProvider {
   readonly name: string;
   private readonly http: HttpClient;
   private readonly endpoint: string;
-  private readonly zones = new Map<string, Promise<string>>();
+  private readonly zones = new ZoneCache<string>();
   private readonly queue = new KeyedQueue();
 
   constructor(private readonly opts: Route53Options) {
@@ -184,14 +185,7 @@ export class Route53Provider implements DnsProvider {
 
   private zoneOf(fqdn: string): Promise<string> {
     if (this.opts.hostedZoneId !== undefined) return Promise.resolve(this.zoneIdOf(this.opts.hostedZoneId));
-    const key = bare(fqdn);
-    let found = this.zones.get(key);
-    if (!found) {
-      found = this.findZone(key);
-      this.zones.set(key, found);
-      found.catch(() => this.zones.delete(key));
-    }
-    return found;
+    return this.zones.get(bare(fqdn), (key) => this.findZone(key));
   }
 
   private async findZone(fqdn: string): Promise<string> {
