@@ -189,7 +189,7 @@
     if (starts.length === 0) return h('p', { class: 'muted' }, 'No version issued yet.');
     const t0 = Math.min(...starts, now);
     const t1 = Math.max(...ends, now);
-    const W = 1000, L = 60, R = 20, ROW = 26, top = 10;
+    const W = 1000, L = 60, R = 20, ROW = 26, top = 24;
     const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - R);
     const H = top + rows.length * ROW + 34;
     const svg = s('svg', { class: 'timeline', id: 'timeline', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'validity of each version' });
@@ -212,8 +212,9 @@
     svg.append(s('line', { class: 'axis', x1: L, x2: W - R, y1: axisY, y2: axisY }));
     svg.append(s('text', { x: L, y: axisY + 18 }, day(new Date(t0).toISOString())));
     svg.append(s('text', { x: W - R, y: axisY + 18, 'text-anchor': 'end' }, day(new Date(t1).toISOString())));
-    svg.append(s('line', { class: 'now', x1: x(now), x2: x(now), y1: top - 4, y2: axisY }));
-    svg.append(s('text', { class: 'nowlabel', x: x(now) + 4, y: axisY + 18 }, 'now'));
+    svg.append(s('line', { class: 'now', x1: x(now), x2: x(now), y1: top - 6, y2: axisY }));
+    // Above the bars, so it never covers the axis dates.
+    svg.append(s('text', { class: 'nowlabel', x: x(now), y: top - 10, 'text-anchor': x(now) > W - R - 40 ? 'end' : 'start' }, 'now'));
     return svg;
   }
 
