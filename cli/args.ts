@@ -96,6 +96,12 @@ export type Invocation =
   | { command: 'agents remove'; name: string; json: boolean; operator: OperatorOptions }
   | { command: 'operators set-role'; name: string; role: OperatorRole; json: boolean; operator: OperatorOptions }
   | {
+      command: 'console';
+      /** Where the console listens: a loopback address only (port 0: the system picks one). */
+      listen: { host: string; port: number };
+      operator: OperatorOptions;
+    }
+  | {
       command: 'import-certbot';
       /** certbot's configuration directory. */
       dir: string;
@@ -139,6 +145,7 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   'operators revoke': { json: { type: 'boolean' } },
   'agents remove': { json: { type: 'boolean' } },
   'operators set-role': { json: { type: 'boolean' }, role: { type: 'string' } },
+  console: { listen: { type: 'string' } },
   'import-certbot': {
     config: { type: 'string' },
     agents: { type: 'string' },
@@ -171,6 +178,7 @@ const COMMAND_WORDS = new Set([
   'whoami',
   'operators',
   'import-certbot',
+  'console',
 ]);
 
 /** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
@@ -365,6 +373,9 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       const name = operatorName(args, command);
       return { command, name, role: requireRole(v['role'], command), json: v['json'] === true, operator: operator() };
     }
+    case 'console':
+      noArgs(args, command);
+      return { command, listen: listenAddress(v['listen'], command), operator: operator() };
     case 'import-certbot': {
       if (args.length === 0) throw usageError("missing DIR (certbot's configuration directory, e.g. /etc/letsencrypt)", command);
       if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
@@ -400,6 +411,27 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       };
     }
   }
+}
+
+/** `console --listen` when not given. */
+export const DEFAULT_CONSOLE_LISTEN = '127.0.0.1:8765';
+
+/**
+ * `--listen HOST:PORT` of `console`: HOST must be a loopback address (127.0.0.0/8, ::1,
+ * written [::1]:PORT, or localhost), because the console acts with the operator's own
+ * credentials and must not become a new way into the fleet from the network.
+ */
+function listenAddress(value: unknown, command: CommandName): { host: string; port: number } {
+  const text = nonEmpty(value, '--listen', command) ?? DEFAULT_CONSOLE_LISTEN;
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3] ?? -1);
+  if (m === null || host === undefined || port > 65535) throw usageError(`--listen '${text}' is not HOST:PORT (e.g. 127.0.0.1:8765)`, command);
+  const loopback = host === 'localhost' || host === '::1' || /^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$/.test(host);
+  if (!loopback) {
+    throw usageError(`--listen '${text}': the console listens on loopback only (127.0.0.1, ::1 or localhost); reach it from elsewhere through an SSH tunnel`, command);
+  }
+  return { host: host === 'localhost' ? '127.0.0.1' : host, port };
 }
 
 /** The one NAME argument of the `operators` subcommands. */

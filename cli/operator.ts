@@ -42,7 +42,7 @@ import type { CommandName } from './usage.js';
 export type OperatorInvocation = Extract<Invocation, { command: OperatorCommand }>;
 
 /** The commands that talk to a controller with operator credentials: all but the daemons and the offline ones. */
-type OperatorCommand = Exclude<CommandName, 'controller' | 'agent' | 'agent enroll' | 'controller signing-key' | 'import-certbot'>;
+type OperatorCommand = Exclude<CommandName, 'controller' | 'agent' | 'agent enroll' | 'controller signing-key' | 'import-certbot' | 'console'>;
 
 /** How often `events --follow` asks the controller for new events. */
 export const FOLLOW_INTERVAL_MS = 2000;

@@ -173,6 +173,10 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
       const { runOperatorCommand } = await import('./operator.js');
       return runOperatorCommand(inv, io);
     }
+    case 'console': {
+      const { runConsole } = await import('./console/index.js');
+      return runConsole(inv, io);
+    }
     case 'import-certbot': {
       const { importCertbot } = await import('../controller/certbot/index.js');
       const { configEnvironment } = await import('../controller/config/index.js');

@@ -26,7 +26,8 @@ export type CommandName =
   | 'operators revoke'
   | 'operators set-role'
   | 'agents remove'
-  | 'import-certbot';
+  | 'import-certbot'
+  | 'console';
 
 const GLOBAL_OPTIONS = `Global options:
   --credentials FILE   operator credentials (default: $CERTFLEET_CREDENTIALS,
@@ -69,6 +70,7 @@ Operator commands (talk to the controller over mutual TLS):
                                         one-time enrolment token for an agent
   agents remove NAME [--json]           remove an agent: its certificate is refused from now on
   whoami [--json]                       the operator and role of these credentials
+  console [--listen 127.0.0.1:8765]     a web console on loopback, with these credentials
 
 Operator credentials (role admin):
   operators create NAME --role ROLE --out FILE [--json]
@@ -356,6 +358,24 @@ Needs role admin.
 
 Options:
   --json   print the operator's record as JSON
+`,
+  console: `Usage: certfleet console [--listen HOST:PORT]
+
+Serves a web console on this machine that talks to the controller with these
+operator credentials, as the other commands do: fleet overview (certificates by
+state, agents online, budget levels), each certificate's expiry timeline, versions
+and which agent serves which version, renew / rollback / release (with a
+confirmation; the controller decides by the operator's role), and a live event feed.
+
+Prints the console's address with a one-time secret on standard output, e.g.
+  http://127.0.0.1:8765/?token=...
+Open it in a browser on this machine; the page keeps the secret in a cookie. Every
+request without the secret is refused, as is a change whose Origin is not the
+console. Runs until Ctrl-C. See docs/console.md.
+
+Options:
+  --listen HOST:PORT   where to listen (default 127.0.0.1:8765; loopback only;
+                       port 0: any free port)
 `,
   'operators set-role': `Usage: certfleet operators set-role NAME --role ROLE [--json]
 

@@ -44,10 +44,28 @@ const COMMANDS: Record<CommandName, true> = {
   'operators set-role': true,
   'agents remove': true,
   'import-certbot': true,
+  console: true,
 };
 const ALL_COMMANDS = Object.keys(COMMANDS) as CommandName[];
 
 // ---- pure parsing ----
+
+void test('console --listen takes a loopback HOST:PORT only (default 127.0.0.1:8765; port 0 means any)', () => {
+  const op = { credentialsFile: undefined, timeoutMs: 10_000 };
+  const listen = (argv: string[]): unknown => {
+    const inv = parseCommandLine(argv);
+    return inv.command === 'console' ? inv.listen : inv;
+  };
+  assert.deepEqual(parseCommandLine(['console']), { command: 'console', listen: { host: '127.0.0.1', port: 8765 }, operator: op });
+  assert.deepEqual(listen(['console', '--listen', '127.0.0.1:0']), { host: '127.0.0.1', port: 0 });
+  assert.deepEqual(listen(['console', '--listen', 'localhost:9000']), { host: '127.0.0.1', port: 9000 });
+  assert.deepEqual(listen(['console', '--listen', '[::1]:9000']), { host: '::1', port: 9000 });
+  usageFailure(['console', '--listen', '0.0.0.0:8765'], /loopback only/);
+  usageFailure(['console', '--listen', '192.168.1.5:8765'], /loopback only/);
+  usageFailure(['console', '--listen', '8765'], /not HOST:PORT/);
+  usageFailure(['console', '--listen', '127.0.0.1:70000'], /not HOST:PORT/);
+  usageFailure(['console', 'extra'], /unexpected argument/);
+});
 
 void test('--wait on renew, rollback and release, with --wait-timeout (default 10m); not with --cancel, nor the timeout alone', () => {
   const op = { credentialsFile: undefined, timeoutMs: 10_000 };
