@@ -67,6 +67,7 @@ function show(over: Partial<pb.ShowCertificateResponse__Output> = {}): pb.ShowCe
     ariWindowStart: '',
     ariWindowEnd: '',
     desiredVersion: 3,
+    revokedVersions: [],
     ...over,
   };
 }
@@ -155,9 +156,9 @@ void test('history is a table of versions, newest first, with short fingerprints
       name: 'web',
       pinnedVersion: 2,
       versions: [
-        { version: version(1, { notAfter: '2026-02-15T00:00:00Z', issuedAt: '2025-11-17T00:00:00Z' }), agents: [], desired: false, expired: true },
-        { version: version(3), agents: ['lb-3'], desired: false, expired: false },
-        { version: version(2, { notAfter: '2026-04-01T00:00:00Z', issuedAt: '2026-01-01T00:00:00Z' }), agents: ['lb-2', 'lb-1'], desired: true, expired: false },
+        { version: version(1, { notAfter: '2026-02-15T00:00:00Z', issuedAt: '2025-11-17T00:00:00Z' }), agents: [], desired: false, expired: true, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
+        { version: version(3), agents: ['lb-3'], desired: false, expired: false, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
+        { version: version(2, { notAfter: '2026-04-01T00:00:00Z', issuedAt: '2026-01-01T00:00:00Z' }), agents: ['lb-2', 'lb-1'], desired: true, expired: false, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
       ],
     },
     NOW,
