@@ -363,7 +363,7 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
         ? plain(`${resp.pinnedVersion} (certfleet release ${c?.name ?? 'NAME'} to unpin)`, 'yellow')
         : plain('-'),
     ],
-    ['revoked versions', resp.revokedVersions.length > 0 ? plain(resp.revokedVersions.map((v) => `v${v}`).join(', '), 'red') : plain('-')],
+    ['revoked', resp.revokedVersions.length > 0 ? plain(resp.revokedVersions.map((v) => `v${v}`).join(', '), 'red') : plain('-')],
     ['agents', c ? plain(`${c.agentsCurrent}/${c.agentsAssigned} on the desired version`, c.agentsCurrent < c.agentsAssigned ? 'yellow' : undefined) : plain('-')],
     ['next renewal', plain(renewal)],
     ['ari window', plain(ari)],

@@ -97,6 +97,7 @@ void test('show prints every fact as an aligned key: value line, schedule and re
       '  not after:      2026-05-29 00:00:00Z (in 88d)',
       'desired version:  3',
       'pinned version:   -',
+      'revoked:          -',
       'agents:           3/4 on the desired version',
       'next renewal:     2026-03-30 00:00:00Z (in 28d): ARI window',
       'ari window:       -',
@@ -130,7 +131,7 @@ void test('show names a budget deferral, a failure backoff, a pin, the ARI windo
   assert.match(out, /^backoff until: {4}2026-03-01 12:05:00Z \(in 5m\) after 3 failures$/m);
   // A line break or escape sequence from the controller cannot break the block or reach the terminal.
   assert.match(out, /^last error: {7}ACME_RATE_LIMITED: too many certificates\?\[2J$/m);
-  assert.equal(out.split('\n').length, 18);
+  assert.equal(out.split('\n').length, 19);
 });
 
 void test('show of a certificate never issued keeps every key, with "-" values', () => {

@@ -208,5 +208,5 @@ test('cli: revoke prints the controller line and what to follow; history and sho
     },
     new Date(NOW),
   );
-  assert.match(show, /^revoked versions: +v1, v2$/m);
+  assert.match(show, /^revoked: +v1, v2$/m);
 });
