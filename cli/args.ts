@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
 import { parseDuration } from '../shared/config/index.js';
 import { isValidLabelKey, isValidLabelValue, parseSelector } from '../shared/selector/index.js';
-import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN } from '../shared/wire/index.js';
+import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN, REVOCATION_REASONS, isRevocationReason, type RevocationReason } from '../shared/wire/index.js';
 import { OPERATOR_ROLES, isOperatorRole, type OperatorRole } from '../shared/model/index.js';
 import type { CommandName } from './usage.js';
 
@@ -61,6 +61,15 @@ export type Invocation =
       toVersion: number;
       json: boolean;
       wait?: WaitOptions;
+      operator: OperatorOptions;
+    }
+  | {
+      command: 'revoke';
+      name: string;
+      /** The version to revoke (required: revocation cannot be undone). */
+      version: number;
+      reason: RevocationReason;
+      json: boolean;
       operator: OperatorOptions;
     }
   | {
@@ -136,6 +145,9 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
   rollback: { json: { type: 'boolean' }, to: { type: 'string' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
   release: { json: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
+  // `--version N` here is the version to revoke; the global `--version` (print the
+  // program's version) is a flag everywhere else.
+  revoke: { json: { type: 'boolean' }, version: { type: 'string' }, reason: { type: 'string' } },
   events: { json: { type: 'boolean' }, cert: { type: 'string' }, limit: { type: 'string' }, follow: { type: 'boolean' } },
   budgets: { json: { type: 'boolean' } },
   'token create': { json: { type: 'boolean' }, label: { type: 'string', multiple: true }, ttl: { type: 'string' } },
@@ -172,6 +184,7 @@ const COMMAND_WORDS = new Set([
   'renew',
   'rollback',
   'release',
+  'revoke',
   'events',
   'budgets',
   'token',
@@ -181,8 +194,13 @@ const COMMAND_WORDS = new Set([
   'console',
 ]);
 
-/** Every option of every command, for the lenient first pass (no two commands disagree on a type). */
-const ALL_OPTIONS: Record<string, OptionSpec> = Object.assign({}, GLOBAL, ...Object.values(COMMAND_OPTIONS)) as Record<string, OptionSpec>;
+/**
+ * Every option of every command, for the lenient first pass (no two commands disagree on
+ * a type). The global options come last: `revoke --version N` takes a value, but in the
+ * first pass `--version` must stay the global flag, so that `certfleet --version` prints
+ * the version (the strict pass then reads revoke's value).
+ */
+const ALL_OPTIONS: Record<string, OptionSpec> = Object.assign({}, ...Object.values(COMMAND_OPTIONS), GLOBAL) as Record<string, OptionSpec>;
 
 /**
  * Whether a command line asks for JSON, for reporting an error when parsing failed:
@@ -319,6 +337,16 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
         ...wait(),
         operator: operator(),
       };
+    }
+    case 'revoke': {
+      const name = certName(args, command);
+      const version = v['version'];
+      if (typeof version !== 'string') throw usageError(`missing --version N (the version to revoke; certfleet history ${name} lists them)`, command);
+      const reason = v['reason'] ?? 'unspecified';
+      if (!isRevocationReason(reason)) {
+        throw usageError(`--reason '${String(reason)}' is not a revocation reason: one of ${Object.keys(REVOCATION_REASONS).join(', ')}`, command);
+      }
+      return { command, name, version: positiveInteger(version, '--version', command), reason, json: v['json'] === true, operator: operator() };
     }
     case 'events': {
       noArgs(args, command);

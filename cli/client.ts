@@ -19,6 +19,7 @@ export interface OperatorClient {
   getHistory(req: pb.GetHistoryRequest): Promise<pb.GetHistoryResponse__Output>;
   rollback(req: pb.RollbackRequest): Promise<pb.RollbackResponse__Output>;
   release(req: pb.ReleaseRequest): Promise<pb.ReleaseResponse__Output>;
+  revokeCertificate(req: pb.RevokeCertificateRequest): Promise<pb.RevokeCertificateResponse__Output>;
   listBudgets(): Promise<pb.ListBudgetsResponse__Output>;
   listEvents(req: pb.ListEventsRequest): Promise<pb.ListEventsResponse__Output>;
   whoAmI(): Promise<pb.WhoAmIResponse__Output>;
@@ -71,6 +72,7 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
     getHistory: (req) => call((md, opts, cb) => client.getHistory(req, md, opts, cb)),
     rollback: (req) => call((md, opts, cb) => client.rollback(req, md, opts, cb)),
     release: (req) => call((md, opts, cb) => client.release(req, md, opts, cb)),
+    revokeCertificate: (req) => call((md, opts, cb) => client.revokeCertificate(req, md, opts, cb)),
     listBudgets: () => call((md, opts, cb) => client.listBudgets({}, md, opts, cb)),
     listEvents: (req) => call((md, opts, cb) => client.listEvents(req, md, opts, cb)),
     whoAmI: () => call((md, opts, cb) => client.whoAmI({}, md, opts, cb)),

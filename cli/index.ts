@@ -32,6 +32,7 @@ export {
   renderJson,
   renderRelease,
   renderRenew,
+  renderRevoke,
   renderRollback,
   renderServed,
   renderStatus,

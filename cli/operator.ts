@@ -24,6 +24,7 @@ import {
   renderJson,
   renderRelease,
   renderRenew,
+  renderRevoke,
   renderRollback,
   renderServed,
   renderStatus,
@@ -133,6 +134,11 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
       }
       if (!inv.json) io.stderr.write(renderRelease(inv.name, resp));
       await waitAndReport(resp, { name: inv.name, version: resp.version, atLeast: false, failures: 0 }, inv.wait, client, io, inv.json);
+      return;
+    }
+    case 'revoke': {
+      const resp = await client.revokeCertificate({ name: inv.name, version: inv.version, reason: inv.reason });
+      out(resp, () => renderRevoke(resp));
       return;
     }
     case 'budgets': {

@@ -332,7 +332,7 @@ function keyValues(lines: [string, Cell][]): string {
  * `certfleet show NAME`: one "key: value" line per fact, every key always present
  * ("-" when it does not apply) so the block keeps its shape: names, selector, state,
  * current version (serial, short fingerprint, not before/after), desired and pinned
- * version, agents current/assigned, next renewal and its reason, ARI window, budget
+ * version, revoked versions, agents current/assigned, next renewal and its reason, ARI window, budget
  * deferral, failure backoff, last error.
  */
 export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now: Date, opts: RenderOptions = {}): string {
@@ -363,6 +363,7 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
         ? plain(`${resp.pinnedVersion} (certfleet release ${c?.name ?? 'NAME'} to unpin)`, 'yellow')
         : plain('-'),
     ],
+    ['revoked', resp.revokedVersions.length > 0 ? plain(resp.revokedVersions.map((v) => `v${v}`).join(', '), 'red') : plain('-')],
     ['agents', c ? plain(`${c.agentsCurrent}/${c.agentsAssigned} on the desired version`, c.agentsCurrent < c.agentsAssigned ? 'yellow' : undefined) : plain('-')],
     ['next renewal', plain(renewal)],
     ['ari window', plain(ari)],
@@ -385,7 +386,7 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
 
 /**
  * `certfleet history NAME`: VERSION, SERIAL, FINGERPRINT (short), NOT AFTER, ISSUED,
- * STATE (desired, pinned, expired; "-" for none), AGENTS (sorted; who reports it
+ * STATE (desired, pinned, expired, revoked(REASON); "-" for none), AGENTS (sorted; who reports it
  * installed now), newest version first.
  */
 export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, opts: RenderOptions = {}): string {
@@ -399,7 +400,8 @@ export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, op
     if (h.desired) state.push('desired');
     if (resp.pinnedVersion > 0 && v?.version === resp.pinnedVersion) state.push('pinned');
     if (h.expired) state.push('expired');
-    const style: Style | undefined = h.expired ? 'dim' : h.desired ? 'green' : undefined;
+    if (h.revoked) state.push(`revoked${h.revocationReason === '' ? '' : `(${h.revocationReason})`}`);
+    const style: Style | undefined = h.revoked ? 'red' : h.expired ? 'dim' : h.desired ? 'green' : undefined;
     return [
       cell(String(v?.version ?? '-'), undefined, color),
       cell(v?.serial || '-', undefined, color),
@@ -431,6 +433,17 @@ export function renderRollback(name: string, resp: pb.RollbackResponse__Output):
 /** What `release NAME` prints: "web: released; v3 is desired now; agents install it now (--wait follows them)". */
 export function renderRelease(name: string, resp: pb.ReleaseResponse__Output): string {
   return `${name}: released; v${resp.version} is desired now; agents install it now (--wait follows them)\n`;
+}
+
+/**
+ * What `revoke NAME --version N` prints: the controller's line (what was revoked, where
+ * the fleet goes), then what to watch.
+ */
+export function renderRevoke(resp: pb.RevokeCertificateResponse__Output): string {
+  const lines = [resp.message === '' ? `${resp.name}: version ${resp.version} ${resp.alreadyRevoked ? 'was already revoked' : 'revoked'}` : oneLine(resp.message)];
+  if (resp.renewalRequested) lines.push(`${resp.name}: "certfleet renew ${resp.name} --wait" follows the renewal until the fleet serves it`);
+  else if (resp.servingVersion > 0) lines.push(`${resp.name}: "certfleet certs" shows when every agent serves v${resp.servingVersion}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** What `--wait` prints once the fleet serves the version: "web: version 3 served by 2/2 agents". */

@@ -161,6 +161,7 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
     case 'renew':
     case 'rollback':
     case 'release':
+    case 'revoke':
     case 'events':
     case 'budgets':
     case 'token create':

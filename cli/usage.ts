@@ -17,6 +17,7 @@ export type CommandName =
   | 'renew'
   | 'rollback'
   | 'release'
+  | 'revoke'
   | 'events'
   | 'budgets'
   | 'token create'
@@ -63,6 +64,8 @@ Operator commands (talk to the controller over mutual TLS):
   rollback NAME [--to N] [--wait] [--json]
                                         serve an older version again and pin it there
   release NAME [--wait] [--json]        remove a rollback pin: the newest version is served again
+  revoke NAME --version N [--reason REASON] [--json]
+                                        revoke a version at the CA and move the fleet off it
   events [--cert NAME] [--limit N] [--follow] [--json]
                                         recent fleet events (--follow: poll for new ones)
   budgets [--json]                      rate-limit budget levels
@@ -84,7 +87,7 @@ Migration (offline, on the controller's machine):
   import-certbot DIR --config FILE --agents SELECTOR [--out FILE] [--dry-run] [--force]
                                         take over certbot's certificates without re-issuing
 
-Roles: viewer reads; operator also renews, rolls back and releases; admin also creates
+Roles: viewer reads; operator also renews, rolls back, releases and revokes; admin also creates
 tokens, removes agents and manages operators (docs/security.md).
 
 ${GLOBAL_OPTIONS}
@@ -278,6 +281,26 @@ Options:
   --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
   --json                    print the response as JSON
 `,
+  revoke: `Usage: certfleet revoke NAME --version N [--reason REASON] [--json]
+
+Revokes version N of the certificate at the CA that issued it (signed with the
+controller's ACME account key), records who revoked it, when and why, and moves
+the fleet off it when it is served: to the newest version if that one is usable,
+else to an older usable version pinned until a new one is issued; a renewal is
+requested at once whenever the newest version is revoked. A revoked version is
+never served again: rollback and release refuse it (VERSION_REVOKED). Revoking
+a version revoked before answers so and changes nothing at the CA. The policy:
+docs/operations.md, "Revoking a version".
+
+Needs role operator or admin. Revocation cannot be undone.
+
+Options:
+  --version N       the version to revoke (certfleet history NAME lists them)
+  --reason REASON   unspecified (default), keyCompromise, superseded,
+                    cessationOfOperation or affiliationChanged (RFC 5280; the
+                    only reasons Let's Encrypt accepts from a subscriber)
+  --json            print the response as JSON
+`,
   events: `Usage: certfleet events [--cert NAME] [--limit N] [--follow] [--json]
 
 Prints recent fleet events, oldest first, one per line:
@@ -333,7 +356,7 @@ controller signs a request for it. Hand FILE over privately. Needs role admin.
 
 Roles:
   viewer     status, certs, agents, show, history, events, budgets, whoami
-  operator   also renew, rollback, release
+  operator   also renew, rollback, release, revoke
   admin      also token create, agent removal, operators
 
 Options:

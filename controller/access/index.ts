@@ -47,6 +47,9 @@ export const REQUIRED_ROLE = {
   RenewCertificate: 'operator',
   Rollback: 'operator',
   Release: 'operator',
+  // Like renew and rollback, an incident action: the on-call operator must be able to
+  // revoke a compromised key without an admin (docs/operations.md).
+  RevokeCertificate: 'operator',
   CreateEnrollmentToken: 'admin',
   RemoveAgent: 'admin',
   CreateOperator: 'admin',
@@ -96,6 +99,7 @@ const METHOD_WORDS: Record<OperatorMethod, string> = {
   RenewCertificate: 'renew certificates',
   Rollback: 'roll certificates back',
   Release: 'release rollback pins',
+  RevokeCertificate: 'revoke certificates',
   CreateEnrollmentToken: 'create enrolment tokens',
   RemoveAgent: 'remove agents',
   CreateOperator: 'create operators',

@@ -29,7 +29,7 @@ import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
-import { ACME_ERROR_PREFIX, PROBLEM_ACCOUNT_DOES_NOT_EXIST, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
+import { ACME_ERROR_PREFIX, PROBLEM_ACCOUNT_DOES_NOT_EXIST, PROBLEM_ALREADY_REVOKED, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
 import { hookHttpClient, installTransport } from './transport.js';
 import { ARI_ERROR_RETRY_MS, ariCertId, ariRetryAfterMs, isAriCertId, jitter, parseRenewalInfo, type RenewalInfo } from './ari.js';
 
@@ -168,6 +168,15 @@ export interface AcmeClient {
   finalize(order: AcmeOrder, csrPem: string, signal?: AbortSignal): Promise<AcmeOrder>;
   /** Downloads the certificate of a valid order; ACME_ORDER_INVALID if it has none. */
   downloadCertificate(order: AcmeOrder): Promise<AcmeCertificate>;
+  /**
+   * Revokes `certPem` (the leaf, PEM) at the CA, signed with this account's key (RFC 8555
+   * §7.6: the account that ordered it may revoke it), with an RFC 5280 CRLReason `reason`
+   * (shared/wire REVOCATION_REASONS). Resolves `{ alreadyRevoked: true }` when the CA
+   * answers alreadyRevoked: the certificate is revoked either way, so a repeated call is
+   * not a failure. Any other refusal rejects with ACME_PROBLEM carrying the CA's problem
+   * type (badRevocationReason, unauthorized, ...); no retry here.
+   */
+  revokeCertificate(certPem: string, reason: number): Promise<{ alreadyRevoked: boolean }>;
   /** Releases pooled connections. The client must not be used afterwards. */
   close(): void;
 }
@@ -486,6 +495,20 @@ class AcmeClientImpl implements AcmeClient {
     }
     this.log.info({ [LogKey.order]: order.url }, 'certificate downloaded');
     return { certPem: leaf, chainPem: rest.join('') };
+  }
+
+  async revokeCertificate(certPem: string, reason: number): Promise<{ alreadyRevoked: boolean }> {
+    try {
+      await this.call('revoke certificate', () => this.client.revokeCertificate(certPem, { reason }));
+    } catch (err) {
+      if (err instanceof CertfleetError && err.details['type'] === PROBLEM_ALREADY_REVOKED) {
+        this.log.info({ reason }, 'certificate already revoked');
+        return { alreadyRevoked: true };
+      }
+      throw err;
+    }
+    this.log.info({ reason }, 'certificate revoked');
+    return { alreadyRevoked: false };
   }
 
   close(): void {

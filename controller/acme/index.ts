@@ -10,6 +10,9 @@
  * documents (rateLimited with Retry-After included) survive into `details` and
  * `retryAfterMs`. Keys and CSRs for orders come from the helpers in keys.ts.
  *
+ * `client.revokeCertificate(certPem, reason)` revokes with the account key (RFC 8555 §7.6);
+ * the CA's alreadyRevoked counts as done.
+ *
  * ARI (RFC 9773, ari.ts): `ariCertId(certPem)` names a certificate for the CA;
  * `client.renewalInfoUrl()` says whether the CA offers ARI, `client.getRenewalInfo()`
  * fetches its suggested window and when to ask again, and `placeOrder(names, { replaces })`
@@ -43,4 +46,4 @@ export {
 } from './ari.js';
 export { generateKey, generateAccountKey, createCsr } from './keys.js';
 export { accountId, openAcmeAccount, type AccountDoc, type OpenAccountOptions } from './account.js';
-export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, type AcmeProblemDocument } from './problem.js';
+export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, PROBLEM_ALREADY_REVOKED, type AcmeProblemDocument } from './problem.js';

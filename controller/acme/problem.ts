@@ -17,6 +17,8 @@ export const PROBLEM_BAD_NONCE = `${ACME_ERROR_PREFIX}badNonce`;
 export const PROBLEM_ACCOUNT_DOES_NOT_EXIST = `${ACME_ERROR_PREFIX}accountDoesNotExist`;
 /** RFC 9773 §7.4: the certificate named in `replaces` was already replaced by another order (HTTP 409). */
 export const PROBLEM_ALREADY_REPLACED = `${ACME_ERROR_PREFIX}alreadyReplaced`;
+/** RFC 8555 §6.7: the certificate to revoke is revoked already. */
+export const PROBLEM_ALREADY_REVOKED = `${ACME_ERROR_PREFIX}alreadyRevoked`;
 
 /** An RFC 7807 / RFC 8555 problem document, as far as certfleet reads it. */
 export interface AcmeProblemDocument {

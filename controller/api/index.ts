@@ -104,6 +104,12 @@ export interface OperatorBackend {
   history(name: string): Promise<pb.GetHistoryResponse>;
   rollback(name: string, to: number, operator: string): Promise<{ fromVersion: number; toVersion: number }>;
   release(name: string, operator: string): Promise<number>;
+  /**
+   * Revokes `version` of `name` at the CA with `reason` (a REVOCATION_REASONS name) on
+   * behalf of `operator`, records it and moves the fleet off it. USAGE_INVALID for an
+   * unknown reason, NOT_FOUND for an unknown version, the CA's error when it refuses.
+   */
+  revoke(name: string, version: number, reason: string, operator: string): Promise<pb.RevokeCertificateResponse>;
   budgets(): Promise<pb.ListBudgetsResponse>;
   events(limit: number, cert: string): Promise<pb.FleetEvent[]>;
   /** Operator management (controller/access); `actor` is the admin making the call. */
@@ -437,6 +443,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     Release: unary(log, 'Release', async (call: grpc.ServerUnaryCall<pb.ReleaseRequest__Output, pb.ReleaseResponse>) => {
       const id = await operatorCaller(call, opts.auth, 'Release');
       return { version: await opts.operators.release(requireName(call.request.name), id.name) };
+    }),
+    RevokeCertificate: unary(log, 'RevokeCertificate', async (call: grpc.ServerUnaryCall<pb.RevokeCertificateRequest__Output, pb.RevokeCertificateResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'RevokeCertificate');
+      return opts.operators.revoke(requireName(call.request.name), call.request.version, call.request.reason, id.name);
     }),
     ListBudgets: unary(log, 'ListBudgets', async (call: grpc.ServerUnaryCall<pb.ListBudgetsRequest__Output, pb.ListBudgetsResponse>) => {
       await operatorCaller(call, opts.auth, 'ListBudgets');

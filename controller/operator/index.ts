@@ -1,6 +1,6 @@
 /**
  * What operators can ask and do (the OperatorService behind `certfleet status | certs |
- * agents | show | history | renew | rollback | release | budgets | events | token |
+ * agents | show | history | renew | rollback | release | revoke | budgets | events | token |
  * operators`), over the controller's modules. Whoever calls has already been allowed
  * (controller/api with controller/access); mutations take the operator's name and record
  * it as the event's `actor`. controller/api authenticates and translates; this module
@@ -12,7 +12,8 @@ import { CertfleetError, ErrorCode, toCertfleetError } from '../../shared/errors
 import type { pb } from '../../shared/grpc/index.js';
 import { readEvents, type NatsHandle } from '../../shared/nats/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
-import { EventType } from '../../shared/wire/index.js';
+import { EventType, REVOCATION_REASONS, isRevocationReason } from '../../shared/wire/index.js';
+import type { AcmeClient } from '../acme/index.js';
 import { versionToPb, type OperatorBackend } from '../api/index.js';
 import type { BudgetKeeper } from '../budget/index.js';
 import type { CertificateConfig, ControllerConfig } from '../config/index.js';
@@ -21,13 +22,15 @@ import type { AgentView, Fleet } from '../fleet/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
 import type { DesiredRecord } from '../../shared/model/index.js';
 import type { CertRuntime, Reconciler } from '../reconcile/index.js';
-import { checkRollbackBundle, rollbackTarget, type Pins } from '../rollback/index.js';
+import { Revocations, checkRollbackBundle, revokedRefusal, rollbackTarget, type Pins, type Revocation } from '../rollback/index.js';
 import type { CertStore } from '../store/index.js';
 import type { OperatorRecord, OperatorRegistry } from '../access/index.js';
 import { signOperatorCsr, type CaMaterial } from '../pki/index.js';
 import { renewOutcome, watchOf, type RenewVerdict } from './renew.js';
+import { revocationPlan } from './revoke.js';
 
 export { budgetsIn, renewOutcome, watchOf, type RenewVerdict, type RenewWatch } from './renew.js';
+export { revocationPlan, type RevocationInput, type RevocationPlan } from './revoke.js';
 
 export interface OperationsDeps {
   cfg: ControllerConfig;
@@ -38,6 +41,8 @@ export interface OperationsDeps {
   desired: DesiredState;
   loop: Reconciler;
   pins: Pins;
+  /** The CA account, for `revoke` (the account that ordered a certificate may revoke it). */
+  acme: Pick<AcmeClient, 'revokeCertificate'>;
   enrollment: Enrollment;
   events: EventPublisher;
   budget: BudgetKeeper;
@@ -178,7 +183,8 @@ function oneLine(text: string): string {
 }
 
 export function createOperations(deps: OperationsDeps): Operations {
-  const { cfg, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators } = deps;
+  const { cfg, store, nats, fleet, desired, loop, pins, acme, enrollment, events, budget, clock, ca, operators } = deps;
+  const revocations = new Revocations(store);
   const CONTROLLER_VERSION = deps.controllerVersion;
   const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
   const configured = (name: string): CertificateConfig => {
@@ -267,10 +273,10 @@ export function createOperations(deps: OperationsDeps): Operations {
       });
       return res;
     },
-    show(name) {
+    async show(name) {
       const c = configured(name);
       const rt = loop.status(c.name);
-      return Promise.resolve({
+      return {
         summary: certificateSummary(c.name),
         reason: rt?.reason ?? '',
         deferredUntil: rt && rt.deferredUntil > clock.now() ? isoAt(rt.deferredUntil) : '',
@@ -281,7 +287,8 @@ export function createOperations(deps: OperationsDeps): Operations {
         ariWindowStart: rt?.ariWindow ? isoAt(rt.ariWindow.start) : '',
         ariWindowEnd: rt?.ariWindow ? isoAt(rt.ariWindow.end) : '',
         desiredVersion: desired.get(c.name)?.version ?? 0,
-      });
+        revokedVersions: [...(await revocations.all(c.name)).keys()].sort((a, b) => a - b),
+      };
     },
     async renew(name, { cancel, operator }) {
       const c = configured(name);
@@ -338,6 +345,7 @@ export function createOperations(deps: OperationsDeps): Operations {
       const versions = await store.listVersions(c.name);
       const d = desired.get(c.name);
       const pin = await pins.get(c.name);
+      const revoked = await revocations.all(c.name);
       const serving = new Map<number, string[]>();
       for (const a of fleet.agents()) {
         const s = a.report?.certificates.find((x) => x.name === c.name && x.state !== 'pending');
@@ -351,6 +359,10 @@ export function createOperations(deps: OperationsDeps): Operations {
           agents: serving.get(v.version) ?? [],
           desired: d?.version === v.version,
           expired: Date.parse(v.notAfter) <= clock.now(),
+          revoked: revoked.has(v.version),
+          revocationReason: revoked.get(v.version)?.reason ?? '',
+          revokedAt: revoked.get(v.version)?.at ?? '',
+          revokedBy: revoked.get(v.version)?.by ?? '',
         })),
       };
     },
@@ -358,7 +370,8 @@ export function createOperations(deps: OperationsDeps): Operations {
       const c = configured(name);
       const d = desired.get(c.name);
       if (!d) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} has not been issued yet`);
-      const target = rollbackTarget(c.name, await store.listVersions(c.name), d.version, to, clock.now());
+      const revoked = new Set((await revocations.all(c.name)).keys());
+      const target = rollbackTarget(c.name, await store.listVersions(c.name), d.version, to, clock.now(), revoked);
       // Validate what agents would receive before pinning anything (issue: a tampered
       // stored version used to be pinned and pushed, then refused by every agent).
       checkRollbackBundle(target, await store.getVersion(c.name, target.version), c.names, clock.now());
@@ -376,12 +389,96 @@ export function createOperations(deps: OperationsDeps): Operations {
     },
     async release(name, operator) {
       const c = configured(name);
+      const newest = await store.latest(c.name);
+      // Releasing would publish the newest version: never a revoked one (a revocation's
+      // interim pin holds the fleet until the renewal it requested is issued).
+      if (newest && (await revocations.get(c.name, newest.version))) {
+        const e = revokedRefusal(c.name, newest.version);
+        throw new CertfleetError(e.code, `${e.message}; the pin stays until a new version is issued ("certfleet renew ${c.name}")`, { details: e.details });
+      }
       if (!(await pins.release(c.name))) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} is not pinned`);
       const latest = await store.latest(c.name);
       if (latest) await desired.publish(latest, c.agents);
       await events.emit(EventType.released, { cert: c.name, version: latest?.version ?? 0, actor: operator, message: `pin released by ${operator}`, details: { operator } });
       loop.kick();
       return latest?.version ?? 0;
+    },
+    async revoke(name, version, reasonText, operator) {
+      const c = configured(name);
+      const reason = reasonText === '' ? 'unspecified' : reasonText;
+      if (!isRevocationReason(reason)) {
+        throw new CertfleetError(ErrorCode.UsageInvalid, `'${reason}' is not a revocation reason: one of ${Object.keys(REVOCATION_REASONS).join(', ')}`);
+      }
+      if (version <= 0) throw new CertfleetError(ErrorCode.UsageInvalid, `revoking ${c.name} needs a version (--version N)`);
+      const bundle = await store.getVersion(c.name, version);
+      if (!bundle) throw new CertfleetError(ErrorCode.NotFound, `certificate ${c.name} has no version ${version}`);
+      const reasonCode = REVOCATION_REASONS[reason];
+      const earlier = await revocations.get(c.name, version);
+      // The plan is decided before anything changes, so the event can say what follows.
+      const d = desired.get(c.name);
+      const versions = await store.listVersions(c.name);
+      const plan = revocationPlan({
+        version,
+        versions,
+        revoked: new Set([...(await revocations.all(c.name)).keys(), version]),
+        desired: d === undefined ? undefined : { version: d.version, rolloutFrom: d.rollout?.from.version },
+        pinned: (await pins.stored(c.name))?.version ?? 0,
+        now: clock.now(),
+      });
+      let mark: Revocation;
+      if (earlier) {
+        mark = earlier;
+      } else {
+        // At the CA first: a mark is written only for a certificate the CA revoked (an
+        // error here changes nothing, and asking again is safe).
+        const atCa = await acme.revokeCertificate(bundle.certPem, reasonCode);
+        mark = { version, serial: bundle.meta.serial, reason, reasonCode, at: isoAt(clock.now()), by: operator, alreadyRevokedAtCa: atCa.alreadyRevoked };
+        await revocations.set(c.name, mark);
+        await events.emit(EventType.revoked, {
+          cert: c.name,
+          version,
+          actor: operator,
+          message: `version ${version} revoked (${reason}) by ${operator}; ${plan.summary}`,
+          details: { reason, reasonCode, serial: mark.serial, alreadyRevokedAtCa: mark.alreadyRevokedAtCa, served: plan.served, servingVersion: plan.serve, pinned: plan.pinServe, renewalRequested: plan.renew },
+        });
+      }
+      const alreadyRevoked = earlier !== null || mark.alreadyRevokedAtCa;
+
+      // Move the fleet off it. This runs again on a repeated revoke, so a move a failure
+      // interrupted is finished by asking again.
+      if (plan.releasePin && (await pins.release(c.name))) {
+        await events.emit(EventType.released, { cert: c.name, version, actor: operator, message: `pin on revoked version ${version} released`, details: { operator } });
+      }
+      const serve = plan.serve === 0 ? undefined : versions.find((v) => v.version === plan.serve);
+      if (serve) {
+        if (plan.pinServe) await pins.set(c.name, { version: serve.version, from: d?.version ?? version, at: isoAt(clock.now()), by: operator });
+        // Without waves: a rollout would leave its later waves on the revoked version.
+        if (d === undefined || d.version !== serve.version || d.rollout !== undefined || (d.pinned ?? false) !== plan.pinServe) {
+          await desired.publish(serve, c.agents, { pinned: plan.pinServe });
+          await events.emit(EventType.published, { cert: c.name, version: serve.version, actor: operator, message: `desired version ${serve.version} (moved off revoked version ${version})` });
+        }
+      }
+      if (plan.renew) await loop.renewNow(c.name, operator);
+      loop.kick();
+      const head = alreadyRevoked
+        ? `${c.name}: version ${version} was already revoked${earlier ? ` (${earlier.reason}, by ${earlier.by || 'unknown'} at ${earlier.at || 'unknown'})` : ' at the CA; recorded now'}`
+        : `${c.name}: version ${version} revoked at the CA (${reason})`;
+      return {
+        name: c.name,
+        version,
+        serial: mark.serial,
+        reason: mark.reason,
+        reasonCode: mark.reasonCode,
+        alreadyRevoked,
+        revokedAt: mark.at,
+        revokedBy: mark.by,
+        served: plan.served,
+        servingVersion: serve?.version ?? 0,
+        servingPinned: serve !== undefined && plan.pinServe,
+        pinReleased: plan.releasePin,
+        renewalRequested: plan.renew,
+        message: `${head}; ${plan.summary}`,
+      };
     },
     budgets: () =>
       Promise.resolve({

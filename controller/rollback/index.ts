@@ -7,11 +7,17 @@
  *
  * Pins are store objects (`pins/<name>`), so they survive restarts and are shared by
  * every controller using the same store.
+ *
+ * A version revoked at the CA (`certfleet revoke`, marks in revocations.ts) is never a
+ * rollback target and never pinned: rollback refuses it with VERSION_REVOKED, and a pin
+ * that points at one (written before the revocation) is ignored.
  */
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { validateBundle } from '../../shared/bundle/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { ObjectKey, type CertStore } from '../store/index.js';
+
+export { Revocations, type Revocation } from './revocations.js';
 
 /** A pin as stored. */
 export interface Pin {
@@ -32,21 +38,38 @@ function isPin(v: unknown): v is Pin {
 }
 
 /**
- * Picks the version to roll back to. Pure. `to` 0 means the version just before
- * `desired`. Refuses (NOT_FOUND / USAGE_INVALID) unknown, current, newer-than-newest
- * and expired versions with a message saying which and why.
+ * Picks the version to roll back to. Pure. `to` 0 means the newest version before
+ * `desired` that is not `revoked`. Refuses (NOT_FOUND / USAGE_INVALID) unknown, current,
+ * newer-than-newest and expired versions, and (VERSION_REVOKED) a version revoked at the
+ * CA, with a message saying which and why.
  */
-export function rollbackTarget(name: string, versions: readonly VersionMeta[], desired: number, to: number, now: number): VersionMeta {
+export function rollbackTarget(
+  name: string,
+  versions: readonly VersionMeta[],
+  desired: number,
+  to: number,
+  now: number,
+  revoked: ReadonlySet<number> = new Set(),
+): VersionMeta {
   if (versions.length === 0) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} has no versions`);
   let target: VersionMeta | undefined;
   if (to === 0) {
-    target = [...versions].filter((v) => v.version < desired).sort((a, b) => b.version - a.version)[0];
-    if (!target) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} has no version before v${desired} to roll back to`);
+    const older = [...versions].filter((v) => v.version < desired).sort((a, b) => b.version - a.version);
+    target = older.find((v) => !revoked.has(v.version));
+    if (!target) {
+      if (older.length > 0) {
+        throw new CertfleetError(ErrorCode.VersionRevoked, `certificate ${name} has no version before v${desired} that is not revoked (revoked: ${older.map((v) => `v${v.version}`).join(', ')})`, {
+          details: { cert: name, versions: older.map((v) => v.version) },
+        });
+      }
+      throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} has no version before v${desired} to roll back to`);
+    }
   } else {
     target = versions.find((v) => v.version === to);
     if (!target) {
       throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} has no version ${to} (versions: ${versions.map((v) => v.version).join(', ')})`);
     }
+    if (revoked.has(to)) throw revokedRefusal(name, to);
     if (to === desired) throw new CertfleetError(ErrorCode.UsageInvalid, `certificate ${name} is already at version ${to}`);
   }
   if (Date.parse(target.notAfter) <= now) {
@@ -84,17 +107,42 @@ export function checkRollbackBundle(target: VersionMeta, bundle: Bundle | null, 
   }
 }
 
-/** Reads and writes pins. */
+/** The VERSION_REVOKED refusal of serving `version` of `name` again. */
+export function revokedRefusal(name: string, version: number): CertfleetError {
+  return new CertfleetError(
+    ErrorCode.VersionRevoked,
+    `version ${version} of ${name} was revoked at the CA; refusing to serve it again ("certfleet history ${name}" lists the versions that are not revoked)`,
+    { details: { cert: name, version } },
+  );
+}
+
+/**
+ * Reads and writes pins. A pin never points at a revoked version: `set` refuses one
+ * (VERSION_REVOKED) and `get` ignores one written before the version was revoked (a
+ * rollback racing a revoke), so the work loop serves the newest version instead.
+ */
 export class Pins {
   constructor(private readonly store: Pick<CertStore, 'getObject' | 'putObject' | 'deleteObject'>) {}
 
   async get(name: string): Promise<Pin | null> {
     const v = await this.store.getObject<unknown>(pinKey(name));
+    if (!isPin(v)) return null;
+    return (await this.isRevoked(name, v.version)) ? null : v;
+  }
+
+  /** The pin as stored, also one that holds a revoked version (which {@link get} ignores). */
+  async stored(name: string): Promise<Pin | null> {
+    const v = await this.store.getObject<unknown>(pinKey(name));
     return isPin(v) ? v : null;
   }
 
   async set(name: string, pin: Pin): Promise<void> {
+    if (await this.isRevoked(name, pin.version)) throw revokedRefusal(name, pin.version);
     await this.store.putObject(pinKey(name), pin);
+  }
+
+  private async isRevoked(name: string, version: number): Promise<boolean> {
+    return (await this.store.getObject<unknown>(ObjectKey.revocation(name, version))) !== null;
   }
 
   /** Removes the pin; true when there was one. */

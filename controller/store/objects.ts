@@ -40,6 +40,8 @@ export const ObjectPrefix = {
   renewals: 'renewals/',
   /** Certificates imported from certbot (controller/certbot). */
   imports: 'imports/',
+  /** Revocation marks of certificate versions (controller/rollback); `<cert>/<version>` below it. */
+  revocations: 'revocations/',
 } as const;
 
 /** Every object key the controller writes. */
@@ -66,4 +68,11 @@ export const ObjectKey = {
   dns01: (hash: string): string => ObjectPrefix.dns01 + hash,
   renewal: (cert: string): string => ObjectPrefix.renewals + cert,
   importRecord: (cert: string): string => ObjectPrefix.imports + cert,
+  /**
+   * The revocation mark of one version: versions are immutable, so that a version was
+   * revoked is a document beside it, never a change of the version.
+   */
+  revocation: (cert: string, version: number): string => `${ObjectPrefix.revocations}${cert}/${version}`,
+  /** Listing prefix of every revocation mark of `cert`. */
+  revocationsOf: (cert: string): string => `${ObjectPrefix.revocations}${cert}/`,
 } as const;

@@ -22,6 +22,7 @@ export const ErrorCode = {
   BundleKeyMismatch: 'BUNDLE_KEY_MISMATCH',
   BundleNamesMissing: 'BUNDLE_NAMES_MISSING',
   BundleExpired: 'BUNDLE_EXPIRED',
+  VersionRevoked: 'VERSION_REVOKED',
   // storage
   StoreUnavailable: 'STORE_UNAVAILABLE',
   StoreConflict: 'STORE_CONFLICT',

@@ -76,6 +76,7 @@ const TO_STATUS: Partial<Record<ErrorCode, grpc.status>> = {
   [ErrorCode.UsageInvalid]: grpc.status.INVALID_ARGUMENT,
   [ErrorCode.ConfigInvalid]: grpc.status.INVALID_ARGUMENT,
   [ErrorCode.BundleInvalid]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.VersionRevoked]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.NotFound]: grpc.status.NOT_FOUND,
   [ErrorCode.EnrollTokenInvalid]: grpc.status.PERMISSION_DENIED,
   [ErrorCode.Unauthenticated]: grpc.status.UNAUTHENTICATED,

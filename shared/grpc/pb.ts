@@ -32,6 +32,8 @@ export type { RollbackRequest, RollbackRequest__Output } from './generated/certf
 export type { RollbackResponse, RollbackResponse__Output } from './generated/certfleet/v1/RollbackResponse.js';
 export type { ReleaseRequest, ReleaseRequest__Output } from './generated/certfleet/v1/ReleaseRequest.js';
 export type { ReleaseResponse, ReleaseResponse__Output } from './generated/certfleet/v1/ReleaseResponse.js';
+export type { RevokeCertificateRequest, RevokeCertificateRequest__Output } from './generated/certfleet/v1/RevokeCertificateRequest.js';
+export type { RevokeCertificateResponse, RevokeCertificateResponse__Output } from './generated/certfleet/v1/RevokeCertificateResponse.js';
 export type { ListBudgetsRequest, ListBudgetsRequest__Output } from './generated/certfleet/v1/ListBudgetsRequest.js';
 export type { ListBudgetsResponse, ListBudgetsResponse__Output } from './generated/certfleet/v1/ListBudgetsResponse.js';
 export type { Budget, Budget__Output } from './generated/certfleet/v1/Budget.js';

@@ -70,6 +70,11 @@ export const EventType = {
   rolledBack: 'rolled-back',
   /** A rollback pin was released (by an operator or by a new issuance). */
   released: 'released',
+  /**
+   * An operator revoked a version at the CA (`certfleet revoke`); details: reason, serial,
+   * what the fleet was moved to, whether a renewal was requested.
+   */
+  revoked: 'revoked',
   /** A staged rollout released its next wave, or completed. */
   rolloutAdvanced: 'rollout-advanced',
   /** A staged rollout stopped because an agent of a released wave failed. */
@@ -108,6 +113,26 @@ export const EventType = {
 } as const;
 
 export type EventType = (typeof EventType)[keyof typeof EventType];
+
+/**
+ * The revocation reasons an operator may give (`certfleet revoke --reason`), with their
+ * RFC 5280 §5.3.1 CRLReason codes. Only these: Let's Encrypt refuses every other code
+ * from a subscriber, and the API carries the name, not the number.
+ */
+export const REVOCATION_REASONS = {
+  unspecified: 0,
+  keyCompromise: 1,
+  affiliationChanged: 3,
+  superseded: 4,
+  cessationOfOperation: 5,
+} as const;
+
+export type RevocationReason = keyof typeof REVOCATION_REASONS;
+
+/** True for a name of {@link REVOCATION_REASONS}. */
+export function isRevocationReason(v: unknown): v is RevocationReason {
+  return typeof v === 'string' && Object.hasOwn(REVOCATION_REASONS, v);
+}
 
 /** Validity of certificate names, which are also KV keys and subject tokens. */
 export const CERT_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;

@@ -58,6 +58,12 @@ export interface PebbleHandle {
   addA(host: string, ip: string): Promise<void>;
   /** PEM of the root that (through an intermediate) signs issued certificates. */
   rootsPem(): Promise<string>;
+  /**
+   * What Pebble's management API says of the certificate with serial `serialHex`
+   * (GET /cert-status-by-serial/<serial>): `Status` "Valid" or "Revoked", the RFC 5280
+   * `Reason` code once revoked.
+   */
+  certStatus(serialHex: string): Promise<{ Status: string; Reason?: number; RevokedAt?: string; Serial?: string }>;
   /** Everything Pebble and challtestsrv printed, for failure messages. */
   output(): string;
   /**
@@ -157,6 +163,11 @@ export async function startPebble(opts: PebbleOptions): Promise<PebbleHandle> {
     },
     async rootsPem() {
       return httpsGet(`${managementUrl}/roots/0`, tlsMaterial.caPem);
+    },
+    async certStatus(serialHex) {
+      // Pebble prints serials as big.Int hex: no leading zeros.
+      const serial = serialHex.toLowerCase().replace(/^0+(?=.)/, '');
+      return JSON.parse(await httpsGet(`${managementUrl}/cert-status-by-serial/${serial}`, tlsMaterial.caPem)) as { Status: string; Reason?: number };
     },
     output() {
       return `--- pebble ---\n${earlierOutput}${pebbleProc.output()}\n--- pebble-challtestsrv ---\n${chall.output()}`;

@@ -159,6 +159,27 @@ void describe('ACME adapter against Pebble', () => {
     assert.equal(leaf.verify(root.publicKey), false);
   });
 
+  void it('revokes a certificate with the account key and a reason; a second revoke is answered alreadyRevoked, not an error', async () => {
+    const names = ['revoke.certfleet.test'];
+    for (const n of names) await pebble.addA(n, CHALLENGE_IP);
+    const c = client({ accountKeyPem: await generateAccountKey() });
+    await c.ensureAccount();
+    const { certPem } = await issue(c, await c.placeOrder(names), names, challenges);
+    const serial = new X509Certificate(certPem).serialNumber.toLowerCase();
+    assert.equal((await pebble.certStatus(serial)).Status, 'Valid');
+    assert.deepEqual(await c.revokeCertificate(certPem, 4), { alreadyRevoked: false });
+    const status = await pebble.certStatus(serial);
+    assert.deepEqual([status.Status, status.Reason], ['Revoked', 4]);
+    assert.deepEqual(await c.revokeCertificate(certPem, 4), { alreadyRevoked: true });
+    // An account that did not order it (and holds no authorization for its names) is refused with the CA's problem.
+    const stranger = client({ accountKeyPem: await generateAccountKey() });
+    await stranger.ensureAccount();
+    const { certPem: other } = await issue(c, await c.placeOrder(names), names, challenges);
+    const err = await rejection(stranger.revokeCertificate(other, 0));
+    assert.ok(isCertfleetError(err, ErrorCode.AcmeProblem), String(err));
+    assert.equal((await pebble.certStatus(new X509Certificate(other).serialNumber)).Status, 'Valid');
+  });
+
   void it('finds the account created once again from the same key, and a different key gets a different account', async () => {
     const key = await generateAccountKey();
     const first = await client({ accountKeyPem: key }).ensureAccount();

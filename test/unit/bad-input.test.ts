@@ -586,6 +586,7 @@ function operatorBackend(): OperatorBackend {
     agents: () => Promise.resolve([]),
     createEnrollmentToken: (agent, labels, ttlMs) => world.enrollment.createToken({ agent, labels, ttlMs }),
     show: (name) => Promise.resolve(known(name)).then(nothing),
+    revoke: nothing,
     renew: (name) => {
       if (name === 'busy') {
         // The retry facts must reach the caller (they used to be dropped at the gRPC boundary).

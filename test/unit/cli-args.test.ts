@@ -34,6 +34,7 @@ const COMMANDS: Record<CommandName, true> = {
   renew: true,
   rollback: true,
   release: true,
+  revoke: true,
   events: true,
   budgets: true,
   'token create': true,

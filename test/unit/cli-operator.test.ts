@@ -126,6 +126,7 @@ let stranger: TestLeaf;
 let server: grpc.Server;
 let port: number;
 const tokenRequests: pb.CreateEnrollmentTokenRequest__Output[] = [];
+const revokeRequests: pb.RevokeCertificateRequest__Output[] = [];
 const peers: string[] = [];
 
 const handlers: OperatorServiceHandlers = {
@@ -176,6 +177,29 @@ const handlers: OperatorServiceHandlers = {
   Release(call, cb) {
     if (call.request.name === 'web') cb(null, { version: 3 });
     else cb(notFound(call.request.name));
+  },
+  RevokeCertificate(call, cb) {
+    revokeRequests.push(call.request);
+    if (call.request.name !== 'web') {
+      cb(notFound(call.request.name));
+      return;
+    }
+    cb(null, {
+      name: 'web',
+      version: call.request.version,
+      serial: '0abc',
+      reason: call.request.reason,
+      reasonCode: 1,
+      alreadyRevoked: false,
+      revokedAt: '2026-03-01T00:00:00.000Z',
+      revokedBy: 'admin',
+      served: true,
+      servingVersion: 1,
+      servingPinned: true,
+      pinReleased: false,
+      renewalRequested: true,
+      message: `web: version ${call.request.version} revoked at the CA (${call.request.reason}); the fleet moves to v1, pinned until the renewal is issued`,
+    });
   },
   ListBudgets(_call, cb) {
     cb(null, BUDGETS);
@@ -674,4 +698,30 @@ void test('a PERMISSION_DENIED answer exits 5 and prints the controller\'s messa
   assert.equal(r.code, ExitCode.PermissionDenied);
   assert.equal(r.stdout, '');
   assert.match(r.stderr, /^certfleet: operator carol has role operator, which may not revoke operators \(RevokeOperator\); it needs role admin\ncode: PERMISSION_DENIED\n$/);
+});
+
+void test('revoke sends the version and reason (unspecified by default), prints what the controller did, and --json the response', async () => {
+  const file = credentialsFile();
+  revokeRequests.length = 0;
+  const r = await cli(['revoke', 'web', '--version', '2', '--reason', 'keyCompromise', '--credentials', file]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    r.stdout,
+    'web: version 2 revoked at the CA (keyCompromise); the fleet moves to v1, pinned until the renewal is issued\n' +
+      'web: "certfleet renew web --wait" follows the renewal until the fleet serves it\n',
+  );
+  const j = await cli(['revoke', 'web', '--version', '3', '--json', '--credentials', file]);
+  assert.equal(j.code, 0, j.stderr);
+  const body = JSON.parse(j.stdout) as { version: number; reason: string; renewalRequested: boolean; servingVersion: number };
+  assert.deepEqual([body.version, body.reason, body.renewalRequested, body.servingVersion], [3, 'unspecified', true, 1]);
+  assert.deepEqual(
+    revokeRequests.map((q) => [q.name, q.version, q.reason]),
+    [
+      ['web', 2, 'keyCompromise'],
+      ['web', 3, 'unspecified'],
+    ],
+  );
+  const missing = await cli(['revoke', 'nope', '--version', '1', '--credentials', file]);
+  assert.equal(missing.code, ExitCode.NotFound);
+  assert.equal(missing.stderr, 'certfleet: no certificate named nope\ncode: NOT_FOUND\n');
 });

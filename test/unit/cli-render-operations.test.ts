@@ -67,6 +67,7 @@ function show(over: Partial<pb.ShowCertificateResponse__Output> = {}): pb.ShowCe
     ariWindowStart: '',
     ariWindowEnd: '',
     desiredVersion: 3,
+    revokedVersions: [],
     ...over,
   };
 }
@@ -96,6 +97,7 @@ void test('show prints every fact as an aligned key: value line, schedule and re
       '  not after:      2026-05-29 00:00:00Z (in 88d)',
       'desired version:  3',
       'pinned version:   -',
+      'revoked:          -',
       'agents:           3/4 on the desired version',
       'next renewal:     2026-03-30 00:00:00Z (in 28d): ARI window',
       'ari window:       -',
@@ -129,7 +131,7 @@ void test('show names a budget deferral, a failure backoff, a pin, the ARI windo
   assert.match(out, /^backoff until: {4}2026-03-01 12:05:00Z \(in 5m\) after 3 failures$/m);
   // A line break or escape sequence from the controller cannot break the block or reach the terminal.
   assert.match(out, /^last error: {7}ACME_RATE_LIMITED: too many certificates\?\[2J$/m);
-  assert.equal(out.split('\n').length, 18);
+  assert.equal(out.split('\n').length, 19);
 });
 
 void test('show of a certificate never issued keeps every key, with "-" values', () => {
@@ -155,9 +157,9 @@ void test('history is a table of versions, newest first, with short fingerprints
       name: 'web',
       pinnedVersion: 2,
       versions: [
-        { version: version(1, { notAfter: '2026-02-15T00:00:00Z', issuedAt: '2025-11-17T00:00:00Z' }), agents: [], desired: false, expired: true },
-        { version: version(3), agents: ['lb-3'], desired: false, expired: false },
-        { version: version(2, { notAfter: '2026-04-01T00:00:00Z', issuedAt: '2026-01-01T00:00:00Z' }), agents: ['lb-2', 'lb-1'], desired: true, expired: false },
+        { version: version(1, { notAfter: '2026-02-15T00:00:00Z', issuedAt: '2025-11-17T00:00:00Z' }), agents: [], desired: false, expired: true, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
+        { version: version(3), agents: ['lb-3'], desired: false, expired: false, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
+        { version: version(2, { notAfter: '2026-04-01T00:00:00Z', issuedAt: '2026-01-01T00:00:00Z' }), agents: ['lb-2', 'lb-1'], desired: true, expired: false, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
       ],
     },
     NOW,

@@ -32,6 +32,7 @@ const LAYOUT: Array<[string, string, string]> = [
   ['DNS-01 journal entry', ObjectKey.dns01(HASH), `dns01/${HASH}`],
   ['renewal intent', ObjectKey.renewal('web'), 'renewals/web'],
   ['certbot import record', ObjectKey.importRecord('web'), 'imports/web'],
+  ['revocation mark', ObjectKey.revocation('web', 2), 'revocations/web/2'],
 ];
 
 void describe('store object keys', () => {
