@@ -17,6 +17,8 @@ export const PROBLEM_BAD_NONCE = `${ACME_ERROR_PREFIX}badNonce`;
 export const PROBLEM_ACCOUNT_DOES_NOT_EXIST = `${ACME_ERROR_PREFIX}accountDoesNotExist`;
 /** RFC 9773 §7.4: the certificate named in `replaces` was already replaced by another order (HTTP 409). */
 export const PROBLEM_ALREADY_REPLACED = `${ACME_ERROR_PREFIX}alreadyReplaced`;
+/** draft-ietf-acme-profiles §4: newOrder (or finalize) named a profile the CA does not offer. */
+export const PROBLEM_INVALID_PROFILE = `${ACME_ERROR_PREFIX}invalidProfile`;
 
 /** An RFC 7807 / RFC 8555 problem document, as far as certfleet reads it. */
 export interface AcmeProblemDocument {
