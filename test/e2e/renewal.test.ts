@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ariCertId } from '../../controller/acme/index.js';
 import { X509Certificate } from 'node:crypto';
-import { runCli, startFleet, type Fleet } from '../harness/fleet.js';
+import { startFleet, type Fleet } from '../harness/fleet.js';
 import { servedCertificate } from '../harness/tls.js';
 import { eventually } from '../harness/process.js';
 
@@ -150,10 +150,14 @@ describe('renewal against Pebble', { timeout: 420_000 }, () => {
         const yaml = fs.readFileSync(fleet.controllerConfig, 'utf8');
         fs.writeFileSync(fleet.controllerConfig, yaml.replace('agents: "role=web" }', 'agents: "role=web", profile: short-lived }'));
         const orders = fleet.proxy?.newOrders().length;
-        const res = await runCli(['controller', '--config', fleet.controllerConfig]);
-        assert.equal(res.code, 3, `exit code 3 (CONFIG_INVALID): ${res.stderr}`);
-        assert.match(res.stderr, /certificate web: profile "short-lived" is not offered by the CA \(it offers: classic, shortlived\)/);
-        assert.match(res.stderr, /code: CONFIG_INVALID/);
+        // Without the check the controller would start and listen: startController resolves.
+        await assert.rejects(fleet.startController(), (err: Error) => {
+          assert.match(err.message, /process exited before listening/);
+          assert.match(err.message, /certificate web: profile "short-lived" is not offered by the CA \(it offers: classic, shortlived\)/);
+          assert.match(err.message, /code: CONFIG_INVALID/);
+          return true;
+        });
+        assert.equal(fleet.controller.child.exitCode, 3, 'exit code 3 (CONFIG_INVALID)');
         assert.equal(fleet.proxy?.newOrders().length, orders, 'no order was sent');
       });
     } finally {
