@@ -21,9 +21,6 @@ interface AgentJson {
   name: string;
   certificates: Array<{ name: string; version: number; state: string; fingerprint: string }>;
 }
-interface HistoryJson {
-  versions: Array<{ version: { version: number; fingerprint: string; notBefore: string; notAfter: string } }>;
-}
 
 const CERT = { name: 'web', names: ['www.example.test'], agents: 'role=web' };
 const AGENT = { name: 'edge-a', ip: '127.0.0.2', labels: { role: 'web' }, serves: ['web'] };
