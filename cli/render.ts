@@ -331,7 +331,7 @@ function keyValues(lines: [string, Cell][]): string {
 /**
  * `certfleet show NAME`: one "key: value" line per fact, every key always present
  * ("-" when it does not apply) so the block keeps its shape: names, selector, state,
- * current version (serial, short fingerprint, not before/after), desired and pinned
+ * current version (serial, short fingerprint, not before/after, ACME profile), desired and pinned
  * version, revoked versions, agents current/assigned, next renewal and its reason, ARI window, budget
  * deferral, failure backoff, last error.
  */
@@ -356,6 +356,7 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
     ['  fingerprint', plain(cur ? shortFingerprint(cur.fingerprint) || '-' : '-')],
     ['  not before', plain(cur ? stamp(cur.notBefore) || '-' : '-')],
     ['  not after', cur ? expiresCell(cur.notAfter, now, color, stamp) : plain('-')],
+    ['  profile', plain(cur?.profile || '-')],
     ['desired version', plain(resp.desiredVersion > 0 ? String(resp.desiredVersion) : '-')],
     [
       'pinned version',

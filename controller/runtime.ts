@@ -19,7 +19,7 @@ import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/in
 import { splitHostPort } from '../shared/config/index.js';
 import { connectNats, ensureFleetNats, pushAccountClaims, type NatsHandle } from '../shared/nats/index.js';
 import { EventType } from '../shared/wire/index.js';
-import { accountId, openAcmeAccount } from './acme/index.js';
+import { accountId, openAcmeAccount, profileProblems, type AcmeClient } from './acme/index.js';
 import { createAgentService } from './agentservice/index.js';
 import { startApiServer, type ApiServer } from './api/index.js';
 import { configEnvironment, storeConfigOf, type ControllerConfig } from './config/index.js';
@@ -119,6 +119,21 @@ function externalAccountBinding(cfg: ControllerConfig): { kid: string; hmacKey: 
   if (hmacKey === '') throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: no HMAC key (${eab.hmacKeyFile ?? `environment variable ${eab.hmacKeyEnv ?? ''}`} is empty or unset)`);
   if (!/^[A-Za-z0-9_-]+=*$/.test(hmacKey)) throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: the HMAC key is not base64url (as the CA hands it out)`);
   return { kid: eab.keyId, hmacKey };
+}
+
+/**
+ * Refuses to start (CONFIG_INVALID, every certificate named at once with the profiles the
+ * CA offers) when a certificate's `profile` is not in the CA's directory (controller/acme
+ * profiles.ts says why a CA without profiles is refused too). Reads the directory only
+ * when some certificate sets a profile.
+ */
+async function checkProfiles(cfg: ControllerConfig, acme: AcmeClient): Promise<void> {
+  const wishes = cfg.certificates.map((c) => ({ name: c.name, profile: c.profile }));
+  if (wishes.every((w) => w.profile === undefined)) return;
+  const problems = profileProblems(await acme.profiles(), wishes);
+  if (problems.length > 0) {
+    throw new CertfleetError(ErrorCode.ConfigInvalid, `certificates[].profile: ${problems.join('; ')}`, { details: { directoryUrl: cfg.acme.directoryUrl } });
+  }
 }
 
 /** Where the nats-server include lives (config default: `<stateDir>/nats/auth.conf`). */
@@ -233,6 +248,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       pollTimeoutMs: cfg.http01.validationTimeout,
     });
     cleanups.push(() => Promise.resolve(acme.close()));
+    await checkProfiles(cfg, acme);
 
     const notifier = new Notifier({
       clock,

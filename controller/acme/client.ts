@@ -21,6 +21,11 @@
  * ARI (RFC 9773): `renewalInfoUrl` reads the directory's renewalInfo, `getRenewalInfo`
  * GETs a certificate's suggested window (pure parsing and timing in ari.ts), and
  * `placeOrder(names, { replaces })` sends the old certificate's identifier in newOrder.
+ *
+ * Profiles (draft-ietf-acme-profiles): `profiles()` reads the directory's `meta.profiles`
+ * (name → description), `placeOrder(names, { profile })` asks for one in newOrder, and
+ * the order's `profile` is what the CA says it issues under. A CA that refuses the
+ * profile answers `invalidProfile` (ACME_PROBLEM, not retryable, a message naming it).
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
@@ -29,7 +34,7 @@ import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
 import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
-import { ACME_ERROR_PREFIX, PROBLEM_ACCOUNT_DOES_NOT_EXIST, PROBLEM_ALREADY_REVOKED, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
+import { ACME_ERROR_PREFIX, PROBLEM_ACCOUNT_DOES_NOT_EXIST, PROBLEM_ALREADY_REVOKED, PROBLEM_INVALID_PROFILE, asProblem, parseRetryAfterMs, problemDetails, type AcmeProblemDocument, type HttpResponseLike } from './problem.js';
 import { hookHttpClient, installTransport } from './transport.js';
 import { ARI_ERROR_RETRY_MS, ariCertId, ariRetryAfterMs, isAriCertId, jitter, parseRenewalInfo, type RenewalInfo } from './ari.js';
 
@@ -80,6 +85,11 @@ export interface AcmeOrder {
    * (Pebble 2.4 does).
    */
   replaces?: string;
+  /**
+   * The profile the CA issues this order under, as it reports it (draft-ietf-acme-profiles
+   * §4: a CA that accepts a profile responds with it). Absent when the CA has no profiles.
+   */
+  profile?: string;
 }
 
 /** Options of {@link AcmeClient.placeOrder}. */
@@ -92,6 +102,14 @@ export interface PlaceOrderOptions {
    * `alreadyReplaced` (ACME_PROBLEM; PROBLEM_ALREADY_REPLACED in details.type).
    */
   replaces?: string;
+  /**
+   * The certificate profile to ask for (draft-ietf-acme-profiles): one of the names
+   * {@link AcmeClient.profiles} lists. The draft says a client SHOULD NOT ask for one the
+   * directory does not advertise; the caller checks that (`profileProblems`). A CA that
+   * does not offer it answers `invalidProfile`: ACME_PROBLEM, not retryable, whose
+   * message names the profile.
+   */
+  profile?: string;
 }
 
 export interface AcmeCertificate {
@@ -129,6 +147,13 @@ export interface AcmeClient {
    * ACME_TRANSPORT / ACME_PROBLEM when the directory cannot be read.
    */
   renewalInfoUrl(): Promise<string | undefined>;
+  /**
+   * The certificate profiles the directory advertises (`meta.profiles`: name →
+   * human-readable description), or undefined when it advertises none (Debian's Pebble
+   * 2.4; an entry that is not a string is dropped). Reads the directory (cached by
+   * acme-client for a day). ACME_TRANSPORT / ACME_PROBLEM when it cannot be read.
+   */
+  profiles(): Promise<Record<string, string> | undefined>;
   /**
    * GETs (unauthenticated, RFC 9773 §4.1) the CA's suggested renewal window for a
    * certificate, given as PEM or as its ARI identifier. `retryAfterMs` is the CA's
@@ -376,10 +401,17 @@ class AcmeClientImpl implements AcmeClient {
     // acme-client's createOrder signs `data` as the payload unchanged (api.createOrder →
     // signed newOrder POST), so `replaces` reaches the CA as RFC 9773 §5 writes it; only
     // its OrderCreateRequest type lacks the field (a non-literal object passes the check).
-    const payload = { identifiers, ...(replaces === undefined ? {} : { replaces }) };
-    const created = await this.call('new order', () => this.client.createOrder(payload));
+    // `profile` travels the same way (draft-ietf-acme-profiles §4).
+    const profile = opts.profile;
+    const payload = { identifiers, ...(replaces === undefined ? {} : { replaces }), ...(profile === undefined ? {} : { profile }) };
+    const created = await this.call('new order', () => this.client.createOrder(payload)).catch((err: unknown) => {
+      throw explainProfile(err, profile);
+    });
     const order = await this.withAuthorizations(created as unknown as RawObject, created.url);
-    this.log.info({ [LogKey.order]: order.url, [LogKey.identifier]: names, ...(replaces === undefined ? {} : { replaces }) }, 'order placed');
+    this.log.info(
+      { [LogKey.order]: order.url, [LogKey.identifier]: names, ...(replaces === undefined ? {} : { replaces }), ...(profile === undefined ? {} : { [LogKey.profile]: profile }) },
+      'order placed',
+    );
     return order;
   }
 
@@ -387,6 +419,16 @@ class AcmeClientImpl implements AcmeClient {
     const dir = await this.call('read directory', () => this.directory());
     const url = dir['renewalInfo'];
     return typeof url === 'string' && url !== '' ? url : undefined;
+  }
+
+  async profiles(): Promise<Record<string, string> | undefined> {
+    const dir = await this.call('read directory', () => this.directory());
+    const meta = dir['meta'];
+    const raw = typeof meta === 'object' && meta !== null ? (meta as RawObject)['profiles'] : undefined;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+    const out: Record<string, string> = {};
+    for (const [name, description] of Object.entries(raw as RawObject)) if (typeof description === 'string') out[name] = description;
+    return Object.keys(out).length === 0 ? undefined : out;
   }
 
   async getRenewalInfo(certPemOrId: string): Promise<RenewalInfo> {
@@ -672,6 +714,8 @@ function mapOrderFields(data: RawObject, url: string): Omit<AcmeOrder, 'authoriz
   if (error !== undefined) order.error = error;
   const replaces = str(data['replaces']);
   if (replaces !== undefined) order.replaces = replaces;
+  const profile = str(data['profile']);
+  if (profile !== undefined) order.profile = profile;
   return order;
 }
 
@@ -699,6 +743,19 @@ function mapAuthorization(data: RawObject, url: string): AcmeAuthorization {
   const expires = str(data['expires']);
   if (expires !== undefined) authz.expires = expires;
   return authz;
+}
+
+/**
+ * A newOrder the CA refused for its profile (`invalidProfile`: not offered, or not to this
+ * account) gets a message that names the profile and the setting; code and details stay.
+ */
+function explainProfile(err: unknown, profile: string | undefined): unknown {
+  if (profile === undefined || !(err instanceof CertfleetError) || err.details['type'] !== PROBLEM_INVALID_PROFILE) return err;
+  return new CertfleetError(ErrorCode.AcmeProblem, `the CA refused certificate profile "${profile}": check the certificate's profile against the CA's directory (${err.message})`, {
+    cause: err,
+    retryable: false,
+    details: { ...err.details, profile },
+  });
 }
 
 /**

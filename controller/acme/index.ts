@@ -17,6 +17,10 @@
  * `client.renewalInfoUrl()` says whether the CA offers ARI, `client.getRenewalInfo()`
  * fetches its suggested window and when to ask again, and `placeOrder(names, { replaces })`
  * marks an order as the renewal of that certificate.
+ *
+ * Profiles (draft-ietf-acme-profiles, profiles.ts): `client.profiles()` lists what the
+ * directory offers, `profileProblems` checks configured profiles against it, and
+ * `placeOrder(names, { profile })` asks for one.
  */
 export {
   createAcmeClient,
@@ -46,4 +50,5 @@ export {
 } from './ari.js';
 export { generateKey, generateAccountKey, createCsr } from './keys.js';
 export { accountId, openAcmeAccount, type AccountDoc, type OpenAccountOptions } from './account.js';
-export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, PROBLEM_ALREADY_REVOKED, type AcmeProblemDocument } from './problem.js';
+export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, PROBLEM_ALREADY_REVOKED, PROBLEM_INVALID_PROFILE, type AcmeProblemDocument } from './problem.js';
+export { profileProblems, type ProfileWish } from './profiles.js';

@@ -19,6 +19,8 @@ export const PROBLEM_ACCOUNT_DOES_NOT_EXIST = `${ACME_ERROR_PREFIX}accountDoesNo
 export const PROBLEM_ALREADY_REPLACED = `${ACME_ERROR_PREFIX}alreadyReplaced`;
 /** RFC 8555 §6.7: the certificate to revoke is revoked already. */
 export const PROBLEM_ALREADY_REVOKED = `${ACME_ERROR_PREFIX}alreadyRevoked`;
+/** draft-ietf-acme-profiles §4: newOrder (or finalize) named a profile the CA does not offer. */
+export const PROBLEM_INVALID_PROFILE = `${ACME_ERROR_PREFIX}invalidProfile`;
 
 /** An RFC 7807 / RFC 8555 problem document, as far as certfleet reads it. */
 export interface AcmeProblemDocument {

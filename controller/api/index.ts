@@ -156,6 +156,7 @@ export function versionToPb(meta: VersionMeta): pb.CertificateVersion {
     notAfter: meta.notAfter,
     issuedAt: meta.issuedAt,
     keyType: meta.keyType,
+    profile: meta.profile ?? '',
   };
 }
 

@@ -69,6 +69,15 @@ const certificate = z
      * share of the lifetime left ("33%").
      */
     renewBefore: renewBefore.optional(),
+    /**
+     * The CA's certificate profile to order under (ACME profiles, e.g. Let's Encrypt's
+     * "classic", "tlsserver", "shortlived"); default none: the CA's default profile. The
+     * controller refuses to start when the CA's directory does not advertise it.
+     */
+    profile: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,64}$/, 'a profile name as the CA\'s directory lists it (printable ASCII, no spaces, at most 64 characters)')
+      .optional(),
     /** DNS-01 only: the provider (a key of `dns01.providers`); default: chosen by `dns01.zones`. */
     dnsProvider: z.string().min(1).optional(),
     /**

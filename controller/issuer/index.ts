@@ -45,6 +45,11 @@ export interface IssueRequest {
   dnsProvider?: string;
   /** ARI identifier of the certificate this order renews (RFC 9773 `replaces`). */
   replaces?: string;
+  /**
+   * ACME certificate profile to order under (checked against the CA's directory at
+   * start). A saved order placed under another profile is not resumed.
+   */
+  profile?: string;
   /** How a new order is paid for; absent: nothing is charged (tests, budgets off). */
   charge?: OrderCharge;
 }
@@ -99,6 +104,8 @@ interface PendingOrder {
   createdAt: string;
   /** What placing it was charged (absent in records of older controllers). */
   spend?: Spend;
+  /** The profile it was placed under (absent: none, or a record of an older controller). */
+  profile?: string;
 }
 
 const ORDERS_PREFIX = ObjectPrefix.orders;
@@ -138,6 +145,19 @@ function toSavedOrder(p: PendingOrder): SavedOrder {
   return { url: p.url, names: [...p.names], keyType: p.keyType, createdAt: Number.isFinite(created) ? created : 0, spend: spendOf(p) };
 }
 
+/**
+ * The profile to record with the version: what the CA says the order had, else the one
+ * asked for. A CA that reports another than asked for is logged, and believed.
+ */
+function profileOf(req: IssueRequest, order: AcmeOrder, log: Logger): { profile?: string } {
+  const reported = order.profile;
+  if (reported !== undefined && req.profile !== undefined && reported !== req.profile) {
+    log.warn({ [LogKey.profile]: req.profile, reported }, 'the CA issued under another profile than asked for');
+  }
+  const profile = reported ?? req.profile;
+  return profile === undefined ? {} : { profile };
+}
+
 /** Issues certificates for the controller. */
 export class Issuer {
   /** Saved orders read so far (null: none), kept equal to the store by this class's writes. */
@@ -173,11 +193,13 @@ export class Issuer {
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
     const log = this.opts.log.child({ [LogKey.cert]: req.name });
     const { order, keyPem } = await this.openOrder(req, expectedLatest, log);
+    let issuedOrder = order;
     let certPem: string;
     let chainPem: string;
     try {
       await this.authorize(req, order, log);
       const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
+      issuedOrder = finalized;
       ({ certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized));
     } catch (err) {
       // A dead order (validation failed, the CA invalidated it) is dropped now, and its
@@ -206,6 +228,7 @@ export class Issuer {
       notAfter: info.notAfter.toISOString(),
       issuedAt: isoAt(this.opts.clock.now()),
       keyType: req.keyType,
+      ...profileOf(req, issuedOrder, log),
     };
     // The same check an agent makes before installing: a CA bug or a mix-up of keys
     // must stop here, not on every node.
@@ -238,7 +261,7 @@ export class Issuer {
   private async openOrder(req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
     const saved = await this.savedOrder(req.name);
     if (saved) {
-      if (sameNameSet(saved.names, req.names) && saved.keyType === req.keyType) {
+      if (sameNameSet(saved.names, req.names) && saved.keyType === req.keyType && saved.profile === req.profile) {
         try {
           const order = await this.opts.acme.getOrder(saved.url);
           if (order.status !== 'invalid') {
@@ -267,19 +290,20 @@ export class Issuer {
     }
     const keyPem = await generateKey(req.keyType);
     const spend = (await req.charge?.charge()) ?? NO_SPEND;
+    const profileOption = req.profile === undefined ? {} : { profile: req.profile };
     let order: AcmeOrder;
     let pending: PendingOrder;
     try {
       try {
-        order = await this.opts.acme.placeOrder(req.names, req.replaces === undefined ? {} : { replaces: req.replaces });
+        order = await this.opts.acme.placeOrder(req.names, { ...(req.replaces === undefined ? {} : { replaces: req.replaces }), ...profileOption });
       } catch (err) {
         // The CA says that certificate was already replaced (by an order it remembers, or
         // another controller): order again as a plain renewal.
         if (!(req.replaces !== undefined && isCertfleetError(err) && err.details['type'] === PROBLEM_ALREADY_REPLACED)) throw err;
         log.info({ replaces: req.replaces }, 'certificate already replaced; ordering without replaces');
-        order = await this.opts.acme.placeOrder(req.names);
+        order = await this.opts.acme.placeOrder(req.names, profileOption);
       }
-      pending = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()), spend };
+      pending = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()), spend, ...profileOption };
       await this.opts.store.putObject(pendingKey(req.name), pending);
     } catch (err) {
       // No order to resume: what it was charged for will not be issued.

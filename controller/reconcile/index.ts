@@ -499,6 +499,7 @@ export class Reconciler {
           challenge: cert.challenge,
           ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
           ...(replaces === undefined ? {} : { replaces }),
+          ...(cert.profile === undefined ? {} : { profile: cert.profile }),
           charge,
         },
         latest?.version ?? 0,

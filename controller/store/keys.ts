@@ -100,6 +100,7 @@ export function parseVersionMeta(raw: unknown, where: string, expected: { name: 
   if (!(KEY_TYPES as readonly string[]).includes(o['keyType'] as string)) throw bad('unknown keyType');
   if (o['name'] !== expected.name) throw bad(`names certificate ${String(o['name'])}`);
   if (expected.version !== undefined && o['version'] !== expected.version) throw bad(`says version ${String(o['version'])}`);
+  if (o['profile'] !== undefined && typeof o['profile'] !== 'string') throw bad('profile is not a string');
   return {
     name: o['name'],
     version: o['version'] as number,
@@ -110,6 +111,8 @@ export function parseVersionMeta(raw: unknown, where: string, expected: { name: 
     notAfter: o['notAfter'] as string,
     issuedAt: o['issuedAt'] as string,
     keyType: o['keyType'] as VersionMeta['keyType'],
+    // Optional (versions stored before ACME profiles have none).
+    ...(typeof o['profile'] === 'string' ? { profile: o['profile'] } : {}),
   };
 }
 
@@ -128,6 +131,7 @@ export function versionMeta(name: string, version: number, m: Omit<VersionMeta, 
     notAfter: m.notAfter,
     issuedAt: m.issuedAt,
     keyType: m.keyType,
+    ...(m.profile === undefined ? {} : { profile: m.profile }),
   };
 }
 

@@ -56,6 +56,8 @@ export const LogKey = {
   action: 'action',
   removed: 'removed',
   failed: 'failed',
+  /** An ACME certificate profile (draft-ietf-acme-profiles). */
+  profile: 'profile',
 } as const;
 
 /** Paths pino replaces with "[redacted]" wherever they appear (two levels deep). */

@@ -19,6 +19,12 @@ export interface VersionMeta {
   notAfter: string;
   issuedAt: string;
   keyType: KeyType;
+  /**
+   * The ACME certificate profile the order was issued under, as the CA reported it (or as
+   * requested when it did not say). Absent when none was asked for, and in versions
+   * stored before profiles existed.
+   */
+  profile?: string;
 }
 
 /** A version with its material. Only the store, the gRPC API and the agent see this. */

@@ -92,6 +92,17 @@ export function certStoreContract(name: string, makeStore: () => Promise<StoreUn
       assert.equal(await store.getVersion('web', 4), null);
     });
 
+    void it('the ACME profile of a version is kept when it has one, and absent when it has none', async () => {
+      const input = versionInput('web', 'one');
+      const m1 = await store.putVersion('web', { ...input, meta: { ...input.meta, profile: 'shortlived' } }, 0);
+      assert.equal(m1.profile, 'shortlived');
+      assert.equal((await store.getVersion('web', 1))?.meta.profile, 'shortlived');
+      assert.equal((await store.latest('web'))?.profile, 'shortlived');
+      const m2 = await store.putVersion('web', versionInput('web', 'two'), 1);
+      assert.equal('profile' in m2, false);
+      assert.equal('profile' in ((await store.listVersions('web'))[1] ?? {}), false);
+    });
+
     void it('an empty chain is stored and returned as an empty string', async () => {
       await store.putVersion('bare', { ...versionInput('bare', 'x'), chainPem: '' }, 0);
       assert.equal((await store.getVersion('bare', 1))?.chainPem, '');

@@ -19,6 +19,17 @@
  * re-signing JWS, is therefore unnecessary; the directory rewrite below is only a guard
  * in case a Pebble build stops echoing Host.)
  *
+ * ACME profiles (draft-ietf-acme-profiles): Pebble 2.4 has none either. With `profiles`
+ * set, the proxy simulates the protocol half of a CA that has them: the directory's
+ * `meta.profiles` lists them, a newOrder asking for another profile is answered 400
+ * `invalidProfile` (not forwarded), and the order objects of an order placed with a
+ * profile (newOrder, order and finalize answers) carry `profile`, as the draft says a CA
+ * that accepted it responds. What it cannot simulate is the profile's effect on the
+ * certificate: Pebble issues every certificate with one validity
+ * (`certificateValidityPeriod`) and one set of extensions, whatever the order asked for;
+ * a test of a "shortlived" profile sets Pebble's validity to match. Without `profiles`
+ * the field is forwarded and Pebble ignores it, as a CA without the extension would.
+ *
  * The proxy's TLS certificate (IP SAN 127.0.0.1) comes from a throwaway CA made here;
  * `caPem` is what an AcmeClient must trust. Pebble's own HTTPS CA is trusted only by the
  * proxy's upstream agent.
@@ -51,6 +62,8 @@ export interface ProxyWindow {
 export interface RecordedNewOrder {
   identifiers: Array<{ type: string; value: string }>;
   replaces?: string;
+  /** The `profile` field (draft-ietf-acme-profiles), when the order asked for one. */
+  profile?: string;
   /** The whole decoded payload, for fields not named above. */
   payload: Record<string, unknown>;
   /** Pebble's HTTP status for it (201: created; 400 badNonce, ...); undefined until it answered. */
@@ -75,6 +88,12 @@ export interface AcmeProxyOptions {
    * problem, as an unknown certificate).
    */
   defaultWindow?: ProxyWindow | ((certId: string) => ProxyWindow | undefined);
+  /**
+   * ACME profiles to advertise (name → description) in the directory's `meta.profiles`;
+   * a newOrder asking for another one is refused with `invalidProfile`. Default none
+   * (Pebble 2.4's directory, unchanged). See the module comment for what is simulated.
+   */
+  profiles?: Record<string, string>;
 }
 
 export interface AcmeProxy {
@@ -114,6 +133,7 @@ export interface AcmeProxy {
 }
 
 const RENEWAL_INFO_PATH = '/renewal-info';
+const PROBLEM_INVALID_PROFILE = 'urn:ietf:params:acme:error:invalidProfile';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade', 'te', 'trailer']);
 
 /** Starts the proxy in front of a running Pebble; resolves once it listens. */
@@ -132,6 +152,8 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
   const orders: RecordedNewOrder[] = [];
   const downloads: DownloadedCertificate[] = [];
   const problemCounts: Record<string, number> = {};
+  // Paths of order and finalize URLs whose answers carry the order's profile.
+  const orderProfiles = new Map<string, string>();
   const defaultRetryAfter = opts.retryAfter ?? '21600';
   let hold: ((req: { method: string; path: string }) => boolean) | undefined;
   let heldTotal = 0;
@@ -177,6 +199,15 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
       }
       const recorded = req.method === 'POST' && path === newOrderPath ? decodeNewOrder(body) : undefined;
       if (recorded) orders.push(recorded);
+      if (recorded?.profile !== undefined && opts.profiles !== undefined && !(recorded.profile in opts.profiles)) {
+        // As a CA with profiles answers (draft-ietf-acme-profiles §4); Pebble never sees it.
+        recorded.status = 400;
+        problemCounts[PROBLEM_INVALID_PROFILE] = (problemCounts[PROBLEM_INVALID_PROFILE] ?? 0) + 1;
+        res
+          .writeHead(400, { 'content-type': 'application/problem+json' })
+          .end(JSON.stringify({ type: PROBLEM_INVALID_PROFILE, detail: `profile "${recorded.profile}" is not offered (offered: ${Object.keys(opts.profiles).join(', ')})`, status: 400 }));
+        return;
+      }
       const headers: http.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) headers[k] = v;
       // Host stays the client's (127.0.0.1:<proxy port>): see the module comment.
@@ -217,6 +248,19 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
         }
         const outHeaders: http.OutgoingHttpHeaders = {};
         for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) outHeaders[k] = v;
+        const echo = recorded?.profile ?? (req.method === 'POST' ? orderProfiles.get(path) : undefined);
+        if (opts.profiles !== undefined && echo !== undefined && String(ur.headers['content-type'] ?? '').startsWith('application/json')) {
+          void readBody(ur).then((raw) => {
+            const order = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+            order['profile'] = echo;
+            const location = ur.headers['location'];
+            if (recorded && typeof location === 'string') orderProfiles.set(new URL(location, origin).pathname, echo);
+            if (typeof order['finalize'] === 'string') orderProfiles.set(new URL(order['finalize'], origin).pathname, echo);
+            delete outHeaders['content-length'];
+            res.writeHead(ur.statusCode ?? 502, outHeaders).end(JSON.stringify(order));
+          });
+          return;
+        }
         if (req.method === 'GET' && path === upstream.pathname && (ur.statusCode ?? 0) === 200) {
           void readBody(ur).then((raw) => {
             const dir = rewriteDirectory(raw, upstream.origin, origin);
@@ -284,6 +328,10 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
     const dir = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
     for (const [k, v] of Object.entries(dir)) if (typeof v === 'string' && v.startsWith(from)) dir[k] = to + v.slice(from.length);
     dir['renewalInfo'] = `${to}${RENEWAL_INFO_PATH}`;
+    if (opts.profiles !== undefined) {
+      const meta = typeof dir['meta'] === 'object' && dir['meta'] !== null ? (dir['meta'] as Record<string, unknown>) : {};
+      dir['meta'] = { ...meta, profiles: { ...opts.profiles } };
+    }
     return JSON.stringify(dir, null, 2);
   }
 }
@@ -316,6 +364,7 @@ function decodeNewOrder(body: Buffer): RecordedNewOrder {
   return {
     identifiers,
     ...(typeof payload['replaces'] === 'string' ? { replaces: payload['replaces'] } : {}),
+    ...(typeof payload['profile'] === 'string' ? { profile: payload['profile'] } : {}),
     payload,
   };
 }

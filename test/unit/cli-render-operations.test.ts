@@ -34,6 +34,7 @@ function version(v: number, over: Partial<pb.CertificateVersion__Output> = {}): 
     notAfter: '2026-05-29T00:00:00Z',
     issuedAt: '2026-02-28T00:00:05Z',
     keyType: 'ecdsa-p256',
+    profile: '',
     ...over,
   };
 }
@@ -95,6 +96,7 @@ void test('show prints every fact as an aligned key: value line, schedule and re
       '  fingerprint:    abcdef012345',
       '  not before:     2026-02-28 00:00:00Z',
       '  not after:      2026-05-29 00:00:00Z (in 88d)',
+      '  profile:        -',
       'desired version:  3',
       'pinned version:   -',
       'revoked:          -',
@@ -127,11 +129,12 @@ void test('show names a budget deferral, a failure backoff, a pin, the ARI windo
   assert.match(out, /^desired version: {2}2$/m);
   assert.match(out, /^pinned version: {3}2 \(certfleet release web to unpin\)$/m);
   assert.match(out, /^ari window: {7}2026-03-29 00:00:00Z \.\. 2026-03-31 00:00:00Z$/m);
+  assert.match(renderCertificate(show({ summary: { ...show().summary!, current: version(3, { profile: 'shortlived' }) } }), NOW), /^ {2}profile: {8}shortlived$/m);
   assert.match(out, /^deferred until: {3}2026-03-01 17:00:00Z \(in 5h\): budget certs-per-domain:example\.test is empty$/m);
   assert.match(out, /^backoff until: {4}2026-03-01 12:05:00Z \(in 5m\) after 3 failures$/m);
   // A line break or escape sequence from the controller cannot break the block or reach the terminal.
   assert.match(out, /^last error: {7}ACME_RATE_LIMITED: too many certificates\?\[2J$/m);
-  assert.equal(out.split('\n').length, 19);
+  assert.equal(out.split('\n').length, 20);
 });
 
 void test('show of a certificate never issued keeps every key, with "-" values', () => {
