@@ -41,7 +41,7 @@ import { createOperations } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
 import { fromReport, Notifier, type CertificateLife } from './notifications/index.js';
 import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
-import { openStore, type CertStore } from './store/index.js';
+import { lockFileStore, openStore, type CertStore } from './store/index.js';
 import { componentLogger, LogKey } from '../shared/log/index.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
@@ -226,8 +226,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
   try {
     // Modules that bind their own component (store, acme, enroll, access, natsauth, spool,
     // dns01) get the root logger: a second `component` in one line is noise.
-    const store = await openStore(storeConfigOf(cfg), log, clock);
+    const storeConfig = storeConfigOf(cfg);
+    const store = await openStore(storeConfig, log, clock);
     cleanups.push(() => store.close());
+    if (storeConfig.type === 'file') {
+      // One controller per file store: a second one refuses to start, naming the first.
+      const lock = lockFileStore(storeConfig.path, new Date(clock.now()));
+      cleanups.push(() => Promise.resolve(lock.release()));
+    }
 
     const ca = await loadOrCreateControllerCa(store, clock.now());
     const operators = new OperatorRegistry(store, clock, log);

@@ -24,6 +24,7 @@ import { VaultStore, type VaultAuth } from './vault.js';
 
 export { FileStore, type FileStoreOptions } from './file.js';
 export { ObjectKey, ObjectPrefix } from './objects.js';
+export { lockFileStore, LOCK_FILE, type StoreLock } from './lock.js';
 export { VaultStore, DEFAULT_MAX_VERSIONS, VAULT_PATH_PATTERN, type VaultAuth, type VaultStoreOptions } from './vault.js';
 export {
   OBJECT_KEY_PATTERN,
