@@ -293,7 +293,8 @@ export class Issuer {
       const info = parseCertificate(certPem);
       const meta: VersionMeta = {
         name: req.name,
-        version: 0,
+        // Never stored; any valid number will do for the agent's bundle check.
+        version: 1,
         serial: info.serial,
         fingerprint: info.fingerprint,
         names: info.names,
