@@ -109,10 +109,11 @@ void test('the check table has one row per check and a last line naming every fa
 void test('a dry run opens the staging account once, reports the rehearsal steps after it, and names a failed step', async () => {
   const clock = new ManualClock(Date.UTC(2026, 2, 1));
   let opens = 0;
-  let fail: CertfleetError | undefined;
+  const state: { fail?: CertfleetError } = {};
   const rehearser: Rehearser = {
     rehearse(req, onStep) {
       onStep({ step: 'order', identifier: '', ok: true, durationMs: 7, detail: `order for ${req.names.join(', ')}` });
+      const fail = state.fail;
       if (fail) {
         onStep({ step: 'authorization', identifier: 'example.test', ok: false, durationMs: 3, detail: `${fail.code}: ${fail.message}` });
         return Promise.reject(fail);
@@ -131,7 +132,7 @@ void test('a dry run opens the staging account once, reports the rehearsal steps
     ['order', true, 'order for www.example.test, example.test'],
   ]);
   assert.equal(first.serial, '0a');
-  fail = new CertfleetError(ErrorCode.ChallengeNotServed, 'not served by edge-b');
+  state.fail = new CertfleetError(ErrorCode.ChallengeNotServed, 'not served by edge-b');
   const second = await dryRun(WEB, staging, clock);
   assert.equal(opens, 1, 'the account is opened once');
   assert.equal(second.ok, false);
@@ -199,7 +200,7 @@ void test('check: every selected agent is asked for a synthetic challenge; one t
       return Promise.resolve(address === '127.0.0.2:80' && r ? { status: 200, body: r.keyAuthorization } : { status: 404, body: '' });
     },
   });
-  const running = checkCertificate({ ...WEB, names: ['www.example.test'] } as CertificateConfig, { http01: solver }, clock);
+  const running = checkCertificate({ ...WEB, names: ['www.example.test'] }, { http01: solver }, clock);
   let finished = false;
   void running.then(() => (finished = true));
   assert.ok(await clock.runUntil(() => finished, 5000), 'the check ends at the self-check timeout');
@@ -222,6 +223,6 @@ void test('check: every selected agent is asked for a synthetic challenge; one t
 void test('check: a selector that selects no agent is one failed check', async () => {
   const clock = new ManualClock(Date.UTC(2026, 2, 1));
   const solver = new Http01Solver({ board: new MemoryBoard(), responders: () => [], clock, log: silentLogger(), selfCheckTimeoutMs: 1000 });
-  const checks = await checkCertificate({ ...WEB, names: ['www.example.test'] } as CertificateConfig, { http01: solver }, clock);
+  const checks = await checkCertificate({ ...WEB, names: ['www.example.test'] }, { http01: solver }, clock);
   assert.deepEqual(checks.map((c) => [c.identifier, c.agent, c.ok, c.detail]), [['www.example.test', '', false, 'no enrolled agent matches "role=web"']]);
 });
