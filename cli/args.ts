@@ -24,6 +24,12 @@ export interface OperatorOptions {
   timeoutMs: number;
 }
 
+/**
+ * Default deadline of `renew --dry-run` and `check`: a whole issuance against the staging
+ * CA, or DNS propagation per name, takes minutes, not the 10 s of a read.
+ */
+export const LONG_TIMEOUT_MS = 15 * 60_000;
+
 /** Default bound of `--wait` (`--wait-timeout`). */
 export const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
 
@@ -54,6 +60,10 @@ export type Invocation =
   | { command: 'show' | 'history'; name: string; json: boolean; operator: OperatorOptions }
   | { command: 'release'; name: string; json: boolean; wait?: WaitOptions; operator: OperatorOptions }
   | { command: 'renew'; name: string; cancel: boolean; json: boolean; wait?: WaitOptions; operator: OperatorOptions }
+  /** `renew NAME --dry-run`: rehearse against the staging CA. */
+  | { command: 'renew'; name: string; dryRun: true; json: boolean; operator: OperatorOptions }
+  /** `check [NAME]`: undefined name: every certificate. */
+  | { command: 'check'; name: string | undefined; json: boolean; operator: OperatorOptions }
   | {
       command: 'rollback';
       name: string;
@@ -142,7 +152,8 @@ const COMMAND_OPTIONS: Record<CommandName, Record<string, OptionSpec>> = {
   agents: { json: { type: 'boolean' } },
   show: { json: { type: 'boolean' } },
   history: { json: { type: 'boolean' } },
-  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
+  renew: { json: { type: 'boolean' }, cancel: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' }, 'dry-run': { type: 'boolean' } },
+  check: { json: { type: 'boolean' } },
   rollback: { json: { type: 'boolean' }, to: { type: 'string' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
   release: { json: { type: 'boolean' }, wait: { type: 'boolean' }, 'wait-timeout': { type: 'string' } },
   // `--version N` here is the version to revoke; the global `--version` (print the
@@ -182,6 +193,7 @@ const COMMAND_WORDS = new Set([
   'show',
   'history',
   'renew',
+  'check',
   'rollback',
   'release',
   'revoke',
@@ -270,9 +282,9 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
     }
     return { wait: { timeoutMs: limit === undefined ? DEFAULT_WAIT_TIMEOUT_MS : positiveDuration(String(limit), '--wait-timeout', command) } };
   };
-  const operator = (): OperatorOptions => ({
+  const operator = (defaultTimeoutMs = DEFAULT_TIMEOUT_MS): OperatorOptions => ({
     credentialsFile: nonEmpty(v['credentials'], '--credentials', command),
-    timeoutMs: v['timeout'] === undefined ? DEFAULT_TIMEOUT_MS : timeoutMs(String(v['timeout']), command),
+    timeoutMs: v['timeout'] === undefined ? defaultTimeoutMs : timeoutMs(String(v['timeout']), command),
   });
 
   switch (command) {
@@ -323,8 +335,16 @@ export function parseCommandLine(rawArgv: readonly string[]): Invocation {
       return { command, name: certName(args, command), json: v['json'] === true, ...wait(), operator: operator() };
     case 'renew': {
       const name = certName(args, command);
+      if (v['dry-run'] === true) {
+        if (v['cancel'] === true || v['wait'] === true || v['wait-timeout'] !== undefined) throw usageError('--dry-run goes alone (no --cancel, --wait or --wait-timeout)', command);
+        return { command, name, dryRun: true, json: v['json'] === true, operator: operator(LONG_TIMEOUT_MS) };
+      }
       if (v['cancel'] === true && v['wait'] === true) throw usageError('give either --cancel or --wait, not both', command);
       return { command, name, cancel: v['cancel'] === true, json: v['json'] === true, ...wait(), operator: operator() };
+    }
+    case 'check': {
+      if (args.length > 1) throw usageError(`unexpected argument '${args[1] ?? ''}'`, command);
+      return { command, name: args.length === 0 ? undefined : certName(args, command), json: v['json'] === true, operator: operator(LONG_TIMEOUT_MS) };
     }
     case 'rollback': {
       const name = certName(args, command);

@@ -28,6 +28,8 @@ export interface OperatorClient {
   revokeOperator(req: pb.RevokeOperatorRequest): Promise<pb.RevokeOperatorResponse__Output>;
   setOperatorRole(req: pb.SetOperatorRoleRequest): Promise<pb.SetOperatorRoleResponse__Output>;
   removeAgent(req: pb.RemoveAgentRequest): Promise<pb.RemoveAgentResponse__Output>;
+  dryRun(req: pb.DryRunRequest): Promise<pb.DryRunResponse__Output>;
+  checkChallenges(req: pb.CheckChallengesRequest): Promise<pb.CheckChallengesResponse__Output>;
   close(): void;
 }
 
@@ -81,6 +83,8 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
     revokeOperator: (req) => call((md, opts, cb) => client.revokeOperator(req, md, opts, cb)),
     setOperatorRole: (req) => call((md, opts, cb) => client.setOperatorRole(req, md, opts, cb)),
     removeAgent: (req) => call((md, opts, cb) => client.removeAgent(req, md, opts, cb)),
+    dryRun: (req) => call((md, opts, cb) => client.dryRun(req, md, opts, cb)),
+    checkChallenges: (req) => call((md, opts, cb) => client.checkChallenges(req, md, opts, cb)),
     close: () => client.close(),
   };
 }

@@ -35,6 +35,9 @@ import {
   renderAgentRemoved,
   renderOperators,
   renderWhoAmI,
+  renderDryRun,
+  renderChecks,
+  checkTarget,
 } from './render.js';
 import type { CliIo } from './run.js';
 import type { CommandName } from './usage.js';
@@ -97,7 +100,10 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
       out(resp, () => renderHistory(resp, io.now(), { color }));
       return;
     }
+    case 'check':
+      return checkCommand(inv, client, io, color);
     case 'renew': {
+      if ('dryRun' in inv) return dryRunCommand(inv, client, io, color);
       // --wait: the failure count before the request, so a failure during it is seen.
       const failures = inv.wait === undefined ? 0 : (await client.showCertificate({ name: inv.name })).failures;
       const resp = await client.renewCertificate({ name: inv.name, cancel: inv.cancel });
@@ -228,6 +234,40 @@ async function waitAndReport(resp: object, target: WaitTarget, wait: WaitOptions
 }
 
 /** An error code the controller sent as text, when it is one of ours. */
+/**
+ * `renew NAME --dry-run`: prints the steps (or the response as JSON); a failed rehearsal
+ * then fails the command with the failed step's code, on stderr, after the output.
+ */
+async function dryRunCommand(inv: Extract<OperatorInvocation, { dryRun: true }>, client: OperatorClient, io: CliIo, color: boolean): Promise<void> {
+  const resp = await client.dryRun({ name: inv.name });
+  io.stdout.write(inv.json ? renderJson(resp) : renderDryRun(resp, { color }));
+  if (!resp.ok) {
+    const failed = resp.steps.find((s) => !s.ok);
+    throw new CertfleetError(knownCode(resp.errorCode), `${inv.name}: dry run failed at ${failed?.step ?? 'a step'}${failed?.identifier ? ` (${failed.identifier})` : ''}: ${resp.error}`, {
+      details: { step: failed?.step ?? '' },
+    });
+  }
+}
+
+/** `check [NAME]`: prints every check; any failed one fails the command, naming them. */
+async function checkCommand(inv: Extract<OperatorInvocation, { command: 'check' }>, client: OperatorClient, io: CliIo, color: boolean): Promise<void> {
+  const resp = await client.checkChallenges({ name: inv.name ?? '' });
+  io.stdout.write(inv.json ? renderJson(resp) : renderChecks(resp, { color }));
+  const failed = resp.checks.filter((c) => !c.ok);
+  if (failed.length > 0) {
+    const first = failed[0];
+    // The code of the first failure: what a real challenge would have failed with.
+    const code = first?.check === 'dns-01' ? knownCodeOr(/^([A-Z_]+):/.exec(first.detail)?.[1] ?? '', ErrorCode.DnsProviderFailed) : ErrorCode.ChallengeNotServed;
+    throw new CertfleetError(code, `${failed.length} of ${resp.checks.length} challenge checks failed: ${failed.map(checkTarget).join(', ')}`, {
+      details: { failed: failed.map(checkTarget) },
+    });
+  }
+}
+
+function knownCodeOr(text: string, fallback: ErrorCode): ErrorCode {
+  return (Object.values(ErrorCode) as string[]).includes(text) ? (text as ErrorCode) : fallback;
+}
+
 function knownCode(text: string): ErrorCode {
   return (Object.values(ErrorCode) as string[]).includes(text) ? (text as ErrorCode) : ErrorCode.Internal;
 }

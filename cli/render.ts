@@ -647,3 +647,61 @@ export function renderSigningKeys(ring: ReadonlyArray<{ keyId: string; state: st
 export function renderJson(resp: unknown): string {
   return JSON.stringify(resp, null, 2) + '\n';
 }
+
+// ---- dry run and check ----
+
+/** A step's time: "850ms" under a second, "1.2s" under two minutes, else {@link formatDuration}. */
+export function formatStepTime(ms: number): string {
+  if (ms < SECOND) return `${Math.max(0, Math.round(ms))}ms`;
+  if (ms < 2 * MINUTE) return `${(Math.floor(ms / 100) / 10).toFixed(1)}s`;
+  return formatDuration(ms);
+}
+
+/**
+ * `renew NAME --dry-run`: the staging CA, one row per step (STEP, IDENTIFIER, TIME,
+ * RESULT, DETAIL), then one line saying what came of it and that nothing was kept.
+ */
+export function renderDryRun(resp: pb.DryRunResponse__Output, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  const rows = resp.steps.map((s) => [
+    cell(s.step, undefined, color),
+    cell(s.identifier || '-', undefined, color),
+    cell(formatStepTime(s.durationMs), undefined, color),
+    cell(s.ok ? 'ok' : 'FAILED', s.ok ? 'green' : 'red', color),
+    cell(oneLine(s.detail), undefined, color),
+  ]);
+  const head = `${resp.name}: dry run against ${resp.directoryUrl}\n`;
+  const end = resp.ok
+    ? `${resp.name}: dry run succeeded in ${formatStepTime(resp.durationMs)}: staging certificate serial ${resp.serial}, notAfter ${resp.notAfter}; nothing stored, published or charged\n`
+    : `${resp.name}: dry run FAILED${resp.errorCode === '' ? '' : ` (${resp.errorCode})`}: ${oneLine(resp.error)}; nothing stored, published or charged\n`;
+  return `${head}${table(['STEP', 'IDENTIFIER', 'TIME', 'RESULT', 'DETAIL'], rows)}${end}`;
+}
+
+/**
+ * `check [NAME]`: one row per check (CERTIFICATE, CHECK, IDENTIFIER, AGENT, RESULT,
+ * DETAIL), then "N checks, all passed" or "F of N checks failed" naming what failed.
+ */
+export function renderChecks(resp: pb.CheckChallengesResponse__Output, opts: RenderOptions = {}): string {
+  const color = opts.color === true;
+  const rows = resp.checks.map((c) => [
+    cell(c.certificate, undefined, color),
+    cell(c.check, undefined, color),
+    cell(c.identifier || '-', undefined, color),
+    cell(c.agent || '-', undefined, color),
+    cell(c.ok ? 'ok' : 'FAILED', c.ok ? 'green' : 'red', color),
+    cell(oneLine(c.detail), undefined, color),
+  ]);
+  const failed = resp.checks.filter((c) => !c.ok);
+  const total = resp.checks.length;
+  if (total === 0) return 'no certificates to check\n';
+  const end =
+    failed.length === 0
+      ? `${total} check${total === 1 ? '' : 's'}, all passed\n`
+      : `${failed.length} of ${total} check${total === 1 ? '' : 's'} failed: ${failed.map(checkTarget).join(', ')}\n`;
+  return `${table(['CERTIFICATE', 'CHECK', 'IDENTIFIER', 'AGENT', 'RESULT', 'DETAIL'], rows)}${end}`;
+}
+
+/** "web http-01 www.example.test on edge-b": what a failed check was about. */
+export function checkTarget(c: pb.ChallengeCheck__Output): string {
+  return `${c.certificate} ${c.check} ${c.identifier || '(no names)'}${c.agent === '' ? '' : ` on ${c.agent}`}`;
+}

@@ -159,6 +159,7 @@ async function execute(inv: Invocation, io: CliIo): Promise<number> {
     case 'show':
     case 'history':
     case 'renew':
+    case 'check':
     case 'rollback':
     case 'release':
     case 'revoke':

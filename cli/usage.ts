@@ -15,6 +15,7 @@ export type CommandName =
   | 'show'
   | 'history'
   | 'renew'
+  | 'check'
   | 'rollback'
   | 'release'
   | 'revoke'
@@ -61,6 +62,8 @@ Operator commands (talk to the controller over mutual TLS):
   history NAME [--json]                 every stored version and the agents serving it
   renew NAME [--cancel | --wait] [--json]
                                         renew now, durably (clears the backoff; budgets apply)
+  renew NAME --dry-run [--json]         rehearse the whole issuance against the staging CA; keep nothing
+  check [NAME] [--json]                 prove each challenge path works now, without ordering
   rollback NAME [--to N] [--wait] [--json]
                                         serve an older version again and pin it there
   release NAME [--wait] [--json]        remove a rollback pin: the newest version is served again
@@ -87,8 +90,8 @@ Migration (offline, on the controller's machine):
   import-certbot DIR --config FILE --agents SELECTOR [--out FILE] [--dry-run] [--force]
                                         take over certbot's certificates without re-issuing
 
-Roles: viewer reads; operator also renews, rolls back, releases and revokes; admin also creates
-tokens, removes agents and manages operators (docs/security.md).
+Roles: viewer reads; operator also renews, dry-runs, checks, rolls back, releases and
+revokes; admin also creates tokens, removes agents and manages operators (docs/security.md).
 
 ${GLOBAL_OPTIONS}
 
@@ -238,6 +241,7 @@ Options:
   --json   print the response as JSON
 `,
   renew: `Usage: certfleet renew NAME [--cancel | --wait [--wait-timeout DURATION]] [--json]
+       certfleet renew NAME --dry-run [--json]
 
 Asks the controller to renew the certificate at its next pass, even if it is not
 due: clears a failure backoff. The request is kept by the controller until a
@@ -253,7 +257,28 @@ Options:
   --wait                    follow it until every selected agent serves the new version;
                             exit 1 with the failed step's code (issue, budget, install)
   --wait-timeout DURATION   give up waiting after this long (default 10m; WAIT_TIMEOUT)
+  --dry-run                 instead: rehearse the whole issuance (account, order, each
+                            challenge through the agents or DNS, finalize, download,
+                            cleanup) against the staging CA (acme.staging) and print each
+                            step and its time; nothing is stored, published or charged to
+                            the budgets. Exit 1 with the failed step's code. Default
+                            --timeout 15m.
   --json                    print the response as JSON
+`,
+  check: `Usage: certfleet check [NAME] [--json]
+
+Checks, for every certificate (or NAME), that its challenge path works right now,
+without ordering anything. HTTP-01: a synthetic challenge is published and every
+agent the certificate selects must serve it (an offline agent fails the check);
+then it is withdrawn. DNS-01: a TXT record with a random value is written at
+_acme-challenge.<name> through the provider a real challenge would use, must show
+on every authoritative server, and is removed. One row per check; exit 1 when any
+fails, naming it. Default --timeout 15m.
+
+Needs role operator or admin.
+
+Options:
+  --json   print the response as JSON
 `,
   rollback: `Usage: certfleet rollback NAME [--to N] [--wait [--wait-timeout DURATION]] [--json]
 
@@ -356,7 +381,7 @@ controller signs a request for it. Hand FILE over privately. Needs role admin.
 
 Roles:
   viewer     status, certs, agents, show, history, events, budgets, whoami
-  operator   also renew, rollback, release, revoke
+  operator   also renew (and renew --dry-run), check, rollback, release, revoke
   admin      also token create, agent removal, operators
 
 Options:

@@ -37,7 +37,7 @@ import { certificateSerial, issueOperatorCertificate, issueServerCertificate, lo
 import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/index.js';
 import { RecordSigner } from './signing/index.js';
 import { Reconciler } from './reconcile/index.js';
-import { createOperations } from './operator/index.js';
+import { createOperations, lazyStaging, type StagingCa } from './operator/index.js';
 import { startMetricsServer } from './metrics/index.js';
 import { fromReport, Notifier, type CertificateLife } from './notifications/index.js';
 import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
@@ -391,7 +391,31 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const onAgentRemoved = async (name: string): Promise<void> => {
       await natsAccess?.revokeAgentNatsUser(name);
     };
-    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, acme, enrollment, events, budget, clock, ca, operators, onAgentRemoved });
+    // `renew --dry-run`: the staging account is opened on the first dry run, not at start
+    // (a staging CA that is down must not stop the controller).
+    const stagingCfg = cfg.acme.staging;
+    const staging: StagingCa | undefined =
+      stagingCfg === undefined
+        ? undefined
+        : lazyStaging(stagingCfg.directoryUrl, async () => {
+            const client = await openAcmeAccount({
+              directoryUrl: stagingCfg.directoryUrl,
+              caPem: stagingCfg.caFile === undefined ? undefined : readFileOrConfigError(stagingCfg.caFile, 'acme.staging.caFile'),
+              email: cfg.acme.email,
+              store,
+              clock,
+              log,
+              pollTimeoutMs: cfg.http01.validationTimeout,
+            });
+            cleanups.push(() => Promise.resolve(client.close()));
+            // The same solvers as real issuances; no onEvent: a rehearsal announces nothing.
+            return new Issuer({ acme: client, store, spool, http01: solver, ...(dns01 ? { dns01 } : {}), clock, log: componentLogger(log, 'dry-run') });
+          });
+    const operations = createOperations({
+      cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, acme, enrollment, events, budget, clock, ca, operators, onAgentRemoved,
+      staging,
+      challenges: { http01: solver, dns01 },
+    });
 
     const api: ApiServer = await startApiServer({
       listen: splitHostPort(cfg.api.listen),

@@ -50,6 +50,8 @@ export const REQUIRED_ROLE = {
   // Like renew and rollback, an incident action: the on-call operator must be able to
   // revoke a compromised key without an admin (docs/operations.md).
   RevokeCertificate: 'operator',
+  DryRun: 'operator',
+  CheckChallenges: 'operator',
   CreateEnrollmentToken: 'admin',
   RemoveAgent: 'admin',
   CreateOperator: 'admin',
@@ -100,6 +102,8 @@ const METHOD_WORDS: Record<OperatorMethod, string> = {
   Rollback: 'roll certificates back',
   Release: 'release rollback pins',
   RevokeCertificate: 'revoke certificates',
+  DryRun: 'rehearse issuances against the staging CA',
+  CheckChallenges: 'check challenge paths',
   CreateEnrollmentToken: 'create enrolment tokens',
   RemoveAgent: 'remove agents',
   CreateOperator: 'create operators',

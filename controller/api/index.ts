@@ -119,6 +119,10 @@ export interface OperatorBackend {
   setOperatorRole(name: string, role: string, actor: string): Promise<{ operator: pb.Operator; previousRole: string }>;
   /** Removes agent `name` from the fleet on behalf of admin `actor` (idempotent). NOT_FOUND when it never enrolled. */
   removeAgent(name: string, actor: string): Promise<pb.RemoveAgentResponse>;
+  /** Rehearses an issuance of `name` against the staging CA for `actor`; CONFIG_INVALID without `acme.staging`. */
+  dryRun(name: string, actor: string): Promise<pb.DryRunResponse>;
+  /** Checks the challenge path of `name`, or of every certificate when ''. */
+  checkChallenges(name: string): Promise<pb.CheckChallengesResponse>;
 }
 
 export interface ApiServerOptions {
@@ -488,6 +492,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const res = await opts.operators.removeAgent(call.request.name, id.name);
       log.info({ operator: id.name, [LogKey.agent]: call.request.name, alreadyRemoved: res.alreadyRemoved }, 'agent removed');
       return res;
+    }),
+    DryRun: unary(log, 'DryRun', async (call: grpc.ServerUnaryCall<pb.DryRunRequest__Output, pb.DryRunResponse>) => {
+      const id = await operatorCaller(call, opts.auth, 'DryRun');
+      const res = await opts.operators.dryRun(requireName(call.request.name), id.name);
+      log.info({ operator: id.name, [LogKey.cert]: call.request.name, ok: res.ok }, 'dry run');
+      return res;
+    }),
+    CheckChallenges: unary(log, 'CheckChallenges', async (call: grpc.ServerUnaryCall<pb.CheckChallengesRequest__Output, pb.CheckChallengesResponse>) => {
+      await operatorCaller(call, opts.auth, 'CheckChallenges');
+      return opts.operators.checkChallenges(call.request.name);
     }),
   };
 

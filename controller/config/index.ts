@@ -213,6 +213,18 @@ export const controllerConfigSchema = z
         .optional(),
       /** PEM bundle trusted for the directory's HTTPS instead of the system store (test CAs such as Pebble). */
       caFile: z.string().min(1).optional(),
+      /**
+       * A second CA to rehearse against (`certfleet renew NAME --dry-run`): its own ACME
+       * account, opened on the first dry run; nothing it issues is stored or published.
+       */
+      staging: z
+        .strictObject({
+          /** The staging CA's ACME directory URL. */
+          directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
+          /** PEM bundle trusted for the staging directory's HTTPS instead of the system store. */
+          caFile: z.string().min(1).optional(),
+        })
+        .optional(),
       /** Must be true: you agree to the CA's terms of service. */
       termsOfServiceAgreed: z.literal(true, { error: 'must be true: certfleet registers an ACME account only when you agree to the CA terms of service' }),
     }),
@@ -349,6 +361,7 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
       ...cfg.acme,
       ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }),
       ...(cfg.acme.eab?.hmacKeyFile === undefined ? {} : { eab: { ...cfg.acme.eab, hmacKeyFile: abs(cfg.acme.eab.hmacKeyFile) } }),
+      ...(cfg.acme.staging?.caFile === undefined ? {} : { staging: { ...cfg.acme.staging, caFile: abs(cfg.acme.staging.caFile) } }),
     },
     nats: {
       ...resolveNatsPaths(cfg.nats, abs),

@@ -19,7 +19,7 @@
  * dropped without a certificate (issue #8: two kills mid-order charged it three times).
  */
 import type { Logger } from 'pino';
-import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
+import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { Clock } from '../../shared/clock/index.js';
 import { isoAt } from '../../shared/clock/index.js';
 import type { ChallengeRecord, KeyType, VersionMeta } from '../../shared/model/index.js';
@@ -29,7 +29,7 @@ import { createCsr, generateKey, PROBLEM_ALREADY_REPLACED, type AcmeClient, type
 import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
-import type { Dns01Solver } from '../solvers/dns01/index.js';
+import { dns01Value, type Dns01Solver } from '../solvers/dns01/index.js';
 import type { Spend } from '../budget/index.js';
 import { LogKey } from '../../shared/log/index.js';
 import { sameNameSet } from '../names/index.js';
@@ -82,6 +82,30 @@ export type IssuerEvent =
   | { type: 'ordered'; cert: string; order: string; resumed: boolean }
   | { type: 'issued'; cert: string; meta: VersionMeta }
   | { type: 'spooled'; cert: string; serial: string; reason: string };
+
+/** One step of a rehearsal ({@link Issuer.rehearse}), as it ended. */
+export interface RehearsalStep {
+  /** `order`, `authorization`, `finalize`, `download` or `cleanup`. */
+  step: string;
+  /** The identifier an authorization step is for; '' for the others. */
+  identifier: string;
+  ok: boolean;
+  /** Since the previous step ended (the first: since the rehearsal began), on the issuer's clock. */
+  durationMs: number;
+  detail: string;
+}
+
+/** What a rehearsal was issued; kept nowhere. */
+export interface RehearsalResult {
+  order: string;
+  serial: string;
+  fingerprint: string;
+  notAfter: string;
+  names: string[];
+}
+
+/** Told when an authorization starts being answered and when the CA found it valid. */
+type AuthzProgress = (identifier: string, phase: 'start' | 'valid') => void;
 
 export interface IssuerOptions {
   acme: AcmeClient;
@@ -257,6 +281,80 @@ export class Issuer {
     return issued;
   }
 
+  /**
+   * A dry run: the whole issuance of `req` (new key, order, every challenge through the
+   * same solvers, finalize, download, the bundle check) with nothing kept — no pending
+   * order record, no version, no charge, no `onEvent`. Used with a client of a staging
+   * CA. Each step is told to `onStep` as it ends; a failed step is told with `ok: false`
+   * and the error rethrown after the `cleanup` step, which checks that no challenge
+   * record of the order is left on the board or in the DNS-01 journal.
+   */
+  async rehearse(req: IssueRequest, onStep: (step: RehearsalStep) => void): Promise<RehearsalResult> {
+    const log = this.opts.log.child({ [LogKey.cert]: req.name });
+    let t = this.opts.clock.now();
+    const done = (step: string, identifier: string, ok: boolean, detail: string): void => {
+      const at = this.opts.clock.now();
+      onStep({ step, identifier, ok, durationMs: Math.max(0, at - t), detail });
+      t = at;
+    };
+    let current = { step: 'order', identifier: '' };
+    let order: AcmeOrder | undefined;
+    try {
+      const keyPem = await generateKey(req.keyType);
+      order = await this.opts.acme.placeOrder(req.names);
+      log.info({ [LogKey.order]: order.url }, 'dry-run order placed');
+      done('order', '', true, `${order.url} (${order.authorizations.length} authorization${order.authorizations.length === 1 ? '' : 's'})`);
+      await this.authorize(req, order, log, (identifier, phase) => {
+        if (phase === 'start') current = { step: 'authorization', identifier };
+        else done('authorization', identifier, true, `${req.challenge} valid`);
+      });
+      current = { step: 'finalize', identifier: '' };
+      const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
+      done('finalize', '', true, `order ${finalized.status}`);
+      current = { step: 'download', identifier: '' };
+      const { certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized);
+      const info = parseCertificate(certPem);
+      const meta: VersionMeta = {
+        name: req.name,
+        // Never stored; any valid number will do for the agent's bundle check.
+        version: 1,
+        serial: info.serial,
+        fingerprint: info.fingerprint,
+        names: info.names,
+        notBefore: info.notBefore.toISOString(),
+        notAfter: info.notAfter.toISOString(),
+        issuedAt: isoAt(this.opts.clock.now()),
+        keyType: req.keyType,
+      };
+      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names] });
+      done('download', '', true, `serial ${meta.serial}, notAfter ${meta.notAfter}, names ${meta.names.join(', ')}`);
+      await this.rehearsalCleanup(req, order, done);
+      return { order: order.url, serial: meta.serial, fingerprint: meta.fingerprint, notAfter: meta.notAfter, names: meta.names };
+    } catch (err) {
+      const cf = toCertfleetError(err);
+      done(current.step, current.identifier, false, `${cf.code}: ${cf.message}`);
+      if (order) await this.rehearsalCleanup(req, order, done);
+      throw err;
+    }
+  }
+
+  /** The `cleanup` step of a rehearsal: none of the order's challenge records is left. */
+  private async rehearsalCleanup(req: IssueRequest, order: AcmeOrder, done: (step: string, identifier: string, ok: boolean, detail: string) => void): Promise<void> {
+    try {
+      const challenges = order.authorizations.flatMap((a) => a.challenges.filter((c) => c.type === req.challenge));
+      let left: string[];
+      if (req.challenge === 'dns-01') {
+        const values = await Promise.all(challenges.map(async (c) => dns01Value(await this.opts.acme.keyAuthorization(c.token))));
+        left = (await this.opts.dns01?.leftovers(values))?.map((e) => `${e.fqdn} TXT (${e.provider})`) ?? [];
+      } else {
+        left = (await this.opts.http01.stillPublished(challenges.map((c) => c.token))).map((token) => `challenge record ${token}`);
+      }
+      done('cleanup', '', left.length === 0, left.length === 0 ? `${challenges.length} ${req.challenge} record${challenges.length === 1 ? '' : 's'} withdrawn` : `left behind (the janitor removes them): ${left.join(', ')}`);
+    } catch (err) {
+      done('cleanup', '', false, `not checked: ${toCertfleetError(err).message}`);
+    }
+  }
+
   /** The order to work on: the persisted one if still usable, else a new one. */
   private async openOrder(req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
     const saved = await this.savedOrder(req.name);
@@ -339,13 +437,14 @@ export class Issuer {
   }
 
   /** Answers every pending authorization of `order`, by the certificate's challenge type. */
-  private async authorize(req: IssueRequest, order: AcmeOrder, log: Logger): Promise<void> {
+  private async authorize(req: IssueRequest, order: AcmeOrder, log: Logger, progress?: AuthzProgress): Promise<void> {
     if (order.status === 'invalid') {
       throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `order for ${req.name} is invalid`, { details: { order: order.url, problem: order.error } });
     }
-    if (req.challenge === 'dns-01') return this.authorizeDns01(req, order, log);
+    if (req.challenge === 'dns-01') return this.authorizeDns01(req, order, log, progress);
     for (const authz of order.authorizations) {
       if (authz.status === 'valid') continue;
+      progress?.(authz.identifier.value, 'start');
       if (authz.status !== 'pending') {
         throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, {
           details: { authorization: authz.url },
@@ -372,6 +471,7 @@ export class Issuer {
         if (challenge.status === 'pending') await this.opts.acme.acceptChallenge(challenge.url);
         await this.opts.acme.waitForAuthorization(authz.url);
         log.info({ [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
+        progress?.(authz.identifier.value, 'valid');
       } finally {
         await this.opts.http01.cleanup(challenge.token);
       }
@@ -383,7 +483,7 @@ export class Issuer {
    * share one TXT name and both values must be visible together. The records are
    * present and propagated to every authoritative server before the CA is asked.
    */
-  private async authorizeDns01(req: IssueRequest, order: AcmeOrder, log: Logger): Promise<void> {
+  private async authorizeDns01(req: IssueRequest, order: AcmeOrder, log: Logger, progress?: AuthzProgress): Promise<void> {
     const solver = this.opts.dns01;
     if (!solver) throw new CertfleetError(ErrorCode.ConfigInvalid, `certificate ${req.name} uses dns-01 but no DNS provider is configured`);
     const pending: Array<{ authzUrl: string; challengeUrl: string; status: string; identifier: string; token: string }> = [];
@@ -411,12 +511,15 @@ export class Issuer {
         ...(req.dnsProvider === undefined ? {} : { provider: req.dnsProvider }),
       });
     }
+    progress?.(pending.map((p) => p.identifier).join(', '), 'start');
     const presentation = await solver.present(challenges);
     try {
       for (const p of pending) if (p.status === 'pending') await this.opts.acme.acceptChallenge(p.challengeUrl);
       for (const p of pending) {
+        progress?.(p.identifier, 'start');
         await this.opts.acme.waitForAuthorization(p.authzUrl);
         log.info({ [LogKey.identifier]: p.identifier }, 'authorization valid');
+        progress?.(p.identifier, 'valid');
       }
     } finally {
       await solver.cleanup(presentation);

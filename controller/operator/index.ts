@@ -28,9 +28,13 @@ import type { OperatorRecord, OperatorRegistry } from '../access/index.js';
 import { signOperatorCsr, type CaMaterial } from '../pki/index.js';
 import { renewOutcome, watchOf, type RenewVerdict } from './renew.js';
 import { revocationPlan } from './revoke.js';
+import { dryRun, type StagingCa } from './dryrun.js';
+import { checkCertificate, type ChallengePaths } from './check.js';
 
 export { budgetsIn, renewOutcome, watchOf, type RenewVerdict, type RenewWatch } from './renew.js';
 export { revocationPlan, type RevocationInput, type RevocationPlan } from './revoke.js';
+export { dryRun, lazyStaging, type Rehearser, type StagingCa } from './dryrun.js';
+export { checkCertificate, type ChallengePaths } from './check.js';
 
 export interface OperationsDeps {
   cfg: ControllerConfig;
@@ -57,6 +61,10 @@ export interface OperationsDeps {
    * retries; removal is idempotent and calls this again.
    */
   onAgentRemoved?: (agent: string) => Promise<void>;
+  /** The staging CA `renew --dry-run` rehearses against (config `acme.staging`); absent: refused. */
+  staging?: StagingCa | undefined;
+  /** The controller's solvers, which `check` goes through; absent: every check fails saying so. */
+  challenges?: ChallengePaths | undefined;
   /** How long `renew` waits for the work loop's answer; default {@link RENEW_ANSWER_MS}. */
   renewAnswerMs?: number;
 }
@@ -223,6 +231,40 @@ export function createOperations(deps: OperationsDeps): Operations {
       }
     }
     return out;
+  }
+
+  /** `renew NAME --dry-run`: the rehearsal against the staging CA, and one `dry-run` event. */
+  async function dryRunOf(c: CertificateConfig, actor: string): Promise<pb.DryRunResponse> {
+    const staging = deps.staging;
+    if (staging === undefined) {
+      throw new CertfleetError(ErrorCode.ConfigInvalid, 'no staging CA is configured: set acme.staging.directoryUrl in the controller configuration (docs/configuration.md)');
+    }
+    const res = await dryRun(c, staging, clock);
+    const failed = (res.steps ?? []).find((s) => !s.ok);
+    await events.emit(EventType.dryRun, {
+      cert: c.name,
+      actor,
+      message: res.ok
+        ? `dry run by ${actor} against ${staging.directoryUrl} succeeded (nothing stored or published)`
+        : `dry run by ${actor} against ${staging.directoryUrl} failed at ${failed?.step ?? 'a step'}: ${res.error}`,
+      details: { directoryUrl: staging.directoryUrl, ok: res.ok, durationMs: res.durationMs, ...(res.ok ? { serial: res.serial, notAfter: res.notAfter } : { failedStep: failed?.step ?? '', errorCode: res.errorCode }) },
+    });
+    return res;
+  }
+
+  /** `check [NAME]`: every certificate's challenge path (or NAME's), one after the other. */
+  async function checkChallenges(name: string): Promise<pb.CheckChallengesResponse> {
+    const certs = name === '' ? cfg.certificates : [configured(name)];
+    const paths = deps.challenges;
+    const checks: pb.ChallengeCheck[] = [];
+    for (const c of certs) {
+      if (paths === undefined) {
+        checks.push({ certificate: c.name, check: c.challenge, identifier: '', agent: '', ok: false, detail: 'the controller has no solvers to check with', durationMs: 0 });
+        continue;
+      }
+      checks.push(...(await checkCertificate(c, paths, clock)));
+    }
+    return { ok: checks.every((x) => x.ok), checks };
   }
 
   const backend: OperatorBackend = {
@@ -543,6 +585,8 @@ export function createOperations(deps: OperationsDeps): Operations {
       }
       return { operator: operatorToPb(record), previousRole: previous };
     },
+    dryRun: (name, actor) => dryRunOf(configured(name), actor),
+    checkChallenges: (name) => checkChallenges(name),
     async removeAgent(name, actor) {
       // 1. The registry: every controller sharing the store refuses the agent's next call.
       const removal = await enrollment.removeAgent(name, actor);

@@ -275,11 +275,61 @@ export class Http01Solver {
     this.active.add(record.token);
     await this.opts.board.present(record);
     const log = this.opts.log.child({ [LogKey.cert]: record.cert, [LogKey.identifier]: record.identifier });
+    const lagging = await this.awaitServed(record, responders);
+    if (lagging.size > 0) {
+      const list = [...lagging].map(([a, seen]) => `${a} (${seen})`).join(', ');
+      throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 challenge for ${record.identifier} not served by: ${list}`, {
+        retryable: true,
+        details: { identifier: record.identifier, lagging: [...lagging.keys()] },
+      });
+    }
+    log.info({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
+  }
+
+  /**
+   * `certfleet check`: publishes `record` (a synthetic challenge, not an ACME one), asks
+   * every agent `record.selector` selects whether it serves it, withdraws it, and says per
+   * agent. Unlike {@link present} no offline policy applies: an offline agent, or one
+   * without an HTTP-01 listener, is a failed check with the reason; so is a selector
+   * that selects nobody (one result with agent ''). Never rejects for an agent; rejects
+   * only when the board cannot take the record.
+   */
+  async selfCheck(record: ChallengeRecord): Promise<Array<{ agent: string; ok: boolean; detail: string }>> {
+    const all = this.opts.responders(record.selector);
+    if (all.length === 0) return [{ agent: '', ok: false, detail: `no enrolled agent matches "${record.selector}"` }];
+    const out = new Map<string, { agent: string; ok: boolean; detail: string }>();
+    for (const r of all) {
+      if (r.unavailable === '') continue;
+      const since = r.unavailable === 'offline' && r.offlineSince !== undefined && r.offlineSince > 0 ? ` since ${new Date(r.offlineSince).toISOString()}` : '';
+      out.set(r.agent, { agent: r.agent, ok: false, detail: `${r.unavailable}${since}` });
+    }
+    const ask = all.filter((r) => r.unavailable === '');
+    if (ask.length > 0) {
+      this.active.add(record.token);
+      try {
+        await this.opts.board.present(record);
+        const lagging = await this.awaitServed(record, ask);
+        for (const r of ask) {
+          const seen = lagging.get(r.agent);
+          out.set(r.agent, seen === undefined ? { agent: r.agent, ok: true, detail: `serves it on ${r.http01Address}` } : { agent: r.agent, ok: false, detail: `not served on ${r.http01Address}: ${seen}` });
+        }
+      } finally {
+        await this.cleanup(record.token);
+      }
+    }
+    return all.map((r) => out.get(r.agent) ?? { agent: r.agent, ok: false, detail: 'not asked' });
+  }
+
+  /**
+   * Asks each responder for the published `record` until all serve it or the self-check
+   * timeout ends; the agents that still do not serve it then, with what they answered last.
+   */
+  private async awaitServed(record: ChallengeRecord, responders: readonly Responder[]): Promise<Map<string, string>> {
     // Measured and waited on the same clock: under a ManualClock the check times out on clock time.
     const deadline = deadlineOn(this.opts.clock, this.opts.selfCheckTimeoutMs);
     const pending = new Map(responders.map((r) => [r.agent, r]));
     const lastSeen = new Map<string, string>();
-    while (pending.size > 0) {
+    for (;;) {
       for (const r of [...pending.values()]) {
         const got = await (this.opts.fetch ?? fetchChallenge)(r.http01Address, record.identifier, record.token);
         if (got?.status === 200 && got.body.trim() === record.keyAuthorization) {
@@ -288,17 +338,16 @@ export class Http01Solver {
           lastSeen.set(r.agent, got === null ? 'no answer' : `HTTP ${got.status}`);
         }
       }
-      if (pending.size === 0) break;
-      if (deadline.expired()) {
-        const lagging = [...pending.keys()].map((a) => `${a} (${lastSeen.get(a) ?? 'no answer'})`).join(', ');
-        throw new CertfleetError(ErrorCode.ChallengeNotServed, `HTTP-01 challenge for ${record.identifier} not served by: ${lagging}`, {
-          retryable: true,
-          details: { identifier: record.identifier, lagging: [...pending.keys()] },
-        });
-      }
+      if (pending.size === 0 || deadline.expired()) break;
       await deadline.sleep(this.opts.pollMs ?? 200);
     }
-    log.info({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
+    return new Map([...pending.keys()].map((a) => [a, lastSeen.get(a) ?? 'no answer']));
+  }
+
+  /** The tokens among `tokens` still published on the board (a dry run's cleanup check). */
+  async stillPublished(tokens: readonly string[]): Promise<string[]> {
+    const want = new Set(tokens);
+    return (await this.opts.board.list()).filter((r) => want.has(r.token)).map((r) => r.token);
   }
 
   /** Withdraws a challenge (after validation, success or not). Never throws. */

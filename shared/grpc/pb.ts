@@ -58,3 +58,9 @@ export type { RenewIdentityResponse, RenewIdentityResponse__Output } from './gen
 export type { RecordSigningKey, RecordSigningKey__Output } from './generated/certfleet/v1/RecordSigningKey.js';
 export type { AssignedCertificate, AssignedCertificate__Output } from './generated/certfleet/v1/AssignedCertificate.js';
 export type { RecordRefusals, RecordRefusals__Output } from './generated/certfleet/v1/RecordRefusals.js';
+export type { DryRunRequest, DryRunRequest__Output } from './generated/certfleet/v1/DryRunRequest.js';
+export type { DryRunResponse, DryRunResponse__Output } from './generated/certfleet/v1/DryRunResponse.js';
+export type { DryRunStep, DryRunStep__Output } from './generated/certfleet/v1/DryRunStep.js';
+export type { CheckChallengesRequest, CheckChallengesRequest__Output } from './generated/certfleet/v1/CheckChallengesRequest.js';
+export type { CheckChallengesResponse, CheckChallengesResponse__Output } from './generated/certfleet/v1/CheckChallengesResponse.js';
+export type { ChallengeCheck, ChallengeCheck__Output } from './generated/certfleet/v1/ChallengeCheck.js';

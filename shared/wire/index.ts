@@ -105,6 +105,11 @@ export const EventType = {
    */
   http01AgentSkipped: 'http01-agent-skipped',
   /**
+   * An operator rehearsed an issuance against the staging CA (`renew --dry-run`); nothing
+   * was stored or published. details: directoryUrl, ok, failedStep, serial, notAfter.
+   */
+  dryRun: 'dry-run',
+  /**
    * SECURITY: an agent refused records (unsigned, unknown key, bad signature, replayed
    * generation, malformed, unassigned or expired challenge, bundle fingerprint not the
    * signed one); details carry the counts per reason and the last refusal.

@@ -27,6 +27,8 @@ const EXPECTED: Record<string, { viewer: boolean; operator: boolean; admin: bool
   Rollback: { viewer: false, operator: true, admin: true },
   Release: { viewer: false, operator: true, admin: true },
   RevokeCertificate: { viewer: false, operator: true, admin: true },
+  DryRun: { viewer: false, operator: true, admin: true },
+  CheckChallenges: { viewer: false, operator: true, admin: true },
   CreateEnrollmentToken: { viewer: false, operator: false, admin: true },
   RemoveAgent: { viewer: false, operator: false, admin: true },
   CreateOperator: { viewer: false, operator: false, admin: true },

@@ -608,6 +608,8 @@ function operatorBackend(): OperatorBackend {
     revokeOperator: nothing,
     setOperatorRole: nothing,
     removeAgent: nothing,
+    dryRun: nothing,
+    checkChallenges: nothing,
   };
 }
 

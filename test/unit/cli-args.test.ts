@@ -32,6 +32,7 @@ const COMMANDS: Record<CommandName, true> = {
   show: true,
   history: true,
   renew: true,
+  check: true,
   rollback: true,
   release: true,
   revoke: true,

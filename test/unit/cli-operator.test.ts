@@ -245,6 +245,12 @@ const handlers: OperatorServiceHandlers = {
     const again = call.request.name === 'gone';
     cb(null, { name: call.request.name, removedBy: 'admin', removedAt: '2026-03-01T12:00:00.000Z', alreadyRemoved: again, tokensWithdrawn: again ? 0 : 1 });
   },
+  DryRun(call, cb) {
+    cb(notFound(call.request.name));
+  },
+  CheckChallenges(call, cb) {
+    cb(notFound(call.request.name));
+  },
   ListEvents(call, cb) {
     eventRequests.push(call.request);
     const matching = EVENTS.filter((e) => call.request.cert === '' || e.cert === call.request.cert);

@@ -39,6 +39,14 @@ test('a minimal controller config gets every default', () => {
   assert.ok(Object.isFrozen(cfg.api), 'the result is frozen');
 });
 
+test('acme.staging: optional; its caFile resolved against the config file; an http:// or unknown field refused', () => {
+  assert.equal(parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml').acme.staging, undefined);
+  const withStaging = GOOD_CONTROLLER.replace('  termsOfServiceAgreed: true\n', '  termsOfServiceAgreed: true\n  staging: { directoryUrl: "https://staging.test/dir", caFile: staging-ca.pem }\n');
+  assert.deepEqual(parseControllerConfig(withStaging, '/etc/certfleet/controller.yaml').acme.staging, { directoryUrl: 'https://staging.test/dir', caFile: '/etc/certfleet/staging-ca.pem' });
+  const bad = GOOD_CONTROLLER.replace('  termsOfServiceAgreed: true\n', '  termsOfServiceAgreed: true\n  staging: { directoryUrl: "http://staging.test/dir", email: a@b.test }\n');
+  assert.deepEqual(problemsOf(() => parseControllerConfig(bad, '/c.yaml')).map((p) => p.path).sort(), ['acme.staging.directoryUrl', 'acme.staging.email']);
+});
+
 test('the controller is the NATS authority by default; its own credentials only with authority: external', () => {
   const cfg = parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml');
   assert.equal(cfg.nats.authority, 'controller');
@@ -89,7 +97,7 @@ certificates:
   }
   assert.equal(byPath.get('acme.colour')?.line, 5);
   assert.equal(byPath.get('renewal.checkInterval')?.line, 7);
-  assert.match(byPath.get('acme.colour')?.message ?? '', /unknown field \(allowed: directoryUrl, email, eab, caFile, termsOfServiceAgreed\)/);
+  assert.match(byPath.get('acme.colour')?.message ?? '', /unknown field \(allowed: directoryUrl, email, eab, caFile, staging, termsOfServiceAgreed\)/);
 });
 
 test('the error message names the file and each field', () => {

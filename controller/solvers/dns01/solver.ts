@@ -182,6 +182,12 @@ export class Dns01Solver {
     }
   }
 
+  /** Which of these TXT values the journal still lists (records not removed yet): a dry run's cleanup check. */
+  async leftovers(values: readonly string[]): Promise<Dns01JournalEntry[]> {
+    const want = new Set(values);
+    return (await this.opts.journal.list()).filter((e) => want.has(e.value));
+  }
+
   /** The provider for a challenge whose record goes to `fqdn`. */
   private providerFor(ch: Dns01Challenge, fqdn: string): DnsProvider {
     let name = ch.provider;
