@@ -1,7 +1,8 @@
 /**
  * The HTTP endpoint Prometheus scrapes: `GET /metrics` (and `HEAD`), plain HTTP on the
  * configured address only. Every scrape computes the gauges from the controller's state
- * at that moment; there is no background loop and no cache of values.
+ * at that moment (no background loop, no cache of values), then appends the counters,
+ * histograms and process metrics of the instruments' registry.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +12,7 @@ import { LogKey } from '../../shared/log/index.js';
 import { collect } from './collect.js';
 import { EXPOSITION_CONTENT_TYPE, renderExposition } from './exposition.js';
 import { SnapshotGatherer, type MetricsSources } from './gather.js';
+import type { MetricsRegistry } from '../../shared/metrics/index.js';
 
 /** The path metrics are served on. */
 export const METRICS_PATH = '/metrics';
@@ -19,6 +21,8 @@ export interface MetricsServerOptions {
   /** Where to listen; port 0 picks a free port (see {@link MetricsServer.port}). */
   listen: { host: string; port: number };
   sources: MetricsSources;
+  /** Counters, histograms and process metrics served after the gauges (instruments.ts); absent: gauges only. */
+  registry?: MetricsRegistry;
   log: Logger;
 }
 
@@ -38,7 +42,7 @@ export interface MetricsServer {
 export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
   const { log } = opts;
   const gatherer = new SnapshotGatherer(opts.sources, log);
-  const scrape = async (): Promise<string> => renderExposition(collect(await gatherer.snapshot()));
+  const scrape = async (): Promise<string> => renderExposition(collect(await gatherer.snapshot())) + ((await opts.registry?.text()) ?? '');
 
   const server = http.createServer((req, res) => {
     const pathname = (req.url ?? '/').split('?', 1)[0];
