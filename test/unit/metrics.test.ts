@@ -528,6 +528,10 @@ test('the controller registry carries the process and Node.js metrics by default
   for (const m of ['process_cpu_seconds_total', 'process_start_time_seconds', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
     assert.match(text, new RegExp(`^# TYPE ${m} `, 'm'), m);
   }
+  // promtool check metrics refuses a gauge named _total (test/integration/promtool.test.ts).
+  for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    assert.equal(name?.endsWith('_total'), type === 'counter', `${name ?? ''} is a ${type ?? ''}`);
+  }
 });
 
 test('the agent counts installs and verifications per certificate, times hooks, and shows installed versions of held certificates only', async () => {
