@@ -48,6 +48,8 @@ function parseExposition(text: string): Map<string, ParsedFamily> {
   const lines = text.slice(0, -1).split('\n');
   lines.forEach((line, i) => {
     const where = `line ${i + 1}: ${line}`;
+    // The format ignores empty lines (prom-client separates families with one).
+    if (line === '') return;
     const help = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/.exec(line);
     if (help) {
       const [, name = '', raw = ''] = help;

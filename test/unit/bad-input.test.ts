@@ -607,6 +607,7 @@ function operatorBackend(): OperatorBackend {
     revokeOperator: nothing,
     setOperatorRole: nothing,
     removeAgent: nothing,
+    followEvents: nothing,
   };
 }
 
