@@ -32,7 +32,9 @@ interface ParsedFamily {
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*/;
-const VALUE = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|NaN|[+-]Inf)$/;
+// Prometheus reads values with Go's strconv.ParseFloat: NaN and Inf in any letter case
+// (prom-client writes "Nan" for an event-loop statistic with no sample yet).
+const VALUE = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|nan|[+-]?inf(?:inity)?)$/i;
 
 /**
  * Parses an exposition; throws on anything a strict reader should refuse: a sample
@@ -119,7 +121,9 @@ function parseExposition(text: string): Map<string, ParsedFamily> {
     assert.ok(!seriesSeen.has(series), `${where}: duplicate series`);
     seriesSeen.add(series);
     const v = m[1] ?? '';
-    fam.samples.push({ name, labels, value: v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : Number(v) });
+    const lower = v.toLowerCase();
+    const value = lower === 'nan' ? NaN : /^\+?inf/.test(lower) ? Infinity : lower.startsWith('-inf') ? -Infinity : Number(v);
+    fam.samples.push({ name, labels, value });
   });
   return families;
 }

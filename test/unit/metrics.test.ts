@@ -544,7 +544,7 @@ test('the agent counts installs and verifications per certificate, times hooks, 
   ins.hook({ ran: true, exitCode: 1, signal: '', timedOut: false, durationMs: 40, outputTail: '' }, true);
   ins.hook({ ran: false, exitCode: 0, signal: '', timedOut: false, durationMs: 0, outputTail: '' }, false);
   const status = (name: string, version: number): CertStatus =>
-    ({ name, version, fingerprint: '', desiredVersion: version, state: 'installed', hook: null, servedVerified: true, error: '', errorCode: '', failedVersion: 0, rollback: '', updatedAt: '' }) as CertStatus;
+    ({ name, version, fingerprint: '', desiredVersion: version, state: 'installed', hook: null, servedVerified: true, error: '', errorCode: '', failedVersion: 0, rollback: '', updatedAt: '' });
   ins.observeStatuses([status('web', 3), status('api', 1)]);
   ins.observeStatuses([status('web', 4)]);
   const text = await ins.registry.text();
