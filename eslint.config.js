@@ -30,6 +30,7 @@ const SDK_ADAPTERS = [
   // natsauth is the NATS account authority: it signs JWTs and makes nkeys, it never connects.
   { sdk: ['@nats-io/jwt', '@nats-io/nkeys'], adapter: 'controller/natsauth/**', why: 'NATS JWT/nkeys only in controller/natsauth' },
   { sdk: ['@grpc/*'], adapter: 'shared/grpc/**', why: '@grpc/* only in shared/grpc (controller/api and agent/link use its surface)' },
+  { sdk: ['prom-client'], adapter: 'shared/metrics/**', why: 'prom-client only in shared/metrics (controller/metrics and agent/metrics use its surface)' },
 ];
 
 /**

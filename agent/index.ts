@@ -23,6 +23,7 @@ import { enroll, loadIdentity, natsCredentialsFile, startIdentityRenewal, type A
 import { agentInboxPrefix } from '../shared/wire/index.js';
 import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
+import { AgentInstruments, startAgentMetrics } from './metrics/index.js';
 import { ControllerLink } from './link/index.js';
 import { Sync } from './sync/index.js';
 import { Trust } from './trust/index.js';
@@ -121,9 +122,20 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
   });
   const trust = Trust.open(cfg.stateDir, clock, componentLogger(alog, 'trust'));
+  const instruments = cfg.metrics ? new AgentInstruments() : undefined;
   // Sync names its parts (desired, apply, sync); the installer names itself.
-  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog });
-  await sync.start();
+  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog, ...(instruments ? { metrics: instruments } : {}) });
+  // Bound before the first pass, so a bad address fails the start and no install goes uncounted.
+  const metrics =
+    cfg.metrics && instruments
+      ? await startAgentMetrics({ listen: splitHostPort(cfg.metrics.listen), instruments, statuses: () => sync.statuses(), log: componentLogger(alog, 'metrics') })
+      : undefined;
+  try {
+    await sync.start();
+  } catch (err) {
+    await metrics?.stop();
+    throw err;
+  }
   const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: componentLogger(alog, 'identity') });
   alog.info({ [LogKey.labels]: identity.labels, [LogKey.http01]: cfg.http01?.listen }, 'agent ready');
   return {
@@ -135,6 +147,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
       renewal.stop();
       await sync.stop();
       await http01?.stop();
+      await metrics?.stop();
       await nats?.close();
       link.close();
     },

@@ -30,6 +30,13 @@ export interface OperatorClient {
   removeAgent(req: pb.RemoveAgentRequest): Promise<pb.RemoveAgentResponse__Output>;
   dryRun(req: pb.DryRunRequest): Promise<pb.DryRunResponse__Output>;
   checkChallenges(req: pb.CheckChallengesRequest): Promise<pb.CheckChallengesResponse__Output>;
+  /**
+   * FollowEvents, a server stream with no deadline: `onOpen` once the controller accepted
+   * it, then `onEvent` per event. Resolves when `signal` aborts (the call is cancelled) or
+   * the controller ends the stream; rejects with the CertfleetError it failed with
+   * (CONTROLLER_UNAVAILABLE: unreachable, or stopping).
+   */
+  followEvents(req: pb.FollowEventsRequest, on: { onOpen(): void; onEvent(e: pb.FleetEvent__Output): void }, signal: AbortSignal): Promise<void>;
   close(): void;
 }
 
@@ -85,6 +92,24 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
     removeAgent: (req) => call((md, opts, cb) => client.removeAgent(req, md, opts, cb)),
     dryRun: (req) => call((md, opts, cb) => client.dryRun(req, md, opts, cb)),
     checkChallenges: (req) => call((md, opts, cb) => client.checkChallenges(req, md, opts, cb)),
+    // --- FollowEvents (issue #14) ---
+    followEvents: (req, on, signal) =>
+      new Promise<void>((resolve, reject) => {
+        if (signal.aborted) return resolve();
+        const stream = client.followEvents(req, new grpc.Metadata());
+        const onAbort = (): void => stream.cancel();
+        signal.addEventListener('abort', onAbort, { once: true });
+        const settle = (err?: grpc.ServiceError): void => {
+          signal.removeEventListener('abort', onAbort);
+          if (err === undefined || signal.aborted) resolve();
+          else reject(fromServiceError(err, what));
+        };
+        // The controller sends its headers once the follower runs (before any event).
+        stream.on('metadata', () => on.onOpen());
+        stream.on('data', (e: pb.FleetEvent__Output) => on.onEvent(e));
+        stream.on('error', (err: grpc.ServiceError) => settle(err));
+        stream.on('end', () => settle());
+      }),
     close: () => client.close(),
   };
 }

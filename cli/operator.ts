@@ -13,7 +13,7 @@ import { waitServed, type WaitTarget } from './wait.js';
 import { credentialsPath, loadCredentials, type OperatorCredentials } from './credentials.js';
 import { operatorClient, type OperatorClient } from './client.js';
 import {
-  newEvents,
+  eventKey,
   renderAgents,
   renderBudgets,
   renderCertificate,
@@ -48,7 +48,7 @@ export type OperatorInvocation = Extract<Invocation, { command: OperatorCommand 
 /** The commands that talk to a controller with operator credentials: all but the daemons and the offline ones. */
 type OperatorCommand = Exclude<CommandName, 'controller' | 'agent' | 'agent enroll' | 'controller signing-key' | 'import-certbot' | 'console'>;
 
-/** How often `events --follow` asks the controller for new events. */
+/** How long `events --follow` waits before reconnecting after the stream broke. */
 export const FOLLOW_INTERVAL_MS = 2000;
 
 /**
@@ -155,7 +155,7 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
     case 'events': {
       const req: pb.ListEventsRequest = { limit: inv.limit, cert: inv.cert ?? '' };
       if (inv.follow) {
-        await followEvents(client, req, io, inv.json, color);
+        await followEvents(client, { limit: inv.limit, cert: inv.cert ?? '' }, io, inv.json, color);
       } else {
         const resp = await client.listEvents(req);
         out(resp, () => renderEvents(resp, { color }));
@@ -314,39 +314,57 @@ async function createOperator(
   }
 }
 
+/** Keys of printed events kept by `events --follow` to drop repeats after a reconnect. */
+const FOLLOW_SEEN_KEYS = 10_000;
+
 /**
- * `events --follow`: ListEvents every `io.followIntervalMs` (default 2 s), printing the
- * events the previous answer did not hold, until the interrupt signal fires.
+ * `events --follow`: the controller's FollowEvents stream (a JetStream consumer on its
+ * side), printing the most recent `--limit` events and then each new one as it is
+ * published, until the interrupt signal fires.
  *
- * Polling, not streaming: the OperatorService has no server stream, and a poll per two
- * seconds is cheap for the controller. If more than `--limit` events happen between two
- * polls, the oldest of them are not shown. The first call's failure ends the command
- * with its error; later an unreachable controller (it restarts, say) only draws one
- * warning per outage and the polling goes on, and any other error ends the command.
+ * The first connection's failure ends the command with its error. Later, when the
+ * stream breaks (the controller restarts or becomes unreachable, or NATS is down when it
+ * reconnects), one warning per outage goes to stderr and the command reconnects every
+ * `io.followIntervalMs` (default 2 s); the reconnected stream starts with the recent
+ * events again, of which those already printed are skipped, so events of a short outage
+ * are shown late rather than lost (of a long one, at most `--limit`). Any other error
+ * ends the command.
  */
-async function followEvents(client: OperatorClient, req: pb.ListEventsRequest, io: CliIo, json: boolean, color: boolean): Promise<void> {
+async function followEvents(client: OperatorClient, req: pb.FollowEventsRequest, io: CliIo, json: boolean, color: boolean): Promise<void> {
   const signal = io.interrupt?.() ?? new AbortController().signal;
-  const interval = io.followIntervalMs ?? FOLLOW_INTERVAL_MS;
-  let seen: ReadonlySet<string> = new Set();
-  let first = true;
+  const retry = io.followIntervalMs ?? FOLLOW_INTERVAL_MS;
+  const seen = new Set<string>();
+  let opened = false;
   let outage = false;
+  const onEvent = (e: pb.FleetEvent__Output): void => {
+    const key = eventKey(e);
+    if (seen.has(key)) return;
+    seen.add(key);
+    if (seen.size > FOLLOW_SEEN_KEYS) seen.delete(seen.values().next().value ?? '');
+    // JSON Lines: one compact object per event, so `jq` can read a stream that never ends.
+    io.stdout.write(json ? JSON.stringify(e) + '\n' : renderEvent(e, { color }));
+  };
+  const onOpen = (): void => {
+    opened = true;
+    if (outage) io.stderr.write('certfleet: controller reachable again\n');
+    outage = false;
+  };
   while (!signal.aborted) {
+    let broke: CertfleetError;
     try {
-      const resp = await client.listEvents(req);
-      const next = newEvents(seen, resp.events);
-      seen = next.seen;
-      // JSON Lines: one compact object per event, so `jq` can read a stream that never ends.
-      for (const e of next.fresh) io.stdout.write(json ? JSON.stringify(e) + '\n' : renderEvent(e, { color }));
-      if (outage) io.stderr.write('certfleet: controller reachable again\n');
-      outage = false;
+      await client.followEvents(req, { onOpen, onEvent }, signal);
+      if (signal.aborted) return;
+      broke = new CertfleetError(ErrorCode.ControllerUnavailable, 'the controller ended the event stream');
     } catch (err) {
-      if (first || !isCertfleetError(err, ErrorCode.ControllerUnavailable)) throw err;
-      if (!outage) io.stderr.write(`certfleet: warning: ${err.message}; still trying every ${interval / 1000}s\n`);
-      outage = true;
+      if (signal.aborted) return;
+      const retryable = isCertfleetError(err, ErrorCode.ControllerUnavailable) || isCertfleetError(err, ErrorCode.NatsUnavailable);
+      if (!opened || !retryable) throw err;
+      broke = err;
     }
-    first = false;
+    if (!outage) io.stderr.write(`certfleet: warning: ${broke.message}; reconnecting every ${retry / 1000}s\n`);
+    outage = true;
     try {
-      await (io.clock ?? systemClock).sleep(interval, signal);
+      await (io.clock ?? systemClock).sleep(retry, signal);
     } catch (err) {
       // Aborted: Ctrl-C is how --follow is meant to end.
       if (signal.aborted) return;

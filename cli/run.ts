@@ -28,7 +28,7 @@ export interface CliIo {
    * and Ctrl-C keeps its default effect everywhere else. Without it they never stop.
    */
   interrupt?(): AbortSignal;
-  /** Period of `events --follow`'s polls; default 2000 ms (tests shorten it). */
+  /** Wait of `events --follow` before it reconnects a broken stream; default 2000 ms (tests shorten it). */
   followIntervalMs?: number;
   /** Period of `--wait`'s looks at the certificate; default 1000 ms (tests shorten it). */
   waitIntervalMs?: number;

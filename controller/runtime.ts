@@ -19,7 +19,7 @@ import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/in
 import { splitHostPort } from '../shared/config/index.js';
 import { connectNats, ensureFleetNats, pushAccountClaims, type NatsHandle } from '../shared/nats/index.js';
 import { EventType } from '../shared/wire/index.js';
-import { accountId, openAcmeAccount, profileProblems, type AcmeClient } from './acme/index.js';
+import { accountId, observeAcmeRequests, openAcmeAccount, profileProblems, type AcmeClient } from './acme/index.js';
 import { createAgentService } from './agentservice/index.js';
 import { startApiServer, type ApiServer } from './api/index.js';
 import { configEnvironment, storeConfigOf, type ControllerConfig } from './config/index.js';
@@ -38,7 +38,7 @@ import { DesiredState, EventPublisher, NatsChallengeBoard } from './publish/inde
 import { RecordSigner } from './signing/index.js';
 import { Reconciler } from './reconcile/index.js';
 import { createOperations, lazyStaging, type StagingCa } from './operator/index.js';
-import { startMetricsServer } from './metrics/index.js';
+import { createControllerInstruments, startMetricsServer } from './metrics/index.js';
 import { fromReport, Notifier, type CertificateLife } from './notifications/index.js';
 import { CHALLENGE_SWEEP_INTERVAL_MS, CHALLENGE_SWEEP_MIN_AGE_MS, CHALLENGE_SWEEP_START_MIN_AGE_MS, Http01Solver } from './solvers/index.js';
 import { lockFileStore, openStore, type CertStore } from './store/index.js';
@@ -243,6 +243,10 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const { nats, access: natsAccess } = await openNats(cfg, store, clock, log, cleanups);
     await ensureFleetNats(nats);
 
+    // Counted from the first ACME request, whether or not metrics.listen serves them.
+    const instruments = createControllerInstruments();
+    observeAcmeRequests((r) => instruments.acmeRequest(r));
+    cleanups.push(() => Promise.resolve(observeAcmeRequests(undefined)));
     const acme = await openAcmeAccount({
       directoryUrl: cfg.acme.directoryUrl,
       caPem: cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile'),
@@ -382,6 +386,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       log: componentLogger(log, 'reconcile'),
       intervalMs: cfg.renewal.checkInterval,
       concurrency: cfg.renewal.concurrency,
+      metrics: instruments.loop,
     });
     onAgentOnline = () => loop.agentOnline();
     cleanups.push(() => loop.stop());
@@ -451,6 +456,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       const metrics = await startMetricsServer({
         listen: splitHostPort(cfg.metrics.listen),
         log: componentLogger(log, 'metrics'),
+        registry: instruments.registry,
         sources: {
           controllerVersion: CONTROLLER_VERSION,
           certificates: cfg.certificates,

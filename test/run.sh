@@ -84,11 +84,11 @@ if [ "$needs_servers" = yes ]; then
   # install as root or through sudo), without starting their services.
   # shellcheck source=../deploy/lib/apt.sh
   . deploy/lib/apt.sh
-  certfleet_apt_install test/run.sh pebble nats-server nginx-light haproxy bind9 bind9-dnsutils openssl ca-certificates systemd certbot chromium ||
+  certfleet_apt_install test/run.sh pebble nats-server nginx-light haproxy bind9 bind9-dnsutils openssl ca-certificates systemd certbot chromium prometheus ||
     die "could not install the Debian packages the tests start (run as root, or as a user with passwordless sudo)"
   missing=()
   for pair in pebble:pebble pebble-challtestsrv:pebble nats-server:nats-server nginx:nginx-light \
-    haproxy:haproxy named:bind9 openssl:openssl certbot:certbot; do
+    haproxy:haproxy named:bind9 openssl:openssl certbot:certbot promtool:prometheus; do
     bin=${pair%%:*}
     pkg=${pair#*:}
     command -v "$bin" >/dev/null 2>&1 || missing+=("$bin (Debian package $pkg)")

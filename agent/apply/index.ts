@@ -43,6 +43,7 @@ import type { Bundle, CertStatus, DesiredRecord, HookOutcome, RecordRefusals, Ve
 import { reloadHookFor, type AgentConfig, type HookConfig } from '../config/index.js';
 import { hookEnvironment, hookGroupKey, type HookRunner } from '../hooks/index.js';
 import type { Installer } from '../install/index.js';
+import type { ApplyMetrics } from '../metrics/index.js';
 import { LogKey, type Logger } from '../log/index.js';
 import type { Trust } from '../trust/index.js';
 import type { Endpoint, Verifier } from '../verify/index.js';
@@ -79,6 +80,8 @@ export interface ApplyOptions {
   trust: Pick<Trust, 'refuse' | 'refusals'>;
   clock: Clock;
   log: Logger;
+  /** Counts installs, hook runs and verifications (agent/metrics); absent: not counted. */
+  metrics?: ApplyMetrics;
 }
 
 /** A version installed in this pass (or earlier, awaiting its hook). */
@@ -289,6 +292,7 @@ export class Applier {
     } catch (err) {
       const cf = toCertfleetError(err, ErrorCode.InstallFailed);
       log.warn({ [LogKey.code]: cf.code, [LogKey.err]: cf.message }, 'install refused');
+      this.opts.metrics?.install(d.name, 'failed');
       this.setStatus(d, { state: 'failed', error: cf.message, errorCode: cf.code });
       return undefined;
     }
@@ -354,6 +358,7 @@ export class Applier {
         const facts = { version: m.meta.version, fingerprint: m.meta.fingerprint, hook };
         if (check.ok) {
           this.setStatus(m.desired, { ...facts, state: 'installed', servedVerified: check.verified });
+          this.opts.metrics?.install(m.desired.name, 'installed');
           await this.markLoaded(m.desired.name, m.meta, m.log);
         } else {
           m.log.warn({ [LogKey.err]: check.error }, 'served certificate does not match');
@@ -376,6 +381,7 @@ export class Applier {
       const base = { version: meta.version, fingerprint: meta.fingerprint, state: 'failed' as const, hook: f.hook, errorCode: f.code };
       if (previous === null) {
         this.setStatus(d, { ...base, error: f.error });
+        this.opts.metrics?.install(d.name, 'failed');
         continue;
       }
       const log = f.member.log.child({ [LogKey.restore]: previous });
@@ -389,6 +395,7 @@ export class Applier {
         const cf = toCertfleetError(err, ErrorCode.InstallFailed);
         log.error({ [LogKey.code]: cf.code, [LogKey.err]: cf.message }, 'previous version cannot be restored');
         this.setStatus(d, { ...base, error: `${f.error}; restoring v${previous} failed: ${cf.message}`, failedVersion: meta.version, rollback: 'restore-failed' });
+        this.opts.metrics?.install(d.name, 'restore-failed');
       }
     }
     if (restored.length === 0) return;
@@ -403,17 +410,20 @@ export class Applier {
       if (hookError) {
         r.log.error({ [LogKey.code]: hookError.code, [LogKey.outputTail]: hook?.outputTail }, 'reload hook failed after rollback');
         this.setStatus(f.member.desired, { ...facts, error: `${tried}, but ${hookError.error}`, rollback: 'restore-failed' });
+        this.opts.metrics?.install(f.member.desired.name, 'restore-failed');
         continue;
       }
       const check = await this.verify(f.member.desired, r.meta);
       if (!check.ok) {
         r.log.error({ [LogKey.err]: check.error }, 'restored version not served');
         this.setStatus(f.member.desired, { ...facts, error: `${tried}, but it is not served: ${check.error}`, rollback: 'restore-failed' });
+        this.opts.metrics?.install(f.member.desired.name, 'restore-failed');
         continue;
       }
       r.log.warn('rolled back');
       await this.markLoaded(f.member.desired.name, r.meta, r.log);
       this.setStatus(f.member.desired, { ...facts, error: `${tried}${check.verified ? ', served again' : ''}`, servedVerified: check.verified, rollback: 'restored' });
+      this.opts.metrics?.install(f.member.desired.name, 'rolled-back');
     }
   }
 
@@ -427,7 +437,9 @@ export class Applier {
       // Lets a hook tell a restore from a new version (e.g. to skip a notification).
       CERTFLEET_ROLLBACK: rollback ? '1' : '0',
     };
-    return await this.opts.hooks.run(spec, members.map((m) => m.desired.name), env);
+    const outcome = await this.opts.hooks.run(spec, members.map((m) => m.desired.name), env);
+    this.opts.metrics?.hook(outcome, rollback);
+    return outcome;
   }
 
   /**
@@ -438,6 +450,7 @@ export class Applier {
     const endpoints = this.endpoints(d);
     if (endpoints.length === 0) return { ok: true, verified: false, error: '' };
     const bad = (await this.opts.verifier.verify(endpoints, meta.fingerprint)).filter((c) => !c.ok);
+    this.opts.metrics?.verify(d.name, bad.length === 0);
     if (bad.length === 0) return { ok: true, verified: true, error: '' };
     return { ok: false, verified: false, error: bad.map((c) => `${c.address}: ${c.error}`).join('; ') };
   }

@@ -95,6 +95,16 @@ export const agentConfigSchema = z
     haproxy: z.strictObject({ crtDir: cliPath }).optional(),
     /** Installed versions kept per certificate (current and previous are always kept). */
     keepVersions: z.int().min(2).max(100).default(5),
+    /**
+     * The agent's Prometheus endpoint (docs/metrics.md): plain HTTP `GET /metrics` on this
+     * address. Off unless present.
+     */
+    metrics: z
+      .strictObject({
+        /** Where `/metrics` is served; keep it on a private or loopback interface. */
+        listen: hostPort,
+      })
+      .optional(),
     hooks: z
       .strictObject({
         /** Reload hook for every certificate without its own. */

@@ -14,6 +14,7 @@
  * retried at the next resynchronisation, not in a tight loop. A fetched bundle is
  * installed only when its fingerprint is the signed one.
  */
+import type { ApplyMetrics } from '../metrics/index.js';
 import type { Clock, Timer } from '../../shared/clock/index.js';
 import type { CertStatus } from '../../shared/model/index.js';
 import type { NatsHandle } from '../../shared/nats/index.js';
@@ -47,6 +48,8 @@ export interface SyncOptions {
   hooks?: HookRunner;
   /** Served-certificate checks; default TLS handshakes on `clock`. */
   verifier?: Verifier;
+  /** Counts installs, hooks and verifications (agent/metrics); absent: not counted. */
+  metrics?: ApplyMetrics;
 }
 
 export class Sync {
@@ -68,6 +71,7 @@ export class Sync {
       trust: opts.trust,
       clock,
       log: componentLogger(opts.log, 'apply'),
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
     });
     this.feed = new DesiredFeed({
       labels: opts.labels,

@@ -310,7 +310,12 @@ class AcmeClientImpl implements AcmeClient {
       backoffMin: this.pollMinDelayMs,
       backoffMax: this.pollMaxDelayMs,
     });
-    this.agent = hookHttpClient(this.client, { timeoutMs: opts.requestTimeoutMs ?? 30_000, ...(opts.caPem === undefined ? {} : { caPem: opts.caPem }) });
+    this.agent = hookHttpClient(this.client, {
+      timeoutMs: opts.requestTimeoutMs ?? 30_000,
+      directoryUrl: opts.directoryUrl,
+      clock: this.clock,
+      ...(opts.caPem === undefined ? {} : { caPem: opts.caPem }),
+    });
     const api = (this.client as unknown as { api?: Partial<ApiInternals> }).api;
     if (api === undefined || typeof api.apiRequest !== 'function' || typeof api.createAccount !== 'function') {
       throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: no api.apiRequest/createAccount');

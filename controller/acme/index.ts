@@ -52,3 +52,5 @@ export { generateKey, generateAccountKey, createCsr } from './keys.js';
 export { accountId, openAcmeAccount, type AccountDoc, type OpenAccountOptions } from './account.js';
 export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, PROBLEM_ALREADY_REVOKED, PROBLEM_INVALID_PROFILE, type AcmeProblemDocument } from './problem.js';
 export { profileProblems, type ProfileWish } from './profiles.js';
+/** Every ACME HTTP request, timed, by resource and status (for the controller's metrics). */
+export { observeAcmeRequests, type AcmeRequestObserver, type AcmeRequestObservation } from './transport.js';

@@ -34,6 +34,110 @@ export const MAX_BAD_NONCE_RETRIES = 20;
 let installed = false;
 let clockForHeaders: Clock = systemClock;
 
+/** One ACME HTTP request, as {@link observeAcmeRequests} reports it. */
+export interface AcmeRequestObservation {
+  url: string;
+  /** As acme-client sends it (lower case: get, head, post). */
+  method: string;
+  /**
+   * The ACME resource: `directory`, a directory entry (`newNonce`, `newAccount`,
+   * `newOrder`, `revokeCert`, `keyChange`, `renewalInfo`), or an object URL learnt from
+   * earlier answers (`account`, `order`, `authz`, `challenge`, `finalize`, `cert`);
+   * `other` for a URL not seen announced.
+   */
+  endpoint: string;
+  /** HTTP status; null when no answer came. */
+  status: number | null;
+  seconds: number;
+}
+
+/** Called once per HTTP request of every hooked client (metrics). Must not throw. */
+export type AcmeRequestObserver = (r: AcmeRequestObservation) => void;
+
+let observer: AcmeRequestObserver | undefined;
+
+/**
+ * Reports every ACME HTTP request from now on to `fn` (one observer per process, as the
+ * HTTP layer it hooks is; the controller's metrics). `undefined` stops reporting.
+ */
+export function observeAcmeRequests(fn: AcmeRequestObserver | undefined): void {
+  observer = fn;
+}
+
+/** Directory entries named as the `endpoint` of their requests. */
+const DIRECTORY_ENTRIES = ['newNonce', 'newAccount', 'newOrder', 'revokeCert', 'keyChange', 'renewalInfo'] as const;
+
+/** At most this many object URLs are remembered per client (oldest forgotten first). */
+const MAX_KNOWN_URLS = 10_000;
+
+/**
+ * Names the ACME resource of each URL a client requests, from what the CA announced:
+ * the directory's entries, and the object URLs in account, order and authorization
+ * answers. Bounded, so a long-running controller does not grow with every order.
+ */
+export class EndpointNamer {
+  private readonly known = new Map<string, string>();
+  private renewalInfoBase: string | undefined;
+
+  constructor(private readonly directoryUrl: string) {}
+
+  /** The endpoint of a request to `url`. */
+  name(url: string): string {
+    if (url === this.directoryUrl) return 'directory';
+    const hit = this.known.get(url);
+    if (hit !== undefined) return hit;
+    if (this.renewalInfoBase !== undefined && url.startsWith(this.renewalInfoBase)) return 'renewalInfo';
+    return 'other';
+  }
+
+  /** Learns the URLs an answer announces. `endpoint` is what the request was. */
+  learn(endpoint: string, resp: HttpResponseLike): void {
+    const data = (typeof resp.data === 'object' && resp.data !== null ? resp.data : {}) as Record<string, unknown>;
+    if (endpoint === 'directory') {
+      for (const entry of DIRECTORY_ENTRIES) {
+        const u = data[entry];
+        if (typeof u !== 'string') continue;
+        if (entry === 'renewalInfo') this.renewalInfoBase = u;
+        else this.remember(u, entry);
+      }
+      return;
+    }
+    const location = (resp.headers as Record<string, unknown> | undefined)?.['location'];
+    if (typeof location === 'string') {
+      if (endpoint === 'newAccount') this.remember(location, 'account');
+      if (endpoint === 'newOrder') this.remember(location, 'order');
+    }
+    if (Array.isArray(data['authorizations'])) {
+      for (const a of data['authorizations']) if (typeof a === 'string') this.remember(a, 'authz');
+      if (typeof data['finalize'] === 'string') this.remember(data['finalize'], 'finalize');
+      if (typeof data['certificate'] === 'string') this.remember(data['certificate'], 'cert');
+    }
+    if (Array.isArray(data['challenges'])) {
+      for (const c of data['challenges']) {
+        const u = (c as { url?: unknown } | null)?.url;
+        if (typeof u === 'string') this.remember(u, 'challenge');
+      }
+    }
+  }
+
+  private remember(url: string, endpoint: string): void {
+    if (this.known.get(url) === endpoint) return;
+    this.known.delete(url);
+    this.known.set(url, endpoint);
+    if (this.known.size > MAX_KNOWN_URLS) {
+      const oldest = this.known.keys().next().value;
+      if (oldest !== undefined) this.known.delete(oldest);
+    }
+  }
+}
+
+/** The HTTP status a failed request carries (our CertfleetError details, or axios'), if any. */
+function statusOf(err: unknown): number | null {
+  if (err instanceof CertfleetError && typeof err.details['status'] === 'number') return err.details['status'];
+  const s = (err as { response?: { status?: unknown } } | null)?.response?.status;
+  return typeof s === 'number' && s > 0 ? s : null;
+}
+
 /**
  * Replaces acme-client's response interceptors with ours. Idempotent; the clock reads
  * HTTP-date Retry-After values (the first caller's clock wins, as the axios instance is
@@ -82,6 +186,10 @@ export interface TransportOptions {
   caPem?: string;
   /** Per-request timeout. */
   timeoutMs: number;
+  /** The CA's directory URL (names the `endpoint` of each request for the observer). */
+  directoryUrl?: string;
+  /** Times requests for the observer; default the system clock. */
+  clock?: Clock;
 }
 
 /**
@@ -109,8 +217,23 @@ export function hookHttpClient(client: acme.Client, opts: TransportOptions): htt
   const agent = new https.Agent({ keepAlive: true, ...(opts.caPem === undefined ? {} : { ca: opts.caPem }) });
 
   const request = internals.request.bind(internals);
-  internals.request = (url, method, requestOpts = {}) =>
-    request(url, method, { ...requestOpts, httpsAgent: agent, timeout: opts.timeoutMs });
+  const namer = new EndpointNamer(opts.directoryUrl ?? '');
+  const clock = opts.clock ?? systemClock;
+  internals.request = async (url, method, requestOpts = {}) => {
+    const endpoint = namer.name(url);
+    const started = clock.now();
+    const report = (status: number | null): void => observer?.({ url, method, endpoint, status, seconds: Math.max(0, clock.now() - started) / 1000 });
+    let resp: HttpResponseLike;
+    try {
+      resp = await request(url, method, { ...requestOpts, httpsAgent: agent, timeout: opts.timeoutMs });
+    } catch (err) {
+      report(statusOf(err));
+      throw err;
+    }
+    report(resp.status);
+    namer.learn(endpoint, resp);
+    return resp;
+  };
 
   internals.maxBadNonceRetries = MAX_BAD_NONCE_RETRIES;
   // acme-client's signedRequest recurses through `this.signedRequest` on badNonce, so

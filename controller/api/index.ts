@@ -112,6 +112,12 @@ export interface OperatorBackend {
   revoke(name: string, version: number, reason: string, operator: string): Promise<pb.RevokeCertificateResponse>;
   budgets(): Promise<pb.ListBudgetsResponse>;
   events(limit: number, cert: string): Promise<pb.FleetEvent[]>;
+  /**
+   * FollowEvents: calls `onEvent` with the most recent `limit` events about `cert` ('':
+   * every certificate; limit 0: none), then with each new one as it is published, until
+   * `stop()`. Rejects with NATS_UNAVAILABLE when it cannot start.
+   */
+  followEvents(limit: number, cert: string, onEvent: (e: pb.FleetEvent) => void): Promise<{ stop(): Promise<void> }>;
   /** Operator management (controller/access); `actor` is the admin making the call. */
   createOperator(name: string, role: string, csrPem: string, actor: string): Promise<pb.CreateOperatorResponse>;
   listOperators(): Promise<pb.Operator[]>;
@@ -290,7 +296,7 @@ function caller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, rol
 }
 
 /** The verified identity of the caller, which must be of kind `role`. */
-function verifiedPeer(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, role: CallerIdentity['role']): CallerIdentity {
+function verifiedPeer(call: Pick<grpc.ServerUnaryCall<unknown, unknown>, 'getAuthContext' | 'metadata'>, auth: ApiAuth, role: CallerIdentity['role']): CallerIdentity {
   const peer = call.getAuthContext()?.sslPeerCertificate;
   if (!peer?.raw) {
     const refused = call.metadata.get(PEER_TLS_KEY)[0];
@@ -310,7 +316,7 @@ function verifiedPeer(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAut
  * The operator calling `method`, once its certificate, its registry record and its role
  * allow it. Every OperatorService handler starts here, with its own method name.
  */
-async function operatorCaller(call: grpc.ServerUnaryCall<unknown, unknown>, auth: ApiAuth, method: string): Promise<OperatorAccess> {
+async function operatorCaller(call: Pick<grpc.ServerUnaryCall<unknown, unknown>, 'getAuthContext' | 'metadata'>, auth: ApiAuth, method: string): Promise<OperatorAccess> {
   return auth.authorizeOperator(verifiedPeer(call, auth, 'operator'), method);
 }
 
@@ -407,6 +413,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     return name;
   };
   const operatorHandlers: OperatorServiceHandlers = {
+    FollowEvents: (call) => followEventsHandler(call),
     GetStatus: unary(log, 'GetStatus', async (call) => {
       await operatorCaller(call, opts.auth, 'GetStatus');
       return opts.operators.status();
@@ -507,6 +514,43 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 
 
   server.addService(agent.certfleet.v1.AgentService.service, agentHandlers);
+  // --- FollowEvents (issue #14): open streams, ended when the server stops ---
+  const streams = new Set<() => void>();
+  function followEventsHandler(call: grpc.ServerWritableStream<pb.FollowEventsRequest__Output, pb.FleetEvent>): void {
+    let follower: { stop(): Promise<void> } | undefined;
+    let done = false;
+    const finish = (err?: CertfleetError): void => {
+      if (done) return;
+      done = true;
+      streams.delete(shutdown);
+      void follower?.stop();
+      if (err) call.emit('error', toServiceError(err));
+      else call.end();
+    };
+    // The server is stopping: the client sees UNAVAILABLE and may reconnect to another controller.
+    const shutdown = (): void => finish(new CertfleetError(ErrorCode.ControllerUnavailable, 'the controller is stopping'));
+    streams.add(shutdown);
+    call.on('cancelled', () => finish());
+    void (async () => {
+      await operatorCaller(call, opts.auth, 'FollowEvents');
+      const limit = call.request.limit === 0 ? 50 : Math.min(call.request.limit, 10_000);
+      // Events are rare (a few per certificate per renewal): no backpressure beyond grpc-js' buffer.
+      const f = await opts.operators.followEvents(limit, call.request.cert, (e) => {
+        if (!done) call.write(e);
+      });
+      if (done) {
+        await f.stop();
+        return;
+      }
+      follower = f;
+      // Headers now, so the client knows the stream is open even before the first event.
+      call.sendMetadata(new grpc.Metadata());
+    })().catch((err: unknown) => {
+      const cf = err instanceof CertfleetError ? err : new CertfleetError(ErrorCode.Internal, 'internal error', { cause: err });
+      log[cf.code === ErrorCode.Internal ? 'error' : 'warn']({ method: 'FollowEvents', code: cf.code, err: cf.code === ErrorCode.Internal ? err : cf.message }, 'call failed');
+      finish(cf);
+    });
+  }
   server.addService(operator.certfleet.v1.OperatorService.service, operatorHandlers);
 
   const address = `${opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host}:${opts.listen.port}`;
@@ -521,6 +565,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   return {
     port,
     async stop(graceMs = 5000) {
+      for (const end of [...streams]) end();
       await new Promise<void>((resolve) => {
         const timer = clock.after(graceMs, () => {
           server.forceShutdown();

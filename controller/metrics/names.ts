@@ -9,7 +9,10 @@
  * `..._ready_status`), so dashboards and alerts written for it carry over. Renaming a
  * metric breaks every operator's alerts: treat a change here as a protocol change.
  *
- * Every metric is a gauge computed at scrape time from the controller's state. Labels:
+ * {@link Metric} lists the gauges, computed at scrape time from the controller's state;
+ * {@link Instrument} the counters and histograms of things that happen between scrapes
+ * (ACME requests, work-loop passes, orders), kept in a prom-client registry
+ * (shared/metrics). Labels:
  * `name` is a certificate name (controller `certificates[].name`), `agent` an enrolled
  * agent's name. No label or value ever carries key material: names, versions, dates,
  * counts only.
@@ -186,8 +189,74 @@ export const Metric = {
 /** Identifier of a metric in {@link Metric}. */
 export type MetricId = keyof typeof Metric;
 
-/** Every metric name, in the order they are exposed. */
+/** Every gauge name, in the order they are exposed. */
 export const METRIC_NAMES: readonly string[] = Object.values(Metric).map((m) => m.name);
+
+/** A counter or histogram: counted as things happen, not computed at scrape time. */
+export interface InstrumentDef {
+  readonly name: string;
+  readonly type: 'counter' | 'histogram';
+  readonly help: string;
+  readonly labels: readonly string[];
+}
+
+/**
+ * Every counter and histogram of the controller. The ACME pair mirrors cert-manager's
+ * `http_acme_client_request_count` / `..._duration_seconds` label set (scheme, host, path,
+ * method, status), with two differences: the counter ends in `_total` (as `promtool check
+ * metrics` requires of counters), and `path` is the ACME resource the request went to
+ * (`directory`, `newNonce`, `newAccount`, `newOrder`, `order`, `authz`, `challenge`,
+ * `finalize`, `cert`, `renewalInfo`, `revokeCert`, `keyChange`, `account`, `other`), not
+ * the URL path, so no order or authorization id becomes a series and the values are the
+ * same at every CA. `status` is the HTTP status code, `none` when no answer came.
+ */
+export const Instrument = {
+  acmeRequests: {
+    name: 'certfleet_acme_client_requests_total',
+    type: 'counter',
+    help: 'HTTP requests the ACME client sent, by CA (scheme, host), ACME resource (path), method and HTTP status ("none": no answer).',
+    labels: ['scheme', 'host', 'path', 'method', 'status'],
+  },
+  acmeRequestDuration: {
+    name: 'certfleet_acme_client_request_duration_seconds',
+    type: 'histogram',
+    help: 'Time from sending an ACME request to its answer (or failure), seconds; labels as certfleet_acme_client_requests_total.',
+    labels: ['scheme', 'host', 'path', 'method', 'status'],
+  },
+  reconcilePasses: {
+    name: 'certfleet_reconcile_passes_total',
+    type: 'counter',
+    help: 'Passes of the work loop over every configured certificate.',
+    labels: [],
+  },
+  reconcileSyncs: {
+    name: 'certfleet_reconcile_syncs_total',
+    type: 'counter',
+    help: 'Certificates looked at by the work loop, by what the pass decided (wait, order, defer, queued, busy) or error (the store or NATS could not be read).',
+    labels: ['action'],
+  },
+  orders: {
+    name: 'certfleet_orders_total',
+    type: 'counter',
+    help: 'Issuances the work loop started and how they ended: started, issued, failed, spooled (issued, waiting in the spool for the store).',
+    labels: ['outcome'],
+  },
+  orderFailures: {
+    name: 'certfleet_order_failures_total',
+    type: 'counter',
+    help: 'Failed issuances by error code (docs/errors.md), e.g. ACME_RATE_LIMITED, CHALLENGE_NOT_SERVED.',
+    labels: ['code'],
+  },
+} as const satisfies Record<string, InstrumentDef>;
+
+/** Every counter and histogram name, in the order they are exposed (after the gauges). */
+export const INSTRUMENT_NAMES: readonly string[] = Object.values(Instrument).map((m) => m.name);
+
+/** The values of `certfleet_reconcile_syncs_total`'s `action` label. */
+export const SYNC_ACTIONS = ['wait', 'order', 'defer', 'queued', 'busy', 'error'] as const;
+
+/** The values of `certfleet_orders_total`'s `outcome` label. */
+export const ORDER_OUTCOMES = ['started', 'issued', 'failed', 'spooled'] as const;
 
 /** The values of `certfleet_certificate_ready_status`'s `condition` label (cert-manager's). */
 export const READY_CONDITIONS = ['True', 'False'] as const;

@@ -10,7 +10,7 @@
 import { deadline, isoAt, type Clock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, toCertfleetError } from '../../shared/errors/index.js';
 import type { pb } from '../../shared/grpc/index.js';
-import { readEvents, type NatsHandle } from '../../shared/nats/index.js';
+import { followEvents, readEvents, type NatsHandle } from '../../shared/nats/index.js';
 import { desiredFor } from '../../shared/rollout/index.js';
 import { EventType, REVOCATION_REASONS, isRevocationReason } from '../../shared/wire/index.js';
 import type { AcmeClient } from '../acme/index.js';
@@ -20,7 +20,7 @@ import type { CertificateConfig, ControllerConfig } from '../config/index.js';
 import type { Enrollment } from '../enroll/index.js';
 import type { AgentView, Fleet } from '../fleet/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
-import type { DesiredRecord } from '../../shared/model/index.js';
+import type { DesiredRecord, FleetEvent } from '../../shared/model/index.js';
 import type { CertRuntime, Reconciler } from '../reconcile/index.js';
 import { Revocations, checkRollbackBundle, revokedRefusal, rollbackTarget, type Pins, type Revocation } from '../rollback/index.js';
 import type { CertStore } from '../store/index.js';
@@ -536,16 +536,28 @@ export function createOperations(deps: OperationsDeps): Operations {
       }),
     async events(limit, cert) {
       const list = await readEvents(nats, { limit, ...(cert === '' ? {} : { cert }) });
-      return list.map((e) => ({
-        type: e.type,
-        at: e.at,
-        cert: e.cert ?? '',
-        agent: e.agent ?? '',
-        version: e.version ?? 0,
-        message: e.message,
-        detailsJson: e.details === undefined ? '' : JSON.stringify(e.details),
-        actor: e.actor ?? '',
-      }));
+      return list.map(eventToPb);
+    },
+    // --- FollowEvents (issue #14) ---
+    async followEvents(limit, cert, onEvent) {
+      const filter = cert === '' ? {} : { cert };
+      // The consumer starts first and buffers, then the backlog is read: an event
+      // published in between is in one of the two (or both: sent once), never in neither.
+      const buffered: FleetEvent[] = [];
+      let live = false;
+      const follower = await followEvents(nats, (e) => (live ? onEvent(eventToPb(e)) : buffered.push(e)), filter);
+      try {
+        const backlog = limit === 0 ? [] : await readEvents(nats, { limit, ...filter });
+        const sent = new Set(backlog.map((e) => JSON.stringify(e)));
+        for (const e of backlog) onEvent(eventToPb(e));
+        for (const e of buffered) if (!sent.has(JSON.stringify(e))) onEvent(eventToPb(e));
+        // Synchronous since the drain: no event can slip between it and this line.
+        live = true;
+      } catch (err) {
+        await follower.stop();
+        throw err;
+      }
+      return follower;
     },
     async createOperator(name, role, csrPem, actor) {
       // Every refusal before the CA signs anything: a refused create issues no certificate.
@@ -647,5 +659,19 @@ export function operatorToPb(r: OperatorRecord): pb.Operator {
     revoked: r.revoked,
     revokedBy: r.revokedBy ?? '',
     revokedAt: r.revokedAt ?? '',
+  };
+}
+
+/** An event as the OperatorService sends it (ListEvents, FollowEvents). */
+function eventToPb(e: FleetEvent): pb.FleetEvent {
+  return {
+    type: e.type,
+    at: e.at,
+    cert: e.cert ?? '',
+    agent: e.agent ?? '',
+    version: e.version ?? 0,
+    message: e.message,
+    detailsJson: e.details === undefined ? '' : JSON.stringify(e.details),
+    actor: e.actor ?? '',
   };
 }

@@ -96,6 +96,19 @@ export interface ReconcilerOptions {
   selectedAgents: (selector: string) => RolloutAgent[];
   /** Uniform [0, 1) for the backoff's jitter. Default Math.random. */
   random?: () => number;
+  /** Counts passes, decisions and orders (controller/metrics); absent: not counted. */
+  metrics?: LoopMetrics;
+}
+
+/**
+ * What the loop counts. `sync(action)`: one certificate looked at, with the plan's action
+ * or `error`; `order(outcome, code)`: an issuance started, issued, failed (with its
+ * error code) or spooled. Implementations must not throw.
+ */
+export interface LoopMetrics {
+  pass(): void;
+  sync(action: string): void;
+  order(outcome: 'started' | 'issued' | 'failed' | 'spooled', code?: string): void;
 }
 
 export class Reconciler {
@@ -203,6 +216,7 @@ export class Reconciler {
   }
 
   private async pass(): Promise<void> {
+    this.opts.metrics?.pass();
     await this.flushDesired();
     for (const cert of this.opts.certificates) {
       if (this.stopped) return;
@@ -210,6 +224,7 @@ export class Reconciler {
         await this.reconcileOne(cert);
       } catch (err) {
         // Store or NATS trouble while reading: try again on the next pass.
+        this.opts.metrics?.sync('error');
         this.opts.log.warn({ [LogKey.cert]: cert.name, [LogKey.err]: (err as Error).message }, 'reconcile failed');
       }
     }
@@ -326,6 +341,7 @@ export class Reconciler {
 
   /** The effects of a pass plan: runtime fields, the deferral event, the budget spend, the issuance. */
   private async carryOut(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, p: PassPlan, now: number): Promise<void> {
+    this.opts.metrics?.sync(p.action);
     switch (p.action) {
       case 'busy':
         if (p.busy === 'spooled') rt.reason = p.reason;
@@ -488,6 +504,7 @@ export class Reconciler {
     const startedAt = this.opts.clock.now();
     const onlineAtStart = this.agentsCameOnline;
     rt.state = 'issuing';
+    this.opts.metrics?.order('started');
     log.info({ reason, replaces }, 'issuance started');
     const job = this.opts.issuer
       .issue(
@@ -505,6 +522,7 @@ export class Reconciler {
         latest?.version ?? 0,
       )
       .then(async (meta) => {
+        this.opts.metrics?.order('issued');
         const done = afterIssued(this.intents.get(cert.name) ?? NO_INTENT, startedAt);
         this.setIntent(cert.name, done.intent);
         await this.saveIntent(cert.name).catch((err: unknown) => log.warn({ [LogKey.err]: (err as Error).message }, 'renewal intent not saved'));
@@ -535,6 +553,7 @@ export class Reconciler {
           agentCameOnline: this.agentsCameOnline !== onlineAtStart,
           random: this.random,
         });
+        this.opts.metrics?.order(failure.outcome === 'spooled' ? 'spooled' : 'failed', cf.code);
         if (failure.outcome === 'spooled') {
           this.setIntent(cert.name, failure.intent);
           await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ [LogKey.err]: (e as Error).message }, 'renewal intent not saved'));

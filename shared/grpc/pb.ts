@@ -38,6 +38,7 @@ export type { ListBudgetsRequest, ListBudgetsRequest__Output } from './generated
 export type { ListBudgetsResponse, ListBudgetsResponse__Output } from './generated/certfleet/v1/ListBudgetsResponse.js';
 export type { Budget, Budget__Output } from './generated/certfleet/v1/Budget.js';
 export type { ListEventsRequest, ListEventsRequest__Output } from './generated/certfleet/v1/ListEventsRequest.js';
+export type { FollowEventsRequest, FollowEventsRequest__Output } from './generated/certfleet/v1/FollowEventsRequest.js';
 export type { ListEventsResponse, ListEventsResponse__Output } from './generated/certfleet/v1/ListEventsResponse.js';
 export type { FleetEvent, FleetEvent__Output } from './generated/certfleet/v1/FleetEvent.js';
 export type { WhoAmIRequest, WhoAmIRequest__Output } from './generated/certfleet/v1/WhoAmIRequest.js';

@@ -10,7 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { runCli, startFleet, type CliResult, type Fleet } from '../harness/fleet.js';
+import { spawn } from 'node:child_process';
+import { CLI, runCli, startFleet, type CliResult, type Fleet } from '../harness/fleet.js';
 import { eventually } from '../harness/process.js';
 
 interface HistoryJson {
@@ -71,6 +72,30 @@ describe('operator credentials with roles', { timeout: 300_000 }, () => {
     const token = await as(operator, ['token', 'create', 'edge-x']);
     assert.equal(token.code, 5, token.stderr);
     assert.match(token.stderr, /operator otto has role operator, which may not create enrolment tokens/);
+  });
+
+  test('a viewer follows events as a stream: the recent ones, then a new one as it is published; Ctrl-C ends it with 0', async () => {
+    const child = spawn(process.execPath, [CLI, 'events', '--follow', '--json', '--limit', '3'], {
+      env: { ...process.env, CERTFLEET_CREDENTIALS: viewer },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const lines = (): EventJson[] => stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as EventJson);
+      await eventually('the recent events', () => lines().length === 3, 20_000);
+      const created = await fleet.cli(['token', 'create', 'follow-probe', '--label', 'role=none']);
+      assert.equal(created.code, 0, created.stderr);
+      await eventually('the new event arrives on the stream', () => lines().some((e) => e.type === 'token-created' && e.message.includes('follow-probe')), 20_000);
+      assert.equal(new Set(lines().map((e) => JSON.stringify(e))).size, lines().length, 'no event printed twice');
+    } finally {
+      child.kill('SIGINT');
+    }
+    assert.equal(await exited, 0, stderr);
+    assert.equal(stderr, '');
   });
 
   test('an operator renews and rolls back; a viewer cannot roll back and nothing changes; events name the operator', async () => {

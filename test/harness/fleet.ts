@@ -52,6 +52,8 @@ export interface FleetAgentSpec {
   hook?: (ctx: { dir: string; reload: string }) => string;
   /** The agent's resyncInterval (a duration); default 5s. */
   resyncInterval?: string;
+  /** Extra top-level agent.yaml lines (e.g. a `metrics:` section). */
+  agentYaml?: string[];
 }
 
 export interface FleetAgent extends FleetAgentSpec {
@@ -341,6 +343,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
           `http01: { listen: "${spec.ip}:${httpPort}" }`,
           `resyncInterval: ${spec.resyncInterval ?? '5s'}`,
           'reportInterval: 1s',
+          ...(spec.agentYaml ?? []),
           `hooks: { reload: { command: ${JSON.stringify(hook)}, timeout: 30s } }`,
           'certificates:',
           ...certs.map((c) => `  ${c.name}: { verify: [{ address: "${spec.ip}:${tlsPort}" }] }`),

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
 import { FileStore } from '../../controller/store/index.js';
-import { METRIC_NAMES, startMetricsServer, type MetricsSources } from '../../controller/metrics/index.js';
+import { Instrument, INSTRUMENT_NAMES, METRIC_NAMES, startMetricsServer, type MetricsSources } from '../../controller/metrics/index.js';
+import { AgentMetric } from '../../agent/metrics/index.js';
 import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { startFleet, type Fleet } from '../harness/fleet.js';
@@ -31,7 +32,9 @@ interface ParsedFamily {
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*/;
-const VALUE = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|NaN|[+-]Inf)$/;
+// Prometheus reads values with Go's strconv.ParseFloat: NaN and Inf in any letter case
+// (prom-client writes "Nan" for an event-loop statistic with no sample yet).
+const VALUE = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|nan|[+-]?inf(?:inity)?)$/i;
 
 /**
  * Parses an exposition; throws on anything a strict reader should refuse: a sample
@@ -47,6 +50,8 @@ function parseExposition(text: string): Map<string, ParsedFamily> {
   const lines = text.slice(0, -1).split('\n');
   lines.forEach((line, i) => {
     const where = `line ${i + 1}: ${line}`;
+    // The format ignores empty lines (prom-client separates families with one).
+    if (line === '') return;
     const help = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/.exec(line);
     if (help) {
       const [, name = '', raw = ''] = help;
@@ -67,8 +72,10 @@ function parseExposition(text: string): Map<string, ParsedFamily> {
     assert.ok(!line.startsWith('#'), `${where}: unexpected comment`);
     const name = NAME.exec(line)?.[0];
     assert.ok(name, `${where}: no metric name`);
-    assert.equal(current, name, `${where}: sample outside its family's block`);
-    const fam = families.get(name);
+    // A histogram's samples are <name>_bucket, <name>_sum and <name>_count.
+    const famName = current !== undefined && families.get(current)?.type === 'histogram' && [`${current}_bucket`, `${current}_sum`, `${current}_count`].includes(name) ? current : name;
+    assert.equal(current, famName, `${where}: sample outside its family's block`);
+    const fam = families.get(famName);
     assert.ok(fam && fam.type !== '', `${where}: sample before its TYPE`);
     let rest = line.slice(name.length);
     const labels: Record<string, string> = {};
@@ -114,7 +121,9 @@ function parseExposition(text: string): Map<string, ParsedFamily> {
     assert.ok(!seriesSeen.has(series), `${where}: duplicate series`);
     seriesSeen.add(series);
     const v = m[1] ?? '';
-    fam.samples.push({ name, labels, value: v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : Number(v) });
+    const lower = v.toLowerCase();
+    const value = lower === 'nan' ? NaN : /^\+?inf/.test(lower) ? Infinity : lower.startsWith('-inf') ? -Infinity : Number(v);
+    fam.samples.push({ name, labels, value });
   });
   return families;
 }
@@ -173,6 +182,7 @@ function sample(families: Map<string, ParsedFamily>, name: string, labels: Recor
 describe('the metrics endpoint of a running controller', { timeout: 300_000 }, () => {
   let fleet: Fleet;
   let metricsPort: number;
+  let agentMetricsPort: number;
   let startedAt: number;
   const scrapeUrl = (): string => `http://127.0.0.1:${metricsPort}/metrics`;
 
@@ -186,11 +196,12 @@ describe('the metrics endpoint of a running controller', { timeout: 300_000 }, (
   before(async () => {
     startedAt = Date.now();
     metricsPort = await freePort('127.0.0.1');
+    agentMetricsPort = await freePort('127.0.0.2');
     fleet = await startFleet({
       certificates: CERTS,
       controllerYaml: [`metrics: { listen: "127.0.0.1:${metricsPort}" }`],
       agents: [
-        { name: 'edge-a', ip: '127.0.0.2', labels: { role: 'web', site: 'a' }, serves: ['web', 'api'] },
+        { name: 'edge-a', ip: '127.0.0.2', labels: { role: 'web', site: 'a' }, serves: ['web', 'api'], agentYaml: [`metrics: { listen: "127.0.0.2:${agentMetricsPort}" }`] },
         { name: 'edge-b', ip: '127.0.0.3', labels: { role: 'web', site: 'b' }, serves: ['web'] },
       ],
       dns: { 'www.example.test': '127.0.0.2', 'example.test': '127.0.0.3', 'api.example.test': '127.0.0.2' },
@@ -202,17 +213,71 @@ describe('the metrics endpoint of a running controller', { timeout: 300_000 }, (
     await fleet?.stop();
   });
 
-  test('GET /metrics answers 200 with the text format, and every family names.ts defines has HELP and TYPE gauge', async () => {
+  test('GET /metrics answers 200 with the text format: the gauges names.ts defines, then its counters and histograms, then the process metrics', async () => {
     const res = await fetch(scrapeUrl());
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
     const families = parseExposition(await res.text());
-    assert.deepEqual([...families.keys()], [...METRIC_NAMES]);
+    const names = [...families.keys()];
+    assert.deepEqual(names.slice(0, METRIC_NAMES.length), [...METRIC_NAMES]);
+    assert.deepEqual(
+      names.filter((n) => n.startsWith('certfleet_')),
+      [...METRIC_NAMES, ...INSTRUMENT_NAMES],
+      'every certfleet family is defined in names.ts',
+    );
+    for (const def of Object.values(Instrument)) assert.equal(families.get(def.name)?.type, def.type, def.name);
     for (const [name, fam] of families) {
-      assert.equal(fam.type, 'gauge', name);
+      if (METRIC_NAMES.includes(name)) assert.equal(fam.type, 'gauge', name);
       assert.ok(fam.help.length > 10, `${name} has help text`);
     }
+    for (const m of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_version_info']) assert.ok(families.has(m), `${m} is exposed`);
     assert.equal(sample(families, 'certfleet_controller_info', {}), 1);
+  });
+
+  test('every ACME request of the issuances is counted and timed by resource and status, and the work loop counted its orders', async () => {
+    const { families } = await scrape();
+    const requests = families.get('certfleet_acme_client_requests_total')?.samples ?? [];
+    const pebbleHost = new URL(fleet.pebble.directoryUrl).host;
+    const count = (path: string, status: string): number =>
+      requests.filter((s) => s.labels['path'] === path && s.labels['status'] === status).reduce((a, s) => a + s.value, 0);
+    for (const s of requests) {
+      assert.equal(s.labels['scheme'], 'https');
+      assert.equal(s.labels['host'], pebbleHost);
+    }
+    assert.ok(count('directory', '200') >= 1, 'the directory was read');
+    assert.ok(count('newAccount', '201') + count('newAccount', '200') >= 1, 'the account was registered');
+    assert.ok(count('newOrder', '201') >= 2, 'two orders placed (web, api)');
+    assert.ok(count('authz', '200') >= 3, 'three authorizations read (3 names)');
+    assert.ok(count('challenge', '200') >= 3, 'three challenges answered');
+    assert.ok(count('finalize', '200') >= 2, 'two orders finalized');
+    assert.ok(count('cert', '200') >= 2, 'two certificates downloaded');
+    assert.deepEqual(requests.filter((s) => s.labels['path'] === 'other'), [], 'every URL is named by its resource');
+    // The histogram counts exactly the requests the counter counts.
+    const durations = families.get('certfleet_acme_client_request_duration_seconds')?.samples ?? [];
+    const histogramCount = durations.filter((s) => s.name.endsWith('_count')).reduce((a, s) => a + s.value, 0);
+    assert.equal(histogramCount, requests.reduce((a, s) => a + s.value, 0));
+    assert.ok(sample(families, 'certfleet_orders_total', { outcome: 'issued' }) >= 2);
+    assert.ok(sample(families, 'certfleet_orders_total', { outcome: 'started' }) >= 2);
+    assert.ok(sample(families, 'certfleet_reconcile_passes_total', {}) >= 1);
+    assert.ok(sample(families, 'certfleet_reconcile_syncs_total', { action: 'order' }) >= 2);
+  });
+
+  test("an agent's own endpoint counts its installs, hook runs and verifications, and shows the installed versions", async () => {
+    const res = await fetch(`http://127.0.0.2:${agentMetricsPort}/metrics`);
+    assert.equal(res.status, 200);
+    const families = parseExposition(await res.text());
+    for (const def of Object.values(AgentMetric)) assert.equal(families.get(def.name)?.type, def.type, def.name);
+    const agents = await fleet.cliJson<{ agents: AgentJson[] }>(['agents']);
+    const edgeA = agents.agents.find((a) => a.name === 'edge-a');
+    assert.ok(edgeA);
+    for (const c of edgeA.certificates) {
+      assert.equal(sample(families, 'certfleet_agent_installed_version', { cert: c.name }), c.version, `${c.name} installed version`);
+      assert.ok(sample(families, 'certfleet_agent_installs_total', { cert: c.name, outcome: 'installed' }) >= 1, `${c.name} installed`);
+      assert.ok(sample(families, 'certfleet_agent_verify_total', { cert: c.name, result: 'served' }) >= 1, `${c.name} verified`);
+    }
+    const hooks = families.get('certfleet_agent_hook_duration_seconds')?.samples.filter((s) => s.name.endsWith('_count') && s.labels['result'] === 'ok') ?? [];
+    assert.ok(hooks.reduce((a, s) => a + s.value, 0) >= 1, 'the reload hook ran and was timed');
+    assert.ok(families.has('process_cpu_seconds_total'), 'the agent serves the process metrics too');
   });
 
   test('other paths answer 404, other methods 405, HEAD no body', async () => {

@@ -21,6 +21,7 @@ const EXPECTED: Record<string, { viewer: boolean; operator: boolean; admin: bool
   ShowCertificate: { viewer: true, operator: true, admin: true },
   GetHistory: { viewer: true, operator: true, admin: true },
   ListEvents: { viewer: true, operator: true, admin: true },
+  FollowEvents: { viewer: true, operator: true, admin: true },
   ListBudgets: { viewer: true, operator: true, admin: true },
   WhoAmI: { viewer: true, operator: true, admin: true },
   RenewCertificate: { viewer: false, operator: true, admin: true },

@@ -610,6 +610,7 @@ function operatorBackend(): OperatorBackend {
     removeAgent: nothing,
     dryRun: nothing,
     checkChallenges: nothing,
+    followEvents: nothing,
   };
 }
 

@@ -114,6 +114,16 @@ function operatorRecord(over: Partial<pb.Operator> = {}): pb.Operator {
   return { name: 'alice', role: 'viewer', serial: 'ab12', notAfter: '2027-03-01T12:00:00.000Z', createdBy: 'admin', createdAt: '2026-03-01T11:00:00.000Z', revoked: false, revokedBy: '', revokedAt: '', ...over };
 }
 const eventRequests: pb.ListEventsRequest__Output[] = [];
+const followRequests: pb.FollowEventsRequest__Output[] = [];
+
+/** The fake controller's open FollowEvents streams; {@link publish} writes to them. */
+const followers = new Set<{ match: (e: pb.FleetEvent) => boolean; call: grpc.ServerWritableStream<pb.FollowEventsRequest__Output, pb.FleetEvent> }>();
+
+/** A new event on the fake controller: appended to EVENTS and sent to every matching stream. */
+function publish(e: pb.FleetEvent): void {
+  EVENTS.push(e);
+  for (const f of followers) if (f.match(e)) f.call.write(e);
+}
 
 function notFound(name: string): Partial<grpc.StatusObject> {
   return toServiceError(new CertfleetError(ErrorCode.NotFound, `no certificate named ${name}`));
@@ -256,6 +266,16 @@ const handlers: OperatorServiceHandlers = {
     const matching = EVENTS.filter((e) => call.request.cert === '' || e.cert === call.request.cert);
     // Like the controller: the most recent `limit` events (0: 50), oldest first.
     cb(null, { events: matching.slice(-(call.request.limit || 50)) });
+  },
+  FollowEvents(call) {
+    followRequests.push(call.request);
+    const match = (e: pb.FleetEvent): boolean => call.request.cert === '' || e.cert === call.request.cert;
+    // Like the controller: headers, the most recent `limit` events, then each new one.
+    call.sendMetadata(new grpc.Metadata());
+    for (const e of EVENTS.filter(match).slice(-(call.request.limit || 50))) call.write(e);
+    const entry = { match, call };
+    followers.add(entry);
+    call.on('cancelled', () => followers.delete(entry));
   },
 };
 
@@ -527,9 +547,10 @@ void test('events sends --cert and --limit and prints one line per event, oldest
   );
 });
 
-void test('events --follow polls, prints only events it has not printed, and stops cleanly when interrupted', async () => {
+void test('events --follow streams: the recent events, then each new one as the controller publishes it (no polling), until interrupted', async () => {
   const stop = new AbortController();
-  const polls = eventRequests.length;
+  const lists = eventRequests.length;
+  const follows = followRequests.length;
   let written = '';
   const added: pb.FleetEvent = { type: 'rolled-back', at: '2026-03-01T12:00:01.000Z', cert: 'web', agent: 'lb-1', version: 1, message: 'hook failed' };
   const run = cli(['events', '--follow', '--limit', '2', '--credentials', credentialsFile()], {}, false, {
@@ -538,8 +559,8 @@ void test('events --follow polls, prints only events it has not printed, and sto
     stdout: {
       write: (t: string) => {
         written += t;
-        // After the first answer, a new event happens; once it is printed, Ctrl-C.
-        if (!EVENTS.includes(added)) EVENTS.push(added);
+        // Once the two recent events are printed, a new one is published; once it is printed, Ctrl-C.
+        if (t.includes('issued  api')) setImmediate(() => publish(added));
         else if (t.includes('rolled-back')) stop.abort();
         return true;
       },
@@ -549,13 +570,78 @@ void test('events --follow polls, prints only events it has not printed, and sto
   EVENTS.splice(EVENTS.indexOf(added), 1);
   assert.equal(r.code, 0);
   assert.equal(r.stderr, '');
-  assert.ok(eventRequests.length - polls >= 2, 'polled more than once');
+  assert.equal(followRequests.length - follows, 1, 'one stream');
+  assert.deepEqual(followRequests.at(-1), { limit: 2, cert: '' });
+  assert.equal(eventRequests.length, lists, 'no ListEvents polls');
+  // The cancellation reaches the server a moment after the CLI returned.
+  for (let i = 0; i < 200 && followers.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(followers.size, 0, 'Ctrl-C cancelled the stream');
   assert.equal(
     written,
     '2026-03-01T11:01:00Z  installed  web  lb-1  v2  -  hook ok, served\n' +
       '2026-03-01T11:05:00Z  issued  api  -  v1  -  issued by the CA\n' +
       '2026-03-01T12:00:01Z  rolled-back  web  lb-1  v1  -  hook failed\n',
   );
+});
+
+void test('events --follow reconnects when the controller ends the stream: one warning, events already printed are not printed again', async () => {
+  const serverLeaf = await makeLeaf(ca, { names: ['controller.test'] });
+  const own = new grpc.Server();
+  let streams = 0;
+  own.addService(loadProtos().operator.certfleet.v1.OperatorService.service, {
+    ...handlers,
+    FollowEvents(call) {
+      streams++;
+      call.sendMetadata(new grpc.Metadata());
+      if (streams === 1) {
+        // The first controller sends one event and stops.
+        call.write(EVENTS[0] ?? {});
+        call.emit('error', toServiceError(new CertfleetError(ErrorCode.ControllerUnavailable, 'the controller is stopping')));
+        return;
+      }
+      // The next one has the recent events, the first of them already printed.
+      for (const e of EVENTS.slice(0, 2)) call.write(e);
+    },
+  } satisfies OperatorServiceHandlers);
+  const ownPort = await new Promise<number>((resolve, reject) =>
+    own.bindAsync(
+      '127.0.0.1:0',
+      grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ cert_chain: Buffer.from(serverLeaf.fullchainPem), private_key: Buffer.from(serverLeaf.keyPem) }], true),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    ),
+  );
+  const stop = new AbortController();
+  let written = '';
+  let stderr = '';
+  try {
+    const r = await cli(['events', '--follow', '--json', '--credentials', credentialsFile({ server: `127.0.0.1:${ownPort}` })], {}, false, {
+      followIntervalMs: 20,
+      interrupt: () => stop.signal,
+      stdout: {
+        write: (t: string) => {
+          written += t;
+          if (t.includes('"installed"')) stop.abort();
+          return true;
+        },
+      },
+      stderr: {
+        write: (t: string) => {
+          stderr += t;
+          return true;
+        },
+      },
+    });
+    assert.equal(r.code, 0);
+  } finally {
+    own.forceShutdown();
+  }
+  assert.equal(streams, 2);
+  assert.deepEqual(
+    written.trimEnd().split('\n').map((l) => (JSON.parse(l) as { type: string }).type),
+    ['issued', 'installed'],
+    'the first event once, then the new one',
+  );
+  assert.equal(stderr, 'certfleet: warning: the controller is stopping; reconnecting every 0.02s\ncertfleet: controller reachable again\n');
 });
 
 void test('events --follow --json writes one JSON object per event per line', async () => {
@@ -588,16 +674,17 @@ void test('events --follow fails at once, with the usual exit code, when the con
   assert.match(r.stderr, /code: CONTROLLER_UNAVAILABLE/);
 });
 
-void test('events --follow outlives a controller that goes away after the first poll: one warning, polling goes on, Ctrl-C exits 0', async () => {
+void test('events --follow outlives a controller that goes away after the stream opened: one warning, reconnecting goes on, Ctrl-C exits 0', async () => {
   // A second server, so stopping it leaves the other tests' server alone.
   const serverLeaf = await makeLeaf(ca, { names: ['controller.test'] });
   const own = new grpc.Server();
   let served = 0;
   own.addService(loadProtos().operator.certfleet.v1.OperatorService.service, {
     ...handlers,
-    ListEvents(_call, cb) {
+    FollowEvents(call) {
       served++;
-      cb(null, { events: EVENTS.slice(0, 1) });
+      call.sendMetadata(new grpc.Metadata());
+      call.write(EVENTS[0] ?? {});
     },
   } satisfies OperatorServiceHandlers);
   const ownPort = await new Promise<number>((resolve, reject) =>
@@ -632,7 +719,7 @@ void test('events --follow outlives a controller that goes away after the first 
   assert.equal(served, 1);
   assert.equal(r.code, 0);
   assert.equal(stderr.match(/warning/g)?.length, 1, `one warning per outage, got: ${stderr}`);
-  assert.match(stderr, /^certfleet: warning: controller 127\.0\.0\.1:\d+: .*; still trying every 0\.02s\n$/);
+  assert.match(stderr, /^certfleet: warning: controller 127\.0\.0\.1:\d+: .*; reconnecting every 0\.02s\n$/);
 });
 
 void test('operators create makes the key here, sends only a CSR, and writes a working 0600 credentials file for the same controller', async () => {

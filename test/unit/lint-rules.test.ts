@@ -28,6 +28,8 @@ const EXPECTED: Array<[file: string, rules: string[], why: string]> = [
   ['shared/sdk-outside-adapter.ts', ['house/sdk-in-adapter'], 'acme-client outside controller/acme'],
   ['agent/grpc-outside-adapter.ts', ['house/sdk-in-adapter'], '@grpc/grpc-js outside shared/grpc'],
   ['controller/acme/sdk-in-adapter.ts', [], 'acme-client in its adapter'],
+  ['agent/prom-outside-adapter.ts', ['house/sdk-in-adapter'], 'prom-client outside shared/metrics'],
+  ['shared/metrics/sdk-in-adapter.ts', [], 'prom-client in its adapter'],
   ['shared/raw-timer.ts', ['house/clock-only'], 'a raw setTimeout'],
   ['controller/raw-now.ts', ['house/clock-only'], 'Date.now()'],
   ['cli/timers-promises.ts', ['house/clock-only'], 'node:timers/promises'],

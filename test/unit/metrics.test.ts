@@ -10,7 +10,10 @@ import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import {
   collect,
+  createControllerInstruments,
   escapeLabelValue,
+  Instrument,
+  INSTRUMENT_NAMES,
   Metric,
   METRIC_NAMES,
   renderExposition,
@@ -19,6 +22,8 @@ import {
   type MetricsSources,
 } from '../../controller/metrics/index.js';
 import { parseControllerConfig } from '../../controller/config/index.js';
+import { EndpointNamer } from '../../controller/acme/transport.js';
+import { AGENT_METRIC_NAMES, AgentInstruments, AgentMetric } from '../../agent/metrics/index.js';
 import type { AgentView } from '../../controller/fleet/index.js';
 import type { CertRuntime } from '../../controller/reconcile/index.js';
 import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
@@ -80,14 +85,33 @@ test('rendering refuses samples whose labels differ from the family, duplicate s
   assert.throws(() => renderExposition([{ def, samples: [] }, { def, samples: [] }]), internal);
 });
 
+/** Every certfleet metric of both binaries: gauges, counters and histograms, the agent's. */
+const ALL_DEFS: ReadonlyArray<{ name: string; type: string; help: string; labels: readonly string[] }> = [
+  ...Object.values(Metric),
+  ...Object.values(Instrument),
+  ...Object.values(AgentMetric),
+];
+const ALL_NAMES = [...METRIC_NAMES, ...INSTRUMENT_NAMES, ...AGENT_METRIC_NAMES];
+const HISTOGRAMS = ALL_DEFS.filter((d) => d.type === 'histogram').map((d) => d.name);
+
+/** Whether a name in a query is defined: itself, or a histogram's _bucket/_sum/_count series. */
+function defined(name: string): boolean {
+  return ALL_NAMES.includes(name) || HISTOGRAMS.some((h) => [`${h}_bucket`, `${h}_sum`, `${h}_count`].includes(name));
+}
+
 test('every defined metric has a certfleet_ name, help text, valid labels, and a unique name', () => {
-  for (const def of Object.values(Metric)) {
+  for (const def of ALL_DEFS) {
     assert.match(def.name, /^certfleet_[a-z0-9_]+$/, def.name);
     assert.ok(def.help.length >= 20, `${def.name} has help`);
     for (const l of def.labels) assert.match(l, /^[a-z][a-z0-9_]*$/, `${def.name} label ${l}`);
     if (def.name.endsWith('_timestamp_seconds')) assert.ok(/Unix seconds|report/.test(def.help), `${def.name} says its unit`);
   }
-  assert.equal(new Set(METRIC_NAMES).size, METRIC_NAMES.length);
+  assert.equal(new Set(ALL_NAMES).size, ALL_NAMES.length);
+  // promtool check metrics: counters end in _total, nothing else does, no _count suffix.
+  for (const def of ALL_DEFS) {
+    assert.equal(def.name.endsWith('_total'), def.type === 'counter', `${def.name} (${def.type}) and _total`);
+    assert.ok(!def.name.endsWith('_count'), `${def.name} does not end in _count`);
+  }
 });
 
 // --- collect ---------------------------------------------------------------------------
@@ -304,10 +328,10 @@ test('docs/metrics.md has exactly one row per defined metric, with its labels', 
     .filter((m): m is RegExpExecArray => m !== null);
   assert.deepEqual(
     rows.map((m) => m[1]),
-    [...METRIC_NAMES],
+    ALL_NAMES,
   );
   for (const m of rows) {
-    const def = Object.values(Metric).find((d) => d.name === m[1]);
+    const def = ALL_DEFS.find((d) => d.name === m[1]);
     const labels = [...(m[2] ?? '').matchAll(/`([a-z_]+)`/g)].map((x) => x[1]);
     assert.deepEqual(labels, [...(def?.labels ?? [])], `labels of ${m[1]}`);
   }
@@ -336,7 +360,7 @@ test('the Prometheus alert rules parse, are complete, and use only defined metri
     assert.equal(typeof r.expr, 'string');
     const used = metricNamesIn(r.expr);
     assert.ok(used.length > 0, `${r.alert} uses a certfleet metric`);
-    for (const m of used) assert.ok(METRIC_NAMES.includes(m), `${r.alert} uses ${m}, which names.ts does not define`);
+    for (const m of used) assert.ok(defined(m), `${r.alert} uses ${m}, which names.ts does not define`);
     assert.equal([...r.expr].filter((c) => c === '(').length, [...r.expr].filter((c) => c === ')').length, `${r.alert} parentheses balance`);
     if (r.for !== undefined) assert.match(r.for, /^\d+[smhd]$/);
     assert.ok(['warning', 'critical'].includes(r.labels?.['severity'] ?? ''), `${r.alert} severity`);
@@ -366,8 +390,30 @@ interface Panel {
   type: string;
   title: string;
   gridPos: { x: number; y: number; w: number; h: number };
-  targets?: Array<{ expr: string; refId: string }>;
+  targets?: Array<{ expr: string; refId: string; datasource?: { type: string; uid: string } }>;
+  datasource?: { type: string; uid: string };
 }
+
+test('the Grafana dashboard takes its data source from a `datasource` variable, so it can be provisioned from a file', () => {
+  const dash = JSON.parse(read('deploy/grafana/certfleet.json')) as {
+    __inputs?: unknown;
+    templating: { list: Array<{ name: string; type: string; query: string }> };
+    panels: Panel[];
+  };
+  const vars = dash.templating.list.filter((v) => v.name === 'datasource');
+  assert.equal(vars.length, 1, 'one datasource variable');
+  assert.equal(vars[0]?.type, 'datasource');
+  assert.equal(vars[0]?.query, 'prometheus');
+  // ${DS_...} inputs are only resolved by the import dialog, never by file provisioning.
+  assert.equal(dash.__inputs, undefined, 'no import-time inputs');
+  assert.ok(!JSON.stringify(dash).includes('${DS_'), 'no ${DS_...} placeholder left');
+  const want = { type: 'prometheus', uid: '${datasource}' };
+  for (const p of dash.panels) {
+    if (p.type === 'row') continue;
+    assert.deepEqual(p.datasource, want, `${p.title} uses the variable`);
+    for (const t of p.targets ?? []) assert.deepEqual(t.datasource ?? want, want, `${p.title} ${t.refId} uses the variable`);
+  }
+});
 
 test('the Grafana dashboard is valid JSON whose panels query only defined metrics', () => {
   const dash = JSON.parse(read('deploy/grafana/certfleet.json')) as { title: string; uid: string; panels: Panel[] };
@@ -384,12 +430,128 @@ test('the Grafana dashboard is valid JSON whose panels query only defined metric
       const names = metricNamesIn(t.expr);
       assert.ok(names.length > 0, `${p.title} ${t.refId} queries a certfleet metric`);
       for (const m of names) {
-        assert.ok(METRIC_NAMES.includes(m), `${p.title} uses ${m}, which names.ts does not define`);
+        assert.ok(defined(m), `${p.title} uses ${m}, which names.ts does not define`);
         used.add(m);
       }
     }
   }
-  for (const m of ['certfleet_certificate_expiration_timestamp_seconds', 'certfleet_agent_certificate_version', 'certfleet_agent_online', 'certfleet_budget_available']) {
+  for (const m of [
+    'certfleet_certificate_expiration_timestamp_seconds',
+    'certfleet_agent_certificate_version',
+    'certfleet_agent_online',
+    'certfleet_budget_available',
+    'certfleet_acme_client_requests_total',
+    'certfleet_acme_client_request_duration_seconds_bucket',
+    'certfleet_orders_total',
+  ]) {
     assert.ok(used.has(m), `the dashboard shows ${m}`);
   }
+});
+
+// --- counters and histograms -------------------------------------------------------------
+
+test('ACME request URLs are named by the resource the CA announced, never by their ids', () => {
+  const dir = 'https://ca.test/dir';
+  const namer = new EndpointNamer(dir);
+  const ok = (data: unknown, headers: Record<string, unknown> = {}): { status: number; headers: Record<string, unknown>; data: unknown } => ({ status: 200, headers, data });
+  assert.equal(namer.name(dir), 'directory');
+  assert.equal(namer.name('https://ca.test/nonce'), 'other', 'unknown before the directory is read');
+  namer.learn('directory', ok({ newNonce: 'https://ca.test/nonce', newAccount: 'https://ca.test/acct', newOrder: 'https://ca.test/order', revokeCert: 'https://ca.test/revoke', keyChange: 'https://ca.test/kc', renewalInfo: 'https://ca.test/ari/' }));
+  assert.equal(namer.name('https://ca.test/nonce'), 'newNonce');
+  assert.equal(namer.name('https://ca.test/acct'), 'newAccount');
+  assert.equal(namer.name('https://ca.test/order'), 'newOrder');
+  assert.equal(namer.name('https://ca.test/revoke'), 'revokeCert');
+  assert.equal(namer.name('https://ca.test/ari/abc.def'), 'renewalInfo');
+  namer.learn('newAccount', ok({}, { location: 'https://ca.test/acct/7' }));
+  assert.equal(namer.name('https://ca.test/acct/7'), 'account');
+  namer.learn('newOrder', ok({ authorizations: ['https://ca.test/authz/1', 'https://ca.test/authz/2'], finalize: 'https://ca.test/fin/9' }, { location: 'https://ca.test/o/9' }));
+  assert.equal(namer.name('https://ca.test/o/9'), 'order');
+  assert.equal(namer.name('https://ca.test/authz/2'), 'authz');
+  assert.equal(namer.name('https://ca.test/fin/9'), 'finalize');
+  namer.learn('authz', ok({ challenges: [{ type: 'http-01', url: 'https://ca.test/chal/1' }, { type: 'dns-01', url: 'https://ca.test/chal/2' }] }));
+  assert.equal(namer.name('https://ca.test/chal/2'), 'challenge');
+  namer.learn('order', ok({ authorizations: [], finalize: 'https://ca.test/fin/9', certificate: 'https://ca.test/cert/abc' }));
+  assert.equal(namer.name('https://ca.test/cert/abc'), 'cert');
+  assert.equal(namer.name('https://elsewhere.test/x'), 'other');
+});
+
+/** The sample lines of `name` in an exposition, as { labels text -> value }. */
+function samplesOf(text: string, name: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
+  }
+  return out;
+}
+
+test('the controller counts ACME requests by CA, resource, method and status, and times them in a histogram', async () => {
+  const ins = createControllerInstruments({ defaultMetrics: false });
+  ins.acmeRequest({ url: 'https://ca.test:14000/order-plz', method: 'post', endpoint: 'newOrder', status: 201, seconds: 0.03 });
+  ins.acmeRequest({ url: 'https://ca.test:14000/order-plz', method: 'post', endpoint: 'newOrder', status: 201, seconds: 0.2 });
+  ins.acmeRequest({ url: 'https://ca.test:14000/nonce-plz', method: 'head', endpoint: 'newNonce', status: null, seconds: 30 });
+  const text = await ins.registry.text();
+  const count = samplesOf(text, 'certfleet_acme_client_requests_total');
+  assert.equal(count.get('{scheme="https",host="ca.test:14000",path="newOrder",method="POST",status="201"}'), 2);
+  assert.equal(count.get('{scheme="https",host="ca.test:14000",path="newNonce",method="HEAD",status="none"}'), 1);
+  const buckets = samplesOf(text, 'certfleet_acme_client_request_duration_seconds_bucket');
+  const at = (le: string): number | undefined => buckets.get(`{le="${le}",scheme="https",host="ca.test:14000",path="newOrder",method="POST",status="201"}`);
+  assert.equal(at('0.05'), 1);
+  assert.equal(at('0.25'), 2);
+  assert.equal(at('+Inf'), 2);
+  assert.match(text, /^# TYPE certfleet_acme_client_request_duration_seconds histogram$/m);
+  assert.doesNotMatch(text, /^process_|^nodejs_/m, 'no default metrics when not asked');
+});
+
+test('the work-loop counters start at 0 for every known label value and count passes, decisions and orders', async () => {
+  const ins = createControllerInstruments({ defaultMetrics: false });
+  let text = await ins.registry.text();
+  assert.equal(samplesOf(text, 'certfleet_reconcile_passes_total').get(''), 0);
+  assert.equal(samplesOf(text, 'certfleet_orders_total').get('{outcome="issued"}'), 0);
+  assert.equal(samplesOf(text, 'certfleet_reconcile_syncs_total').get('{action="defer"}'), 0);
+  ins.loop.pass();
+  ins.loop.pass();
+  ins.loop.sync('order');
+  ins.loop.order('started');
+  ins.loop.order('failed', 'ACME_RATE_LIMITED');
+  ins.loop.order('spooled', 'STORE_UNAVAILABLE');
+  text = await ins.registry.text();
+  assert.equal(samplesOf(text, 'certfleet_reconcile_passes_total').get(''), 2);
+  assert.equal(samplesOf(text, 'certfleet_reconcile_syncs_total').get('{action="order"}'), 1);
+  assert.equal(samplesOf(text, 'certfleet_orders_total').get('{outcome="failed"}'), 1);
+  assert.equal(samplesOf(text, 'certfleet_orders_total').get('{outcome="spooled"}'), 1);
+  assert.deepEqual([...samplesOf(text, 'certfleet_order_failures_total')], [['{code="ACME_RATE_LIMITED"}', 1]], 'only failures count by code');
+});
+
+test('the controller registry carries the process and Node.js metrics by default', async () => {
+  const text = await createControllerInstruments().registry.text();
+  for (const m of ['process_cpu_seconds_total', 'process_start_time_seconds', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+    assert.match(text, new RegExp(`^# TYPE ${m} `, 'm'), m);
+  }
+  // promtool check metrics refuses a gauge named _total (test/integration/promtool.test.ts).
+  for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    assert.equal(name?.endsWith('_total'), type === 'counter', `${name ?? ''} is a ${type ?? ''}`);
+  }
+});
+
+test('the agent counts installs and verifications per certificate, times hooks, and shows installed versions of held certificates only', async () => {
+  const ins = new AgentInstruments({ defaultMetrics: false });
+  ins.install('web', 'installed');
+  ins.install('web', 'rolled-back');
+  ins.verify('web', true);
+  ins.verify('web', false);
+  ins.hook({ ran: true, exitCode: 0, signal: '', timedOut: false, durationMs: 120, outputTail: '' }, false);
+  ins.hook({ ran: true, exitCode: 1, signal: '', timedOut: false, durationMs: 40, outputTail: '' }, true);
+  ins.hook({ ran: false, exitCode: 0, signal: '', timedOut: false, durationMs: 0, outputTail: '' }, false);
+  const status = (name: string, version: number): CertStatus =>
+    ({ name, version, fingerprint: '', desiredVersion: version, state: 'installed', hook: null, servedVerified: true, error: '', errorCode: '', failedVersion: 0, rollback: '', updatedAt: '' });
+  ins.observeStatuses([status('web', 3), status('api', 1)]);
+  ins.observeStatuses([status('web', 4)]);
+  const text = await ins.registry.text();
+  assert.equal(samplesOf(text, 'certfleet_agent_installs_total').get('{cert="web",outcome="rolled-back"}'), 1);
+  assert.equal(samplesOf(text, 'certfleet_agent_verify_total').get('{cert="web",result="not-served"}'), 1);
+  assert.equal(samplesOf(text, 'certfleet_agent_hook_duration_seconds_count').get('{result="ok",rollback="false"}'), 1);
+  assert.equal(samplesOf(text, 'certfleet_agent_hook_duration_seconds_sum').get('{result="failed",rollback="true"}'), 0.04);
+  assert.equal(samplesOf(text, 'certfleet_agent_hook_duration_seconds_count').size, 2, 'a hook that did not run is not observed');
+  assert.deepEqual([...samplesOf(text, 'certfleet_agent_installed_version')], [['{cert="web"}', 4]], 'api is no longer held');
 });
