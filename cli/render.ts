@@ -331,7 +331,8 @@ function keyValues(lines: [string, Cell][]): string {
 /**
  * `certfleet show NAME`: one "key: value" line per fact, every key always present
  * ("-" when it does not apply) so the block keeps its shape: names, selector, state,
- * current version (serial, short fingerprint, not before/after), desired and pinned
+ * current version (serial, short fingerprint, not before/after, issuer), the issuers it
+ * tries (and the fallback the next order goes to), desired and pinned
  * version, agents current/assigned, next renewal and its reason, ARI window, budget
  * deferral, failure backoff, last error.
  */
@@ -356,6 +357,16 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
     ['  fingerprint', plain(cur ? shortFingerprint(cur.fingerprint) || '-' : '-')],
     ['  not before', plain(cur ? stamp(cur.notBefore) || '-' : '-')],
     ['  not after', cur ? expiresCell(cur.notAfter, now, color, stamp) : plain('-')],
+    ['  issuer', plain(cur?.issuer || '-')],
+    [
+      'issuers',
+      resp.issuers.length === 0
+        ? plain('-')
+        : plain(
+            `${resp.issuers.join(', ')}${resp.nextIssuer !== '' && resp.nextIssuer !== resp.issuers[0] ? ` (next order: ${resp.nextIssuer}, a fallback)` : ''}`,
+            resp.nextIssuer !== '' && resp.nextIssuer !== resp.issuers[0] ? 'yellow' : undefined,
+          ),
+    ],
     ['desired version', plain(resp.desiredVersion > 0 ? String(resp.desiredVersion) : '-')],
     [
       'pinned version',
@@ -385,7 +396,7 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
 
 /**
  * `certfleet history NAME`: VERSION, SERIAL, FINGERPRINT (short), NOT AFTER, ISSUED,
- * STATE (desired, pinned, expired; "-" for none), AGENTS (sorted; who reports it
+ * ISSUER (the controller issuer whose CA issued it; "-" when not recorded), STATE (desired, pinned, expired; "-" for none), AGENTS (sorted; who reports it
  * installed now), newest version first.
  */
 export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, opts: RenderOptions = {}): string {
@@ -406,11 +417,12 @@ export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, op
       cell(shortFingerprint(v?.fingerprint ?? '') || '-', undefined, color),
       v ? expiresCell(v.notAfter, now, color) : cell('-', undefined, color),
       cell(v?.issuedAt ? day(v.issuedAt) : '-', undefined, color),
+      cell(v?.issuer || '-', undefined, color),
       cell(state.join(',') || '-', style, color),
       cell([...h.agents].sort().join(',') || '-', undefined, color),
     ];
   });
-  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', 'STATE', 'AGENTS'], rows);
+  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', 'ISSUER', 'STATE', 'AGENTS'], rows);
 }
 
 // ---- write commands ----
@@ -450,12 +462,15 @@ export function renderBudgets(resp: pb.ListBudgetsResponse__Output, now: Date, o
   const color = opts.color === true;
   const head = resp.preset === '' ? '' : `preset: ${resp.preset}\n\n`;
   if (resp.budgets.length === 0) return `${head}no budgets\n`;
-  const budgets = [...resp.budgets].sort((a, b) => a.name.localeCompare(b.name));
+  // Several issuers: one account each, so every row says whose budget it is.
+  const byIssuer = resp.budgets.some((b) => b.issuer !== '');
+  const budgets = [...resp.budgets].sort((a, b) => (byIssuer ? 0 : a.name.localeCompare(b.name)) || a.name.localeCompare(b.name));
   const rows = budgets.map((b) => {
     // Whole tokens: a fraction of one cannot be spent.
     const available = Math.floor(b.available);
     const style: Style | undefined = available <= b.reserved ? 'red' : available < b.capacity / 4 ? 'yellow' : undefined;
     return [
+      ...(byIssuer ? [cell(b.issuer || '-', undefined, color)] : []),
       cell(b.name, undefined, color),
       cell(b.limit || '-', undefined, color),
       cell(`${available}/${Math.round(b.capacity)}`, style, color),
@@ -463,7 +478,7 @@ export function renderBudgets(resp: pb.ListBudgetsResponse__Output, now: Date, o
       cell(relativeTime(b.nextTokenAt, now) || '-', undefined, color),
     ];
   });
-  return head + table(['BUDGET', 'LIMIT', 'AVAILABLE', 'RESERVED', 'NEXT TOKEN'], rows);
+  return head + table([...(byIssuer ? ['ISSUER'] : []), 'BUDGET', 'LIMIT', 'AVAILABLE', 'RESERVED', 'NEXT TOKEN'], rows);
 }
 
 // ---- events ----

@@ -150,6 +150,7 @@ export function versionToPb(meta: VersionMeta): pb.CertificateVersion {
     notAfter: meta.notAfter,
     issuedAt: meta.issuedAt,
     keyType: meta.keyType,
+    issuer: meta.issuer ?? '',
   };
 }
 

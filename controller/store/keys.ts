@@ -110,6 +110,8 @@ export function parseVersionMeta(raw: unknown, where: string, expected: { name: 
     notAfter: o['notAfter'] as string,
     issuedAt: o['issuedAt'] as string,
     keyType: o['keyType'] as VersionMeta['keyType'],
+    // Optional: versions stored before issuers were recorded have none.
+    ...(typeof o['issuer'] === 'string' && o['issuer'] !== '' ? { issuer: o['issuer'] } : {}),
   };
 }
 
@@ -128,6 +130,7 @@ export function versionMeta(name: string, version: number, m: Omit<VersionMeta, 
     notAfter: m.notAfter,
     issuedAt: m.issuedAt,
     keyType: m.keyType,
+    ...(m.issuer === undefined ? {} : { issuer: m.issuer }),
   };
 }
 

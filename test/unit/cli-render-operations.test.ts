@@ -34,6 +34,7 @@ function version(v: number, over: Partial<pb.CertificateVersion__Output> = {}): 
     notAfter: '2026-05-29T00:00:00Z',
     issuedAt: '2026-02-28T00:00:05Z',
     keyType: 'ecdsa-p256',
+    issuer: '',
     ...over,
   };
 }
@@ -59,6 +60,8 @@ function show(over: Partial<pb.ShowCertificateResponse__Output> = {}): pb.ShowCe
       renewalRequested: false,
     },
     reason: 'ARI window',
+    issuers: [],
+    nextIssuer: '',
     deferredUntil: '',
     deferredReason: '',
     backoffUntil: '',
@@ -197,8 +200,8 @@ void test('budgets shows the preset, then whole available tokens over capacity, 
     {
       preset: 'letsencrypt',
       budgets: [
-        { name: 'new-orders-per-account', limit: '300 per 3h', available: 287.9, capacity: 300, reserved: 10, nextTokenAt: '2026-03-01T12:00:36Z' },
-        { name: 'certs-per-domain:example.test', limit: '50 per 7d', available: 50, capacity: 50, reserved: 5, nextTokenAt: '' },
+        { name: 'new-orders-per-account', limit: '300 per 3h', available: 287.9, capacity: 300, reserved: 10, nextTokenAt: '2026-03-01T12:00:36Z', issuer: '' },
+        { name: 'certs-per-domain:example.test', limit: '50 per 7d', available: 50, capacity: 50, reserved: 5, nextTokenAt: '', issuer: '' },
       ],
     },
     NOW,
@@ -220,9 +223,9 @@ void test('budgets turns red at the reserve and yellow under a quarter, only whe
   const resp = {
     preset: '',
     budgets: [
-      { name: 'a', limit: '10 per 1h', available: 2.5, capacity: 10, reserved: 2, nextTokenAt: '2026-03-01T12:06:00Z' },
-      { name: 'b', limit: '100 per 1h', available: 20, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z' },
-      { name: 'c', limit: '100 per 1h', available: 99, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z' },
+      { name: 'a', limit: '10 per 1h', available: 2.5, capacity: 10, reserved: 2, nextTokenAt: '2026-03-01T12:06:00Z', issuer: '' },
+      { name: 'b', limit: '100 per 1h', available: 20, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z', issuer: '' },
+      { name: 'c', limit: '100 per 1h', available: 99, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z', issuer: '' },
     ],
   };
   const coloured = renderBudgets(resp, NOW, { color: true });

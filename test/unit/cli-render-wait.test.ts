@@ -41,6 +41,8 @@ function show(over: Partial<pb.CertificateSummary__Output>, top: Partial<pb.Show
     ariWindowStart: '',
     ariWindowEnd: '',
     desiredVersion: summary.desiredVersion,
+    issuers: [],
+    nextIssuer: '',
     ...top,
   };
 }

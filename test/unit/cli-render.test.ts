@@ -30,6 +30,7 @@ function version(name: string, v: number, notAfter: string): pb.CertificateVersi
     notAfter,
     issuedAt: at(-30 * D),
     keyType: 'ecdsa-p256',
+    issuer: '',
   };
 }
 
