@@ -331,8 +331,9 @@ function keyValues(lines: [string, Cell][]): string {
 /**
  * `certfleet show NAME`: one "key: value" line per fact, every key always present
  * ("-" when it does not apply) so the block keeps its shape: names, selector, state,
- * current version (serial, short fingerprint, not before/after, issuer), the issuers it
- * tries (and the fallback the next order goes to), desired and pinned
+ * current version (serial, short fingerprint, not before/after, and its issuer when it
+ * records one), the issuers it tries when it has several (and the fallback the next order
+ * goes to), desired and pinned
  * version, agents current/assigned, next renewal and its reason, ARI window, budget
  * deferral, failure backoff, last error.
  */
@@ -357,16 +358,10 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
     ['  fingerprint', plain(cur ? shortFingerprint(cur.fingerprint) || '-' : '-')],
     ['  not before', plain(cur ? stamp(cur.notBefore) || '-' : '-')],
     ['  not after', cur ? expiresCell(cur.notAfter, now, color, stamp) : plain('-')],
-    ['  issuer', plain(cur?.issuer || '-')],
-    [
-      'issuers',
-      resp.issuers.length === 0
-        ? plain('-')
-        : plain(
-            `${resp.issuers.join(', ')}${resp.nextIssuer !== '' && resp.nextIssuer !== resp.issuers[0] ? ` (next order: ${resp.nextIssuer}, a fallback)` : ''}`,
-            resp.nextIssuer !== '' && resp.nextIssuer !== resp.issuers[0] ? 'yellow' : undefined,
-          ),
-    ],
+    // Issuers (docs/renewal.md#issuers-and-fallback): the version's when it records one,
+    // and the list when there is a choice, so a single-CA controller's block is unchanged.
+    ...(cur?.issuer ? ([['  issuer', plain(cur.issuer)]] as [string, Cell][]) : []),
+    ...(resp.issuers.length > 1 ? ([['issuers', issuersCell(resp, plain)]] as [string, Cell][]) : []),
     ['desired version', plain(resp.desiredVersion > 0 ? String(resp.desiredVersion) : '-')],
     [
       'pinned version',
@@ -394,9 +389,16 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
   return keyValues(lines);
 }
 
+/** "primary, fallback (next order: fallback, a fallback)": the order tried, and where the next order goes. */
+function issuersCell(resp: pb.ShowCertificateResponse__Output, plain: (text: string, style?: Style) => Cell): Cell {
+  const fallingBack = resp.nextIssuer !== '' && resp.nextIssuer !== resp.issuers[0];
+  return plain(`${resp.issuers.join(', ')}${fallingBack ? ` (next order: ${resp.nextIssuer}, a fallback)` : ''}`, fallingBack ? 'yellow' : undefined);
+}
+
 /**
  * `certfleet history NAME`: VERSION, SERIAL, FINGERPRINT (short), NOT AFTER, ISSUED,
- * ISSUER (the controller issuer whose CA issued it; "-" when not recorded), STATE (desired, pinned, expired; "-" for none), AGENTS (sorted; who reports it
+ * ISSUER (the controller issuer whose CA issued it, "-" when not recorded; the column
+ * only when some version records one), STATE (desired, pinned, expired; "-" for none), AGENTS (sorted; who reports it
  * installed now), newest version first.
  */
 export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, opts: RenderOptions = {}): string {
@@ -404,6 +406,7 @@ export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, op
   const entries = resp.versions.filter((h) => h.version !== null);
   if (entries.length === 0) return `${resp.name}: no versions issued yet\n`;
   const sorted = [...entries].sort((a, b) => (b.version?.version ?? 0) - (a.version?.version ?? 0));
+  const withIssuer = entries.some((h) => (h.version?.issuer ?? '') !== '');
   const rows = sorted.map((h) => {
     const v = h.version;
     const state: string[] = [];
@@ -417,12 +420,12 @@ export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, op
       cell(shortFingerprint(v?.fingerprint ?? '') || '-', undefined, color),
       v ? expiresCell(v.notAfter, now, color) : cell('-', undefined, color),
       cell(v?.issuedAt ? day(v.issuedAt) : '-', undefined, color),
-      cell(v?.issuer || '-', undefined, color),
+      ...(withIssuer ? [cell(v?.issuer || '-', undefined, color)] : []),
       cell(state.join(',') || '-', style, color),
       cell([...h.agents].sort().join(',') || '-', undefined, color),
     ];
   });
-  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', 'ISSUER', 'STATE', 'AGENTS'], rows);
+  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', ...(withIssuer ? ['ISSUER'] : []), 'STATE', 'AGENTS'], rows);
 }
 
 // ---- write commands ----

@@ -394,7 +394,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       issuers: {
         chain: (c) => issuerChain(cfg, c),
         budget: budgetOf,
-        fallbackAfter: (name) => issuers.find((i) => i.name === name)?.fallbackAfter ?? 2,
+        fallbackAfter: () => cfg.renewal.fallbackAfter,
       },
     });
     onAgentOnline = () => loop.agentOnline();

@@ -83,12 +83,6 @@ const acmeIssuerFields = {
   caFile: z.string().min(1).optional(),
   /** Must be true: you agree to the CA's terms of service. */
   termsOfServiceAgreed: z.literal(true, { error: 'must be true: certfleet registers an ACME account only when you agree to the CA terms of service' }),
-  /**
-   * Consecutive failures of this issuer that say its CA is down (ACME_TRANSPORT, a 5xx
-   * answer) before a certificate moves on to its next issuer. Only matters for a
-   * certificate that has a next issuer.
-   */
-  fallbackAfter: z.int().min(1).max(20).default(2),
 };
 
 const certificate = z
@@ -274,6 +268,11 @@ export const controllerConfigSchema = z
          * much earlier than its renewal point, by a hash of its name and serial.
          */
         spread: z.number().min(0).max(0.5).default(0.05),
+        /**
+         * Consecutive failures of an issuer that say its CA is down (ACME_TRANSPORT, a 5xx
+         * answer) before a certificate moves on to its next issuer (docs/renewal.md).
+         */
+        fallbackAfter: z.int().min(1).max(20).default(2),
       })
       .prefault({}),
     /**
@@ -381,7 +380,6 @@ export interface IssuerConfig {
   email?: string | undefined;
   eab?: { keyId: string; hmacKeyFile?: string | undefined; hmacKeyEnv?: string | undefined } | undefined;
   caFile?: string | undefined;
-  fallbackAfter: number;
   /** Its own `budgets`, else the top-level section. */
   budgets: ControllerConfig['budgets'];
 }

@@ -132,31 +132,38 @@ export function planPass(f: PassFacts): PassPlan {
   if (!f.slotFree) return { action: 'queued', reason: owed.reason };
 
   // A renewal of the same names is exempt from the per-account and per-domain limits;
-  // an ARI renewal (replaces) from all.
-  const renewal = latest !== null && sameNameSet(latest.names, spec.names);
-  const replaces = owed.ari && renewal && ari ? ari.certId : undefined;
-  const request: BudgetRequest = { names: spec.names, emergency: owed.emergency, renewal, ...(replaces ? { replaces } : {}) };
+  // an ARI renewal (replaces) from all. Both only at the CA that issued the served
+  // version: another CA neither knows the certificate nor counts it as a renewal.
   const several = f.issuers;
   const current = several ? currentIssuer(several.chain, intent.issuer) : undefined;
-  if (owed.resume) return { action: 'order', reason: owed.reason, request, replaces, payment: { kind: 'resume' }, issuer: current };
+  const issuedBy = several ? (latest?.issuer ?? several.chain[0]) : undefined;
+  const requestAt = (issuer: string | undefined): { request: BudgetRequest; replaces: string | undefined } => {
+    const sameCa = issuer === issuedBy;
+    const renewal = sameCa && latest !== null && sameNameSet(latest.names, spec.names);
+    const replaces = sameCa && owed.ari && renewal && ari ? ari.certId : undefined;
+    return { request: { names: spec.names, emergency: owed.emergency, renewal, ...(replaces ? { replaces } : {}) }, replaces };
+  };
+  if (owed.resume) {
+    const r = requestAt(current);
+    return { action: 'order', reason: owed.reason, request: r.request, replaces: r.replaces, payment: { kind: 'resume' }, issuer: current };
+  }
   let verdict: CheckResult;
   let issuer = current;
   let reason = owed.reason;
   if (several && current !== undefined) {
     // A budget that holds the current issuer past the emergency point hands the order on.
-    const b = budgetIssuer(several.chain, current, (i) => several.budget(i, request), emergencyOf(target));
+    const b = budgetIssuer(several.chain, current, (i) => several.budget(i, requestAt(i).request), emergencyOf(target));
     verdict = b.verdict;
     issuer = b.issuer;
     if (b.reason !== '') reason = `${reason}; ${b.reason}`;
   } else {
-    verdict = f.budget(request);
+    verdict = f.budget(requestAt(undefined).request);
   }
   if (!verdict.ok) {
     return { action: 'defer', reason: owed.reason, until: verdict.until, budgetReason: verdict.reason, limits: verdict.limits, announce: !f.deferred };
   }
-  // An ARI `replaces` names the certificate to the CA that issued it; another CA does not know it.
-  const sameCa = issuer === current;
-  return { action: 'order', reason, request, replaces: sameCa ? replaces : undefined, payment: { kind: 'commit', spend: verdict.spend }, issuer };
+  const { request, replaces } = requestAt(issuer);
+  return { action: 'order', reason, request, replaces, payment: { kind: 'commit', spend: verdict.spend }, issuer };
 }
 
 /** The emergency point of `meta` (scheduler emergencyPoint); undefined without a version. */
