@@ -405,7 +405,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const onAgentRemoved = async (name: string): Promise<void> => {
       await natsAccess?.revokeAgentNatsUser(name);
     };
-    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, clock, ca, operators, onAgentRemoved });
+    const operations = createOperations({ cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, enrollment, events, budget, issuerBudgets: issuers.map((i) => ({ issuer: i.name, keeper: budgetOf(i.name) })), clock, ca, operators, onAgentRemoved });
 
     const api: ApiServer = await startApiServer({
       listen: splitHostPort(cfg.api.listen),
