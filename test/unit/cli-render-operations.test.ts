@@ -289,3 +289,28 @@ void test('follow dedupe: equal time, type, cert and message are one event, but 
   assert.equal(eventKey(lb1), eventKey({ ...lb1, detailsJson: '{"x":1}' }));
   assert.deepEqual(newEvents(new Set([eventKey(lb1)]), [lb1, lb2]).fresh, [lb2]);
 });
+
+void test('history shows an ISSUER column once a version records its issuer, and show names the issuer and a fallback in use', () => {
+  const out = renderHistory({ name: 'web', pinnedVersion: 0, versions: [
+    { version: version(1, { issuer: 'default' }), agents: [], desired: false, expired: false },
+    { version: version(2, { issuer: 'backup' }), agents: ['edge-a'], desired: true, expired: false },
+  ] }, NOW);
+  const lines = out.split('\n');
+  assert.match(lines[0] ?? '', /ISSUED\s+ISSUER\s+STATE/);
+  assert.match(lines[1] ?? '', /^2\s.*\bbackup\s+desired/);
+  assert.match(lines[2] ?? '', /^1\s.*\bdefault\s/);
+  const s = renderCertificate(show({ issuers: ['default', 'backup'], nextIssuer: 'backup' }), NOW);
+  assert.match(s, /^issuers:\s+default, backup \(next order: backup, a fallback\)$/m);
+  const withIssuer = renderCertificate({ ...show(), summary: { ...show().summary!, current: version(3, { issuer: 'default' }) } }, NOW);
+  assert.match(withIssuer, /^ {2}issuer:\s+default$/m);
+});
+
+void test('budgets of several issuers get an ISSUER column', () => {
+  const out = renderBudgets({ preset: 'default: letsencrypt, backup: letsencrypt', budgets: [
+    { name: 'new-orders-per-account', limit: '300 per 3h', available: 300, capacity: 300, reserved: 10, nextTokenAt: '', issuer: 'default' },
+    { name: 'new-orders-per-account', limit: '300 per 3h', available: 299, capacity: 300, reserved: 10, nextTokenAt: '', issuer: 'backup' },
+  ] }, NOW);
+  assert.match(out, /^ISSUER\s+BUDGET/m);
+  assert.match(out, /^default\s+new-orders-per-account/m);
+  assert.match(out, /^backup\s+new-orders-per-account/m);
+});
