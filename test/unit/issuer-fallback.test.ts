@@ -11,7 +11,6 @@ import { afterIssuerFailure, budgetIssuer, currentIssuer, type FallbackFacts } f
 import { afterFailed, afterIssued, planPass, type FailureFacts, type PassFacts } from '../../controller/reconcile/plan.js';
 import { fromStored, NO_INTENT, requestRenewal, toStored, type RenewalIntent } from '../../controller/reconcile/intent.js';
 import { Budget, PRESETS, type BudgetRequest, type CheckResult } from '../../controller/budget/index.js';
-import { ManualClock } from '../../shared/clock/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
 import type { VersionMeta } from '../../shared/model/index.js';
 
