@@ -35,7 +35,7 @@ import { CoalescingRunner } from '../../shared/runtime/index.js';
 import type { CertStore } from '../store/index.js';
 import { LogKey } from '../../shared/log/index.js';
 import { cancelRenewal, clearBackoff, fromStored, intentKey, isEmptyIntent, NO_INTENT, requestRenewal, toStored, type RenewalIntent } from './intent.js';
-import { afterFailed, afterIssued, emergencyOf, lifetimeOf, planPass, resumeCharge, type OrderPayment, type PassFacts, type PassPlan } from './plan.js';
+import { afterFailed, afterIssued, lifetimeOf, planPass, resumeCharge, type OrderPayment, type PassFacts, type PassPlan } from './plan.js';
 import { currentIssuer } from './fallback.js';
 
 export { plan, type Plan, type PlanInput, type RenewalIntent } from './intent.js';
@@ -380,7 +380,7 @@ export class Reconciler {
         rt.nextCheck = now;
         rt.deferredUntil = 0;
         rt.deferredReason = '';
-        this.startIssue(cert, rt, latest, p.reason, this.chargeFor(p.request, p.payment, p.issuer), p.replaces, p.issuer);
+        this.startIssue(cert, rt, latest, p.reason, this.chargeFor(p.request, p.payment, p.issuer), p.replaces, p.issuer, p.emergencyAt);
         return;
     }
   }
@@ -509,12 +509,19 @@ export class Reconciler {
     });
   }
 
-  private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, charge: LoopCharge, replaces: string | undefined, issuer: string | undefined): void {
+  private startIssue(
+    cert: CertificateConfig,
+    rt: CertRuntime,
+    latest: VersionMeta | null,
+    reason: string,
+    charge: LoopCharge,
+    replaces: string | undefined,
+    issuer: string | undefined,
+    emergencyAt: number | undefined,
+  ): void {
     const log = this.opts.log.child({ [LogKey.cert]: cert.name });
     const startedAt = this.opts.clock.now();
     const onlineAtStart = this.agentsCameOnline;
-    // The version whose emergency point decides a fallback: what agents serve now.
-    const served = rt.pinned !== 0 ? null : latest;
     rt.state = 'issuing';
     log.info({ reason, replaces, ...(issuer === undefined ? {} : { issuer }) }, 'issuance started');
     const job = this.opts.issuer
@@ -568,7 +575,7 @@ export class Reconciler {
           },
           fallback:
             several && issuer !== undefined
-              ? { chain: several.chain(cert), issuer, fallbackAfter: several.fallbackAfter(issuer), emergencyAt: emergencyOf(served ?? rt.latest) }
+              ? { chain: several.chain(cert), issuer, fallbackAfter: several.fallbackAfter(issuer), emergencyAt }
               : undefined,
           now: this.opts.clock.now(),
           startedAt,

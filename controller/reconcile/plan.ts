@@ -115,6 +115,8 @@ export type PassPlan =
       payment: OrderPayment;
       /** The issuer that orders (and whose budgets pay); undefined without `issuers` facts. */
       issuer: string | undefined;
+      /** The emergency point of the version agents serve (fallback.ts, after a failure). */
+      emergencyAt: number | undefined;
     };
 
 /** Reason shown while a spooled version waits. */
@@ -145,7 +147,7 @@ export function planPass(f: PassFacts): PassPlan {
   };
   if (owed.resume) {
     const r = requestAt(current);
-    return { action: 'order', reason: owed.reason, request: r.request, replaces: r.replaces, payment: { kind: 'resume' }, issuer: current };
+    return { action: 'order', reason: owed.reason, request: r.request, replaces: r.replaces, payment: { kind: 'resume' }, issuer: current, emergencyAt: emergencyOf(target) };
   }
   let verdict: CheckResult;
   let issuer = current;
@@ -163,7 +165,7 @@ export function planPass(f: PassFacts): PassPlan {
     return { action: 'defer', reason: owed.reason, until: verdict.until, budgetReason: verdict.reason, limits: verdict.limits, announce: !f.deferred };
   }
   const { request, replaces } = requestAt(issuer);
-  return { action: 'order', reason, request, replaces, payment: { kind: 'commit', spend: verdict.spend }, issuer };
+  return { action: 'order', reason, request, replaces, payment: { kind: 'commit', spend: verdict.spend }, issuer, emergencyAt: emergencyOf(target) };
 }
 
 /** The emergency point of `meta` (scheduler emergencyPoint); undefined without a version. */
