@@ -370,7 +370,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     // account. One keeper per issuer (each account its own state in NATS).
     const blog = componentLogger(log, 'budget');
     const keepers = new Map<string, BudgetKeeper>();
-    for (const iss of issuers) keepers.set(iss.name, await BudgetKeeper.open(nats, iss.budgets, accountId(iss.directoryUrl), clock, issuers.length > 1 ? blog.child({ issuer: iss.name }) : blog));
+    for (const iss of issuers) keepers.set(iss.name, await BudgetKeeper.open(nats, iss.budgets, accountId(iss.directoryUrl), clock, issuers.length > 1 ? blog.child({ [LogKey.issuer]: iss.name }) : blog));
     const budget = keepers.get(primary.name) as BudgetKeeper;
     const budgetOf = (name: string): BudgetKeeper => keepers.get(name) ?? budget;
     const ari = new AriTracker(store, acme, clock, componentLogger(log, 'ari'));

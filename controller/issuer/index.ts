@@ -204,7 +204,7 @@ export class Issuer {
    * Resumes a pending order left by a crash when it still matches the request.
    */
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
-    const log = this.opts.log.child({ [LogKey.cert]: req.name, ...(req.issuer === undefined ? {} : { issuer: req.issuer }) });
+    const log = this.opts.log.child({ [LogKey.cert]: req.name, ...(req.issuer === undefined ? {} : { [LogKey.issuer]: req.issuer }) });
     const acme = await this.acmeFor(req);
     const { order, keyPem } = await this.openOrder(acme, req, expectedLatest, log);
     let certPem: string;

@@ -523,7 +523,7 @@ export class Reconciler {
     const startedAt = this.opts.clock.now();
     const onlineAtStart = this.agentsCameOnline;
     rt.state = 'issuing';
-    log.info({ reason, replaces, ...(issuer === undefined ? {} : { issuer }) }, 'issuance started');
+    log.info({ reason, replaces, ...(issuer === undefined ? {} : { [LogKey.issuer]: issuer }) }, 'issuance started');
     const job = this.opts.issuer
       .issue(
         {
@@ -597,7 +597,7 @@ export class Reconciler {
         log.warn({ [LogKey.code]: cf.code, [LogKey.err]: cf.message, failures: intent.failures, retryAt: isoAt(intent.retryAt) }, 'issuance failed');
         if (failure.fallback !== undefined) {
           rt.issuer = intent.issuer;
-          log.warn({ next: intent.issuer, reason: failure.fallback }, 'issuer fallback');
+          log.warn({ [LogKey.issuer]: issuer, next: intent.issuer, [LogKey.reason]: failure.fallback }, 'issuer fallback');
         }
         await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ [LogKey.err]: (e as Error).message }, 'renewal intent not saved'));
         await this.opts.events.emit(EventType.failed, {
