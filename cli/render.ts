@@ -331,8 +331,10 @@ function keyValues(lines: [string, Cell][]): string {
 /**
  * `certfleet show NAME`: one "key: value" line per fact, every key always present
  * ("-" when it does not apply) so the block keeps its shape: names, selector, state,
- * current version (serial, short fingerprint, not before/after, ACME profile), desired and pinned
- * version, revoked versions, agents current/assigned, next renewal and its reason, ARI window, budget
+ * current version (serial, short fingerprint, not before/after, ACME profile, and its
+ * issuer when it records one), the issuers it tries when it has several (and the fallback
+ * the next order goes to), desired and pinned version, revoked versions, agents
+ * current/assigned, next renewal and its reason, ARI window, budget
  * deferral, failure backoff, last error.
  */
 export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now: Date, opts: RenderOptions = {}): string {
@@ -357,6 +359,10 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
     ['  not before', plain(cur ? stamp(cur.notBefore) || '-' : '-')],
     ['  not after', cur ? expiresCell(cur.notAfter, now, color, stamp) : plain('-')],
     ['  profile', plain(cur?.profile || '-')],
+    // Issuers (docs/renewal.md#issuers-and-fallback): the version's when it records one,
+    // and the list when there is a choice, so a single-CA controller's block is unchanged.
+    ...(cur?.issuer ? ([['  issuer', plain(cur.issuer)]] as [string, Cell][]) : []),
+    ...(resp.issuers.length > 1 ? ([['issuers', issuersCell(resp, plain)]] as [string, Cell][]) : []),
     ['desired version', plain(resp.desiredVersion > 0 ? String(resp.desiredVersion) : '-')],
     [
       'pinned version',
@@ -385,9 +391,16 @@ export function renderCertificate(resp: pb.ShowCertificateResponse__Output, now:
   return keyValues(lines);
 }
 
+/** "primary, fallback (next order: fallback, a fallback)": the order tried, and where the next order goes. */
+function issuersCell(resp: pb.ShowCertificateResponse__Output, plain: (text: string, style?: Style) => Cell): Cell {
+  const fallingBack = resp.nextIssuer !== '' && resp.nextIssuer !== resp.issuers[0];
+  return plain(`${resp.issuers.join(', ')}${fallingBack ? ` (next order: ${resp.nextIssuer}, a fallback)` : ''}`, fallingBack ? 'yellow' : undefined);
+}
+
 /**
  * `certfleet history NAME`: VERSION, SERIAL, FINGERPRINT (short), NOT AFTER, ISSUED,
- * STATE (desired, pinned, expired, revoked(REASON); "-" for none), AGENTS (sorted; who reports it
+ * ISSUER (the controller issuer whose CA issued it, "-" when not recorded; the column
+ * only when some version records one), STATE (desired, pinned, expired, revoked(REASON); "-" for none), AGENTS (sorted; who reports it
  * installed now), newest version first.
  */
 export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, opts: RenderOptions = {}): string {
@@ -395,6 +408,7 @@ export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, op
   const entries = resp.versions.filter((h) => h.version !== null);
   if (entries.length === 0) return `${resp.name}: no versions issued yet\n`;
   const sorted = [...entries].sort((a, b) => (b.version?.version ?? 0) - (a.version?.version ?? 0));
+  const withIssuer = entries.some((h) => (h.version?.issuer ?? '') !== '');
   const rows = sorted.map((h) => {
     const v = h.version;
     const state: string[] = [];
@@ -409,11 +423,12 @@ export function renderHistory(resp: pb.GetHistoryResponse__Output, now: Date, op
       cell(shortFingerprint(v?.fingerprint ?? '') || '-', undefined, color),
       v ? expiresCell(v.notAfter, now, color) : cell('-', undefined, color),
       cell(v?.issuedAt ? day(v.issuedAt) : '-', undefined, color),
+      ...(withIssuer ? [cell(v?.issuer || '-', undefined, color)] : []),
       cell(state.join(',') || '-', style, color),
       cell([...h.agents].sort().join(',') || '-', undefined, color),
     ];
   });
-  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', 'STATE', 'AGENTS'], rows);
+  return table(['VERSION', 'SERIAL', 'FINGERPRINT', 'NOT AFTER', 'ISSUED', ...(withIssuer ? ['ISSUER'] : []), 'STATE', 'AGENTS'], rows);
 }
 
 // ---- write commands ----
@@ -464,12 +479,15 @@ export function renderBudgets(resp: pb.ListBudgetsResponse__Output, now: Date, o
   const color = opts.color === true;
   const head = resp.preset === '' ? '' : `preset: ${resp.preset}\n\n`;
   if (resp.budgets.length === 0) return `${head}no budgets\n`;
-  const budgets = [...resp.budgets].sort((a, b) => a.name.localeCompare(b.name));
+  // Several issuers: one account each, so every row says whose budget it is.
+  const byIssuer = resp.budgets.some((b) => b.issuer !== '');
+  const budgets = [...resp.budgets].sort((a, b) => (byIssuer ? 0 : a.name.localeCompare(b.name)) || a.name.localeCompare(b.name));
   const rows = budgets.map((b) => {
     // Whole tokens: a fraction of one cannot be spent.
     const available = Math.floor(b.available);
     const style: Style | undefined = available <= b.reserved ? 'red' : available < b.capacity / 4 ? 'yellow' : undefined;
     return [
+      ...(byIssuer ? [cell(b.issuer || '-', undefined, color)] : []),
       cell(b.name, undefined, color),
       cell(b.limit || '-', undefined, color),
       cell(`${available}/${Math.round(b.capacity)}`, style, color),
@@ -477,7 +495,7 @@ export function renderBudgets(resp: pb.ListBudgetsResponse__Output, now: Date, o
       cell(relativeTime(b.nextTokenAt, now) || '-', undefined, color),
     ];
   });
-  return head + table(['BUDGET', 'LIMIT', 'AVAILABLE', 'RESERVED', 'NEXT TOKEN'], rows);
+  return head + table([...(byIssuer ? ['ISSUER'] : []), 'BUDGET', 'LIMIT', 'AVAILABLE', 'RESERVED', 'NEXT TOKEN'], rows);
 }
 
 // ---- events ----

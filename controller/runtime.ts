@@ -22,7 +22,7 @@ import { EventType } from '../shared/wire/index.js';
 import { accountId, observeAcmeRequests, openAcmeAccount, profileProblems, type AcmeClient } from './acme/index.js';
 import { createAgentService } from './agentservice/index.js';
 import { startApiServer, type ApiServer } from './api/index.js';
-import { configEnvironment, storeConfigOf, type ControllerConfig } from './config/index.js';
+import { configEnvironment, issuerChain, issuersOf, storeConfigOf, type ControllerConfig, type IssuerConfig } from './config/index.js';
 import { Pins } from './rollback/index.js';
 import { Spool } from './spool/index.js';
 import { BudgetKeeper } from './budget/index.js';
@@ -106,14 +106,14 @@ function readFileOrConfigError(file: string, field: string): string {
 }
 
 /**
- * The external account binding of `acme.eab`, its HMAC key read from the file or the
- * environment variable; CONFIG_INVALID naming the field when it is missing or not
+ * The external account binding of an issuer's `eab`, its HMAC key read from the file or
+ * the environment variable; CONFIG_INVALID naming the field when it is missing or not
  * base64url. The key is a secret: it goes to the ACME client only.
  */
-function externalAccountBinding(cfg: ControllerConfig): { kid: string; hmacKey: string } | undefined {
-  const eab = cfg.acme.eab;
+function externalAccountBinding(iss: IssuerConfig): { kid: string; hmacKey: string } | undefined {
+  const eab = iss.eab;
   if (eab === undefined) return undefined;
-  const field = eab.hmacKeyFile !== undefined ? 'acme.eab.hmacKeyFile' : 'acme.eab.hmacKeyEnv';
+  const field = eab.hmacKeyFile !== undefined ? `${iss.field}.eab.hmacKeyFile` : `${iss.field}.eab.hmacKeyEnv`;
   const raw = eab.hmacKeyFile !== undefined ? readFileOrConfigError(eab.hmacKeyFile, field) : configEnvironment()[eab.hmacKeyEnv ?? ''];
   const hmacKey = (raw ?? '').trim();
   if (hmacKey === '') throw new CertfleetError(ErrorCode.ConfigInvalid, `${field}: no HMAC key (${eab.hmacKeyFile ?? `environment variable ${eab.hmacKeyEnv ?? ''}`} is empty or unset)`);
@@ -132,7 +132,7 @@ async function checkProfiles(cfg: ControllerConfig, acme: AcmeClient): Promise<v
   if (wishes.every((w) => w.profile === undefined)) return;
   const problems = profileProblems(await acme.profiles(), wishes);
   if (problems.length > 0) {
-    throw new CertfleetError(ErrorCode.ConfigInvalid, `certificates[].profile: ${problems.join('; ')}`, { details: { directoryUrl: cfg.acme.directoryUrl } });
+    throw new CertfleetError(ErrorCode.ConfigInvalid, `certificates[].profile: ${problems.join('; ')}`, { details: { directoryUrl: issuersOf(cfg)[0]?.directoryUrl } });
   }
 }
 
@@ -247,17 +247,41 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const instruments = createControllerInstruments();
     observeAcmeRequests((r) => instruments.acmeRequest(r));
     cleanups.push(() => Promise.resolve(observeAcmeRequests(undefined)));
-    const acme = await openAcmeAccount({
-      directoryUrl: cfg.acme.directoryUrl,
-      caPem: cfg.acme.caFile === undefined ? undefined : readFileOrConfigError(cfg.acme.caFile, 'acme.caFile'),
-      email: cfg.acme.email,
-      externalAccountBinding: externalAccountBinding(cfg),
-      store,
-      clock,
-      log,
-      pollTimeoutMs: cfg.http01.validationTimeout,
+    // One ACME account per issuer. The first is opened now (a start against a CA that
+    // refuses us fails loudly, as with one CA); the others when a certificate first needs
+    // them, so a fallback CA that is down at start does not stop the controller.
+    const issuers = issuersOf(cfg);
+    const [primary] = issuers;
+    if (primary === undefined) throw new CertfleetError(ErrorCode.ConfigInvalid, 'no issuer configured');
+    const opened = new Map<string, Promise<AcmeClient>>();
+    const openIssuer = (iss: IssuerConfig): Promise<AcmeClient> =>
+      openAcmeAccount({
+        directoryUrl: iss.directoryUrl,
+        caPem: iss.caFile === undefined ? undefined : readFileOrConfigError(iss.caFile, `${iss.field}.caFile`),
+        email: iss.email,
+        externalAccountBinding: externalAccountBinding(iss),
+        store,
+        clock,
+        log,
+        pollTimeoutMs: cfg.http01.validationTimeout,
+      });
+    const accountOf = (name: string): Promise<AcmeClient> => {
+      const known = opened.get(name);
+      if (known) return known;
+      const iss = issuers.find((i) => i.name === name);
+      if (!iss) return Promise.reject(new CertfleetError(ErrorCode.ConfigInvalid, `unknown issuer "${name}"`));
+      const p = Promise.resolve().then(() => openIssuer(iss));
+      opened.set(name, p);
+      // Not opened now (the CA is down): asked again on the next issuance.
+      p.catch(() => {
+        if (opened.get(name) === p) opened.delete(name);
+      });
+      return p;
+    };
+    cleanups.push(async () => {
+      for (const p of opened.values()) (await p.catch(() => undefined))?.close();
     });
-    cleanups.push(() => Promise.resolve(acme.close()));
+    const acme = await accountOf(primary.name);
     await checkProfiles(cfg, acme);
 
     const notifier = new Notifier({
@@ -326,6 +350,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const spool = await Spool.open({ dir: path.join(cfg.stateDir, 'spool'), log, clock });
     const issuer = new Issuer({
       acme,
+      accounts: accountOf,
       store,
       spool,
       http01: solver,
@@ -366,8 +391,13 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const sweeper = clock.every(CHALLENGE_SWEEP_INTERVAL_MS, () => sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS)).unref();
     cleanups.push(() => Promise.resolve(sweeper.stop()));
     const pins = new Pins(store);
-    // Budgets are per CA account: the same key reused against another CA is another account.
-    const budget = await BudgetKeeper.open(nats, cfg.budgets, accountId(acme.directoryUrl), clock, componentLogger(log, 'budget'));
+    // Budgets are per CA account: the same key reused against another CA is another
+    // account. One keeper per issuer (each account its own state in NATS).
+    const blog = componentLogger(log, 'budget');
+    const keepers = new Map<string, BudgetKeeper>();
+    for (const iss of issuers) keepers.set(iss.name, await BudgetKeeper.open(nats, iss.budgets, accountId(iss.directoryUrl), clock, issuers.length > 1 ? blog.child({ [LogKey.issuer]: iss.name }) : blog));
+    const budget = keepers.get(primary.name) as BudgetKeeper;
+    const budgetOf = (name: string): BudgetKeeper => keepers.get(name) ?? budget;
     const ari = new AriTracker(store, acme, clock, componentLogger(log, 'ari'));
     const loop = new Reconciler({
       pins,
@@ -387,6 +417,11 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       intervalMs: cfg.renewal.checkInterval,
       concurrency: cfg.renewal.concurrency,
       metrics: instruments.loop,
+      issuers: {
+        chain: (c) => issuerChain(cfg, c),
+        budget: budgetOf,
+        fallbackAfter: () => cfg.renewal.fallbackAfter,
+      },
     });
     onAgentOnline = () => loop.agentOnline();
     cleanups.push(() => loop.stop());
@@ -398,7 +433,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     };
     // `renew --dry-run`: the staging account is opened on the first dry run, not at start
     // (a staging CA that is down must not stop the controller).
-    const stagingCfg = cfg.acme.staging;
+    const stagingCfg = cfg.acme?.staging;
     const staging: StagingCa | undefined =
       stagingCfg === undefined
         ? undefined
@@ -406,7 +441,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
             const client = await openAcmeAccount({
               directoryUrl: stagingCfg.directoryUrl,
               caPem: stagingCfg.caFile === undefined ? undefined : readFileOrConfigError(stagingCfg.caFile, 'acme.staging.caFile'),
-              email: cfg.acme.email,
+              email: cfg.acme?.email,
               store,
               clock,
               log,
@@ -418,6 +453,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           });
     const operations = createOperations({
       cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, acme, enrollment, events, budget, clock, ca, operators, onAgentRemoved,
+      issuerBudgets: issuers.map((i) => ({ issuer: i.name, keeper: budgetOf(i.name) })),
       staging,
       challenges: { http01: solver, dns01 },
     });

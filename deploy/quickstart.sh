@@ -14,6 +14,8 @@
 #                        primary of the DNS-01 zones (internal.test) with TSIG-signed dynamic
 #                        updates, and a resolver that forwards every other name to challtestsrv
 #   pebble               the ACME CA                               127.0.0.1:14000 (mgmt :15000)
+#   pebble-backup        a second CA, only with the template's `issuers:` block uncommented
+#                        (the fallback issuer, docs/renewal.md)    127.0.0.1:14001 (mgmt :15001)
 #   nats-server          JetStream, operator-mode authorization    127.0.0.1:14222
 #   controller           certfleet controller (gRPC API)           127.0.0.1:17443
 #   agent edge-a         role=web, site=a: HTTP-01 on 127.0.0.2:5002, nginx on 127.0.0.2:8443
@@ -45,6 +47,10 @@ CREDENTIALS=$QS/controller/admin-credentials.json
 
 PEBBLE_PORT=${QS_PEBBLE_PORT:-14000}
 PEBBLE_MGMT_PORT=${QS_PEBBLE_MGMT_PORT:-15000}
+# A second Pebble, started only when the controller template names its port (the
+# commented `issuers:` block in deploy/examples/quickstart-controller.yaml).
+PEBBLE_BACKUP_PORT=${QS_PEBBLE_BACKUP_PORT:-14001}
+PEBBLE_BACKUP_MGMT_PORT=${QS_PEBBLE_BACKUP_MGMT_PORT:-15001}
 CHALL_MGMT_PORT=${QS_CHALL_MGMT_PORT:-8055}
 DNS_PORT=${QS_DNS_PORT:-8053}
 # named: the DNS server Pebble asks, and the primary the controller sends updates to.
@@ -70,7 +76,7 @@ AGENT_LABELS=("role=web,site=a" "role=web,site=b")
 PACKAGES=(pebble nats-server nginx-light bind9 openssl ca-certificates iproute2)
 
 # The daemons this script starts besides the agents (and the agents' nginx), the CA last.
-SERVICES_STOP_ORDER=(controller nats-server pebble named pebble-challtestsrv)
+SERVICES_STOP_ORDER=(controller nats-server pebble pebble-backup named pebble-challtestsrv)
 
 say() { printf '==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
@@ -313,6 +319,10 @@ require_free() {
 check_ports() {
   require_free tcp "$PEBBLE_PORT" "Pebble ACME API"
   require_free tcp "$PEBBLE_MGMT_PORT" "Pebble management API"
+  if backup_ca_configured; then
+    require_free tcp "$PEBBLE_BACKUP_PORT" "second Pebble ACME API (fallback issuer)"
+    require_free tcp "$PEBBLE_BACKUP_MGMT_PORT" "second Pebble management API"
+  fi
   require_free tcp "$CHALL_MGMT_PORT" "pebble-challtestsrv management API"
   require_free tcp "$DNS_PORT" "pebble-challtestsrv DNS"
   require_free udp "$DNS_PORT" "pebble-challtestsrv DNS"
@@ -354,16 +364,20 @@ pebble_tls() {
   ) || die "openssl could not make Pebble's HTTPS certificate"
 }
 
-prepare_pebble() {
+# True when the controller template uses the second Pebble: a line that is not a comment
+# names its port (the `issuers:` block, uncommented).
+backup_ca_configured() {
+  grep -q '^[^#]*@PEBBLE_BACKUP_PORT@' "$TEMPLATE"
+}
+
+# pebble_config FILE PORT MGMT_PORT: a Pebble configuration (HTTPS certificate shared).
+pebble_config() {
   local dir=$QS/pebble
-  mkdir -p "$dir"
-  chmod 0700 "$dir"
-  pebble_tls
-  cat > "$dir/pebble-config.json" << EOF
+  cat > "$1" << EOF
 {
   "pebble": {
-    "listenAddress": "127.0.0.1:$PEBBLE_PORT",
-    "managementListenAddress": "127.0.0.1:$PEBBLE_MGMT_PORT",
+    "listenAddress": "127.0.0.1:$2",
+    "managementListenAddress": "127.0.0.1:$3",
     "certificate": "$dir/wfe-cert.pem",
     "privateKey": "$dir/wfe-key.pem",
     "httpPort": $HTTP01_PORT,
@@ -373,6 +387,17 @@ prepare_pebble() {
   }
 }
 EOF
+}
+
+prepare_pebble() {
+  local dir=$QS/pebble
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  pebble_tls
+  pebble_config "$dir/pebble-config.json" "$PEBBLE_PORT" "$PEBBLE_MGMT_PORT"
+  # The fallback CA: another Pebble (its own accounts, orders and roots) with the same
+  # HTTPS certificate, so the template's caFile serves both.
+  pebble_config "$dir/pebble-backup-config.json" "$PEBBLE_BACKUP_PORT" "$PEBBLE_BACKUP_MGMT_PORT"
 }
 
 start_challtestsrv() {
@@ -395,6 +420,12 @@ start_pebble() {
     pebble -config "$dir/pebble-config.json" -dnsserver "127.0.0.1:$BIND_PORT"
   wait_port pebble 127.0.0.1 "$PEBBLE_PORT"
   wait_port pebble 127.0.0.1 "$PEBBLE_MGMT_PORT"
+  backup_ca_configured || return 0
+  say "starting a second pebble, the fallback CA (https://127.0.0.1:$PEBBLE_BACKUP_PORT/dir)"
+  start_daemon pebble-backup "$dir" PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0 -- \
+    pebble -config "$dir/pebble-backup-config.json" -dnsserver "127.0.0.1:$BIND_PORT"
+  wait_port pebble-backup 127.0.0.1 "$PEBBLE_BACKUP_PORT"
+  wait_port pebble-backup 127.0.0.1 "$PEBBLE_BACKUP_MGMT_PORT"
 }
 
 # ---------------------------------------------------------------------------- named (BIND)
@@ -566,7 +597,8 @@ start_nats() {
 render_controller_config() {
   local out=$QS/controller.yaml
   sed -e "s|@QS@|$QS|g" -e "s|@API_PORT@|$API_PORT|g" -e "s|@NATS_PORT@|$NATS_PORT|g" \
-    -e "s|@PEBBLE_PORT@|$PEBBLE_PORT|g" -e "s|@BIND_PORT@|$BIND_PORT|g" "$TEMPLATE" > "$out.tmp"
+    -e "s|@PEBBLE_PORT@|$PEBBLE_PORT|g" -e "s|@PEBBLE_BACKUP_PORT@|$PEBBLE_BACKUP_PORT|g" \
+    -e "s|@BIND_PORT@|$BIND_PORT|g" "$TEMPLATE" > "$out.tmp"
   if grep -n '@[A-Z_]*@' "$out.tmp" > /dev/null; then
     die "unknown placeholder left in $out.tmp: $(grep -n '@[A-Z_]*@' "$out.tmp" | head -n 1)"
   fi

@@ -167,6 +167,7 @@ export function versionToPb(meta: VersionMeta): pb.CertificateVersion {
     issuedAt: meta.issuedAt,
     keyType: meta.keyType,
     profile: meta.profile ?? '',
+    issuer: meta.issuer ?? '',
   };
 }
 

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import type { Logger } from '../../shared/log/index.js';
-import { parseControllerConfig, storeConfigOf, type ControllerConfig } from '../config/index.js';
+import { issuersOf, parseControllerConfig, storeConfigOf, type ControllerConfig } from '../config/index.js';
 import { plannedRenewal } from '../scheduler/index.js';
 import { ObjectKey, openStore, type CertStore } from '../store/index.js';
 import { parseTsigSecret } from '../solvers/dns01/index.js';
@@ -188,8 +188,9 @@ export async function importCertbot(opts: ImportOptions): Promise<ImportOutcome>
       if (name !== imp.lineage) {
         lines.push(`  note: the agent's live tree names it live/${name}; keep paths written for live/${imp.lineage} with: ln -s ${name} <live dir>/${imp.lineage}`);
       }
-      if (imp.server !== '' && imp.server !== cfg.acme.directoryUrl) {
-        lines.push(`  note: certbot renewed it from ${imp.server}; certfleet renews from ${cfg.acme.directoryUrl}`);
+      const directoryUrl = issuersOf(cfg)[0]?.directoryUrl ?? '';
+      if (imp.server !== '' && imp.server !== directoryUrl) {
+        lines.push(`  note: certbot renewed it from ${imp.server}; certfleet renews from ${directoryUrl}`);
       }
       for (const n of imp.notes) lines.push(`  note: ${n}`);
     }

@@ -54,6 +54,37 @@ const renewBefore = z.string().transform((text, ctx): RenewBefore => {
   return z.NEVER;
 });
 
+/** An issuer's name (`issuers` keys, `certificates[].issuers`); `default` is the `acme` section. */
+const ISSUER_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+
+/** The name the `acme` section issues under. */
+export const DEFAULT_ISSUER = 'default';
+
+/** What one ACME issuer is: the `acme` section, and each value of `issuers`. */
+const acmeIssuerFields = {
+  /** The CA's ACME directory URL. */
+  directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
+  /** Contact address registered with the account (recommended: expiry mail from the CA). */
+  email: z.email().optional(),
+  /**
+   * External account binding (RFC 8555 §7.3.4), for CAs that require it (ZeroSSL,
+   * Google Trust Services, a private CA): the key id and the base64url HMAC key the CA
+   * gave out, the key from a file or an environment variable. Used when registering.
+   */
+  eab: z
+    .strictObject({
+      keyId: z.string().min(1),
+      hmacKeyFile: z.string().min(1).optional(),
+      hmacKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
+    })
+    .refine((e) => (e.hmacKeyFile === undefined) !== (e.hmacKeyEnv === undefined), { error: 'set exactly one of hmacKeyFile and hmacKeyEnv' })
+    .optional(),
+  /** PEM bundle trusted for the directory's HTTPS instead of the system store (test CAs such as Pebble). */
+  caFile: z.string().min(1).optional(),
+  /** Must be true: you agree to the CA's terms of service. */
+  termsOfServiceAgreed: z.literal(true, { error: 'must be true: certfleet registers an ACME account only when you agree to the CA terms of service' }),
+};
+
 const certificate = z
   .strictObject({
     /** Stable identifier: store key, KV key, directory name on agents. */
@@ -86,6 +117,11 @@ const certificate = z
      * and verified. Agents in no wave come last. A failure halts the rollout.
      */
     rollout: z.strictObject({ waves: z.array(selector).min(1).max(20) }).optional(),
+    /**
+     * The issuers to try, in order (names of `issuers`, or `default` for the `acme`
+     * section). Default: every issuer, `default` first, then `issuers` as declared.
+     */
+    issuers: z.array(z.string().min(1)).min(1).max(10).optional(),
   })
   .superRefine((cert, ctx) => {
     const seen = new Set<string>();
@@ -193,41 +229,42 @@ export const controllerConfigSchema = z
         }),
       ])
       .prefault({ type: 'file' }),
-    acme: z.strictObject({
-      /** The CA's ACME directory URL. */
-      directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
-      /** Contact address registered with the account (recommended: expiry mail from the CA). */
-      email: z.email().optional(),
-      /**
-       * External account binding (RFC 8555 §7.3.4), for CAs that require it (ZeroSSL,
-       * Google Trust Services, a private CA): the key id and the base64url HMAC key the CA
-       * gave out, the key from a file or an environment variable. Used when registering.
-       */
-      eab: z
-        .strictObject({
-          keyId: z.string().min(1),
-          hmacKeyFile: z.string().min(1).optional(),
-          hmacKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
-        })
-        .refine((e) => (e.hmacKeyFile === undefined) !== (e.hmacKeyEnv === undefined), { error: 'set exactly one of hmacKeyFile and hmacKeyEnv' })
-        .optional(),
-      /** PEM bundle trusted for the directory's HTTPS instead of the system store (test CAs such as Pebble). */
-      caFile: z.string().min(1).optional(),
-      /**
-       * A second CA to rehearse against (`certfleet renew NAME --dry-run`): its own ACME
-       * account, opened on the first dry run; nothing it issues is stored or published.
-       */
-      staging: z
-        .strictObject({
-          /** The staging CA's ACME directory URL. */
-          directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
-          /** PEM bundle trusted for the staging directory's HTTPS instead of the system store. */
-          caFile: z.string().min(1).optional(),
-        })
-        .optional(),
-      /** Must be true: you agree to the CA's terms of service. */
-      termsOfServiceAgreed: z.literal(true, { error: 'must be true: certfleet registers an ACME account only when you agree to the CA terms of service' }),
-    }),
+    /**
+     * The CA as one issuer named `default` (the original single-CA form). With `issuers`
+     * too, `default` comes first in every certificate's default issuer list.
+     */
+    acme: z
+      .strictObject({
+        ...acmeIssuerFields,
+        /**
+         * A second CA to rehearse against (`certfleet renew NAME --dry-run`): its own ACME
+         * account, opened on the first dry run; nothing it issues is stored or published.
+         */
+        staging: z
+          .strictObject({
+            /** The staging CA's ACME directory URL. */
+            directoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// ACME directory URL' }),
+            /** PEM bundle trusted for the staging directory's HTTPS instead of the system store. */
+            caFile: z.string().min(1).optional(),
+          })
+          .optional(),
+      })
+      .optional(),
+    /**
+     * Named issuers (CA directory, account, EAB, budgets each), in the order certificates
+     * try them by default: the next one issues when the one before cannot in time
+     * (docs/renewal.md#issuers-and-fallback).
+     */
+    issuers: z
+      .record(
+        z.string().regex(ISSUER_NAME, 'an issuer name: lower-case letters, digits and dashes, starting with a letter'),
+        z.strictObject({
+          ...acmeIssuerFields,
+          /** This issuer's rate-limit budgets; default: the top-level `budgets`. */
+          budgets: BudgetConfigSchema.optional(),
+        }),
+      )
+      .default({}),
     http01: z
       .strictObject({
         /** How long to wait for every assigned agent to serve a challenge before giving up. */
@@ -256,6 +293,11 @@ export const controllerConfigSchema = z
          * much earlier than its renewal point, by a hash of its name and serial.
          */
         spread: z.number().min(0).max(0.5).default(0.05),
+        /**
+         * Consecutive failures of an issuer that say its CA is down (ACME_TRANSPORT, a 5xx
+         * answer) before a certificate moves on to its next issuer (docs/renewal.md).
+         */
+        fallbackAfter: z.int().min(1).max(20).default(2),
       })
       .prefault({}),
     /**
@@ -310,6 +352,30 @@ export const controllerConfigSchema = z
     certificates: z.array(certificate, { error: (iss) => (iss.input === undefined ? 'required: the certificates to issue (at least one)' : undefined) }).min(1, 'at least one certificate is required (a controller with none has nothing to do)'),
   })
   .superRefine((cfg, ctx) => {
+    if (cfg.acme === undefined && Object.keys(cfg.issuers).length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['acme'], message: 'required: the CA to issue from (an `acme` section, or `issuers`)' });
+    }
+    if (cfg.acme !== undefined && DEFAULT_ISSUER in cfg.issuers) {
+      ctx.addIssue({ code: 'custom', path: ['issuers', DEFAULT_ISSUER], message: `"${DEFAULT_ISSUER}" is the \`acme\` section's issuer: name this one differently, or move it into \`acme\`` });
+    }
+    const known = [...(cfg.acme ? [DEFAULT_ISSUER] : []), ...Object.keys(cfg.issuers)];
+    // One account and one budget state per directory (both keyed by its URL): two
+    // issuers on one directory would share them behind the operator's back.
+    const byUrl = new Map<string, string>();
+    if (cfg.acme) byUrl.set(cfg.acme.directoryUrl, DEFAULT_ISSUER);
+    for (const [name, iss] of Object.entries(cfg.issuers)) {
+      const other = byUrl.get(iss.directoryUrl);
+      if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['issuers', name, 'directoryUrl'], message: `the same directory as issuer "${other}" (one account per CA directory)` });
+      byUrl.set(iss.directoryUrl, name);
+    }
+    cfg.certificates.forEach((c, i) => {
+      const seen = new Set<string>();
+      (c.issuers ?? []).forEach((name, j) => {
+        if (!known.includes(name)) ctx.addIssue({ code: 'custom', path: ['certificates', i, 'issuers', j], message: `unknown issuer "${name}" (configured: ${known.join(', ') || 'none'})` });
+        else if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['certificates', i, 'issuers', j], message: `issuer "${name}" is listed twice` });
+        seen.add(name);
+      });
+    });
     cfg.certificates.forEach((c, i) => {
       if (c.dnsProvider !== undefined && !(c.dnsProvider in cfg.dns01.providers)) {
         ctx.addIssue({ code: 'custom', path: ['certificates', i, 'dnsProvider'], message: `unknown DNS provider "${c.dnsProvider}" (dns01.providers has: ${Object.keys(cfg.dns01.providers).join(', ') || 'none'})` });
@@ -328,6 +394,33 @@ export const controllerConfigSchema = z
 
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 export type CertificateConfig = ControllerConfig['certificates'][number];
+
+/** One issuer as the runtime opens it: an ACME account at one CA, with its own budgets. */
+export interface IssuerConfig {
+  /** `default` for the `acme` section, else its key in `issuers`. */
+  name: string;
+  /** Where it is configured, for error messages: `acme` or `issuers.<name>`. */
+  field: string;
+  directoryUrl: string;
+  email?: string | undefined;
+  eab?: { keyId: string; hmacKeyFile?: string | undefined; hmacKeyEnv?: string | undefined } | undefined;
+  caFile?: string | undefined;
+  /** Its own `budgets`, else the top-level section. */
+  budgets: ControllerConfig['budgets'];
+}
+
+/** Every configured issuer in declared order: the `acme` section (`default`) first. */
+export function issuersOf(cfg: Readonly<Pick<ControllerConfig, 'acme' | 'issuers' | 'budgets'>>): IssuerConfig[] {
+  const out: IssuerConfig[] = [];
+  if (cfg.acme) out.push({ ...cfg.acme, name: DEFAULT_ISSUER, field: 'acme', budgets: cfg.budgets });
+  for (const [name, iss] of Object.entries(cfg.issuers)) out.push({ ...iss, name, field: `issuers.${name}`, budgets: iss.budgets ?? cfg.budgets });
+  return out;
+}
+
+/** The issuers `cert` tries, in order: its own list, else every issuer ({@link issuersOf}). */
+export function issuerChain(cfg: Readonly<Pick<ControllerConfig, 'acme' | 'issuers' | 'budgets'>>, cert: Pick<CertificateConfig, 'issuers'>): string[] {
+  return cert.issuers ? [...cert.issuers] : issuersOf(cfg).map((i) => i.name);
+}
 
 /**
  * The store to open for `cfg`: its store section, with the file store's directory
@@ -348,6 +441,15 @@ function resolveStorePaths(store: ControllerConfig['store'], stateDir: string, a
   return { ...store, auth, ...(store.caFile === undefined ? {} : { caFile: abs(store.caFile) }) };
 }
 
+/** An issuer's file paths (caFile, eab.hmacKeyFile) made absolute. */
+function resolveIssuerPaths<T extends { caFile?: string | undefined; eab?: { keyId: string; hmacKeyFile?: string | undefined; hmacKeyEnv?: string | undefined } | undefined }>(iss: T, abs: (p: string) => string): T {
+  return {
+    ...iss,
+    ...(iss.caFile === undefined ? {} : { caFile: abs(iss.caFile) }),
+    ...(iss.eab?.hmacKeyFile === undefined ? {} : { eab: { ...iss.eab, hmacKeyFile: abs(iss.eab.hmacKeyFile) } }),
+  };
+}
+
 /** Resolves relative paths against the config file's directory and fills path defaults. */
 function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
   const base = path.dirname(path.resolve(file));
@@ -357,12 +459,15 @@ function resolvePaths(cfg: ControllerConfig, file: string): ControllerConfig {
     ...cfg,
     stateDir,
     store: resolveStorePaths(cfg.store, stateDir, abs),
-    acme: {
-      ...cfg.acme,
-      ...(cfg.acme.caFile === undefined ? {} : { caFile: abs(cfg.acme.caFile) }),
-      ...(cfg.acme.eab?.hmacKeyFile === undefined ? {} : { eab: { ...cfg.acme.eab, hmacKeyFile: abs(cfg.acme.eab.hmacKeyFile) } }),
-      ...(cfg.acme.staging?.caFile === undefined ? {} : { staging: { ...cfg.acme.staging, caFile: abs(cfg.acme.staging.caFile) } }),
-    },
+    ...(cfg.acme === undefined
+      ? {}
+      : {
+          acme: {
+            ...resolveIssuerPaths(cfg.acme, abs),
+            ...(cfg.acme.staging?.caFile === undefined ? {} : { staging: { ...cfg.acme.staging, caFile: abs(cfg.acme.staging.caFile) } }),
+          },
+        }),
+    issuers: Object.fromEntries(Object.entries(cfg.issuers).map(([name, iss]) => [name, resolveIssuerPaths(iss, abs)])),
     nats: {
       ...resolveNatsPaths(cfg.nats, abs),
       ...(cfg.nats.authority === 'controller' ? { serverConfigFile: abs(cfg.nats.serverConfigFile ?? path.join(stateDir, 'nats', 'auth.conf')) } : {}),

@@ -33,6 +33,7 @@ import { dns01Value, type Dns01Solver } from '../solvers/dns01/index.js';
 import type { Spend } from '../budget/index.js';
 import { LogKey } from '../../shared/log/index.js';
 import { sameNameSet } from '../names/index.js';
+import { DEFAULT_ISSUER } from '../config/index.js';
 
 /** What to issue. */
 export interface IssueRequest {
@@ -52,6 +53,11 @@ export interface IssueRequest {
   profile?: string;
   /** How a new order is paid for; absent: nothing is charged (tests, budgets off). */
   charge?: OrderCharge;
+  /**
+   * The issuer (controller config `issuers`) to order from, through
+   * `IssuerOptions.accounts`; recorded in the version's meta. Absent: `IssuerOptions.acme`.
+   */
+  issuer?: string;
 }
 
 /**
@@ -62,8 +68,12 @@ export interface IssueRequest {
 export interface OrderCharge {
   /** Spends the budgets for one new order; rejects (e.g. BUDGET_DEFERRED) to send none. */
   charge(): Promise<Spend>;
-  /** The order ended without a certificate: give back what the CA counts only at issuance. */
-  refund(spend: Spend): void;
+  /**
+   * The order ended without a certificate: give back what the CA counts only at
+   * issuance. `issuer` names the issuer a saved order of another issuer was charged to
+   * (absent: this order's).
+   */
+  refund(spend: Spend, issuer?: string): void;
 }
 
 /** A saved order, as the work loop sees it. */
@@ -108,7 +118,14 @@ export interface RehearsalResult {
 type AuthzProgress = (identifier: string, phase: 'start' | 'valid') => void;
 
 export interface IssuerOptions {
+  /** The account of requests that name no issuer. */
   acme: AcmeClient;
+  /**
+   * The account of a named issuer, opened on first use (a fallback CA that is down at
+   * start must not stop the controller); rejects when it cannot be opened now, and is
+   * asked again on the next issuance. Absent: every request uses `acme`.
+   */
+  accounts?: (issuer: string) => Promise<AcmeClient>;
   store: CertStore;
   http01: Http01Solver;
   /** DNS-01 solver; absent when no DNS provider is configured. */
@@ -130,6 +147,8 @@ interface PendingOrder {
   spend?: Spend;
   /** The profile it was placed under (absent: none, or a record of an older controller). */
   profile?: string;
+  /** The issuer it was placed with (absent in records of older controllers: `default`). */
+  issuer?: string;
 }
 
 const ORDERS_PREFIX = ObjectPrefix.orders;
@@ -182,6 +201,14 @@ function profileOf(req: IssueRequest, order: AcmeOrder, log: Logger): { profile?
   return profile === undefined ? {} : { profile };
 }
 
+/**
+ * Whether saved order `p` serves a request for `names`, `keyType` at `issuer` (undefined:
+ * any issuer; a record without one was placed with `default`).
+ */
+function matches(p: PendingOrder, names: readonly string[], keyType: KeyType, issuer: string | undefined): boolean {
+  return sameNameSet(p.names, names) && p.keyType === keyType && (issuer === undefined || (p.issuer ?? DEFAULT_ISSUER) === issuer);
+}
+
 /** Issues certificates for the controller. */
 export class Issuer {
   /** Saved orders read so far (null: none), kept equal to the store by this class's writes. */
@@ -193,10 +220,16 @@ export class Issuer {
    * The saved order of `name` that an issuance for `names` and `keyType` would resume,
    * or null. Read from the store once, then from memory (this class writes the records).
    */
-  async resumable(name: string, names: readonly string[], keyType: KeyType): Promise<SavedOrder | null> {
+  async resumable(name: string, names: readonly string[], keyType: KeyType, issuer?: string): Promise<SavedOrder | null> {
     const p = await this.savedOrder(name);
-    if (!p || !sameNameSet(p.names, names) || p.keyType !== keyType) return null;
+    if (!p || !matches(p, names, keyType, issuer)) return null;
     return toSavedOrder(p);
+  }
+
+  /** The account `req` orders with. */
+  private async acmeFor(req: IssueRequest): Promise<AcmeClient> {
+    if (req.issuer === undefined || this.opts.accounts === undefined) return this.opts.acme;
+    return this.opts.accounts(req.issuer);
   }
 
   /** Every saved order in the store (start-up: which challenge records still belong to one). */
@@ -215,16 +248,17 @@ export class Issuer {
    * Resumes a pending order left by a crash when it still matches the request.
    */
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
-    const log = this.opts.log.child({ [LogKey.cert]: req.name });
-    const { order, keyPem } = await this.openOrder(req, expectedLatest, log);
+    const log = this.opts.log.child({ [LogKey.cert]: req.name, ...(req.issuer === undefined ? {} : { [LogKey.issuer]: req.issuer }) });
+    const acme = await this.acmeFor(req);
+    const { order, keyPem } = await this.openOrder(acme, req, expectedLatest, log);
     let issuedOrder = order;
     let certPem: string;
     let chainPem: string;
     try {
-      await this.authorize(req, order, log);
-      const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
+      await this.authorize(acme, req, order, log);
+      const finalized = await acme.finalize(order, await createCsr(keyPem, req.names));
       issuedOrder = finalized;
-      ({ certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized));
+      ({ certPem, chainPem } = await acme.downloadCertificate(finalized));
     } catch (err) {
       // A dead order (validation failed, the CA invalidated it) is dropped now, and its
       // charge refunded; anything else keeps it for the next attempt or a restart.
@@ -253,6 +287,7 @@ export class Issuer {
       issuedAt: isoAt(this.opts.clock.now()),
       keyType: req.keyType,
       ...profileOf(req, issuedOrder, log),
+      ...(req.issuer === undefined ? {} : { issuer: req.issuer }),
     };
     // The same check an agent makes before installing: a CA bug or a mix-up of keys
     // must stop here, not on every node.
@@ -304,7 +339,7 @@ export class Issuer {
       order = await this.opts.acme.placeOrder(req.names);
       log.info({ [LogKey.order]: order.url }, 'dry-run order placed');
       done('order', '', true, `${order.url} (${order.authorizations.length} authorization${order.authorizations.length === 1 ? '' : 's'})`);
-      await this.authorize(req, order, log, (identifier, phase) => {
+      await this.authorize(this.opts.acme, req, order, log, (identifier, phase) => {
         if (phase === 'start') current = { step: 'authorization', identifier };
         else done('authorization', identifier, true, `${req.challenge} valid`);
       });
@@ -356,12 +391,14 @@ export class Issuer {
   }
 
   /** The order to work on: the persisted one if still usable, else a new one. */
-  private async openOrder(req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
+  private async openOrder(acme: AcmeClient, req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
     const saved = await this.savedOrder(req.name);
     if (saved) {
-      if (sameNameSet(saved.names, req.names) && saved.keyType === req.keyType && saved.profile === req.profile) {
+      // A saved order of another issuer is another CA's: dropped (its charge refunded to
+      // that issuer), never sent to this one.
+      if (matches(saved, req.names, req.keyType, req.issuer) && saved.profile === req.profile) {
         try {
-          const order = await this.opts.acme.getOrder(saved.url);
+          const order = await acme.getOrder(saved.url);
           if (order.status !== 'invalid') {
             log.info({ [LogKey.order]: saved.url, status: order.status }, 'order resumed');
             this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: saved.url, resumed: true });
@@ -393,15 +430,15 @@ export class Issuer {
     let pending: PendingOrder;
     try {
       try {
-        order = await this.opts.acme.placeOrder(req.names, { ...(req.replaces === undefined ? {} : { replaces: req.replaces }), ...profileOption });
+        order = await acme.placeOrder(req.names, { ...(req.replaces === undefined ? {} : { replaces: req.replaces }), ...profileOption });
       } catch (err) {
         // The CA says that certificate was already replaced (by an order it remembers, or
         // another controller): order again as a plain renewal.
         if (!(req.replaces !== undefined && isCertfleetError(err) && err.details['type'] === PROBLEM_ALREADY_REPLACED)) throw err;
         log.info({ replaces: req.replaces }, 'certificate already replaced; ordering without replaces');
-        order = await this.opts.acme.placeOrder(req.names, profileOption);
+        order = await acme.placeOrder(req.names, profileOption);
       }
-      pending = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()), spend, ...profileOption };
+      pending = { url: order.url, keyPem, names: [...req.names], keyType: req.keyType, createdAt: isoAt(this.opts.clock.now()), spend, ...profileOption, ...(req.issuer === undefined ? {} : { issuer: req.issuer }) };
       await this.opts.store.putObject(pendingKey(req.name), pending);
     } catch (err) {
       // No order to resume: what it was charged for will not be issued.
@@ -433,15 +470,17 @@ export class Issuer {
     await this.deleteRecord(req.name);
     if (!saved) return;
     log.info({ [LogKey.order]: saved.url }, why);
-    req.charge?.refund(spendOf(saved));
+    const other = req.issuer !== undefined && (saved.issuer ?? DEFAULT_ISSUER) !== req.issuer;
+    if (other) req.charge?.refund(spendOf(saved), saved.issuer ?? DEFAULT_ISSUER);
+    else req.charge?.refund(spendOf(saved));
   }
 
   /** Answers every pending authorization of `order`, by the certificate's challenge type. */
-  private async authorize(req: IssueRequest, order: AcmeOrder, log: Logger, progress?: AuthzProgress): Promise<void> {
+  private async authorize(acme: AcmeClient, req: IssueRequest, order: AcmeOrder, log: Logger, progress?: AuthzProgress): Promise<void> {
     if (order.status === 'invalid') {
       throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `order for ${req.name} is invalid`, { details: { order: order.url, problem: order.error } });
     }
-    if (req.challenge === 'dns-01') return this.authorizeDns01(req, order, log, progress);
+    if (req.challenge === 'dns-01') return this.authorizeDns01(acme, req, order, log, progress);
     for (const authz of order.authorizations) {
       if (authz.status === 'valid') continue;
       progress?.(authz.identifier.value, 'start');
@@ -458,7 +497,7 @@ export class Issuer {
       }
       const record: ChallengeRecord = {
         token: challenge.token,
-        keyAuthorization: await this.opts.acme.keyAuthorization(challenge.token),
+        keyAuthorization: await acme.keyAuthorization(challenge.token),
         identifier: authz.identifier.value,
         cert: req.name,
         selector: req.selector,
@@ -468,8 +507,8 @@ export class Issuer {
         // A challenge already 'processing' (resumed after a crash) must still be served,
         // but is not accepted a second time.
         await this.opts.http01.present(record);
-        if (challenge.status === 'pending') await this.opts.acme.acceptChallenge(challenge.url);
-        await this.opts.acme.waitForAuthorization(authz.url);
+        if (challenge.status === 'pending') await acme.acceptChallenge(challenge.url);
+        await acme.waitForAuthorization(authz.url);
         log.info({ [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
         progress?.(authz.identifier.value, 'valid');
       } finally {
@@ -483,7 +522,7 @@ export class Issuer {
    * share one TXT name and both values must be visible together. The records are
    * present and propagated to every authoritative server before the CA is asked.
    */
-  private async authorizeDns01(req: IssueRequest, order: AcmeOrder, log: Logger, progress?: AuthzProgress): Promise<void> {
+  private async authorizeDns01(acme: AcmeClient, req: IssueRequest, order: AcmeOrder, log: Logger, progress?: AuthzProgress): Promise<void> {
     const solver = this.opts.dns01;
     if (!solver) throw new CertfleetError(ErrorCode.ConfigInvalid, `certificate ${req.name} uses dns-01 but no DNS provider is configured`);
     const pending: Array<{ authzUrl: string; challengeUrl: string; status: string; identifier: string; token: string }> = [];
@@ -507,17 +546,17 @@ export class Issuer {
       challenges.push({
         cert: req.name,
         identifier: p.identifier,
-        keyAuthorization: await this.opts.acme.keyAuthorization(p.token),
+        keyAuthorization: await acme.keyAuthorization(p.token),
         ...(req.dnsProvider === undefined ? {} : { provider: req.dnsProvider }),
       });
     }
     progress?.(pending.map((p) => p.identifier).join(', '), 'start');
     const presentation = await solver.present(challenges);
     try {
-      for (const p of pending) if (p.status === 'pending') await this.opts.acme.acceptChallenge(p.challengeUrl);
+      for (const p of pending) if (p.status === 'pending') await acme.acceptChallenge(p.challengeUrl);
       for (const p of pending) {
         progress?.(p.identifier, 'start');
-        await this.opts.acme.waitForAuthorization(p.authzUrl);
+        await acme.waitForAuthorization(p.authzUrl);
         log.info({ [LogKey.identifier]: p.identifier }, 'authorization valid');
         progress?.(p.identifier, 'valid');
       }

@@ -16,7 +16,7 @@ import { EventType, REVOCATION_REASONS, isRevocationReason } from '../../shared/
 import type { AcmeClient } from '../acme/index.js';
 import { versionToPb, type OperatorBackend } from '../api/index.js';
 import type { BudgetKeeper } from '../budget/index.js';
-import type { CertificateConfig, ControllerConfig } from '../config/index.js';
+import { issuerChain, issuersOf, type CertificateConfig, type ControllerConfig } from '../config/index.js';
 import type { Enrollment } from '../enroll/index.js';
 import type { AgentView, Fleet } from '../fleet/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
@@ -50,6 +50,8 @@ export interface OperationsDeps {
   enrollment: Enrollment;
   events: EventPublisher;
   budget: BudgetKeeper;
+  /** With several issuers: each issuer's budgets, in declared order (`budgets` lists them all). */
+  issuerBudgets?: ReadonlyArray<{ issuer: string; keeper: BudgetKeeper }>;
   clock: Clock;
   /** The controller CA, which signs new operators' certificates. */
   ca: CaMaterial;
@@ -274,7 +276,7 @@ export function createOperations(deps: OperationsDeps): Operations {
       return Promise.resolve({
         controllerVersion: CONTROLLER_VERSION,
         store: store.kind,
-        acmeDirectory: cfg.acme.directoryUrl,
+        acmeDirectory: issuersOf(cfg)[0]?.directoryUrl ?? '',
         certificates: certs.length,
         certificatesReady: certs.filter((c) => c.state === 'ready').length,
         // Removed agents are history, not fleet.
@@ -330,6 +332,8 @@ export function createOperations(deps: OperationsDeps): Operations {
         ariWindowEnd: rt?.ariWindow ? isoAt(rt.ariWindow.end) : '',
         desiredVersion: desired.get(c.name)?.version ?? 0,
         revokedVersions: [...(await revocations.all(c.name)).keys()].sort((a, b) => a - b),
+        issuers: issuerChain(cfg, c),
+        nextIssuer: rt?.issuer ?? '',
       };
     },
     async renew(name, { cancel, operator }) {
@@ -522,18 +526,24 @@ export function createOperations(deps: OperationsDeps): Operations {
         message: `${head}; ${plan.summary}`,
       };
     },
-    budgets: () =>
-      Promise.resolve({
-        preset: budget.preset,
-        budgets: budget.levels().map((l) => ({
-          name: `${l.title} (${l.key})`,
-          limit: l.human,
-          available: l.available,
-          capacity: l.capacity,
-          reserved: l.reserved,
-          nextTokenAt: l.nextTokenAt === null ? '' : isoAt(l.nextTokenAt),
-        })),
-      }),
+    budgets: () => {
+      // Budgets are per issuer (one account each): with several, every row names its issuer.
+      const keepers = deps.issuerBudgets && deps.issuerBudgets.length > 1 ? deps.issuerBudgets : [{ issuer: '', keeper: budget }];
+      return Promise.resolve({
+        preset: keepers.map((k) => (k.issuer === '' ? k.keeper.preset : `${k.issuer}: ${k.keeper.preset}`)).join(', '),
+        budgets: keepers.flatMap((k) =>
+          k.keeper.levels().map((l) => ({
+            name: `${l.title} (${l.key})`,
+            limit: l.human,
+            available: l.available,
+            capacity: l.capacity,
+            reserved: l.reserved,
+            nextTokenAt: l.nextTokenAt === null ? '' : isoAt(l.nextTokenAt),
+            issuer: k.issuer,
+          })),
+        ),
+      });
+    },
     async events(limit, cert) {
       const list = await readEvents(nats, { limit, ...(cert === '' ? {} : { cert }) });
       return list.map(eventToPb);

@@ -36,9 +36,11 @@ import type { CertStore } from '../store/index.js';
 import { LogKey } from '../../shared/log/index.js';
 import { cancelRenewal, clearBackoff, fromStored, intentKey, isEmptyIntent, NO_INTENT, requestRenewal, toStored, type RenewalIntent } from './intent.js';
 import { afterFailed, afterIssued, lifetimeOf, planPass, resumeCharge, type OrderPayment, type PassFacts, type PassPlan } from './plan.js';
+import { currentIssuer } from './fallback.js';
 
 export { plan, type Plan, type PlanInput, type RenewalIntent } from './intent.js';
-export { afterFailed, afterIssued, planPass, resumeCharge, type FailureFacts, type FailurePlan, type PassFacts, type PassPlan } from './plan.js';
+export { afterIssuerFailure, budgetIssuer, caDown, currentIssuer, fromIssuer, nextIssuer, type FallbackDecision, type FallbackFacts } from './fallback.js';
+export { afterFailed, afterIssued, emergencyOf, planPass, resumeCharge, type FailureFacts, type FailurePlan, type PassFacts, type PassPlan } from './plan.js';
 
 /** The budget calls the loop makes (BudgetKeeper implements them). */
 export type LoopBudget = Pick<BudgetKeeper, 'check' | 'commit' | 'refund' | 'flushed' | 'recordAuthorizationFailure'>;
@@ -64,6 +66,8 @@ export interface CertRuntime {
   deferredReason: string;
   /** The CA's renewal window for the served version (ARI), when it offers one. */
   ariWindow: { start: number; end: number } | null;
+  /** The issuer the next order goes to (fallback.ts); '' with one unnamed issuer. */
+  issuer: string;
 }
 
 /** What the loop needs to know about an agent to move a rollout on. */
@@ -96,6 +100,16 @@ export interface ReconcilerOptions {
   selectedAgents: (selector: string) => RolloutAgent[];
   /** Uniform [0, 1) for the backoff's jitter. Default Math.random. */
   random?: () => number;
+  /**
+   * Several issuers (docs/renewal.md#issuers-and-fallback): each certificate's issuers
+   * in order, each issuer's budgets and `fallbackAfter`. Absent: one issuer, `budget`,
+   * and versions record no issuer.
+   */
+  issuers?: {
+    chain: (cert: CertificateConfig) => readonly string[];
+    budget: (issuer: string) => LoopBudget;
+    fallbackAfter: (issuer: string) => number;
+  };
   /** Counts passes, decisions and orders (controller/metrics); absent: not counted. */
   metrics?: LoopMetrics;
 }
@@ -151,6 +165,7 @@ export class Reconciler {
         deferredUntil: 0,
         deferredReason: '',
         ariWindow: null,
+        issuer: '',
       });
     }
   }
@@ -296,6 +311,8 @@ export class Reconciler {
     const spooled = this.opts.spooled(cert.name);
     const { latest, target } = await this.readServed(cert, rt);
     const busy = this.inFlight.has(cert.name) ? 'in-flight' : spooled ? 'spooled' : null;
+    const several = this.opts.issuers;
+    const chain = several ? several.chain(cert) : [];
     // Read when planning, after the awaits: an issuance may have ended meanwhile.
     const common = (): Omit<PassFacts, 'busy' | 'ari' | 'intent' | 'resumableOrder'> => ({
       spec: { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) },
@@ -305,6 +322,7 @@ export class Reconciler {
       slotFree: this.inFlight.size < this.opts.concurrency,
       deferred: rt.deferredUntil !== 0,
       budget: (req: BudgetRequest) => this.opts.budget.check(req),
+      ...(several ? { issuers: { chain, budget: (i: string, req: BudgetRequest) => several.budget(i).check(req) } } : {}),
       now: this.opts.clock.now(),
     });
     let facts: PassFacts;
@@ -315,7 +333,9 @@ export class Reconciler {
       const ari = target ? await this.opts.ari?.forVersion(target) : undefined;
       rt.ariWindow = ari?.window ?? null;
       const intent = await this.loadIntent(cert.name);
-      const saved = await this.opts.issuer.resumable(cert.name, cert.names, cert.keyType);
+      const issuer = several ? currentIssuer(chain, intent.issuer) : undefined;
+      rt.issuer = issuer ?? '';
+      const saved = await this.opts.issuer.resumable(cert.name, cert.names, cert.keyType, issuer);
       facts = { ...common(), busy, ari, intent, resumableOrder: saved !== null };
     }
     await this.carryOut(cert, rt, latest, planPass(facts), facts.now);
@@ -376,15 +396,16 @@ export class Reconciler {
         rt.nextCheck = now;
         rt.deferredUntil = 0;
         rt.deferredReason = '';
-        this.startIssue(cert, rt, latest, p.reason, this.chargeFor(p.request, p.payment), p.replaces);
+        this.startIssue(cert, rt, latest, p.reason, this.chargeFor(p.request, p.payment, p.issuer), p.replaces, p.issuer, p.emergencyAt);
         return;
     }
   }
 
   /** The issuer's view of how the order is paid for (see {@link OrderPayment}). */
-  private chargeFor(request: BudgetRequest, payment: OrderPayment): LoopCharge {
-    const budget = this.opts.budget;
-    const refund = (spend: Spend): void => budget.refund(spend);
+  private chargeFor(request: BudgetRequest, payment: OrderPayment, issuer: string | undefined): LoopCharge {
+    const budget = this.budgetOf(issuer);
+    // A saved order of another issuer is refunded to that issuer's budgets.
+    const refund = (spend: Spend, other?: string): void => (other === undefined ? budget : this.budgetOf(other)).refund(spend);
     if (payment.kind === 'resume') {
       return {
         charge: async () => {
@@ -417,6 +438,11 @@ export class Reconciler {
         if (!taken) budget.refund(spend);
       },
     };
+  }
+
+  /** The budgets of `issuer` (the single `budget` without several issuers). */
+  private budgetOf(issuer: string | undefined): LoopBudget {
+    return issuer !== undefined && this.opts.issuers ? this.opts.issuers.budget(issuer) : this.opts.budget;
   }
 
   /**
@@ -499,13 +525,22 @@ export class Reconciler {
     });
   }
 
-  private startIssue(cert: CertificateConfig, rt: CertRuntime, latest: VersionMeta | null, reason: string, charge: LoopCharge, replaces: string | undefined): void {
+  private startIssue(
+    cert: CertificateConfig,
+    rt: CertRuntime,
+    latest: VersionMeta | null,
+    reason: string,
+    charge: LoopCharge,
+    replaces: string | undefined,
+    issuer: string | undefined,
+    emergencyAt: number | undefined,
+  ): void {
     const log = this.opts.log.child({ [LogKey.cert]: cert.name });
     const startedAt = this.opts.clock.now();
     const onlineAtStart = this.agentsCameOnline;
     rt.state = 'issuing';
     this.opts.metrics?.order('started');
-    log.info({ reason, replaces }, 'issuance started');
+    log.info({ reason, replaces, ...(issuer === undefined ? {} : { [LogKey.issuer]: issuer }) }, 'issuance started');
     const job = this.opts.issuer
       .issue(
         {
@@ -517,6 +552,7 @@ export class Reconciler {
           ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
           ...(replaces === undefined ? {} : { replaces }),
           ...(cert.profile === undefined ? {} : { profile: cert.profile }),
+          ...(issuer === undefined ? {} : { issuer }),
           charge,
         },
         latest?.version ?? 0,
@@ -544,9 +580,22 @@ export class Reconciler {
       .catch(async (err: unknown) => {
         const cf = toCertfleetError(err);
         const identifier = cf.details['identifier'];
+        const status = cf.details['status'];
+        const several = this.opts.issuers;
         const failure = afterFailed({
           intent: this.intents.get(cert.name) ?? NO_INTENT,
-          error: { code: cf.code, message: cf.message, retryAfterMs: cf.retryAfterMs, spooled: cf.details['spooled'] === true, identifier: typeof identifier === 'string' ? identifier : undefined },
+          error: {
+            code: cf.code,
+            message: cf.message,
+            retryAfterMs: cf.retryAfterMs,
+            spooled: cf.details['spooled'] === true,
+            identifier: typeof identifier === 'string' ? identifier : undefined,
+            status: typeof status === 'number' ? status : undefined,
+          },
+          fallback:
+            several && issuer !== undefined
+              ? { chain: several.chain(cert), issuer, fallbackAfter: several.fallbackAfter(issuer), emergencyAt }
+              : undefined,
           now: this.opts.clock.now(),
           startedAt,
           lifetimeMs: lifetimeOf(latest),
@@ -561,16 +610,28 @@ export class Reconciler {
           return;
         }
         charge.settleUnused();
-        if (failure.authorizationFailure !== undefined) this.opts.budget.recordAuthorizationFailure(failure.authorizationFailure);
+        if (failure.authorizationFailure !== undefined) this.budgetOf(issuer).recordAuthorizationFailure(failure.authorizationFailure);
         const intent = failure.intent;
         this.setIntent(cert.name, intent);
         rt.state = 'failed';
         log.warn({ [LogKey.code]: cf.code, [LogKey.err]: cf.message, failures: intent.failures, retryAt: isoAt(intent.retryAt) }, 'issuance failed');
+        if (failure.fallback !== undefined) {
+          rt.issuer = intent.issuer;
+          log.warn({ [LogKey.issuer]: issuer, next: intent.issuer, [LogKey.reason]: failure.fallback }, 'issuer fallback');
+        }
         await this.saveIntent(cert.name).catch((e: unknown) => log.warn({ [LogKey.err]: (e as Error).message }, 'renewal intent not saved'));
         await this.opts.events.emit(EventType.failed, {
           cert: cert.name,
           message: cf.message,
-          details: { code: cf.code, retryable: cf.retryable, failures: intent.failures, retryAt: isoAt(intent.retryAt), ...cf.details },
+          details: {
+            code: cf.code,
+            retryable: cf.retryable,
+            failures: intent.failures,
+            retryAt: isoAt(intent.retryAt),
+            ...cf.details,
+            ...(issuer === undefined ? {} : { issuer }),
+            ...(failure.fallback === undefined ? {} : { nextIssuer: intent.issuer, fallback: failure.fallback }),
+          },
         });
       })
       .finally(() => {

@@ -35,10 +35,17 @@ export interface RenewalIntent {
   retryAt: number;
   lastErrorCode: string;
   lastError: string;
+  /**
+   * The issuer this renewal has moved on to (fallback.ts); '' for the certificate's
+   * first issuer. A stored version resets it: each renewal starts at the first.
+   */
+  issuer: string;
+  /** Consecutive CA-down failures at `issuer` (fallback.ts `fallbackAfter`). */
+  issuerDown: number;
 }
 
 /** The intent of a certificate nothing is owed. */
-export const NO_INTENT: RenewalIntent = Object.freeze({ requestedAt: 0, requestedBy: '', failures: 0, retryAt: 0, lastErrorCode: '', lastError: '' });
+export const NO_INTENT: RenewalIntent = Object.freeze({ requestedAt: 0, requestedBy: '', failures: 0, retryAt: 0, lastErrorCode: '', lastError: '', issuer: '', issuerDown: 0 });
 
 /** The stored form: times as ISO strings, so an operator can read the object. */
 export interface StoredIntent {
@@ -48,16 +55,29 @@ export interface StoredIntent {
   retryAt: string;
   lastErrorCode: string;
   lastError: string;
+  /** Absent in objects written before issuers, and while on the first issuer. */
+  issuer?: string;
+  issuerDown?: number;
 }
 
 /** True when nothing is owed: the object can be deleted. */
 export function isEmptyIntent(i: RenewalIntent): boolean {
-  return i.requestedAt === 0 && i.failures === 0 && i.retryAt === 0;
+  return i.requestedAt === 0 && i.failures === 0 && i.retryAt === 0 && i.issuer === '' && i.issuerDown === 0;
 }
 
 export function toStored(i: RenewalIntent): StoredIntent {
   const iso = (ms: number): string => (ms > 0 ? new Date(ms).toISOString() : '');
-  return { requestedAt: iso(i.requestedAt), requestedBy: i.requestedBy, failures: i.failures, retryAt: iso(i.retryAt), lastErrorCode: i.lastErrorCode, lastError: i.lastError };
+  return {
+    requestedAt: iso(i.requestedAt),
+    requestedBy: i.requestedBy,
+    failures: i.failures,
+    retryAt: iso(i.retryAt),
+    lastErrorCode: i.lastErrorCode,
+    lastError: i.lastError,
+    // Only when set: the object of a single-issuer certificate stays as it was.
+    ...(i.issuer === '' ? {} : { issuer: i.issuer }),
+    ...(i.issuerDown === 0 ? {} : { issuerDown: i.issuerDown }),
+  };
 }
 
 /**
@@ -73,7 +93,8 @@ export function fromStored(raw: unknown): RenewalIntent {
     return Number.isFinite(ms) && ms > 0 ? ms : 0;
   };
   const text = (v: unknown): string => (typeof v === 'string' ? v.slice(0, 2000) : '');
-  const failures = typeof o['failures'] === 'number' && Number.isSafeInteger(o['failures']) && o['failures'] > 0 ? o['failures'] : 0;
+  const count = (v: unknown): number => (typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : 0);
+  const failures = count(o['failures']);
   return {
     requestedAt: time(o['requestedAt']),
     requestedBy: text(o['requestedBy']),
@@ -81,6 +102,8 @@ export function fromStored(raw: unknown): RenewalIntent {
     retryAt: time(o['retryAt']),
     lastErrorCode: text(o['lastErrorCode']),
     lastError: text(o['lastError']),
+    issuer: text(o['issuer']).slice(0, 63),
+    issuerDown: count(o['issuerDown']),
   };
 }
 

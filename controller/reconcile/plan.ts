@@ -26,8 +26,9 @@
 import type { VersionMeta } from '../../shared/model/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
 import type { BudgetRequest, CheckResult, LimitName, Spend } from '../budget/index.js';
-import { backoffDelay, decide, type AriWindow, type ScheduleSpec } from '../scheduler/index.js';
+import { backoffDelay, decide, emergencyPoint, type AriWindow, type ScheduleSpec } from '../scheduler/index.js';
 import { afterFailure, afterSuccess, clearBackoff, plan, type RenewalIntent } from './intent.js';
+import { afterIssuerFailure, budgetIssuer, currentIssuer } from './fallback.js';
 import { sameNameSet } from '../names/index.js';
 
 /** The ARI facts of the served version: the CA's window, our seed in it, and the `replaces` id. */
@@ -53,6 +54,11 @@ export type PassFacts = {
   deferred: boolean;
   /** The budgets' answer for an order (BudgetKeeper.check / Budget.check at `now`); must not change state. */
   budget: (req: BudgetRequest) => CheckResult;
+  /**
+   * Several issuers (fallback.ts): the certificate's chain and each issuer's budgets
+   * (must not change state). Absent: one issuer, asked through `budget`.
+   */
+  issuers?: { chain: readonly string[]; budget: (issuer: string, req: BudgetRequest) => CheckResult } | undefined;
   now: number;
 } & (
   | {
@@ -107,6 +113,10 @@ export type PassPlan =
       /** ARI `replaces` for the order. */
       replaces: string | undefined;
       payment: OrderPayment;
+      /** The issuer that orders (and whose budgets pay); undefined without `issuers` facts. */
+      issuer: string | undefined;
+      /** The emergency point of the version agents serve (fallback.ts, after a failure). */
+      emergencyAt: number | undefined;
     };
 
 /** Reason shown while a spooled version waits. */
@@ -124,16 +134,47 @@ export function planPass(f: PassFacts): PassPlan {
   if (!f.slotFree) return { action: 'queued', reason: owed.reason };
 
   // A renewal of the same names is exempt from the per-account and per-domain limits;
-  // an ARI renewal (replaces) from all.
-  const renewal = latest !== null && sameNameSet(latest.names, spec.names);
-  const replaces = owed.ari && renewal && ari ? ari.certId : undefined;
-  const request: BudgetRequest = { names: spec.names, emergency: owed.emergency, renewal, ...(replaces ? { replaces } : {}) };
-  if (owed.resume) return { action: 'order', reason: owed.reason, request, replaces, payment: { kind: 'resume' } };
-  const verdict = f.budget(request);
+  // an ARI renewal (replaces) from all. Both only at the CA that issued the served
+  // version: another CA neither knows the certificate nor counts it as a renewal.
+  const several = f.issuers;
+  const current = several ? currentIssuer(several.chain, intent.issuer) : undefined;
+  const issuedBy = several ? (latest?.issuer ?? several.chain[0]) : undefined;
+  const requestAt = (issuer: string | undefined): { request: BudgetRequest; replaces: string | undefined } => {
+    const sameCa = issuer === issuedBy;
+    const renewal = sameCa && latest !== null && sameNameSet(latest.names, spec.names);
+    const replaces = sameCa && owed.ari && renewal && ari ? ari.certId : undefined;
+    return { request: { names: spec.names, emergency: owed.emergency, renewal, ...(replaces ? { replaces } : {}) }, replaces };
+  };
+  if (owed.resume) {
+    const r = requestAt(current);
+    return { action: 'order', reason: owed.reason, request: r.request, replaces: r.replaces, payment: { kind: 'resume' }, issuer: current, emergencyAt: emergencyOf(target) };
+  }
+  let verdict: CheckResult;
+  let issuer = current;
+  let reason = owed.reason;
+  if (several && current !== undefined) {
+    // A budget that holds the current issuer past the emergency point hands the order on.
+    const b = budgetIssuer(several.chain, current, (i) => several.budget(i, requestAt(i).request), emergencyOf(target));
+    verdict = b.verdict;
+    issuer = b.issuer;
+    if (b.reason !== '') reason = `${reason}; ${b.reason}`;
+  } else {
+    verdict = f.budget(requestAt(undefined).request);
+  }
   if (!verdict.ok) {
     return { action: 'defer', reason: owed.reason, until: verdict.until, budgetReason: verdict.reason, limits: verdict.limits, announce: !f.deferred };
   }
-  return { action: 'order', reason: owed.reason, request, replaces, payment: { kind: 'commit', spend: verdict.spend } };
+  const { request, replaces } = requestAt(issuer);
+  return { action: 'order', reason, request, replaces, payment: { kind: 'commit', spend: verdict.spend }, issuer, emergencyAt: emergencyOf(target) };
+}
+
+/** The emergency point of `meta` (scheduler emergencyPoint); undefined without a version. */
+export function emergencyOf(meta: VersionMeta | null): number | undefined {
+  if (!meta) return undefined;
+  const notBefore = Date.parse(meta.notBefore);
+  const notAfter = Date.parse(meta.notAfter);
+  if (Number.isNaN(notAfter)) return undefined;
+  return Number.isNaN(notBefore) ? notAfter : emergencyPoint(notBefore, notAfter);
 }
 
 /**
@@ -162,7 +203,15 @@ export interface FailureFacts {
     spooled: boolean;
     /** The identifier whose validation failed (ACME_PROBLEM), if any. */
     identifier?: string | undefined;
+    /** The HTTP status of the CA's problem answer, if any (fallback.ts caDown). */
+    status?: number | undefined;
   };
+  /**
+   * Several issuers: the chain, the issuer the failed issuance used, its
+   * `fallbackAfter`, and the served version's emergency point (fallback.ts). Absent:
+   * one issuer, no fallback.
+   */
+  fallback?: { chain: readonly string[]; issuer: string; fallbackAfter: number; emergencyAt: number | undefined } | undefined;
   now: number;
   startedAt: number;
   /** Lifetime of the current version (caps the backoff); undefined without one. */
@@ -187,6 +236,8 @@ export type FailurePlan =
       refundUnused: true;
       /** Charge this identifier's authorization-failure budget. */
       authorizationFailure: string | undefined;
+      /** Set when the certificate moves on to its next issuer (the intent's `issuer`): why. */
+      fallback: string | undefined;
     };
 
 /**
@@ -203,9 +254,32 @@ export function afterFailed(f: FailureFacts): FailurePlan {
   // the request open and ordered a second certificate once the spool had delivered it.
   if (f.error.spooled) return { outcome: 'spooled', intent: afterSuccess(f.intent, f.startedAt) };
   const failed = afterFailure(f.intent, f.now, f.error, backoffDelay(f.intent.failures + 1, f.random, f.lifetimeMs));
-  const intent = f.error.code === ErrorCode.ChallengeNotServed && f.agentCameOnline ? clearBackoff(failed) : failed;
+  let intent = f.error.code === ErrorCode.ChallengeNotServed && f.agentCameOnline ? clearBackoff(failed) : failed;
   const authorizationFailure = f.error.code === ErrorCode.AcmeProblem ? f.error.identifier : undefined;
-  return { outcome: 'failed', intent, refundUnused: true, authorizationFailure };
+  let fallback: string | undefined;
+  if (f.fallback) {
+    const { chain, issuer } = f.fallback;
+    const onCurrent = currentIssuer(chain, f.intent.issuer) === issuer;
+    const d = afterIssuerFailure({
+      chain,
+      issuer,
+      failure: { code: f.error.code, status: f.error.status },
+      downBefore: onCurrent ? f.intent.issuerDown : 0,
+      fallbackAfter: f.fallback.fallbackAfter,
+      now: f.now,
+      retryAt: intent.retryAt,
+      emergencyAt: f.fallback.emergencyAt,
+    });
+    if (d.action === 'next') {
+      // The next issuer is tried at once: waiting out the backoff of the one that failed
+      // is what the fallback is there to avoid.
+      intent = { ...intent, issuer: d.issuer, issuerDown: 0, retryAt: 0 };
+      fallback = d.reason;
+    } else if (onCurrent) {
+      intent = { ...intent, issuerDown: d.downFailures };
+    }
+  }
+  return { outcome: 'failed', intent, refundUnused: true, authorizationFailure, fallback };
 }
 
 /** The lifetime of `meta` in ms (undefined without a version). */

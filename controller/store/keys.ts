@@ -113,6 +113,8 @@ export function parseVersionMeta(raw: unknown, where: string, expected: { name: 
     keyType: o['keyType'] as VersionMeta['keyType'],
     // Optional (versions stored before ACME profiles have none).
     ...(typeof o['profile'] === 'string' ? { profile: o['profile'] } : {}),
+    // Optional: versions stored before issuers were recorded have none.
+    ...(typeof o['issuer'] === 'string' && o['issuer'] !== '' ? { issuer: o['issuer'] } : {}),
   };
 }
 
@@ -132,6 +134,7 @@ export function versionMeta(name: string, version: number, m: Omit<VersionMeta, 
     issuedAt: m.issuedAt,
     keyType: m.keyType,
     ...(m.profile === undefined ? {} : { profile: m.profile }),
+    ...(m.issuer === undefined ? {} : { issuer: m.issuer }),
   };
 }
 

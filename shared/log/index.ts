@@ -16,6 +16,8 @@ export const LogKey = {
   version: 'version',
   agent: 'agent',
   order: 'order',
+  /** The controller issuer (CA account, config `issuers`) an order goes to. */
+  issuer: 'issuer',
   identifier: 'identifier',
   token: 'challengeToken',
   err: 'err',

@@ -25,6 +25,12 @@ export interface VersionMeta {
    * stored before profiles existed.
    */
   profile?: string;
+  /**
+   * The issuer (controller config `issuers`, `default` for the `acme` section) whose CA
+   * issued this version. Absent in versions stored before issuers were recorded, and in
+   * imported ones.
+   */
+  issuer?: string;
 }
 
 /** A version with its material. Only the store, the gRPC API and the agent see this. */

@@ -35,6 +35,7 @@ function version(v: number, over: Partial<pb.CertificateVersion__Output> = {}): 
     issuedAt: '2026-02-28T00:00:05Z',
     keyType: 'ecdsa-p256',
     profile: '',
+    issuer: '',
     ...over,
   };
 }
@@ -60,6 +61,8 @@ function show(over: Partial<pb.ShowCertificateResponse__Output> = {}): pb.ShowCe
       renewalRequested: false,
     },
     reason: 'ARI window',
+    issuers: [],
+    nextIssuer: '',
     deferredUntil: '',
     deferredReason: '',
     backoffUntil: '',
@@ -202,8 +205,8 @@ void test('budgets shows the preset, then whole available tokens over capacity, 
     {
       preset: 'letsencrypt',
       budgets: [
-        { name: 'new-orders-per-account', limit: '300 per 3h', available: 287.9, capacity: 300, reserved: 10, nextTokenAt: '2026-03-01T12:00:36Z' },
-        { name: 'certs-per-domain:example.test', limit: '50 per 7d', available: 50, capacity: 50, reserved: 5, nextTokenAt: '' },
+        { name: 'new-orders-per-account', limit: '300 per 3h', available: 287.9, capacity: 300, reserved: 10, nextTokenAt: '2026-03-01T12:00:36Z', issuer: '' },
+        { name: 'certs-per-domain:example.test', limit: '50 per 7d', available: 50, capacity: 50, reserved: 5, nextTokenAt: '', issuer: '' },
       ],
     },
     NOW,
@@ -225,9 +228,9 @@ void test('budgets turns red at the reserve and yellow under a quarter, only whe
   const resp = {
     preset: '',
     budgets: [
-      { name: 'a', limit: '10 per 1h', available: 2.5, capacity: 10, reserved: 2, nextTokenAt: '2026-03-01T12:06:00Z' },
-      { name: 'b', limit: '100 per 1h', available: 20, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z' },
-      { name: 'c', limit: '100 per 1h', available: 99, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z' },
+      { name: 'a', limit: '10 per 1h', available: 2.5, capacity: 10, reserved: 2, nextTokenAt: '2026-03-01T12:06:00Z', issuer: '' },
+      { name: 'b', limit: '100 per 1h', available: 20, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z', issuer: '' },
+      { name: 'c', limit: '100 per 1h', available: 99, capacity: 100, reserved: 2, nextTokenAt: '2026-03-01T12:00:36Z', issuer: '' },
     ],
   };
   const coloured = renderBudgets(resp, NOW, { color: true });
@@ -290,4 +293,29 @@ void test('follow dedupe: equal time, type, cert and message are one event, but 
   assert.notEqual(eventKey(lb1), eventKey(lb2));
   assert.equal(eventKey(lb1), eventKey({ ...lb1, detailsJson: '{"x":1}' }));
   assert.deepEqual(newEvents(new Set([eventKey(lb1)]), [lb1, lb2]).fresh, [lb2]);
+});
+
+void test('history shows an ISSUER column once a version records its issuer, and show names the issuer and a fallback in use', () => {
+  const out = renderHistory({ name: 'web', pinnedVersion: 0, versions: [
+    { version: version(1, { issuer: 'default' }), agents: [], desired: false, expired: false, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
+    { version: version(2, { issuer: 'backup' }), agents: ['edge-a'], desired: true, expired: false, revoked: false, revocationReason: '', revokedAt: '', revokedBy: '' },
+  ] }, NOW);
+  const lines = out.split('\n');
+  assert.match(lines[0] ?? '', /ISSUED\s+ISSUER\s+STATE/);
+  assert.match(lines[1] ?? '', /^2\s.*\bbackup\s+desired/);
+  assert.match(lines[2] ?? '', /^1\s.*\bdefault\s/);
+  const s = renderCertificate(show({ issuers: ['default', 'backup'], nextIssuer: 'backup' }), NOW);
+  assert.match(s, /^issuers:\s+default, backup \(next order: backup, a fallback\)$/m);
+  const withIssuer = renderCertificate({ ...show(), summary: { ...show().summary!, current: version(3, { issuer: 'default' }) } }, NOW);
+  assert.match(withIssuer, /^ {2}issuer:\s+default$/m);
+});
+
+void test('budgets of several issuers get an ISSUER column', () => {
+  const out = renderBudgets({ preset: 'default: letsencrypt, backup: letsencrypt', budgets: [
+    { name: 'new-orders-per-account', limit: '300 per 3h', available: 300, capacity: 300, reserved: 10, nextTokenAt: '', issuer: 'default' },
+    { name: 'new-orders-per-account', limit: '300 per 3h', available: 299, capacity: 300, reserved: 10, nextTokenAt: '', issuer: 'backup' },
+  ] }, NOW);
+  assert.match(out, /^ISSUER\s+BUDGET/m);
+  assert.match(out, /^default\s+new-orders-per-account/m);
+  assert.match(out, /^backup\s+new-orders-per-account/m);
 });

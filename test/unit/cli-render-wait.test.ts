@@ -42,6 +42,8 @@ function show(over: Partial<pb.CertificateSummary__Output>, top: Partial<pb.Show
     ariWindowEnd: '',
     desiredVersion: summary.desiredVersion,
     revokedVersions: [],
+    issuers: [],
+    nextIssuer: '',
     ...top,
   };
 }

@@ -31,6 +31,7 @@ function version(name: string, v: number, notAfter: string): pb.CertificateVersi
     issuedAt: at(-30 * D),
     keyType: 'ecdsa-p256',
     profile: '',
+    issuer: '',
   };
 }
 

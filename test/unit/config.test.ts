@@ -40,9 +40,9 @@ test('a minimal controller config gets every default', () => {
 });
 
 test('acme.staging: optional; its caFile resolved against the config file; an http:// or unknown field refused', () => {
-  assert.equal(parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml').acme.staging, undefined);
+  assert.equal(parseControllerConfig(GOOD_CONTROLLER, '/etc/certfleet/controller.yaml').acme?.staging, undefined);
   const withStaging = GOOD_CONTROLLER.replace('  termsOfServiceAgreed: true\n', '  termsOfServiceAgreed: true\n  staging: { directoryUrl: "https://staging.test/dir", caFile: staging-ca.pem }\n');
-  assert.deepEqual(parseControllerConfig(withStaging, '/etc/certfleet/controller.yaml').acme.staging, { directoryUrl: 'https://staging.test/dir', caFile: '/etc/certfleet/staging-ca.pem' });
+  assert.deepEqual(parseControllerConfig(withStaging, '/etc/certfleet/controller.yaml').acme?.staging, { directoryUrl: 'https://staging.test/dir', caFile: '/etc/certfleet/staging-ca.pem' });
   const bad = GOOD_CONTROLLER.replace('  termsOfServiceAgreed: true\n', '  termsOfServiceAgreed: true\n  staging: { directoryUrl: "http://staging.test/dir", email: a@b.test }\n');
   assert.deepEqual(problemsOf(() => parseControllerConfig(bad, '/c.yaml')).map((p) => p.path).sort(), ['acme.staging.directoryUrl', 'acme.staging.email']);
 });

@@ -136,7 +136,7 @@ function setup(ca: TestCa) {
       refund: (spend) => refunds.push(spend),
     },
   };
-  return { clock, store, acme, issuer, request, charges, refunds, published, serve: () => (served = true) };
+  return { clock, store, acme, issuer, http01, request, charges, refunds, published, serve: () => (served = true) };
 }
 
 /** Follows a promise without awaiting it. */
@@ -198,4 +198,36 @@ test('an order whose validation fails is dropped and its charge refunded', async
   assert.equal(s.charges.length, 1);
   assert.equal(s.refunds.length, 1, 'the CA counts certificates at issuance: the charge comes back');
   assert.equal(await s.issuer.resumable('web', [NAME], 'ecdsa-p256'), null, 'a dead order is not resumed');
+});
+
+test('with several issuers an issuance orders from the named one, records it in the version, and drops another issuer’s saved order refunding that issuer', async () => {
+  const s = setup(await makeTestCa());
+  const backup = new FakeCa(await makeTestCa());
+  const issuer = new Issuer({
+    acme: s.acme.client,
+    accounts: (name) => (name === 'backup' ? Promise.resolve(backup.client) : name === 'default' ? Promise.resolve(s.acme.client) : Promise.reject(new Error(name))),
+    store: s.store,
+    http01: s.http01,
+    spool: {} as Spool,
+    clock: s.clock,
+    log: silentLogger(),
+  });
+  const refunds: Array<[Spend, string | undefined]> = [];
+  const at = (name: string): IssueRequest => ({ ...s.request, issuer: name, charge: { charge: () => s.request.charge?.charge() ?? assert.fail('no charge'), refund: (spend, other) => refunds.push([spend, other]) } });
+
+  // The first issuer's attempt ends with a saved order (no agent served the challenge).
+  const first = track(issuer.issue(at('default'), 0));
+  await published(s, 1);
+  assert.ok(await s.clock.runUntil(() => first.done, 2 * SELF_CHECK_MS));
+  assert.ok(isCertfleetError(first.error, ErrorCode.ChallengeNotServed));
+  assert.ok(await issuer.resumable('web', [NAME], 'ecdsa-p256', 'default'), 'resumable at the issuer that placed it');
+  assert.equal(await issuer.resumable('web', [NAME], 'ecdsa-p256', 'backup'), null, 'not at another issuer');
+
+  s.serve();
+  const meta = await issuer.issue(at('backup'), 0);
+  assert.equal(backup.placed, 1, 'the fallback CA got its own order');
+  assert.equal(s.acme.placed, 1, 'the first CA got no second one');
+  assert.equal(meta.issuer, 'backup');
+  assert.equal((await s.store.latest('web'))?.issuer, 'backup', 'the stored version records its issuer');
+  assert.deepEqual(refunds.map(([, other]) => other), ['default'], 'the dropped order is refunded to the issuer it was charged to');
 });

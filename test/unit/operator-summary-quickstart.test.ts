@@ -30,3 +30,18 @@ test("with the quick start's budgets, twenty renewals of the same names in a row
     budget.commit(verdict.spend, now + i * 1000);
   }
 });
+
+test('uncommenting the quick start template’s issuers block is the one change that adds a fallback CA for every certificate', async () => {
+  const { parseControllerConfig, issuerChain, issuersOf } = await import('../../controller/config/index.js');
+  const text = fs.readFileSync(TEMPLATE, 'utf8');
+  const render = (t: string): string => t.replace(/@QS@/g, '/qs').replace(/@PEBBLE_BACKUP_PORT@/g, '14001').replace(/@[A-Z_]+@/g, '1');
+  const as = parseControllerConfig(render(text), '/qs/controller.yaml');
+  assert.deepEqual(issuersOf(as).map((i) => i.name), ['default'], 'shipped with one CA');
+  const block = /^#issuers:\n(?:#  .*\n)+/m.exec(text)?.[0];
+  assert.ok(block, 'the template carries a commented issuers block');
+  const changed = text.replace(block, block.replace(/^#/gm, ''));
+  assert.ok(/^[^#]*@PEBBLE_BACKUP_PORT@/m.test(changed), 'deploy/quickstart.sh starts the second Pebble when a line outside comments names its port');
+  const cfg = parseControllerConfig(render(changed), '/qs/controller.yaml');
+  assert.deepEqual(issuersOf(cfg).map((i) => [i.name, i.directoryUrl]), [['default', 'https://127.0.0.1:1/dir'], ['backup', 'https://127.0.0.1:14001/dir']]);
+  for (const c of cfg.certificates) assert.deepEqual(issuerChain(cfg, c), ['default', 'backup']);
+});

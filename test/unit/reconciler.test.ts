@@ -231,3 +231,64 @@ async function stopNow(loop: Reconciler, clock: ManualClock): Promise<void> {
   await clock.tick(1);
   await stopping;
 }
+
+test('with two issuers the loop moves on after two CA-down failures at once, keeps the choice across a restart, and starts the next renewal at the first', async () => {
+  const clock = new ManualClock(T0);
+  const store = new MemoryStore();
+  const steer = new SteeredIssuer(store, clock);
+  const budgets = { primary: clockBudget(clock), fallback: clockBudget(clock) };
+  const build = (): Reconciler =>
+    new Reconciler({
+      certificates: [cert('web')],
+      store,
+      issuer: steer.issuer,
+      desired: memoryDesired(),
+      events: recordedEvents().events,
+      clock,
+      log: silentLogger(),
+      intervalMs: HOUR,
+      concurrency: 4,
+      pins: noPins,
+      budget: budgets.primary,
+      spread: 0.05,
+      spooled: () => false,
+      selectedAgents: () => [],
+      random: () => 0.5,
+      issuers: { chain: () => ['primary', 'fallback'], budget: (i) => (i === 'fallback' ? budgets.fallback : budgets.primary), fallbackAfter: () => 2 },
+    });
+  const down = (): Error => new CertfleetError(ErrorCode.AcmeTransport, 'ACME request to https://ca.test failed: connect ECONNREFUSED', { retryable: true });
+  let loop = build();
+  loop.start();
+  try {
+    assert.ok(await clock.runUntil(() => steer.count('web') === 1, MIN));
+    assert.equal(steer.last('web').req.issuer, 'primary');
+    steer.last('web').settle(down());
+    assert.ok(await clock.runUntil(() => steer.count('web') === 2, 2 * MIN), 'the primary is retried after its backoff');
+    assert.equal(steer.last('web').req.issuer, 'primary');
+    const failedAt = clock.now();
+    steer.last('web').settle(down());
+    assert.ok(await clock.runUntil(() => steer.count('web') === 3, 10 * MIN), 'the fallback orders');
+    assert.ok(clock.now() - failedAt < MIN, 'at once, not after the primary’s 10-minute backoff');
+    assert.equal(steer.last('web').req.issuer, 'fallback');
+    assert.ok(budgets.fallback.commits > 0, 'paid from the fallback’s budgets');
+    assert.equal(loop.status('web')?.issuer, 'fallback');
+
+    // A restart keeps the choice (the stored intent).
+    steer.last('web').settle(down());
+    assert.ok(await clock.runUntil(() => loop.status('web')?.state === 'failed', MIN));
+    assert.equal((await store.getObject<{ issuer?: string }>(intentKey('web')))?.issuer, 'fallback');
+    await stopNow(loop, clock);
+    loop = build();
+    loop.start();
+    assert.ok(await clock.runUntil(() => steer.count('web') === 4, 2 * DAY));
+    assert.equal(steer.last('web').req.issuer, 'fallback', 'the restarted loop orders from the fallback');
+    steer.last('web').settle();
+    assert.ok(await clock.runUntil(() => loop.status('web')?.state === 'ready', MIN));
+    assert.equal(await store.getObject(intentKey('web')), null, 'a stored version clears the intent');
+
+    await clock.runUntil(() => steer.count('web') === 5, 90 * DAY);
+    assert.equal(steer.last('web').req.issuer, 'primary', 'the next renewal starts at the first issuer');
+  } finally {
+    await stopNow(loop, clock);
+  }
+});

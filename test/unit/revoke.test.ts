@@ -178,7 +178,7 @@ test('cli: revoke prints the controller line and what to follow; history and sho
   assert.equal(renderRevoke({ ...resp, renewalRequested: true }), `${resp.message}\nweb: "certfleet renew web --wait" follows the renewal until the fleet serves it\n`);
 
   const entry = (version: number, over: Partial<pb.VersionHistory__Output> = {}): pb.VersionHistory__Output => ({
-    version: { ...v(version), issuedAt: v(version).issuedAt, profile: '' },
+    version: { ...v(version), issuedAt: v(version).issuedAt, profile: '', issuer: '' },
     agents: [],
     desired: false,
     expired: false,
@@ -205,6 +205,8 @@ test('cli: revoke prints the controller line and what to follow; history and sho
       ariWindowEnd: '',
       desiredVersion: 3,
       revokedVersions: [1, 2],
+      issuers: [],
+      nextIssuer: '',
     },
     new Date(NOW),
   );
