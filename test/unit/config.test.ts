@@ -97,7 +97,7 @@ certificates:
   }
   assert.equal(byPath.get('acme.colour')?.line, 5);
   assert.equal(byPath.get('renewal.checkInterval')?.line, 7);
-  assert.match(byPath.get('acme.colour')?.message ?? '', /unknown field \(allowed: directoryUrl, email, eab, caFile, staging, termsOfServiceAgreed\)/);
+  assert.match(byPath.get('acme.colour')?.message ?? '', /unknown field \(allowed: directoryUrl, email, eab, caFile, termsOfServiceAgreed, staging\)/);
 });
 
 test('the error message names the file and each field', () => {
