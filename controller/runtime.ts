@@ -454,6 +454,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const operations = createOperations({
       cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, acme, enrollment, events, budget, clock, ca, operators, onAgentRemoved,
       issuerBudgets: issuers.map((i) => ({ issuer: i.name, keeper: budgetOf(i.name) })),
+      accountOf,
       staging,
       challenges: { http01: solver, dns01 },
     });

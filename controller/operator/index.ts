@@ -47,6 +47,12 @@ export interface OperationsDeps {
   pins: Pins;
   /** The CA account, for `revoke` (the account that ordered a certificate may revoke it). */
   acme: Pick<AcmeClient, 'revokeCertificate'>;
+  /**
+   * The account of a named issuer (config `issuers`), for revoking a version at the CA that
+   * issued it; absent (one issuer): `acme`. A version without a recorded issuer is revoked
+   * through `acme`.
+   */
+  accountOf?: (issuer: string) => Promise<Pick<AcmeClient, 'revokeCertificate'>>;
   enrollment: Enrollment;
   events: EventPublisher;
   budget: BudgetKeeper;
@@ -477,7 +483,10 @@ export function createOperations(deps: OperationsDeps): Operations {
       } else {
         // At the CA first: a mark is written only for a certificate the CA revoked (an
         // error here changes nothing, and asking again is safe).
-        const atCa = await acme.revokeCertificate(bundle.certPem, reasonCode);
+        // The CA that issued it: the version records its issuer when there are several.
+        const issuedBy = bundle.meta.issuer;
+        const account = issuedBy !== undefined && deps.accountOf !== undefined ? await deps.accountOf(issuedBy) : acme;
+        const atCa = await account.revokeCertificate(bundle.certPem, reasonCode);
         mark = { version, serial: bundle.meta.serial, reason, reasonCode, at: isoAt(clock.now()), by: operator, alreadyRevokedAtCa: atCa.alreadyRevoked };
         await revocations.set(c.name, mark);
         await events.emit(EventType.revoked, {

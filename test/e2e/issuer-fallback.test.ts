@@ -18,7 +18,7 @@ import { servedCertificate } from '../harness/tls.js';
 const NAMES = { 'web.example.test': '127.0.0.2' };
 
 interface HistoryJson {
-  versions: Array<{ version: { version: number; fingerprint: string; issuer: string }; desired: boolean; agents: string[] }>;
+  versions: Array<{ version: { version: number; fingerprint: string; issuer: string; serial: string }; desired: boolean; agents: string[] }>;
 }
 
 describe('two issuers, the first one stopped', { timeout: 420_000 }, () => {
@@ -57,7 +57,7 @@ describe('two issuers, the first one stopped', { timeout: 420_000 }, () => {
     const renew = await fleet.cli(['renew', 'web']);
     assert.equal(renew.code, 0, renew.stderr);
 
-    let v2: { version: number; fingerprint: string; issuer: string } | undefined;
+    let v2: { version: number; fingerprint: string; issuer: string; serial: string } | undefined;
     try {
       await eventually(
         'version 2 issued by the fallback and served',
@@ -96,5 +96,11 @@ describe('two issuers, the first one stopped', { timeout: 420_000 }, () => {
     // The failure at the first issuer and the move are in the events.
     const events = await fleet.cli(['events', '--cert', 'web', '--json']);
     assert.match(events.stdout, /"nextIssuer":\s*"backup"|nextIssuer.{0,6}backup/);
+
+    // Revoking v2 goes to the CA that issued it (backup), though the first CA is down.
+    const revoked = await fleet.cli(['revoke', 'web', '--version', '2', '--reason', 'superseded']);
+    assert.equal(revoked.code, 0, `${revoked.stderr}\n${fleet.logs()}`);
+    assert.match(revoked.stdout, /version 2 revoked at the CA \(superseded\)/);
+    assert.equal((await backup!.certStatus(v2.serial)).Status, 'Revoked');
   });
 });
