@@ -33,7 +33,7 @@ import { dns01Value, type Dns01Solver } from '../solvers/dns01/index.js';
 import type { Spend } from '../budget/index.js';
 import { LogKey } from '../../shared/log/index.js';
 import { sameNameSet } from '../names/index.js';
-import { DEFAULT_ISSUER } from '../config/index.js';
+import { DEFAULT_ISSUER, type CertificateConfig } from '../config/index.js';
 
 /** What to issue. */
 export interface IssueRequest {
@@ -58,6 +58,37 @@ export interface IssueRequest {
    * `IssuerOptions.accounts`; recorded in the version's meta. Absent: `IssuerOptions.acme`.
    */
   issuer?: string;
+}
+
+/**
+ * The request to issue `cert` as configured: names, key type, challenge path (selector or
+ * DNS provider) and profile. The work loop adds what a renewal carries (`replaces`,
+ * `charge`, `issuer`); a dry run sends it as it is.
+ */
+export function requestFor(cert: CertificateConfig): IssueRequest {
+  return {
+    name: cert.name,
+    names: cert.names,
+    keyType: cert.keyType,
+    selector: cert.agents,
+    challenge: cert.challenge,
+    ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
+    ...(cert.profile === undefined ? {} : { profile: cert.profile }),
+  };
+}
+
+/** The stored metadata of a certificate issued for `req` (all but the version number). */
+function metaFor(req: IssueRequest, info: ReturnType<typeof parseCertificate>, issuedAt: number): Omit<VersionMeta, 'version'> {
+  return {
+    name: req.name,
+    serial: info.serial,
+    fingerprint: info.fingerprint,
+    names: info.names,
+    notBefore: info.notBefore.toISOString(),
+    notAfter: info.notAfter.toISOString(),
+    issuedAt: isoAt(issuedAt),
+    keyType: req.keyType,
+  };
 }
 
 /**
@@ -278,14 +309,7 @@ export class Issuer {
       return stored;
     }
     const meta: Omit<VersionMeta, 'version'> = {
-      name: req.name,
-      serial: info.serial,
-      fingerprint: info.fingerprint,
-      names: info.names,
-      notBefore: info.notBefore.toISOString(),
-      notAfter: info.notAfter.toISOString(),
-      issuedAt: isoAt(this.opts.clock.now()),
-      keyType: req.keyType,
+      ...metaFor(req, info, this.opts.clock.now()),
       ...profileOf(req, issuedOrder, log),
       ...(req.issuer === undefined ? {} : { issuer: req.issuer }),
     };
@@ -336,7 +360,7 @@ export class Issuer {
     let order: AcmeOrder | undefined;
     try {
       const keyPem = await generateKey(req.keyType);
-      order = await this.opts.acme.placeOrder(req.names);
+      order = await this.opts.acme.placeOrder(req.names, req.profile === undefined ? {} : { profile: req.profile });
       log.info({ [LogKey.order]: order.url }, 'dry-run order placed');
       done('order', '', true, `${order.url} (${order.authorizations.length} authorization${order.authorizations.length === 1 ? '' : 's'})`);
       await this.authorize(this.opts.acme, req, order, log, (identifier, phase) => {
@@ -349,18 +373,8 @@ export class Issuer {
       current = { step: 'download', identifier: '' };
       const { certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized);
       const info = parseCertificate(certPem);
-      const meta: VersionMeta = {
-        name: req.name,
-        // Never stored; any valid number will do for the agent's bundle check.
-        version: 1,
-        serial: info.serial,
-        fingerprint: info.fingerprint,
-        names: info.names,
-        notBefore: info.notBefore.toISOString(),
-        notAfter: info.notAfter.toISOString(),
-        issuedAt: isoAt(this.opts.clock.now()),
-        keyType: req.keyType,
-      };
+      // Never stored; any valid version number will do for the agent's bundle check.
+      const meta: VersionMeta = { ...metaFor(req, info, this.opts.clock.now()), version: 1, ...profileOf(req, finalized, log) };
       validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names] });
       done('download', '', true, `serial ${meta.serial}, notAfter ${meta.notAfter}, names ${meta.names.join(', ')}`);
       await this.rehearsalCleanup(req, order, done);

@@ -13,7 +13,7 @@ import { toCertfleetError } from '../../shared/errors/index.js';
 import type { Clock } from '../../shared/clock/index.js';
 import type { pb } from '../../shared/grpc/index.js';
 import type { CertificateConfig } from '../config/index.js';
-import type { IssueRequest, RehearsalResult, RehearsalStep } from '../issuer/index.js';
+import { requestFor, type IssueRequest, type RehearsalResult, type RehearsalStep } from '../issuer/index.js';
 
 /** What rehearses an issuance (an Issuer over the staging CA's client). */
 export interface Rehearser {
@@ -79,14 +79,7 @@ export async function dryRun(cert: CertificateConfig, staging: StagingCa, clock:
   }
   try {
     const res = await rehearser.rehearse(
-      {
-        name: cert.name,
-        names: cert.names,
-        keyType: cert.keyType,
-        selector: cert.agents,
-        challenge: cert.challenge,
-        ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
-      },
+      requestFor(cert),
       (s) => steps.push({ step: s.step, identifier: s.identifier, ok: s.ok, durationMs: s.durationMs, detail: s.detail }),
     );
     // A cleanup that left records behind is reported by its step; the issuance itself worked.

@@ -27,7 +27,7 @@ import { rolloutComplete, waveOf } from '../../shared/rollout/index.js';
 import type { Pins } from '../rollback/index.js';
 import { EventType } from '../../shared/wire/index.js';
 import type { CertificateConfig } from '../config/index.js';
-import type { Issuer, OrderCharge } from '../issuer/index.js';
+import { requestFor, type Issuer, type OrderCharge } from '../issuer/index.js';
 import type { DesiredState, EventPublisher } from '../publish/index.js';
 import type { BudgetKeeper, BudgetRequest, Spend } from '../budget/index.js';
 import type { AriTracker } from '../ari/index.js';
@@ -544,14 +544,8 @@ export class Reconciler {
     const job = this.opts.issuer
       .issue(
         {
-          name: cert.name,
-          names: cert.names,
-          keyType: cert.keyType,
-          selector: cert.agents,
-          challenge: cert.challenge,
-          ...(cert.dnsProvider === undefined ? {} : { dnsProvider: cert.dnsProvider }),
+          ...requestFor(cert),
           ...(replaces === undefined ? {} : { replaces }),
-          ...(cert.profile === undefined ? {} : { profile: cert.profile }),
           ...(issuer === undefined ? {} : { issuer }),
           charge,
         },
