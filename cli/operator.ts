@@ -105,14 +105,16 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
     case 'renew': {
       if ('dryRun' in inv) return dryRunCommand(inv, client, io, color);
       // --wait: the failure count before the request, so a failure during it is seen.
-      const failures = inv.wait === undefined ? 0 : (await client.showCertificate({ name: inv.name })).failures;
+      const before = inv.wait === undefined ? undefined : await client.showCertificate({ name: inv.name });
+      const failures = before?.failures ?? 0;
       const resp = await client.renewCertificate({ name: inv.name, cancel: inv.cancel });
       if (inv.wait === undefined) {
         out(resp, () => renderRenew(inv.name, resp));
         return;
       }
       if (!inv.json) io.stderr.write(renderRenew(inv.name, resp));
-      if (resp.outcome === 'failed') {
+      // With several issuers a failure is followed: the loop falls back to the next CA.
+      if (resp.outcome === 'failed' && (before?.issuers.length ?? 0) <= 1) {
         throw new CertfleetError(knownCode(resp.errorCode), `${inv.name}: renewal failed: ${resp.reason || resp.message}`, { details: { step: 'issue' } });
       }
       if (resp.outcome === 'deferred') {

@@ -39,7 +39,8 @@ function knownCode(text: string | undefined, fallback: ErrorCode): ErrorCode {
  *
  * Done: the desired version is the target (or newer for renew), the loop says `ready`
  * (no rollout wave left, no failure) and every selected agent reports it installed.
- * Failed: an issuance failed after the wait began (step "issue"), a budget defers the
+ * Failed: an issuance failed after the wait began (step "issue"; with several issuers it
+ * is progress instead: the loop falls back to the next CA), a budget defers the
  * order (step "budget": waiting a day is not what --wait is for), an agent reports the
  * desired version failed ("install"), or a staged rollout halted ("rollout").
  */
@@ -52,6 +53,15 @@ export function waitStep(show: pb.ShowCertificateResponse__Output, target: WaitT
   const state = s?.state ?? '';
   const lastError = s?.lastError ?? '';
   if (!reached) {
+    // With several issuers a failure is not the end: the loop falls back to the next CA
+    // when the first will not heal in time (docs/renewal.md#issuers-and-fallback); the
+    // wait timeout bounds it.
+    if (show.failures > target.failures && show.issuers.length > 1) {
+      return {
+        kind: 'waiting',
+        progress: `issuing version ${target.version} failed ${show.failures - target.failures} time(s) (${CODE_PREFIX.exec(lastError)?.[1] ?? 'error'}); the controller tries again${show.nextIssuer === '' ? '' : ` with issuer ${show.nextIssuer}`}${show.backoffUntil === '' ? '' : ` at ${show.backoffUntil}`}`,
+      };
+    }
     if (show.failures > target.failures) {
       return {
         kind: 'failed',

@@ -878,6 +878,8 @@ wait_ready() {
     fi
     local name
     for name in "${SERVICES_STOP_ORDER[@]}" "${AGENT_NAMES[@]/#/agent-}"; do
+      # The second CA runs only when the template's issuers: block is uncommented.
+      if [ "$name" = pebble-backup ] && ! backup_ca_configured; then continue; fi
       running "$name" > /dev/null || {
         dump_logs
         die "$name is not running any more"
@@ -992,6 +994,7 @@ cmd_status() {
   local name pid
   say "processes"
   for name in "${SERVICES_STOP_ORDER[@]}" "${AGENT_NAMES[@]/#/agent-}"; do
+    if [ "$name" = pebble-backup ] && ! backup_ca_configured; then info "$name: not configured (the template's issuers: block is commented out)"; continue; fi
     if pid=$(running "$name"); then info "$name: running (pid $pid)"; else info "$name: stopped"; fi
   done
   show_fleet

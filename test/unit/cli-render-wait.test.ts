@@ -64,6 +64,14 @@ test('rollback: the old version desired but still served by one agent is waiting
   assert.equal(waitStep(show({}), ROLLBACK).kind, 'waiting');
 });
 
+test('with several issuers a failed issuance is followed, not the end: the loop falls back to the next CA', () => {
+  const step = waitStep(
+    show({ state: 'failed', lastError: 'ACME_TRANSPORT: connect ECONNREFUSED' }, { failures: 1, backoffUntil: '2026-03-01T12:05:00.000Z', issuers: ['default', 'backup'], nextIssuer: 'backup' }),
+    RENEW,
+  );
+  assert.deepEqual(step, { kind: 'waiting', progress: 'issuing version 3 failed 1 time(s) (ACME_TRANSPORT); the controller tries again with issuer backup at 2026-03-01T12:05:00.000Z' });
+});
+
 test('a failed issuance, a budget deferral, an agent failure and a halted rollout each fail their step with their code', () => {
   const issue = waitStep(show({ state: 'failed', lastError: 'ACME_PROBLEM: CA refused' }, { failures: 1, backoffUntil: '2026-03-01T12:05:00.000Z' }), RENEW);
   assert.deepEqual(issue, { kind: 'failed', step: 'issue', code: 'ACME_PROBLEM', message: 'web: issuing version 3 failed: ACME_PROBLEM: CA refused; the controller retries at 2026-03-01T12:05:00.000Z' });
