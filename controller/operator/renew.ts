@@ -76,7 +76,7 @@ export function renewOutcome(before: RenewWatch, now: RenewWatch, requestedAt: n
     return {
       outcome: 'failed',
       version: next,
-      detail: `the attempt failed${now.lastErrorCode === '' ? '' : ` (${now.lastErrorCode})`}: ${now.lastError || 'no reason given'}`,
+      detail: `failed${now.lastErrorCode === '' ? '' : ` (${now.lastErrorCode})`}: ${now.lastError || 'no reason given'}`,
       reason: now.lastError,
       errorCode: now.lastErrorCode,
       ...(now.backoffUntil > nowMs ? { backoffUntil: now.backoffUntil } : {}),

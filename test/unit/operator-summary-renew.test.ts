@@ -61,7 +61,7 @@ test('a failed attempt: failed with the code, the reason and the retry time', ()
   assert.equal(v?.errorCode, 'ACME_PROBLEM');
   assert.equal(v?.reason, 'CA refused');
   assert.equal(v?.backoffUntil, NOW + 5 * 60_000);
-  assert.equal(v?.detail, 'the attempt failed (ACME_PROBLEM): CA refused');
+  assert.equal(v?.detail, 'failed (ACME_PROBLEM): CA refused');
 });
 
 test('nothing happened yet: undecided while waiting, then queued; an issuance running from before the request says another follows', () => {
