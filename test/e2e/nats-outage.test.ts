@@ -50,6 +50,8 @@ describe('NATS down during a renewal', { timeout: 420_000 }, () => {
       certificates: [CERT],
       agents: [{ name: 'edge-o', ip: '127.0.0.2', labels: { node: 'o' }, serves: [CERT.name], resyncInterval: '1h' }],
       dns: { 'omega.example.test': '127.0.0.2' },
+      // The proxy holds the renewal's finalize until NATS is down (see the test).
+      proxy: {},
     });
     store = await FileStore.open({ dir: path.join(fleet.controllerState, 'store'), log: silentLogger() });
     await fleet.waitUntilReady(1);
@@ -73,11 +75,20 @@ describe('NATS down during a renewal', { timeout: 420_000 }, () => {
 
   test('the agent installs the new version over gRPC while NATS is down, stays online, and the certificate ends ready', async () => {
     const mark = fleet.controller.output().length;
-    const renew = await fleet.cli(['renew', CERT.name]);
-    assert.equal(renew.code, 0, renew.stderr);
-    // The last NATS step of an HTTP-01 issuance is the challenge reaching the agents.
+    // The last NATS step of an HTTP-01 issuance is the challenge reaching the agents; the
+    // finalize after it is held at the proxy until NATS is down, so v2 is stored, and
+    // published, only while NATS is away (without the hold a fast CA could finish first).
+    const proxy = fleet.proxy;
+    assert.ok(proxy);
+    proxy.setHold((req) => req.method === 'POST' && req.path.includes('finalize'));
+    // Not awaited before watching: `renew` waits a moment for the loop's answer.
+    const renewing = fleet.cli(['renew', CERT.name]);
     await eventually('the challenge is served', () => fleet.controller.output().slice(mark).includes('challenge served by every agent'), 60_000, 20).catch(fail);
     await fleet.nats.stop();
+    await eventually('the finalize is held', () => proxy.heldCount() > 0, 60_000, 20).catch(fail);
+    proxy.setHold(undefined);
+    const renew = await renewing;
+    assert.equal(renew.code, 0, renew.stderr);
     // NATS stays down until restarted below, so a v2 stored after this point was
     // necessarily published (or not) while NATS was unreachable.
     assert.equal((await store.latest(CERT.name))?.version, v1.version, 'v2 not stored before NATS went down');
