@@ -77,7 +77,7 @@ done
 
 needs_servers=no
 for f in "${sources[@]}"; do
-  case "$f" in test/integration/* | test/e2e/*) needs_servers=yes ;; esac
+  case "$f" in test/integration/* | test/e2e/* | test/chaos/*) needs_servers=yes ;; esac
 done
 if [ "$needs_servers" = yes ]; then
   # The same list as .ci/run; installed only when missing (apt-get update, then apt-get
@@ -88,7 +88,7 @@ if [ "$needs_servers" = yes ]; then
     die "could not install the Debian packages the tests start (run as root, or as a user with passwordless sudo)"
   missing=()
   for pair in pebble:pebble pebble-challtestsrv:pebble nats-server:nats-server nginx:nginx-light \
-    haproxy:haproxy named:bind9 openssl:openssl certbot:certbot promtool:prometheus; do
+    haproxy:haproxy named:bind9 openssl:openssl certbot:certbot promtool:prometheus chromium:chromium; do
     bin=${pair%%:*}
     pkg=${pair#*:}
     command -v "$bin" >/dev/null 2>&1 || missing+=("$bin (Debian package $pkg)")
