@@ -117,6 +117,12 @@ export interface AcmeProxy {
   setHold(match: ((req: { method: string; path: string }) => boolean) | undefined): void;
   /** How many requests were held so far (released or not). */
   heldCount(): number;
+  /**
+   * Cuts the connection of every request held right now (never forwarded: the client sees
+   * its connection reset) and returns how many. For a client that cannot go away itself,
+   * e.g. a SIGSTOPped process whose held request must not reach the CA when the hold lifts.
+   */
+  dropHeld(): number;
   /** While true, every request is answered 503 serverInternal: a CA that is down. */
   setDown(down: boolean): void;
   /**
@@ -158,6 +164,8 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
   let hold: ((req: { method: string; path: string }) => boolean) | undefined;
   let heldTotal = 0;
   let waiting: Array<() => void> = [];
+  // Held requests by their release function, to cut them (dropHeld).
+  const heldResponses = new Map<() => void, { res: http.ServerResponse; drop: () => void }>();
   let down = false;
 
   const serveRenewalInfo = (certId: string, res: http.ServerResponse): void => {
@@ -194,7 +202,18 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
         heldTotal += 1;
         let gone = false;
         res.on('close', () => (gone = true));
-        await new Promise<void>((resolve) => waiting.push(resolve));
+        await new Promise<void>((resolve) => {
+          waiting.push(resolve);
+          heldResponses.set(resolve, {
+            res,
+            drop: () => {
+              gone = true;
+              res.socket?.destroy();
+              resolve();
+            },
+          });
+        });
+        for (const [r, h] of heldResponses) if (h.res === res) heldResponses.delete(r);
         if (gone) return;
       }
       const recorded = req.method === 'POST' && path === newOrderPath ? decodeNewOrder(body) : undefined;
@@ -308,6 +327,13 @@ export async function startAcmeProxy(opts: AcmeProxyOptions): Promise<AcmeProxy>
       }
     },
     heldCount: () => heldTotal,
+    dropHeld() {
+      const held = [...heldResponses.entries()];
+      heldResponses.clear();
+      waiting = waiting.filter((r) => !held.some(([release]) => release === r));
+      for (const [, h] of held) h.drop();
+      return held.length;
+    },
     setDown(d) {
       down = d;
     },

@@ -32,10 +32,23 @@ export interface NatsCluster {
   nodes: ClusterNode[];
   /** Every node's client URL (what a client gives connectNats as `servers`). */
   urls: string[];
-  /** Credentials with every right in the certfleet account (what a controller holds). */
+  /**
+   * Credentials with every right in the certfleet account (what a controller holds);
+   * empty with `auth: { include }` (the authority lives in the controller's store then).
+   */
   creds: string;
-  authority: NatsAuthority;
+  /** The authority made here; undefined with `auth: { include }`. */
+  authority: NatsAuthority | undefined;
   stop(): Promise<void>;
+}
+
+export interface NatsClusterOptions {
+  /**
+   * Default: operator mode from an authority made here. `{ include: FILE }`: every node
+   * reads the authorization include a controller wrote (`certfleet controller
+   * --write-nats-config`), as a deployment of several controllers on one store does.
+   */
+  auth?: { include: string };
 }
 
 /**
@@ -43,11 +56,19 @@ export interface NatsCluster {
  * and JetStream has a meta leader (a stream can be created). Rejects with the nodes' output
  * when one does not get ready within 30 s.
  */
-export async function startNatsCluster(size = 3): Promise<NatsCluster> {
-  const authority = await NatsAuthority.open(memoryStore(), systemClock);
-  const creds = (await authority.controllerCredentials('test-controller')).creds;
+export async function startNatsCluster(size = 3, opts: NatsClusterOptions = {}): Promise<NatsCluster> {
   const confDir = tempDir('certfleet-nats-cluster-');
-  fs.writeFileSync(path.join(confDir, 'auth.conf'), authority.serverConfig());
+  let authority: NatsAuthority | undefined;
+  let creds = '';
+  let authInclude = 'auth.conf';
+  if (opts.auth === undefined) {
+    authority = await NatsAuthority.open(memoryStore(), systemClock);
+    creds = (await authority.controllerCredentials('test-controller')).creds;
+    fs.writeFileSync(path.join(confDir, 'auth.conf'), authority.serverConfig());
+  } else {
+    // nats-server resolves `include` relative to the including file.
+    authInclude = path.relative(confDir, opts.auth.include);
+  }
   const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort() })));
   const clusterName = `certfleet-test-${ports[0]!.client}`;
   const nodes: ClusterNode[] = ports.map((p, i) => {
@@ -60,7 +81,7 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
       [
         `server_name: ${name}`,
         `listen: 127.0.0.1:${p.client}`,
-        'include "auth.conf"',
+        `include ${JSON.stringify(authInclude)}`,
         `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
         'cluster {',
         `  name: ${clusterName}`,

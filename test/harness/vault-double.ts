@@ -49,6 +49,8 @@ export interface VaultDoubleOptions {
   mounts?: string[];
   /** Serve HTTPS with this certificate and key instead of HTTP. */
   tls?: { certPem: string; keyPem: string };
+  /** Port on 127.0.0.1; default a free one. */
+  port?: number;
 }
 
 export interface TokenOptions {
@@ -572,12 +574,12 @@ async function readBody(req: http.IncomingMessage): Promise<Record<string, unkno
   }
 }
 
-/** Starts a double on a free 127.0.0.1 port. */
+/** Starts a double on 127.0.0.1 (`options.port`, default a free port). */
 export async function startVaultDouble(options: VaultDoubleOptions = {}): Promise<VaultDouble> {
   const server = options.tls ? https.createServer({ cert: options.tls.certPem, key: options.tls.keyPem }) : http.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
   return new VaultDouble(server, options, `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`);
