@@ -7,6 +7,20 @@
 #   deploy/quickstart.sh down   stop what the quick start started; keep .quickstart/ to inspect
 #   deploy/quickstart.sh clean  down, then remove .quickstart/
 #
+#   deploy/quickstart.sh ha [up|status|down|clean]
+#                               the high-availability variant (docs/high-availability.md),
+#                               state in .quickstart-ha/: a three-node nats-server cluster
+#                               (every bucket and stream at 3 replicas), TWO controllers
+#                               (c1, c2: one leader, chosen by a lease in NATS) sharing one
+#                               Vault store, the two agents knowing both controllers, and
+#                               admin credentials listing both. The Vault store is the
+#                               project's Vault KV v2 double (test/harness/vault-double.ts,
+#                               run from dist/), because HashiCorp Vault cannot be installed
+#                               here: it keeps everything in memory, so every `ha up` starts
+#                               a new fleet. Kill the leader (kill -9) and watch `certfleet
+#                               status`; `deploy/quickstart.sh ha start-controller c1` starts
+#                               a stopped controller again.
+#
 # What runs (all on 127.0.0.0/8, all state under .quickstart/ in the repository, one pid
 # file and one log file per process in .quickstart/logs/):
 #   pebble-challtestsrv  DNS (A records) for HTTP-01 names         127.0.0.1:8053 (mgmt :8055)
@@ -18,6 +32,8 @@
 #                        (the fallback issuer, docs/renewal.md)    127.0.0.1:14001 (mgmt :15001)
 #   nats-server          JetStream, operator-mode authorization    127.0.0.1:14222
 #   controller           certfleet controller (gRPC API)           127.0.0.1:17443
+# (ha: nats-1..3 on 127.0.0.1:14222-14224, cluster routes 16222-16224; controller-c1 and
+#  controller-c2 on 127.0.0.1:17443 and 17444; vault, the KV v2 double, on 127.0.0.1:18200)
 #   agent edge-a         role=web, site=a: HTTP-01 on 127.0.0.2:5002, nginx on 127.0.0.2:8443
 #   agent edge-b         role=web, site=b: HTTP-01 on 127.0.0.3:5002, nginx on 127.0.0.3:8443
 # Each nginx is started by its agent's reload hook (deploy/nginx-reload.sh) once its
@@ -30,7 +46,8 @@
 #
 # Ports can be changed through the environment: QS_PEBBLE_PORT, QS_PEBBLE_MGMT_PORT,
 # QS_CHALL_MGMT_PORT, QS_DNS_PORT, QS_BIND_PORT, QS_NATS_PORT, QS_API_PORT, QS_HTTP01_PORT,
-# QS_TLS_PORT.
+# QS_TLS_PORT; ha also QS_NATS_ROUTE_PORT (first of three), QS_API2_PORT, QS_VAULT_PORT (the
+# three NATS client ports are QS_NATS_PORT and the two after it).
 # QS_BUILD=0 skips `npm run build` (when dist/ is already current). QS_WAIT_SECONDS (default
 # 180) bounds the wait for the certificates.
 #
@@ -38,12 +55,23 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-QS=$REPO/.quickstart
+# `ha` first selects the high-availability variant; the sub-command follows it.
+MODE=single
+if [ "${1:-}" = ha ]; then
+  MODE=ha
+  shift
+fi
+if [ "$MODE" = ha ]; then QS=$REPO/.quickstart-ha; else QS=$REPO/.quickstart; fi
+# How the user names this variant in commands we print.
+if [ "$MODE" = ha ]; then QS_CMD="deploy/quickstart.sh ha"; else QS_CMD=deploy/quickstart.sh; fi
 LOGS=$QS/logs
 TEMPLATE=$REPO/deploy/examples/quickstart-controller.yaml
 RELOAD_HOOK=$REPO/deploy/nginx-reload.sh
 CLI=$REPO/dist/cli/main.js
-CREDENTIALS=$QS/controller/admin-credentials.json
+# The (first) controller's state directory: its CA (what agents trust) and the admin
+# credentials it writes.
+if [ "$MODE" = ha ]; then CONTROLLER_DIR=$QS/c1; else CONTROLLER_DIR=$QS/controller; fi
+CREDENTIALS=$CONTROLLER_DIR/admin-credentials.json
 
 PEBBLE_PORT=${QS_PEBBLE_PORT:-14000}
 PEBBLE_MGMT_PORT=${QS_PEBBLE_MGMT_PORT:-15000}
@@ -66,6 +94,13 @@ HTTP01_PORT=${QS_HTTP01_PORT:-5002}
 # The port each agent's nginx serves TLS on.
 TLS_PORT=${QS_TLS_PORT:-8443}
 WAIT_SECONDS=${QS_WAIT_SECONDS:-180}
+# ha only: the other two NATS nodes take the client ports after NATS_PORT; cluster routes.
+NATS_ROUTE_PORT=${QS_NATS_ROUTE_PORT:-16222}
+API2_PORT=${QS_API2_PORT:-17444}
+VAULT_PORT=${QS_VAULT_PORT:-18200}
+HA_CONTROLLERS=(c1 c2)
+HA_API_PORTS=("$API_PORT" "$API2_PORT")
+HA_NATS_NODES=(1 2 3)
 
 # The demo agents: name, loopback address, labels. Which certificates each one serves is
 # derived from the controller configuration (its `agents` selectors), not repeated here.
@@ -77,6 +112,9 @@ PACKAGES=(pebble nats-server nginx-light bind9 openssl ca-certificates iproute2)
 
 # The daemons this script starts besides the agents (and the agents' nginx), the CA last.
 SERVICES_STOP_ORDER=(controller nats-server pebble pebble-backup named pebble-challtestsrv)
+if [ "$MODE" = ha ]; then
+  SERVICES_STOP_ORDER=(controller-c1 controller-c2 nats-1 nats-2 nats-3 vault pebble pebble-backup named pebble-challtestsrv)
+fi
 
 say() { printf '==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
@@ -293,12 +331,12 @@ cmd_down() {
   # The controller first: an issuance in flight waits for the agents to serve its
   # challenges. Then the agents, before their nginx (an agent's hook could start it again).
   for name in "${SERVICES_STOP_ORDER[@]}"; do
-    case $name in controller) stop_daemon "$name" ;; esac
+    case $name in controller | controller-*) stop_daemon "$name" ;; esac
   done
   for agent in "${AGENT_NAMES[@]}"; do stop_daemon "agent-$agent"; done
   for agent in "${AGENT_NAMES[@]}"; do stop_nginx "$agent"; done
   for name in "${SERVICES_STOP_ORDER[@]}"; do
-    case $name in controller) ;; *) stop_daemon "$name" ;; esac
+    case $name in controller | controller-*) ;; *) stop_daemon "$name" ;; esac
   done
 }
 
@@ -330,6 +368,15 @@ check_ports() {
   require_free udp "$BIND_PORT" "named (BIND) DNS"
   require_free tcp "$NATS_PORT" "nats-server"
   require_free tcp "$API_PORT" "certfleet controller API"
+  if [ "$MODE" = ha ]; then
+    local n
+    for n in "${HA_NATS_NODES[@]}"; do
+      require_free tcp "$((NATS_PORT + n - 1))" "nats-server node $n"
+      require_free tcp "$((NATS_ROUTE_PORT + n - 1))" "nats-server node $n cluster routes"
+    done
+    require_free tcp "$API2_PORT" "second certfleet controller API"
+    require_free tcp "$VAULT_PORT" "Vault KV v2 double"
+  fi
   require_free tcp "$HTTP01_PORT" "agents' HTTP-01 responders"
   require_free tcp "$TLS_PORT" "agents' nginx"
 }
@@ -624,6 +671,184 @@ start_controller() {
   die "the controller did not write $CREDENTIALS and listen on 127.0.0.1:$API_PORT within 60 s"
 }
 
+# ---------------------------------------------------------------------------- ha: vault, nats cluster, controllers
+
+# nats_urls: the NATS client URLs every controller and agent lists, as a YAML flow list body.
+nats_urls() {
+  if [ "$MODE" != ha ]; then
+    printf '"nats://127.0.0.1:%s"' "$NATS_PORT"
+    return 0
+  fi
+  local n sep=
+  for n in "${HA_NATS_NODES[@]}"; do
+    printf '%s"nats://127.0.0.1:%s"' "$sep" "$((NATS_PORT + n - 1))"
+    sep=', '
+  done
+}
+
+# The Vault double keeps everything in memory (CA, keys, versions, NATS authority): a new
+# double is an empty store, so the controllers' state directories, the NATS stores and the
+# agents' identities and certificates of an earlier run no longer fit. Start them over.
+ha_fresh_state() {
+  local d agent
+  for d in "${HA_CONTROLLERS[@]}" vault nats-1 nats-2 nats-3; do rm -rf "${QS:?}/$d"; done
+  for agent in "${AGENT_NAMES[@]}"; do rm -rf "${QS:?}/$agent/state"; done
+}
+
+start_vault() {
+  local dir=$QS/vault i
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  rm -f "$dir/token"
+  say "starting the Vault KV v2 double (http://127.0.0.1:$VAULT_PORT)"
+  info "NOT HashiCorp Vault, which cannot be installed here: the project's test double of its KV v2"
+  info "API (test/harness/vault-double.ts), in memory only. Against a real Vault, set store.address"
+  info "and store.auth in .quickstart-ha/c1.yaml and c2.yaml (docs/storage.md)."
+  start_daemon vault "$REPO" -- node "$REPO/dist/test/harness/vault-double-main.js" --port "$VAULT_PORT" --token-file "$dir/token"
+  wait_port vault 127.0.0.1 "$VAULT_PORT"
+  for i in $(seq 1 100); do
+    [ -s "$dir/token" ] && return 0
+    sleep 0.1
+  done
+  die "the Vault double wrote no token to $dir/token"
+}
+
+# render_ha_configs: c1.yaml and c2.yaml from the rendered controller.yaml: each its own
+# state directory, ha.name and API address, the other as its peer; every NATS node with 3
+# replicas; the shared Vault store. Everything else (CA, certificates, DNS-01) is the same.
+render_ha_configs() {
+  local i name port peer
+  for i in "${!HA_CONTROLLERS[@]}"; do
+    name=${HA_CONTROLLERS[$i]}
+    port=${HA_API_PORTS[$i]}
+    peer=
+    local j
+    for j in "${!HA_API_PORTS[@]}"; do
+      [ "$j" = "$i" ] || peer="${peer:+$peer,}127.0.0.1:${HA_API_PORTS[$j]}"
+    done
+    (cd "$REPO" && node --input-type=module -e '
+      import fs from "node:fs";
+      import { parseDocument } from "yaml";
+      const [base, out, name, stateDir, listen, peers, natsUrls, vault, tokenFile] = process.argv.slice(1);
+      const doc = parseDocument(fs.readFileSync(base, "utf8"));
+      doc.commentBefore = [
+        ` certfleet controller ${name} of the quick start high-availability variant.`,
+        ` Written by deploy/quickstart.sh ha from controller.yaml (itself rendered from`,
+        ` deploy/examples/quickstart-controller.yaml); rewritten on every run. What differs:`,
+        ` stateDir, ha, api.advertise/peers, nats.servers/replicas and store. See`,
+        ` deploy/examples/ha-controller.yaml and docs/high-availability.md.`,
+      ].join("
+");
+      doc.set("stateDir", stateDir);
+      doc.set("ha", doc.createNode({ name, leaseTtl: "15s" }));
+      doc.setIn(["api", "listen"], listen);
+      doc.setIn(["api", "advertise"], listen);
+      doc.setIn(["api", "peers"], doc.createNode(peers.split(","), { flow: true }));
+      doc.setIn(["nats", "servers"], doc.createNode(JSON.parse(`[${natsUrls}]`), { flow: true }));
+      doc.setIn(["nats", "replicas"], 3);
+      doc.set("store", doc.createNode({ type: "vault", address: vault, auth: { method: "token", tokenFile } }));
+      fs.writeFileSync(out, String(doc), { mode: 0o600 });
+    ' "$QS/controller.yaml" "$QS/$name.yaml" "$name" "$QS/$name" "127.0.0.1:$port" "$peer" "$(nats_urls)" \
+      "http://127.0.0.1:$VAULT_PORT" "$QS/vault/token") || die "could not write $QS/$name.yaml"
+    cli controller --config "$QS/$name.yaml" --check > /dev/null || die "the controller rejects $QS/$name.yaml"
+  done
+}
+
+# start_nats_cluster: three nats-server nodes in one cluster, each with its own JetStream
+# store, all with the authorization include the controllers' store authority writes.
+start_nats_cluster() {
+  local auth n m routes conf offsets=()
+  auth=$(cli controller --config "$QS/c1.yaml" --write-nats-config) || die "could not write the NATS authorization include"
+  for n in "${HA_NATS_NODES[@]}"; do
+    mkdir -p "$QS/nats-$n"
+    chmod 0700 "$QS/nats-$n"
+    routes=
+    for m in "${HA_NATS_NODES[@]}"; do
+      [ "$m" = "$n" ] || routes="${routes:+$routes, }\"nats-route://127.0.0.1:$((NATS_ROUTE_PORT + m - 1))\""
+    done
+    conf=$QS/nats-$n.conf
+    printf '%s\n' \
+      "# Written by deploy/quickstart.sh ha; rewritten on every run." \
+      "server_name: n$n" \
+      "listen: 127.0.0.1:$((NATS_PORT + n - 1))" \
+      "include \"$(realpath --relative-to="$QS" "$auth")\"" \
+      "jetstream { store_dir: \"$QS/nats-$n\" }" \
+      "cluster {" \
+      "  name: certfleet-quickstart" \
+      "  listen: 127.0.0.1:$((NATS_ROUTE_PORT + n - 1))" \
+      "  routes: [$routes]" \
+      "}" > "$conf"
+    offsets+=("$(stat -c %s "$(log_file "nats-$n")" 2> /dev/null || echo 0)")
+  done
+  say "starting a three-node nats-server cluster (nats://127.0.0.1:$NATS_PORT-$((NATS_PORT + 2)), routes :$NATS_ROUTE_PORT-$((NATS_ROUTE_PORT + 2)))"
+  for n in "${HA_NATS_NODES[@]}"; do
+    start_daemon "nats-$n" "$QS" -- nats-server -c "$QS/nats-$n.conf"
+  done
+  for n in "${HA_NATS_NODES[@]}"; do wait_port "nats-$n" 127.0.0.1 "$((NATS_PORT + n - 1))"; done
+  # JetStream answers once the nodes agree on a metadata leader.
+  local i ready
+  for i in $(seq 1 300); do
+    ready=yes
+    for n in "${HA_NATS_NODES[@]}"; do
+      tail -c +"$((offsets[n - 1] + 1))" "$(log_file "nats-$n")" | grep -qi 'metadata leader' || ready=no
+    done
+    [ "$ready" = yes ] && return 0
+    sleep 0.1
+  done
+  for n in "${HA_NATS_NODES[@]}"; do show_log "nats-$n" 10; done
+  die "the NATS cluster elected no JetStream metadata leader within 30 s"
+}
+
+# start_ha_controller NAME: starts controller NAME and waits for its API.
+start_ha_controller() {
+  local name=$1 i port=
+  for i in "${!HA_CONTROLLERS[@]}"; do
+    [ "${HA_CONTROLLERS[$i]}" = "$name" ] && port=${HA_API_PORTS[$i]}
+  done
+  [ -n "$port" ] || die "no controller $name (the controllers are ${HA_CONTROLLERS[*]})"
+  mkdir -p "$QS/$name"
+  chmod 0700 "$QS/$name"
+  start_daemon "controller-$name" "$REPO" -- node "$CLI" controller --config "$QS/$name.yaml"
+  for i in $(seq 1 600); do
+    port_open 127.0.0.1 "$port" && return 0
+    if ! running "controller-$name" > /dev/null; then
+      show_log "controller-$name" 40
+      die "controller $name exited during start-up; see $(log_file "controller-$name")"
+    fi
+    sleep 0.1
+  done
+  show_log "controller-$name" 40
+  die "controller $name did not listen on 127.0.0.1:$port within 60 s"
+}
+
+start_ha_controllers() {
+  local i name
+  for i in "${!HA_CONTROLLERS[@]}"; do
+    name=${HA_CONTROLLERS[$i]}
+    say "starting controller $name (API 127.0.0.1:${HA_API_PORTS[$i]})"
+    start_ha_controller "$name"
+    # The first one creates the CA and the bootstrap admin in the store and writes the
+    # admin credentials (listing every controller); the others write none.
+    if [ "$i" = 0 ]; then
+      for _ in $(seq 1 300); do
+        [ -f "$CREDENTIALS" ] && break
+        sleep 0.1
+      done
+      [ -f "$CREDENTIALS" ] || die "controller $name wrote no $CREDENTIALS"
+    fi
+  done
+}
+
+cmd_start_controller() {
+  [ -n "${1:-}" ] || die "usage: deploy/quickstart.sh ha start-controller NAME (${HA_CONTROLLERS[*]})"
+  if running "controller-$1" > /dev/null; then
+    info "controller $1 is already running"
+    return 0
+  fi
+  say "starting controller $1 again (it follows until the leader's lease runs out)"
+  start_ha_controller "$1"
+}
+
 # ---------------------------------------------------------------------------- agents, nginx
 
 # served_certs: one line per (agent, certificate) the controller configuration assigns,
@@ -686,11 +911,17 @@ write_agent() {
       "stateDir: \"$dir/state\"" \
       "log:" \
       "  level: info" \
-      "controller:" \
-      "  address: \"127.0.0.1:$API_PORT\"" \
-      "  caFile: \"$QS/controller/ca.pem\"" \
+      "controller:"
+    if [ "$MODE" = ha ]; then
+      # Every controller: the agent fails over between them (enrolment works with any).
+      printf '%s\n' "  addresses: [\"127.0.0.1:$API_PORT\", \"127.0.0.1:$API2_PORT\"]"
+    else
+      printf '%s\n' "  address: \"127.0.0.1:$API_PORT\""
+    fi
+    printf '%s\n' \
+      "  caFile: \"$CONTROLLER_DIR/ca.pem\"" \
       "nats:" \
-      "  servers: [\"nats://127.0.0.1:$NATS_PORT\"]" \
+      "  servers: [$(nats_urls)]" \
       "http01:" \
       "  listen: \"$ip:$HTTP01_PORT\"" \
       "resyncInterval: 30s" \
@@ -887,7 +1118,7 @@ wait_ready() {
     done
     if [ $((SECONDS - start)) -ge "$WAIT_SECONDS" ]; then
       dump_logs
-      die "the certificates were not all ready within ${WAIT_SECONDS}s: $line (everything is left running to inspect: deploy/quickstart.sh status, then down)"
+      die "the certificates were not all ready within ${WAIT_SECONDS}s: $line (everything is left running to inspect: $QS_CMD status, then $QS_CMD down)"
     fi
     sleep 2
   done
@@ -954,8 +1185,24 @@ show_usage() {
       dig @127.0.0.1 -p $BIND_PORT internal.test SOA
     Logs:    $LOGS/  (one per process; nginx: $rel/<agent>/nginx/logs/)
     Configs: $rel/controller.yaml, $rel/<agent>/agent.yaml, $rel/<agent>/nginx/nginx.conf
-    Stop:    deploy/quickstart.sh down     (keeps $rel/ for inspection)
-    Remove:  deploy/quickstart.sh clean
+    Stop:    $QS_CMD down     (keeps $rel/ for inspection)
+    Remove:  $QS_CMD clean
+EOF
+  [ "$MODE" = ha ] || return 0
+  cat << EOF
+
+==> high availability (docs/high-availability.md)
+    Controllers: c1 127.0.0.1:$API_PORT and c2 127.0.0.1:$API2_PORT (configs $rel/c1.yaml, $rel/c2.yaml);
+    the admin credentials and the agents list both. One leads (a lease in NATS, 15 s).
+    Store: the Vault KV v2 double on 127.0.0.1:$VAULT_PORT, NOT HashiCorp Vault (which cannot be
+    installed here): in memory only, so every '$QS_CMD' run starts a new fleet.
+    NATS: three nodes, 127.0.0.1:$NATS_PORT-$((NATS_PORT + 2)), every bucket and stream at 3 replicas.
+    Try it:
+      node dist/cli/main.js status                 # leader: c1 (epoch N) at ..., and CONTROLLERS
+      kill -9 \$(cat $LOGS/controller-c1.pid)      # the leader's machine dies (if c1 leads)
+      node dist/cli/main.js status                 # within about 15 s: c2 leads, epoch N+1
+      node dist/cli/main.js certs                  # still ready; renew and rollback work
+      $QS_CMD start-controller c1    # c1 comes back, as the follower
 EOF
 }
 
@@ -971,15 +1218,25 @@ cmd_up() {
   check_ports
   check_apparmor
   # The controller configuration names Pebble's CA and the TSIG key file: make both first.
+  [ "$MODE" != ha ] || ha_fresh_state
   prepare_pebble
   prepare_bind
   render_controller_config
+  if [ "$MODE" = ha ]; then
+    start_vault
+    render_ha_configs
+  fi
   served_certs > "$QS/served.tsv" || die "could not read the certificates from $QS/controller.yaml"
   start_challtestsrv
   start_bind
   start_pebble
-  start_nats
-  start_controller
+  if [ "$MODE" = ha ]; then
+    start_nats_cluster
+    start_ha_controllers
+  else
+    start_nats
+    start_controller
+  fi
   say "pointing the names at the agents (challtestsrv A records)"
   publish_dns
   start_agents
@@ -990,7 +1247,7 @@ cmd_up() {
 }
 
 cmd_status() {
-  [ -f "$CREDENTIALS" ] || die "no credentials at $CREDENTIALS: run deploy/quickstart.sh first"
+  [ -f "$CREDENTIALS" ] || die "no credentials at $CREDENTIALS: run $QS_CMD first"
   local name pid
   say "processes"
   for name in "${SERVICES_STOP_ORDER[@]}" "${AGENT_NAMES[@]/#/agent-}"; do
@@ -1013,6 +1270,10 @@ case ${1:-up} in
   down) cmd_down ;;
   clean) cmd_clean ;;
   status) cmd_status ;;
+  start-controller)
+    [ "$MODE" = ha ] || die "start-controller belongs to the ha variant (deploy/quickstart.sh ha start-controller NAME)"
+    cmd_start_controller "${2:-}"
+    ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (use up, status, down or clean)" ;;
+  *) die "unknown command '$1' (use up, status, down or clean; or ha [up|status|down|clean|start-controller NAME])" ;;
 esac
