@@ -153,7 +153,7 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
     }
     const human = await fleet.cli(['status'], { via: other(leader) });
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, new RegExp(`leader: ${leader.name} \\(epoch ${epoch}\\) at ${leader.address.replace(/\./g, '\\.')}`));
+    assert.match(human.stdout, new RegExp(`leader:\\s+${leader.name} \\(epoch ${epoch}\\) at ${leader.address.replace(/\./g, '\\.')}`));
   });
 
   test('failover mid-order: the new leader finishes the same order (one order at the CA), every nginx serves it', async () => {
