@@ -31,6 +31,8 @@ import { operatorClient } from '../cli/client.js';
 
 interface Round {
   round: number;
+  /** `renew` answers refused before one was taken (no forwarding or no leader yet). */
+  renewRefused: number;
   killed: string;
   leaderMs: number;
   renewedMs: number;
@@ -73,12 +75,12 @@ async function newestVersion(fleet: HaFleet): Promise<{ version: number; fingerp
   return h.versions.map((v) => v.version).sort((a, b) => b.version - a.version)[0] ?? { version: 0, fingerprint: '' };
 }
 
-async function until<T>(what: string, check: () => Promise<T | undefined>, intervalMs: number, timeoutMs = 180_000): Promise<T> {
+async function until<T>(what: string | (() => string), check: () => Promise<T | undefined>, intervalMs: number, timeoutMs = 180_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await check().catch(() => undefined);
     if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
     await sleep(intervalMs);
   }
 }
@@ -107,13 +109,22 @@ try {
     const t0 = Date.now();
     await leader.kill();
     // The operator's renew, sent at once: the CLI fails over to the survivor, which hands
-    // it to whoever leads (it answers only when a leader took it).
-    const renewing = fleet.cli(['renew', 'web']);
+    // it to whoever leads (it answers only when a leader took it). Refused (no leader
+    // took it in time), it is sent again, as a script would.
+    const refusals: string[] = [];
+    const renewing = (async () => {
+      for (;;) {
+        const r = await fleet.cli(['renew', 'web']);
+        if (r.code === 0) return r;
+        refusals.push(r.stderr.trim());
+        await sleep(500);
+      }
+    })();
     const led = await until('a new leader', async () => {
       const s = await statusOf(survivor);
       return s && s.role === 'leader' && s.epoch > epoch ? { at: Date.now(), epoch: s.epoch } : undefined;
     }, 100);
-    const renewed = await until('the renewal after the kill', async () => {
+    const renewed = await until(() => `the renewal after the kill (renew refused ${refusals.length} times${refusals.length ? `, last: ${refusals[refusals.length - 1]}` : ''})`, async () => {
       const n = await newestVersion(fleet);
       return n.version > before.version ? { at: Date.now(), ...n } : undefined;
     }, 250);
@@ -124,9 +135,9 @@ try {
       }
       return Date.now();
     }, 250);
-    const answer = await renewing;
-    if (answer.code !== 0) process.stderr.write(`round ${round}: renew answered ${answer.code}: ${answer.stderr.trim()}\n`);
-    const r: Round = { round, killed: leader.name, leaderMs: led.at - t0, renewedMs: renewed.at - t0, servedMs: servedAt - t0, epochBefore: epoch, epochAfter: led.epoch };
+    await renewing;
+    if (refusals.length > 0) process.stderr.write(`round ${round}: renew refused ${refusals.length} times before it was taken (last: ${refusals[refusals.length - 1]})\n`);
+    const r: Round = { round, renewRefused: refusals.length, killed: leader.name, leaderMs: led.at - t0, renewedMs: renewed.at - t0, servedMs: servedAt - t0, epochBefore: epoch, epochAfter: led.epoch };
     results.push(r);
     if (!values.json) process.stdout.write(`round ${round}: killed ${r.killed} (epoch ${epoch}) → new leader ${r.leaderMs} ms (epoch ${led.epoch}), renewal stored ${r.renewedMs} ms, served everywhere ${r.servedMs} ms\n`);
     await leader.start();
