@@ -737,8 +737,7 @@ render_ha_configs() {
         ` deploy/examples/quickstart-controller.yaml); rewritten on every run. What differs:`,
         ` stateDir, ha, api.advertise/peers, nats.servers/replicas and store. See`,
         ` deploy/examples/ha-controller.yaml and docs/high-availability.md.`,
-      ].join("
-");
+      ].join("\n");
       doc.set("stateDir", stateDir);
       doc.set("ha", doc.createNode({ name, leaseTtl: "15s" }));
       doc.setIn(["api", "listen"], listen);

@@ -50,7 +50,7 @@ interface HistoryJson {
   versions: Array<{ version: { version: number; fingerprint: string } }>;
 }
 interface CertsJson {
-  certificates: Array<{ name: string; state: string; desiredVersion: number; agentsCurrent: number; agentsAssigned: number }>;
+  certificates: Array<{ name: string; state: string; newestVersion: number; desiredVersion: number; agentsCurrent: number; agentsAssigned: number }>;
 }
 interface RenewJson {
   outcome: string;
@@ -130,6 +130,32 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
   const finalizeOf = (req: { method: string; path: string }): boolean => req.method === 'POST' && /finali[sz]e/.test(req.path);
   const ordersFor = (name: CertName): number => fleet.proxy.createdOrders().filter((o) => o.identifiers.some((i) => i.value === `${name}.example.test`)).length;
 
+  /**
+   * `certs` asked of each running controller tells the same newest and desired version
+   * and state of every certificate, all ready: a follower answers operators' reads
+   * itself, from the shared store and NATS, not from a loop that only the leader runs.
+   */
+  async function readsAgree(): Promise<void> {
+    let last = '';
+    try {
+      await eventually(
+        'every controller answers certs alike, every certificate ready',
+        async () => {
+          const live = fleet.controllers.filter((c) => c.running() && !c.paused());
+          const views = await Promise.all(live.map(async (c) => ({ c, certs: await fleet.cliJson<CertsJson>(['certs'], { via: c }) })));
+          const rows = (x: CertsJson): string[] => x.certificates.map((c) => `${c.name} newest ${c.newestVersion} desired ${c.desiredVersion} ${c.state}`).sort();
+          last = views.map((v) => `${v.c.name}: ${rows(v.certs).join(', ')}`).join('\n');
+          const first = JSON.stringify(rows(views[0]!.certs));
+          return views.every((v) => JSON.stringify(rows(v.certs)) === first && v.certs.certificates.every((c) => c.state === 'ready' && c.newestVersion >= 1));
+        },
+        30_000,
+        1000,
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${last}`);
+    }
+  }
+
   /** Every controller runs again (a test that took one down starts it as a follower). */
   async function bothUp(): Promise<void> {
     for (const c of fleet.controllers) {
@@ -151,6 +177,8 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
       assert.deepEqual(s.controllers.map((x) => x.name).sort(), fleet.controllers.map((x) => x.name).sort());
       assert.ok(s.controllers.every((x) => x.health === 'ok'), JSON.stringify(s.controllers));
     }
+    // The follower has never led: it still answers reads as the leader does.
+    await readsAgree();
     const human = await fleet.cli(['status'], { via: other(leader) });
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, new RegExp(`leader:\\s+${leader.name} \\(epoch ${epoch}\\) at ${leader.address.replace(/\./g, '\\.')}`));
@@ -363,5 +391,7 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
     assert.deepEqual(events.filter((e) => e.type === 'install-failed'), [], 'no failed install');
     await fleet.waitUntilReady(CERTS.length);
     await bothUp();
+    // The controller started again follows, and answers reads as the leader does.
+    await readsAgree();
   });
 });
