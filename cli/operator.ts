@@ -77,7 +77,7 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
   switch (inv.command) {
     case 'status': {
       const resp = await client.getStatus();
-      out(resp, () => renderStatus(resp, { color }));
+      out(resp, () => renderStatus(resp, { color }, io.now()));
       return;
     }
     case 'certs': {

@@ -18,8 +18,9 @@
  *
  * Generations: one counter per certificate under `signing/generations/<name>`, persisted
  * before a record carrying it is published, so a restarted controller never reuses one.
- * Concurrency: one controller process; two controllers sharing a store may draw the same
- * generation (the later record then counts as `same` on agents that saw the earlier one).
+ * Concurrency: only the leader signs (controller/lease); a new leader forgets the cache
+ * ({@link RecordSigner.forgetGenerations}) and its records carry a newer epoch, which
+ * agents compare first.
  */
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
@@ -182,6 +183,15 @@ export class RecordSigner {
     await this.store.putObject(key, { generation: next });
     this.generations.set(cert, next);
     return next;
+  }
+
+  /**
+   * Forgets the generations cached in memory, so the next of each is read from the store
+   * again: a controller that becomes leader continues above what the previous leader
+   * persisted, not above what it cached itself.
+   */
+  forgetGenerations(): void {
+    this.generations.clear();
   }
 
   /** `record` with a fresh generation of `cert`, signed with the active key. */

@@ -13,6 +13,7 @@ export const BUCKET_HISTORY = {
   [Bucket.agents]: 1,
   [Bucket.budgets]: 1,
   [Bucket.leader]: 1,
+  [Bucket.controllers]: 1,
 } as const;
 
 /**

@@ -34,6 +34,12 @@ export const Bucket = {
    * (controller/lease), every write compare-and-set on the revision.
    */
   leader: 'certfleet_leader',
+  /**
+   * The controller registry. Key: a controller's `ha.name`. Value: ControllerRecord
+   * (controller/lease registry.ts), written by each controller every ttl/3, read by
+   * `status` on every controller.
+   */
+  controllers: 'certfleet_controllers',
 } as const;
 
 /** JetStream stream holding the audit log of fleet events. */
