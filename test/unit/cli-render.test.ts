@@ -317,7 +317,7 @@ void test('status from several controllers names the leader with its epoch, who 
       'CONTROLLERS',
       'NAME   ROLE       EPOCH   ADDRESS          HEALTH   SEEN      VERSION',
       'c1     leader     4       127.0.0.1:7443   ok       2s ago    0.1.0',
-      'c2     follower   -       127.0.0.1:7444   stale    1m ago    0.1.0',
+      'c2     follower   -       127.0.0.1:7444   stale    90s ago   0.1.0',
       '',
     ].join('\n'),
   );
