@@ -484,6 +484,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         { name: 'dns janitor', run: () => dnsJanitor() },
         { name: 'challenge sweep', run: () => sweepChallenges(CHALLENGE_SWEEP_START_MIN_AGE_MS) },
         { name: 'desired versions signed with the new epoch', run: async () => log.info({ count: await desired.republish() }, 'desired versions republished') },
+      ],
+      onActive: [
         { name: 'life check', run: () => void lifeCheckNow() },
         { name: 'work loop kicked', run: () => loop.kick() },
       ],

@@ -6,7 +6,8 @@
  *                                  (each failure logged; the rest still run)
  *                                     │ all ran, still leader of that epoch
  *                                     ▼
- *                                 active: the work loop, janitors, spool, notifications run
+ *                                 active: the onActive steps (kick the loop), then the work
+ *                                 loop, janitors, spool, notifications run
  *   any ──deposed(why)──► follower: the deposition steps run; nothing new starts
  *                                  (work in flight dies at its next fence)
  *
@@ -33,6 +34,11 @@ export interface LeadershipOptions {
   log: Logger;
   /** Run in order at each election, with the new epoch. */
   onElected: readonly LeadershipStep[];
+  /**
+   * Run in order once the election steps are done and work may start (`active()` is true
+   * for them): kicking the work loop belongs here, not in `onElected`.
+   */
+  onActive?: readonly LeadershipStep[];
   /** Run in order at each deposition (epoch: the one lost). */
   onDeposed: readonly LeadershipStep[];
 }
@@ -66,6 +72,7 @@ export class Leadership {
       if (this.heldEpoch === epoch && this.opts.lease.isLeader()) {
         this.readyEpoch = epoch;
         this.opts.log.info({ epoch }, 'leading');
+        for (const step of this.opts.onActive ?? []) await this.runStep(step, epoch);
       }
     });
   }

@@ -62,8 +62,8 @@ function controller(name: string, clock: ManualClock, kv: LeaseKv, gate?: { step
     onElected: [
       { name: 'budgets reloaded', run: async (epoch) => { journal.push(`budgets reloaded ${epoch}`); await gate?.step; } },
       { name: 'republish', run: (epoch) => journal.push(`republished at ${lease.fence()} (${epoch})`) },
-      { name: 'kick', run: () => pass() },
     ],
+    onActive: [{ name: 'kick', run: () => pass() }],
     onDeposed: [{ name: 'adopt', run: (epoch) => journal.push(`follows after ${epoch}`) }],
   });
   return { lease, leadership: leadership, journal, pass };
