@@ -145,15 +145,19 @@ void describe('two controllers on one NATS and one Vault store', { timeout: 300_
     }
 
     // A writer of the first epoch that saw the pointer's revision, and whose fence passed
-    // once just before it paused (what a leader frozen mid-write looks like).
+    // right before its KV write, then it froze (put asks the fence before signing and again
+    // before the write): what a leader paused mid-write looks like. Only the
+    // compare-and-set can stop that write; the fence refuses from then on.
     const signer = await RecordSigner.open(store, systemClock, log);
     let fenceCalls = 0;
     const pausedFence = (): number => {
       fenceCalls += 1;
-      if (fenceCalls === 1) return epoch1;
+      if (fenceCalls <= 2) return epoch1;
       throw new CertfleetError(ErrorCode.NotLeader, 'leader lease ran out before it was renewed', { retryable: true });
     };
     const stale = await DesiredState.open(nc, signer, systemClock, log, pausedFence);
+    // Frozen from here on: a paused process sees no change in the bucket either.
+    await stale.close();
 
     // The leader stops gracefully: it releases the lease, the follower takes over at once.
     await c1.stop();
@@ -172,7 +176,7 @@ void describe('two controllers on one NATS and one Vault store', { timeout: 300_
       stale.put({ ...d1.value, pinned: true }),
       (err: unknown) => isCertfleetError(err, ErrorCode.NotLeader),
     );
-    await stale.close();
+    assert.equal(fenceCalls, 3, 'refused by the compare-and-set, then by the fence asked again');
     const now = await (await desiredKv()).get(CERT);
     assert.equal(now?.value.epoch, epoch2);
     assert.equal(now?.value.pinned, undefined);
