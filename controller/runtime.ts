@@ -266,7 +266,8 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     // no other controller runs, so a record an earlier process left is taken at once.
     const address = advertisedAddress(cfg);
     const startedAt = isoAt(clock.now());
-    let leadership: Leadership | undefined;
+    // Built once the modules it drives exist; the lease reaches it through this.
+    const gate: { leadership?: Leadership } = {};
     const lease = new LeaderLease({
       kv: await openKv<LeaseRecord>(nats, Bucket.leader, { create: false, parse: parseLeaseRecord }),
       clock,
@@ -275,13 +276,13 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       address,
       ttlMs: cfg.ha.leaseTtl,
       exclusive: storeConfig.type === 'file',
-      onElected: (epoch) => leadership?.elected(epoch),
-      onDeposed: (why) => leadership?.deposed(why),
+      onElected: (epoch) => gate.leadership?.elected(epoch),
+      onDeposed: (why) => gate.leadership?.deposed(why),
     });
     const fence = (): number => lease.fence();
     // What the work loop's modules write the store with: every write asks the fence.
     const loopStore = fencedStore(store, fence);
-    const leading = (): boolean => leadership?.active() ?? false;
+    const leading = (): boolean => gate.leadership?.active() ?? false;
 
     // Counted from the first ACME request, whether or not metrics.listen serves them.
     const instruments = createControllerInstruments();
@@ -474,7 +475,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
 
     // What a new leader does before it acts, and a deposed one after (controller/lease
     // leadership.ts). Saved orders are resumed by the first pass (the kick).
-    leadership = new Leadership({
+    const leadership = new Leadership({
       lease,
       log: componentLogger(log, 'leadership'),
       onElected: [
@@ -491,11 +492,12 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       ],
       onDeposed: [{ name: 'desired versions taken from NATS', run: () => desired.adoptBucket() }],
     });
+    gate.leadership = leadership;
     // Released last at a graceful stop (after the loop stopped), so another controller
     // takes over at once instead of after a lease time.
     cleanups.push(async () => {
       await lease.stop();
-      await leadership?.settled();
+      await leadership.settled();
     });
     cleanups.push(() => loop.stop());
 

@@ -169,13 +169,13 @@ export class DesiredState {
    */
   async republish(): Promise<number> {
     let written = 0;
-    let first: unknown;
+    let first: Error | undefined;
     for (const record of this.all()) {
       try {
         await this.put(record);
         written += 1;
       } catch (err) {
-        first ??= err;
+        first ??= err as Error;
       }
     }
     if (first !== undefined) throw first;

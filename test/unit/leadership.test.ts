@@ -41,7 +41,7 @@ function memoryBucket(): { kv: () => LeaseKv & { down: boolean } } {
 /** A controller: its lease, its leadership, and a journal of what ran. */
 function controller(name: string, clock: ManualClock, kv: LeaseKv, gate?: { step: Promise<void> }) {
   const journal: string[] = [];
-  let leadership: Leadership | undefined;
+  const held: { leadership?: Leadership } = {};
   const lease = new LeaderLease({
     kv,
     clock,
@@ -49,14 +49,14 @@ function controller(name: string, clock: ManualClock, kv: LeaseKv, gate?: { step
     name,
     address: `${name}:7443`,
     ttlMs: TTL,
-    onElected: (epoch) => leadership?.elected(epoch),
-    onDeposed: (why) => leadership?.deposed(why),
+    onElected: (epoch) => held.leadership?.elected(epoch),
+    onDeposed: (why) => held.leadership?.deposed(why),
   });
   // A pass of the work loop: starts an order only when the gate says so.
   const pass = (): void => {
-    if (leadership?.active() === true) journal.push(`order at epoch ${lease.fence()}`);
+    if (held.leadership?.active() === true) journal.push(`order at epoch ${lease.fence()}`);
   };
-  leadership = new Leadership({
+  const leadership = new Leadership({
     lease,
     log: silentLogger(),
     onElected: [
@@ -66,6 +66,7 @@ function controller(name: string, clock: ManualClock, kv: LeaseKv, gate?: { step
     onActive: [{ name: 'kick', run: () => pass() }],
     onDeposed: [{ name: 'adopt', run: (epoch) => journal.push(`follows after ${epoch}`) }],
   });
+  held.leadership = leadership;
   return { lease, leadership: leadership, journal, pass };
 }
 
