@@ -98,6 +98,14 @@ export class IntentBoard {
   onChange(key: string, value: IntentRecord | null, revision: number): void {
     const w = this.waiters.get(key);
     if (w === undefined || value === null) return;
+    // The revision always (withdrawing is compare-and-set on the latest); the state only
+    // from records a controller signed, so a forged `taken` cannot turn NOT_LEADER into
+    // INTENT_UNANSWERED.
+    w.seen.revision = revision;
+    if (!verifyRecord('intent', value, this.opts.keys).ok) {
+      this.log.warn({ [LogKey.intent]: key, [LogKey.reason]: 'not signed by a controller' }, 'intent answer refused');
+      return;
+    }
     w.seen = { state: value.state, revision, by: value.by };
     if (value.state !== 'done') return;
     const outcome = this.answerOf(w, value);
