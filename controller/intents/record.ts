@@ -122,7 +122,9 @@ export function pendingIntent(input: { id: string; method: IntentMethod; args: u
 
 /** Strips the signature fields (before the next step is signed). */
 function unsigned(r: IntentRecord): IntentRecord {
-  const { keyId: _k, signature: _s, ...rest } = r;
+  const rest = { ...r };
+  delete rest.keyId;
+  delete rest.signature;
   return rest;
 }
 

@@ -116,7 +116,7 @@ void describe('intents between two controllers on a real nats-server', () => {
       ['b', /unknown-key/],
       ['c', /bad-signature/],
     ] as const) {
-      await eventually(`intent ${id} answered`, async () => ((await kv.get(id.repeat(32)))?.value as IntentRecord | undefined)?.state === 'done', 5000);
+      await eventually(`intent ${id} answered`, async () => (await kv.get(id.repeat(32)))?.value.state === 'done', 5000);
       const done = (await kv.get(id.repeat(32)))!.value;
       assert.equal(done.error?.code, ErrorCode.RecordRefused);
       assert.match(done.error?.message ?? '', why);

@@ -285,7 +285,7 @@ describe('board and executor on a ManualClock', () => {
     const base = (id: string) => ({ ...pending({ id }), createdAt: new Date(w.clock.now()).toISOString() });
     w.kv.putRaw(ids[0]!, base(ids[0]!));
     w.kv.putRaw(ids[1]!, signRecord('intent', base(ids[1]!), foreignKey));
-    w.kv.putRaw(ids[2]!, w.signer.signAsIs('desired' as 'intent', base(ids[2]!)));
+    w.kv.putRaw(ids[2]!, w.signer.signAsIs('desired', base(ids[2]!)));
     w.kv.putRaw(ids[3]!, w.signer.signAsIs('intent', { ...base(ids[3]!), createdAt: new Date(w.clock.now() - 180_000).toISOString() }));
     await w.clock.tick(2000);
     assert.deepEqual(w.backend.calls, []);
