@@ -200,6 +200,15 @@ export class RecordSigner {
     return signRecord(kind, { ...record, generation }, this.active());
   }
 
+  /**
+   * `record` signed with the active key as it is, its `generation` set by the caller and
+   * no counter touched (no store write): for records whose order is not per certificate,
+   * such as intents (controller/intents: the generation is the step of their life).
+   */
+  signAsIs<T extends object & { generation: number }>(kind: RecordKind, record: T): T & { keyId: string; signature: string } {
+    return signRecord(kind, record, this.active());
+  }
+
   private active(): StoredKey {
     const k = this.ring.find((x) => x.state === 'active');
     if (!k) throw new CertfleetError(ErrorCode.Internal, 'no active signing key');

@@ -14,6 +14,8 @@ export const BUCKET_HISTORY = {
   [Bucket.budgets]: 1,
   [Bucket.leader]: 1,
   [Bucket.controllers]: 1,
+  // pending, taken, done: `nats kv history` shows one intent's whole life.
+  [Bucket.intents]: 3,
 } as const;
 
 /**

@@ -8,8 +8,8 @@
  *
  *   payload = "certfleet-record-v1:" + kind + "\n" + canonicalJson(record without `signature`)
  *
- * `kind` (`desired` | `challenge`) separates the two record types, so a signature made
- * for one can never be replayed as the other. `keyId` and `generation` are inside the
+ * `kind` (`desired` | `challenge` | `intent`) separates the record types, so a signature
+ * made for one can never be replayed as another. `keyId` and `generation` are inside the
  * signed payload. canonicalJson is RFC 8785 (JCS) for the values records hold (strings,
  * safe integers, booleans, arrays, objects): keys sorted by UTF-16 code units, no
  * whitespace, strings as JSON.stringify writes them. Records are validated by strict
@@ -32,8 +32,11 @@
 import crypto from 'node:crypto';
 import type { SigningPublicKey } from '../model/index.js';
 
-/** What a signature covers: the two record kinds never share one. */
-export type RecordKind = 'desired' | 'challenge';
+/**
+ * What a signature covers: the record kinds never share one. `intent`: an operator call a
+ * follower controller hands to the leader (controller/intents); only controllers verify it.
+ */
+export type RecordKind = 'desired' | 'challenge' | 'intent';
 
 /** The fields a signed record carries. */
 export interface SignatureFields {

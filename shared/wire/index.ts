@@ -40,6 +40,13 @@ export const Bucket = {
    * `status` on every controller.
    */
   controllers: 'certfleet_controllers',
+  /**
+   * Operator calls a follower controller hands to the leader (controller/intents). Key: a
+   * random id. Value: a signed IntentRecord (pending, taken, done), every step written
+   * compare-and-set. Only controllers may read or write it: a result can carry a sealed
+   * enrolment token.
+   */
+  intents: 'certfleet_intents',
 } as const;
 
 /** JetStream stream holding the audit log of fleet events. */
