@@ -87,6 +87,13 @@ export function fromServiceError(err: unknown, what: string): CertfleetError {
         cause: err,
         retryable: true,
       });
+    case grpc.status.CANCELLED:
+      // Not ours (a caller that cancels does not read the error): the controller cut the
+      // call, as a stopping controller does with the calls it still holds.
+      return new CertfleetError(ErrorCode.ControllerUnavailable, `${what}: the controller cancelled the call (${se.details ?? 'cancelled'}); it may be stopping`, {
+        cause: err,
+        retryable: true,
+      });
     case grpc.status.PERMISSION_DENIED:
       return new CertfleetError(ErrorCode.PermissionDenied, se.details ?? what, { cause: err });
     case grpc.status.UNAUTHENTICATED:
