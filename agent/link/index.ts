@@ -145,22 +145,23 @@ export class ControllerLink {
     this.failover.rebuild((address) => makeClient(this.opts, address));
   }
 
+  /** `pick` gives the method bound to the client it is given. */
   private call<Req, Res>(what: string, safety: CallSafety, pick: (c: AgentServiceClient) => Unary<Req, Res>, req: Req): Promise<Res> {
-    return this.failover.call(what, safety, (client) => unary(pick(client).bind(client), req, this.timeoutMs));
+    return this.failover.call(what, safety, (client) => unary(pick(client), req, this.timeoutMs));
   }
 
   /** Asks the controller to sign a CSR for a new key (identity renewal), authenticated by the current certificate. Not repeated once sent. */
   async renewIdentity(csrPem: string): Promise<pb.RenewIdentityResponse__Output> {
-    return this.call<pb.RenewIdentityRequest, pb.RenewIdentityResponse__Output>('renew identity', 'once', (c) => c.renewIdentity, { csrPem });
+    return this.call<pb.RenewIdentityRequest, pb.RenewIdentityResponse__Output>('renew identity', 'once', (c) => c.renewIdentity.bind(c), { csrPem });
   }
 
   /** Redeems an enrolment token; tried on the next controller only when nothing was sent or NOT_LEADER came back. */
   async enroll(token: string, csrPem: string): Promise<pb.EnrollResponse__Output> {
-    return this.call<pb.EnrollRequest, pb.EnrollResponse__Output>('enrol', 'once', (c) => c.enroll, { token, csrPem });
+    return this.call<pb.EnrollRequest, pb.EnrollResponse__Output>('enrol', 'once', (c) => c.enroll.bind(c), { token, csrPem });
   }
 
   async assignments(): Promise<LinkAssignments> {
-    const res = await this.call<pb.GetAssignmentsRequest, pb.GetAssignmentsResponse__Output>('get assignments', 'idempotent', (c) => c.getAssignments, {});
+    const res = await this.call<pb.GetAssignmentsRequest, pb.GetAssignmentsResponse__Output>('get assignments', 'idempotent', (c) => c.getAssignments.bind(c), {});
     return {
       desired: res.signedDesired.map(parseJsonOrKeep),
       signingKeys: res.signingKeys.map((k) => ({ keyId: k.keyId, publicKey: k.publicKey })),
@@ -169,7 +170,7 @@ export class ControllerLink {
   }
 
   async fetchBundle(name: string, version: number): Promise<Bundle> {
-    const res = await this.call<pb.FetchBundleRequest, pb.FetchBundleResponse__Output>(`fetch ${name} v${version}`, 'idempotent', (c) => c.fetchBundle, { name, version });
+    const res = await this.call<pb.FetchBundleRequest, pb.FetchBundleResponse__Output>(`fetch ${name} v${version}`, 'idempotent', (c) => c.fetchBundle.bind(c), { name, version });
     const v = res.version;
     return {
       meta: {
@@ -193,7 +194,7 @@ export class ControllerLink {
     await this.call<pb.ReportStatusRequest, pb.ReportStatusResponse__Output>(
       'report status',
       'idempotent',
-      (c) => c.reportStatus,
+      (c) => c.reportStatus.bind(c),
       { http01Address: report.http01Address, agentVersion: report.agentVersion, certificates: report.certificates.map(statusToPb), ...(report.refusals ? { refusals: report.refusals } : {}) },
     );
   }

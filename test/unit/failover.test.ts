@@ -422,16 +422,16 @@ describe('the operator client with several controllers', () => {
 
   it('events --follow: when the stream drops with the controller gone, it reopens on the next controller without an error to the caller', async () => {
     const event = (type: string): pb.FleetEvent => ({ type, at: '2026-03-01T12:00:00Z', cert: 'web', agent: '', version: 1, message: type });
-    let first!: grpc.Server;
+    const first: { server?: grpc.Server } = {};
     const a = await startOperatorController({
       FollowEvents: (call) => {
         call.sendMetadata(new grpc.Metadata());
         call.write(event('issued'));
         // The controller goes away with the stream open.
-        setImmediate(() => first.forceShutdown());
+        setImmediate(() => first.server?.forceShutdown());
       },
     });
-    first = a.server;
+    first.server = a.server;
     const b = await startOperatorController({
       FollowEvents: (call) => {
         call.sendMetadata(new grpc.Metadata());
