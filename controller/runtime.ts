@@ -30,6 +30,7 @@ import { accountId, observeAcmeRequests, openAcmeAccount, profileProblems, type 
 import { createAgentService } from './agentservice/index.js';
 import { startApiServer, type ApiServer } from './api/index.js';
 import { advertisedAddress, configEnvironment, issuerChain, issuersOf, storeConfigOf, type ControllerConfig, type IssuerConfig } from './config/index.js';
+import { startIntents } from './intents/index.js';
 import { ControllerRegistry, fencedStore, Leadership, LeaderLease, parseControllerRecord, parseLeaseRecord, type ControllerRecord, type LeaseRecord } from './lease/index.js';
 import { Pins } from './rollback/index.js';
 import { Spool } from './spool/index.js';
@@ -541,6 +542,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       },
     });
 
+    // Mutating operator calls on a follower are carried out by the leader (signed intents
+    // in NATS, controller/intents); the leader takes them once its election steps are done.
+    const intents = await startIntents({
+      nats,
+      signer,
+      backend: operations.backend,
+      leader: { isLeader: leading, fence, self: lease.self },
+      clock,
+      log,
+    });
+    cleanups.push(() => intents.stop());
+
     const api: ApiServer = await startApiServer({
       listen: splitHostPort(cfg.api.listen),
       caPem: ca.certPem,
@@ -566,7 +579,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         events,
         clock,
       }),
-      operators: operations.backend,
+      operators: intents.backend,
     });
     cleanups.push(() => api.stop());
 

@@ -45,20 +45,33 @@ export interface IntentBoardOptions {
   self: string;
   clock: Clock;
   log: Logger;
-  /** How long `submit` waits for the leader; default 60 s. */
+  /**
+   * How long `submit` waits for a leader to take the call (default 8 s, under the CLI's
+   * 10 s call deadline): an intent no leader took is withdrawn, so it can never run after
+   * its caller gave up.
+   */
+  takeTimeoutMs?: number;
+  /** How long it then waits for the answer; default 60 s (15 min for a dry run and a challenge check). */
   timeoutMs?: number;
 }
+
+/** Calls that take long on the leader itself (a staging issuance, a challenge round). */
+const LONG_METHODS: ReadonlySet<IntentMethod> = new Set<IntentMethod>(['dryRun', 'checkChallenges']);
+const LONG_ANSWER_MS = 15 * 60_000;
+export const DEFAULT_TAKE_TIMEOUT_MS = 8_000;
 
 /** Hands calls to the leader; see the module comment. */
 export class IntentBoard {
   private readonly waiters = new Map<string, Waiter>();
   private readonly log: Logger;
   private readonly timeoutMs: number;
+  private readonly takeTimeoutMs: number;
   private stopped = false;
 
   constructor(private readonly opts: IntentBoardOptions) {
     this.log = componentLogger(opts.log, 'intents');
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_INTENT_TIMEOUT_MS;
+    this.takeTimeoutMs = Math.min(opts.takeTimeoutMs ?? DEFAULT_TAKE_TIMEOUT_MS, this.timeoutMs);
   }
 
   /**
@@ -83,8 +96,14 @@ export class IntentBoard {
       const w = this.waiters.get(id);
       if (w && w.seen.revision === 0) w.seen.revision = revision;
       log.info({ operator }, 'intent sent to the leader');
-      const timedOut = new Promise<'timeout'>((resolve) => (timer = clock.after(this.timeoutMs, () => resolve('timeout'))));
-      const first = await Promise.race([answer, timedOut]);
+      // First a leader must take it (else it is withdrawn); then it has the answer time.
+      const notTaken = new Promise<'timeout'>((resolve) => (timer = clock.after(this.takeTimeoutMs, () => resolve('timeout'))));
+      let first = await Promise.race([answer, notTaken]);
+      if (first === 'timeout' && this.waiters.get(id)?.seen.state === 'taken') {
+        const answerMs = (LONG_METHODS.has(method) ? Math.max(LONG_ANSWER_MS, this.timeoutMs) : this.timeoutMs) - this.takeTimeoutMs;
+        const notAnswered = new Promise<'timeout'>((resolve) => (timer = clock.after(answerMs, () => resolve('timeout'))));
+        first = await Promise.race([answer, notAnswered]);
+      }
       const outcome = first === 'timeout' ? await this.onTimeout(id, log) : first;
       if ('error' in outcome) throw outcome.error;
       return outcome.value;
@@ -140,7 +159,7 @@ export class IntentBoard {
 
   private async onTimeout(id: string, log: Logger): Promise<{ value: unknown } | { error: CertfleetError }> {
     const w = this.waiters.get(id);
-    const secs = Math.round(this.timeoutMs / 1000);
+    const secs = Math.round((w?.seen.state === 'taken' ? this.timeoutMs : this.takeTimeoutMs) / 1000);
     const unanswered = (by: string | undefined): { error: CertfleetError } => {
       log.warn({ by }, 'intent taken but not answered');
       return {
