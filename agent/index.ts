@@ -18,7 +18,7 @@ import { LogKey } from './log/index.js';
 import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
 import { connectNats, type NatsHandle } from '../shared/nats/index.js';
-import { loadAgentConfig, notifyEnvironment, type AgentConfig } from './config/index.js';
+import { controllerAddresses, loadAgentConfig, notifyEnvironment, type AgentConfig } from './config/index.js';
 import { enroll, loadIdentity, natsCredentialsFile, startIdentityRenewal, type AgentIdentity } from './enroll/index.js';
 import { agentInboxPrefix } from '../shared/wire/index.js';
 import { Http01Responder } from './http01/index.js';
@@ -55,8 +55,9 @@ export async function enrollAgent(opts: { configFile: string; token: string }): 
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   const caPem = readFile(cfg.controller.caFile, 'controller.caFile');
   const serverName = cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName };
-  const id = await enroll({ stateDir: cfg.stateDir, address: cfg.controller.address, caPem, ...serverName, token: opts.token });
-  const link = new ControllerLink({ address: cfg.controller.address, caPem, certPem: id.certPem, keyPem: id.keyPem, ...serverName });
+  const addresses = controllerAddresses(cfg);
+  const id = await enroll({ stateDir: cfg.stateDir, addresses, caPem, ...serverName, token: opts.token });
+  const link = new ControllerLink({ addresses, caPem, certPem: id.certPem, keyPem: id.keyPem, ...serverName });
   let serves: Enrolled['serves'];
   try {
     serves = (await link.assignments()).assigned.map((a) => ({ name: a.name, names: [...a.names] }));
@@ -81,12 +82,15 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   const identity = loadIdentity(cfg.stateDir);
   const alog = log.child({ [LogKey.agent]: identity.name });
+  const linkLog = componentLogger(alog, 'link');
   const link = new ControllerLink({
-    address: cfg.controller.address,
+    addresses: controllerAddresses(cfg),
     caPem: readFile(cfg.controller.caFile, 'controller.caFile'),
     certPem: identity.certPem,
     keyPem: identity.keyPem,
     ...(cfg.controller.serverName === undefined ? {} : { serverName: cfg.controller.serverName }),
+    // One line per switch, naming the controller the agent talks to from now on.
+    onSwitch: (sw) => linkLog.warn({ [LogKey.from]: sw.from, [LogKey.to]: sw.to, [LogKey.reason]: sw.reason }, 'controller switched'),
   });
   let nats: NatsHandle | null = null;
   try {
@@ -137,7 +141,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     throw err;
   }
   const renewal = startIdentityRenewal({ stateDir: cfg.stateDir, link, identity, clock, log: componentLogger(alog, 'identity') });
-  alog.info({ [LogKey.labels]: identity.labels, [LogKey.http01]: cfg.http01?.listen }, 'agent ready');
+  alog.info({ [LogKey.labels]: identity.labels, [LogKey.http01]: cfg.http01?.listen, [LogKey.server]: link.address }, 'agent ready');
   return {
     get identity() {
       return renewal.current();

@@ -1,12 +1,22 @@
 /**
- * The operator's gRPC client: one channel to the controller's OperatorService with mutual
- * TLS, each call promisified with a deadline, failures turned into CertfleetErrors
- * (CONTROLLER_UNAVAILABLE when the controller cannot be reached or the TLS handshake
- * fails, otherwise the code the controller sent).
+ * The operator's gRPC client: the controllers' OperatorService with mutual TLS, each call
+ * promisified with a deadline, failures turned into CertfleetErrors
+ * (CONTROLLER_UNAVAILABLE when no controller can be reached or the TLS handshake fails,
+ * otherwise the code the controller sent).
+ *
+ * With several controllers (credentials `servers`) it fails over between them (shared/grpc
+ * FailoverClient, HA spec decision 9): every call moves on when a controller cannot be
+ * reached or answers NOT_LEADER; after the request was sent, only the reads below are
+ * sent again elsewhere when the controller became unavailable, because a mutation
+ * (renew, rollback, release, revoke, token create, operators, agents remove, renew
+ * --dry-run, check) may have been carried out by the first one. `--timeout` bounds each
+ * attempt.
  */
-import { clientCredentials, deadline, fromServiceError, grpc, loadProtos } from '../shared/grpc/index.js';
+import { clientCredentials, deadline, FailoverClient, failoverChannelOptions, grpc, loadProtos, type CallSafety } from '../shared/grpc/index.js';
 import type { OperatorServiceClient, pb } from '../shared/grpc/index.js';
+import { credentialServers } from './credentials.js';
 import type { OperatorCredentials } from './credentials.js';
+import type { ControllerSwitch } from '../shared/grpc/index.js';
 
 /** The calls the CLI makes. `close()` must be called when done (it releases the channel). */
 export interface OperatorClient {
@@ -37,79 +47,101 @@ export interface OperatorClient {
    * (CONTROLLER_UNAVAILABLE: unreachable, or stopping).
    */
   followEvents(req: pb.FollowEventsRequest, on: { onOpen(): void; onEvent(e: pb.FleetEvent__Output): void }, signal: AbortSignal): Promise<void>;
+  /** host:port of the controller in use now. */
+  readonly address: string;
   close(): void;
+}
+
+/** The stderr note for a switch to another controller. */
+export function switchNote(sw: ControllerSwitch): string {
+  return sw.reason === 'answered' ? `controller ${sw.to} answered (was ${sw.from})` : `using controller ${sw.to}: ${sw.reason}`;
 }
 
 type Callback<T> = (err: grpc.ServiceError | null, value?: T) => void;
 
 /**
- * Opens a channel to `creds.server`. Nothing is sent until the first call; each call
- * fails after `timeoutMs`. When `creds.serverName` is set the controller's certificate
- * must name it instead of the dialled host.
+ * Opens the client for `creds`' controllers (`servers`, else `server`). Nothing is sent
+ * until the first call; each attempt fails after `timeoutMs`. When `creds.serverName`
+ * is set the controllers' certificates must name it instead of the dialled host.
+ * `onSwitch` hears when the client moves to another controller.
  */
-export function operatorClient(creds: OperatorCredentials, timeoutMs: number): OperatorClient {
+export function operatorClient(creds: OperatorCredentials, timeoutMs: number, onSwitch?: (s: ControllerSwitch) => void): OperatorClient {
   const { operator } = loadProtos();
-  const options: grpc.ChannelOptions = {};
-  if (creds.serverName !== undefined) {
-    options['grpc.ssl_target_name_override'] = creds.serverName;
-    options['grpc.default_authority'] = creds.serverName;
-  }
-  const client: OperatorServiceClient = new operator.certfleet.v1.OperatorService(
-    creds.server,
-    clientCredentials({ caPem: creds.caPem, certPem: creds.certPem, keyPem: creds.keyPem }),
-    options,
-  );
-  const what = `controller ${creds.server}`;
+  const options = failoverChannelOptions(creds.serverName);
+  const tls = clientCredentials({ caPem: creds.caPem, certPem: creds.certPem, keyPem: creds.keyPem });
+  const failover = new FailoverClient<OperatorServiceClient>({
+    addresses: credentialServers(creds),
+    connect: (address) => new operator.certfleet.v1.OperatorService(address, tls, options),
+    connectTimeoutMs: Math.min(5000, timeoutMs),
+    label: (_what, address) => `controller ${address}`,
+    ...(onSwitch === undefined ? {} : { onSwitch }),
+  });
 
-  function call<T>(start: (md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<T>) => unknown): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      start(new grpc.Metadata(), { deadline: deadline(timeoutMs) }, (err, value) => {
-        if (err) reject(fromServiceError(err, what));
-        else if (value === undefined) reject(fromServiceError(new Error('empty response'), what));
-        else resolve(value);
-      });
-    });
+  /** One unary call; `safety` says whether it may be sent to another controller after this one received it. */
+  function call<T>(what: string, safety: CallSafety, start: (client: OperatorServiceClient, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<T>) => unknown): Promise<T> {
+    return failover.call(what, safety, (client) =>
+      new Promise<T>((resolve, reject) => {
+        start(client, new grpc.Metadata(), { deadline: deadline(timeoutMs) }, (err, value) => {
+          if (err) reject(err);
+          else if (value === undefined) reject(new Error('empty response'));
+          else resolve(value);
+        });
+      }),
+    );
   }
 
   return {
-    getStatus: () => call((md, opts, cb) => client.getStatus({}, md, opts, cb)),
-    listCertificates: () => call((md, opts, cb) => client.listCertificates({}, md, opts, cb)),
-    listAgents: () => call((md, opts, cb) => client.listAgents({}, md, opts, cb)),
-    createEnrollmentToken: (req) => call((md, opts, cb) => client.createEnrollmentToken(req, md, opts, cb)),
-    showCertificate: (req) => call((md, opts, cb) => client.showCertificate(req, md, opts, cb)),
-    renewCertificate: (req) => call((md, opts, cb) => client.renewCertificate(req, md, opts, cb)),
-    getHistory: (req) => call((md, opts, cb) => client.getHistory(req, md, opts, cb)),
-    rollback: (req) => call((md, opts, cb) => client.rollback(req, md, opts, cb)),
-    release: (req) => call((md, opts, cb) => client.release(req, md, opts, cb)),
-    revokeCertificate: (req) => call((md, opts, cb) => client.revokeCertificate(req, md, opts, cb)),
-    listBudgets: () => call((md, opts, cb) => client.listBudgets({}, md, opts, cb)),
-    listEvents: (req) => call((md, opts, cb) => client.listEvents(req, md, opts, cb)),
-    whoAmI: () => call((md, opts, cb) => client.whoAmI({}, md, opts, cb)),
-    createOperator: (req) => call((md, opts, cb) => client.createOperator(req, md, opts, cb)),
-    listOperators: () => call((md, opts, cb) => client.listOperators({}, md, opts, cb)),
-    revokeOperator: (req) => call((md, opts, cb) => client.revokeOperator(req, md, opts, cb)),
-    setOperatorRole: (req) => call((md, opts, cb) => client.setOperatorRole(req, md, opts, cb)),
-    removeAgent: (req) => call((md, opts, cb) => client.removeAgent(req, md, opts, cb)),
-    dryRun: (req) => call((md, opts, cb) => client.dryRun(req, md, opts, cb)),
-    checkChallenges: (req) => call((md, opts, cb) => client.checkChallenges(req, md, opts, cb)),
+    // Reads: safe to send again to another controller.
+    getStatus: () => call('status', 'idempotent', (c, md, opts, cb) => c.getStatus({}, md, opts, cb)),
+    listCertificates: () => call('certs', 'idempotent', (c, md, opts, cb) => c.listCertificates({}, md, opts, cb)),
+    listAgents: () => call('agents', 'idempotent', (c, md, opts, cb) => c.listAgents({}, md, opts, cb)),
+    showCertificate: (req) => call('show', 'idempotent', (c, md, opts, cb) => c.showCertificate(req, md, opts, cb)),
+    getHistory: (req) => call('history', 'idempotent', (c, md, opts, cb) => c.getHistory(req, md, opts, cb)),
+    listBudgets: () => call('budgets', 'idempotent', (c, md, opts, cb) => c.listBudgets({}, md, opts, cb)),
+    listEvents: (req) => call('events', 'idempotent', (c, md, opts, cb) => c.listEvents(req, md, opts, cb)),
+    whoAmI: () => call('whoami', 'idempotent', (c, md, opts, cb) => c.whoAmI({}, md, opts, cb)),
+    listOperators: () => call('operators', 'idempotent', (c, md, opts, cb) => c.listOperators({}, md, opts, cb)),
+    // Mutations (and the dry run and check, which order at a CA or write challenges): once.
+    createEnrollmentToken: (req) => call('token create', 'once', (c, md, opts, cb) => c.createEnrollmentToken(req, md, opts, cb)),
+    renewCertificate: (req) => call('renew', 'once', (c, md, opts, cb) => c.renewCertificate(req, md, opts, cb)),
+    rollback: (req) => call('rollback', 'once', (c, md, opts, cb) => c.rollback(req, md, opts, cb)),
+    release: (req) => call('release', 'once', (c, md, opts, cb) => c.release(req, md, opts, cb)),
+    revokeCertificate: (req) => call('revoke', 'once', (c, md, opts, cb) => c.revokeCertificate(req, md, opts, cb)),
+    createOperator: (req) => call('operators create', 'once', (c, md, opts, cb) => c.createOperator(req, md, opts, cb)),
+    revokeOperator: (req) => call('operators revoke', 'once', (c, md, opts, cb) => c.revokeOperator(req, md, opts, cb)),
+    setOperatorRole: (req) => call('operators set-role', 'once', (c, md, opts, cb) => c.setOperatorRole(req, md, opts, cb)),
+    removeAgent: (req) => call('agents remove', 'once', (c, md, opts, cb) => c.removeAgent(req, md, opts, cb)),
+    dryRun: (req) => call('renew --dry-run', 'once', (c, md, opts, cb) => c.dryRun(req, md, opts, cb)),
+    checkChallenges: (req) => call('check', 'once', (c, md, opts, cb) => c.checkChallenges(req, md, opts, cb)),
     // --- FollowEvents (issue #14) ---
+    // A read: when the stream drops with the controller unavailable, it opens again on the
+    // next controller at once (the caller skips the recent events it printed already);
+    // when every controller failed, the caller's loop reconnects later.
     followEvents: (req, on, signal) =>
-      new Promise<void>((resolve, reject) => {
-        if (signal.aborted) return resolve();
-        const stream = client.followEvents(req, new grpc.Metadata());
-        const onAbort = (): void => stream.cancel();
-        signal.addEventListener('abort', onAbort, { once: true });
-        const settle = (err?: grpc.ServiceError): void => {
-          signal.removeEventListener('abort', onAbort);
-          if (err === undefined || signal.aborted) resolve();
-          else reject(fromServiceError(err, what));
-        };
-        // The controller sends its headers once the follower runs (before any event).
-        stream.on('metadata', () => on.onOpen());
-        stream.on('data', (e: pb.FleetEvent__Output) => on.onEvent(e));
-        stream.on('error', (err: grpc.ServiceError) => settle(err));
-        stream.on('end', () => settle());
-      }),
-    close: () => client.close(),
+      failover.call('events --follow', 'idempotent', (client, _address, attempt) =>
+        new Promise<void>((resolve, reject) => {
+          if (signal.aborted) return resolve();
+          const stream = client.followEvents(req, new grpc.Metadata());
+          const onAbort = (): void => stream.cancel();
+          signal.addEventListener('abort', onAbort, { once: true });
+          const settle = (err?: grpc.ServiceError): void => {
+            signal.removeEventListener('abort', onAbort);
+            if (err === undefined || signal.aborted) resolve();
+            else reject(err);
+          };
+          // The controller sends its headers once the follower runs (before any event).
+          stream.on('metadata', () => {
+            attempt.opened();
+            on.onOpen();
+          });
+          stream.on('data', (e: pb.FleetEvent__Output) => on.onEvent(e));
+          stream.on('error', (err: grpc.ServiceError) => settle(err));
+          stream.on('end', () => settle());
+        }),
+      ),
+    get address() {
+      return failover.address;
+    },
+    close: () => failover.close(),
   };
 }

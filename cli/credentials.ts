@@ -1,13 +1,17 @@
 /**
- * The operator credentials file: where the controller is and the mutual-TLS material to
- * reach it. The controller writes it at initialisation (mode 0600); the CLI only reads it.
+ * The operator credentials file: where the controllers are and the mutual-TLS material
+ * to reach them. The controller writes it at initialisation (mode 0600); the CLI only
+ * reads it.
  *
- *   { "server": "127.0.0.1:7443", "serverName": "localhost",
- *     "caPem": "...", "certPem": "...", "keyPem": "..." }
+ *   { "server": "127.0.0.1:7443", "servers": ["127.0.0.1:7443", "127.0.0.1:7444"],
+ *     "serverName": "localhost", "caPem": "...", "certPem": "...", "keyPem": "..." }
  *
- * `serverName` is optional: the TLS name to expect when it differs from the host in
- * `server`. Unknown fields are ignored so a newer controller can add some. Error messages
- * name fields, never their values (one of them is a private key).
+ * `servers` is optional: every controller (HA), tried in order, the CLI fails over
+ * between them; when present it is used instead of `server`, which stays for older
+ * files and older CLIs. A file needs at least one of the two. `serverName` is optional:
+ * the TLS name to expect when it differs from the dialled host. Unknown fields are
+ * ignored so a newer controller can add some. Error messages name fields, never their
+ * values (one of them is a private key).
  */
 import fs from 'node:fs';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
@@ -21,16 +25,26 @@ export const CREDENTIALS_ENV = 'CERTFLEET_CREDENTIALS';
 
 const pem = (kind: string) => z.string().refine((text) => text.includes('-----BEGIN'), { message: `expected a PEM ${kind}` });
 
-const credentialsSchema = z.object({
-  server: hostPort,
-  serverName: z.string().min(1).optional(),
-  caPem: pem('CA certificate'),
-  certPem: pem('certificate'),
-  keyPem: pem('private key'),
-});
+const credentialsSchema = z
+  .object({
+    server: hostPort.optional(),
+    servers: z.array(hostPort).min(1, 'give at least one host:port').optional(),
+    serverName: z.string().min(1).optional(),
+    caPem: pem('CA certificate'),
+    certPem: pem('certificate'),
+    keyPem: pem('private key'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.server === undefined && c.servers === undefined) ctx.addIssue({ code: 'custom', path: ['server'], message: "required: the controller's host:port (or servers: a list)" });
+  });
 
 /** Parsed credentials. */
 export type OperatorCredentials = z.output<typeof credentialsSchema>;
+
+/** The controllers to dial, in order: `servers` when present, else `[server]`. */
+export function credentialServers(creds: Pick<OperatorCredentials, 'server' | 'servers'>): string[] {
+  return [...(creds.servers ?? (creds.server === undefined ? [] : [creds.server]))];
+}
 
 /** The file to use: --credentials, else $CERTFLEET_CREDENTIALS, else the default path. */
 export function credentialsPath(flag: string | undefined, env: Readonly<Record<string, string | undefined>>): string {

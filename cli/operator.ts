@@ -11,7 +11,7 @@ import type { pb } from '../shared/grpc/index.js';
 import type { Invocation, WaitOptions } from './args.js';
 import { waitServed, type WaitTarget } from './wait.js';
 import { credentialsPath, loadCredentials, type OperatorCredentials } from './credentials.js';
-import { operatorClient, type OperatorClient } from './client.js';
+import { operatorClient, switchNote, type OperatorClient } from './client.js';
 import {
   eventKey,
   renderAgents,
@@ -60,7 +60,8 @@ export const FOLLOW_INTERVAL_MS = 2000;
 export async function runOperatorCommand(inv: OperatorInvocation, io: CliIo): Promise<number> {
   const file = credentialsPath(inv.operator.credentialsFile, io.env);
   const creds = loadCredentials(file, (warning) => io.stderr.write(`certfleet: warning: ${warning}\n`));
-  const client = operatorClient(creds, inv.operator.timeoutMs);
+  // One line per switch: the operator learns which controller answered, and why not the first.
+  const client = operatorClient(creds, inv.operator.timeoutMs, (sw) => io.stderr.write(`certfleet: warning: ${switchNote(sw)}\n`));
   try {
     await call(inv, client, io, creds);
     return ExitCode.Ok;
@@ -77,7 +78,7 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
   switch (inv.command) {
     case 'status': {
       const resp = await client.getStatus();
-      out(resp, () => renderStatus(resp, { color }));
+      out(resp, () => renderStatus(resp, { color }, io.now()));
       return;
     }
     case 'certs': {
@@ -300,7 +301,8 @@ async function createOperator(
     const resp = await client.createOperator({ name: inv.name, role: inv.role, csrPem });
     if (resp.operator === null) throw new CertfleetError(ErrorCode.Internal, 'the controller answered without the operator');
     const file = {
-      server: creds.server,
+      ...(creds.server === undefined ? {} : { server: creds.server }),
+      ...(creds.servers === undefined ? {} : { servers: creds.servers }),
       ...(creds.serverName === undefined ? {} : { serverName: creds.serverName }),
       caPem: resp.caPem,
       certPem: resp.certificatePem,

@@ -98,8 +98,14 @@ function day(when: string): string {
 
 // ---- status ----
 
-/** `certfleet status`: one "key: value" line per fact, values aligned. */
-export function renderStatus(s: pb.GetStatusResponse__Output, opts: RenderOptions = {}): string {
+/**
+ * `certfleet status`: one "key: value" line per fact, values aligned. From a controller
+ * that runs the leader lease (it names itself): who leads ("c1 (epoch 4) at
+ * 127.0.0.1:7443", `none` in red), which controller answered and its role, and a
+ * CONTROLLERS table of the registry (health `stale`/`degraded` in red/yellow). `now`
+ * turns the registry's last-seen times into ages.
+ */
+export function renderStatus(s: pb.GetStatusResponse__Output, opts: RenderOptions = {}, now?: Date): string {
   const color = opts.color === true;
   const lines: [string, Cell][] = [
     ['controller', cell(s.controllerVersion || '-', undefined, color)],
@@ -112,7 +118,25 @@ export function renderStatus(s: pb.GetStatusResponse__Output, opts: RenderOption
     ],
     ['agents', cell(`${s.agents} (${s.agentsOnline} online)`, s.agentsOnline < s.agents ? 'yellow' : undefined, color)],
   ];
-  return keyValues(lines);
+  if (s.self === '') return keyValues(lines);
+  const leader = s.leader;
+  // The holder is name#incarnation: the name is what operators configured.
+  const leaderName = (leader?.holder ?? '').split('#')[0] ?? '';
+  lines.push(['leader', leader ? cell(`${leaderName} (epoch ${leader.epoch}) at ${leader.address}`, undefined, color) : cell('none', 'red', color)]);
+  lines.push(['answered by', cell(`${s.self} (${s.role || '-'})`, undefined, color)]);
+  const out = keyValues(lines);
+  if (s.controllers.length === 0) return out;
+  const HEALTH_STYLE: Record<string, Style> = { ok: 'green', stale: 'red', degraded: 'yellow' };
+  const rows = s.controllers.map((c) => [
+    cell(c.name, undefined, color),
+    cell(c.role || '-', c.role === 'leader' ? 'green' : undefined, color),
+    cell(c.role === 'leader' ? String(c.epoch) : '-', undefined, color),
+    cell(c.address || '-', undefined, color),
+    cell(c.health || '-', HEALTH_STYLE[c.health], color),
+    cell((now === undefined ? stamp(c.seenAt) : relativeTime(c.seenAt, now)) || '-', undefined, color),
+    cell(c.version || '-', undefined, color),
+  ]);
+  return `${out}\nCONTROLLERS\n${table(['NAME', 'ROLE', 'EPOCH', 'ADDRESS', 'HEALTH', 'SEEN', 'VERSION'], rows)}`;
 }
 
 // ---- certificates ----

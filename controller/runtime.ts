@@ -6,8 +6,15 @@
  *
  * Start order: store → own CA, API certificate, admin credentials → NATS authority
  * (server include, own user) → NATS (buckets, stream) → ACME account → fleet, desired
- * state, solver, issuer, leftover challenges swept → work loop → API →
- * metrics endpoint (when configured).
+ * state, solver, issuer → work loop → API → metrics endpoint (when configured) →
+ * controller registry → leader lease → work loop started.
+ *
+ * Several controllers (issue #12, docs/high-availability.md): every controller runs the
+ * leader lease (controller/lease), a single one too (with the file store `exclusive`: it
+ * leads at once). Every controller serves agents and operators' reads; only the leader's
+ * work loop, janitors, spool delivery and notifications act ({@link Leadership}). Every
+ * work-loop write asks the lease's fence first: the store the loop's modules get is
+ * fenced, and so are the desired pointers, challenges and budget writes.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -17,12 +24,14 @@ import type { Logger } from 'pino';
 import { systemClock, isoAt, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../shared/errors/index.js';
 import { splitHostPort } from '../shared/config/index.js';
-import { connectNats, ensureFleetNats, pushAccountClaims, type NatsHandle } from '../shared/nats/index.js';
-import { EventType } from '../shared/wire/index.js';
+import { connectNats, ensureFleetNats, openKv, pushAccountClaims, type NatsHandle } from '../shared/nats/index.js';
+import { Bucket, EventType } from '../shared/wire/index.js';
 import { accountId, observeAcmeRequests, openAcmeAccount, profileProblems, type AcmeClient } from './acme/index.js';
 import { createAgentService } from './agentservice/index.js';
 import { startApiServer, type ApiServer } from './api/index.js';
-import { configEnvironment, issuerChain, issuersOf, storeConfigOf, type ControllerConfig, type IssuerConfig } from './config/index.js';
+import { advertisedAddress, configEnvironment, issuerChain, issuersOf, storeConfigOf, type ControllerConfig, type IssuerConfig } from './config/index.js';
+import { startIntents } from './intents/index.js';
+import { ControllerRegistry, fencedStore, Leadership, LeaderLease, parseControllerRecord, parseLeaseRecord, type ControllerRecord, type LeaseRecord } from './lease/index.js';
 import { Pins } from './rollback/index.js';
 import { Spool } from './spool/index.js';
 import { BudgetKeeper } from './budget/index.js';
@@ -57,6 +66,10 @@ export const STATE_FILES = {
 /** A running controller. */
 export interface Controller {
   apiPort: number;
+  /** The leader lease (tests, the follower → leader intents): `view()`, `isLeader()`, `fence()`. */
+  lease: LeaderLease;
+  /** Whether this controller's work loop may act now (leader, election steps done). */
+  leading(): boolean;
   stop(): Promise<void>;
 }
 
@@ -64,7 +77,10 @@ export interface Controller {
 /**
  * Writes the CA and, once, the admin credentials into stateDir, and registers them as the
  * bootstrap `admin` operator (an upgraded controller's existing file included). A revoked
- * bootstrap admin gets no new file.
+ * bootstrap admin gets no new file. Nor does a controller joining a shared store whose
+ * bootstrap admin another controller already issued (issue #12): a new certificate would
+ * replace that one's; the log says where the credentials are. With `api.peers` the
+ * credentials list every controller (`servers`: this one first) for the CLI to fail over.
  */
 async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, operators: OperatorRegistry, clock: Clock, log: Logger): Promise<void> {
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
@@ -76,16 +92,19 @@ async function writeStateFiles(cfg: ControllerConfig, ca: CaMaterial, operators:
     else log.warn({ file: credFile }, 'admin credentials without a certificate; not registered');
   } else if ((await operators.get('admin'))?.revoked === true) {
     log.warn({ file: credFile }, 'bootstrap admin is revoked; admin credentials not written');
+  } else if ((await operators.get('admin')) !== null) {
+    log.info({ file: credFile }, 'bootstrap admin exists in the shared store: admin credentials not written here (copy them from the controller that wrote them)');
   } else {
     const op = await issueOperatorCertificate(ca, { operator: 'admin', role: 'admin', now: clock.now() });
-    const { host, port } = splitHostPort(cfg.api.listen);
-    const dialHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+    const server = advertisedAddress(cfg);
+    const dialHost = splitHostPort(server).host;
     // TLS sends no SNI for an IP address (RFC 6066) and Node warns when asked to: when
     // the CLI dials an IP, name a DNS host from the API certificate instead.
     const isIp = net.isIP(dialHost) !== 0;
     const dnsHost = cfg.api.hosts.find((h) => net.isIP(h) === 0);
     const creds = {
-      server: `${dialHost.includes(':') ? `[${dialHost}]` : dialHost}:${port}`,
+      server,
+      ...(cfg.api.peers.length > 0 ? { servers: [server, ...cfg.api.peers.filter((p) => p !== server)] } : {}),
       serverName: isIp ? dnsHost : cfg.api.hosts.includes(dialHost) ? undefined : cfg.api.hosts[0],
       caPem: ca.certPem,
       certPem: op.certPem,
@@ -241,7 +260,30 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     const serverCert = await issueServerCertificate(ca, { hosts: [...cfg.api.hosts], now: clock.now() });
 
     const { nats, access: natsAccess } = await openNats(cfg, store, clock, log, cleanups);
-    await ensureFleetNats(nats);
+    await ensureFleetNats(nats, { replicas: cfg.nats.replicas });
+
+    // The leader lease: built now (the work loop's writes are fenced with it), started
+    // once everything it gates exists. `exclusive` with the file store: its lock proves
+    // no other controller runs, so a record an earlier process left is taken at once.
+    const address = advertisedAddress(cfg);
+    const startedAt = isoAt(clock.now());
+    // Built once the modules it drives exist; the lease reaches it through this.
+    const gate: { leadership?: Leadership } = {};
+    const lease = new LeaderLease({
+      kv: await openKv<LeaseRecord>(nats, Bucket.leader, { create: false, parse: parseLeaseRecord }),
+      clock,
+      log,
+      name: cfg.ha.name,
+      address,
+      ttlMs: cfg.ha.leaseTtl,
+      exclusive: storeConfig.type === 'file',
+      onElected: (epoch) => gate.leadership?.elected(epoch),
+      onDeposed: (why) => gate.leadership?.deposed(why),
+    });
+    const fence = (): number => lease.fence();
+    // What the work loop's modules write the store with: every write asks the fence.
+    const loopStore = fencedStore(store, fence);
+    const leading = (): boolean => gate.leadership?.active() ?? false;
 
     // Counted from the first ACME request, whether or not metrics.listen serves them.
     const instruments = createControllerInstruments();
@@ -316,12 +358,12 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
     });
     cleanups.push(() => fleet.close());
     const signer = await RecordSigner.open(store, clock, componentLogger(log, 'signing'));
-    const desired = await DesiredState.open(nats, signer, clock, componentLogger(log, 'publish'));
+    const desired = await DesiredState.open(nats, signer, clock, componentLogger(log, 'publish'), fence);
     cleanups.push(() => desired.close());
     const hlog = componentLogger(log, 'http01');
     const solver = new Http01Solver({
       // A challenge outlives the self-check and the CA's validation, then agents drop it.
-      board: await NatsChallengeBoard.open(nats, signer, clock, cfg.http01.selfCheckTimeout + cfg.http01.validationTimeout + 60_000),
+      board: await NatsChallengeBoard.open(nats, signer, clock, cfg.http01.selfCheckTimeout + cfg.http01.validationTimeout + 60_000, fence),
       responders: (sel) => fleet.responders(sel),
       clock,
       log: hlog,
@@ -335,23 +377,27 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
           details: { identifier: skip.identifier, offlineSince: isoAt(skip.offlineSince), offlineForMs: skip.offlineForMs, policy: cfg.http01.offlineAgents },
         }),
     });
-    // DNS-01: providers checked now (a rejected key fails the start, not the first renewal),
-    // and records a crash left behind removed before any new order.
+    // DNS-01: providers checked now (a rejected key fails the start, not the first renewal);
+    // records a crash (or a previous leader) left behind are removed at each election,
+    // before any new order.
     let dns01: Dns01Solver | undefined;
+    let dnsJanitor = (): Promise<void> => Promise.resolve();
     if (Object.keys(cfg.dns01.providers).length > 0) {
       const dlog = componentLogger(log, 'dns01');
       const providers = createDns01Providers(cfg.dns01, { env, clock, log });
       for (const p of providers.values()) await p.check();
-      const journal = new StoreDns01Journal(store);
-      const swept = await janitor(journal, providers, { log: dlog, clock });
-      if (swept.removed.length + swept.failed.length > 0) dlog.info({ removed: swept.removed.length, failed: swept.failed.length }, 'leftover challenge records swept');
+      const journal = new StoreDns01Journal(loopStore);
+      dnsJanitor = async () => {
+        const swept = await janitor(journal, providers, { log: dlog, clock });
+        if (swept.removed.length + swept.failed.length > 0) dlog.info({ removed: swept.removed.length, failed: swept.failed.length }, 'leftover challenge records swept');
+      };
       dns01 = createDns01Solver(cfg.dns01, providers, journal, { clock, log });
     }
     const spool = await Spool.open({ dir: path.join(cfg.stateDir, 'spool'), log, clock });
     const issuer = new Issuer({
       acme,
       accounts: accountOf,
-      store,
+      store: loopStore,
       spool,
       http01: solver,
       ...(dns01 ? { dns01 } : {}),
@@ -387,18 +433,18 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         hlog.warn({ [LogKey.err]: (err as Error).message }, 'challenge sweep failed');
       }
     };
-    await sweepChallenges(CHALLENGE_SWEEP_START_MIN_AGE_MS);
-    const sweeper = clock.every(CHALLENGE_SWEEP_INTERVAL_MS, () => sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS)).unref();
+    // The first sweep is an election step (below); later ones only while leading.
+    const sweeper = clock.every(CHALLENGE_SWEEP_INTERVAL_MS, () => (leading() ? sweepChallenges(CHALLENGE_SWEEP_MIN_AGE_MS) : undefined)).unref();
     cleanups.push(() => Promise.resolve(sweeper.stop()));
     const pins = new Pins(store);
     // Budgets are per CA account: the same key reused against another CA is another
     // account. One keeper per issuer (each account its own state in NATS).
     const blog = componentLogger(log, 'budget');
     const keepers = new Map<string, BudgetKeeper>();
-    for (const iss of issuers) keepers.set(iss.name, await BudgetKeeper.open(nats, iss.budgets, accountId(iss.directoryUrl), clock, issuers.length > 1 ? blog.child({ [LogKey.issuer]: iss.name }) : blog));
+    for (const iss of issuers) keepers.set(iss.name, await BudgetKeeper.open(nats, iss.budgets, accountId(iss.directoryUrl), clock, issuers.length > 1 ? blog.child({ [LogKey.issuer]: iss.name }) : blog, fence));
     const budget = keepers.get(primary.name) as BudgetKeeper;
     const budgetOf = (name: string): BudgetKeeper => keepers.get(name) ?? budget;
-    const ari = new AriTracker(store, acme, clock, componentLogger(log, 'ari'));
+    const ari = new AriTracker(loopStore, acme, clock, componentLogger(log, 'ari'));
     const loop = new Reconciler({
       pins,
       budget,
@@ -408,12 +454,13 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       selectedAgents: (sel) =>
         fleet.selected(sel).map((a) => ({ name: a.registration.name, labels: a.registration.labels, certificates: a.report?.certificates ?? [] })),
       certificates: cfg.certificates,
-      store,
+      store: loopStore,
       issuer,
       desired,
       events,
       clock,
       log: componentLogger(log, 'reconcile'),
+      active: leading,
       intervalMs: cfg.renewal.checkInterval,
       concurrency: cfg.renewal.concurrency,
       metrics: instruments.loop,
@@ -424,6 +471,35 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       },
     });
     onAgentOnline = () => loop.agentOnline();
+    // Set below when notifications are configured; the first check is an election step.
+    let lifeCheckNow = (): Promise<void> => Promise.resolve();
+
+    // What a new leader does before it acts, and a deposed one after (controller/lease
+    // leadership.ts). Saved orders are resumed by the first pass (the kick).
+    const leadership = new Leadership({
+      lease,
+      log: componentLogger(log, 'leadership'),
+      onElected: [
+        { name: 'budgets reloaded', run: async () => { for (const k of keepers.values()) await k.reload(); } },
+        { name: 'signing generations forgotten', run: () => signer.forgetGenerations() },
+        { name: 'renewal intents forgotten', run: () => loop.forgetIntents() },
+        { name: 'dns janitor', run: () => dnsJanitor() },
+        { name: 'challenge sweep', run: () => sweepChallenges(CHALLENGE_SWEEP_START_MIN_AGE_MS) },
+        { name: 'desired versions signed with the new epoch', run: async () => log.info({ count: await desired.republish() }, 'desired versions republished') },
+      ],
+      onActive: [
+        { name: 'life check', run: () => void lifeCheckNow() },
+        { name: 'work loop kicked', run: () => loop.kick() },
+      ],
+      onDeposed: [{ name: 'desired versions taken from NATS', run: () => desired.adoptBucket() }],
+    });
+    gate.leadership = leadership;
+    // Released last at a graceful stop (after the loop stopped), so another controller
+    // takes over at once instead of after a lease time.
+    cleanups.push(async () => {
+      await lease.stop();
+      await leadership.settled();
+    });
     cleanups.push(() => loop.stop());
 
     // A removal withdraws what else the agent holds: its NATS user, at once (the server
@@ -451,13 +527,32 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
             // The same solvers as real issuances; no onEvent: a rehearsal announces nothing.
             return new Issuer({ acme: client, store, spool, http01: solver, ...(dns01 ? { dns01 } : {}), clock, log: componentLogger(log, 'dry-run') });
           });
+    // Filled in once the registry runs (after the API, which status is served by).
+    const haStatus: { registry?: ControllerRegistry } = {};
     const operations = createOperations({
       cfg, controllerVersion: CONTROLLER_VERSION, store, nats, fleet, desired, loop, pins, acme, enrollment, events, budget, clock, ca, operators, onAgentRemoved,
       issuerBudgets: issuers.map((i) => ({ issuer: i.name, keeper: budgetOf(i.name) })),
       accountOf,
       staging,
       challenges: { http01: solver, dns01 },
+      ha: {
+        self: cfg.ha.name,
+        lease: () => lease.view(),
+        controllers: () => haStatus.registry?.list() ?? Promise.resolve([]),
+      },
     });
+
+    // Mutating operator calls on a follower are carried out by the leader (signed intents
+    // in NATS, controller/intents); the leader takes them once its election steps are done.
+    const intents = await startIntents({
+      nats,
+      signer,
+      backend: operations.backend,
+      leader: { isLeader: leading, fence, self: lease.self },
+      clock,
+      log,
+    });
+    cleanups.push(() => intents.stop());
 
     const api: ApiServer = await startApiServer({
       listen: splitHostPort(cfg.api.listen),
@@ -484,7 +579,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         events,
         clock,
       }),
-      operators: operations.backend,
+      operators: intents.backend,
     });
     cleanups.push(() => api.stop());
 
@@ -520,12 +615,14 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
         }
         notifier.life(lives);
       };
-      const lifeTimer = clock.every(cfg.notifications.lifeCheckInterval, lifeCheck);
+      lifeCheckNow = lifeCheck;
+      // Only the leader notifies: one alert per fleet, not one per controller.
+      const lifeTimer = clock.every(cfg.notifications.lifeCheckInterval, () => (leading() ? lifeCheck() : undefined));
       cleanups.push(() => Promise.resolve(lifeTimer.stop()));
-      void lifeCheck();
     }
 
-    const delivery = spool.startDelivery(store, {
+    const delivery = spool.startDelivery(loopStore, {
+      active: leading,
       onDelivered: async (d) => {
         await events.emit(EventType.issued, {
           cert: d.name,
@@ -537,9 +634,42 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       },
     });
     cleanups.push(() => delivery.stop());
+
+    // The registry `status` lists: every controller writes its record every ttl/3.
+    const probeName = cfg.certificates[0]?.name;
+    const registry = new ControllerRegistry({
+      kv: await openKv<ControllerRecord>(nats, Bucket.controllers, { create: false, parse: parseControllerRecord }),
+      clock,
+      log: componentLogger(log, 'registry'),
+      ttlMs: cfg.ha.leaseTtl,
+      record: async () => {
+        const view = lease.view();
+        let storeHealth = 'ok';
+        if (probeName !== undefined) {
+          await store.latest(probeName).catch((err: unknown) => {
+            storeHealth = isCertfleetError(err) ? err.code : ErrorCode.StoreUnavailable;
+          });
+        }
+        return {
+          name: cfg.ha.name,
+          self: lease.self,
+          address,
+          version: CONTROLLER_VERSION,
+          role: view.role,
+          epoch: view.epoch ?? 0,
+          startedAt,
+          nats: 'connected',
+          store: storeHealth,
+        };
+      },
+    });
+    haStatus.registry = registry;
+    await lease.start();
+    await registry.start();
+    cleanups.push(() => registry.stop());
     loop.start();
-    log.info({ api: cfg.api.listen, port: api.port, certificates: cfg.certificates.length }, 'controller ready');
-    return { apiPort: api.port, stop: stopAll };
+    log.info({ api: cfg.api.listen, port: api.port, certificates: cfg.certificates.length, controller: lease.self, role: lease.view().role }, 'controller ready');
+    return { apiPort: api.port, lease, leading, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

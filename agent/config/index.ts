@@ -61,14 +61,30 @@ export const agentConfigSchema = z
     /** Where certificates, the agent's identity and its state live. */
     stateDir: z.string().min(1),
     log: z.strictObject({ level: logLevel.default('info') }).prefault({}),
-    controller: z.strictObject({
-      /** host:port of the controller's gRPC API. */
-      address: hostPort,
-      /** The controller's CA certificate (PEM): the only trust anchor for the API. */
-      caFile: z.string().min(1),
-      /** TLS name to expect when it differs from the host in `address`. */
-      serverName: z.string().min(1).optional(),
-    }),
+    controller: z
+      .strictObject({
+        /** host:port of the controller's gRPC API (one controller); or give `addresses`. */
+        address: hostPort.optional(),
+        /**
+         * host:port of each controller's gRPC API (several controllers, HA): tried in this
+         * order, the agent fails over between them by itself. Exactly one of `address`
+         * and `addresses`.
+         */
+        addresses: z.array(hostPort).min(1, 'give at least one host:port').optional(),
+        /** The controller's CA certificate (PEM): the only trust anchor for the API. */
+        caFile: z.string().min(1),
+        /** TLS name to expect when it differs from the host in `address`. */
+        serverName: z.string().min(1).optional(),
+      })
+      .superRefine((c, ctx) => {
+        if (c.address !== undefined && c.addresses !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['addresses'], message: 'give either address (one controller) or addresses (several), not both' });
+        } else if (c.address === undefined && c.addresses === undefined) {
+          ctx.addIssue({ code: 'custom', path: ['address'], message: 'required: the controller\'s host:port (or addresses: a list, for several controllers)' });
+        } else if (c.addresses !== undefined && new Set(c.addresses).size !== c.addresses.length) {
+          ctx.addIssue({ code: 'custom', path: ['addresses'], message: 'lists an address twice' });
+        }
+      }),
     nats: natsSection,
     http01: z
       .strictObject({
@@ -141,7 +157,13 @@ export const agentConfigSchema = z
     for (const [name, c] of Object.entries(cfg.certificates)) check(c.reload, ['certificates', name, 'reload'], false);
   });
 
+/** The agent's configuration as validated; `controllerAddresses()` gives the list to dial. */
 export type AgentConfig = z.output<typeof agentConfigSchema>;
+
+/** The controllers to dial, in order: `controller.addresses`, or `[controller.address]`. */
+export function controllerAddresses(cfg: Pick<AgentConfig, 'controller'>): string[] {
+  return [...(cfg.controller.addresses ?? (cfg.controller.address === undefined ? [] : [cfg.controller.address]))];
+}
 /** A reload hook as the agent runs it: as configured, plus the agent's haproxy.crtDir for a HAProxy hook. */
 export type HookConfig = z.output<typeof hook> & ReloadHookSpec;
 

@@ -13,7 +13,7 @@
  *
  * Record intake (issue #9): a desired record, from NATS or from GetAssignments alike, is
  * acted on only when its signature verifies with a key the controller gave over mTLS and
- * its generation is not older than one already accepted (agent/trust); a challenge only
+ * its (epoch, generation) is not older than one already accepted (agent/trust); a challenge only
  * when signed, unexpired, and for a name of a certificate assigned to this agent. Anything
  * else is refused and counted, and the agent keeps what it has. A record signed with a
  * key not known yet, or a challenge for a certificate not known yet, makes the agent
@@ -27,6 +27,7 @@ import { desiredFor } from '../../shared/rollout/index.js';
 import { selects } from '../../shared/selector/index.js';
 import { Bucket } from '../../shared/wire/index.js';
 import { LogKey, type Logger } from '../log/index.js';
+import type { RecordStamp } from '../../shared/signing/index.js';
 import { challengeVerdict, desiredVerdict, type Trust } from '../trust/index.js';
 
 /** Resync period while NATS is unreachable. */
@@ -79,8 +80,8 @@ export class DesiredFeed {
   private lastResync = 0;
   /** Names per certificate the controller assigns to this agent (GetAssignments). */
   private assignedNames = new Map<string, string[]>();
-  /** Newest challenge generation accepted per certificate and identifier. */
-  private readonly challengeGenerations = new Map<string, number>();
+  /** Newest challenge (epoch, generation) accepted per certificate and identifier. */
+  private readonly challengeGenerations = new Map<string, RecordStamp>();
   private readonly challengeTimers = new Map<string, Timer>();
   private readonly recheck = new Map<string, Recheck>();
   private lastRefresh = Number.NEGATIVE_INFINITY;
@@ -210,7 +211,7 @@ export class DesiredFeed {
       trust.refuse(verdict.reason, { [LogKey.source]: source, [LogKey.cert]: record.name, [LogKey.generation]: record.generation }, verdict.message);
       return false;
     }
-    trust.accept(record.name, verdict.generation);
+    trust.accept(record.name, verdict.stamp);
     if (!this.assigned(record.selector)) return this.desired.delete(record.name);
     // During a staged rollout, an agent of an unreleased wave keeps the previous version.
     this.desired.set(record.name, desiredFor(record, this.opts.labels));
@@ -232,7 +233,7 @@ export class DesiredFeed {
     const trust = this.opts.trust;
     const idKey = `${record.cert}\n${record.identifier}`;
     // Signature first: a forged record is refused whatever selector it claims.
-    const verdict = challengeVerdict(record, trust.keys(), this.opts.clock.now(), this.assigned(record.selector) ? this.namesOf(record.cert) : [], this.challengeGenerations.get(idKey) ?? 0);
+    const verdict = challengeVerdict(record, trust.keys(), this.opts.clock.now(), this.assigned(record.selector) ? this.namesOf(record.cert) : [], this.challengeGenerations.get(idKey) ?? { epoch: 0, generation: 0 });
     const forged = !verdict.ok && (verdict.reason === 'unsigned' || verdict.reason === 'unknown-key' || verdict.reason === 'bad-signature');
     if (!forged && !this.assigned(record.selector)) return; // signed, for other agents
     if (!verdict.ok) {
@@ -247,7 +248,7 @@ export class DesiredFeed {
       http01.delete(record.token);
       return;
     }
-    this.challengeGenerations.set(idKey, verdict.generation);
+    this.challengeGenerations.set(idKey, verdict.stamp);
     http01.set(record.token, record.keyAuthorization);
     this.opts.log.info({ [LogKey.cert]: record.cert, [LogKey.identifier]: record.identifier, [LogKey.generation]: verdict.generation }, 'challenge served');
     // Served until its cleanup, or its expiry if the cleanup never comes.

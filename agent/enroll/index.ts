@@ -34,7 +34,7 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { LogKey } from '../log/index.js';
 import { createAgentKeyAndCsr } from '../../shared/pki-csr/index.js';
 import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
-import type { ControllerLink as ControllerLinkType } from '../link/index.js';
+import type { ControllerLink as ControllerLinkType, ControllerSwitch } from '../link/index.js';
 import { ControllerLink } from '../link/index.js';
 import { saveSigningKeys } from '../trust/index.js';
 
@@ -97,12 +97,27 @@ export function loadIdentity(stateDir: string): AgentIdentity {
 }
 
 /**
- * Enrols with the controller: makes a key and CSR, redeems `token`, and saves the
- * identity. ENROLL_TOKEN_INVALID when the token is unknown, used or expired.
+ * Enrols with a controller: makes a key and CSR, redeems `token`, and saves the
+ * identity. ENROLL_TOKEN_INVALID when the token is unknown, used or expired. With
+ * several `addresses` any controller will do (the token and the CA are in the shared
+ * store): the next one is tried when one cannot be reached (the token was not sent, so
+ * not redeemed) or answers NOT_LEADER, never after the token was sent (agent/link).
  */
-export async function enroll(opts: { stateDir: string; address: string; caPem: string; serverName?: string; token: string }): Promise<AgentIdentity> {
+export async function enroll(opts: {
+  stateDir: string;
+  addresses: readonly string[];
+  caPem: string;
+  serverName?: string;
+  token: string;
+  onSwitch?: (s: ControllerSwitch) => void;
+}): Promise<AgentIdentity> {
   const { keyPem, csrPem } = await createAgentKeyAndCsr('agent');
-  const link = new ControllerLink({ address: opts.address, caPem: opts.caPem, ...(opts.serverName === undefined ? {} : { serverName: opts.serverName }) });
+  const link = new ControllerLink({
+    addresses: opts.addresses,
+    caPem: opts.caPem,
+    ...(opts.serverName === undefined ? {} : { serverName: opts.serverName }),
+    ...(opts.onSwitch === undefined ? {} : { onSwitch: opts.onSwitch }),
+  });
   try {
     const res = await link.enroll(opts.token.trim(), csrPem);
     const dir = identityDir(opts.stateDir);

@@ -6,8 +6,10 @@
  * Files under `<stateDir>/trust/` (0700, files 0600):
  *   - `signing-keys.json`: the public keys the controller gave over mutual TLS (at
  *     enrolment, then at every resynchronisation). Only these verify records.
- *   - `generations.json`: the highest generation accepted per certificate. Kept on disk
- *     so a restarted agent still refuses a replayed older record.
+ *   - `generations.json`: the highest (epoch, generation) accepted per certificate, as
+ *     `{ "<cert>": { "epoch": E, "generation": G } }` (a bare number, written before
+ *     epochs, is a generation of epoch 0). Kept on disk so a restarted agent still
+ *     refuses a replayed older record.
  *
  * The decisions ({@link desiredVerdict}, {@link challengeVerdict}) are pure; the class
  * keeps the state and reports refusals: a `record refused` warning with code
@@ -21,26 +23,33 @@ import { isoAt, type Clock } from '../../shared/clock/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
 import { writeFileAtomic } from '../../shared/files/index.js';
 import type { ChallengeRecord, DesiredRecord, RecordRefusals, SigningPublicKey } from '../../shared/model/index.js';
-import { generationVerdict, trustedKeys, verifyRecord, type SignatureProblem, type TrustedKeys } from '../../shared/signing/index.js';
+import { generationVerdict, stampOf, trustedKeys, verifyRecord, type RecordStamp, type SignatureProblem, type TrustedKeys } from '../../shared/signing/index.js';
 
 /** Why a record was refused. */
 export type RefusalReason = SignatureProblem | 'replay' | 'malformed' | 'expired' | 'not-assigned' | 'fingerprint-mismatch';
 
 /** The outcome of checking one record. */
-export type Verdict = { ok: true; generation: number } | { ok: false; reason: RefusalReason; message: string };
+export type Verdict = { ok: true; generation: number; stamp: RecordStamp } | { ok: false; reason: RefusalReason; message: string };
+
+function describe(s: RecordStamp): string {
+  return s.epoch === 0 ? `generation ${s.generation}` : `epoch ${s.epoch} generation ${s.generation}`;
+}
 
 /**
  * Whether to act on a desired record: its signature must verify with a trusted key and
- * its generation must not be below `highest`, the highest accepted for its certificate.
+ * its (epoch, generation) must not be below `highest`, the highest accepted for its
+ * certificate (a bare number: a generation of epoch 0). A record of an older leader
+ * epoch is a replay whatever its generation (a deposed controller's write).
  */
-export function desiredVerdict(record: DesiredRecord, keys: TrustedKeys, highest: number): Verdict {
+export function desiredVerdict(record: DesiredRecord, keys: TrustedKeys, highest: number | RecordStamp): Verdict {
   const sig = verifyRecord('desired', record, keys);
   if (!sig.ok) return { ok: false, reason: sig.problem, message: sig.message };
-  const generation = record.generation ?? 0;
-  if (generationVerdict(generation, highest) === 'older') {
-    return { ok: false, reason: 'replay', message: `generation ${generation} is older than ${highest}, already accepted` };
+  const stamp = stampOf(record);
+  const top = typeof highest === 'number' ? { epoch: 0, generation: highest } : highest;
+  if (generationVerdict(stamp, top) === 'older') {
+    return { ok: false, reason: 'replay', message: `${describe(stamp)} is older than ${describe(top)}, already accepted` };
   }
-  return { ok: true, generation };
+  return { ok: true, generation: stamp.generation, stamp };
 }
 
 /**
@@ -50,18 +59,19 @@ export function desiredVerdict(record: DesiredRecord, keys: TrustedKeys, highest
  * generation not below `highest`, the newest accepted for that certificate and
  * identifier (an older challenge is a replay of a finished order).
  */
-export function challengeVerdict(record: ChallengeRecord, keys: TrustedKeys, now: number, assignedNames: readonly string[] | undefined, highest: number): Verdict {
+export function challengeVerdict(record: ChallengeRecord, keys: TrustedKeys, now: number, assignedNames: readonly string[] | undefined, highest: number | RecordStamp): Verdict {
   const sig = verifyRecord('challenge', record, keys);
   if (!sig.ok) return { ok: false, reason: sig.problem, message: sig.message };
   const expires = record.expiresAt === undefined ? Number.NaN : Date.parse(record.expiresAt);
   if (Number.isNaN(expires) || now >= expires) return { ok: false, reason: 'expired', message: `challenge for ${record.identifier} has expired` };
   if (assignedNames === undefined) return { ok: false, reason: 'not-assigned', message: `certificate ${record.cert} is not assigned to this agent` };
   if (!assignedNames.includes(record.identifier)) return { ok: false, reason: 'not-assigned', message: `${record.identifier} is not a name of certificate ${record.cert}` };
-  const generation = record.generation ?? 0;
-  if (generationVerdict(generation, highest) === 'older') {
-    return { ok: false, reason: 'replay', message: `challenge generation ${generation} is older than ${highest}, already accepted` };
+  const stamp = stampOf(record);
+  const top = typeof highest === 'number' ? { epoch: 0, generation: highest } : highest;
+  if (generationVerdict(stamp, top) === 'older') {
+    return { ok: false, reason: 'replay', message: `challenge ${describe(stamp)} is older than ${describe(top)}, already accepted` };
   }
-  return { ok: true, generation };
+  return { ok: true, generation: stamp.generation, stamp };
 }
 
 function trustDir(stateDir: string): string {
@@ -92,7 +102,7 @@ function readJson(file: string): unknown {
 export class Trust {
   private keySet: SigningPublicKey[] = [];
   private trusted: TrustedKeys = new Map();
-  private readonly highest = new Map<string, number>();
+  private readonly highest = new Map<string, RecordStamp>();
   private readonly counts = new Map<string, number>();
   private last = '';
   private lastAt = '';
@@ -121,7 +131,11 @@ export class Trust {
     }
     try {
       const raw = readJson(path.join(dir, GENERATIONS_FILE)) as Record<string, unknown> | undefined;
-      for (const [cert, g] of Object.entries(raw ?? {})) if (typeof g === 'number' && Number.isSafeInteger(g)) t.highest.set(cert, g);
+      for (const [cert, g] of Object.entries(raw ?? {})) {
+        if (typeof g === 'number' && Number.isSafeInteger(g)) t.highest.set(cert, { epoch: 0, generation: g });
+        const o = g as Partial<RecordStamp> | null;
+        if (typeof o === 'object' && o !== null && Number.isSafeInteger(o.epoch) && Number.isSafeInteger(o.generation)) t.highest.set(cert, { epoch: o.epoch as number, generation: o.generation as number });
+      }
     } catch (err) {
       log.error({ [LogKey.err]: (err as Error).message }, 'record generations unreadable; replay protection starts over');
     }
@@ -167,15 +181,19 @@ export class Trust {
     }
   }
 
-  /** Highest generation accepted for `cert` (0: none). */
-  highestFor(cert: string): number {
-    return this.highest.get(cert) ?? 0;
+  /** Highest (epoch, generation) accepted for `cert` ({0, 0}: none). */
+  highestFor(cert: string): RecordStamp {
+    return this.highest.get(cert) ?? { epoch: 0, generation: 0 };
   }
 
-  /** Records `generation` as accepted for `cert`; saving happens in the background ({@link saved}). */
-  accept(cert: string, generation: number): void {
-    if (generation <= this.highestFor(cert)) return;
-    this.highest.set(cert, generation);
+  /**
+   * Records `stamp` (a bare number: a generation of epoch 0) as accepted for `cert`;
+   * saving happens in the background ({@link saved}).
+   */
+  accept(cert: string, stamp: number | RecordStamp): void {
+    const s = typeof stamp === 'number' ? { epoch: 0, generation: stamp } : stamp;
+    if (generationVerdict(s, this.highestFor(cert)) !== 'newer') return;
+    this.highest.set(cert, s);
     const content = JSON.stringify(Object.fromEntries(this.highest), null, 2) + '\n';
     this.saving = this.saving.then(async () => {
       try {

@@ -5,7 +5,7 @@
  */
 import { ExitCode } from '../../shared/errors/index.js';
 import type { Invocation } from '../args.js';
-import { operatorClient } from '../client.js';
+import { operatorClient, switchNote } from '../client.js';
 import { credentialsPath, loadCredentials } from '../credentials.js';
 import type { CliIo } from '../run.js';
 import { startConsole } from './server.js';
@@ -23,7 +23,7 @@ export { streamEvents, type FeedClient } from './feed.js';
 export async function runConsole(inv: Extract<Invocation, { command: 'console' }>, io: CliIo): Promise<number> {
   const file = credentialsPath(inv.operator.credentialsFile, io.env);
   const creds = loadCredentials(file, (warning) => io.stderr.write(`certfleet: warning: ${warning}\n`));
-  const client = operatorClient(creds, inv.operator.timeoutMs);
+  const client = operatorClient(creds, inv.operator.timeoutMs, (sw) => io.stderr.write(`certfleet console: ${switchNote(sw)}\n`));
   try {
     const me = await client.whoAmI();
     const server = await startConsole({
@@ -34,7 +34,7 @@ export async function runConsole(inv: Extract<Invocation, { command: 'console' }
       ...(io.clock === undefined ? {} : { clock: io.clock }),
       log: (line) => io.stderr.write(`certfleet console: ${line}\n`),
     });
-    io.stderr.write(`certfleet console: acting as ${me.name} (role ${me.role}) on controller ${creds.server}; open this address on this machine (Ctrl-C stops):\n`);
+    io.stderr.write(`certfleet console: acting as ${me.name} (role ${me.role}) on controller ${client.address}; open this address on this machine (Ctrl-C stops):\n`);
     io.stdout.write(`${server.url}\n`);
     const signal = io.interrupt?.() ?? new AbortController().signal;
     if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));

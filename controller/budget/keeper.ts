@@ -25,6 +25,7 @@ const parseBudgetState = recordParser(budgetStateSchema);
 export class BudgetKeeper {
   private revision = 0;
   private saving: Promise<void> = Promise.resolve();
+  private fence: (() => unknown) | undefined;
 
   private constructor(
     readonly budget: Budget,
@@ -35,8 +36,17 @@ export class BudgetKeeper {
     private readonly log: Logger,
   ) {}
 
-  /** Loads the stored state of `accountId` (or starts full). */
-  static async open(nats: NatsHandle, cfg: BudgetConfig, accountId: string, clock: Clock, log: Logger): Promise<BudgetKeeper> {
+  /**
+   * Loads the stored state of `accountId` (or starts full). With `fence` (the leader
+   * lease's), every write asks it first: a follower or deposed leader writes nothing.
+   */
+  static async open(nats: NatsHandle, cfg: BudgetConfig, accountId: string, clock: Clock, log: Logger, fence?: () => unknown): Promise<BudgetKeeper> {
+    const keeper = await BudgetKeeper.load(nats, cfg, accountId, clock, log);
+    keeper.fence = fence;
+    return keeper;
+  }
+
+  private static async load(nats: NatsHandle, cfg: BudgetConfig, accountId: string, clock: Clock, log: Logger): Promise<BudgetKeeper> {
     const kv = await openKv<BudgetState>(nats, Bucket.budgets, { create: false, parse: parseBudgetState });
     let stored: { value: BudgetState; revision: number } | null;
     try {
@@ -54,6 +64,32 @@ export class BudgetKeeper {
     const keeper = new BudgetKeeper(Budget.fromConfig(cfg, stored?.value), cfg.preset, kv, accountId, clock, log);
     keeper.revision = stored?.revision ?? 0;
     return keeper;
+  }
+
+  /**
+   * Takes the stored state as it is now (a new leader, at election: the previous leader
+   * spent from the same buckets). Keeps the lower level of each bucket of the two, which
+   * never over-spends. A malformed record changes nothing; NATS errors propagate.
+   */
+  async reload(): Promise<void> {
+    await this.saving;
+    let stored: { value: BudgetState; revision: number } | null;
+    try {
+      stored = await this.kv.get(this.key);
+    } catch (err) {
+      if (!isCertfleetError(err, ErrorCode.StoreCorrupt)) throw err;
+      const revision = err.details['revision'];
+      if (typeof revision === 'number') this.revision = revision;
+      return;
+    }
+    if (stored === null) return;
+    const state = this.budget.toJSON(this.clock.now());
+    for (const [id, b] of Object.entries(stored.value.buckets)) {
+      const mine = state.buckets[id];
+      if (!mine || b.level < mine.level) state.buckets[id] = b;
+    }
+    this.budget.restore(state);
+    this.revision = stored.revision;
   }
 
   check(req: BudgetRequest): CheckResult {
@@ -93,6 +129,7 @@ export class BudgetKeeper {
   private async write(): Promise<void> {
     const state = this.budget.toJSON(this.clock.now());
     try {
+      this.fence?.();
       this.revision = this.revision === 0 ? await this.kv.put(this.key, state) : await this.kv.update(this.key, state, this.revision);
     } catch (err) {
       if (isCertfleetError(err, ErrorCode.StoreConflict)) {

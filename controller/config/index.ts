@@ -3,6 +3,7 @@
  * problem reported at once with file, line and field path (see shared/config).
  * Every field is documented in docs/configuration.md; keep the two in step.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { NOTIFICATION_KINDS } from '../notifications/index.js';
 import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsFields, parseConfig, parseDuration, resolveNatsPaths, z } from '../../shared/config/index.js';
@@ -53,6 +54,18 @@ const renewBefore = z.string().transform((text, ctx): RenewBefore => {
   ctx.addIssue({ code: 'custom', message: `"${text}" is neither a duration before expiry (e.g. 30d) nor a share of the lifetime (e.g. 33%)` });
   return z.NEVER;
 });
+
+/** A controller's name (`ha.name`): the registry key and the lease holder's prefix. */
+const CONTROLLER_NAME = /^[a-z0-9-]{1,63}$/;
+
+/**
+ * The default `ha.name`: this machine's host name, lower-cased, with every character a
+ * name may not hold replaced by `-` (a host name like `Node_1.example` gives `node-1`).
+ */
+export function defaultControllerName(hostname: string = os.hostname()): string {
+  const name = (hostname.split('.')[0] ?? '').toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 63);
+  return CONTROLLER_NAME.test(name) ? name : 'controller';
+}
 
 /** An issuer's name (`issuers` keys, `certificates[].issuers`); `default` is the `acme` section. */
 const ISSUER_NAME = /^[a-z][a-z0-9-]{0,62}$/;
@@ -156,6 +169,32 @@ export const controllerConfigSchema = z
          * must be enrolled again.
          */
         agentIdentityValidity: boundedDuration('1m', '397d').prefault('90d'),
+        /**
+         * How the other controllers, agents and the CLI reach this controller (written into
+         * the lease, the controller registry and the admin credentials). Default: `listen`,
+         * with a wildcard host (0.0.0.0, ::) replaced by 127.0.0.1.
+         */
+        advertise: hostPort.optional(),
+        /**
+         * The OTHER controllers' API addresses (several controllers, docs/high-availability.md):
+         * written into the admin credentials' `servers` list so the CLI fails over. Default none.
+         */
+        peers: z.array(hostPort).max(10).default([]),
+      })
+      .prefault({}),
+    /**
+     * Several controllers, one leader (docs/high-availability.md). Every controller runs the
+     * leader lease; a single one leads at once.
+     */
+    ha: z
+      .strictObject({
+        /** This controller's name in the lease and the registry; default: the host name. */
+        name: z.string().regex(CONTROLLER_NAME, 'lower-case letters, digits and "-", at most 63 characters').default(() => defaultControllerName()),
+        /**
+         * Lease time: a leader that stops renewing is replaced after this long (renewed every
+         * third of it). Shorter fails over sooner but writes NATS more often.
+         */
+        leaseTtl: boundedDuration('3s', '5m').prefault('15s'),
       })
       .prefault({}),
     nats: z
@@ -172,6 +211,11 @@ export const controllerConfigSchema = z
         authority: z.enum(['controller', 'external']).default('controller'),
         /** The nats-server include the controller keeps current; default `<stateDir>/nats/auth.conf`. */
         serverConfigFile: z.string().min(1).optional(),
+        /**
+         * Copies of every certfleet bucket and stream in the NATS cluster: 1 (one server), 3
+         * or 5 (a cluster of at least that many servers; writes need a majority of them).
+         */
+        replicas: z.union([z.literal(1), z.literal(3), z.literal(5)], { error: 'expected 1, 3 or 5 (copies of every bucket and stream; 3 or 5 need a NATS cluster)' }).default(1),
       })
       .prefault({})
       .superRefine((nats, ctx) => {
@@ -352,6 +396,10 @@ export const controllerConfigSchema = z
     certificates: z.array(certificate, { error: (iss) => (iss.input === undefined ? 'required: the certificates to issue (at least one)' : undefined) }).min(1, 'at least one certificate is required (a controller with none has nothing to do)'),
   })
   .superRefine((cfg, ctx) => {
+    if (cfg.api.peers.length > 0 && cfg.store.type === 'file') {
+      // The file store is one machine's directory, locked by one controller.
+      ctx.addIssue({ code: 'custom', path: ['api', 'peers'], message: 'several controllers need a shared store: the file store serves one controller (set store.type: vault)' });
+    }
     if (cfg.acme === undefined && Object.keys(cfg.issuers).length === 0) {
       ctx.addIssue({ code: 'custom', path: ['acme'], message: 'required: the CA to issue from (an `acme` section, or `issuers`)' });
     }
@@ -407,6 +455,19 @@ export interface IssuerConfig {
   caFile?: string | undefined;
   /** Its own `budgets`, else the top-level section. */
   budgets: ControllerConfig['budgets'];
+}
+
+/**
+ * The address other controllers, agents and the CLI dial: `api.advertise`, else
+ * `api.listen` with a wildcard host replaced by 127.0.0.1.
+ */
+export function advertisedAddress(cfg: Readonly<Pick<ControllerConfig, 'api'>>): string {
+  if (cfg.api.advertise !== undefined) return cfg.api.advertise;
+  const idx = cfg.api.listen.lastIndexOf(':');
+  const host = cfg.api.listen.slice(0, idx).replace(/^\[|\]$/g, '');
+  const port = cfg.api.listen.slice(idx + 1);
+  if (host === '0.0.0.0' || host === '::') return `127.0.0.1:${port}`;
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** Every configured issuer in declared order: the `acme` section (`default`) first. */

@@ -19,6 +19,9 @@ import { decideLease, leaderUntil, type LeaseObservation, type LeaseRecord } fro
 
 export { decideLease, leaderUntil } from './decide.js';
 export type { LeaseAction, LeaseInput, LeaseObservation, LeaseRecord } from './decide.js';
+export { Leadership, type LeadershipOptions, type LeadershipStep, type LeaseState } from './leadership.js';
+export { ControllerRegistry, controllerHealth, parseControllerRecord, parseLeaseRecord, type ControllerHealth, type ControllerRecord, type RegistryKv, type RegistryOptions } from './registry.js';
+export { fencedStore } from './fence.js';
 
 /** The KV key of the lease. */
 export const LEASE_KEY = 'leader';

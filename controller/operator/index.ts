@@ -30,6 +30,7 @@ import { renewOutcome, watchOf, type RenewVerdict } from './renew.js';
 import { revocationPlan } from './revoke.js';
 import { dryRun, type StagingCa } from './dryrun.js';
 import { checkCertificate, type ChallengePaths } from './check.js';
+import type { ControllerHealth, ControllerRecord, LeaseView } from '../lease/index.js';
 
 export { budgetsIn, renewOutcome, watchOf, type RenewVerdict, type RenewWatch } from './renew.js';
 export { revocationPlan, type RevocationInput, type RevocationPlan } from './revoke.js';
@@ -75,6 +76,15 @@ export interface OperationsDeps {
   challenges?: ChallengePaths | undefined;
   /** How long `renew` waits for the work loop's answer; default {@link RENEW_ANSWER_MS}. */
   renewAnswerMs?: number;
+  /**
+   * Several controllers (issue #12): this controller's name, its view of the lease and the
+   * controller registry, for `status`. Absent: status names no leader.
+   */
+  ha?: {
+    self: string;
+    lease: () => LeaseView;
+    controllers: () => Promise<Array<ControllerRecord & { health: ControllerHealth }>>;
+  };
 }
 
 /** How long `renew` watches the work loop for its answer before saying "queued". */
@@ -276,10 +286,14 @@ export function createOperations(deps: OperationsDeps): Operations {
   }
 
   const backend: OperatorBackend = {
-    status(): Promise<pb.GetStatusResponse> {
+    async status(): Promise<pb.GetStatusResponse> {
       const agents = fleet.agents();
       const certs = cfg.certificates.map((c) => certificateSummary(c.name));
-      return Promise.resolve({
+      const ha = deps.ha;
+      const view = ha?.lease();
+      // The registry is display only: NATS away must not fail `status` (it says so itself).
+      const controllers = ha === undefined ? [] : await ha.controllers().catch(() => []);
+      return {
         controllerVersion: CONTROLLER_VERSION,
         store: store.kind,
         acmeDirectory: issuersOf(cfg)[0]?.directoryUrl ?? '',
@@ -289,7 +303,13 @@ export function createOperations(deps: OperationsDeps): Operations {
         agents: agents.filter((a) => !a.removed).length,
         agentsOnline: agents.filter((a) => a.online && !a.removed).length,
         nats: nats.isConnected() ? 'connected' : 'disconnected',
-      });
+        ...(view?.leader === undefined
+          ? {}
+          : { leader: { holder: view.leader.holder, address: view.leader.address, epoch: view.leader.epoch, renewedAt: view.leader.renewedAt } }),
+        self: ha?.self ?? '',
+        role: view?.role ?? '',
+        controllers: controllers.map((c) => ({ name: c.name, address: c.address, role: c.role, epoch: c.epoch, seenAt: c.seenAt, health: c.health, version: c.version })),
+      };
     },
     certificates: () => Promise.resolve(cfg.certificates.map((c) => certificateSummary(c.name))),
     agents: () => {

@@ -14,6 +14,12 @@
  * its certificate: a rollback, a pin, a wave advance or a halt is a new generation, so an
  * agent can refuse a replayed older record. Challenge records are signed the same way and
  * carry an expiry.
+ *
+ * Several controllers (issue #12): with a `fence` (the leader lease's), every write first
+ * asks it for the epoch (NOT_LEADER in a follower or a deposed leader) and stamps it into
+ * the signed record, and desired pointers are written with compare-and-set on the last
+ * revision this controller saw of the key: a deposed leader's stale revision fails, and
+ * on a conflict the key is re-read and the fence asked again before one more try.
  */
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
@@ -21,15 +27,24 @@ import type { ChallengeRecord, DesiredRecord, FleetEvent, RolloutState, VersionM
 import { openKv, publishEvent, type JsonKv, type KvWatch, type NatsHandle } from '../../shared/nats/index.js';
 import { parseChallengeRecord, parseDesiredRecord } from '../../shared/records/index.js';
 import { ErrorCode } from '../../shared/errors/index.js';
-import { generationVerdict, trustedKeys, verifyRecord } from '../../shared/signing/index.js';
+import { generationVerdict, stampOf, trustedKeys, verifyRecord } from '../../shared/signing/index.js';
+import { isCertfleetError } from '../../shared/errors/index.js';
 import { Bucket, eventSubject, type EventType } from '../../shared/wire/index.js';
 import type { RecordSigner } from '../signing/index.js';
 import type { ChallengeBoard } from '../solvers/index.js';
 import { LogKey } from '../../shared/log/index.js';
 
+/**
+ * The leader lease's fence (controller/lease LeaderLease.fence): the epoch to stamp on a
+ * write, or NOT_LEADER thrown when this controller may not write.
+ */
+export type Fence = () => number;
+
 /** Desired state: the version each certificate's agents must serve. */
 export class DesiredState {
   private readonly current = new Map<string, DesiredRecord>();
+  /** The last KV revision seen of each key (watch or own write): what a write compares against. */
+  private readonly revisions = new Map<string, number>();
   /** Names whose record in memory is not (known to be) in NATS yet. */
   private readonly unpublished = new Set<string>();
   /** The record being written to NATS now, per name. */
@@ -41,6 +56,7 @@ export class DesiredState {
     private readonly signer: RecordSigner,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly fence: Fence | undefined,
   ) {}
 
   /**
@@ -48,9 +64,10 @@ export class DesiredState {
    * returning (an unsigned one, written before records were signed, is left for the work
    * loop to publish anew). Pointers signed with a key that is no longer active (a key
    * rotation) are signed again with a new generation, so a retiring key is soon needed by
-   * no record; a failure there is logged and left to {@link flush}.
+   * no record; a failure there is logged and left to {@link flush}. With a `fence` that is
+   * left to the leader ({@link republish} at election): a follower writes nothing.
    */
-  static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, log: Logger): Promise<DesiredState> {
+  static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, log: Logger, fence?: Fence): Promise<DesiredState> {
     const opened: { state?: DesiredState } = {};
     const kv = await openKv<DesiredRecord>(nats, Bucket.desired, {
       create: false,
@@ -60,10 +77,11 @@ export class DesiredState {
         if (opened.state?.current.has(key)) opened.state.unpublished.add(key);
       },
     });
-    const state = new DesiredState(kv, signer, clock, log);
+    const state = new DesiredState(kv, signer, clock, log, fence);
     opened.state = state;
     const keys = trustedKeys(signer.publicKeys());
-    state.watch = await kv.watch((key, value) => {
+    state.watch = await kv.watch((key, value, revision) => {
+      state.revisions.set(key, Math.max(revision, state.revisions.get(key) ?? 0));
       // A pointer not yet written is newer than anything the bucket can show for it.
       if (state.unpublished.has(key)) return;
       if (value === null) {
@@ -76,7 +94,7 @@ export class DesiredState {
       // none in memory the work loop publishes the pointer it wants.
       const mine = state.current.get(key);
       const sig = verifyRecord('desired', value, keys);
-      if (!sig.ok || (mine !== undefined && generationVerdict(value.generation ?? 0, mine.generation ?? 0) === 'older')) {
+      if (!sig.ok || (mine !== undefined && generationVerdict(stampOf(value), stampOf(mine)) === 'older')) {
         log.warn({ [LogKey.code]: ErrorCode.RecordRefused, [LogKey.cert]: key, reason: sig.ok ? 'replay' : sig.problem, generation: value.generation }, 'desired record refused');
         if (mine !== undefined) state.unpublished.add(key);
         return;
@@ -84,6 +102,7 @@ export class DesiredState {
       state.current.set(key, value);
     });
     await state.watch.initialDone;
+    if (fence !== undefined) return state;
     for (const record of state.all()) {
       if (record.keyId === signer.activeKeyId()) continue;
       try {
@@ -133,10 +152,48 @@ export class DesiredState {
    */
   async put(unsigned: DesiredRecord): Promise<void> {
     const previous = Math.max(unsigned.generation ?? 0, this.current.get(unsigned.name)?.generation ?? 0);
-    const record = await this.signer.sign('desired', unsigned.name, { ...unsigned, generation: previous });
+    // Fenced before the generation is drawn (a store write) and again before the KV write.
+    const epoch = this.fence?.();
+    const record = await this.signer.sign('desired', unsigned.name, { ...unsigned, generation: previous, ...(epoch === undefined ? {} : { epoch }) });
     this.current.set(record.name, record);
     this.unpublished.add(record.name);
     await this.write(record);
+  }
+
+  /**
+   * Signs every pointer in memory again with a new generation and the current epoch, and
+   * writes it (a new leader, at election: agents then hold the new epoch as the highest,
+   * so anything a deposed leader still writes is a replay to them; a key rotation is
+   * covered too). Returns how many were written; the first failure is thrown after trying
+   * all (the rest stay pending for {@link flush}).
+   */
+  async republish(): Promise<number> {
+    let written = 0;
+    let first: Error | undefined;
+    for (const record of this.all()) {
+      try {
+        await this.put(record);
+        written += 1;
+      } catch (err) {
+        first ??= err as Error;
+      }
+    }
+    if (first !== undefined) throw first;
+    return written;
+  }
+
+  /**
+   * Forgets what this controller still meant to write and takes the bucket's pointers
+   * (those that verify) as they are: a deposed leader follows the new one instead of
+   * serving its own unwritten pointers over gRPC. Errors propagate (NATS away).
+   */
+  async adoptBucket(): Promise<void> {
+    this.unpublished.clear();
+    const keys = trustedKeys(this.signer.publicKeys());
+    for (const item of await this.kv.entries()) {
+      this.revisions.set(item.key, Math.max(item.revision, this.revisions.get(item.key) ?? 0));
+      if (verifyRecord('desired', item.value, keys).ok) this.current.set(item.key, item.value);
+    }
   }
 
   /** Whether `name`'s pointer in memory still waits to be written to NATS. */
@@ -167,7 +224,8 @@ export class DesiredState {
   private async write(record: DesiredRecord): Promise<void> {
     this.writing.set(record.name, record);
     try {
-      await this.kv.put(record.name, record);
+      if (this.fence === undefined) await this.kv.put(record.name, record);
+      else await this.writeFenced(record);
     } catch (err) {
       this.log.warn({ [LogKey.cert]: record.name, [LogKey.version]: record.version, [LogKey.err]: (err as Error).message }, 'desired version not published yet; agents get it over gRPC');
       throw err;
@@ -177,6 +235,34 @@ export class DesiredState {
     // Only if nothing newer was put meanwhile.
     if (this.current.get(record.name) === record) this.unpublished.delete(record.name);
     this.log.info({ [LogKey.cert]: record.name, [LogKey.version]: record.version, generation: record.generation, rollout: record.rollout?.released, pinned: record.pinned }, 'desired version published');
+  }
+
+  /**
+   * Compare-and-set on the last revision seen. On a conflict (someone wrote since: a new
+   * leader, or a watch that has not caught up yet) the key is re-read and the fence asked
+   * again, so a deposed leader fails here with NOT_LEADER; a leader tries once more.
+   */
+  private async writeFenced(record: DesiredRecord): Promise<void> {
+    const fence = this.fence as Fence;
+    for (let attempt = 0; ; attempt++) {
+      fence();
+      const expected = this.revisions.get(record.name) ?? 0;
+      try {
+        const revision = await this.kv.update(record.name, record, expected);
+        this.revisions.set(record.name, Math.max(revision, this.revisions.get(record.name) ?? 0));
+        return;
+      } catch (err) {
+        if (!isCertfleetError(err, ErrorCode.StoreConflict) || attempt > 0) throw err;
+        const seen = await this.kv.get(record.name).catch((e: unknown) => {
+          // Garbage under the key: ours replaces it, at the revision the error names.
+          if (!isCertfleetError(e, ErrorCode.StoreCorrupt)) throw e;
+          const revision = e.details['revision'];
+          return { revision: typeof revision === 'number' ? revision : 0 };
+        });
+        this.revisions.set(record.name, seen?.revision ?? 0);
+        this.log.info({ [LogKey.cert]: record.name, expected, found: seen?.revision ?? 0 }, 'desired version changed meanwhile; checking the lease again');
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -195,19 +281,26 @@ export class NatsChallengeBoard implements ChallengeBoard {
     private readonly signer: RecordSigner,
     private readonly clock: Clock,
     private readonly ttlMs: number,
+    private readonly fence: Fence | undefined,
   ) {}
 
-  static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, ttlMs: number): Promise<NatsChallengeBoard> {
+  /** With a `fence`, every write asks it first and challenges carry its epoch (see the module comment). */
+  static async open(nats: NatsHandle, signer: RecordSigner, clock: Clock, ttlMs: number, fence?: Fence): Promise<NatsChallengeBoard> {
     const kv = await openKv<ChallengeRecord>(nats, Bucket.challenges, { create: false, parse: parseChallengeRecord });
-    return new NatsChallengeBoard(kv, signer, clock, ttlMs);
+    return new NatsChallengeBoard(kv, signer, clock, ttlMs, fence);
   }
 
   async present(record: ChallengeRecord): Promise<void> {
-    const expiring: ChallengeRecord = { ...record, expiresAt: isoAt(this.clock.now() + this.ttlMs) };
-    await this.kv.put(record.token, await this.signer.sign('challenge', record.cert, expiring));
+    const epoch = this.fence?.();
+    const expiring: ChallengeRecord = { ...record, expiresAt: isoAt(this.clock.now() + this.ttlMs), ...(epoch === undefined ? {} : { epoch }) };
+    const signed = await this.signer.sign('challenge', record.cert, expiring);
+    this.fence?.();
+    await this.kv.put(record.token, signed);
   }
 
   async remove(token: string): Promise<void> {
+    // A deposed leader must not take away a challenge the new leader presents again.
+    this.fence?.();
     await this.kv.delete(token);
   }
 

@@ -112,6 +112,12 @@ export interface ReconcilerOptions {
   };
   /** Counts passes, decisions and orders (controller/metrics); absent: not counted. */
   metrics?: LoopMetrics;
+  /**
+   * Whether this controller may do work now (controller/lease: only the leader runs the
+   * loop). Asked at the start of every pass and before each certificate; a pass on a
+   * follower does nothing. Absent: always (one controller, tests).
+   */
+  active?: () => boolean;
 }
 
 /**
@@ -230,11 +236,26 @@ export class Reconciler {
     return this.runtime.get(name);
   }
 
+  /**
+   * Forgets the renewal intents cached in memory, so each is read from the store again
+   * (a new leader: the previous one may have written them since this controller last
+   * read them). Issuances in flight are not touched.
+   */
+  forgetIntents(): void {
+    this.intents.clear();
+  }
+
+  private active(): boolean {
+    return this.opts.active?.() ?? true;
+  }
+
   private async pass(): Promise<void> {
+    // Followers start nothing: the leader's election kicks a pass.
+    if (!this.active()) return;
     this.opts.metrics?.pass();
     await this.flushDesired();
     for (const cert of this.opts.certificates) {
-      if (this.stopped) return;
+      if (this.stopped || !this.active()) return;
       try {
         await this.reconcileOne(cert);
       } catch (err) {

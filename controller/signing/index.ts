@@ -18,8 +18,9 @@
  *
  * Generations: one counter per certificate under `signing/generations/<name>`, persisted
  * before a record carrying it is published, so a restarted controller never reuses one.
- * Concurrency: one controller process; two controllers sharing a store may draw the same
- * generation (the later record then counts as `same` on agents that saw the earlier one).
+ * Concurrency: only the leader signs (controller/lease); a new leader forgets the cache
+ * ({@link RecordSigner.forgetGenerations}) and its records carry a newer epoch, which
+ * agents compare first.
  */
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
@@ -184,10 +185,28 @@ export class RecordSigner {
     return next;
   }
 
+  /**
+   * Forgets the generations cached in memory, so the next of each is read from the store
+   * again: a controller that becomes leader continues above what the previous leader
+   * persisted, not above what it cached itself.
+   */
+  forgetGenerations(): void {
+    this.generations.clear();
+  }
+
   /** `record` with a fresh generation of `cert`, signed with the active key. */
   async sign<T extends object & { generation?: number | undefined }>(kind: RecordKind, cert: string, record: T): Promise<T & { generation: number; keyId: string; signature: string }> {
     const generation = await this.nextGeneration(cert, record.generation ?? 0);
     return signRecord(kind, { ...record, generation }, this.active());
+  }
+
+  /**
+   * `record` signed with the active key as it is, its `generation` set by the caller and
+   * no counter touched (no store write): for records whose order is not per certificate,
+   * such as intents (controller/intents: the generation is the step of their life).
+   */
+  signAsIs<T extends object & { generation: number }>(kind: RecordKind, record: T): T & { keyId: string; signature: string } {
+    return signRecord(kind, record, this.active());
   }
 
   private active(): StoredKey {

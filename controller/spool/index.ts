@@ -187,18 +187,20 @@ export class Spool {
   /**
    * Runs {@link Spool.deliverAll} every `intervalMs` (default 1 s; each entry still waits
    * for its own backoff) until stopped; `onDelivered` is called for each delivery (its
-   * errors are logged). stop() waits for a run in progress.
+   * errors are logged). stop() waits for a run in progress. `active`: asked at every run;
+   * false skips it (a follower controller: only the leader writes the store).
    */
   startDelivery(
     store: CertStore,
-    options: { intervalMs?: number; onDelivered?: (d: Delivery) => void | Promise<void> } = {},
+    options: { intervalMs?: number; onDelivered?: (d: Delivery) => void | Promise<void>; active?: () => boolean } = {},
   ): { stop(): Promise<void> } {
     let stopped = false;
     let timer: Timer | undefined;
     let running: Promise<void> = Promise.resolve();
     const tick = (): void => {
       running = (async () => {
-        if (this.held.size > 0) {
+        // `active`: only the leader writes the store (controller/lease); a follower keeps its spool.
+        if (this.held.size > 0 && (options.active?.() ?? true)) {
           for (const d of await this.deliverAll(store)) {
             try {
               await options.onDelivered?.(d);

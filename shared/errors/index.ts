@@ -56,6 +56,7 @@ export const ErrorCode = {
   ControllerUnavailable: 'CONTROLLER_UNAVAILABLE',
   NotLeader: 'NOT_LEADER',
   WaitTimeout: 'WAIT_TIMEOUT',
+  IntentUnanswered: 'INTENT_UNANSWERED',
   Internal: 'INTERNAL',
 } as const;
 

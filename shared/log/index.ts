@@ -60,6 +60,12 @@ export const LogKey = {
   failed: 'failed',
   /** An ACME certificate profile (draft-ietf-acme-profiles). */
   profile: 'profile',
+  // Several controllers (controller/intents)
+  /** The id of an operator call handed from a follower controller to the leader. */
+  intent: 'intent',
+  /** The OperatorBackend method an intent calls. */
+  method: 'method',
+  epoch: 'epoch',
 } as const;
 
 /** Paths pino replaces with "[redacted]" wherever they appear (two levels deep). */

@@ -68,6 +68,11 @@ export interface DesiredRecord {
   generation?: number;
   keyId?: string;
   signature?: string;
+  /**
+   * The leader lease epoch of the controller that signed it (issue #12; absent = 0).
+   * Agents compare (epoch, generation): an older epoch is a deposed leader's replay.
+   */
+  epoch?: number;
 }
 
 /** Progress of a staged rollout. */
@@ -99,6 +104,8 @@ export interface ChallengeRecord {
   generation?: number;
   keyId?: string;
   signature?: string;
+  /** The signing leader's epoch, as in {@link DesiredRecord}. */
+  epoch?: number;
 }
 
 /** A public key the controller signs records with (shared/signing). */

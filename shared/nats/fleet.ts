@@ -13,6 +13,9 @@ export const BUCKET_HISTORY = {
   [Bucket.agents]: 1,
   [Bucket.budgets]: 1,
   [Bucket.leader]: 1,
+  [Bucket.controllers]: 1,
+  // pending, taken, done: `nats kv history` shows one intent's whole life.
+  [Bucket.intents]: 3,
 } as const;
 
 /**

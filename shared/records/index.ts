@@ -64,6 +64,8 @@ const rolloutSchema = z.strictObject({
 
 /** Signature fields every signed record carries (shared/signing). */
 const generation = z.int().min(1).max(Number.MAX_SAFE_INTEGER);
+/** The leader epoch (fencing token) of the controller that signed the record (shared/signing). */
+const epoch = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const keyId = z.string().regex(/^[0-9a-f]{16}$/, 'not a key id');
 const signature = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'not an Ed25519 signature (base64url)');
 
@@ -78,6 +80,7 @@ export const desiredRecordSchema = z.strictObject({
   updatedAt: timestamp,
   rollout: rolloutSchema.optional(),
   pinned: z.boolean().optional(),
+  epoch: epoch.optional(),
   generation: generation.optional(),
   keyId: keyId.optional(),
   signature: signature.optional(),
@@ -93,6 +96,7 @@ export const challengeRecordSchema = z
     selector,
     createdAt: timestamp,
     expiresAt: timestamp.optional(),
+    epoch: epoch.optional(),
     generation: generation.optional(),
     keyId: keyId.optional(),
     signature: signature.optional(),

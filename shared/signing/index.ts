@@ -8,8 +8,8 @@
  *
  *   payload = "certfleet-record-v1:" + kind + "\n" + canonicalJson(record without `signature`)
  *
- * `kind` (`desired` | `challenge`) separates the two record types, so a signature made
- * for one can never be replayed as the other. `keyId` and `generation` are inside the
+ * `kind` (`desired` | `challenge` | `intent`) separates the record types, so a signature
+ * made for one can never be replayed as another. `keyId` and `generation` are inside the
  * signed payload. canonicalJson is RFC 8785 (JCS) for the values records hold (strings,
  * safe integers, booleans, arrays, objects): keys sorted by UTF-16 code units, no
  * whitespace, strings as JSON.stringify writes them. Records are validated by strict
@@ -23,15 +23,24 @@
  * value of one per-certificate counter persisted in its store. A record whose
  * generation is below the highest an agent has accepted for that certificate is a
  * replay ({@link generationVerdict}).
+ *
+ * Epochs (issue #12, several controllers): a record also carries the leader lease's
+ * epoch (fencing token) of the controller that wrote it, absent = 0. Records compare by
+ * (epoch, generation) lexicographically, so a record a deposed leader signed after a new
+ * leader took over (an older epoch) is a replay however high its generation.
  */
 import crypto from 'node:crypto';
 import type { SigningPublicKey } from '../model/index.js';
 
-/** What a signature covers: the two record kinds never share one. */
-export type RecordKind = 'desired' | 'challenge';
+/**
+ * What a signature covers: the record kinds never share one. `intent`: an operator call a
+ * follower controller hands to the leader (controller/intents); only controllers verify it.
+ */
+export type RecordKind = 'desired' | 'challenge' | 'intent';
 
 /** The fields a signed record carries. */
 export interface SignatureFields {
+  epoch?: number | undefined;
   generation?: number | undefined;
   keyId?: string | undefined;
   signature?: string | undefined;
@@ -143,11 +152,35 @@ export function verifyRecord(kind: RecordKind, record: object & SignatureFields,
 }
 
 /**
- * How a record's generation compares with the highest accepted for its certificate
- * (0: none yet): `older` records are replays and must be refused; `same` is the record
- * already accepted (seen again over another path, or rewritten unchanged).
+ * Where a record stands in its certificate's history: the leader epoch that wrote it
+ * (0 before there were leases) and its generation. Compared lexicographically.
  */
-export function generationVerdict(generation: number, highest: number): 'newer' | 'same' | 'older' {
-  if (generation > highest) return 'newer';
-  return generation === highest ? 'same' : 'older';
+export interface RecordStamp {
+  epoch: number;
+  generation: number;
+}
+
+/** The stamp of a record (absent fields count as 0). */
+export function stampOf(record: { epoch?: number | undefined; generation?: number | undefined }): RecordStamp {
+  return { epoch: record.epoch ?? 0, generation: record.generation ?? 0 };
+}
+
+/** A bare number is a generation of epoch 0 (what was stored before epochs existed). */
+function asStamp(s: number | RecordStamp): RecordStamp {
+  return typeof s === 'number' ? { epoch: 0, generation: s } : s;
+}
+
+/**
+ * How a record's stamp compares with the highest accepted for its certificate (0 or
+ * {epoch 0, generation 0}: none yet), by (epoch, generation) lexicographically: `older`
+ * records are replays and must be refused (an older epoch is refused whatever its
+ * generation: a deposed leader's write); `same` is the record already accepted (seen
+ * again over another path, or rewritten unchanged).
+ */
+export function generationVerdict(record: number | RecordStamp, highest: number | RecordStamp): 'newer' | 'same' | 'older' {
+  const r = asStamp(record);
+  const h = asStamp(highest);
+  if (r.epoch !== h.epoch) return r.epoch > h.epoch ? 'newer' : 'older';
+  if (r.generation > h.generation) return 'newer';
+  return r.generation === h.generation ? 'same' : 'older';
 }

@@ -34,6 +34,19 @@ export const Bucket = {
    * (controller/lease), every write compare-and-set on the revision.
    */
   leader: 'certfleet_leader',
+  /**
+   * The controller registry. Key: a controller's `ha.name`. Value: ControllerRecord
+   * (controller/lease registry.ts), written by each controller every ttl/3, read by
+   * `status` on every controller.
+   */
+  controllers: 'certfleet_controllers',
+  /**
+   * Operator calls a follower controller hands to the leader (controller/intents). Key: a
+   * random id. Value: a signed IntentRecord (pending, taken, done), every step written
+   * compare-and-set. Only controllers may read or write it: a result can carry a sealed
+   * enrolment token.
+   */
+  intents: 'certfleet_intents',
 } as const;
 
 /** JetStream stream holding the audit log of fleet events. */

@@ -119,6 +119,30 @@ void describe('NATS authorization issued by the controller (operator mode)', () 
     assert.deepEqual(await (await openKv(controller, Bucket.agents, { create: false, parse: raw })).keys(), []);
   });
 
+  void test("an agent's credentials can neither read nor write the intents bucket ($KV.certfleet_intents.>)", async () => {
+    const creds = await access.credentialsForAgent('edge-g', Date.now() + 3600_000);
+    const agent = await connectAgent(server, 'edge-g', creds);
+    const intents = await openKv(controller, Bucket.intents, { create: false, parse: raw });
+    await intents.put('0123456789abcdef0123456789abcdef', { state: 'pending' });
+    try {
+      const attempts: Array<[string, () => Promise<unknown>]> = [
+        ['open (stream info)', () => openKv(agent, Bucket.intents, { create: false, parse: raw })],
+        // A raw JetStream publish on the KV subject: what a KV put is, without needing the stream info first.
+        ['write an intent', () => publishEvent(agent, `$KV.${Bucket.intents}.ffffffffffffffffffffffffffffffff`, { type: EventType.installed, at: new Date().toISOString(), message: 'forged' })],
+      ];
+      for (const [what, attempt] of attempts) {
+        await rejectsWith(attempt(), ErrorCode.PermissionDenied).catch((e: unknown) => {
+          throw new Error(`${what}: ${(e as Error).message}`);
+        });
+      }
+    } finally {
+      await agent.close();
+    }
+    await eventually('the write refused by the server', () => /Publish Violation.*\$KV\.certfleet_intents\.f+/.test(server.output()), 5000);
+    assert.match(server.output(), /Publish Violation.*\$JS\.API\.STREAM\.INFO\.KV_certfleet_intents/);
+    assert.deepEqual(await intents.keys(), ['0123456789abcdef0123456789abcdef'], 'nothing written');
+  });
+
   void test('revoking an agent closes its connection at once and refuses it after a server restart; others keep working', async () => {
     const creds = await access.credentialsForAgent('edge-c', Date.now() + 3600_000);
     const other = await connectAgent(server, 'edge-d', await access.credentialsForAgent('edge-d', Date.now() + 3600_000));

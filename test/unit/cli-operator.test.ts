@@ -27,6 +27,11 @@ const STATUS: pb.GetStatusResponse = {
   agents: 1,
   agentsOnline: 1,
   nats: 'connected',
+  // Several controllers (issue #12): --json carries the leader and the registry.
+  leader: { holder: 'c1#0a1b2c3d', address: '127.0.0.1:7443', epoch: '4', renewedAt: '2026-03-01T11:59:58.000Z' },
+  self: 'c1',
+  role: 'leader',
+  controllers: [{ name: 'c1', address: '127.0.0.1:7443', role: 'leader', epoch: '4', seenAt: '2026-03-01T11:59:58.000Z', health: 'ok', version: '0.1.0' }],
 };
 
 const CERTS: pb.ListCertificatesResponse = {
@@ -344,6 +349,8 @@ void test('the credentials file is found through CERTFLEET_CREDENTIALS when --cr
   assert.equal(r.code, 0);
   assert.match(r.stdout, /^controller: +0\.1\.0$/m);
   assert.match(r.stdout, /^certificates: +2 \(1 ready\)$/m);
+  assert.match(r.stdout, /^leader: +c1 \(epoch 4\) at 127\.0\.0\.1:7443$/m);
+  assert.match(r.stdout, /^CONTROLLERS\nNAME +ROLE +EPOCH +ADDRESS +HEALTH +SEEN +VERSION\nc1 +leader +4 +127\.0\.0\.1:7443 +ok /m);
 });
 
 void test('certs and agents print tables by default and the full response with --json', async () => {

@@ -270,6 +270,10 @@ const STATUS: pb.GetStatusResponse__Output = {
   agents: 12,
   agentsOnline: 11,
   nats: 'connected',
+  leader: null,
+  self: '',
+  role: '',
+  controllers: [],
 };
 
 void test('status is a block of aligned "key: value" lines', () => {
@@ -285,6 +289,39 @@ void test('status is a block of aligned "key: value" lines', () => {
       '',
     ].join('\n'),
   );
+});
+
+void test('status from several controllers names the leader with its epoch, who answered, and each controller\'s health', () => {
+  const ha: pb.GetStatusResponse__Output = {
+    ...STATUS,
+    leader: { holder: 'c1#0a1b2c3d', address: '127.0.0.1:7443', epoch: '4', renewedAt: '2026-06-01T11:59:58.000Z' },
+    self: 'c2',
+    role: 'follower',
+    controllers: [
+      { name: 'c1', address: '127.0.0.1:7443', role: 'leader', epoch: '4', seenAt: new Date(NOW.getTime() - 2_000).toISOString(), health: 'ok', version: '0.1.0' },
+      { name: 'c2', address: '127.0.0.1:7444', role: 'follower', epoch: '0', seenAt: new Date(NOW.getTime() - 90_000).toISOString(), health: 'stale', version: '0.1.0' },
+    ],
+  };
+  assert.equal(
+    renderStatus(ha, {}, NOW),
+    [
+      'controller:    0.1.0',
+      'store:         file',
+      'acme:          https://127.0.0.1:14000/dir',
+      'nats:          connected',
+      'certificates:  5 (4 ready)',
+      'agents:        12 (11 online)',
+      'leader:        c1 (epoch 4) at 127.0.0.1:7443',
+      'answered by:   c2 (follower)',
+      '',
+      'CONTROLLERS',
+      'NAME   ROLE       EPOCH   ADDRESS          HEALTH   SEEN      VERSION',
+      'c1     leader     4       127.0.0.1:7443   ok       2s ago    0.1.0',
+      'c2     follower   -       127.0.0.1:7444   stale    90s ago   0.1.0',
+      '',
+    ].join('\n'),
+  );
+  assert.match(renderStatus({ ...ha, leader: null }, {}, NOW), /^leader: +none$/m);
 });
 
 void test('colour codes appear only when asked for, and never shift the alignment of the plain text', () => {

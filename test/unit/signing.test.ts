@@ -143,11 +143,51 @@ test('the agent keeps the highest generation per certificate on disk: a restarte
   await t1.saved();
   assert.equal(fs.statSync(path.join(dir, 'trust', 'generations.json')).mode & 0o777, 0o600);
   const t2 = Trust.open(dir, new ManualClock(NOW), silentLogger());
-  assert.equal(t2.highestFor('web'), 7);
-  assert.equal(t2.highestFor('api'), 2);
+  assert.deepEqual(t2.highestFor('web'), { epoch: 0, generation: 7 });
+  assert.deepEqual(t2.highestFor('api'), { epoch: 0, generation: 2 });
   await t2.setKeys([key.publicKey]);
   const got = desiredVerdict(signedDesired(6), t2.keys(), t2.highestFor('web'));
   assert.equal(got.ok ? 'ok' : got.reason, 'replay');
+});
+
+// Several controllers (issue #12): records compare by (leader epoch, generation).
+const EPOCHS: Array<[string, { epoch: number; generation: number }, { epoch: number; generation: number }, 'newer' | 'same' | 'older']> = [
+  ['a record of a newer leader epoch is newer even with a lower generation', { epoch: 5, generation: 3 }, { epoch: 4, generation: 9 }, 'newer'],
+  ['a deposed leader\'s record (older epoch) is older however high its generation', { epoch: 4, generation: 10 }, { epoch: 5, generation: 3 }, 'older'],
+  ['within one epoch the generation decides', { epoch: 5, generation: 4 }, { epoch: 5, generation: 3 }, 'newer'],
+  ['a record without an epoch (written before leases) is older than any leased one', { epoch: 0, generation: 50 }, { epoch: 1, generation: 1 }, 'older'],
+];
+for (const [name, r, highest, want] of EPOCHS) {
+  test(`epochs: ${name}`, () => assert.equal(generationVerdict(r, highest), want));
+}
+
+test('an agent refuses a correctly signed record of an older leader epoch as a replay, and acts on the new leader\'s', () => {
+  const at = (epoch: number, g: number): DesiredRecord => signRecord('desired', { ...DESIRED, epoch, generation: g }, signingKey);
+  const stale = desiredVerdict(at(4, 12), KEYS, { epoch: 5, generation: 8 });
+  assert.equal(stale.ok ? 'ok' : stale.reason, 'replay');
+  assert.match(stale.ok ? '' : stale.message, /epoch 4 generation 12 is older than epoch 5 generation 8/);
+  const fresh = desiredVerdict(at(6, 1), KEYS, { epoch: 5, generation: 8 });
+  assert.deepEqual(fresh.ok ? fresh.stamp : fresh.reason, { epoch: 6, generation: 1 });
+  const ch = challengeVerdict(signRecord('challenge', { ...CHALLENGE, epoch: 2, generation: 9 }, signingKey), KEYS, NOW, NAMES, { epoch: 3, generation: 1 });
+  assert.equal(ch.ok ? 'ok' : ch.reason, 'replay');
+  // The epoch is inside the signature: rewriting it breaks the record.
+  const forged = { ...at(4, 12), epoch: 7 };
+  const got = desiredVerdict(forged, KEYS, { epoch: 5, generation: 8 });
+  assert.equal(got.ok ? 'ok' : got.reason, 'bad-signature');
+  assert.equal(parseDesiredRecord(JSON.parse(JSON.stringify(at(4, 12))), 'web').epoch, 4);
+});
+
+test('the agent keeps (epoch, generation) on disk and reads a file written before epochs as epoch 0', async () => {
+  const dir = tempDir('certfleet-trust-');
+  fs.mkdirSync(path.join(dir, 'trust'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'trust', 'generations.json'), JSON.stringify({ web: 7 }));
+  const t1 = Trust.open(dir, new ManualClock(NOW), silentLogger());
+  assert.deepEqual(t1.highestFor('web'), { epoch: 0, generation: 7 });
+  t1.accept('web', { epoch: 3, generation: 2 }); // a newer epoch wins with a lower generation
+  t1.accept('web', { epoch: 2, generation: 90 }); // an older epoch: ignored
+  await t1.saved();
+  const t2 = Trust.open(dir, new ManualClock(NOW), silentLogger());
+  assert.deepEqual(t2.highestFor('web'), { epoch: 3, generation: 2 });
 });
 
 test('refusals are counted per reason with the last one on a line that names no value', () => {
