@@ -250,8 +250,12 @@ export class Reconciler {
   }
 
   private async pass(): Promise<void> {
-    // Followers start nothing: the leader's election kicks a pass.
-    if (!this.active()) return;
+    // Followers start nothing (the leader's election kicks a pass); they only refresh
+    // what operators' reads show.
+    if (!this.active()) {
+      await this.observe();
+      return;
+    }
     this.opts.metrics?.pass();
     await this.flushDesired();
     for (const cert of this.opts.certificates) {
@@ -265,6 +269,68 @@ export class Reconciler {
       }
     }
     this.scheduleWake();
+  }
+
+  /**
+   * A follower's view (issue #12). Every controller answers `certs`, `show` and `status`
+   * from this runtime, but only the leader runs passes: a follower that never led showed
+   * every certificate pending with no version, and a deposed one what it knew when it
+   * lost the lease. So on each tick a follower reads what the leader's passes read — the
+   * newest and pinned versions, the durable renewal intent — and plans the schedule from
+   * them, writing nothing (no desired pointer, intent, budget or order: `observe` only
+   * assigns runtime fields, and plans with no free slot, so no budget is even asked).
+   * ARI windows are the leader's alone; a follower shows the schedule without them.
+   */
+  private async observe(): Promise<void> {
+    for (const cert of this.opts.certificates) {
+      const rt = this.runtime.get(cert.name);
+      if (this.stopped || this.active() || !rt) return;
+      try {
+        const latest = await this.opts.store.latest(cert.name);
+        const pin = await this.opts.pins.get(cert.name);
+        const target = pin && latest && pin.version !== latest.version ? ((await this.opts.store.listVersions(cert.name)).find((v) => v.version === pin.version) ?? latest) : latest;
+        const intent = fromStored(await this.opts.store.getObject<unknown>(intentKey(cert.name)));
+        // Elected meanwhile: the passes own the runtime (and the intent cache) now.
+        if (this.active()) return;
+        const now = this.opts.clock.now();
+        const p = planPass({
+          spec: { names: cert.names, keyType: cert.keyType, ...(cert.renewBefore ? { renewBefore: cert.renewBefore } : {}) },
+          latest,
+          target,
+          spread: this.opts.spread,
+          slotFree: false,
+          deferred: rt.deferredUntil !== 0,
+          budget: () => {
+            throw new Error('a follower asks no budget');
+          },
+          now,
+          busy: null,
+          ari: undefined,
+          intent,
+          resumableOrder: false,
+        });
+        rt.latest = latest;
+        rt.pinned = pin && target && target.version === pin.version ? pin.version : 0;
+        rt.failures = intent.failures;
+        rt.backoffUntil = intent.retryAt;
+        rt.lastError = intent.lastError;
+        rt.lastErrorCode = intent.lastErrorCode;
+        rt.force = intent.requestedAt > 0;
+        rt.requestedAt = intent.requestedAt;
+        rt.reason = p.reason;
+        if (p.action === 'wait') {
+          rt.nextCheck = p.at;
+          rt.state = p.state ?? 'failed';
+        } else {
+          // Due (or requested): the leader orders it; a follower cannot tell how far it got.
+          rt.nextCheck = now;
+          if (rt.state !== 'issuing') rt.state = target ? 'ready' : 'pending';
+        }
+      } catch (err) {
+        // Store trouble: the next tick reads again; reads show the last view meanwhile.
+        this.opts.log.debug({ [LogKey.cert]: cert.name, [LogKey.err]: (err as Error).message }, 'follower view not refreshed');
+      }
+    }
   }
 
   /**

@@ -59,7 +59,7 @@ class SteeredIssuer {
   }
 }
 
-function setup(certs: CertificateConfig[], opts: { intervalMs?: number; concurrency?: number; random?: () => number } = {}) {
+function setup(certs: CertificateConfig[], opts: { intervalMs?: number; concurrency?: number; random?: () => number; active?: () => boolean } = {}) {
   const clock = new ManualClock(T0);
   const store = new MemoryStore();
   const steer = new SteeredIssuer(store, clock);
@@ -81,6 +81,7 @@ function setup(certs: CertificateConfig[], opts: { intervalMs?: number; concurre
     spooled: () => false,
     selectedAgents: () => [],
     random: opts.random ?? (() => 0.5),
+    ...(opts.active ? { active: opts.active } : {}),
   });
   return { clock, store, steer, budget, seen, loop };
 }
@@ -288,6 +289,29 @@ test('with two issuers the loop moves on after two CA-down failures at once, kee
 
     await clock.runUntil(() => steer.count('web') === 5, 90 * DAY);
     assert.equal(steer.last('web').req.issuer, 'primary', 'the next renewal starts at the first issuer');
+  } finally {
+    await stopNow(loop, clock);
+  }
+});
+
+test('a follower orders nothing, and shows what the leader stored: the newest version, ready, its next renewal', async () => {
+  const { clock, store, steer, budget, loop } = setup([cert('web')], { intervalMs: 10 * MIN, active: () => false });
+  await issued(store, 'web', ['web.example.test'], T0 - DAY);
+  const commits = budget.commits;
+  loop.start();
+  try {
+    assert.ok(await clock.runUntil(() => loop.status('web')?.latest?.version === 1, MIN), 'the stored version is shown');
+    const rt = loop.status('web');
+    assert.equal(rt?.state, 'ready');
+    assert.ok((rt?.nextCheck ?? 0) > clock.now(), 'the next renewal is ahead');
+    // The leader stores version 2: the follower shows it at its next tick.
+    const meta = { name: 'web', serial: 'web-2', fingerprint: 'fp-2', names: ['web.example.test'], notBefore: new Date(clock.now()).toISOString(), notAfter: new Date(clock.now() + 90 * DAY).toISOString(), issuedAt: new Date(clock.now()).toISOString(), keyType: 'ecdsa-p256' as const };
+    await store.putVersion('web', { certPem: '', chainPem: '', keyPem: '', meta }, 1);
+    assert.ok(await clock.runUntil(() => loop.status('web')?.latest?.version === 2, 20 * MIN));
+    // Far past the renewal point: still nothing ordered, nothing spent.
+    await clock.tick(80 * DAY);
+    assert.equal(steer.count('web'), 0);
+    assert.equal(budget.commits, commits, 'no budget spent');
   } finally {
     await stopNow(loop, clock);
   }
