@@ -1199,7 +1199,7 @@ EOF
     Try it:
       node dist/cli/main.js status                 # leader: c1 (epoch N) at ..., and CONTROLLERS
       kill -9 \$(cat $LOGS/controller-c1.pid)      # the leader's machine dies (if c1 leads)
-      node dist/cli/main.js status                 # within about 15 s: c2 leads, epoch N+1
+      node dist/cli/main.js status                 # 10-25 s later (lease 15 s): c2 leads, epoch N+1
       node dist/cli/main.js certs                  # still ready; renew and rollback work
       $QS_CMD start-controller c1    # c1 comes back, as the follower
 EOF
