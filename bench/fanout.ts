@@ -41,10 +41,10 @@ import { startNats } from '../test/harness/nats.js';
 import { startPebble } from '../test/harness/pebble.js';
 import { freePort, startProcess, waitForPort, eventually, type Started } from '../test/harness/process.js';
 import { tempDir } from '../test/harness/tmp.js';
+import { cpuMs, rssMiB } from './measure.js';
 import { CLI, runCli } from '../test/harness/fleet.js';
 
 const CERT = 'fan';
-const CLK_TCK = 100;
 
 interface Options {
   agents: number[];
@@ -71,20 +71,6 @@ function parseArgs(argv: string[]): Options {
     else throw new Error(`unknown option ${a}`);
   }
   return o;
-}
-
-/** user+system CPU of a process in ms (Linux /proc). */
-export function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-}
-
-/** Resident set size of a process in MiB (Linux /proc). */
-export function rssMiB(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /VmRSS:\s+(\d+) kB/.exec(status);
-  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 function percentile(sorted: number[], p: number): number {

@@ -11,7 +11,7 @@ import type { OperatorCredentials } from './credentials.js';
 /** The calls the CLI makes. `close()` must be called when done (it releases the channel). */
 export interface OperatorClient {
   getStatus(): Promise<pb.GetStatusResponse__Output>;
-  listCertificates(): Promise<pb.ListCertificatesResponse__Output>;
+  listCertificates(req?: pb.ListCertificatesRequest): Promise<pb.ListCertificatesResponse__Output>;
   listAgents(): Promise<pb.ListAgentsResponse__Output>;
   createEnrollmentToken(req: pb.CreateEnrollmentTokenRequest): Promise<pb.CreateEnrollmentTokenResponse__Output>;
   showCertificate(req: pb.ShowCertificateRequest): Promise<pb.ShowCertificateResponse__Output>;
@@ -73,7 +73,7 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number): O
 
   return {
     getStatus: () => call((md, opts, cb) => client.getStatus({}, md, opts, cb)),
-    listCertificates: () => call((md, opts, cb) => client.listCertificates({}, md, opts, cb)),
+    listCertificates: (req = {}) => call((md, opts, cb) => client.listCertificates(req, md, opts, cb)),
     listAgents: () => call((md, opts, cb) => client.listAgents({}, md, opts, cb)),
     createEnrollmentToken: (req) => call((md, opts, cb) => client.createEnrollmentToken(req, md, opts, cb)),
     showCertificate: (req) => call((md, opts, cb) => client.showCertificate(req, md, opts, cb)),
