@@ -36,6 +36,7 @@ import { silentLogger } from '../shared/log/index.js';
 import { connectNats, openKv, readEvents, type NatsHandle } from '../shared/nats/index.js';
 import { parseAgentRecord, type AgentRecord } from '../shared/records/index.js';
 import { Bucket, EventType } from '../shared/wire/index.js';
+import type { VersionMeta } from '../shared/model/index.js';
 import { makeLeaf, makeTestCa, metaFor } from '../test/harness/certs.js';
 import { startNats } from '../test/harness/nats.js';
 import { startPebble } from '../test/harness/pebble.js';
@@ -62,12 +63,21 @@ function parseArgs(argv: string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
-    if (a === '--agents' && v) (o.agents = v.split(',').map(Number)), i++;
-    else if (a === '--versions' && v) (o.versions = Number(v)), i++;
-    else if (a === '--cpu-prof' && v) (o.cpuProf = path.resolve(v)), i++;
-    else if (a === '--json') o.json = true;
+    if (a === '--agents' && v) {
+      o.agents = v.split(',').map(Number);
+      i++;
+    } else if (a === '--versions' && v) {
+      o.versions = Number(v);
+      i++;
+    } else if (a === '--cpu-prof' && v) {
+      o.cpuProf = path.resolve(v);
+      i++;
+    } else if (a === '--json') o.json = true;
     else if (a === '--debug') o.debug = true;
-    else if (a === '--agent-prof' && v) (o.agentProf = path.resolve(v)), i++;
+    else if (a === '--agent-prof' && v) {
+      o.agentProf = path.resolve(v);
+      i++;
+    }
     else throw new Error(`unknown option ${a}`);
   }
   return o;
@@ -124,9 +134,9 @@ async function main(): Promise<void> {
   let latest = 0;
   const writeVersion = async (): Promise<number> => {
     const leaf = await makeLeaf(ca, { names: ['fan.example.test'] });
-    const meta = metaFor(CERT, latest + 1, leaf);
-    const { version: _v, ...rest } = meta;
-    const stored = await store.putVersion(CERT, { certPem: leaf.certPem, chainPem: leaf.chainPem, keyPem: leaf.keyPem, meta: rest }, latest);
+    const meta: Partial<VersionMeta> = { ...metaFor(CERT, latest + 1, leaf) };
+    delete meta.version;
+    const stored = await store.putVersion(CERT, { certPem: leaf.certPem, chainPem: leaf.chainPem, keyPem: leaf.keyPem, meta: meta as Omit<VersionMeta, 'version'> }, latest);
     latest = stored.version;
     return latest;
   };
@@ -161,7 +171,10 @@ async function main(): Promise<void> {
       const c = value.certificates.find((s) => s.name === CERT);
       if (!c || c.state !== 'installed') return;
       let m = installedAt.get(key);
-      if (!m) installedAt.set(key, (m = new Map()));
+      if (!m) {
+        m = new Map<number, number>();
+        installedAt.set(key, m);
+      }
       if (!m.has(c.version)) m.set(c.version, Date.parse(value.lastSeen));
     });
     /** When the controller published `version` (its `published` event). */

@@ -72,13 +72,22 @@ function parseArgs(argv: string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
-    if (a === '--certs' && v) (o.certs = Number(v)), i++;
-    else if (a === '--agents' && v) (o.agents = Number(v)), i++;
-    else if (a === '--seconds' && v) (o.seconds = Number(v)), i++;
-    else if (a === '--burst') o.burst = true;
+    if (a === '--certs' && v) {
+      o.certs = Number(v);
+      i++;
+    } else if (a === '--agents' && v) {
+      o.agents = Number(v);
+      i++;
+    } else if (a === '--seconds' && v) {
+      o.seconds = Number(v);
+      i++;
+    } else if (a === '--burst') o.burst = true;
     else if (a === '--no-agent') o.agent = false;
     else if (a === '--json') o.json = true;
-    else if (a === '--cpu-prof' && v) (o.cpuProf = path.resolve(v)), i++;
+    else if (a === '--cpu-prof' && v) {
+      o.cpuProf = path.resolve(v);
+      i++;
+    }
     else throw new Error(`unknown option ${a}`);
   }
   return o;
@@ -106,7 +115,7 @@ async function main(): Promise<void> {
 
   // ---- the store at size, written in the file store's layout ----
   const ca = await makeTestCa({ commonName: 'Footprint CA' });
-  const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
   const keyPem = await privateKeyPem(keys.privateKey);
   const now = Date.now();
   // Burst: 89 of 90 days gone, every certificate due now.
@@ -198,7 +207,7 @@ async function main(): Promise<void> {
       const t = Date.now();
       const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
         execFile(process.execPath, [CLI, ...args], { env, timeout: 600_000, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) =>
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr: stderr || String(err ?? '') }),
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr: stderr || (err ? err.message : '') }),
         ),
       );
       if (r.code !== 0) throw new Error(`certfleet ${args.join(' ')}: ${r.stderr}`);
@@ -242,7 +251,8 @@ async function main(): Promise<void> {
 
     // Settle: the first passes publish every certificate; wait until the controller idles.
     const settleStart = Date.now();
-    for (let last = cpuMs(pid), i = 0; i < 600; i++) {
+    // At most 3 minutes: a burst keeps the controller busy for longer (backoff retries).
+    for (let last = cpuMs(pid), i = 0; i < 36; i++) {
       await sleep(5000);
       const c = cpuMs(pid);
       if (c - last < 500) break; // under 10 % of a core over 5 s
