@@ -285,6 +285,7 @@ async function main(): Promise<void> {
     result['certsJson'] = { cliEndToEndMs: certs, callMs: listCall, bytes: certsOut.length, listed: parsed.certificates.length };
     result['status'] = { callMs: statusCall };
     result['whoamiCallMs'] = whoamiCall;
+    client.close();
     await handle.close();
 
     if (o.agent) {
