@@ -23,7 +23,6 @@ import { enroll, loadIdentity, natsCredentialsFile, startIdentityRenewal, type A
 import { agentInboxPrefix } from '../shared/wire/index.js';
 import { Http01Responder } from './http01/index.js';
 import { Installer } from './install/index.js';
-import { AgentInstruments, startAgentMetrics } from './metrics/index.js';
 import { ControllerLink } from './link/index.js';
 import { Sync } from './sync/index.js';
 import { Trust } from './trust/index.js';
@@ -126,13 +125,16 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     ...(cfg.haproxy ? { haproxyCrtDir: cfg.haproxy.crtDir } : {}),
   });
   const trust = Trust.open(cfg.stateDir, clock, componentLogger(alog, 'trust'));
-  const instruments = cfg.metrics ? new AgentInstruments() : undefined;
+  // prom-client and the endpoint are loaded only when the metrics endpoint is configured:
+  // an idle agent without it does not carry them (issue #13, agent memory).
+  const metricsModule = cfg.metrics ? await import('./metrics/index.js') : undefined;
+  const instruments = metricsModule ? new metricsModule.AgentInstruments() : undefined;
   // Sync names its parts (desired, apply, sync); the installer names itself.
   const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog, ...(instruments ? { metrics: instruments } : {}) });
   // Bound before the first pass, so a bad address fails the start and no install goes uncounted.
   const metrics =
-    cfg.metrics && instruments
-      ? await startAgentMetrics({ listen: splitHostPort(cfg.metrics.listen), instruments, statuses: () => sync.statuses(), log: componentLogger(alog, 'metrics') })
+    cfg.metrics && instruments && metricsModule
+      ? await metricsModule.startAgentMetrics({ listen: splitHostPort(cfg.metrics.listen), instruments, statuses: () => sync.statuses(), log: componentLogger(alog, 'metrics') })
       : undefined;
   try {
     await sync.start();

@@ -21,7 +21,7 @@ import type { ControllerSwitch } from '../shared/grpc/index.js';
 /** The calls the CLI makes. `close()` must be called when done (it releases the channel). */
 export interface OperatorClient {
   getStatus(): Promise<pb.GetStatusResponse__Output>;
-  listCertificates(): Promise<pb.ListCertificatesResponse__Output>;
+  listCertificates(req?: pb.ListCertificatesRequest): Promise<pb.ListCertificatesResponse__Output>;
   listAgents(): Promise<pb.ListAgentsResponse__Output>;
   createEnrollmentToken(req: pb.CreateEnrollmentTokenRequest): Promise<pb.CreateEnrollmentTokenResponse__Output>;
   showCertificate(req: pb.ShowCertificateRequest): Promise<pb.ShowCertificateResponse__Output>;
@@ -93,7 +93,7 @@ export function operatorClient(creds: OperatorCredentials, timeoutMs: number, on
   return {
     // Reads: safe to send again to another controller.
     getStatus: () => call('status', 'idempotent', (c, md, opts, cb) => c.getStatus({}, md, opts, cb)),
-    listCertificates: () => call('certs', 'idempotent', (c, md, opts, cb) => c.listCertificates({}, md, opts, cb)),
+    listCertificates: (req = {}) => call('certs', 'idempotent', (c, md, opts, cb) => c.listCertificates(req, md, opts, cb)),
     listAgents: () => call('agents', 'idempotent', (c, md, opts, cb) => c.listAgents({}, md, opts, cb)),
     showCertificate: (req) => call('show', 'idempotent', (c, md, opts, cb) => c.showCertificate(req, md, opts, cb)),
     getHistory: (req) => call('history', 'idempotent', (c, md, opts, cb) => c.getHistory(req, md, opts, cb)),

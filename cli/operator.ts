@@ -1,3 +1,22 @@
+/** Page size `certfleet certs` asks for (the controller's most is 1000). */
+export const CERTIFICATES_PAGE = 500;
+
+/**
+ * Every certificate summary, page by page (issue #13: one answer for 10,000 was several
+ * megabytes, over gRPC's default message limit), as one answer shaped like the unpaged
+ * one, so `certs` and `certs --json` print what they printed before paging.
+ */
+export async function listAllCertificates(client: Pick<OperatorClient, 'listCertificates'>, pageSize = CERTIFICATES_PAGE): Promise<{ certificates: pb.CertificateSummary__Output[] }> {
+  const certificates: pb.CertificateSummary__Output[] = [];
+  let pageToken = '';
+  do {
+    const page = await client.listCertificates({ pageSize, pageToken });
+    certificates.push(...page.certificates);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== '');
+  return { certificates };
+}
+
 /**
  * The operator commands: read the credentials, call the controller's OperatorService,
  * print the answer. Loaded only when one of them runs, so `--help`, usage errors and the
@@ -82,7 +101,7 @@ async function call(inv: OperatorInvocation, client: OperatorClient, io: CliIo, 
       return;
     }
     case 'certs': {
-      const resp = await client.listCertificates();
+      const resp = await listAllCertificates(client);
       out(resp, () => renderCertificates(resp, io.now(), { color }));
       return;
     }

@@ -188,7 +188,7 @@ function nextCell(c: pb.CertificateSummary__Output, now: Date, color: boolean): 
  * and DESIRED differ after a rollback: the summary used to show only NEWEST, so a rolled
  * back certificate looked current (issue #14).
  */
-export function renderCertificates(resp: pb.ListCertificatesResponse__Output, now: Date, opts: RenderOptions = {}): string {
+export function renderCertificates(resp: Pick<pb.ListCertificatesResponse__Output, 'certificates'>, now: Date, opts: RenderOptions = {}): string {
   const color = opts.color === true;
   if (resp.certificates.length === 0) return 'no certificates configured\n';
   const certs = [...resp.certificates].sort((a, b) => a.name.localeCompare(b.name));

@@ -108,11 +108,14 @@ export class Trust {
   private lastAt = '';
   /** Serialises writes of generations.json; the newest content wins. */
   private saving: Promise<void> = Promise.resolve();
+  /** A write is queued and has not started: it will carry every generation accepted until it starts. */
+  private writeQueued = false;
 
   private constructor(
     private readonly stateDir: string,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly writeFile: (file: string, content: string, mode: number) => Promise<void>,
   ) {}
 
   /**
@@ -120,8 +123,8 @@ export class Trust {
    * is logged and treated as empty (no keys: nothing verifies until the next
    * resynchronisation brings them; no generations: replay protection starts over).
    */
-  static open(stateDir: string, clock: Clock, log: Logger): Trust {
-    const t = new Trust(stateDir, clock, log);
+  static open(stateDir: string, clock: Clock, log: Logger, writeFile: (file: string, content: string, mode: number) => Promise<void> = writeFileAtomic): Trust {
+    const t = new Trust(stateDir, clock, log, writeFile);
     const dir = trustDir(stateDir);
     try {
       const raw = readJson(path.join(dir, KEYS_FILE)) as { keys?: SigningPublicKey[] } | undefined;
@@ -188,17 +191,23 @@ export class Trust {
 
   /**
    * Records `stamp` (a bare number: a generation of epoch 0) as accepted for `cert`;
-   * saving happens in the background ({@link saved}).
+   * saving happens in the background ({@link saved}). Accepts that come while a write is
+   * queued ride on it: the file is written from the stamps as they are when the write
+   * starts. (Each accept used to queue a write of its own snapshot: an agent starting
+   * against 10,000 desired records queued 10,000 copies of a 400 KB file, issue #13.)
    */
   accept(cert: string, stamp: number | RecordStamp): void {
     const s = typeof stamp === 'number' ? { epoch: 0, generation: stamp } : stamp;
     if (generationVerdict(s, this.highestFor(cert)) !== 'newer') return;
     this.highest.set(cert, s);
-    const content = JSON.stringify(Object.fromEntries(this.highest), null, 2) + '\n';
+    if (this.writeQueued) return;
+    this.writeQueued = true;
     this.saving = this.saving.then(async () => {
+      this.writeQueued = false;
+      const content = JSON.stringify(Object.fromEntries(this.highest), null, 2) + '\n';
       try {
         fs.mkdirSync(trustDir(this.stateDir), { recursive: true, mode: 0o700 });
-        await writeFileAtomic(path.join(trustDir(this.stateDir), GENERATIONS_FILE), content, 0o600);
+        await this.writeFile(path.join(trustDir(this.stateDir), GENERATIONS_FILE), content, 0o600);
       } catch (err) {
         this.log.error({ [LogKey.err]: (err as Error).message }, 'record generations not saved');
       }

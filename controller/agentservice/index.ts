@@ -17,6 +17,11 @@
  *  - FetchBundle version 0 means "the version I should serve now": the desired one, or
  *    the previous one while a staged rollout has not reached the agent's wave.
  *
+ * Bundles: versions are immutable, and a new version is fetched by every agent it is
+ * assigned to at once, so the last {@link BUNDLE_CACHE_SIZE} bundles read are kept in
+ * memory (concurrent fetches of one version share one store read; a failed or empty
+ * read is not kept). Authorisation still runs on every call.
+ *
  * Enrolment: the CSR is checked before the one-time token is redeemed (a malformed CSR
  * must not use it up); the NATS user rotates with the identity, on enrolment and on
  * renewal (controller/natsauth, when the controller is the NATS authority).
@@ -56,6 +61,9 @@ export interface AgentServiceDeps {
   clock: Clock;
 }
 
+/** Bundles the AgentService keeps in memory (see the module comment). */
+export const BUNDLE_CACHE_SIZE = 32;
+
 /** The AgentService backend (rules in the module comment). */
 export function createAgentService(deps: AgentServiceDeps): AgentBackend {
   const { ca, clock, enrollment, fleet, desired, signer, events } = deps;
@@ -70,6 +78,24 @@ export function createAgentService(deps: AgentServiceDeps): AgentBackend {
     const reg = await enrollment.authenticateAgent(id.name, id.serial);
     fleet.registered(reg); // a renewed identity in use shows in the views
     return reg.labels;
+  };
+  // name@version → the store read; newest last (Map order), oldest dropped beyond the size.
+  const bundles = new Map<string, Promise<Bundle | null>>();
+  const readBundle = (name: string, version: number): Promise<Bundle | null> => {
+    const key = `${name}@${version}`;
+    const cached = bundles.get(key);
+    if (cached) return cached;
+    const read = deps.store.getVersion(name, version);
+    bundles.set(key, read);
+    const forget = (): void => {
+      if (bundles.get(key) === read) bundles.delete(key);
+    };
+    read.then((b) => b === null && forget(), forget);
+    if (bundles.size > BUNDLE_CACHE_SIZE) {
+      const oldest = bundles.keys().next();
+      if (oldest.done !== true) bundles.delete(oldest.value);
+    }
+    return read;
   };
   const natsCredentialsUntil = async (agent: string, certPem: string): Promise<string> =>
     deps.nats ? deps.nats.credentialsForAgent(agent, Date.parse(new crypto.X509Certificate(certPem).validTo)) : '';
@@ -112,7 +138,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentBackend {
       }
       const d = desired.get(name);
       const wanted = version === 0 ? (d ? desiredFor(d, labels).version : undefined) : version;
-      const bundle = wanted === undefined ? null : await deps.store.getVersion(name, wanted);
+      const bundle = wanted === undefined ? null : await readBundle(name, wanted);
       if (!bundle) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} version ${wanted ?? 'desired'} does not exist`);
       return bundle;
     },

@@ -94,7 +94,12 @@ export interface AgentBackend {
 /** What the operator side of the API needs from the controller. */
 export interface OperatorBackend {
   status(): Promise<pb.GetStatusResponse>;
-  certificates(): Promise<pb.CertificateSummary[]>;
+  /**
+   * One page of the certificate summaries in configuration order: at most `size` (0:
+   * all) after the page `token` ended ('' for the first). USAGE_INVALID for a token that
+   * names no configured certificate.
+   */
+  certificates(page: { size: number; token: string }): Promise<{ certificates: pb.CertificateSummary[]; nextPageToken: string }>;
   agents(): Promise<pb.AgentSummary[]>;
   /** `actor`: the operator making the call, recorded in the event. */
   createEnrollmentToken(agent: string, labels: Record<string, string>, ttlMs: number, actor: string): Promise<{ token: string; expiresAt: string }>;
@@ -153,6 +158,9 @@ export interface ApiServer {
   /** Stops accepting calls; waits up to `graceMs` for calls in flight, then cuts them. */
   stop(graceMs?: number): Promise<void>;
 }
+
+/** The largest page of ListCertificates (a larger page_size counts as this). */
+export const MAX_CERTIFICATES_PAGE = 1000;
 
 /** Converts store meta to the wire message. */
 export function versionToPb(meta: VersionMeta): pb.CertificateVersion {
@@ -421,7 +429,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }),
     ListCertificates: unary(log, 'ListCertificates', async (call) => {
       await operatorCaller(call, opts.auth, 'ListCertificates');
-      return { certificates: await opts.operators.certificates() };
+      return opts.operators.certificates({ size: Math.min(call.request.pageSize, MAX_CERTIFICATES_PAGE), token: call.request.pageToken.slice(0, 256) });
     }),
     ListAgents: unary(log, 'ListAgents', async (call) => {
       await operatorCaller(call, opts.auth, 'ListAgents');

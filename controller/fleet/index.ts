@@ -61,6 +61,13 @@ export class Fleet {
   private readonly writes = new Map<string, Promise<void>>();
   private writeFailing = false;
   private watch: KvWatch | undefined;
+  /**
+   * Bumped on every change of a registration or a report: the views below are kept
+   * until it moves. `certfleet certs` over 10,000 certificates asked for the selected
+   * agents of each one, sorting and filtering the whole fleet every time (issue #13).
+   */
+  private generation = 0;
+  private view: { generation: number; all: AgentView[]; bySelector: Map<string, AgentView[]> } | undefined;
 
   private constructor(
     private readonly kv: JsonKv<AgentRecord>,
@@ -73,6 +80,7 @@ export class Fleet {
     const fleet = new Fleet(kv, opts);
     for (const reg of await opts.enrollment.listAgents()) fleet.registrations.set(reg.name, reg);
     fleet.watch = await kv.watch((key, value) => {
+      fleet.generation++;
       if (value === null) {
         fleet.reports.delete(key);
         return;
@@ -88,6 +96,8 @@ export class Fleet {
 
   /** Remembers a (re-)enrolled agent, or a registration that changed (renewed identity). */
   registered(reg: AgentRegistration): void {
+    if (this.registrations.get(reg.name) === reg) return;
+    this.generation++;
     this.registrations.set(reg.name, reg);
   }
 
@@ -98,6 +108,7 @@ export class Fleet {
    * refused it (the agent is out of duty in memory either way; a retry deletes it).
    */
   async removed(reg: AgentRegistration): Promise<void> {
+    this.generation++;
     this.registrations.set(reg.name, reg);
     this.reports.delete(reg.name);
     const previous = this.writes.get(reg.name) ?? Promise.resolve();
@@ -138,6 +149,7 @@ export class Fleet {
       for (const c of report.certificates) this.opts.onCertificateReport(agent, previous.get(c.name), c);
     }
     this.reports.set(agent, record);
+    this.generation++;
     this.writeThrough(agent, record);
     if (!this.isOnline(before)) {
       this.opts.log.info({ agent }, 'agent online');
@@ -167,21 +179,49 @@ export class Fleet {
     });
   }
 
-  /** Every enrolled agent with its last report, sorted by name; removed ones included, marked. */
+  /**
+   * Every enrolled agent with its last report, sorted by name; removed ones included,
+   * marked. The array is shared until the fleet changes (frozen: do not modify it);
+   * `online` is worked out against the clock whenever it is read.
+   */
   agents(): AgentView[] {
-    return [...this.registrations.values()]
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((registration) => {
-        const removed = registration.removedAt !== undefined;
-        const report = removed ? undefined : this.reports.get(registration.name);
-        return { registration, report, online: this.isOnline(report), removed };
-      });
+    return this.current().all;
   }
 
-  /** Enrolled agents selected by `selector` (online or not); removed agents never are. */
+  /** Enrolled agents selected by `selector` (online or not); removed agents never are. Shared and frozen like {@link agents}. */
   selected(selector: string): AgentView[] {
-    const sel = parseSelector(selector);
-    return this.agents().filter((a) => !a.removed && matches(sel, a.registration.labels));
+    const view = this.current();
+    let picked = view.bySelector.get(selector);
+    if (picked === undefined) {
+      const sel = parseSelector(selector);
+      picked = Object.freeze(view.all.filter((a) => !a.removed && matches(sel, a.registration.labels))) as AgentView[];
+      view.bySelector.set(selector, picked);
+    }
+    return picked;
+  }
+
+  /** The views of the fleet as it is now (rebuilt only after a change). */
+  private current(): { all: AgentView[]; bySelector: Map<string, AgentView[]> } {
+    if (this.view?.generation === this.generation) return this.view;
+    // Reading a registration's report when the view is built is right: any change of
+    // either bumps the generation and the next read rebuilds.
+    const isOnline = (report: AgentRecord | undefined): boolean => this.isOnline(report);
+    const all = [...this.registrations.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((registration): AgentView => {
+        const removed = registration.removedAt !== undefined;
+        const report = removed ? undefined : this.reports.get(registration.name);
+        return {
+          registration,
+          report,
+          get online() {
+            return isOnline(report);
+          },
+          removed,
+        };
+      });
+    this.view = { generation: this.generation, all: Object.freeze(all) as AgentView[], bySelector: new Map() };
+    return this.view;
   }
 
   /**

@@ -19,7 +19,7 @@ export function forwardingBackend(backend: OperatorBackend, deps: ForwardingDeps
   return {
     // Reads: the shared NATS buckets and store answer them on any controller.
     status: () => backend.status(),
-    certificates: () => backend.certificates(),
+    certificates: (page) => backend.certificates(page),
     agents: () => backend.agents(),
     show: (name) => backend.show(name),
     history: (name) => backend.history(name),

@@ -111,6 +111,26 @@ export interface SummaryInput {
   nowIso(ms: number): string;
 }
 
+/**
+ * One page of `items` (in their order): at most `size` of them (0: all) after the item
+ * whose key is `token` ('' for the first page), and the token of the next page ('' when
+ * this is the last). Pure. The token is the last key of the page, so a page never
+ * repeats or skips an item of an unchanged list; USAGE_INVALID for a token that is no
+ * item's key (the list changed, or a made-up token).
+ */
+export function pageOf<T>(items: readonly T[], size: number, token: string, key: (item: T) => string): { items: T[]; nextPageToken: string } {
+  let start = 0;
+  if (token !== '') {
+    const at = items.findIndex((i) => key(i) === token);
+    if (at < 0) throw new CertfleetError(ErrorCode.UsageInvalid, `page token ${JSON.stringify(token)} names no configured certificate (the configuration changed?): list again from the start`);
+    start = at + 1;
+  }
+  const end = size <= 0 ? items.length : Math.min(items.length, start + size);
+  const page = items.slice(start, end);
+  const last = page[page.length - 1];
+  return { items: page, nextPageToken: end < items.length && last !== undefined ? key(last) : '' };
+}
+
 /** One certificate an agent is out of step with (`certfleet agents`), as the API sends it. */
 export type AgentDrift = NonNullable<pb.AgentSummary['drift']>[number];
 
@@ -311,7 +331,10 @@ export function createOperations(deps: OperationsDeps): Operations {
         controllers: controllers.map((c) => ({ name: c.name, address: c.address, role: c.role, epoch: c.epoch, seenAt: c.seenAt, health: c.health, version: c.version })),
       };
     },
-    certificates: () => Promise.resolve(cfg.certificates.map((c) => certificateSummary(c.name))),
+    certificates: (page) => {
+      const { items, nextPageToken } = pageOf(cfg.certificates, page.size, page.token, (c) => c.name);
+      return Promise.resolve({ certificates: items.map((c) => certificateSummary(c.name)), nextPageToken });
+    },
     agents: () => {
       const drift = fleetDrift();
       return Promise.resolve(

@@ -294,12 +294,54 @@ export function certificateSerial(certPem: string): { serial: string; notAfter: 
  *
  * Whether the serial is still the agent's current one is the registry's question
  * (controller/enroll), not this function's.
+ *
+ * Every authenticated call comes through here, and parsing and verifying a certificate
+ * costs milliseconds (issue #13: two calls per agent per new version made it most of
+ * the controller's CPU in a fan-out). What does not depend on time is therefore
+ * remembered per CA object and certificate bytes ({@link VERIFIED_CACHE_SIZE} entries,
+ * oldest dropped): a certificate that verified once verifies again without parsing;
+ * its validity is still checked against `now` on every call. Failures are not
+ * remembered.
  */
 export function verifyClientCertificate(
   ca: CaMaterial,
   certDerOrPem: string | Uint8Array,
   now: number,
 ): ClientIdentity {
+  let cache = verifiedCache.get(ca);
+  if (cache === undefined) {
+    cache = new Map();
+    verifiedCache.set(ca, cache);
+  }
+  const key = typeof certDerOrPem === 'string' ? certDerOrPem : Buffer.from(certDerOrPem.buffer, certDerOrPem.byteOffset, certDerOrPem.byteLength).toString('base64');
+  let verified = cache.get(key);
+  if (verified === undefined) {
+    verified = verifyUncached(ca, certDerOrPem);
+    if (cache.size >= VERIFIED_CACHE_SIZE) {
+      const oldest = cache.keys().next();
+      if (oldest.done !== true) cache.delete(oldest.value);
+    }
+    cache.set(key, verified);
+  }
+  if (now < verified.notBefore) throw unauthenticated('not yet valid');
+  if (now > verified.notAfter) throw unauthenticated('expired');
+  return { ...verified.identity };
+}
+
+/** How many verified client certificates {@link verifyClientCertificate} remembers per CA (a fleet's agents and operators). */
+export const VERIFIED_CACHE_SIZE = 20_000;
+
+interface VerifiedCertificate {
+  identity: ClientIdentity;
+  notBefore: number;
+  notAfter: number;
+}
+
+/** Per CA object (a new CA is a new object): certificate bytes → what verified. */
+const verifiedCache = new WeakMap<CaMaterial, Map<string, VerifiedCertificate>>();
+
+/** The time-independent checks of {@link verifyClientCertificate}. */
+function verifyUncached(ca: CaMaterial, certDerOrPem: string | Uint8Array): VerifiedCertificate {
   let cert: crypto.X509Certificate;
   let parsed: x509.X509Certificate;
   try {
@@ -313,8 +355,6 @@ export function verifyClientCertificate(
   // signature itself. A certificate from another CA with our CA's name fails the second.
   if (!cert.checkIssued(caCert)) throw unauthenticated('not issued by the controller CA');
   if (!cert.verify(caCert.publicKey)) throw unauthenticated('signature does not verify against the controller CA');
-  if (now < parsed.notBefore.getTime()) throw unauthenticated('not yet valid');
-  if (now > parsed.notAfter.getTime()) throw unauthenticated('expired');
   const bc = parsed.getExtension(x509.BasicConstraintsExtension);
   if (bc?.ca === true) throw unauthenticated('is a CA certificate');
   const eku = parsed.getExtension(x509.ExtendedKeyUsageExtension);
@@ -328,7 +368,11 @@ export function verifyClientCertificate(
   if (uris.length !== 1) throw unauthenticated(`expected one certfleet URI SAN, found ${uris.length}`);
   const identity = parseIdentityUri(uris[0] ?? '');
   if (identity === null) throw unauthenticated('certfleet URI SAN is malformed');
-  return { ...identity, serial: parsed.serialNumber.toLowerCase() };
+  return {
+    identity: { ...identity, serial: parsed.serialNumber.toLowerCase() },
+    notBefore: parsed.notBefore.getTime(),
+    notAfter: parsed.notAfter.getTime(),
+  };
 }
 
 function parseIdentityUri(uri: string): { role: ClientRole; name: string } | null {

@@ -47,11 +47,19 @@ let cached: { agent: AgentProto; operator: OperatorProto } | undefined;
 /** Loads and caches both service definitions. */
 export function loadProtos(): { agent: AgentProto; operator: OperatorProto } {
   if (cached) return cached;
-  const agentDef = protoLoader.loadSync('certfleet/v1/agent.proto', LOADER_OPTIONS);
-  const operatorDef = protoLoader.loadSync('certfleet/v1/operator.proto', LOADER_OPTIONS);
+  // Each service is parsed on first use: an agent never needs the operator service
+  // (issue #13, agent memory).
+  let agent: AgentProto | undefined;
+  let operator: OperatorProto | undefined;
   cached = {
-    agent: grpc.loadPackageDefinition(agentDef) as unknown as AgentProto,
-    operator: grpc.loadPackageDefinition(operatorDef) as unknown as OperatorProto,
+    get agent(): AgentProto {
+      agent ??= grpc.loadPackageDefinition(protoLoader.loadSync('certfleet/v1/agent.proto', LOADER_OPTIONS)) as unknown as AgentProto;
+      return agent;
+    },
+    get operator(): OperatorProto {
+      operator ??= grpc.loadPackageDefinition(protoLoader.loadSync('certfleet/v1/operator.proto', LOADER_OPTIONS)) as unknown as OperatorProto;
+      return operator;
+    },
   };
   return cached;
 }

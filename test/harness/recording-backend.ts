@@ -30,7 +30,7 @@ export function recordingBackend(label: string): RecordingBackend {
     };
   const backend: OperatorBackend = {
     status: call('status', () => ({}) as never),
-    certificates: call('certificates', () => []),
+    certificates: call('certificates', () => ({ certificates: [], nextPageToken: '' })),
     agents: call('agents', () => []),
     show: call('show', () => ({}) as never),
     history: call('history', () => ({}) as never),

@@ -128,7 +128,7 @@ void describe('two controllers on one NATS and one Vault store', { timeout: 300_
     assert.equal(c2.leading(), false);
 
     // Status on the follower names the leader and both controllers.
-    const client = operatorClient({ ...loadCredentials(path.join(cfg1.stateDir, STATE_FILES.adminCredentials)), server: `127.0.0.1:${p2}` }, 10_000);
+    const client = operatorClient({ ...loadCredentials(path.join(cfg1.stateDir, STATE_FILES.adminCredentials)), server: `127.0.0.1:${p2}`, servers: [`127.0.0.1:${p2}`] }, 10_000);
     try {
       const st = await eventually('both controllers registered', async () => {
         const s = await client.getStatus();
@@ -189,7 +189,7 @@ void describe('two controllers on one NATS and one Vault store', { timeout: 300_
 
     // The new leader does the work: a renewal is ordered by it, once.
     assert.equal(await orders(), 1, 'the takeover placed no order (the certificate is fresh)');
-    const client2 = operatorClient({ ...loadCredentials(path.join(cfg1.stateDir, STATE_FILES.adminCredentials)), server: `127.0.0.1:${p2}` }, 30_000);
+    const client2 = operatorClient({ ...loadCredentials(path.join(cfg1.stateDir, STATE_FILES.adminCredentials)), server: `127.0.0.1:${p2}`, servers: [`127.0.0.1:${p2}`] }, 30_000);
     try {
       await client2.renewCertificate({ name: CERT });
     } finally {

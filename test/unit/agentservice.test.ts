@@ -109,6 +109,25 @@ void describe('agent service: who gets which certificate', () => {
     assert.deepEqual(t.fetched, ['web@2'], 'the store is read only for the assigned certificate');
   });
 
+  void it('a version fetched by many agents at once is read from the store once; a missing one is read again (issue #13)', async () => {
+    const t = await setup();
+    t.desired.set('all', desiredRecord('all', 3));
+    const agents = await Promise.all(['a-1', 'a-2', 'a-3'].map((n) => t.enrol(n, { role: 'web' })));
+    // Not stored yet: NOT_FOUND, and not remembered as missing.
+    await assert.rejects(t.service.fetchBundle(agents[0] as CallerIdentity, 'all', 0), hasCode(ErrorCode.NotFound));
+    t.versions.set('all@3', bundle('all', 3));
+    const got = await Promise.all(agents.map((a) => t.service.fetchBundle(a, 'all', 0)));
+    assert.deepEqual(got.map((b) => b.keyPem), ['key all 3', 'key all 3', 'key all 3']);
+    assert.equal((await t.service.fetchBundle(agents[1] as CallerIdentity, 'all', 3)).meta.version, 3);
+    assert.deepEqual(t.fetched, ['all@3', 'all@3'], 'one read for the missing version, one for everyone after');
+    // Authorisation still holds for a cached bundle.
+    const db1 = await t.enrol('db-1', { role: 'db' });
+    t.desired.set('web', desiredRecord('web', 3));
+    t.versions.set('web@3', bundle('web', 3));
+    await t.service.fetchBundle(agents[0] as CallerIdentity, 'web', 3);
+    await assert.rejects(t.service.fetchBundle(db1, 'web', 3), hasCode(ErrorCode.PermissionDenied));
+  });
+
   void it('assignments list only the certificates the agent is assigned, the every-agent selector included', async () => {
     const t = await setup();
     t.desired.set('web', desiredRecord('web', 2));

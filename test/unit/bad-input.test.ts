@@ -582,7 +582,7 @@ function operatorBackend(): OperatorBackend {
   };
   return {
     status: () => Promise.resolve({ controllerVersion: 'test', store: 'file', acmeDirectory: '', certificates: 1, certificatesReady: 0, agents: 0, agentsOnline: 0, nats: 'connected' }),
-    certificates: () => Promise.resolve([]),
+    certificates: () => Promise.resolve({ certificates: [], nextPageToken: '' }),
     agents: () => Promise.resolve([]),
     createEnrollmentToken: (agent, labels, ttlMs) => world.enrollment.createToken({ agent, labels, ttlMs }),
     show: (name) => Promise.resolve(known(name)).then(nothing),

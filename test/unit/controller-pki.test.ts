@@ -390,4 +390,33 @@ void describe('controller CA', () => {
     await assert.rejects(loadOrCreateControllerCa(store, NOW), hasCode(ErrorCode.StoreCorrupt));
     await store.close();
   });
+
+  void it('verifies a client certificate once per CA and still checks its validity on every call (issue #13)', async () => {
+    const { csrPem } = await createAgentKeyAndCsr('edge-7');
+    const { certPem, serial } = await signAgentCsr(ca, csrPem, { agent: 'edge-7', now: NOW, validityDays: 7 });
+    const der = new Uint8Array(new crypto.X509Certificate(certPem).raw);
+    assert.deepEqual(verifyClientCertificate(ca, der, NOW), { role: 'agent', name: 'edge-7', serial });
+    // Parsing is what costs: with the parser gone, the known certificate still verifies...
+    const real = crypto.X509Certificate;
+    (crypto as { X509Certificate: unknown }).X509Certificate = class {
+      constructor() {
+        throw new Error('parsed again');
+      }
+    };
+    try {
+      assert.deepEqual(verifyClientCertificate(ca, der, NOW + DAY), { role: 'agent', name: 'edge-7', serial });
+      // ...its validity is still checked against the time of the call...
+      assert.throws(() => verifyClientCertificate(ca, der, NOW + 8 * DAY), hasCode(ErrorCode.Unauthenticated));
+      // ...and another CA (a new object, even with the same certificate) verifies for itself.
+      const other = await createControllerCa({ now: NOW });
+      assert.throws(() => verifyClientCertificate(other, der, NOW), hasCode(ErrorCode.Unauthenticated));
+      assert.throws(() => verifyClientCertificate({ ...ca }, der, NOW), hasCode(ErrorCode.Unauthenticated));
+    } finally {
+      (crypto as { X509Certificate: unknown }).X509Certificate = real;
+    }
+    // Once parsing works again, a fresh CA object verifies the certificate like the first.
+    assert.deepEqual(verifyClientCertificate({ ...ca }, der, NOW), { role: 'agent', name: 'edge-7', serial });
+    const other = await createControllerCa({ now: NOW });
+    assert.throws(() => verifyClientCertificate(other, der, NOW), hasCode(ErrorCode.Unauthenticated));
+  });
 });

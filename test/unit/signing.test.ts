@@ -190,6 +190,28 @@ test('the agent keeps (epoch, generation) on disk and reads a file written befor
   assert.deepEqual(t2.highestFor('web'), { epoch: 3, generation: 2 });
 });
 
+test('accepting many generations at once writes the file a few times, not once per record (issue #13), and loses none', async () => {
+  const dir = tempDir('certfleet-trust-');
+  const writes: string[] = [];
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  const t = Trust.open(dir, new ManualClock(NOW), silentLogger(), async (file, content, mode) => {
+    writes.push(content);
+    await gate; // the first write is slow: everything accepted meanwhile queues behind it
+    fs.writeFileSync(file, content, { mode });
+  });
+  for (let i = 0; i < 5000; i++) t.accept(`cert-${i}`, i + 1);
+  await Promise.resolve();
+  t.accept('late', 1); // while the first write is in flight
+  release();
+  await t.saved();
+  assert.ok(writes.length <= 2, `${writes.length} writes for 5001 accepts`);
+  const t2 = Trust.open(dir, new ManualClock(NOW), silentLogger());
+  assert.deepEqual(t2.highestFor('cert-0'), { epoch: 0, generation: 1 });
+  assert.deepEqual(t2.highestFor('cert-4999'), { epoch: 0, generation: 5000 });
+  assert.deepEqual(t2.highestFor('late'), { epoch: 0, generation: 1 });
+});
+
 test('refusals are counted per reason with the last one on a line that names no value', () => {
   const t = Trust.open(tempDir('certfleet-trust-'), new ManualClock(NOW), silentLogger());
   t.refuse('unsigned', { bucket: 'certfleet_challenges', key: 'tok_1' }, 'record is not signed');

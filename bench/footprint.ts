@@ -1,0 +1,345 @@
+/**
+ * Footprint and burst benchmark (issue #13, items 4 and 5).
+ *
+ *   npm run bench:footprint                         # 10,000 certificates, 1,000 agents
+ *   node dist/bench/footprint.js --certs 10000 --agents 1000 --burst --json
+ *   options: --certs N  --agents N (each certificate is assigned to 2 agents)
+ *            --burst (every certificate is due at start; see below)
+ *            --seconds S (how long `status` is sampled during the burst, default 60)
+ *            --no-agent (skip the idle agent)
+ *
+ * What it builds, on loopback: Pebble (the controller opens its ACME account at start),
+ * nats-server with JetStream in operator mode, the controller (`dist/cli/main.js`) and one
+ * real agent process with 10 certificates. The store and the fleet are loaded directly at
+ * their size, as a controller that has run for a while has them:
+ *  - N certificates, one version each, signed by a throwaway CA (one key shared by every
+ *    leaf: key generation is not what is measured), written in the file store's layout;
+ *  - N/20 × 2 agent registrations in the store, and for each a status record in the
+ *    `agents` bucket (online, every assigned certificate installed), written once the
+ *    controller has created the bucket.
+ *
+ * Measured: the controller's RSS once its first passes are done; the time `certfleet
+ * certs --json` and `certfleet status --json` take end to end, minus `certfleet whoami`
+ * (the CLI's own start-up and one round trip) — "server time"; the idle agent's RSS.
+ *
+ * --burst: every version expires within a day, so the whole fleet is due at once. The
+ * agents are records only (no HTTP-01 responder answers), so each order fails at the
+ * challenge step and goes to backoff: the pass still plans, orders and records every
+ * certificate. `certfleet status` is timed every 250 ms for --seconds while it runs.
+ */
+import 'reflect-metadata';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { webcrypto, randomBytes } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { NatsAuthority } from '../controller/natsauth/index.js';
+import { FileStore } from '../controller/store/file.js';
+import { systemClock } from '../shared/clock/index.js';
+import { silentLogger } from '../shared/log/index.js';
+import { connectNats, openKv } from '../shared/nats/index.js';
+import { parseCertificate } from '../shared/pki/index.js';
+import { parseAgentRecord, type AgentRecord } from '../shared/records/index.js';
+import { Bucket } from '../shared/wire/index.js';
+import type { CertStatus } from '../shared/model/index.js';
+import { makeTestCa, privateKeyPem } from '../test/harness/certs.js';
+import { startNats } from '../test/harness/nats.js';
+import { startPebble } from '../test/harness/pebble.js';
+import { eventually, freePort, startProcess, waitForPort, type Started } from '../test/harness/process.js';
+import { tempDir } from '../test/harness/tmp.js';
+import { CLI, runCli } from '../test/harness/fleet.js';
+import { cpuMs, rssMiB } from './measure.js';
+import { operatorClient } from '../cli/client.js';
+import { listAllCertificates } from '../cli/operator.js';
+import { loadCredentials } from '../cli/credentials.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+const DAY = 86_400_000;
+const PER_GROUP = 20;
+
+interface Options {
+  certs: number;
+  agents: number;
+  burst: boolean;
+  seconds: number;
+  agent: boolean;
+  json: boolean;
+  cpuProf: string | undefined;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { certs: 10_000, agents: 1_000, burst: false, seconds: 60, agent: true, json: false, cpuProf: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = argv[i + 1];
+    if (a === '--certs' && v) {
+      o.certs = Number(v);
+      i++;
+    } else if (a === '--agents' && v) {
+      o.agents = Number(v);
+      i++;
+    } else if (a === '--seconds' && v) {
+      o.seconds = Number(v);
+      i++;
+    } else if (a === '--burst') o.burst = true;
+    else if (a === '--no-agent') o.agent = false;
+    else if (a === '--json') o.json = true;
+    else if (a === '--cpu-prof' && v) {
+      o.cpuProf = path.resolve(v);
+      i++;
+    }
+    else throw new Error(`unknown option ${a}`);
+  }
+  return o;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? NaN;
+};
+const certName = (i: number): string => `c${String(i).padStart(5, '0')}`;
+const groupOf = (i: number): string => `g${String(Math.floor(i / PER_GROUP)).padStart(4, '0')}`;
+
+function writeFileMode(file: string, text: string): void {
+  fs.writeFileSync(file, text, { mode: 0o600 });
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const root = tempDir('certfleet-footprint-');
+  const stateDir = path.join(root, 'controller');
+  const storeDir = path.join(stateDir, 'store');
+  const log = (s: string): void => void process.stderr.write(`${new Date().toISOString()} ${s}\n`);
+
+  // ---- the store at size, written in the file store's layout ----
+  const ca = await makeTestCa({ commonName: 'Footprint CA' });
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const keyPem = await privateKeyPem(keys.privateKey);
+  const now = Date.now();
+  // Burst: 89 of 90 days gone, every certificate due now.
+  const notBefore = o.burst ? now - 89 * DAY : now - DAY;
+  const notAfter = notBefore + 90 * DAY;
+  await FileStore.open({ dir: storeDir, log: silentLogger() }).then((s) => s.close());
+  const groups = Math.ceil(o.certs / PER_GROUP);
+  const agentsPerGroup = Math.max(1, Math.round(o.agents / groups));
+  const idleCerts = o.agent ? 10 : 0;
+  const fingerprints: string[] = [];
+  const t0 = Date.now();
+  for (let i = 0; i < o.certs + idleCerts; i++) {
+    const name = i < o.certs ? certName(i) : `idle${i - o.certs}`;
+    const dns = `${name}.example.test`;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: randomBytes(16).toString('hex').replace(/^./, '1'),
+      subject: `CN=${dns}`,
+      issuer: ca.cert.subject,
+      notBefore: new Date(notBefore),
+      notAfter: new Date(notAfter),
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      publicKey: keys.publicKey,
+      signingKey: ca.keys.privateKey,
+      extensions: [new x509.BasicConstraintsExtension(false, undefined, true), new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: dns }])],
+    });
+    const certPem = `${cert.toString('pem')}\n`;
+    const info = parseCertificate(certPem);
+    fingerprints.push(info.fingerprint);
+    const dir = path.join(storeDir, 'certs', name, '1');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileMode(path.join(dir, 'cert.pem'), certPem);
+    writeFileMode(path.join(dir, 'chain.pem'), ca.chainPem);
+    writeFileMode(path.join(dir, 'privkey.pem'), keyPem);
+    const meta = { name, version: 1, serial: info.serial, fingerprint: info.fingerprint, names: info.names, notBefore: info.notBefore.toISOString(), notAfter: info.notAfter.toISOString(), issuedAt: info.notBefore.toISOString(), keyType: 'ecdsa-p256' };
+    writeFileMode(path.join(dir, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
+  }
+  log(`${o.certs + idleCerts} certificates written in ${Date.now() - t0} ms`);
+  const agentNames: Array<{ name: string; group: number }> = [];
+  fs.mkdirSync(path.join(storeDir, 'objects', 'agents'), { recursive: true, mode: 0o700 });
+  for (let g = 0; g < groups; g++) {
+    for (let k = 0; k < agentsPerGroup; k++) {
+      const name = `a${String(g).padStart(4, '0')}-${k}`;
+      agentNames.push({ name, group: g });
+      const reg = { name, labels: { group: `g${String(g).padStart(4, '0')}` }, certSerial: randomBytes(16).toString('hex'), enrolledAt: new Date(now - DAY).toISOString() };
+      writeFileMode(path.join(storeDir, 'objects', 'agents', `${name}.json`), JSON.stringify(reg) + '\n');
+    }
+  }
+
+  // ---- servers ----
+  const pebble = await startPebble({ httpPort: await freePort() });
+  const natsPort = await freePort();
+  const apiPort = await freePort();
+  fs.writeFileSync(path.join(root, 'pebble-ca.pem'), pebble.caPem);
+  const controllerConfig = path.join(root, 'controller.yaml');
+  const lines = [
+    `stateDir: ${stateDir}`,
+    'log: { level: warn }',
+    `api: { listen: "127.0.0.1:${apiPort}" }`,
+    `nats: { servers: ["nats://127.0.0.1:${natsPort}"] }`,
+    'acme:',
+    `  directoryUrl: ${pebble.directoryUrl}`,
+    `  caFile: ${path.join(root, 'pebble-ca.pem')}`,
+    '  termsOfServiceAgreed: true',
+    'certificates:',
+  ];
+  for (let i = 0; i < o.certs; i++) lines.push(`  - { name: ${certName(i)}, names: ["${certName(i)}.example.test"], agents: "group=${groupOf(i)}" }`);
+  for (let i = 0; i < idleCerts; i++) lines.push(`  - { name: idle${i}, names: ["idle${i}.example.test"], agents: "role=idle" }`);
+  fs.writeFileSync(controllerConfig, lines.join('\n') + '\n');
+  const written = await runCli(['controller', '--config', controllerConfig, '--write-nats-config']);
+  if (written.code !== 0) throw new Error(`--write-nats-config: ${written.stderr}`);
+  const nats = await startNats({ port: natsPort, auth: { include: written.stdout.trim() } });
+  const store = await FileStore.open({ dir: storeDir, log: silentLogger() });
+  const creds = (await (await NatsAuthority.open(store, systemClock)).controllerCredentials('bench-observer')).creds;
+  await store.close();
+  const prof = o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}`] : [];
+  const controller = startProcess('controller', process.execPath, [...prof, CLI, 'controller', '--config', controllerConfig]);
+  let agent: Started | undefined;
+  let agent2: Started | undefined;
+  const result: Record<string, unknown> = { certificates: o.certs, agents: agentNames.length, burst: o.burst };
+  try {
+    const started = Date.now();
+    await waitForPort('127.0.0.1', apiPort, 600_000, controller);
+    result['apiUpAfterMs'] = Date.now() - started;
+    const credentials = path.join(stateDir, 'admin-credentials.json');
+    await eventually('admin credentials', () => fs.existsSync(credentials), 60_000);
+    const env = { ...process.env, CERTFLEET_CREDENTIALS: credentials };
+    const pid = controller.child.pid ?? 0;
+    const timed = async (args: string[]): Promise<{ ms: number; out: string }> => {
+      const t = Date.now();
+      const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [CLI, ...args], { env, timeout: 600_000, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr: stderr || (err ? err.message : '') }),
+        ),
+      );
+      if (r.code !== 0) throw new Error(`certfleet ${args.join(' ')}: ${r.stderr}`);
+      return { ms: Date.now() - t, out: r.stdout };
+    };
+
+    // The fleet's last reports, as the agents would have written them.
+    const handle = await connectNats({ servers: [nats.url], credentials: creds, name: 'bench', log: silentLogger() });
+    const kv = await openKv<AgentRecord>(handle, Bucket.agents, { create: false, parse: parseAgentRecord });
+    const reportOf = (name: string, group: number): AgentRecord => ({
+      name,
+      http01Address: '',
+      agentVersion: 'bench',
+      lastSeen: new Date().toISOString(),
+      certificates: Array.from({ length: PER_GROUP }, (_, j): CertStatus => {
+        const i = group * PER_GROUP + j;
+        return { name: certName(i), version: 1, fingerprint: fingerprints[i] ?? '', desiredVersion: 1, state: 'installed', hook: null, servedVerified: true, error: '', errorCode: '', updatedAt: new Date().toISOString(), failedVersion: 0, rollback: '' };
+      }).filter((c) => c.fingerprint !== ''),
+    });
+    const writeReports = async (): Promise<void> => {
+      for (let i = 0; i < agentNames.length; i += 50) {
+        await Promise.all(agentNames.slice(i, i + 50).map((a) => kv.put(a.name, reportOf(a.name, a.group))));
+      }
+    };
+    await writeReports();
+    log(`${agentNames.length} agent reports written`);
+
+    if (o.burst) {
+      // `status` while the whole fleet is due.
+      const samples: number[] = [];
+      const until = Date.now() + o.seconds * 1000;
+      const cpu0 = cpuMs(pid);
+      while (Date.now() < until) {
+        samples.push((await timed(['status', '--json'])).ms);
+        await sleep(250);
+      }
+      const base = median(await Promise.all([0, 1, 2].map(async () => (await timed(['whoami'])).ms)));
+      const st = JSON.parse((await timed(['status', '--json'])).out) as Record<string, unknown>;
+      result['burst'] = { seconds: o.seconds, statusCalls: samples.length, statusP50Ms: pct(samples, 50), statusP95Ms: pct(samples, 95), statusMaxMs: Math.max(...samples), whoamiMs: base, controllerCpuMs: cpuMs(pid) - cpu0, status: st };
+    }
+
+    // Settle: the first passes publish every certificate; wait until the controller idles.
+    const settleStart = Date.now();
+    // At most 3 minutes: a burst keeps the controller busy for longer (backoff retries).
+    for (let last = cpuMs(pid), i = 0; i < 36; i++) {
+      await sleep(5000);
+      const c = cpuMs(pid);
+      if (c - last < 500) break; // under 10 % of a core over 5 s
+      last = c;
+    }
+    result['settledAfterMs'] = Date.now() - settleStart;
+    await writeReports(); // fresh lastSeen: every agent online
+    await sleep(2000);
+    const runs = async (args: string[]): Promise<number> => median(await Promise.all([0, 1, 2].map(async (i) => (await sleep(i * 1500), (await timed(args)).ms))));
+    const certs = await runs(['certs', '--json']);
+    const certsOut = (await timed(['certs', '--json'])).out;
+    const parsed = JSON.parse(certsOut) as { certificates: unknown[] };
+    // Server time: the same calls from this process over one open connection (the CLI's
+    // own start-up, about a second on a busy 2-core box, left out).
+    const client = operatorClient(loadCredentials(credentials), 120_000);
+    const callMs = async (fn: () => Promise<unknown>): Promise<number> => {
+      const samples: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        const t = performance.now();
+        await fn();
+        samples.push(performance.now() - t);
+        await sleep(300);
+      }
+      return Math.round(median(samples));
+    };
+    const whoamiCall = await callMs(() => client.whoAmI());
+    const listCall = await callMs(() => listAllCertificates(client));
+    const statusCall = await callMs(() => client.getStatus());
+    result['controllerRssMiB'] = Math.round(rssMiB(pid));
+    result['certsJson'] = { cliEndToEndMs: certs, callMs: listCall, bytes: certsOut.length, listed: parsed.certificates.length };
+    result['status'] = { callMs: statusCall };
+    result['whoamiCallMs'] = whoamiCall;
+    client.close();
+    await handle.close();
+
+    if (o.agent) {
+      const dir = path.join(root, 'idle-agent');
+      fs.mkdirSync(dir, { recursive: true });
+      const configFile = path.join(dir, 'agent.yaml');
+      fs.writeFileSync(
+        configFile,
+        [
+          `stateDir: ${path.join(dir, 'state')}`,
+          'log: { level: warn }',
+          `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(stateDir, 'ca.pem')}, serverName: localhost }`,
+          `nats: { servers: ["${nats.url}"] }`,
+          'hooks: { reload: { command: "true", timeout: 30s } }',
+          '',
+        ].join('\n'),
+      );
+      const token = await timed(['token', 'create', 'idle-1', '--label', 'role=idle', '--json']);
+      const en = await runCli(['agent', 'enroll', '--config', configFile, '--token', (JSON.parse(token.out) as { token: string }).token]);
+      if (en.code !== 0) throw new Error(`enroll: ${en.stderr}`);
+      // Two agents on the same 10 certificates: node's defaults, and the flag the systemd
+      // unit (deploy/systemd/certfleet-agent.service) starts it with.
+      agent = startProcess('idle-1', process.execPath, [CLI, 'agent', '--config', configFile]);
+      const installed = (d: string): number => {
+        const certsDir = path.join(d, 'state', 'certs');
+        return fs.existsSync(certsDir) ? fs.readdirSync(certsDir).filter((n) => fs.existsSync(path.join(certsDir, n, 'current'))).length : 0;
+      };
+      await eventually('idle agent installs its 10 certificates', () => installed(dir) >= idleCerts, 120_000, 250);
+      const dir2 = path.join(root, 'idle-agent-2');
+      fs.mkdirSync(dir2, { recursive: true });
+      const configFile2 = path.join(dir2, 'agent.yaml');
+      fs.writeFileSync(configFile2, fs.readFileSync(configFile, 'utf8').replace(path.join(dir, 'state'), path.join(dir2, 'state')));
+      const token2 = await timed(['token', 'create', 'idle-2', '--label', 'role=idle', '--json']);
+      const en2 = await runCli(['agent', 'enroll', '--config', configFile2, '--token', (JSON.parse(token2.out) as { token: string }).token]);
+      if (en2.code !== 0) throw new Error(`enroll: ${en2.stderr}`);
+      agent2 = startProcess('idle-2', process.execPath, ['--max-semi-space-size=1', CLI, 'agent', '--config', configFile2]);
+      await eventually('second idle agent installs its 10 certificates', () => installed(dir2) >= idleCerts, 120_000, 250);
+      await sleep(20_000);
+      result['agentIdleRssMiB'] = Math.round(rssMiB(agent.child.pid ?? 0));
+      result['agentIdleRssMiBSemiSpace1'] = Math.round(rssMiB(agent2.child.pid ?? 0));
+    }
+
+    if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  } catch (err) {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n--- controller ---\n${controller.output().slice(-5000)}\n${agent ? `--- agent ---\n${agent.output().slice(-3000)}` : ''}\n`);
+    process.exitCode = 1;
+  } finally {
+    await agent?.stop();
+    await agent2?.stop();
+    await controller.stop(30_000);
+    await nats.stop();
+    await pebble.stop();
+  }
+}
+
+await main();

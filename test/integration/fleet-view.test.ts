@@ -1,0 +1,80 @@
+/**
+ * The controller's fleet view (controller/fleet) over a real nats-server: the agents and
+ * selections `certfleet certs` asks for once per certificate are built once per change of
+ * the fleet (issue #13: 10,000 certificates sorted and filtered 1,000 agents each time),
+ * and never go stale: a report, a registration or a removal shows at the next read, and
+ * `online` follows the clock without any change.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AgentRegistration } from '../../controller/enroll/index.js';
+import { Fleet } from '../../controller/fleet/index.js';
+import { ManualClock } from '../../shared/clock/index.js';
+import { silentLogger } from '../../shared/log/index.js';
+import { connectNats, ensureFleetNats, type NatsHandle } from '../../shared/nats/index.js';
+import { startNats, type NatsServer } from '../harness/nats.js';
+
+const START = Date.UTC(2026, 5, 1);
+
+const reg = (name: string, labels: Record<string, string>, extra: Partial<AgentRegistration> = {}): AgentRegistration => ({
+  name,
+  labels,
+  certSerial: `serial-${name}`,
+  enrolledAt: new Date(START).toISOString(),
+  ...extra,
+});
+
+void describe('fleet view', () => {
+  let server: NatsServer;
+  let nc: NatsHandle;
+  before(async () => {
+    server = await startNats();
+    nc = await connectNats({ servers: [server.url], name: 'fleet-view-test', credentials: server.creds, log: silentLogger() });
+    await ensureFleetNats(nc);
+  });
+  after(async () => {
+    await nc.close();
+    await server.stop();
+  });
+
+  void it('is built once per change, and every change shows at the next read', async () => {
+    const clock = new ManualClock(START);
+    const fleet = await Fleet.open({
+      nats: nc,
+      enrollment: { listAgents: () => Promise.resolve([reg('web-1', { role: 'web' }), reg('db-1', { role: 'db' })]) } as never,
+      clock,
+      log: silentLogger(),
+      offlineAfterMs: 60_000,
+    });
+    try {
+      const web = fleet.selected('role=web');
+      assert.deepEqual(web.map((a) => a.registration.name), ['web-1']);
+      // Unchanged fleet: the same view, not rebuilt per certificate.
+      assert.equal(fleet.selected('role=web'), web);
+      assert.equal(fleet.agents(), fleet.agents());
+      assert.throws(() => (web as unknown[]).push(1), 'shared views are frozen');
+
+      // A report: online from now on, and its certificates visible.
+      assert.equal(web[0]?.online, false);
+      await fleet.report('web-1', { http01Address: '', agentVersion: 't', certificates: [] });
+      const after1 = fleet.selected('role=web');
+      assert.notEqual(after1, web);
+      assert.equal(after1[0]?.online, true);
+      assert.ok(after1[0]?.report);
+      // Time alone turns it offline: `online` is read against the clock, also on a view
+      // taken before (the bucket's echo of the report may rebuild the view meanwhile).
+      await clock.tick(60_001);
+      assert.equal(after1[0]?.online, false);
+      assert.equal(fleet.selected('role=web')[0]?.online, false);
+
+      // A new registration, then a removal.
+      fleet.registered(reg('web-2', { role: 'web' }));
+      assert.deepEqual(fleet.selected('role=web').map((a) => a.registration.name), ['web-1', 'web-2']);
+      await fleet.removed(reg('web-1', { role: 'web' }, { removedAt: new Date(START).toISOString(), removedBy: 'admin' }));
+      assert.deepEqual(fleet.selected('role=web').map((a) => a.registration.name), ['web-2']);
+      assert.deepEqual(fleet.agents().map((a) => [a.registration.name, a.removed]), [['db-1', false], ['web-1', true], ['web-2', false]]);
+    } finally {
+      await fleet.close();
+    }
+  });
+});

@@ -1,0 +1,58 @@
+/**
+ * What the agent process loads (issue #13: an idle agent should stay small). The agent's
+ * module graph — what `certfleet agent` imports, cli/run.js and agent/index.js — is
+ * loaded in a fresh node process with a resolve hook recording every module: the ACME
+ * client, the ASN.1 and X.509 libraries, the Vault client and any controller code must
+ * not be among them, and prom-client only when the metrics endpoint is configured
+ * (agent/index.ts imports agent/metrics on demand).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { tempDir } from '../harness/tmp.js';
+
+const DIST = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Every module URL a fresh node process resolves while importing `modules`. */
+function loadedBy(modules: string[]): string[] {
+  const dir = tempDir('certfleet-footprint-');
+  const out = path.join(dir, 'resolved.txt');
+  const hooks = path.join(dir, 'hooks.mjs');
+  fs.writeFileSync(hooks, `import fs from 'node:fs';\nexport async function resolve(s, c, next) { const r = await next(s, c); fs.appendFileSync(${JSON.stringify(out)}, r.url + '\\n'); return r; }\n`);
+  const register = path.join(dir, 'register.mjs');
+  fs.writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+  // CommonJS modules required from inside packages do not pass the ESM hook: the
+  // require cache lists them.
+  const main = [
+    ...modules.map((m) => `await import(${JSON.stringify(pathToFileURL(path.join(DIST, m)).href)});`),
+    "const { createRequire } = await import('node:module');",
+    "process.stdout.write(JSON.stringify(Object.keys(createRequire(process.cwd() + '/x.js').cache)));",
+  ].join('\n');
+  const res = spawnSync(process.execPath, ['--import', pathToFileURL(register).href, '--input-type=module', '-e', main], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(res.status, 0, res.stderr);
+  const required = (JSON.parse(res.stdout) as string[]).map((f) => pathToFileURL(f).href);
+  return [...fs.readFileSync(out, 'utf8').split('\n').filter((l) => l !== ''), ...required];
+}
+
+const packageOf = (url: string): string | undefined => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1];
+
+void describe('agent footprint', () => {
+  void it('the agent never loads acme-client, the ASN.1/X.509 libraries, the Vault client, prom-client or controller code', () => {
+    const loaded = loadedBy(['cli/run.js', 'agent/index.js', 'agent/config/index.js']);
+    assert.ok(loaded.some((u) => u.endsWith('/agent/index.js')), 'the hook saw the agent load');
+    const packages = new Set(loaded.map(packageOf).filter((p): p is string => p !== undefined));
+    for (const forbidden of ['acme-client', '@peculiar/x509', '@peculiar/asn1-schema', 'asn1js', 'pkijs', 'node-vault', 'tldts', 'prom-client']) {
+      assert.ok(!packages.has(forbidden), `the agent loads ${forbidden} (loaded packages: ${[...packages].sort().join(', ')})`);
+    }
+    const controllerCode = loaded.filter((u) => u.includes('/dist/controller/'));
+    assert.deepEqual(controllerCode, []);
+  });
+
+  void it('the metrics module (with prom-client) is what a configured endpoint loads', () => {
+    const packages = new Set(loadedBy(['agent/metrics/index.js']).map(packageOf));
+    assert.ok(packages.has('prom-client'), 'the hook sees prom-client when the metrics module loads');
+  });
+});
