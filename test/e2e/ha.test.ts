@@ -127,6 +127,13 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
     }
   }
 
+  /**
+   * readEvents, tried again while the cluster settles: right after a node (re)starts, a
+   * consumer on the event stream can stall once ("stream stopped delivering").
+   */
+  const eventsOf = (handle: NatsHandle, opts: Parameters<typeof readEvents>[1]): ReturnType<typeof readEvents> =>
+    eventually('the event stream', () => readEvents(handle, opts), 60_000, 500);
+
   const finalizeOf = (req: { method: string; path: string }): boolean => req.method === 'POST' && /finali[sz]e/.test(req.path);
   const ordersFor = (name: CertName): number => fleet.proxy.createdOrders().filter((o) => o.identifiers.some((i) => i.value === `${name}.example.test`)).length;
 
@@ -287,12 +294,13 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
     await n1.start();
     const only1 = await eventually('connected to the restarted server', () => connectNats({ servers: [n1.url], name: 'ha-test-n1', credentials: fleet.natsCreds, log: silentLogger(), requestTimeoutMs: 5000 }), 60_000, 500);
     try {
-      const fromN1 = await openKv<DesiredRecord>(only1, Bucket.desired, { create: false, parse: (x) => x as DesiredRecord });
+      // The restarted node answers JetStream once it has caught up with the meta leader.
+      const fromN1 = await eventually('the desired bucket through the restarted server', () => openKv<DesiredRecord>(only1, Bucket.desired, { create: false, parse: (x) => x as DesiredRecord }), 60_000, 500);
       await eventually('the restarted server has the new pointer', async () => (await fromN1.get('roll'))?.value.version === v.version, 60_000, 250);
       // Every event of the rollout the cluster holds, the restarted server serves too.
       // (Events are best effort: one published while a controller's connection moved
       // off the killed server can be missing everywhere; the pointer above cannot.)
-      const expected = (await readEvents(observer, { cert: 'roll' })).map((e) => `${e.type} ${e.at}`);
+      const expected = (await eventsOf(observer, { cert: 'roll' })).map((e) => `${e.type} ${e.at}`);
       assert.ok(expected.length > 0);
       let missing: string[] = [];
       try {
@@ -322,7 +330,7 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
     const rolled = await fleet.cli(['rollback', 'back', '--to', String(v1.version), '--wait'], { via: follower });
     assert.equal(rolled.code, 0, `rollback via the follower: ${rolled.stderr}\n${fleet.logs()}`);
     await servedEverywhere('back', v1.version, v1.fingerprint);
-    const events = await readEvents(observer, { cert: 'back' });
+    const events = await eventsOf(observer, { cert: 'back' });
     assert.ok(events.some((e) => e.type === 'rolled-back' && e.version === v1.version), 'rolled-back event');
 
     const s = await fleet.status(follower);
@@ -399,7 +407,7 @@ describe('several controllers, one leader', { timeout: 1_500_000 }, () => {
     }
     assert.ok(probes > 0);
     assert.deepEqual(failures, [], 'every handshake during the failover succeeded');
-    const events = await readEvents(observer, { since: startedAt });
+    const events = await eventsOf(observer, { since: startedAt });
     assert.deepEqual(events.filter((e) => e.type === 'install-failed'), [], 'no failed install');
     await fleet.waitUntilReady(CERTS.length);
     await bothUp();
