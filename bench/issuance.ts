@@ -360,7 +360,7 @@ function print(rows: Row[], opts: Options): void {
     for (const r of cf) {
       out.push(
         `${r.mode}: ${(r.certsPerSecond / bestLego.certsPerSecond).toFixed(2)}× the certs/s of the best lego run (${bestLego.mode}); ` +
-          `controller CPU ${(r.clientCpuMs / bestLego.clientCpuMs).toFixed(2)}× lego's per certificate`,
+          `controller CPU (with its hooks) ${((r.clientCpuMs + r.hookCpuMs) / bestLego.clientCpuMs).toFixed(2)}× lego's per certificate`,
       );
     }
   }
