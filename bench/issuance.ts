@@ -231,9 +231,14 @@ async function main(): Promise<void> {
           '',
         ].join('\n'),
       );
-      if (opts.cpuProf !== undefined) process.env['NODE_OPTIONS'] = `--cpu-prof --cpu-prof-dir=${path.join(opts.cpuProf, id)}`;
+      // node refuses --cpu-prof in NODE_OPTIONS: the profile is taken by a preloaded module.
+      if (opts.cpuProf !== undefined) {
+        process.env['NODE_OPTIONS'] = `--import ${new URL('./cpuprof.js', import.meta.url).href}`;
+        process.env['CERTFLEET_CPU_PROF_DIR'] = path.join(opts.cpuProf, id);
+      }
       const started = fleet.startController();
       delete process.env['NODE_OPTIONS'];
+      delete process.env['CERTFLEET_CPU_PROF_DIR'];
       let issued = 0;
       let lastIssued = 0;
       let doneResolve: () => void = () => undefined;
