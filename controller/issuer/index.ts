@@ -317,7 +317,7 @@ export class Issuer {
     // must stop here, not on every node.
     validateBundle(
       { meta: { ...meta, version: expectedLatest + 1 }, certPem, chainPem, keyPem },
-      { now: this.opts.clock.now(), requiredNames: [...req.names] },
+      { now: this.opts.clock.now(), requiredNames: [...req.names], leaf: info },
     );
     // Nothing issued is lost: a store that is down now gets the version from the
     // durable spool later (controller/spool), also after a restart.
@@ -375,7 +375,7 @@ export class Issuer {
       const info = parseCertificate(certPem);
       // Never stored; any valid version number will do for the agent's bundle check.
       const meta: VersionMeta = { ...metaFor(req, info, this.opts.clock.now()), version: 1, ...profileOf(req, finalized, log) };
-      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names] });
+      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names], leaf: info });
       done('download', '', true, `serial ${meta.serial}, notAfter ${meta.notAfter}, names ${meta.names.join(', ')}`);
       await this.rehearsalCleanup(req, order, done);
       return { order: order.url, serial: meta.serial, fingerprint: meta.fingerprint, notAfter: meta.notAfter, names: meta.names };
