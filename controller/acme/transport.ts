@@ -14,11 +14,14 @@
  * `validateStatus` to reject everything, so every response — 2xx included — arrives in
  * our rejected handler, which hands non-errors back as the resolved response.
  *
- * Trust and timeouts are per client, not global: {@link hookHttpClient} wraps one
- * acme-client HttpClient's `request` to add that client's https.Agent, so two clients
- * for different CAs (or a Pebble CA and the public roots) never share trust.
+ * Trust and timeouts are per client, not global: {@link hookHttpClient} replaces one
+ * acme-client HttpClient's `request` with a node:https request on that client's
+ * https.Agent (axios is no longer on the path of a hooked client; the same translation
+ * applies), so two clients for different CAs (or a Pebble CA and the public roots) never
+ * share trust.
  */
 import crypto from 'node:crypto';
+import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
 import * as acme from 'acme-client';
@@ -218,6 +221,65 @@ export class NoncePool {
   }
 }
 
+/** What acme-client's own requests said they were (its axios instance's User-Agent). */
+const USER_AGENT = `node-acme-client/5 certfleet`;
+
+/**
+ * One HTTP request straight through node:https on the client's agent, answered in the
+ * shape acme-client reads from axios (`status`, lower-case `headers`, `data`: the JSON
+ * body parsed, else its text). axios and follow-redirects cost about a tenth of the
+ * controller's thread per request (issue #13); ACME needs none of what they add (no
+ * redirects, no proxies: acme-client set its own agent, so the environment's proxy
+ * variables never applied cleanly either). Rejects with the socket's error; a request
+ * idle for `timeoutMs` is aborted with code ECONNABORTED (a real-time socket timeout,
+ * as axios had: the socket is not on the injected clock).
+ */
+function send(url: string, method: string, o: { data?: unknown; headers?: Record<string, unknown> }, agent: https.Agent, timeoutMs: number): Promise<HttpResponseLike> {
+  const body = o.data === undefined || o.data === null ? undefined : Buffer.from(typeof o.data === 'string' ? o.data : JSON.stringify(o.data), 'utf8');
+  const target = new URL(url);
+  // As acme-client's request sets it, on every request (RFC 8555 §6.2 wants it on POSTs).
+  const headers: Record<string, string | number> = { accept: 'application/json, text/plain, */*', 'user-agent': USER_AGENT, 'content-type': 'application/jose+json' };
+  for (const [k, v] of Object.entries(o.headers ?? {})) if (typeof v === 'string' || typeof v === 'number') headers[k.toLowerCase()] = v;
+  if (body !== undefined) headers['content-length'] = body.length;
+  return new Promise((resolve, reject) => {
+    const onAnswer = (res: http.IncomingMessage): void => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let data: unknown = text;
+        if (text !== '') {
+          try {
+            data = JSON.parse(text);
+          } catch {
+            // not JSON (a PEM chain): the text
+          }
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers as Record<string, unknown>, data });
+      });
+    };
+    const req =
+      target.protocol === 'http:'
+        ? http.request(target, { method: method.toUpperCase(), headers }, onAnswer)
+        : https.request(target, { method: method.toUpperCase(), headers, agent }, onAnswer);
+    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ECONNABORTED' })));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * The translation {@link onResponseRejected} makes of an answer: below 400 and badNonce
+ * answers are returned (acme-client retries a badNonce), other errors thrown as the CA's
+ * problem (ACME_RATE_LIMITED / ACME_PROBLEM).
+ */
+function answer(resp: HttpResponseLike, url: string): HttpResponseLike {
+  if (resp.status === 0) throw transportError(new Error('no HTTP status'), url);
+  if (resp.status < 400 || isBadNonce(resp)) return resp;
+  throw errorFromResponse(resp, url, clockForHeaders.now());
+}
+
 export interface TransportOptions {
   /** PEM CA(s) to trust exclusively for the CA's HTTPS; default Node's trust store. */
   caPem?: string;
@@ -264,7 +326,6 @@ export function hookHttpClient(client: acme.Client, opts: TransportOptions): htt
   const agent = new https.Agent({ keepAlive: true, secureContext, ...(opts.caPem === undefined ? {} : { ca: opts.caPem }) });
   const nonces = new NoncePool();
 
-  const request = internals.request.bind(internals);
   const namer = new EndpointNamer(opts.directoryUrl ?? '');
   const clock = opts.clock ?? systemClock;
   internals.request = async (url, method, requestOpts = {}) => {
@@ -273,10 +334,10 @@ export function hookHttpClient(client: acme.Client, opts: TransportOptions): htt
     const report = (status: number | null): void => observer?.({ url, method, endpoint, status, seconds: Math.max(0, clock.now() - started) / 1000 });
     let resp: HttpResponseLike;
     try {
-      resp = await request(url, method, { ...requestOpts, httpsAgent: agent, timeout: opts.timeoutMs });
+      resp = answer(await send(url, method, requestOpts, agent, opts.timeoutMs), url);
     } catch (err) {
       report(statusOf(err));
-      throw err;
+      throw err instanceof CertfleetError ? err : transportError(err, url);
     }
     report(resp.status);
     namer.learn(endpoint, resp);
