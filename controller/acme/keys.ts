@@ -50,18 +50,20 @@ export function generateAccountKey(): Promise<string> {
  * the SANs). `keyPem` may also be the key already parsed. Rejects with CSR_INVALID for
  * no names or an unusable key.
  */
-export async function createCsr(keyPem: string | crypto.KeyObject, names: readonly string[]): Promise<string> {
+export function createCsr(keyPem: string | crypto.KeyObject, names: readonly string[]): Promise<string> {
   const first = names[0];
-  if (first === undefined) throw new CertfleetError(ErrorCode.CsrInvalid, 'a CSR needs at least one name');
+  if (first === undefined) return Promise.reject(new CertfleetError(ErrorCode.CsrInvalid, 'a CSR needs at least one name'));
   const commonName = first.length <= 64 && net.isIP(first) === 0 ? first : undefined;
   try {
     // Encoded directly (shared/pki-csr), not through acme-client's ASN.1 library path:
     // that one cost several ms of the controller's thread per certificate (issue #13).
     const key = typeof keyPem === 'string' ? crypto.createPrivateKey(keyPem) : keyPem;
-    return createOrderCsr(key, names, commonName);
+    return Promise.resolve(createOrderCsr(key, names, commonName));
   } catch (err) {
-    throw new CertfleetError(ErrorCode.CsrInvalid, `cannot create CSR: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    });
+    return Promise.reject(
+      new CertfleetError(ErrorCode.CsrInvalid, `cannot create CSR: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      }),
+    );
   }
 }

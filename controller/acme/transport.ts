@@ -256,14 +256,14 @@ function send(url: string, method: string, o: { data?: unknown; headers?: Record
             // not JSON (a PEM chain): the text
           }
         }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers as Record<string, unknown>, data });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, data });
       });
     };
     const req =
       target.protocol === 'http:'
-        ? http.request(target, { method: method.toUpperCase(), headers }, onAnswer)
-        : https.request(target, { method: method.toUpperCase(), headers, agent }, onAnswer);
-    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ECONNABORTED' })));
+        ? http.request(target, { method: method.toUpperCase(), headers, timeout: timeoutMs }, onAnswer)
+        : https.request(target, { method: method.toUpperCase(), headers, agent, timeout: timeoutMs }, onAnswer);
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ECONNABORTED' })));
     req.on('error', reject);
     req.end(body);
   });

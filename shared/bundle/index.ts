@@ -13,6 +13,7 @@
  *   3. BUNDLE_NAMES_MISSING the leaf does not cover the required names (listed in the message)
  *   4. BUNDLE_EXPIRED       notAfter <= now, or notBefore later than now + clock skew
  */
+import type { KeyObject } from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
 import { CERT_NAME_PATTERN } from '../wire/index.js';
 import type { Bundle } from '../model/index.js';
@@ -36,6 +37,8 @@ export interface ValidateOptions {
    * parsed it to build `meta`): not parsed again. Must be of this very certPem.
    */
   leaf?: CertificateInfo;
+  /** `bundle.keyPem` already parsed, when the caller has it: not parsed again. Must be of this very keyPem. */
+  key?: KeyObject;
 }
 
 /** Default tolerance for a notBefore slightly in the future. */
@@ -97,7 +100,7 @@ export function validateBundle(bundle: Bundle, opts: ValidateOptions): void {
   let keyType;
   try {
     // The key and the leaf are parsed once for every check.
-    const key = parsePrivateKey(bundle.keyPem);
+    const key = opts.key ?? parsePrivateKey(bundle.keyPem);
     matches = keyMatchesX509(key, leaf.x509);
     keyType = keyTypeOfKey(key);
   } catch (err) {
