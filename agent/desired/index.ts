@@ -77,6 +77,8 @@ export class DesiredFeed {
   private readonly desired = new Map<string, DesiredRecord>();
   private readonly watches: KvWatch[] = [];
   private timer: Timer | undefined;
+  /** The resync asked for within REFRESH_MIN_MS of the last, at the end of that window. */
+  private refreshTimer: Timer | undefined;
   private lastResync = 0;
   /** Names per certificate the controller assigns to this agent (GetAssignments). */
   private assignedNames = new Map<string, string[]>();
@@ -114,6 +116,8 @@ export class DesiredFeed {
   async stop(): Promise<void> {
     this.timer?.stop();
     this.timer = undefined;
+    this.refreshTimer?.stop();
+    this.refreshTimer = undefined;
     for (const token of [...this.challengeTimers.keys()]) this.stopServing(token);
     for (const w of this.watches) await w.stop();
   }
@@ -269,8 +273,9 @@ export class DesiredFeed {
   }
 
   /**
-   * Keeps `item` for a second look after a resync and asks for one (at most every
-   * 10 s). False when the item cannot wait (too many waiting): refuse it now.
+   * Keeps `item` for a second look after a resync and asks for one: now, or at the end
+   * of the 10 s since the last one asked for (at most one per 10 s). False when the item
+   * cannot wait (too many waiting): refuse it now.
    */
   private waitForResync(key: string, item: Recheck): boolean {
     if (!this.recheck.has(key) && this.recheck.size >= MAX_RECHECK) return false;
@@ -279,6 +284,16 @@ export class DesiredFeed {
     if (now - this.lastRefresh >= REFRESH_MIN_MS) {
       this.lastRefresh = now;
       void this.resync();
+    } else if (this.refreshTimer === undefined) {
+      // Deferred, not dropped: a challenge of a second new certificate must not wait for
+      // the periodic resync (minutes; the controller's self-check gives up long before).
+      this.refreshTimer = this.opts.clock
+        .after(this.lastRefresh + REFRESH_MIN_MS - now, () => {
+          this.refreshTimer = undefined;
+          this.lastRefresh = this.opts.clock.now();
+          void this.resync();
+        })
+        .unref();
     }
     return true;
   }

@@ -4,9 +4,9 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
-import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import type { KeyType } from '../../shared/model/index.js';
+import { createOrderCsr } from '../../shared/pki-csr/index.js';
 
 /** Off the main thread (RSA-4096 takes a second or more); resolves with the PKCS#8 PEM. */
 function generatePem(type: 'ec' | 'rsa', params: { namedCurve: string } | { modulusLength: number }): Promise<string> {
@@ -47,21 +47,23 @@ export function generateAccountKey(): Promise<string> {
  * A PKCS#10 CSR (PEM) for `names`, signed with `keyPem`: every name as a SAN (DNS or IP),
  * the first as commonName when it is a DNS name that fits the 64-character limit
  * (RFC 5280 ub-common-name; a longer CN makes CAs reject the CSR, and ACME needs only
- * the SANs). Rejects with CSR_INVALID for no names or an unusable key.
+ * the SANs). `keyPem` may also be the key already parsed. Rejects with CSR_INVALID for
+ * no names or an unusable key.
  */
-export async function createCsr(keyPem: string, names: readonly string[]): Promise<string> {
+export function createCsr(keyPem: string | crypto.KeyObject, names: readonly string[]): Promise<string> {
   const first = names[0];
-  if (first === undefined) throw new CertfleetError(ErrorCode.CsrInvalid, 'a CSR needs at least one name');
+  if (first === undefined) return Promise.reject(new CertfleetError(ErrorCode.CsrInvalid, 'a CSR needs at least one name'));
   const commonName = first.length <= 64 && net.isIP(first) === 0 ? first : undefined;
   try {
-    const [, csr] = await acme.crypto.createCsr(
-      { altNames: [...names], ...(commonName === undefined ? {} : { commonName }) },
-      keyPem,
-    );
-    return csr.toString('utf8');
+    // Encoded directly (shared/pki-csr), not through acme-client's ASN.1 library path:
+    // that one cost several ms of the controller's thread per certificate (issue #13).
+    const key = typeof keyPem === 'string' ? crypto.createPrivateKey(keyPem) : keyPem;
+    return Promise.resolve(createOrderCsr(key, names, commonName));
   } catch (err) {
-    throw new CertfleetError(ErrorCode.CsrInvalid, `cannot create CSR: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    });
+    return Promise.reject(
+      new CertfleetError(ErrorCode.CsrInvalid, `cannot create CSR: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      }),
+    );
   }
 }

@@ -14,11 +14,16 @@
  * `validateStatus` to reject everything, so every response — 2xx included — arrives in
  * our rejected handler, which hands non-errors back as the resolved response.
  *
- * Trust and timeouts are per client, not global: {@link hookHttpClient} wraps one
- * acme-client HttpClient's `request` to add that client's https.Agent, so two clients
- * for different CAs (or a Pebble CA and the public roots) never share trust.
+ * Trust and timeouts are per client, not global: {@link hookHttpClient} replaces one
+ * acme-client HttpClient's `request` with a node:https request on that client's
+ * https.Agent (axios is no longer on the path of a hooked client; the same translation
+ * applies), so two clients for different CAs (or a Pebble CA and the public roots) never
+ * share trust.
  */
+import crypto from 'node:crypto';
+import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import * as acme from 'acme-client';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { systemClock, type Clock } from '../../shared/clock/index.js';
@@ -178,7 +183,101 @@ export function onResponseRejected(error: unknown): HttpResponseLike {
 interface HttpClientInternals {
   request(url: string, method: string, opts?: Record<string, unknown>): Promise<HttpResponseLike>;
   signedRequest(url: string, payload: unknown, opts?: Record<string, unknown>, attempts?: number): Promise<HttpResponseLike>;
+  getNonce(): Promise<string>;
+  getResourceUrl(resource: string): Promise<string>;
+  getJwk(): unknown;
+  /** PEM (Buffer) as acme-client keeps it; we swap in the parsed KeyObject. */
+  accountKey: Buffer | crypto.KeyObject;
   maxBadNonceRetries: number;
+}
+
+/** At most this many unused nonces are kept per client (the newest; older ones may have expired). */
+export const MAX_POOLED_NONCES = 64;
+
+/**
+ * Nonces the CA handed out in its answers, for the next signed requests (RFC 8555 §7.2:
+ * every answer to a signed request carries a fresh Replay-Nonce). acme-client asks
+ * newNonce for one before every signed request: twice the requests, and each HEAD
+ * newNonce costs a new TLS connection where the CA closes it after a body-less answer
+ * (Pebble does). Newest first; bounded. A stale nonce is answered badNonce, which
+ * acme-client retries with the nonce of that answer.
+ */
+export class NoncePool {
+  private readonly nonces: string[] = [];
+
+  /** Keeps `nonce` for a later request. */
+  put(nonce: string): void {
+    this.nonces.push(nonce);
+    if (this.nonces.length > MAX_POOLED_NONCES) this.nonces.shift();
+  }
+
+  /** The newest unused nonce, or undefined. Each nonce is handed out once. */
+  take(): string | undefined {
+    return this.nonces.pop();
+  }
+
+  get size(): number {
+    return this.nonces.length;
+  }
+}
+
+/** What acme-client's own requests said they were (its axios instance's User-Agent). */
+const USER_AGENT = `node-acme-client/5 certfleet`;
+
+/**
+ * One HTTP request straight through node:https on the client's agent, answered in the
+ * shape acme-client reads from axios (`status`, lower-case `headers`, `data`: the JSON
+ * body parsed, else its text). axios and follow-redirects cost about a tenth of the
+ * controller's thread per request (issue #13); ACME needs none of what they add (no
+ * redirects, no proxies: acme-client set its own agent, so the environment's proxy
+ * variables never applied cleanly either). Rejects with the socket's error; a request
+ * idle for `timeoutMs` is aborted with code ECONNABORTED (a real-time socket timeout,
+ * as axios had: the socket is not on the injected clock).
+ */
+function send(url: string, method: string, o: { data?: unknown; headers?: Record<string, unknown> }, agent: https.Agent, timeoutMs: number): Promise<HttpResponseLike> {
+  const body = o.data === undefined || o.data === null ? undefined : Buffer.from(typeof o.data === 'string' ? o.data : JSON.stringify(o.data), 'utf8');
+  const target = new URL(url);
+  // As acme-client's request sets it, on every request (RFC 8555 §6.2 wants it on POSTs).
+  const headers: Record<string, string | number> = { accept: 'application/json, text/plain, */*', 'user-agent': USER_AGENT, 'content-type': 'application/jose+json' };
+  for (const [k, v] of Object.entries(o.headers ?? {})) if (typeof v === 'string' || typeof v === 'number') headers[k.toLowerCase()] = v;
+  if (body !== undefined) headers['content-length'] = body.length;
+  return new Promise((resolve, reject) => {
+    const onAnswer = (res: http.IncomingMessage): void => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let data: unknown = text;
+        if (text !== '') {
+          try {
+            data = JSON.parse(text);
+          } catch {
+            // not JSON (a PEM chain): the text
+          }
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, data });
+      });
+    };
+    const req =
+      target.protocol === 'http:'
+        ? http.request(target, { method: method.toUpperCase(), headers, timeout: timeoutMs }, onAnswer)
+        : https.request(target, { method: method.toUpperCase(), headers, agent, timeout: timeoutMs }, onAnswer);
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ECONNABORTED' })));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * The translation {@link onResponseRejected} makes of an answer: below 400 and badNonce
+ * answers are returned (acme-client retries a badNonce), other errors thrown as the CA's
+ * problem (ACME_RATE_LIMITED / ACME_PROBLEM).
+ */
+function answer(resp: HttpResponseLike, url: string): HttpResponseLike {
+  if (resp.status === 0) throw transportError(new Error('no HTTP status'), url);
+  if (resp.status < 400 || isBadNonce(resp)) return resp;
+  throw errorFromResponse(resp, url, clockForHeaders.now());
 }
 
 export interface TransportOptions {
@@ -193,9 +292,11 @@ export interface TransportOptions {
 }
 
 /**
- * Wraps one acme-client Client's HttpClient so its requests use our agent and timeout,
- * and so an exhausted badNonce retry ends as a CertfleetError (acme-client would return
- * the 400 and throw a plain Error). Returns the agent, to destroy on close.
+ * Wraps one acme-client Client's HttpClient so its requests use our agent (kept-alive
+ * connections, one TLS context) and timeout, its signed requests use the nonces the CA's
+ * answers carry ({@link NoncePool}) instead of asking newNonce each time, and an
+ * exhausted badNonce retry ends as a CertfleetError (acme-client would return the 400 and
+ * throw a plain Error). Returns the agent, to destroy on close.
  *
  * Without `caPem` the agent trusts Node's default store (its bundled Mozilla roots, plus
  * NODE_EXTRA_CA_CERTS when the operator set it). With `caPem` it trusts only that PEM —
@@ -207,6 +308,10 @@ export function hookHttpClient(client: acme.Client, opts: TransportOptions): htt
     http === undefined ||
     typeof http.request !== 'function' ||
     typeof http.signedRequest !== 'function' ||
+    typeof http.getNonce !== 'function' ||
+    typeof http.getResourceUrl !== 'function' ||
+    typeof http.getJwk !== 'function' ||
+    !Buffer.isBuffer(http.accountKey) ||
     typeof http.maxBadNonceRetries !== 'number'
   ) {
     // acme-client's internals changed shape: fail loudly instead of sending requests
@@ -214,9 +319,13 @@ export function hookHttpClient(client: acme.Client, opts: TransportOptions): htt
     throw new CertfleetError(ErrorCode.Internal, 'acme-client internals changed: cannot install certfleet transport');
   }
   const internals = http as HttpClientInternals;
-  const agent = new https.Agent({ keepAlive: true, ...(opts.caPem === undefined ? {} : { ca: opts.caPem }) });
+  // One TLS context for every connection to this CA: given only `ca`, each new connection
+  // would build (and parse the PEM into) a context of its own. Connections are kept alive
+  // and TLS sessions resumed (the agent's session cache) when one must be opened again.
+  const secureContext = tls.createSecureContext(opts.caPem === undefined ? {} : { ca: opts.caPem });
+  const agent = new https.Agent({ keepAlive: true, secureContext, ...(opts.caPem === undefined ? {} : { ca: opts.caPem }) });
+  const nonces = new NoncePool();
 
-  const request = internals.request.bind(internals);
   const namer = new EndpointNamer(opts.directoryUrl ?? '');
   const clock = opts.clock ?? systemClock;
   internals.request = async (url, method, requestOpts = {}) => {
@@ -225,15 +334,44 @@ export function hookHttpClient(client: acme.Client, opts: TransportOptions): htt
     const report = (status: number | null): void => observer?.({ url, method, endpoint, status, seconds: Math.max(0, clock.now() - started) / 1000 });
     let resp: HttpResponseLike;
     try {
-      resp = await request(url, method, { ...requestOpts, httpsAgent: agent, timeout: opts.timeoutMs });
+      resp = answer(await send(url, method, requestOpts, agent, opts.timeoutMs), url);
     } catch (err) {
       report(statusOf(err));
-      throw err;
+      throw err instanceof CertfleetError ? err : transportError(err, url);
     }
     report(resp.status);
     namer.learn(endpoint, resp);
+    // Pool the nonce of every good answer. Not of an error: acme-client retries a badNonce
+    // with that answer's nonce itself, and a nonce must be used once. Not of newNonce:
+    // getNonce below hands that one out directly.
+    const nonce = resp.headers['replay-nonce'];
+    if (typeof nonce === 'string' && nonce !== '' && resp.status < 400 && endpoint !== 'newNonce') nonces.put(nonce);
     return resp;
   };
+
+  // A pooled nonce when there is one; else GET newNonce (RFC 8555 §7.2 lets a client use
+  // GET or HEAD; a 204 keeps the connection open where some CAs close it after a HEAD).
+  internals.getNonce = async () => {
+    const pooled = nonces.take();
+    if (pooled !== undefined) return pooled;
+    const resp = await internals.request(await internals.getResourceUrl('newNonce'), 'get');
+    const nonce = resp.headers['replay-nonce'];
+    if (typeof nonce !== 'string' || nonce === '') {
+      throw new CertfleetError(ErrorCode.AcmeProblem, 'the CA answered newNonce without a Replay-Nonce', { retryable: true, details: { status: resp.status } });
+    }
+    return nonce;
+  };
+
+  // acme-client signs every request with the account key as PEM, which Node parses again
+  // for each signature (most of the 0.6 ms a JWS took). The JWK is derived (and cached by
+  // acme-client) from the PEM first; signing then uses the key parsed once. A key that does
+  // not parse is left to fail as before (createAcmeClient checks it first).
+  internals.getJwk();
+  try {
+    internals.accountKey = crypto.createPrivateKey(internals.accountKey as Buffer);
+  } catch {
+    // unchanged: acme-client reports it on the first signature
+  }
 
   internals.maxBadNonceRetries = MAX_BAD_NONCE_RETRIES;
   // acme-client's signedRequest recurses through `this.signedRequest` on badNonce, so

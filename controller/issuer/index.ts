@@ -18,6 +18,7 @@
  * and the charge is refunded (what the CA counts only at issuance) when the order is
  * dropped without a certificate (issue #8: two kills mid-order charged it three times).
  */
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { Clock } from '../../shared/clock/index.js';
@@ -240,6 +241,14 @@ function matches(p: PendingOrder, names: readonly string[], keyType: KeyType, is
   return sameNameSet(p.names, names) && p.keyType === keyType && (issuer === undefined || (p.issuer ?? DEFAULT_ISSUER) === issuer);
 }
 
+function parsedKey(keyPem: string): KeyObject | undefined {
+  try {
+    return createPrivateKey(keyPem);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Issues certificates for the controller. */
 export class Issuer {
   /** Saved orders read so far (null: none), kept equal to the store by this class's writes. */
@@ -285,9 +294,11 @@ export class Issuer {
     let issuedOrder = order;
     let certPem: string;
     let chainPem: string;
+    // Parsed once for the CSR and the bundle check (an unreadable one: createCsr says so).
+    const key = parsedKey(keyPem);
     try {
       await this.authorize(acme, req, order, log);
-      const finalized = await acme.finalize(order, await createCsr(keyPem, req.names));
+      const finalized = await acme.finalize(order, await createCsr(key ?? keyPem, req.names));
       issuedOrder = finalized;
       ({ certPem, chainPem } = await acme.downloadCertificate(finalized));
     } catch (err) {
@@ -317,7 +328,7 @@ export class Issuer {
     // must stop here, not on every node.
     validateBundle(
       { meta: { ...meta, version: expectedLatest + 1 }, certPem, chainPem, keyPem },
-      { now: this.opts.clock.now(), requiredNames: [...req.names] },
+      { now: this.opts.clock.now(), requiredNames: [...req.names], leaf: info, ...(key === undefined ? {} : { key }) },
     );
     // Nothing issued is lost: a store that is down now gets the version from the
     // durable spool later (controller/spool), also after a restart.
@@ -375,7 +386,7 @@ export class Issuer {
       const info = parseCertificate(certPem);
       // Never stored; any valid version number will do for the agent's bundle check.
       const meta: VersionMeta = { ...metaFor(req, info, this.opts.clock.now()), version: 1, ...profileOf(req, finalized, log) };
-      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names] });
+      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names], leaf: info });
       done('download', '', true, `serial ${meta.serial}, notAfter ${meta.notAfter}, names ${meta.names.join(', ')}`);
       await this.rehearsalCleanup(req, order, done);
       return { order: order.url, serial: meta.serial, fingerprint: meta.fingerprint, notAfter: meta.notAfter, names: meta.names };

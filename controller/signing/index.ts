@@ -22,6 +22,7 @@
  * ({@link RecordSigner.forgetGenerations}) and its records carry a newer epoch, which
  * agents compare first.
  */
+import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { isoAt, type Clock } from '../../shared/clock/index.js';
 import type { SigningPublicKey } from '../../shared/model/index.js';
@@ -142,6 +143,8 @@ async function loadOrCreateRing(store: ObjectStore, now: number): Promise<Stored
  */
 export class RecordSigner {
   private readonly generations = new Map<string, number>();
+  /** Ring keys parsed for signing, by key id. */
+  private readonly parsed = new Map<string, crypto.KeyObject>();
 
   private constructor(
     private readonly store: ObjectStore,
@@ -197,7 +200,14 @@ export class RecordSigner {
   /** `record` with a fresh generation of `cert`, signed with the active key. */
   async sign<T extends object & { generation?: number | undefined }>(kind: RecordKind, cert: string, record: T): Promise<T & { generation: number; keyId: string; signature: string }> {
     const generation = await this.nextGeneration(cert, record.generation ?? 0);
-    return signRecord(kind, { ...record, generation }, this.active());
+    const active = this.active();
+    // Signed with the key parsed once: Node would parse the PEM again for every record.
+    let key = this.parsed.get(active.keyId);
+    if (key === undefined) {
+      key = crypto.createPrivateKey(active.privateKeyPem);
+      this.parsed.set(active.keyId, key);
+    }
+    return signRecord(kind, { ...record, generation }, { keyId: active.keyId, privateKeyPem: key });
   }
 
   /**

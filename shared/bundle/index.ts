@@ -13,10 +13,11 @@
  *   3. BUNDLE_NAMES_MISSING the leaf does not cover the required names (listed in the message)
  *   4. BUNDLE_EXPIRED       notAfter <= now, or notBefore later than now + clock skew
  */
+import type { KeyObject } from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../errors/index.js';
 import { CERT_NAME_PATTERN } from '../wire/index.js';
 import type { Bundle } from '../model/index.js';
-import { chainProblems, keyMatchesCertificate, keyTypeOf, namesCovered, parseCertificate, splitPemChain } from '../pki/index.js';
+import { chainProblems, keyMatchesX509, keyTypeOfKey, namesCovered, parseCertificate, parsePrivateKey, splitPemChain, type CertificateInfo } from '../pki/index.js';
 
 export interface ValidateOptions {
   /** Milliseconds since the epoch (from a Clock). */
@@ -31,6 +32,13 @@ export interface ValidateOptions {
    * freshly issued certificate. Never applied to notAfter.
    */
   clockSkewMs?: number;
+  /**
+   * `parseCertificate(bundle.certPem)` when the caller has it already (the controller
+   * parsed it to build `meta`): not parsed again. Must be of this very certPem.
+   */
+  leaf?: CertificateInfo;
+  /** `bundle.keyPem` already parsed, when the caller has it: not parsed again. Must be of this very keyPem. */
+  key?: KeyObject;
 }
 
 /** Default tolerance for a notBefore slightly in the future. */
@@ -73,9 +81,9 @@ export function validateBundle(bundle: Bundle, opts: ValidateOptions): void {
   if (leafBlocks.length !== 1) {
     throw invalid(`certPem must hold exactly one certificate, found ${leafBlocks.length}`);
   }
-  let leaf;
+  let leaf: CertificateInfo;
   try {
-    leaf = parseCertificate(bundle.certPem);
+    leaf = opts.leaf ?? parseCertificate(bundle.certPem);
   } catch (err) {
     throw invalid('leaf certificate cannot be parsed', {}, err);
   }
@@ -85,14 +93,16 @@ export function validateBundle(bundle: Bundle, opts: ValidateOptions): void {
   if (bundle.chainPem.trim() !== '' && splitPemChain(bundle.chainPem).length === 0) {
     throw invalid('chainPem holds no PEM certificate');
   }
-  const problems = chainProblems(bundle.certPem, bundle.chainPem);
+  const problems = chainProblems(bundle.certPem, bundle.chainPem, leaf.x509);
   if (problems.length > 0) throw invalid(`bad chain: ${problems.join('; ')}`, { chainProblems: problems });
 
   let matches: boolean;
   let keyType;
   try {
-    matches = keyMatchesCertificate(bundle.keyPem, bundle.certPem);
-    keyType = keyTypeOf(bundle.keyPem);
+    // The key and the leaf are parsed once for every check.
+    const key = opts.key ?? parsePrivateKey(bundle.keyPem);
+    matches = keyMatchesX509(key, leaf.x509);
+    keyType = keyTypeOfKey(key);
   } catch (err) {
     throw invalid('private key cannot be parsed', {}, err);
   }

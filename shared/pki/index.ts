@@ -82,9 +82,12 @@ export function fingerprintOf(pemOrDer: string | Uint8Array): string {
  * tell "garbage" from "a real key that belongs to another certificate".
  */
 export function keyMatchesCertificate(keyPem: string, certPem: string): boolean {
-  const fromKey = spkiDer(createPublicKey(parsePrivateKey(keyPem)));
-  const fromCert = spkiDer(toX509(certPem).publicKey);
-  return fromKey.equals(fromCert);
+  return keyMatchesX509(parsePrivateKey(keyPem), toX509(certPem));
+}
+
+/** {@link keyMatchesCertificate} for a key and a certificate already parsed. */
+export function keyMatchesX509(key: KeyObject, cert: X509Certificate): boolean {
+  return spkiDer(createPublicKey(key)).equals(spkiDer(cert.publicKey));
 }
 
 /**
@@ -93,7 +96,11 @@ export function keyMatchesCertificate(keyPem: string, certPem: string): boolean 
  * Throws BUNDLE_INVALID when the key cannot be parsed.
  */
 export function keyTypeOf(keyPem: string): KeyType | null {
-  const key = parsePrivateKey(keyPem);
+  return keyTypeOfKey(parsePrivateKey(keyPem));
+}
+
+/** {@link keyTypeOf} for a key already parsed. */
+export function keyTypeOfKey(key: KeyObject): KeyType | null {
   const details = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'ec') {
     if (details.namedCurve === 'prime256v1') return 'ecdsa-p256';
@@ -107,6 +114,19 @@ export function keyTypeOf(keyPem: string): KeyType | null {
     if (bits === 4096) return 'rsa-4096';
   }
   return null;
+}
+
+/**
+ * Parses a private key (PKCS#8, or PKCS#1/SEC1 PEM). Throws BUNDLE_INVALID when it cannot
+ * be parsed (the message never carries key bytes).
+ */
+export function parsePrivateKey(keyPem: string): KeyObject {
+  try {
+    return createPrivateKey({ key: keyPem, format: 'pem' });
+  } catch (err) {
+    // The node error text never contains key bytes, but keep the message generic anyway.
+    throw new CertfleetError(ErrorCode.BundleInvalid, 'private key cannot be parsed', { cause: err });
+  }
 }
 
 /**
@@ -138,18 +158,23 @@ export function namesCovered(required: string[], certNames: string[]): string[] 
  * Returns one sentence per problem; an empty array means the order is right (an empty
  * chain has nothing to check). Unparsable certificates are reported, not thrown.
  */
-export function chainProblems(leafPem: string, chainPem: string): string[] {
-  const blocks = [...splitPemChain(leafPem).slice(0, 1), ...splitPemChain(chainPem)];
-  if (blocks.length === 0) return ['no leaf certificate'];
+export function chainProblems(leafPem: string, chainPem: string, leaf?: X509Certificate): string[] {
+  const leafBlocks = leaf === undefined ? splitPemChain(leafPem).slice(0, 1) : [];
+  const blocks = [...leafBlocks, ...splitPemChain(chainPem)];
+  if (blocks.length === 0 && leaf === undefined) return ['no leaf certificate'];
   const problems: string[] = [];
-  const certs: (X509Certificate | undefined)[] = blocks.map((block, i) => {
+  const parsed: (X509Certificate | undefined)[] = blocks.map((block, i) => {
+    const at = leaf === undefined ? i : i + 1;
     try {
-      return new X509Certificate(block);
+      // Chain certificates are few and shared by many leaves (one intermediate per CA):
+      // parsed once, not once per certificate checked.
+      return at === 0 ? new X509Certificate(block) : chainCertificate(block);
     } catch {
-      problems.push(`${label(i)} cannot be parsed`);
+      problems.push(`${label(at)} cannot be parsed`);
       return undefined;
     }
   });
+  const certs = leaf === undefined ? parsed : [leaf, ...parsed];
   for (let i = 0; i < certs.length; i++) {
     const cert = certs[i];
     const issuer = certs[i + 1];
@@ -163,6 +188,22 @@ export function chainProblems(leafPem: string, chainPem: string): string[] {
     }
   }
   return problems;
+}
+
+/** Chain certificates parsed so far, by PEM block; bounded (oldest forgotten first). */
+const chainCache = new Map<string, X509Certificate>();
+const CHAIN_CACHE_SIZE = 32;
+
+function chainCertificate(block: string): X509Certificate {
+  const hit = chainCache.get(block);
+  if (hit !== undefined) return hit;
+  const cert = new X509Certificate(block);
+  chainCache.set(block, cert);
+  if (chainCache.size > CHAIN_CACHE_SIZE) {
+    const oldest = chainCache.keys().next().value;
+    if (oldest !== undefined) chainCache.delete(oldest);
+  }
+  return cert;
 }
 
 function label(i: number): string {
@@ -180,15 +221,6 @@ function toX509(pem: string): X509Certificate {
     return new X509Certificate(first);
   } catch (err) {
     throw new CertfleetError(ErrorCode.BundleInvalid, 'certificate cannot be parsed', { cause: err });
-  }
-}
-
-function parsePrivateKey(keyPem: string): KeyObject {
-  try {
-    return createPrivateKey({ key: keyPem, format: 'pem' });
-  } catch (err) {
-    // The node error text never contains key bytes, but keep the message generic anyway.
-    throw new CertfleetError(ErrorCode.BundleInvalid, 'private key cannot be parsed', { cause: err });
   }
 }
 

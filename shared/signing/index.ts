@@ -102,10 +102,10 @@ export function publicKeyOf(privateKeyPem: string): SigningPublicKey {
 }
 
 /**
- * Signs `record` (which must already carry its `generation`) with `key`: returns a copy
- * with `keyId` and `signature` set. Any earlier signature fields are replaced.
+ * Signs `record` (which must already carry its `generation`) with `key` (PEM, or the key
+ * already parsed): returns a copy with `keyId` and `signature` set. Any earlier signature fields are replaced.
  */
-export function signRecord<T extends object>(kind: RecordKind, record: T & { generation: number }, key: { keyId: string; privateKeyPem: string }): T & { generation: number; keyId: string; signature: string } {
+export function signRecord<T extends object>(kind: RecordKind, record: T & { generation: number }, key: { keyId: string; privateKeyPem: string | crypto.KeyObject }): T & { generation: number; keyId: string; signature: string } {
   const unsigned: Record<string, unknown> = { ...record, keyId: key.keyId };
   delete unsigned['signature'];
   const signature = crypto.sign(null, signingPayload(kind, unsigned), key.privateKeyPem).toString('base64url');

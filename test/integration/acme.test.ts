@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { once } from 'node:events';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import {
@@ -13,6 +14,7 @@ import {
   createCsr,
   generateAccountKey,
   generateKey,
+  observeAcmeRequests,
   type AcmeClient,
   type AcmeOrder,
 } from '../../controller/acme/index.js';
@@ -235,6 +237,42 @@ void describe('ACME adapter against Pebble', () => {
     );
     const { certPem } = await issue(after, resumed, names, challenges);
     assert.deepEqual(sans(certPem), names);
+  });
+
+  void it('issues three certificates over one kept-alive connection, signing with the nonces the CA’s answers carry (no newNonce per request)', async () => {
+    // A TCP relay in front of Pebble counts the connections the client opens. Pebble names
+    // the relay in every URL it hands out (it builds them from the Host header), so every
+    // request of the client goes through it. Before: 8 connections per certificate (each
+    // HEAD newNonce, which Pebble answers and closes) and a newNonce before every signed
+    // request.
+    const upstream = new URL(pebble.directoryUrl);
+    let connections = 0;
+    const relay = net.createServer((down) => {
+      connections++;
+      const up = net.connect(Number(upstream.port), upstream.hostname);
+      down.pipe(up).pipe(down);
+      down.on('error', () => up.destroy());
+      up.on('error', () => down.destroy());
+    });
+    relay.listen(0, '127.0.0.1');
+    await once(relay, 'listening');
+    const endpoints: string[] = [];
+    observeAcmeRequests((r) => endpoints.push(r.endpoint));
+    try {
+      const c = client({ accountKeyPem: await generateAccountKey(), directoryUrl: `https://127.0.0.1:${(relay.address() as net.AddressInfo).port}${upstream.pathname}` });
+      await c.ensureAccount();
+      for (let i = 0; i < 3; i++) {
+        const names = [`keepalive${i}.certfleet.test`];
+        await pebble.addA(names[0]!, CHALLENGE_IP);
+        const { certPem } = await issue(c, await c.placeOrder(names), names, challenges);
+        assert.deepEqual(sans(certPem), names);
+      }
+      assert.equal(connections, 1, 'one TCP (and TLS) connection for the account and three issuances');
+      assert.equal(endpoints.filter((e) => e === 'newNonce').length, 1, `only the first signed request asks newNonce: ${endpoints.join(' ')}`);
+    } finally {
+      observeAcmeRequests(undefined);
+      relay.close();
+    }
   });
 
   void it('stops waiting for a pending authorization with ACME_TIMEOUT at the poll deadline or when aborted', async () => {

@@ -8,8 +8,8 @@
  * Proves: a fetched bundle that is not the signed one is refused; a key rotation reaches
  * the agent over the (m)TLS link before records signed with the new key are acted on, and
  * a retired key is refused afterwards; challenges are served only when signed, unexpired,
- * selected and for a name of an assigned certificate (one learnt just in time from the
- * controller); a replayed older record is still refused after a restart.
+ * selected and for a name of an assigned certificate (learnt just in time from the
+ * controller, also for a second new certificate within the resync rate limit); a replayed older record is still refused after a restart.
  */
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -220,6 +220,13 @@ describe('an agent acts only on records the controller signed', { timeout: 120_0
       const ch = (token: string, extra: Partial<ChallengeRecord> = {}): ChallengeRecord => ({ ...base, token, keyAuthorization: `${token}.thumb`, ...extra });
       await put(Bucket.challenges, 'tok-good', s.challenge(ch('tok-good')));
       await eventually('the new certificate challenge is served', async () => (await get(a.httpPort, 'tok-good')).body === 'tok-good.thumb', 20_000, 100);
+      assert.equal(a.trust.refusals().total, 0);
+
+      // A second new certificate right after: the resync it asks for comes at the end of
+      // the 10 s since the last (not at the periodic one, minutes away), and it is served.
+      ctl.assigned = [...ctl.assigned, { name: 'blog', names: ['blog.example.test'] }];
+      await put(Bucket.challenges, 'tok-blog', s.challenge(ch('tok-blog', { cert: 'blog', identifier: 'blog.example.test' })));
+      await eventually('the second new certificate challenge is served', async () => (await get(a.httpPort, 'tok-blog')).body === 'tok-blog.thumb', 30_000, 200);
       assert.equal(a.trust.refusals().total, 0);
 
       await put(Bucket.challenges, 'tok-other', s.challenge(ch('tok-other', { selector: 'role=db' }))); // for other agents: ignored

@@ -299,6 +299,25 @@ void describe('controller CA', () => {
     assert.equal(verifyClientCertificate(ca, certPem, NOW - 60 * 1000).name, 'edge-1');
   });
 
+  void it('a certificate verified once is still judged afresh on time and against the CA asked (the verdict is cached per CA)', async () => {
+    const { csrPem } = await createAgentKeyAndCsr('edge-1');
+    const { certPem } = await signAgentCsr(ca, csrPem, { agent: 'edge-1', now: NOW, validityDays: 1 });
+    const der = new Uint8Array(new crypto.X509Certificate(certPem).raw);
+    assert.equal(verifyClientCertificate(ca, der, NOW).name, 'edge-1');
+    assert.equal(verifyClientCertificate(ca, der, NOW).name, 'edge-1');
+    assert.throws(() => verifyClientCertificate(ca, der, NOW + 2 * DAY), rejectedBecause('expired'));
+    assert.throws(() => verifyClientCertificate(ca, der, NOW - DAY), rejectedBecause('not yet valid'));
+    const other = await createControllerCa({ now: NOW });
+    assert.throws(
+      () => verifyClientCertificate(other, der, NOW),
+      rejectedBecause(/^(not issued by the controller CA|signature does not verify against the controller CA)$/),
+    );
+    // The identity handed out is a copy: a caller changing it does not change the next answer.
+    const first = verifyClientCertificate(ca, der, NOW);
+    first.name = 'changed';
+    assert.equal(verifyClientCertificate(ca, der, NOW).name, 'edge-1');
+  });
+
   void it('rejects the server certificate presented as a client certificate', async () => {
     const server = await issueServerCertificate(ca, { hosts: ['127.0.0.1'], now: NOW });
     assert.throws(() => verifyClientCertificate(ca, server.certPem, NOW), rejectedBecause('no clientAuth extended key usage'));
