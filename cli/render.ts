@@ -102,7 +102,7 @@ function day(when: string): string {
  * `certfleet status`: one "key: value" line per fact, values aligned. From a controller
  * that runs the leader lease (it names itself): who leads ("c1 (epoch 4) at
  * 127.0.0.1:7443", `none` in red), which controller answered and its role, and a
- * CONTROLLERS table of the registry (health `stale`/`degraded` in red/yellow). `now`
+ * CONTROLLERS table of the registry (health `stale`/`deposed`/`degraded` in red/yellow). `now`
  * turns the registry's last-seen times into ages.
  */
 export function renderStatus(s: pb.GetStatusResponse__Output, opts: RenderOptions = {}, now?: Date): string {
@@ -126,10 +126,10 @@ export function renderStatus(s: pb.GetStatusResponse__Output, opts: RenderOption
   lines.push(['answered by', cell(`${s.self} (${s.role || '-'})`, undefined, color)]);
   const out = keyValues(lines);
   if (s.controllers.length === 0) return out;
-  const HEALTH_STYLE: Record<string, Style> = { ok: 'green', stale: 'red', degraded: 'yellow' };
+  const HEALTH_STYLE: Record<string, Style> = { ok: 'green', stale: 'red', deposed: 'red', degraded: 'yellow' };
   const rows = s.controllers.map((c) => [
     cell(c.name, undefined, color),
-    cell(c.role || '-', c.role === 'leader' ? 'green' : undefined, color),
+    cell(c.role || '-', c.role === 'leader' && c.health !== 'deposed' ? 'green' : undefined, color),
     cell(c.role === 'leader' ? String(c.epoch) : '-', undefined, color),
     cell(c.address || '-', undefined, color),
     cell(c.health || '-', HEALTH_STYLE[c.health], color),

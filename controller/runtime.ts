@@ -538,7 +538,7 @@ export async function startController(cfg: ControllerConfig, log: Logger, clock:
       ha: {
         self: cfg.ha.name,
         lease: () => lease.view(),
-        controllers: () => haStatus.registry?.list() ?? Promise.resolve([]),
+        controllers: () => haStatus.registry?.list(lease.view().leader?.epoch) ?? Promise.resolve([]),
       },
     });
 

@@ -3,9 +3,11 @@
  * the `controllers` bucket every ttl/3 (its name is the key), and `status` on any
  * controller lists them all. Display only: nothing decides on it (who leads is the lease).
  *
- * Health ({@link controllerHealth}, pure): `stale` when the record was not rewritten for
- * two lease times (the process is gone, paused or cut off from NATS), `degraded` when it
- * reports its store unreachable, else `ok`.
+ * Health ({@link controllerHealth}, pure): `deposed` when it last claimed to lead at an
+ * epoch the lease has moved past (a crashed or paused leader: its own record cannot say
+ * so), `stale` when the record was not rewritten for a lease time (three writes missed:
+ * the process is gone, paused or cut off from NATS), `degraded` when it reports its store
+ * unreachable, else `ok`.
  */
 import { z } from 'zod';
 import { isoAt, type Clock, type Timer } from '../../shared/clock/index.js';
@@ -61,12 +63,16 @@ export const parseLeaseRecord = recordParser(leaseRecordSchema);
 /** Validates a value read from the `controllers` bucket. */
 export const parseControllerRecord = recordParser(controllerRecordSchema, 'name');
 
-export type ControllerHealth = 'ok' | 'stale' | 'degraded';
+export type ControllerHealth = 'ok' | 'stale' | 'degraded' | 'deposed';
 
-/** See the module comment. `ttlMs` is the reader's lease time. */
-export function controllerHealth(record: Pick<ControllerRecord, 'seenAt' | 'store'>, now: number, ttlMs: number): ControllerHealth {
+/**
+ * See the module comment. `ttlMs` is the reader's lease time; `leaseEpoch` the epoch of
+ * the lease record as the reader last saw it (undefined: not known).
+ */
+export function controllerHealth(record: Pick<ControllerRecord, 'seenAt' | 'store'> & Partial<Pick<ControllerRecord, 'role' | 'epoch'>>, now: number, ttlMs: number, leaseEpoch?: number): ControllerHealth {
+  if (record.role === 'leader' && leaseEpoch !== undefined && (record.epoch ?? 0) < leaseEpoch) return 'deposed';
   const seen = Date.parse(record.seenAt);
-  if (Number.isNaN(seen) || now - seen > 2 * ttlMs) return 'stale';
+  if (Number.isNaN(seen) || now - seen > ttlMs) return 'stale';
   return record.store === 'ok' ? 'ok' : 'degraded';
 }
 
@@ -112,10 +118,11 @@ export class ControllerRegistry {
   }
 
   /** Every controller's record with its health as seen now, sorted by name. */
-  async list(): Promise<Array<ControllerRecord & { health: ControllerHealth }>> {
+  /** Every controller's record with its health; `leaseEpoch` as in {@link controllerHealth}. */
+  async list(leaseEpoch?: number): Promise<Array<ControllerRecord & { health: ControllerHealth }>> {
     const now = this.opts.clock.now();
     return (await this.opts.kv.entries())
-      .map((e) => ({ ...e.value, health: controllerHealth(e.value, now, this.opts.ttlMs) }))
+      .map((e) => ({ ...e.value, health: controllerHealth(e.value, now, this.opts.ttlMs, leaseEpoch) }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 

@@ -149,11 +149,15 @@ test('election steps are abandoned when the leader is deposed while they run, an
   await a.lease.stop();
 });
 
-test('a controller is stale after two lease times without a heartbeat, degraded when its store is down, else ok', () => {
+test('a controller is stale after a lease time without a heartbeat, deposed when it claims an epoch the lease moved past, degraded when its store is down, else ok', () => {
   const seenAt = '2026-01-01T00:00:00.000Z';
   const t = Date.parse(seenAt);
-  assert.equal(controllerHealth({ seenAt, store: 'ok' }, t + 2 * TTL, TTL), 'ok');
-  assert.equal(controllerHealth({ seenAt, store: 'ok' }, t + 2 * TTL + 1, TTL), 'stale');
+  assert.equal(controllerHealth({ seenAt, store: 'ok' }, t + TTL, TTL), 'ok');
+  assert.equal(controllerHealth({ seenAt, store: 'ok' }, t + TTL + 1, TTL), 'stale');
+  // A killed leader's last record still says "leader, epoch 1" while c2 leads at epoch 2.
+  assert.equal(controllerHealth({ seenAt, store: 'ok', role: 'leader', epoch: 1 }, t + 1000, TTL, 2), 'deposed');
+  assert.equal(controllerHealth({ seenAt, store: 'ok', role: 'leader', epoch: 2 }, t + 1000, TTL, 2), 'ok');
+  assert.equal(controllerHealth({ seenAt, store: 'ok', role: 'follower', epoch: 0 }, t + 1000, TTL, 2), 'ok');
   assert.equal(controllerHealth({ seenAt, store: 'STORE_UNAVAILABLE' }, t + 1000, TTL), 'degraded');
   assert.equal(controllerHealth({ seenAt: 'garbage', store: 'ok' }, t, TTL), 'stale');
 });
