@@ -267,7 +267,7 @@ describe('an agent acts only on records the controller signed', { timeout: 120_0
     const first = await startAgent(ctl, s);
     await eventually('v1 installed', () => statusOf(ctl, 'web')?.state === 'installed', 20_000);
     await first.stop();
-    assert.equal((JSON.parse(fs.readFileSync(path.join(first.stateDir, 'trust', 'generations.json'), 'utf8')) as Record<string, number>)['web'], 5);
+    assert.deepEqual((JSON.parse(fs.readFileSync(path.join(first.stateDir, 'trust', 'generations.json'), 'utf8')) as Record<string, unknown>)['web'], { epoch: 0, generation: 5 });
 
     // While it is down, someone puts the captured record back.
     await put(Bucket.desired, 'web', captured);
