@@ -131,6 +131,16 @@ export interface LoopMetrics {
   order(outcome: 'started' | 'issued' | 'failed' | 'spooled', code?: string): void;
 }
 
+/** The runtime fields that mirror a certificate's durable renewal intent (leader and follower alike). */
+function deriveFromIntent(rt: CertRuntime, intent: RenewalIntent): void {
+  rt.failures = intent.failures;
+  rt.backoffUntil = intent.retryAt;
+  rt.lastError = intent.lastError;
+  rt.lastErrorCode = intent.lastErrorCode;
+  rt.force = intent.requestedAt > 0;
+  rt.requestedAt = intent.requestedAt;
+}
+
 export class Reconciler {
   /**
    * Counts agents coming online. An issuance that fails with CHALLENGE_NOT_SERVED after
@@ -311,12 +321,7 @@ export class Reconciler {
         });
         rt.latest = latest;
         rt.pinned = pin && target && target.version === pin.version ? pin.version : 0;
-        rt.failures = intent.failures;
-        rt.backoffUntil = intent.retryAt;
-        rt.lastError = intent.lastError;
-        rt.lastErrorCode = intent.lastErrorCode;
-        rt.force = intent.requestedAt > 0;
-        rt.requestedAt = intent.requestedAt;
+        deriveFromIntent(rt, intent);
         rt.reason = p.reason;
         if (p.action === 'wait') {
           rt.nextCheck = p.at;
@@ -368,13 +373,7 @@ export class Reconciler {
   private setIntent(name: string, intent: RenewalIntent): void {
     this.intents.set(name, intent);
     const rt = this.runtime.get(name);
-    if (!rt) return;
-    rt.failures = intent.failures;
-    rt.backoffUntil = intent.retryAt;
-    rt.lastError = intent.lastError;
-    rt.lastErrorCode = intent.lastErrorCode;
-    rt.force = intent.requestedAt > 0;
-    rt.requestedAt = intent.requestedAt;
+    if (rt) deriveFromIntent(rt, intent);
   }
 
   /** Writes the current intent of `name` (deleting an empty one), after earlier writes. */
