@@ -507,7 +507,14 @@ export class Issuer {
     }
     if (req.challenge === 'dns-01') return this.authorizeDns01(acme, req, order, log, progress);
     for (const authz of order.authorizations) {
-      if (authz.status === 'valid') continue;
+      if (authz.status === 'valid') {
+        // Valid already: a resumed order whose crashed run published the challenge and the
+        // CA validated it before the crash. Its record would stay until the periodic sweep
+        // (the start-up sweep keeps a saved order's records for it): withdrawn now.
+        const published = authz.challenges.find((c) => c.type === 'http-01');
+        if (published) await this.opts.http01.cleanup(published.token);
+        continue;
+      }
       progress?.(authz.identifier.value, 'start');
       if (authz.status !== 'pending') {
         throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, {

@@ -15,13 +15,16 @@ import type { LogRecord } from '../harness/kill-at.js';
  * `certfleet renew NAME`, as an operator types it; throws when refused. `renew` waits a
  * few seconds for the work loop's answer, so a scenario that kills the controller early in
  * the issuance can cut that answer off (CONTROLLER_UNAVAILABLE): that is fine when the
- * request itself was stored (the durable `renewals/NAME` object the loop acts on), which
- * is what an operator relies on.
+ * request itself was stored (the durable `renewals/NAME` object the loop acts on) or
+ * already carried out (a new version stored), which is what an operator relies on.
  */
 export async function renew(fleet: Fleet, name: string): Promise<void> {
+  const before = fileStoreFacts(fleet, name).versions;
   const res = await fleet.cli(['renew', name]);
   if (res.code === 0) return;
-  const recorded = fs.existsSync(path.join(fleet.controllerState, 'store', 'objects', 'renewals', `${name}.json`));
+  // Stored and still outstanding, or already carried out (a loaded machine can deliver the
+  // answer after the issuance reached the step the scenario kills at).
+  const recorded = fs.existsSync(path.join(fleet.controllerState, 'store', 'objects', 'renewals', `${name}.json`)) || fileStoreFacts(fleet, name).versions > before;
   if (res.code === 4 && /CONTROLLER_UNAVAILABLE/.test(res.stderr) && recorded) return;
   throw new Error(`certfleet renew ${name} exited ${res.code}: ${res.stderr}`);
 }

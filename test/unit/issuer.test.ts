@@ -35,6 +35,8 @@ class FakeCa {
   accepted = 0;
   status: AcmeOrder['status'] = 'pending';
   authzFails = false;
+  /** The authorization's status as the CA reports it (valid: validated before a crash). */
+  authzStatus: 'pending' | 'valid' = 'pending';
   private csrPem = '';
   constructor(private readonly ca: TestCa) {}
   private order(): AcmeOrder {
@@ -46,7 +48,7 @@ class FakeCa {
         {
           url: 'https://ca.test/authz/1',
           identifier: { type: 'dns', value: NAME },
-          status: 'pending',
+          status: this.authzStatus,
           challenges: [{ type: 'http-01', url: 'https://ca.test/chall/1', token: 'tok1', status: this.accepted > 0 ? 'processing' : 'pending' }],
         } as AcmeOrder['authorizations'][number],
       ],
@@ -99,12 +101,16 @@ function setup(ca: TestCa) {
   const store = new MemoryStore();
   const acme = new FakeCa(ca);
   const published: ChallengeRecord[] = [];
+  const removed: string[] = [];
   const board: ChallengeBoard = {
     present: (r) => {
       published.push(r);
       return Promise.resolve();
     },
-    remove: () => Promise.resolve(),
+    remove: (token) => {
+      removed.push(token);
+      return Promise.resolve();
+    },
     list: () => Promise.resolve([]),
   };
   let served = false;
@@ -136,7 +142,7 @@ function setup(ca: TestCa) {
       refund: (spend) => refunds.push(spend),
     },
   };
-  return { clock, store, acme, issuer, http01, request, charges, refunds, published, serve: () => (served = true) };
+  return { clock, store, acme, issuer, http01, request, charges, refunds, published, removed, serve: () => (served = true) };
 }
 
 /** Follows a promise without awaiting it. */
@@ -188,6 +194,17 @@ test('a saved order whose challenge timed out is resumed, charged once, and issu
   assert.equal(s.charges.length, 1, 'the resumed order is not charged again');
   assert.equal(await s.issuer.resumable('web', [NAME], 'ecdsa-p256'), null, 'the saved order is gone once issued');
   assert.equal((await s.store.latest('web'))?.fingerprint, meta.fingerprint);
+});
+
+test('a resumed order whose authorization the CA validated before the crash withdraws the challenge record the crashed run published', async () => {
+  const s = setup(await makeTestCa());
+  // The crashed run published tok1, the CA validated it, then the process died: the order
+  // comes back with the authorization valid, and nothing is presented again.
+  s.acme.authzStatus = 'valid';
+  const meta = await s.issuer.issue(s.request, 0);
+  assert.equal(meta.version, 1);
+  assert.deepEqual(s.published, [], 'nothing presented again');
+  assert.deepEqual(s.removed, ['tok1'], 'the leftover record is withdrawn, not left to the periodic sweep');
 });
 
 test('an order whose validation fails is dropped and its charge refunded', async () => {
