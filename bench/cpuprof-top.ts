@@ -1,8 +1,10 @@
 /**
  * Sums a .cpuprofile (from `--cpu-prof` or bench/cpuprof.ts) by function and by file:
  *
- *   node dist/bench/cpuprof-top.js FILE.cpuprofile [--top 40] [--match REGEX]
+ *   node dist/bench/cpuprof-top.js FILE.cpuprofile [--top 40] [--match REGEX] [--after MS]
  *
+ * --after skips the first MS milliseconds of the profile (a process's start-up, when the
+ * question is what it spends on each unit of work afterwards).
  * Prints self time per function (name, file:line), self time per file (node_modules
  * packages folded into one line each), and total (inclusive) time of the functions whose
  * name or file matches --match. Times from the samples' time deltas, in ms.
@@ -26,6 +28,8 @@ if (file === undefined) throw new Error('usage: cpuprof-top FILE [--top N] [--ma
 const top = Number(args[args.indexOf('--top') + 1] ?? 40) || 40;
 const matchArg = args.includes('--match') ? args[args.indexOf('--match') + 1] : undefined;
 const match = matchArg === undefined ? undefined : new RegExp(matchArg);
+const afterMs = args.includes('--after') ? Number(args[args.indexOf('--after') + 1]) : 0;
+if (!Number.isFinite(afterMs) || afterMs < 0) throw new Error('--after takes a number of milliseconds');
 
 const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
@@ -47,8 +51,11 @@ const perFile = new Map<string, number>();
 const total = new Map<string, number>();
 let all = 0;
 let idle = 0;
+let elapsed = 0;
 for (let i = 0; i < prof.samples.length; i++) {
   const dt = (prof.timeDeltas[i + 1] ?? prof.timeDeltas[i] ?? 0) / 1000;
+  elapsed += (prof.timeDeltas[i] ?? 0) / 1000;
+  if (elapsed < afterMs) continue;
   const node = byId.get(prof.samples[i] ?? -1);
   if (node === undefined) continue;
   all += dt;
