@@ -3,7 +3,7 @@
  *
  *   npm run bench:issuance                      # 200 certificates per run, certbot 10
  *   node dist/bench/issuance.js --n 200 --certbot-n 10 --lego-procs 32 --concurrency 64
- *       --only certfleet-http,certfleet-exec,certfleet-rfc2136,lego-exec,lego-webroot,certbot
+ *       --only certfleet-http,certfleet-exec,certfleet-rfc2136,lego-exec,lego-rfc2136,lego-webroot,certbot
  *       --cpu-prof DIR   (the controller runs under `node --cpu-prof`, profiles in DIR)
  *       --json           (the rows as JSON on stdout, after the table)
  *
@@ -25,8 +25,9 @@
  *    the same window. The agent's CPU includes its start.
  *    "hook CPU" is the controller's reaped children (the exec hook's processes).
  *  - lego: `--lego-procs` processes at a time, one `lego run` per certificate, DNS-01
- *    through the same exec script (`--dns.disable-cp`: no propagation wait), and HTTP-01
- *    into the webroot. CPU: this process's reaped children over the run (lego and the
+ *    through the same exec script (`--dns.disable-cp`: no propagation wait), DNS-01 through
+ *    lego's own RFC 2136 provider to the same BIND with the same TSIG key (no hook
+ *    processes: lego's fastest DNS path), and HTTP-01 into the webroot. CPU: this process's reaped children over the run (lego and the
  *    hooks lego started).
  *  - certbot: sequential `certbot certonly --webroot`, `--certbot-n` certificates.
  *  Each client's account is registered by a warm-up issuance before its timed run.
@@ -53,7 +54,7 @@ interface Options {
   json: boolean;
 }
 
-const RUNS = ['certfleet-http', 'certfleet-exec', 'certfleet-rfc2136', 'lego-exec', 'lego-webroot', 'certbot'] as const;
+const RUNS = ['certfleet-http', 'certfleet-exec', 'certfleet-rfc2136', 'lego-exec', 'lego-rfc2136', 'lego-webroot', 'certbot'] as const;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { n: 200, certbotN: 10, legoProcs: 32, concurrency: 64, only: new Set(RUNS), cpuProf: undefined, json: false };
@@ -300,9 +301,18 @@ async function main(): Promise<void> {
 
     const legoEnv = { ...process.env, LEGO_CA_CERTIFICATES: caFile, EXEC_PATH: hook, EXEC_PROPAGATION_TIMEOUT: '60', EXEC_POLLING_INTERVAL: '1' };
     const legoPath = path.join(work, 'lego');
-    const legoArgs = (name: string, mode: 'exec' | 'webroot'): string[] => [
+    const legoRfc2136Env = {
+      ...legoEnv,
+      RFC2136_NAMESERVER: bind.server,
+      RFC2136_TSIG_KEY: key.name,
+      RFC2136_TSIG_ALGORITHM: `${key.algorithm}.`,
+      RFC2136_TSIG_SECRET: key.secret,
+      RFC2136_PROPAGATION_TIMEOUT: '60',
+      RFC2136_POLLING_INTERVAL: '1',
+    };
+    const legoArgs = (name: string, mode: 'exec' | 'rfc2136' | 'webroot'): string[] => [
       '--server', fleet.pebble.directoryUrl, '--accept-tos', '--email', 'bench@example.test', '--path', legoPath, '--domains', name,
-      ...(mode === 'exec' ? ['--dns', 'exec', '--dns.disable-cp', '--dns.resolvers', bind.server] : ['--http', '--http.webroot', webrootDir]),
+      ...(mode === 'webroot' ? ['--http', '--http.webroot', webrootDir] : ['--dns', mode, '--dns.disable-cp', '--dns.resolvers', bind.server]),
       'run',
     ];
     const childrenCpu = (): number => cpuOf(process.pid).children;
@@ -325,6 +335,9 @@ async function main(): Promise<void> {
     await fleet.stopController();
     if (opts.only.has('lego-exec')) {
       await clientRun(`lego`, `DNS-01 exec (nsupdate), ${opts.legoProcs} processes`, opts.n, opts.legoProcs, (name) => run('lego', legoArgs(name, 'exec'), legoEnv), 'lx');
+    }
+    if (opts.only.has('lego-rfc2136')) {
+      await clientRun(`lego`, `DNS-01 RFC 2136 (BIND), ${opts.legoProcs} processes`, opts.n, opts.legoProcs, (name) => run('lego', legoArgs(name, 'rfc2136'), legoRfc2136Env), 'lr');
     }
     if (opts.only.has('lego-webroot')) {
       await clientRun(`lego`, `HTTP-01 webroot, ${opts.legoProcs} processes`, opts.n, opts.legoProcs, (name) => run('lego', legoArgs(name, 'webroot'), legoEnv), 'lw');
