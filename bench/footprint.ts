@@ -18,14 +18,19 @@
  *    `agents` bucket (online, every assigned certificate installed), written once the
  *    controller has created the bucket.
  *
- * Measured: the controller's RSS once its first passes are done; the time `certfleet
- * certs --json` and `certfleet status --json` take end to end, minus `certfleet whoami`
- * (the CLI's own start-up and one round trip) — "server time"; the idle agent's RSS.
+ * Measured: the controller's RSS once its first passes are done; `certfleet certs --json`
+ * end to end (CLI), the whole listing as gRPC calls from this process (each page's round
+ * trip, and the controller's CPU per listing: its one thread is the server time —
+ * building, encoding and writing the pages — without the client's decoding); `status`
+ * likewise; the idle agent's RSS. The controller runs with bench/loopdelay.ts preloaded
+ * (event-loop delay and memory once a second).
  *
  * --burst: every version expires within a day, so the whole fleet is due at once. The
  * agents are records only (no HTTP-01 responder answers), so each order fails at the
  * challenge step and goes to backoff: the pass still plans, orders and records every
- * certificate. `certfleet status` is timed every 250 ms for --seconds while it runs.
+ * certificate. For --seconds, every 250 ms each: `certfleet status` (CLI), GetStatus over
+ * one open connection, and FetchBundle as an agent over mutual TLS (enrolled for it);
+ * the controller's RSS, event-loop delay and memory split meanwhile.
  */
 import 'reflect-metadata';
 import { execFile } from 'node:child_process';

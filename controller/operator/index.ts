@@ -367,7 +367,10 @@ export function createOperations(deps: OperationsDeps): Operations {
   const backend: OperatorBackend = {
     async status(): Promise<pb.GetStatusResponse> {
       const agents = fleet.agents();
-      const certs = cfg.certificates.map((c) => certificateSummary(c.name));
+      // Only a certificate the loop has ready can show ready (summarizeCertificate only
+      // ever lowers it): the others need no summary (10,000 due at once: the loop's
+      // runtime changes every pass, so none would be remembered).
+      const ready = cfg.certificates.filter((c) => loop.status(c.name)?.state === 'ready' && certificateSummary(c.name).state === 'ready').length;
       const ha = deps.ha;
       const view = ha?.lease();
       // The registry is display only: NATS away must not fail `status` (it says so itself).
@@ -376,8 +379,8 @@ export function createOperations(deps: OperationsDeps): Operations {
         controllerVersion: CONTROLLER_VERSION,
         store: store.kind,
         acmeDirectory: issuersOf(cfg)[0]?.directoryUrl ?? '',
-        certificates: certs.length,
-        certificatesReady: certs.filter((c) => c.state === 'ready').length,
+        certificates: cfg.certificates.length,
+        certificatesReady: ready,
         // Removed agents are history, not fleet.
         agents: agents.filter((a) => !a.removed).length,
         agentsOnline: agents.filter((a) => a.online && !a.removed).length,

@@ -75,6 +75,17 @@ void describe('fleet view', () => {
       assert.equal(after1[0]?.online, false);
       assert.equal(fleet.selected('role=web')[0]?.online, false);
 
+      // Every agent call hands in its registration as just read from the store: an equal
+      // one (a new object) keeps the views; a changed one (a renewed identity) shows.
+      fleet.registered(reg('web-1', { role: 'web' }));
+      assert.equal(fleet.selected('role=web'), web);
+      assert.equal(fleet.agents(), fleet.agents());
+      fleet.registered(reg('web-1', { role: 'web' }, { pendingSerial: 'renewed' }));
+      assert.notEqual(fleet.selected('role=web'), web);
+      assert.equal(fleet.selected('role=web')[0]?.registration.pendingSerial, 'renewed');
+      fleet.registered(reg('web-1', { role: 'web', zone: 'a' }));
+      assert.deepEqual(fleet.selected('role=web')[0]?.registration.labels, { role: 'web', zone: 'a' });
+
       // A new registration, then a removal.
       fleet.registered(reg('web-2', { role: 'web' }));
       assert.deepEqual(fleet.selected('role=web').map((a) => a.registration.name), ['web-1', 'web-2']);

@@ -154,3 +154,22 @@ test('pages found by an index are the pages of a scan', () => {
   }
   assert.throws(() => pageOf(names, 5, 'gone', (n) => n, (k) => index.get(k) ?? -1));
 });
+
+test('a summary is ready only when the loop has the certificate ready (status counts on that)', () => {
+  const states: CertRuntime['state'][] = ['pending', 'issuing', 'ready', 'failed'];
+  const selections = [AGENTS, [AGENTS[0] as AgentView], [], [agent('edge-a', status({ version: 2 }))]];
+  const desireds = [DESIRED, undefined, { ...DESIRED, rollout: { waves: [], released: 1, halted: false, haltReason: '' } } as unknown as DesiredRecord];
+  let readyOnes = 0;
+  for (const state of states) {
+    for (const selected of selections) {
+      for (const desired of desireds) {
+        const s = summarizeCertificate(input({ runtime: runtime({ state }), selected, desired }));
+        if (s.state === 'ready') {
+          assert.equal(state, 'ready');
+          readyOnes++;
+        }
+      }
+    }
+  }
+  assert.ok(readyOnes > 0);
+});
