@@ -18,19 +18,25 @@
  *    `agents` bucket (online, every assigned certificate installed), written once the
  *    controller has created the bucket.
  *
- * Measured: the controller's RSS once its first passes are done; the time `certfleet
- * certs --json` and `certfleet status --json` take end to end, minus `certfleet whoami`
- * (the CLI's own start-up and one round trip) — "server time"; the idle agent's RSS.
+ * Measured: the controller's RSS once its first passes are done; `certfleet certs --json`
+ * end to end (CLI), the whole listing as gRPC calls from this process (each page's round
+ * trip, and the controller's CPU per listing: its one thread is the server time —
+ * building, encoding and writing the pages — without the client's decoding); `status`
+ * likewise; the idle agent's RSS. The controller runs with bench/loopdelay.ts preloaded
+ * (event-loop delay and memory once a second).
  *
  * --burst: every version expires within a day, so the whole fleet is due at once. The
  * agents are records only (no HTTP-01 responder answers), so each order fails at the
  * challenge step and goes to backoff: the pass still plans, orders and records every
- * certificate. `certfleet status` is timed every 250 ms for --seconds while it runs.
+ * certificate. For --seconds, every 250 ms each: `certfleet status` (CLI), GetStatus over
+ * one open connection, and FetchBundle as an agent over mutual TLS (enrolled for it);
+ * the controller's RSS, event-loop delay and memory split meanwhile.
  */
 import 'reflect-metadata';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { webcrypto, randomBytes } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { NatsAuthority } from '../controller/natsauth/index.js';
@@ -50,8 +56,10 @@ import { tempDir } from '../test/harness/tmp.js';
 import { CLI, runCli } from '../test/harness/fleet.js';
 import { cpuMs, rssMiB } from './measure.js';
 import { operatorClient } from '../cli/client.js';
-import { listAllCertificates } from '../cli/operator.js';
+import { CERTIFICATES_PAGE } from '../cli/operator.js';
 import { loadCredentials } from '../cli/credentials.js';
+import { ControllerLink } from '../agent/link/index.js';
+import { createAgentKeyAndCsr } from '../shared/pki-csr/index.js';
 
 x509.cryptoProvider.set(webcrypto as never);
 const DAY = 86_400_000;
@@ -191,7 +199,11 @@ async function main(): Promise<void> {
   const creds = (await (await NatsAuthority.open(store, systemClock)).controllerCredentials('bench-observer')).creds;
   await store.close();
   const prof = o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}`] : [];
-  const controller = startProcess('controller', process.execPath, [...prof, CLI, 'controller', '--config', controllerConfig]);
+  const loopDelayFile = path.join(root, 'controller-loop-delay.jsonl');
+  const loopDelay = ['--import', fileURLToPath(new URL('./loopdelay.js', import.meta.url))];
+  const controller = startProcess('controller', process.execPath, [...prof, ...loopDelay, CLI, 'controller', '--config', controllerConfig], {
+    env: { ...process.env, CERTFLEET_LOOP_DELAY_FILE: loopDelayFile },
+  });
   let agent: Started | undefined;
   let agent2: Started | undefined;
   const result: Record<string, unknown> = { certificates: o.certs, agents: agentNames.length, burst: o.burst };
@@ -236,17 +248,74 @@ async function main(): Promise<void> {
     log(`${agentNames.length} agent reports written`);
 
     if (o.burst) {
-      // `status` while the whole fleet is due.
-      const samples: number[] = [];
+      // While the whole fleet is due, side by side every 250 ms: `status` through the CLI
+      // (a node start-up each), `status` as a gRPC call over one open connection, and
+      // FetchBundle as an agent over mutual TLS (an agent enrolled for it, in group g0000,
+      // fetching that group's bundles in turn); the controller's RSS every 5 s and its
+      // event-loop delay every second (bench/loopdelay.ts).
+      const token = JSON.parse((await timed(['token', 'create', 'bench-fetch', '--label', 'group=g0000', '--json'])).out) as { token: string };
+      const caPem = fs.readFileSync(path.join(stateDir, 'ca.pem'), 'utf8');
+      const link = new ControllerLink({ address: `127.0.0.1:${apiPort}`, caPem, serverName: 'localhost' });
+      const { keyPem: agentKey, csrPem } = await createAgentKeyAndCsr('agent');
+      const enrolled = await link.enroll(token.token, csrPem);
+      link.useIdentity({ certPem: enrolled.certificatePem, keyPem: agentKey });
+      const burstClient = operatorClient(loadCredentials(credentials), 120_000);
+      const delayFrom = fs.existsSync(loopDelayFile) ? fs.readFileSync(loopDelayFile, 'utf8').split('\n').length - 1 : 0;
       const until = Date.now() + o.seconds * 1000;
       const cpu0 = cpuMs(pid);
-      while (Date.now() < until) {
-        samples.push((await timed(['status', '--json'])).ms);
-        await sleep(250);
-      }
+      const rssSamples: number[] = [];
+      const sampler = async (fn: (i: number) => Promise<unknown>): Promise<{ ms: number[]; errors: number }> => {
+        const ms: number[] = [];
+        let errors = 0;
+        for (let i = 0; Date.now() < until; i++) {
+          const t = performance.now();
+          try {
+            await fn(i);
+            ms.push(performance.now() - t);
+          } catch {
+            errors++;
+          }
+          await sleep(250);
+        }
+        return { ms, errors };
+      };
+      const rssLoop = (async (): Promise<void> => {
+        while (Date.now() < until) {
+          rssSamples.push(Math.round(rssMiB(pid)));
+          await sleep(5000);
+        }
+      })();
+      const [cli, call, fetch] = await Promise.all([
+        sampler(() => timed(['status', '--json'])),
+        sampler(() => burstClient.getStatus()),
+        sampler((i) => link.fetchBundle(certName(i % PER_GROUP), 1)),
+        rssLoop,
+      ]);
+      const cpuBurst = cpuMs(pid) - cpu0;
+      const delays = fs
+        .readFileSync(loopDelayFile, 'utf8')
+        .split('\n')
+        .slice(delayFrom)
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as { max: number; p99: number; rss: number; heap: number; external: number; buffers: number });
+      const stats = (x: { ms: number[]; errors: number }): Record<string, number> => ({ calls: x.ms.length, errors: x.errors, p50Ms: Math.round(pct(x.ms, 50)), p95Ms: Math.round(pct(x.ms, 95)), maxMs: Math.round(Math.max(...x.ms)) });
       const base = median(await Promise.all([0, 1, 2].map(async () => (await timed(['whoami'])).ms)));
       const st = JSON.parse((await timed(['status', '--json'])).out) as Record<string, unknown>;
-      result['burst'] = { seconds: o.seconds, statusCalls: samples.length, statusP50Ms: pct(samples, 50), statusP95Ms: pct(samples, 95), statusMaxMs: Math.max(...samples), whoamiMs: base, controllerCpuMs: cpuMs(pid) - cpu0, status: st };
+      result['burst'] = {
+        seconds: o.seconds,
+        statusCli: stats(cli),
+        statusCall: stats(call),
+        fetchBundleCall: stats(fetch),
+        whoamiCliMs: base,
+        eventLoopDelayMs: { p99OfSeconds: pct(delays.map((d) => d.p99), 50), maxOfSecondsP95: pct(delays.map((d) => d.max), 95), max: Math.max(...delays.map((d) => d.max)) },
+        controllerRssMiB: rssSamples,
+        // Where the controller's memory is, every 5 s of the burst (MiB): JS heap in use, external, array buffers.
+        controllerMemory: delays.filter((_, i) => i % 5 === 0).map((d) => `${d.rss}/${d.heap}/${d.external}/${d.buffers}`),
+        controllerCpuMs: cpuBurst,
+        status: st,
+      };
+      burstClient.close();
+      link.close();
     }
 
     // Settle: the first passes publish every certificate; wait until the controller idles.
@@ -279,11 +348,35 @@ async function main(): Promise<void> {
       return Math.round(median(samples));
     };
     const whoamiCall = await callMs(() => client.whoAmI());
-    const listCall = await callMs(() => listAllCertificates(client));
+    // The controller's CPU over whole listings (its thread is the server time: building,
+    // encoding and writing the answers; the client's decoding is not in it), and each
+    // page's round trip from here.
+    const pageMs: number[] = [];
+    const listCpu0 = cpuMs(pid);
+    const listCall = await callMs(async () => {
+      let pageToken = '';
+      do {
+        const t = performance.now();
+        const page = await client.listCertificates({ pageSize: CERTIFICATES_PAGE, pageToken });
+        pageMs.push(performance.now() - t);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== '');
+    });
+    const listCpuMs = (cpuMs(pid) - listCpu0) / 7;
+    const statusCpu0 = cpuMs(pid);
     const statusCall = await callMs(() => client.getStatus());
+    const statusCpuMs = (cpuMs(pid) - statusCpu0) / 7;
     result['controllerRssMiB'] = Math.round(rssMiB(pid));
-    result['certsJson'] = { cliEndToEndMs: certs, callMs: listCall, bytes: certsOut.length, listed: parsed.certificates.length };
-    result['status'] = { callMs: statusCall };
+    result['certsJson'] = {
+      cliEndToEndMs: certs,
+      callMs: listCall,
+      controllerCpuMsPerListing: Math.round(listCpuMs),
+      pages: Math.ceil(parsed.certificates.length / CERTIFICATES_PAGE),
+      pageCallMs: { p50: Math.round(pct(pageMs, 50)), max: Math.round(Math.max(...pageMs)) },
+      bytes: certsOut.length,
+      listed: parsed.certificates.length,
+    };
+    result['status'] = { callMs: statusCall, controllerCpuMs: Math.round(statusCpuMs) };
     result['whoamiCallMs'] = whoamiCall;
     client.close();
     await handle.close();
@@ -328,6 +421,13 @@ async function main(): Promise<void> {
       result['agentIdleRssMiBSemiSpace1'] = Math.round(rssMiB(agent2.child.pid ?? 0));
     }
 
+    // What the controller warned about, by message (a lost lease under load shows here).
+    const warnings = new Map<string, number>();
+    for (const line of controller.output().split('\n')) {
+      const m = /"msg":"([^"]*)"/.exec(line);
+      if (m?.[1] !== undefined) warnings.set(m[1], (warnings.get(m[1]) ?? 0) + 1);
+    }
+    result['controllerLogMessages'] = Object.fromEntries(warnings);
     if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
     else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } catch (err) {

@@ -25,6 +25,8 @@ const parseBudgetState = recordParser(budgetStateSchema);
 export class BudgetKeeper {
   private revision = 0;
   private saving: Promise<void> = Promise.resolve();
+  /** A write is queued and has not started yet (it will take later changes too). */
+  private writeQueued = false;
   private fence: (() => unknown) | undefined;
 
   private constructor(
@@ -123,7 +125,16 @@ export class BudgetKeeper {
   }
 
   private save(): void {
-    this.saving = this.saving.then(() => this.write());
+    // One write waiting is enough: it serialises the state when it starts, so it carries
+    // every change made before then. A write per change serialised the whole state each
+    // time (at 10,000 failing certificates a bucket per identifier: ~150 ms of the thread
+    // and a large value per write, several per failed order; issue #13, burst).
+    if (this.writeQueued) return;
+    this.writeQueued = true;
+    this.saving = this.saving.then(() => {
+      this.writeQueued = false;
+      return this.write();
+    });
   }
 
   private async write(): Promise<void> {

@@ -94,7 +94,7 @@ const RENEW_POLL_MS = 100;
 
 export interface Operations {
   backend: OperatorBackend;
-  /** One certificate as `certfleet certs` shows it. */
+  /** One certificate as `certfleet certs` shows it; shared until what it shows changes (do not modify it). */
   certificateSummary(name: string): pb.CertificateSummary;
 }
 
@@ -118,10 +118,17 @@ export interface SummaryInput {
  * repeats or skips an item of an unchanged list; USAGE_INVALID for a token that is no
  * item's key (the list changed, or a made-up token).
  */
-export function pageOf<T>(items: readonly T[], size: number, token: string, key: (item: T) => string): { items: T[]; nextPageToken: string } {
+export function pageOf<T>(
+  items: readonly T[],
+  size: number,
+  token: string,
+  key: (item: T) => string,
+  /** Where the item of a key is (-1: none); default a scan. */
+  indexOf: (key: string) => number = (k) => items.findIndex((i) => key(i) === k),
+): { items: T[]; nextPageToken: string } {
   let start = 0;
   if (token !== '') {
-    const at = items.findIndex((i) => key(i) === token);
+    const at = indexOf(token);
     if (at < 0) throw new CertfleetError(ErrorCode.UsageInvalid, `page token ${JSON.stringify(token)} names no configured certificate (the configuration changed?): list again from the start`);
     start = at + 1;
   }
@@ -212,6 +219,55 @@ export function summarizeCertificate(input: SummaryInput): pb.CertificateSummary
 }
 
 /**
+ * What a summary is computed from, as a list compared item by item (`===`): the
+ * configuration and desired record (replaced, never modified, when they change), the
+ * runtime's fields as they read now (the newest version by number and fingerprint:
+ * versions are immutable, and the loop reads a fresh copy of the same one every pass), a
+ * deferral or backoff only while it lies ahead of `now`, and each selected agent's
+ * registration and last report (both replaced, never modified: controller/fleet).
+ */
+function summaryKey(input: SummaryInput, key: unknown[]): void {
+  const { config, runtime: rt, desired, selected, now } = input;
+  key.length = 0;
+  key.push(config, desired, selected.length);
+  if (rt === undefined) key.push(undefined);
+  else {
+    const deferred = rt.deferredUntil > now;
+    key.push(rt.state, rt.lastError, rt.lastErrorCode, rt.latest?.version, rt.latest?.fingerprint, rt.nextCheck, rt.pinned, rt.force, deferred ? rt.deferredUntil : 0, deferred ? rt.deferredReason : '', rt.backoffUntil > now ? rt.backoffUntil : 0);
+  }
+  for (const a of selected) key.push(a.registration, a.report);
+}
+
+/**
+ * {@link summarizeCertificate}, remembered per certificate: while nothing it is computed
+ * from changed (see summaryKey) the same summary object is answered again, so
+ * `certfleet certs` over 10,000 certificates rebuilds only what moved, and the API can
+ * keep each summary's protobuf encoding with it (controller/api). Callers must not
+ * modify the summaries it returns. One entry per certificate name.
+ */
+export class SummaryMemo {
+  private readonly last = new Map<string, { key: unknown[]; summary: pb.CertificateSummary }>();
+  /** The key of the call at hand (reused: 10,000 calls per listing allocate no key). */
+  private readonly scratch: unknown[] = [];
+
+  summary(input: SummaryInput): pb.CertificateSummary {
+    const key = this.scratch;
+    summaryKey(input, key);
+    const known = this.last.get(input.name);
+    if (known !== undefined && sameKey(known.key, key)) return known.summary;
+    const summary = summarizeCertificate(input);
+    this.last.set(input.name, { key: key.slice(), summary });
+    return summary;
+  }
+}
+
+function sameKey(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
  * How `agent` differs from the version `want` of certificate `name` it should serve, or
  * null when it reports `want` installed. Pure. An agent that never reported the
  * certificate is drift too ("unreported"): it serves nothing the controller knows of.
@@ -233,23 +289,26 @@ export function createOperations(deps: OperationsDeps): Operations {
   const revocations = new Revocations(store);
   const CONTROLLER_VERSION = deps.controllerVersion;
   const certByName = new Map(cfg.certificates.map((c) => [c.name, c]));
+  // A page token is the name a page ended on: found in one look, not a scan per page.
+  const certIndex = new Map(cfg.certificates.map((c, i) => [c.name, i]));
   const configured = (name: string): CertificateConfig => {
     const c = certByName.get(name);
     if (!c) throw new CertfleetError(ErrorCode.NotFound, `certificate ${name} is not in the controller's configuration`);
     return c;
   };
 
-  /** One certificate as `certfleet certs` shows it. */
+  const summaries = new SummaryMemo();
+  /** One certificate as `certfleet certs` shows it (shared: do not modify). */
   function certificateSummary(name: string): pb.CertificateSummary {
     const c = certByName.get(name);
-    return summarizeCertificate({
+    return summaries.summary({
       name,
       config: c,
       runtime: loop.status(name),
       desired: desired.get(name),
       selected: c ? fleet.selected(c.agents) : [],
       now: clock.now(),
-      nowIso: (ms) => isoAt(ms),
+      nowIso: isoAt,
     });
   }
 
@@ -308,7 +367,10 @@ export function createOperations(deps: OperationsDeps): Operations {
   const backend: OperatorBackend = {
     async status(): Promise<pb.GetStatusResponse> {
       const agents = fleet.agents();
-      const certs = cfg.certificates.map((c) => certificateSummary(c.name));
+      // Only a certificate the loop has ready can show ready (summarizeCertificate only
+      // ever lowers it): the others need no summary (10,000 due at once: the loop's
+      // runtime changes every pass, so none would be remembered).
+      const ready = cfg.certificates.filter((c) => loop.status(c.name)?.state === 'ready' && certificateSummary(c.name).state === 'ready').length;
       const ha = deps.ha;
       const view = ha?.lease();
       // The registry is display only: NATS away must not fail `status` (it says so itself).
@@ -317,8 +379,8 @@ export function createOperations(deps: OperationsDeps): Operations {
         controllerVersion: CONTROLLER_VERSION,
         store: store.kind,
         acmeDirectory: issuersOf(cfg)[0]?.directoryUrl ?? '',
-        certificates: certs.length,
-        certificatesReady: certs.filter((c) => c.state === 'ready').length,
+        certificates: cfg.certificates.length,
+        certificatesReady: ready,
         // Removed agents are history, not fleet.
         agents: agents.filter((a) => !a.removed).length,
         agentsOnline: agents.filter((a) => a.online && !a.removed).length,
@@ -332,7 +394,7 @@ export function createOperations(deps: OperationsDeps): Operations {
       };
     },
     certificates: (page) => {
-      const { items, nextPageToken } = pageOf(cfg.certificates, page.size, page.token, (c) => c.name);
+      const { items, nextPageToken } = pageOf(cfg.certificates, page.size, page.token, (c) => c.name, (name) => certIndex.get(name) ?? -1);
       return Promise.resolve({ certificates: items.map((c) => certificateSummary(c.name)), nextPageToken });
     },
     agents: () => {
