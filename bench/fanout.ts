@@ -28,6 +28,7 @@
  * before the round, divided by K.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { FileStore } from '../controller/store/file.js';
 import { NatsAuthority } from '../controller/natsauth/index.js';
@@ -103,7 +104,8 @@ interface Round {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  const root = tempDir('certfleet-fanout-');
+  // --debug keeps the logs: tempDir's directories go at exit.
+  const root = o.debug ? fs.mkdtempSync(path.join(os.tmpdir(), 'certfleet-fanout-')) : tempDir('certfleet-fanout-');
   const ca = await makeTestCa().then((r) => makeTestCa({ issuer: r, commonName: 'Bench Intermediate' }));
   const pebble = await startPebble({ httpPort: await freePort() });
   const natsPort = await freePort();
@@ -248,6 +250,9 @@ async function main(): Promise<void> {
         const spent = Math.max(0, cpu1 - cpu0 - idleRate * wall);
         const agentSpent = Math.max(0, agents1 - agents0 - idleAgentsRate * wall) / k;
         const lat = [...installedAt.values()].map((m) => (m.get(v) ?? NaN) - pub).sort((a, b) => a - b);
+        // An agent far behind the rest (a report lost until a heartbeat): named, to find in its log.
+        const late = [...installedAt.entries()].filter(([, m]) => (m.get(v) ?? Infinity) - pub > 10_000).map(([a]) => a);
+        if (late.length > 0) process.stderr.write(`K=${k} v${v}: over 10 s late: ${late.join(' ')}\n`);
         rounds.push({ agents: k, version: v, latenciesMs: lat, controllerCpuMs: spent, cpuPerAgentMs: spent / k, agentCpuMs: agentSpent });
         if (!o.json) {
           process.stderr.write(

@@ -96,7 +96,11 @@ export class Fleet {
 
   /** Remembers a (re-)enrolled agent, or a registration that changed (renewed identity). */
   registered(reg: AgentRegistration): void {
-    if (this.registrations.get(reg.name) === reg) return;
+    // Every agent call reads its registration afresh (a new object each time): only a
+    // change moves the generation, or every report would make the next read of the views
+    // rebuild them (sorting the whole fleet).
+    const known = this.registrations.get(reg.name);
+    if (known === reg || (known !== undefined && sameRegistration(known, reg))) return;
     this.generation++;
     this.registrations.set(reg.name, reg);
   }
@@ -245,4 +249,9 @@ export class Fleet {
     await Promise.allSettled([...this.writes.values()]);
     await this.watch?.stop();
   }
+}
+
+/** Same registration content (the records are small, flat JSON from the store). */
+function sameRegistration(a: AgentRegistration, b: AgentRegistration): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
