@@ -192,10 +192,18 @@ export async function runAgent(opts: { configFile: string }): Promise<void> {
     }
     const running = agent;
     notifier.ready(`ready: agent ${running.identity.name}, ${agentSummary(running)}`);
-    await runUntilSignal(() => {
-      notifier.stopping('stopping: letting a running hook finish');
-      return running.stop();
-    }, log);
+    // The agent's own timers are unref'd (they must not hold up a stop), and without NATS
+    // (unreachable at start) nothing else is open between passes: node then ended the
+    // process silently after its first pass. This timer keeps it until a signal.
+    const alive = systemClock.every(3_600_000, () => undefined);
+    try {
+      await runUntilSignal(() => {
+        notifier.stopping('stopping: letting a running hook finish');
+        return running.stop();
+      }, log);
+    } finally {
+      alive.stop();
+    }
   } finally {
     notifier.close();
   }

@@ -28,6 +28,7 @@
  * before the round, divided by K.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { FileStore } from '../controller/store/file.js';
 import { NatsAuthority } from '../controller/natsauth/index.js';
@@ -42,7 +43,7 @@ import { startNats } from '../test/harness/nats.js';
 import { startPebble } from '../test/harness/pebble.js';
 import { freePort, startProcess, waitForPort, eventually, type Started } from '../test/harness/process.js';
 import { tempDir } from '../test/harness/tmp.js';
-import { cpuMs, rssMiB } from './measure.js';
+import { cpuMs, cpuSplitMs, rssMiB } from './measure.js';
 import { CLI, runCli } from '../test/harness/fleet.js';
 
 const CERT = 'fan';
@@ -99,11 +100,14 @@ interface Round {
   cpuPerAgentMs: number;
   /** CPU of every agent process over the round (idle rate subtracted), per agent. */
   agentCpuMs: number;
+  /** Of which system CPU (kernel: fork, fsync, sockets). */
+  agentSysMs: number;
 }
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  const root = tempDir('certfleet-fanout-');
+  // --debug keeps the logs: tempDir's directories go at exit.
+  const root = o.debug ? fs.mkdtempSync(path.join(os.tmpdir(), 'certfleet-fanout-')) : tempDir('certfleet-fanout-');
   const ca = await makeTestCa().then((r) => makeTestCa({ issuer: r, commonName: 'Bench Intermediate' }));
   const pebble = await startPebble({ httpPort: await freePort() });
   const natsPort = await freePort();
@@ -230,28 +234,38 @@ async function main(): Promise<void> {
         // Idle rate first (heartbeats, passes), then the version.
         const agentPids = processes.slice(1).map((p) => p.child.pid ?? 0);
         const agentsCpu = (): number => agentPids.reduce((sum, p) => sum + cpuMs(p), 0);
+        // System CPU of the agents (fork of the hook, fsyncs, sockets), to tell it from their JavaScript.
+        const agentsSys = (): number => agentPids.reduce((sum, p) => sum + cpuSplitMs(p).sys, 0);
         const idle0 = cpuMs(pid);
         const idleAgents0 = agentsCpu();
+        const idleSys0 = agentsSys();
         const t0 = Date.now();
         await sleep(3000);
         const idleRate = (cpuMs(pid) - idle0) / (Date.now() - t0);
         const idleAgentsRate = (agentsCpu() - idleAgents0) / (Date.now() - t0);
+        const idleSysRate = (agentsSys() - idleSys0) / (Date.now() - t0);
         const cpu0 = cpuMs(pid);
         const agents0 = agentsCpu();
+        const sys0 = agentsSys();
         const w0 = Date.now();
         const v = await writeVersion();
         await eventually(`${k} agents on v${v}`, () => current(v) >= k, 120_000, 50);
         const cpu1 = cpuMs(pid);
         const agents1 = agentsCpu();
+        const sys1 = agentsSys();
         const pub = await publishedAt(v);
         const wall = Date.now() - w0;
         const spent = Math.max(0, cpu1 - cpu0 - idleRate * wall);
         const agentSpent = Math.max(0, agents1 - agents0 - idleAgentsRate * wall) / k;
+        const agentSys = Math.max(0, sys1 - sys0 - idleSysRate * wall) / k;
         const lat = [...installedAt.values()].map((m) => (m.get(v) ?? NaN) - pub).sort((a, b) => a - b);
-        rounds.push({ agents: k, version: v, latenciesMs: lat, controllerCpuMs: spent, cpuPerAgentMs: spent / k, agentCpuMs: agentSpent });
+        // An agent far behind the rest (a report lost until a heartbeat): named, to find in its log.
+        const late = [...installedAt.entries()].filter(([, m]) => (m.get(v) ?? Infinity) - pub > 10_000).map(([a]) => a);
+        if (late.length > 0) process.stderr.write(`K=${k} v${v}: over 10 s late: ${late.join(' ')}\n`);
+        rounds.push({ agents: k, version: v, latenciesMs: lat, controllerCpuMs: spent, cpuPerAgentMs: spent / k, agentCpuMs: agentSpent, agentSysMs: agentSys });
         if (!o.json) {
           process.stderr.write(
-            `K=${k} v${v}: p50 ${percentile(lat, 50)} ms, p95 ${percentile(lat, 95)} ms, max ${lat[lat.length - 1]} ms, controller ${spent.toFixed(0)} ms CPU (${(spent / k).toFixed(2)} ms/agent), agents ${agentSpent.toFixed(1)} ms CPU each\n`,
+            `K=${k} v${v}: p50 ${percentile(lat, 50)} ms, p95 ${percentile(lat, 95)} ms, max ${lat[lat.length - 1]} ms, controller ${spent.toFixed(0)} ms CPU (${(spent / k).toFixed(2)} ms/agent), agents ${agentSpent.toFixed(1)} ms CPU each (${agentSys.toFixed(1)} system)\n`,
           );
         }
         await sleep(1000);

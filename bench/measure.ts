@@ -6,9 +6,20 @@ const CLK_TCK = 100;
 
 /** user+system CPU of a process in ms. */
 export function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const { user, sys } = cpuSplitMs(pid);
+  return user + sys;
+}
+
+/** User and system CPU of a process in ms (0 for a process that is gone). */
+export function cpuSplitMs(pid: number): { user: number; sys: number } {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return { user: 0, sys: 0 };
+  }
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+  return { user: (Number(fields[11]) * 1000) / CLK_TCK, sys: (Number(fields[12]) * 1000) / CLK_TCK };
 }
 
 /** Resident set size of a process in MiB. */

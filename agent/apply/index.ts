@@ -37,7 +37,7 @@
  * The hook runner, the verifier, the bundle source and the reporter are injected (real
  * ones in agent/sync), so this loop runs in a unit test on a manual clock.
  */
-import { isoAt, type Clock } from '../../shared/clock/index.js';
+import { isoAt, type Clock, type Timer } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError, toCertfleetError } from '../../shared/errors/index.js';
 import type { Bundle, CertStatus, DesiredRecord, HookOutcome, RecordRefusals, VersionMeta } from '../../shared/model/index.js';
 import { reloadHookFor, type AgentConfig, type HookConfig } from '../config/index.js';
@@ -49,6 +49,9 @@ import type { Trust } from '../trust/index.js';
 import type { Endpoint, Verifier } from '../verify/index.js';
 
 export const AGENT_VERSION = '0.1.0';
+
+/** First retry delay of a failed status report; doubles per failure up to the report interval. */
+export const REPORT_RETRY_MIN_MS = 500;
 
 /** Where bundles come from (the controller link). Rejects with a CertfleetError when it cannot. */
 export interface BundleSource {
@@ -115,6 +118,13 @@ interface Restored {
 export class Applier {
   private readonly status = new Map<string, CertStatus>();
   private stopped = false;
+  /** The last report send queued or in flight (see {@link report}). */
+  private reportTail: Promise<void> = Promise.resolve();
+  /** A send queued behind the one in flight, not yet started: later calls join it. */
+  private reportQueued: Promise<void> | undefined;
+  /** Consecutive failed sends, for the retry's backoff. */
+  private reportFailures = 0;
+  private reportRetry: Timer | undefined;
 
   constructor(private readonly opts: ApplyOptions) {}
 
@@ -126,6 +136,8 @@ export class Applier {
   /** Ends the current pass at its next certificate; no new pass installs anything. */
   stop(): void {
     this.stopped = true;
+    this.reportRetry?.stop();
+    this.reportRetry = undefined;
   }
 
   /**
@@ -234,8 +246,32 @@ export class Applier {
     if (changed || installed.length > 0) await this.report();
   }
 
-  /** Sends the status report (also the agent's heartbeat). Never throws. */
-  async report(): Promise<void> {
+  /**
+   * Sends the status report (also the agent's heartbeat). Never throws; resolves once a
+   * report taken after this call was sent (or failed).
+   *
+   * Reports go one at a time: a call while one is in flight queues one more send (however
+   * many calls), which takes the statuses when it starts. Two reports in flight at once
+   * could be handled by the controller in either order, and a heartbeat carrying the
+   * state from before an install, taken last, hid the install until the next heartbeat
+   * (30 s; issue #13, fan-out at 100 agents). A report that fails is sent again after a
+   * backoff ({@link REPORT_RETRY_MIN_MS} doubling, at most the report interval) instead
+   * of waiting for the next heartbeat; any later send replaces that retry.
+   */
+  report(): Promise<void> {
+    if (this.reportQueued) return this.reportQueued;
+    const next: Promise<void> = this.reportTail.then(() => {
+      if (this.reportQueued === next) this.reportQueued = undefined;
+      return this.sendReport();
+    });
+    this.reportQueued = next;
+    this.reportTail = next;
+    return next;
+  }
+
+  private async sendReport(): Promise<void> {
+    this.reportRetry?.stop();
+    this.reportRetry = undefined;
     const http01 = this.opts.config.http01;
     try {
       await this.opts.reporter.reportStatus({
@@ -244,8 +280,18 @@ export class Applier {
         certificates: this.statuses(),
         refusals: this.opts.trust.refusals(),
       });
+      this.reportFailures = 0;
     } catch (err) {
-      this.opts.log.warn({ [LogKey.err]: (err as Error).message }, 'status report failed');
+      this.reportFailures++;
+      if (this.stopped) return;
+      const ceiling = Math.min(this.opts.config.reportInterval, REPORT_RETRY_MIN_MS * 2 ** Math.min(this.reportFailures - 1, 16));
+      // Jittered, so a fleet that lost its controller at once does not come back in step.
+      const delay = Math.round(ceiling * (0.75 + Math.random() * 0.25));
+      this.opts.log.warn({ [LogKey.err]: (err as Error).message, [LogKey.failures]: this.reportFailures, [LogKey.retryInMs]: delay }, 'status report failed');
+      // A later send (heartbeat, pass) would replace the retry and stop this timer.
+      if (this.reportRetry === undefined && this.reportQueued === undefined) {
+        this.reportRetry = this.opts.clock.after(delay, () => void this.report()).unref();
+      }
     }
   }
 

@@ -106,7 +106,9 @@ export class DesiredFeed {
     this.timer = this.opts.clock
       .every(RESYNC_CHECK_MS, () => {
         const nats = this.opts.nats;
-        const offline = nats !== null && !nats.isConnected();
+        // No connection at all (NATS unreachable when the agent started) is offline too:
+        // such an agent waited for the normal interval (5 minutes) to learn a new version.
+        const offline = nats === null || !nats.isConnected();
         const every = offline ? Math.min(OFFLINE_RESYNC_MS, this.opts.resyncInterval) : this.opts.resyncInterval;
         if (this.opts.clock.now() - this.lastResync >= every) void this.resync();
       })

@@ -39,6 +39,8 @@ export const LogKey = {
   notAfter: 'notAfter',
   /** Consecutive failures so far. */
   failures: 'failures',
+  /** When a failed step is tried again. */
+  retryInMs: 'retryInMs',
   /** The agent's labels, and its HTTP-01 listener. */
   labels: 'labels',
   http01: 'http01',

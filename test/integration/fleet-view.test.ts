@@ -94,6 +94,14 @@ void describe('fleet view', () => {
       // A removed agent has no report, also in a view taken before its removal.
       assert.equal(fleet.agents().find((a) => a.registration.name === 'web-1')?.report, undefined);
       assert.deepEqual(fleet.agents().map((a) => [a.registration.name, a.removed]), [['db-1', false], ['web-1', true], ['web-2', false]]);
+
+      // Every agent call reads its registration afresh: an equal copy changes nothing,
+      // a renewed identity shows.
+      const view = fleet.agents();
+      fleet.registered(reg('web-2', { role: 'web' }));
+      assert.equal(fleet.agents(), view, 'an unchanged registration keeps the view');
+      fleet.registered(reg('web-2', { role: 'web' }, { certSerial: 'renewed' }));
+      assert.equal(fleet.selected('role=web')[0]?.registration.certSerial, 'renewed');
     } finally {
       await fleet.close();
     }

@@ -36,7 +36,7 @@ interface HookCall {
  * per-certificate hook. `web` has a verify endpoint; the fake probe answers with what
  * `served` says the listener has loaded (the fake hook loads `current`, as nginx would).
  */
-function world(opts: { hookExit?: (call: HookCall) => number } = {}) {
+function world(opts: { hookExit?: (call: HookCall) => number; report?: (r: StatusReport) => Promise<void> } = {}) {
   const dir = tempDir('certfleet-apply-');
   const clock = new ManualClock(START);
   const log = silentLogger();
@@ -84,7 +84,7 @@ certificates:
         return b ? Promise.resolve(b) : Promise.reject(new Error(`no bundle ${name} v${version}`));
       },
     },
-    reporter: { reportStatus: (r) => Promise.resolve(void reports.push(r)) },
+    reporter: { reportStatus: (r) => (opts.report ? opts.report(r) : Promise.resolve()).then(() => void reports.push(r)) },
     hooks,
     verifier,
     trust,
@@ -268,4 +268,84 @@ test('after a restart without endpoints, the loaded marker decides whether the h
   assert.equal(again.statuses().find((s) => s.name === 'api')?.state, 'installed');
   assert.equal(again.statuses().find((s) => s.name === 'solo')?.version, 2);
   assert.equal((await w.installer.loaded('solo'))?.version, 2);
+});
+
+test('a status report that fails is sent again after a short backoff, not at the next heartbeat', async () => {
+  let failing = 1;
+  const w = world({ report: () => (failing-- > 0 ? Promise.reject(new Error('deadline exceeded')) : Promise.resolve()) });
+  w.want(await w.bundle('api', 1));
+  await onClock(w.clock, w.applier.converge(w.desired, false));
+  assert.equal(w.status('api')?.state, 'installed');
+  assert.equal(w.reports.length, 0, 'the report after the install failed');
+
+  // The heartbeat is 30 s (reportInterval); the retry comes well before it.
+  const t0 = w.clock.now();
+  assert.ok(await w.clock.runUntil(() => w.reports.length > 0, 5_000), 'the failed report is sent again within 5 s');
+  assert.ok(w.clock.now() - t0 <= 5_000);
+  assert.deepEqual(w.reports[0]?.certificates.map((c) => [c.name, c.state, c.version]), [['api', 'installed', 1]]);
+  // Delivered: nothing more is retried.
+  await w.clock.tick(60_000);
+  assert.equal(w.reports.length, 1);
+
+  // A report that keeps failing backs off: fewer tries than one per first delay.
+  let tries = 0;
+  failing = Infinity;
+  const w2 = world({
+    report: () => {
+      tries++;
+      return Promise.reject(new Error('unavailable'));
+    },
+  });
+  await w2.applier.report();
+  await w2.clock.tick(20_000);
+  assert.ok(tries >= 3 && tries <= 8, `backoff: ${tries} tries in 20 s`);
+  w2.applier.stop();
+  const after = tries;
+  await w2.clock.tick(60_000);
+  assert.equal(tries, after, 'no retry after stop');
+});
+
+test('status reports go one at a time: a heartbeat in flight during an install is followed by the installed state', async () => {
+  // The first send (a heartbeat taken before the install) hangs until released.
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  let inFlight = 0;
+  let maxInFlight = 0;
+  let calls = 0;
+  const w = world({
+    report: async () => {
+      calls++;
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      try {
+        if (calls === 1) await held;
+      } finally {
+        inFlight--;
+      }
+    },
+  });
+  w.want(await w.bundle('api', 1));
+  // Counts the calls of report(), the pass's own included.
+  let asked = 0;
+  const report = w.applier.report.bind(w.applier);
+  w.applier.report = () => {
+    asked++;
+    return report();
+  };
+  const heartbeat = w.applier.report();
+  const pass = w.applier.converge(w.desired, false);
+  // Until the pass has installed, run the hook and asked for its report.
+  for (let i = 0; i < 100_000 && asked < 2; i++) await new Promise<void>((r) => setImmediate(r));
+  for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
+  assert.equal(asked, 2);
+  assert.equal(w.status('api')?.state, 'installed');
+  assert.equal(calls, 1, 'the pass report waits for the heartbeat in flight');
+  // Later calls while one is queued join it: one more send, not one per call.
+  const third = w.applier.report();
+  release();
+  await Promise.all([heartbeat, pass, third]);
+  assert.equal(maxInFlight, 1);
+  assert.equal(calls, 2, 'the queued reports went as one');
+  const last = w.reports[w.reports.length - 1];
+  assert.deepEqual(last?.certificates.map((c) => [c.name, c.state, c.version]), [['api', 'installed', 1]], 'the last report delivered shows the install');
 });
