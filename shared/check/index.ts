@@ -8,7 +8,11 @@
  * messages, so a problem reads the same whichever library found it:
  *  - unknown fields of a `strictObject` are one `unrecognized_keys` issue listing them;
  *  - `default(v)` replaces a missing value by `v` as is, `prefault(v)` parses `v`;
- *  - `refine`/`superRefine` run only when the value had no other problem;
+ *  - `refine`/`superRefine` run unless the value had a problem that makes it unusable
+ *    (a wrong type, a wrong option, a failed union); a failed length, pattern or
+ *    refinement does not stop them, as in zod;
+ *  - a union whose options all fail reports "Invalid input", unless exactly one option
+ *    failed only on such a check: then that option's problems (zod's rule);
  *  - an issue never carries the value it is about (records can hold secrets).
  *
  * Each schema also exposes zod's walkable shape (`def.type`, `def.innerType`, `def.in`,
@@ -100,7 +104,7 @@ export class Schema<T> {
     const run: Run<T> = (input, path, issues) => {
       const before = issues.length;
       const value = inner(input, path, issues);
-      if (issues.length === before) check(value, contextAt(path, issues));
+      if (!aborted(issues, before)) check(value, contextAt(path, issues));
       return value;
     };
     return Object.assign(Object.create(Object.getPrototypeOf(this) as object) as this, this, { run });
@@ -114,6 +118,15 @@ export class Schema<T> {
       return issues.length === before ? fn(value, contextAt(path, issues)) : (undefined as U);
     });
   }
+}
+
+/** Problems after which the value still has its type, so refinements still run (zod's `continue`). */
+const CONTINUABLE = new Set(['too_small', 'too_big', 'invalid_format', 'custom', 'invalid_key']);
+
+/** Whether an issue from index `from` on makes the value unusable for refinements. */
+function aborted(issues: Issue[], from: number): boolean {
+  for (let i = from; i < issues.length; i++) if (!CONTINUABLE.has(issues[i]?.code ?? '')) return true;
+  return false;
 }
 
 function contextAt(path: PropertyKey[], issues: Issue[]): RefineContext {
@@ -322,12 +335,15 @@ export const c = {
   /** The first option that accepts the value wins; none: one "Invalid input" issue. */
   union: <const O extends ReadonlyArray<Schema<unknown>>>(options: O): Schema<Infer<O[number]>> =>
     new Schema<Infer<O[number]>>({ type: 'union', options: [...options] }, (input, path, issues) => {
+      const typed: Issue[][] = [];
       for (const option of options) {
         const mine: Issue[] = [];
         const value = option.run(input, path, mine);
         if (mine.length === 0) return value as Infer<O[number]>;
+        if (!aborted(mine, 0)) typed.push(mine);
       }
-      issues.push({ code: 'invalid_union', path, message: 'Invalid input' });
+      if (typed.length === 1 && typed[0] !== undefined) issues.push(...typed[0]);
+      else issues.push({ code: 'invalid_union', path, message: 'Invalid input' });
       return undefined as Infer<O[number]>;
     }),
 };

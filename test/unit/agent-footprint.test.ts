@@ -2,8 +2,9 @@
  * What the agent process loads (issue #13: an idle agent should stay small). The agent's
  * module graph — what `certfleet agent` imports, cli/run.js and agent/index.js — is
  * loaded in a fresh node process with a resolve hook recording every module: the ACME
- * client, the ASN.1 and X.509 libraries, the Vault client and any controller code must
- * not be among them, and prom-client only when the metrics endpoint is configured
+ * client, the ASN.1 and X.509 libraries, the Vault client, zod (with its locales and schemas ~3 MiB
+ * of heap: the agent validates with shared/check) and any controller code must not be
+ * among them, and prom-client only when the metrics endpoint is configured
  * (agent/index.ts imports agent/metrics on demand).
  */
 import { describe, it } from 'node:test';
@@ -40,15 +41,21 @@ function loadedBy(modules: string[]): string[] {
 const packageOf = (url: string): string | undefined => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1];
 
 void describe('agent footprint', () => {
-  void it('the agent never loads acme-client, the ASN.1/X.509 libraries, the Vault client, prom-client or controller code', () => {
+  void it('the agent never loads acme-client, the ASN.1/X.509 libraries, the Vault client, prom-client, zod or controller code', () => {
     const loaded = loadedBy(['cli/run.js', 'agent/index.js', 'agent/config/index.js']);
     assert.ok(loaded.some((u) => u.endsWith('/agent/index.js')), 'the hook saw the agent load');
     const packages = new Set(loaded.map(packageOf).filter((p): p is string => p !== undefined));
-    for (const forbidden of ['acme-client', '@peculiar/x509', '@peculiar/asn1-schema', 'asn1js', 'pkijs', 'node-vault', 'tldts', 'prom-client']) {
+    for (const forbidden of ['acme-client', '@peculiar/x509', '@peculiar/asn1-schema', 'asn1js', 'pkijs', 'node-vault', 'tldts', 'prom-client', 'zod']) {
       assert.ok(!packages.has(forbidden), `the agent loads ${forbidden} (loaded packages: ${[...packages].sort().join(', ')})`);
     }
     const controllerCode = loaded.filter((u) => u.includes('/dist/controller/'));
     assert.deepEqual(controllerCode, []);
+    // shared/config is the controller's zod flavour of shared/configfile.
+    assert.deepEqual(loaded.filter((u) => u.includes('/dist/shared/config/')), []);
+  });
+
+  void it('the hook sees zod when the controller configuration module loads', () => {
+    assert.ok(new Set(loadedBy(['shared/config/index.js']).map(packageOf)).has('zod'));
   });
 
   void it('the metrics module (with prom-client) is what a configured endpoint loads', () => {
