@@ -129,7 +129,7 @@ let lastSize = -1;
 /** Whether the snapshot in `dir` still grows (V8 writes it in pieces). */
 function isGrowing(dir: string): boolean {
   const size = fs.readdirSync(dir).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
-  const growing = size !== lastSize;
+  const growing = size === 0 || size !== lastSize;
   lastSize = size;
   return growing;
 }

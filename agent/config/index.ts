@@ -220,3 +220,4 @@ export function notifyEnvironment(): NotifySettings {
   notifySettings ??= takeNotifySettings(process.env);
   return notifySettings;
 }
+
