@@ -112,7 +112,7 @@ export class Schema<T> {
 
   /** Maps a valid value; `fn` may report issues instead (zod 4's transform, a `pipe`). */
   transform<U>(fn: (value: T, ctx: RefineContext) => U): Schema<U> {
-    return new Schema<U>({ type: 'pipe', in: this as Schema<unknown> }, (input, path, issues) => {
+    return new Schema<U>({ type: 'pipe', in: this }, (input, path, issues) => {
       const before = issues.length;
       const value = this.run(input, path, issues);
       return issues.length === before ? fn(value, contextAt(path, issues)) : (undefined as U);
@@ -226,7 +226,7 @@ export class ArraySchema<T> extends Schema<T[]> {
     readonly element: Schema<T>,
     private readonly checks: ReadonlyArray<Check<T[]>> = [],
   ) {
-    super({ type: 'array', element: element as Schema<unknown> }, (input, path, issues) => {
+    super({ type: 'array', element: element }, (input, path, issues) => {
       if (!Array.isArray(input)) {
         invalidType('array', input, path, issues);
         return [];
@@ -287,7 +287,7 @@ export class ObjectSchema<S extends Shape> extends Schema<ObjectOutput<S>> {
 /** A map with string keys checked by `key` and values by `value`. */
 export class RecordSchema<V> extends Schema<Record<string, V>> {
   constructor(key: StringSchema, value: Schema<V>) {
-    super({ type: 'record', valueType: value as Schema<unknown> }, (input, path, issues) => {
+    super({ type: 'record', valueType: value }, (input, path, issues) => {
       if (!isPlainObject(input)) {
         invalidType('record', input, path, issues);
         return {};
