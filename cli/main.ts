@@ -3,9 +3,9 @@
  * The `certfleet` executable (package.json `bin`): runs the command line and exits with
  * its code. Everything testable lives in run.ts; this file only binds the process.
  */
-import { limitYoungGeneration } from '../agent/heap/index.js';
+import { limitYoungGeneration } from './heap.js';
 
-// The agent daemon keeps V8's young generation small (agent/heap says why). Set before
+// The agent daemon keeps V8's young generation small (heap.ts says why). Set before
 // anything else loads: loading the CLI's own modules already grows it.
 if (process.argv[2] === 'agent') limitYoungGeneration(process.execArgv, process.env['NODE_OPTIONS']);
 

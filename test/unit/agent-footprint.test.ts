@@ -40,11 +40,11 @@ function loadedBy(modules: string[]): string[] {
 
 /**
  * new_space's size (MiB) in a fresh node process (with `nodeArgs`) that calls
- * agent/heap's limitYoungGeneration() as cli/main.ts does (unless `limit` is false),
+ * cli/heap's limitYoungGeneration() as cli/main.ts does (unless `limit` is false),
  * then loads the agent and allocates as a start does: objects that survive scavenges.
  */
 function youngGenerationAfterStart(nodeArgs: string[], limit: boolean): { set: boolean; newSpaceMiB: number } {
-  const heap = pathToFileURL(path.join(DIST, 'agent/heap/index.js')).href;
+  const heap = pathToFileURL(path.join(DIST, 'cli/heap.js')).href;
   const agent = pathToFileURL(path.join(DIST, 'agent/index.js')).href;
   const main = [
     `const { limitYoungGeneration } = await import(${JSON.stringify(heap)});`,

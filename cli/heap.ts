@@ -1,7 +1,8 @@
 /**
  * The agent daemon's V8 heap settings, applied by the executable (cli/main.ts) before it
- * loads anything else. Imports nothing of ours: whatever loads before the setting can
- * already grow the heap it is meant to keep small.
+ * loads anything else. Here rather than in agent/: main.ts imports it for every command,
+ * and operator and controller commands must not load agent code. Imports nothing of
+ * ours: whatever loads before the setting can already grow the heap it keeps small.
  */
 import v8 from 'node:v8';
 
