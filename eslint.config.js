@@ -16,7 +16,7 @@ const RAW_TIME_ALLOWED = ['shared/clock/**'];
  * environment builder (hooks inherit the agent's environment), and the executable that
  * binds the process (cli/main.ts).
  */
-const ENV_ALLOWED = ['shared/config/**', 'controller/config/**', 'agent/config/**', 'agent/hooks/index.ts', 'cli/main.ts'];
+const ENV_ALLOWED = ['shared/config/**', 'shared/configfile/**', 'controller/config/**', 'agent/config/**', 'agent/hooks/index.ts', 'cli/main.ts'];
 
 /** Each SDK and the one adapter folder that may import it (STYLE.md rule 4). */
 const SDK_ADAPTERS = [

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../shared/clock/index.js';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
-import { splitHostPort } from '../shared/config/index.js';
+import { splitHostPort } from '../shared/configfile/index.js';
 import { componentLogger, createRootLogger } from '../shared/log/index.js';
 import { LogKey } from './log/index.js';
 import { createNotifier } from '../shared/notify/index.js';

@@ -7,6 +7,8 @@
  *            --burst (every certificate is due at start; see below)
  *            --seconds S (how long `status` is sampled during the burst, default 60)
  *            --no-agent (skip the idle agent)
+ *            --agent-node-args "ARGS" (node flags of a third idle agent, to compare settings)
+ *            --agent-heap-snapshot FILE (heap snapshot of the first idle agent, by SIGUSR2)
  *
  * What it builds, on loopback: Pebble (the controller opens its ACME account at start),
  * nats-server with JetStream in operator mode, the controller (`dist/cli/main.js`) and one
@@ -73,10 +75,12 @@ interface Options {
   agent: boolean;
   json: boolean;
   cpuProf: string | undefined;
+  agentNodeArgs: string[] | undefined;
+  agentHeapSnapshot: string | undefined;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { certs: 10_000, agents: 1_000, burst: false, seconds: 60, agent: true, json: false, cpuProf: undefined };
+  const o: Options = { certs: 10_000, agents: 1_000, burst: false, seconds: 60, agent: true, json: false, cpuProf: undefined, agentNodeArgs: undefined, agentHeapSnapshot: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
@@ -92,7 +96,13 @@ function parseArgs(argv: string[]): Options {
     } else if (a === '--burst') o.burst = true;
     else if (a === '--no-agent') o.agent = false;
     else if (a === '--json') o.json = true;
-    else if (a === '--cpu-prof' && v) {
+    else if (a === '--agent-node-args' && v !== undefined) {
+      o.agentNodeArgs = v.split(/\s+/).filter((x) => x !== '');
+      i++;
+    } else if (a === '--agent-heap-snapshot' && v) {
+      o.agentHeapSnapshot = path.resolve(v);
+      i++;
+    } else if (a === '--cpu-prof' && v) {
       o.cpuProf = path.resolve(v);
       i++;
     }
@@ -112,6 +122,24 @@ const groupOf = (i: number): string => `g${String(Math.floor(i / PER_GROUP)).pad
 
 function writeFileMode(file: string, text: string): void {
   fs.writeFileSync(file, text, { mode: 0o600 });
+}
+
+/** The node flags before the script in the agent unit's ExecStart (how the agent ships under systemd). */
+function agentUnitNodeFlags(): string[] {
+  const unit = fs.readFileSync(new URL('../../deploy/systemd/certfleet-agent.service', import.meta.url), 'utf8');
+  const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1];
+  if (exec === undefined) throw new Error('no ExecStart in deploy/systemd/certfleet-agent.service');
+  const words = exec.split(/\s+/);
+  return words.slice(1, words.findIndex((w) => w.endsWith('/main.js')));
+}
+
+let lastSize = -1;
+/** Whether the snapshot in `dir` still grows (V8 writes it in pieces). */
+function isGrowing(dir: string): boolean {
+  const size = fs.readdirSync(dir).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
+  const growing = size === 0 || size !== lastSize;
+  lastSize = size;
+  return growing;
 }
 
 async function main(): Promise<void> {
@@ -204,8 +232,7 @@ async function main(): Promise<void> {
   const controller = startProcess('controller', process.execPath, [...prof, ...loopDelay, CLI, 'controller', '--config', controllerConfig], {
     env: { ...process.env, CERTFLEET_LOOP_DELAY_FILE: loopDelayFile },
   });
-  let agent: Started | undefined;
-  let agent2: Started | undefined;
+  const idle: Started[] = [];
   const result: Record<string, unknown> = { certificates: o.certs, agents: agentNames.length, burst: o.burst };
   try {
     const started = Date.now();
@@ -382,43 +409,52 @@ async function main(): Promise<void> {
     await handle.close();
 
     if (o.agent) {
-      const dir = path.join(root, 'idle-agent');
-      fs.mkdirSync(dir, { recursive: true });
-      const configFile = path.join(dir, 'agent.yaml');
-      fs.writeFileSync(
-        configFile,
-        [
-          `stateDir: ${path.join(dir, 'state')}`,
-          'log: { level: warn }',
-          `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(stateDir, 'ca.pem')}, serverName: localhost }`,
-          `nats: { servers: ["${nats.url}"] }`,
-          'hooks: { reload: { command: "true", timeout: 30s } }',
-          '',
-        ].join('\n'),
-      );
-      const token = await timed(['token', 'create', 'idle-1', '--label', 'role=idle', '--json']);
-      const en = await runCli(['agent', 'enroll', '--config', configFile, '--token', (JSON.parse(token.out) as { token: string }).token]);
-      if (en.code !== 0) throw new Error(`enroll: ${en.stderr}`);
-      // Two agents on the same 10 certificates: node's defaults, and the flag the systemd
-      // unit (deploy/systemd/certfleet-agent.service) starts it with.
-      agent = startProcess('idle-1', process.execPath, [CLI, 'agent', '--config', configFile]);
       const installed = (d: string): number => {
         const certsDir = path.join(d, 'state', 'certs');
         return fs.existsSync(certsDir) ? fs.readdirSync(certsDir).filter((n) => fs.existsSync(path.join(certsDir, n, 'current'))).length : 0;
       };
-      await eventually('idle agent installs its 10 certificates', () => installed(dir) >= idleCerts, 120_000, 250);
-      const dir2 = path.join(root, 'idle-agent-2');
-      fs.mkdirSync(dir2, { recursive: true });
-      const configFile2 = path.join(dir2, 'agent.yaml');
-      fs.writeFileSync(configFile2, fs.readFileSync(configFile, 'utf8').replace(path.join(dir, 'state'), path.join(dir2, 'state')));
-      const token2 = await timed(['token', 'create', 'idle-2', '--label', 'role=idle', '--json']);
-      const en2 = await runCli(['agent', 'enroll', '--config', configFile2, '--token', (JSON.parse(token2.out) as { token: string }).token]);
-      if (en2.code !== 0) throw new Error(`enroll: ${en2.stderr}`);
-      agent2 = startProcess('idle-2', process.execPath, ['--max-semi-space-size=1', CLI, 'agent', '--config', configFile2]);
-      await eventually('second idle agent installs its 10 certificates', () => installed(dir2) >= idleCerts, 120_000, 250);
+      /** One enrolled agent on the 10 idle certificates, started with `nodeArgs`, once it installed them. */
+      const idleAgent = async (label: string, nodeArgs: string[]): Promise<Started> => {
+        const dir = path.join(root, label);
+        fs.mkdirSync(dir, { recursive: true });
+        const configFile = path.join(dir, 'agent.yaml');
+        fs.writeFileSync(
+          configFile,
+          [
+            `stateDir: ${path.join(dir, 'state')}`,
+            'log: { level: warn }',
+            `controller: { address: "127.0.0.1:${apiPort}", caFile: ${path.join(stateDir, 'ca.pem')}, serverName: localhost }`,
+            `nats: { servers: ["${nats.url}"] }`,
+            'hooks: { reload: { command: "true", timeout: 30s } }',
+            '',
+          ].join('\n'),
+        );
+        const token = await timed(['token', 'create', label, '--label', 'role=idle', '--json']);
+        const en = await runCli(['agent', 'enroll', '--config', configFile, '--token', (JSON.parse(token.out) as { token: string }).token]);
+        if (en.code !== 0) throw new Error(`enroll: ${en.stderr}`);
+        const started = startProcess(label, process.execPath, [...nodeArgs, CLI, 'agent', '--config', configFile]);
+        idle.push(started);
+        await eventually(`${label} installs its 10 certificates`, () => installed(dir) >= idleCerts, 120_000, 250);
+        return started;
+      };
+      // As the agent ships: `certfleet agent` started plainly (the quick start, a shell),
+      // and with the node flags of deploy/systemd/certfleet-agent.service's ExecStart.
+      const unitFlags = agentUnitNodeFlags();
+      const snapshotDir = o.agentHeapSnapshot === undefined ? undefined : tempDir('certfleet-heap-');
+      const plain = await idleAgent('idle-1', snapshotDir === undefined ? [] : ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]);
+      const unit = await idleAgent('idle-2', unitFlags);
+      const custom = o.agentNodeArgs === undefined ? undefined : await idleAgent('idle-3', o.agentNodeArgs);
       await sleep(20_000);
-      result['agentIdleRssMiB'] = Math.round(rssMiB(agent.child.pid ?? 0));
-      result['agentIdleRssMiBSemiSpace1'] = Math.round(rssMiB(agent2.child.pid ?? 0));
+      result['agentIdleRssMiB'] = Math.round(rssMiB(plain.child.pid ?? 0));
+      result['agentIdleRssMiBUnitFlags'] = Math.round(rssMiB(unit.child.pid ?? 0));
+      result['agentUnitFlags'] = unitFlags.join(' ');
+      if (custom) result['agentIdleRssMiBCustom'] = { flags: o.agentNodeArgs?.join(' '), rssMiB: Math.round(rssMiB(custom.child.pid ?? 0)) };
+      if (snapshotDir !== undefined && o.agentHeapSnapshot !== undefined) {
+        process.kill(plain.child.pid ?? 0, 'SIGUSR2');
+        await eventually('heap snapshot written', () => fs.readdirSync(snapshotDir).some((f) => f.endsWith('.heapsnapshot')) && !isGrowing(snapshotDir), 60_000, 1000);
+        const file = fs.readdirSync(snapshotDir).find((f) => f.endsWith('.heapsnapshot'));
+        if (file !== undefined) fs.copyFileSync(path.join(snapshotDir, file), o.agentHeapSnapshot);
+      }
     }
 
     // What the controller warned about, by message (a lost lease under load shows here).
@@ -431,11 +467,10 @@ async function main(): Promise<void> {
     if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
     else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } catch (err) {
-    process.stderr.write(`${(err as Error).stack ?? String(err)}\n--- controller ---\n${controller.output().slice(-5000)}\n${agent ? `--- agent ---\n${agent.output().slice(-3000)}` : ''}\n`);
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n--- controller ---\n${controller.output().slice(-5000)}\n${idle.map((a) => `--- agent ---\n${a.output().slice(-3000)}`).join('\n')}\n`);
     process.exitCode = 1;
   } finally {
-    await agent?.stop();
-    await agent2?.stop();
+    for (const a of idle) await a.stop();
     await controller.stop(30_000);
     await nats.stop();
     await pebble.stop();

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CertfleetError, ErrorCode } from '../shared/errors/index.js';
-import { parseDuration } from '../shared/config/index.js';
+import { parseDuration } from '../shared/configfile/index.js';
 import { isValidLabelKey, isValidLabelValue, parseSelector } from '../shared/selector/index.js';
 import { AGENT_NAME_PATTERN, CERT_NAME_PATTERN, REVOCATION_REASONS, isRevocationReason, type RevocationReason } from '../shared/wire/index.js';
 import { OPERATOR_ROLES, isOperatorRole, type OperatorRole } from '../shared/model/index.js';

@@ -3,8 +3,14 @@
  * The `certfleet` executable (package.json `bin`): runs the command line and exits with
  * its code. Everything testable lives in run.ts; this file only binds the process.
  */
-import { systemClock } from '../shared/clock/index.js';
-import { runCli } from './run.js';
+import { limitYoungGeneration } from './heap.js';
+
+// The agent daemon keeps V8's young generation small (heap.ts says why). Set before
+// anything else loads: loading the CLI's own modules already grows it.
+if (process.argv[2] === 'agent') limitYoungGeneration(process.execArgv, process.env['NODE_OPTIONS']);
+
+const { systemClock } = await import('../shared/clock/index.js');
+const { runCli } = await import('./run.js');
 
 // `certfleet agents | head` closes the pipe early: that is not an error worth a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

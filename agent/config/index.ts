@@ -4,32 +4,34 @@
  * docs/configuration.md; keep the two in step.
  */
 import path from 'node:path';
-import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths, z } from '../../shared/config/index.js';
+// shared/check and shared/configfile, not zod: the agent must stay small (issue #13).
+import { c, type Infer } from '../../shared/check/index.js';
+import { boundedDuration, CERT_NAME_RULE, hostPort, loadConfigFile, logLevel, natsSection, parseConfig, resolveNatsPaths } from '../../shared/configfile/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { takeNotifySettings, type NotifySettings } from '../../shared/notify/index.js';
 import { CLI_UNSAFE, type ReloadHookSpec } from '../hooks/index.js';
 
 /** A path the HAProxy runtime API can take as an argument (no blank, `;` or a backslash). */
-const cliPath = z
+const cliPath = c
   .string()
   .min(1)
   .refine((p) => !CLI_UNSAFE.test(p), { error: "HAProxy's runtime API cannot take a path with a blank, ';' or '\\'" });
 
-const haproxyHook = z.strictObject({
+const haproxyHook = c.strictObject({
   /** HAProxy's `stats socket` (level admin), or its master CLI socket when `master` is true. */
-  socket: z.string().min(1),
+  socket: c.string().min(1),
   /** The socket is the master CLI (`haproxy -W -S <socket>`); commands go to the current worker. */
-  master: z.boolean().default(false),
+  master: c.boolean().default(false),
   /** The file HAProxy loaded this certificate from; default `<haproxy.crtDir>/<name>.pem`. Per-certificate hooks only. */
   crtFile: cliPath.optional(),
 });
 
-const hook = z.strictObject({
+const hook = c.strictObject({
   /**
    * A shell command line (run by /bin/sh -c) or an argv array (run directly). With
    * `haproxy`, the fallback when the runtime API refuses.
    */
-  command: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+  command: c.union([c.string().min(1), c.array(c.string().min(1)).min(1)]).optional(),
   /** Update HAProxy through its runtime API instead of reloading it (hitless). */
   haproxy: haproxyHook.optional(),
   /** The hook is killed (with its whole process group) after this long; a timeout fails the install. */
@@ -39,29 +41,29 @@ const hook = z.strictObject({
    * it once (CERTFLEET_CERTS names them all). `per-certificate`: once for each of them
    * with its own RENEWED_LINEAGE, as certbot runs deploy hooks.
    */
-  mode: z.enum(['once', 'per-certificate']).default('once'),
+  mode: c.enum(['once', 'per-certificate']).default('once'),
 });
 
-const endpoint = z.strictObject({
+const endpoint = c.strictObject({
   /** host:port of a local TLS listener that serves this certificate. */
   address: hostPort,
   /** SNI sent in the handshake; default: the certificate's first name. */
-  serverName: z.string().min(1).optional(),
+  serverName: c.string().min(1).optional(),
 });
 
-const perCertificate = z.strictObject({
+const perCertificate = c.strictObject({
   /** Reload hook for this certificate; overrides hooks.reload. */
   reload: hook.optional(),
   /** Listeners checked after the hook: each must serve the installed certificate. */
-  verify: z.array(endpoint).default([]),
+  verify: c.array(endpoint).default([]),
 });
 
-export const agentConfigSchema = z
+export const agentConfigSchema = c
   .strictObject({
     /** Where certificates, the agent's identity and its state live. */
-    stateDir: z.string().min(1),
-    log: z.strictObject({ level: logLevel.default('info') }).prefault({}),
-    controller: z
+    stateDir: c.string().min(1),
+    log: c.strictObject({ level: logLevel.default('info') }).prefault({}),
+    controller: c
       .strictObject({
         /** host:port of the controller's gRPC API (one controller); or give `addresses`. */
         address: hostPort.optional(),
@@ -70,23 +72,23 @@ export const agentConfigSchema = z
          * order, the agent fails over between them by itself. Exactly one of `address`
          * and `addresses`.
          */
-        addresses: z.array(hostPort).min(1, 'give at least one host:port').optional(),
+        addresses: c.array(hostPort).min(1, 'give at least one host:port').optional(),
         /** The controller's CA certificate (PEM): the only trust anchor for the API. */
-        caFile: z.string().min(1),
+        caFile: c.string().min(1),
         /** TLS name to expect when it differs from the host in `address`. */
-        serverName: z.string().min(1).optional(),
+        serverName: c.string().min(1).optional(),
       })
-      .superRefine((c, ctx) => {
-        if (c.address !== undefined && c.addresses !== undefined) {
+      .superRefine((ctl, ctx) => {
+        if (ctl.address !== undefined && ctl.addresses !== undefined) {
           ctx.addIssue({ code: 'custom', path: ['addresses'], message: 'give either address (one controller) or addresses (several), not both' });
-        } else if (c.address === undefined && c.addresses === undefined) {
+        } else if (ctl.address === undefined && ctl.addresses === undefined) {
           ctx.addIssue({ code: 'custom', path: ['address'], message: 'required: the controller\'s host:port (or addresses: a list, for several controllers)' });
-        } else if (c.addresses !== undefined && new Set(c.addresses).size !== c.addresses.length) {
+        } else if (ctl.addresses !== undefined && new Set(ctl.addresses).size !== ctl.addresses.length) {
           ctx.addIssue({ code: 'custom', path: ['addresses'], message: 'lists an address twice' });
         }
       }),
     nats: natsSection,
-    http01: z
+    http01: c
       .strictObject({
         /** Where this agent answers HTTP-01 challenges (the CA connects to port 80 of the names). */
         listen: hostPort,
@@ -103,33 +105,33 @@ export const agentConfigSchema = z
      * versioned store, so configurations and hooks written for certbot move unchanged.
      * Off unless present; `dir` defaults to <stateDir>/live.
      */
-    live: z.strictObject({ dir: z.string().min(1).optional() }).optional(),
+    live: c.strictObject({ dir: c.string().min(1).optional() }).optional(),
     /**
      * A directory of one combined PEM per certificate (`<crtDir>/<name>.pem`, links through
      * `current`) for HAProxy's `bind ... ssl crt <crtDir>`. Off unless present.
      */
-    haproxy: z.strictObject({ crtDir: cliPath }).optional(),
+    haproxy: c.strictObject({ crtDir: cliPath }).optional(),
     /** Installed versions kept per certificate (current and previous are always kept). */
-    keepVersions: z.int().min(2).max(100).default(5),
+    keepVersions: c.int().min(2).max(100).default(5),
     /**
      * The agent's Prometheus endpoint (docs/metrics.md): plain HTTP `GET /metrics` on this
      * address. Off unless present.
      */
-    metrics: z
+    metrics: c
       .strictObject({
         /** Where `/metrics` is served; keep it on a private or loopback interface. */
         listen: hostPort,
       })
       .optional(),
-    hooks: z
+    hooks: c
       .strictObject({
         /** Reload hook for every certificate without its own. */
         reload: hook.optional(),
       })
       .prefault({}),
     /** Per-certificate settings, keyed by certificate name. */
-    certificates: z
-      .record(z.string(), perCertificate)
+    certificates: c
+      .record(c.string(), perCertificate)
       .default({})
       .superRefine((certs, ctx) => {
         // Checked here rather than as the record's key schema: zod reports a bad key as
@@ -142,7 +144,7 @@ export const agentConfigSchema = z
       }),
   })
   .superRefine((cfg, ctx) => {
-    const check = (h: z.output<typeof hook> | undefined, at: PropertyKey[], shared: boolean): void => {
+    const check = (h: Infer<typeof hook> | undefined, at: PropertyKey[], shared: boolean): void => {
       if (h === undefined) return;
       if (h.command === undefined && h.haproxy === undefined) ctx.addIssue({ code: 'custom', path: at, message: 'a hook needs command, haproxy, or both' });
       if (h.haproxy === undefined) return;
@@ -154,18 +156,18 @@ export const agentConfigSchema = z
       }
     };
     check(cfg.hooks.reload, ['hooks', 'reload'], true);
-    for (const [name, c] of Object.entries(cfg.certificates)) check(c.reload, ['certificates', name, 'reload'], false);
+    for (const [name, cert] of Object.entries(cfg.certificates)) check(cert.reload, ['certificates', name, 'reload'], false);
   });
 
 /** The agent's configuration as validated; `controllerAddresses()` gives the list to dial. */
-export type AgentConfig = z.output<typeof agentConfigSchema>;
+export type AgentConfig = Infer<typeof agentConfigSchema>;
 
 /** The controllers to dial, in order: `controller.addresses`, or `[controller.address]`. */
 export function controllerAddresses(cfg: Pick<AgentConfig, 'controller'>): string[] {
   return [...(cfg.controller.addresses ?? (cfg.controller.address === undefined ? [] : [cfg.controller.address]))];
 }
 /** A reload hook as the agent runs it: as configured, plus the agent's haproxy.crtDir for a HAProxy hook. */
-export type HookConfig = z.output<typeof hook> & ReloadHookSpec;
+export type HookConfig = Infer<typeof hook> & ReloadHookSpec;
 
 function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
   const base = path.dirname(path.resolve(file));
@@ -176,13 +178,13 @@ function resolvePaths(cfg: AgentConfig, file: string): AgentConfig {
     ...(cfg.live ? { live: { dir: cfg.live.dir === undefined ? path.join(abs(cfg.stateDir), 'live') : abs(cfg.live.dir) } } : {}),
     ...(cfg.haproxy ? { haproxy: { crtDir: abs(cfg.haproxy.crtDir) } } : {}),
     hooks: { ...cfg.hooks, ...(cfg.hooks.reload ? { reload: resolveHook(cfg.hooks.reload, abs) } : {}) },
-    certificates: Object.fromEntries(Object.entries(cfg.certificates).map(([name, c]) => [name, c.reload ? { ...c, reload: resolveHook(c.reload, abs) } : c])),
+    certificates: Object.fromEntries(Object.entries(cfg.certificates).map(([name, cert]) => [name, cert.reload ? { ...cert, reload: resolveHook(cert.reload, abs) } : cert])),
     controller: { ...cfg.controller, caFile: abs(cfg.controller.caFile) },
     nats: resolveNatsPaths(cfg.nats, abs),
   };
 }
 
-function resolveHook(h: z.output<typeof hook>, abs: (p: string) => string): z.output<typeof hook> {
+function resolveHook(h: Infer<typeof hook>, abs: (p: string) => string): Infer<typeof hook> {
   if (h.haproxy === undefined) return h;
   return { ...h, haproxy: { ...h.haproxy, socket: abs(h.haproxy.socket), ...(h.haproxy.crtFile === undefined ? {} : { crtFile: abs(h.haproxy.crtFile) }) } };
 }
@@ -218,3 +220,4 @@ export function notifyEnvironment(): NotifySettings {
   notifySettings ??= takeNotifySettings(process.env);
   return notifySettings;
 }
+

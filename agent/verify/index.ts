@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import tls from 'node:tls';
 import { deadline, type Clock } from '../../shared/clock/index.js';
-import { splitHostPort } from '../../shared/config/index.js';
+import { splitHostPort } from '../../shared/configfile/index.js';
 
 export interface ServedCheck {
   address: string;

@@ -2,8 +2,9 @@
  * What the agent process loads (issue #13: an idle agent should stay small). The agent's
  * module graph — what `certfleet agent` imports, cli/run.js and agent/index.js — is
  * loaded in a fresh node process with a resolve hook recording every module: the ACME
- * client, the ASN.1 and X.509 libraries, the Vault client and any controller code must
- * not be among them, and prom-client only when the metrics endpoint is configured
+ * client, the ASN.1 and X.509 libraries, the Vault client, zod (with its locales and schemas ~3 MiB
+ * of heap: the agent validates with shared/check) and any controller code must not be
+ * among them, and prom-client only when the metrics endpoint is configured
  * (agent/index.ts imports agent/metrics on demand).
  */
 import { describe, it } from 'node:test';
@@ -37,22 +38,62 @@ function loadedBy(modules: string[]): string[] {
   return [...fs.readFileSync(out, 'utf8').split('\n').filter((l) => l !== ''), ...required];
 }
 
+/**
+ * new_space's size (MiB) in a fresh node process (with `nodeArgs`) that calls
+ * cli/heap's limitYoungGeneration() as cli/main.ts does (unless `limit` is false),
+ * then loads the agent and allocates as a start does: objects that survive scavenges.
+ */
+function youngGenerationAfterStart(nodeArgs: string[], limit: boolean): { set: boolean; newSpaceMiB: number } {
+  const heap = pathToFileURL(path.join(DIST, 'cli/heap.js')).href;
+  const agent = pathToFileURL(path.join(DIST, 'agent/index.js')).href;
+  const main = [
+    `const { limitYoungGeneration } = await import(${JSON.stringify(heap)});`,
+    `const set = ${limit ? 'limitYoungGeneration(process.execArgv, process.env.NODE_OPTIONS)' : 'false'};`,
+    `await import(${JSON.stringify(agent)});`,
+    'let keep = [];',
+    "for (let i = 0; i < 3e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 5000) keep = []; }",
+    "const v8 = await import('node:v8');",
+    "const ns = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');",
+    'process.stdout.write(JSON.stringify({ set, newSpaceMiB: ns.space_size / 1048576 }));',
+  ].join('\n');
+  const res = spawnSync(process.execPath, [...nodeArgs, '--input-type=module', '-e', main], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '' } });
+  assert.equal(res.status, 0, res.stderr);
+  return JSON.parse(res.stdout) as { set: boolean; newSpaceMiB: number };
+}
+
 const packageOf = (url: string): string | undefined => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1];
 
 void describe('agent footprint', () => {
-  void it('the agent never loads acme-client, the ASN.1/X.509 libraries, the Vault client, prom-client or controller code', () => {
+  void it('the agent never loads acme-client, the ASN.1/X.509 libraries, the Vault client, prom-client, zod or controller code', () => {
     const loaded = loadedBy(['cli/run.js', 'agent/index.js', 'agent/config/index.js']);
     assert.ok(loaded.some((u) => u.endsWith('/agent/index.js')), 'the hook saw the agent load');
     const packages = new Set(loaded.map(packageOf).filter((p): p is string => p !== undefined));
-    for (const forbidden of ['acme-client', '@peculiar/x509', '@peculiar/asn1-schema', 'asn1js', 'pkijs', 'node-vault', 'tldts', 'prom-client']) {
+    for (const forbidden of ['acme-client', '@peculiar/x509', '@peculiar/asn1-schema', 'asn1js', 'pkijs', 'node-vault', 'tldts', 'prom-client', 'zod']) {
       assert.ok(!packages.has(forbidden), `the agent loads ${forbidden} (loaded packages: ${[...packages].sort().join(', ')})`);
     }
     const controllerCode = loaded.filter((u) => u.includes('/dist/controller/'));
     assert.deepEqual(controllerCode, []);
+    // shared/config is the controller's zod flavour of shared/configfile.
+    assert.deepEqual(loaded.filter((u) => u.includes('/dist/shared/config/')), []);
+  });
+
+  void it('the hook sees zod when the controller configuration module loads', () => {
+    assert.ok(new Set(loadedBy(['shared/config/index.js']).map(packageOf)).has('zod'));
   });
 
   void it('the metrics module (with prom-client) is what a configured endpoint loads', () => {
     const packages = new Set(loadedBy(['agent/metrics/index.js']).map(packageOf));
     assert.ok(packages.has('prom-client'), 'the hook sees prom-client when the metrics module loads');
+  });
+
+  void it("the agent keeps V8's young generation at its initial size however node was started", () => {
+    // Without the limit, the same start grows the semi-spaces to their 16 MiB default.
+    assert.ok(youngGenerationAfterStart([], false).newSpaceMiB >= 16, 'the allocation grows an unlimited young generation');
+    const limited = youngGenerationAfterStart([], true);
+    assert.deepEqual(limited, { set: true, newSpaceMiB: 2 });
+    // An explicit --max-semi-space-size is the operator's choice: left alone.
+    const explicit = youngGenerationAfterStart(['--max-semi-space-size=4'], true);
+    assert.equal(explicit.set, false);
+    assert.ok(explicit.newSpaceMiB > 2 && explicit.newSpaceMiB <= 8, `new space ${explicit.newSpaceMiB} MiB`);
   });
 });
