@@ -56,7 +56,7 @@ import { startPebble } from '../test/harness/pebble.js';
 import { eventually, freePort, startProcess, waitForPort, type Started } from '../test/harness/process.js';
 import { tempDir } from '../test/harness/tmp.js';
 import { CLI, runCli } from '../test/harness/fleet.js';
-import { cpuMs, rssMiB } from './measure.js';
+import { cpuMs, rssMiB, rssSplitMiB } from './measure.js';
 import { operatorClient } from '../cli/client.js';
 import { CERTIFICATES_PAGE } from '../cli/operator.js';
 import { loadCredentials } from '../cli/credentials.js';
@@ -447,6 +447,19 @@ async function main(): Promise<void> {
       await sleep(20_000);
       result['agentIdleRssMiB'] = Math.round(rssMiB(plain.child.pid ?? 0));
       result['agentIdleRssMiBUnitFlags'] = Math.round(rssMiB(unit.child.pid ?? 0));
+      // RSS counts the node binary's code pages too (clean, shared by every node process):
+      // the split shows what the agent itself holds.
+      const split = rssSplitMiB(plain.child.pid ?? 0);
+      result['agentIdleAnonMiB'] = Math.round(split.anon);
+      result['agentIdleFileMiB'] = Math.round(split.file);
+      const empty = startProcess('empty-node', process.execPath, ['-e', 'setTimeout(() => {}, 60_000)']);
+      try {
+        await sleep(2_000);
+        const e = rssSplitMiB(empty.child.pid ?? 0);
+        result['emptyNodeRssMiB'] = { rss: Math.round(e.rss), anon: Math.round(e.anon), file: Math.round(e.file) };
+      } finally {
+        await empty.stop();
+      }
       result['agentUnitFlags'] = unitFlags.join(' ');
       if (custom) result['agentIdleRssMiBCustom'] = { flags: o.agentNodeArgs?.join(' '), rssMiB: Math.round(rssMiB(custom.child.pid ?? 0)) };
       if (snapshotDir !== undefined && o.agentHeapSnapshot !== undefined) {
