@@ -48,7 +48,7 @@ export {
   type RenewalInfo,
   type RenewalWindow,
 } from './ari.js';
-export { generateKey, generateAccountKey, createCsr } from './keys.js';
+export { generateKey, generateKeyObject, generateAccountKey, createCsr, type NewKey } from './keys.js';
 export { accountId, openAcmeAccount, type AccountDoc, type OpenAccountOptions } from './account.js';
 export { PROBLEM_RATE_LIMITED, PROBLEM_BAD_NONCE, PROBLEM_ALREADY_REPLACED, PROBLEM_ALREADY_REVOKED, PROBLEM_INVALID_PROFILE, type AcmeProblemDocument } from './problem.js';
 export { profileProblems, type ProfileWish } from './profiles.js';

@@ -26,7 +26,7 @@ import { isoAt } from '../../shared/clock/index.js';
 import type { ChallengeRecord, KeyType, VersionMeta } from '../../shared/model/index.js';
 import { parseCertificate } from '../../shared/pki/index.js';
 import { validateBundle } from '../../shared/bundle/index.js';
-import { createCsr, generateKey, PROBLEM_ALREADY_REPLACED, type AcmeClient, type AcmeOrder } from '../acme/index.js';
+import { createCsr, generateKeyObject, PROBLEM_ALREADY_REPLACED, type AcmeClient, type AcmeOrder } from '../acme/index.js';
 import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 import { storeOrSpool, type Spool } from '../spool/index.js';
 import type { Http01Solver } from '../solvers/index.js';
@@ -290,12 +290,13 @@ export class Issuer {
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
     const log = this.opts.log.child({ [LogKey.cert]: req.name, ...(req.issuer === undefined ? {} : { [LogKey.issuer]: req.issuer }) });
     const acme = await this.acmeFor(req);
-    const { order, keyPem } = await this.openOrder(acme, req, expectedLatest, log);
+    const { order, keyPem, key: newKey } = await this.openOrder(acme, req, expectedLatest, log);
     let issuedOrder = order;
     let certPem: string;
     let chainPem: string;
-    // Parsed once for the CSR and the bundle check (an unreadable one: createCsr says so).
-    const key = parsedKey(keyPem);
+    // Parsed once for the CSR and the bundle check (an unreadable one: createCsr says so);
+    // a new order's key comes parsed from its generation.
+    const key = newKey ?? parsedKey(keyPem);
     try {
       await this.authorize(acme, req, order, log);
       const finalized = await acme.finalize(order, await createCsr(key ?? keyPem, req.names));
@@ -370,7 +371,7 @@ export class Issuer {
     let current = { step: 'order', identifier: '' };
     let order: AcmeOrder | undefined;
     try {
-      const keyPem = await generateKey(req.keyType);
+      const { keyPem, key } = await generateKeyObject(req.keyType);
       order = await this.opts.acme.placeOrder(req.names, req.profile === undefined ? {} : { profile: req.profile });
       log.info({ [LogKey.order]: order.url }, 'dry-run order placed');
       done('order', '', true, `${order.url} (${order.authorizations.length} authorization${order.authorizations.length === 1 ? '' : 's'})`);
@@ -379,14 +380,14 @@ export class Issuer {
         else done('authorization', identifier, true, `${req.challenge} valid`);
       });
       current = { step: 'finalize', identifier: '' };
-      const finalized = await this.opts.acme.finalize(order, await createCsr(keyPem, req.names));
+      const finalized = await this.opts.acme.finalize(order, await createCsr(key, req.names));
       done('finalize', '', true, `order ${finalized.status}`);
       current = { step: 'download', identifier: '' };
       const { certPem, chainPem } = await this.opts.acme.downloadCertificate(finalized);
       const info = parseCertificate(certPem);
       // Never stored; any valid version number will do for the agent's bundle check.
       const meta: VersionMeta = { ...metaFor(req, info, this.opts.clock.now()), version: 1, ...profileOf(req, finalized, log) };
-      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names], leaf: info });
+      validateBundle({ meta, certPem, chainPem, keyPem }, { now: this.opts.clock.now(), requiredNames: [...req.names], leaf: info, key });
       done('download', '', true, `serial ${meta.serial}, notAfter ${meta.notAfter}, names ${meta.names.join(', ')}`);
       await this.rehearsalCleanup(req, order, done);
       return { order: order.url, serial: meta.serial, fingerprint: meta.fingerprint, notAfter: meta.notAfter, names: meta.names };
@@ -415,8 +416,11 @@ export class Issuer {
     }
   }
 
-  /** The order to work on: the persisted one if still usable, else a new one. */
-  private async openOrder(acme: AcmeClient, req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string }> {
+  /**
+   * The order to work on: the persisted one if still usable, else a new one. `key` is the
+   * new order's key, parsed (absent for a resumed order: the caller parses its PEM).
+   */
+  private async openOrder(acme: AcmeClient, req: IssueRequest, expectedLatest: number, log: Logger): Promise<{ order: AcmeOrder; keyPem: string; key?: KeyObject }> {
     const saved = await this.savedOrder(req.name);
     if (saved) {
       // A saved order of another issuer is another CA's: dropped (its charge refunded to
@@ -448,7 +452,7 @@ export class Issuer {
         details: { expectedLatest, current },
       });
     }
-    const keyPem = await generateKey(req.keyType);
+    const { keyPem, key } = await generateKeyObject(req.keyType);
     const spend = (await req.charge?.charge()) ?? NO_SPEND;
     const profileOption = req.profile === undefined ? {} : { profile: req.profile };
     let order: AcmeOrder;
@@ -473,7 +477,7 @@ export class Issuer {
     this.saved.set(req.name, pending);
     log.info({ [LogKey.order]: order.url }, 'order placed');
     this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: order.url, resumed: false });
-    return { order, keyPem };
+    return { order, keyPem, key };
   }
 
   private async savedOrder(name: string): Promise<PendingOrder | null> {

@@ -28,7 +28,19 @@
  *
  * Objects are written to a temp file, fsynced, renamed over `<key>.json` and the
  * directory fsynced: readers see the old or the new document, never a torn one.
+ *
+ * `latest(name)` is asked for every certificate on every pass of the work loop (issue
+ * #13: 14–20 times per issued certificate in a burst, a directory listing and a meta.json
+ * read each, a fifth of the controller's CPU per certificate). Its answer is kept per
+ * name with the stat of `certs/<name>/` it was read under (inode, mtime, ctime, link
+ * count: every version published or removed renames an entry in that directory, which
+ * changes them), and served again while one stat says the directory is unchanged — also
+ * when another process wrote it (`certfleet certbot import` on a running controller).
+ * A directory changed within the last {@link RACY_MS} (as the file system's timestamps
+ * are coarser than the change rate) is read in full every time, the way git treats
+ * a "racily clean" index entry.
  */
+import type { BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -37,6 +49,7 @@ import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js'
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
+import { systemClock } from '../../shared/clock/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
   checkCertName,
@@ -51,6 +64,31 @@ const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
 const VERSION_DIR = /^[1-9][0-9]*$/;
 const FILES = { cert: 'cert.pem', chain: 'chain.pem', key: 'privkey.pem', meta: 'meta.json' } as const;
+
+/**
+ * A certificate directory modified less than this long ago (by the wall clock, which the
+ * file system's timestamps come from) is not trusted to show a later change in its stat:
+ * timestamps tick in jiffies (1–10 ms on Linux) and a second change within one tick
+ * leaves them equal. {@link RACY_MS_COARSE} where the timestamp has no sub-millisecond
+ * part (file systems with whole-second or -millisecond timestamps). Costs only full reads
+ * during that time after a write.
+ */
+export const RACY_MS = 100;
+/** {@link RACY_MS} for a file system whose timestamps look coarse. */
+export const RACY_MS_COARSE = 2_000;
+
+/** Whether a directory with modification time `mtimeNs` may have changed again unseen. */
+function racy(mtimeNs: bigint): boolean {
+  const coarse = mtimeNs % 1_000_000n === 0n;
+  // Wall-clock time on purpose: it is compared with the file system's timestamps.
+  const ageMs = systemClock.now() - Number(mtimeNs / 1_000_000n);
+  return ageMs < (coarse ? RACY_MS_COARSE : RACY_MS);
+}
+
+/** The stat of a certificate directory a cached `latest` answer was read under. */
+function dirStamp(st: BigIntStats): string {
+  return `${st.ino}:${st.mtimeNs}:${st.ctimeNs}:${st.nlink}`;
+}
 
 export interface FileStoreOptions {
   /** Root directory; created 0700 if missing, tightened to 0700 if looser. */
@@ -67,6 +105,8 @@ export class FileStore implements CertStore {
   private readonly log: Logger;
   private initialised: Promise<void> | undefined;
   private closed = false;
+  /** `latest` answers by certificate name, with the directory stat they were read under (module comment). */
+  private readonly latestCache = new Map<string, { stamp: string; meta: VersionMeta }>();
 
   /** Creates the store; the directory is prepared on first use (or by {@link FileStore.open}). */
   constructor(options: FileStoreOptions) {
@@ -110,6 +150,7 @@ export class FileStore implements CertStore {
         throw unavailable('publish version', target, err);
       }
       await this.io('sync certificate directory', certDir, () => fsyncDir(certDir));
+      this.latestCache.delete(name);
     } catch (err) {
       await fs.rm(tmp, { recursive: true, force: true }).catch((rmErr: unknown) => {
         this.log.warn({ [LogKey.err]: rmErr, dir: tmp }, 'temp version directory not removed');
@@ -136,11 +177,29 @@ export class FileStore implements CertStore {
   async latest(name: string): Promise<VersionMeta | null> {
     await this.ready();
     checkCertName(name);
+    const certDir = path.join(this.certsDir, name);
+    // Stat first, then read: a change after the stat makes the next stat differ.
+    let st: BigIntStats;
+    try {
+      st = await fs.stat(certDir, { bigint: true });
+    } catch (err) {
+      this.latestCache.delete(name);
+      if (errno(err) === 'ENOENT') return null;
+      throw unavailable('list versions', certDir, err);
+    }
+    const stamp = dirStamp(st);
+    const cached = this.latestCache.get(name);
+    if (cached !== undefined && cached.stamp === stamp) return copyMeta(cached.meta);
     const n = await this.latestNumber(name);
-    if (n === 0) return null;
-    const dir = path.join(this.certsDir, name, String(n));
+    if (n === 0) {
+      this.latestCache.delete(name);
+      return null;
+    }
+    const dir = path.join(certDir, String(n));
     const meta = await this.readMeta(name, dir, n);
     if (meta === null) throw this.corrupt(path.join(dir, FILES.meta), name, 'version directory vanished');
+    if (!racy(st.mtimeNs)) this.latestCache.set(name, { stamp, meta: copyMeta(meta) });
+    else this.latestCache.delete(name);
     return meta;
   }
 
@@ -364,6 +423,11 @@ export class FileStore implements CertStore {
       throw unavailable(op, where, err);
     }
   }
+}
+
+/** A copy the caller may change without changing the cached answer. */
+function copyMeta(meta: VersionMeta): VersionMeta {
+  return { ...meta, names: [...meta.names] };
 }
 
 function errno(err: unknown): string | undefined {

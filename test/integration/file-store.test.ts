@@ -190,6 +190,64 @@ void describe('FileStore specifics', () => {
     await other.close();
   });
 
+  void it('latest() answers from memory while the certificate directory is unchanged, and sees a version another process stored', async () => {
+    const { dir, store } = newStore();
+    await store.putVersion('web', versionInput('web', 'one'), 0);
+    const certDir = path.join(dir, 'certs', 'web');
+    const metaFile = path.join(certDir, '1', 'meta.json');
+    const rewriteSerial = (serial: string): void => {
+      const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as Record<string, unknown>;
+      fs.writeFileSync(metaFile, JSON.stringify({ ...meta, serial }));
+    };
+    const age = (): void => {
+      // As if the directory had last changed a minute ago (past the racy window).
+      const past = new Date(Date.now() - 60_000);
+      fs.utimesSync(certDir, past, past);
+    };
+    // Just written: within the racy window every call reads the store.
+    rewriteSerial('aa01');
+    assert.equal((await store.latest('web'))?.serial, 'aa01');
+    // Settled: the answer is kept; a change inside a version directory (versions are
+    // immutable) is not looked for, which shows the answer came from memory.
+    age();
+    assert.equal((await store.latest('web'))?.serial, 'aa01');
+    rewriteSerial('aa02');
+    assert.equal((await store.latest('web'))?.serial, 'aa01');
+    // The caller's copy is its own.
+    const mine = await store.latest('web');
+    assert.ok(mine);
+    mine.names.push('changed.example');
+    mine.serial = 'mutated';
+    assert.equal((await store.latest('web'))?.serial, 'aa01');
+    assert.deepEqual((await store.latest('web'))?.names, versionInput('web', 'one').meta.names);
+
+    // Another process (a second handle: `certfleet certbot import` on a running
+    // controller) stores version 2: seen at once, also with the directory's mtime put
+    // back to what it was (a change within one timestamp tick: the ctime still moves).
+    const other = await FileStore.open({ dir, log: silentLogger() });
+    const before = fs.statSync(certDir);
+    await other.putVersion('web', versionInput('web', 'two'), 1);
+    fs.utimesSync(certDir, before.atime, before.mtime);
+    assert.equal((await store.latest('web'))?.version, 2);
+    assert.equal((await store.latest('web'))?.serial, versionInput('web', 'two').meta.serial);
+    // And one it removes (by hand, with the controller stopped): gone at once too.
+    age();
+    assert.equal((await store.latest('web'))?.version, 2);
+    fs.rmSync(path.join(certDir, '2'), { recursive: true });
+    assert.equal((await store.latest('web'))?.version, 1);
+    fs.rmSync(certDir, { recursive: true });
+    assert.equal(await store.latest('web'), null);
+    // Its own writes: the next latest() is the new version.
+    await store.putVersion('web', versionInput('web', 'three'), 0);
+    age();
+    assert.equal((await store.latest('web'))?.serial, versionInput('web', 'three').meta.serial);
+    await store.putVersion('web', versionInput('web', 'four'), 1);
+    age();
+    assert.equal((await store.latest('web'))?.serial, versionInput('web', 'four').meta.serial);
+    await other.close();
+    await store.close();
+  });
+
   void it('fails to open with a retryable STORE_UNAVAILABLE when the directory cannot be created', async () => {
     const parent = tempDir('certfleet-filestore-');
     const file = path.join(parent, 'a-file');

@@ -10,7 +10,7 @@ import crypto, { webcrypto } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { createCsr, generateKey } from '../../controller/acme/index.js';
+import { createCsr, generateKey, generateKeyObject } from '../../controller/acme/index.js';
 import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
 import type { KeyType } from '../../shared/model/index.js';
 
@@ -67,6 +67,22 @@ void describe('order CSRs', () => {
     assert.match(outLong, /self-signature verify OK/);
     assert.doesNotMatch(outLong, /CN ?=/);
     assert.match(outLong, new RegExp(`DNS:${long.replace(/\./g, '\\.')}, DNS:b\\.example\\.test`));
+  });
+
+  void it('a new order key comes parsed with its PKCS#8 PEM (0600 in the store), the same key, of the asked type', async () => {
+    for (const [keyType] of CASES) {
+      const { key, keyPem } = await generateKeyObject(keyType);
+      assert.match(keyPem, /^-----BEGIN PRIVATE KEY-----\n/);
+      const reparsed = crypto.createPrivateKey(keyPem);
+      assert.equal(reparsed.type, 'private');
+      assert.ok(crypto.createPublicKey(reparsed).equals(crypto.createPublicKey(key)), keyType);
+      const details = key.asymmetricKeyDetails;
+      if (keyType.startsWith('rsa-')) assert.equal(details?.modulusLength, Number(keyType.slice(4)));
+      else assert.equal(details?.namedCurve, keyType === 'ecdsa-p256' ? 'prime256v1' : 'secp384r1');
+      // The CSR from the parsed key is the one from its PEM (same key, same names).
+      assert.match(openssl(await createCsr(key, ['a.example.test'])), /self-signature verify OK/);
+    }
+    await assert.rejects(generateKeyObject('dsa-1024' as KeyType), (err: unknown) => isCertfleetError(err, ErrorCode.ConfigInvalid));
   });
 
   void it('refuses no names, a non-ASCII name and an unusable key with CSR_INVALID', async () => {

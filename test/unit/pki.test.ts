@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate, createHash } from 'node:crypto';
-import { chainProblems, fingerprintOf, keyMatchesCertificate, keyTypeOf, namesCovered, parseCertificate, splitPemChain } from '../../shared/pki/index.js';
+import { X509Certificate, createHash, createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { chainProblems, fingerprintOf, keyMatchesCertificate, keyMatchesX509, keyTypeOf, namesCovered, parseCertificate, splitPemChain } from '../../shared/pki/index.js';
 import { isCertfleetError } from '../../shared/errors/index.js';
 import { makeLeaf, makeTestCa } from '../harness/certs.js';
 import type { KeyType } from '../../shared/model/index.js';
@@ -71,6 +71,17 @@ void test('keyMatchesCertificate says false for a key of another type and throws
   const rsa = await makeLeaf(inter, { names: ['a.example.test'], keyType: 'rsa-2048' });
   assert.equal(keyMatchesCertificate(rsa.keyPem, leaf.certPem), false);
   assert.throws(() => keyMatchesCertificate('garbage', leaf.certPem), (err) => isCertfleetError(err, 'BUNDLE_INVALID'));
+});
+
+void test('keyMatchesX509 accepts the parsed partner key, rejects another, an Ed25519 or other-type key, and throws for a public key', async () => {
+  const x509 = new X509Certificate(leaf.certPem);
+  const own = createPrivateKey(leaf.keyPem);
+  assert.equal(keyMatchesX509(own, x509), true);
+  assert.throws(() => keyMatchesX509(createPublicKey(own), x509));
+  const other = await makeLeaf(inter, { names: ['a.example.test'] });
+  assert.equal(keyMatchesX509(createPrivateKey(other.keyPem), x509), false);
+  assert.equal(keyMatchesX509(generateKeyPairSync('ed25519').privateKey, x509), false);
+  assert.equal(keyMatchesX509(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, x509), false);
 });
 
 const coverage: { what: string; required: string[]; have: string[]; missing: string[] }[] = [
