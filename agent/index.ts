@@ -17,7 +17,7 @@ import { componentLogger, createRootLogger } from '../shared/log/index.js';
 import { LogKey } from './log/index.js';
 import { createNotifier } from '../shared/notify/index.js';
 import { runUntilSignal } from '../shared/runtime/index.js';
-import { connectNats, type NatsHandle } from '../shared/nats/index.js';
+import { connectNats, connectNatsWhenUp, type NatsHandle } from '../shared/nats/index.js';
 import { controllerAddresses, loadAgentConfig, notifyEnvironment, type AgentConfig } from './config/index.js';
 import { enroll, loadIdentity, natsCredentialsFile, startIdentityRenewal, type AgentIdentity } from './enroll/index.js';
 import { agentInboxPrefix } from '../shared/wire/index.js';
@@ -92,24 +92,31 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     onSwitch: (sw) => linkLog.warn({ [LogKey.from]: sw.from, [LogKey.to]: sw.to, [LogKey.reason]: sw.reason }, 'controller switched'),
   });
   let nats: NatsHandle | null = null;
+  // NATS unreachable at start: tried again in the background until it answers, so the
+  // agent joins NATS later instead of polling over gRPC for the rest of its life.
+  let natsLater: Promise<NatsHandle | null> | null = null;
+  const natsGiveUp = new AbortController();
+  // Configured credentials win; otherwise the ones the controller handed over at enrolment.
+  const enrolledCreds = natsCredentialsFile(cfg.stateDir);
+  const credentialsFile = cfg.nats.credentialsFile ?? (cfg.nats.tokenFile === undefined && fs.existsSync(enrolledCreds) ? enrolledCreds : undefined);
+  const natsOptions = {
+    servers: [...cfg.nats.servers],
+    name: `certfleet-agent ${identity.name}`,
+    // Its NATS user may subscribe only below this prefix.
+    inboxPrefix: agentInboxPrefix(identity.name),
+    ...(credentialsFile === undefined ? {} : { credentialsFile }),
+    ...(cfg.nats.tokenFile === undefined ? {} : { token: readFile(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
+    ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFile(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
+    clock,
+    log: alog, // connectNats adds its component
+  };
   try {
-    // Configured credentials win; otherwise the ones the controller handed over at enrolment.
-    const enrolledCreds = natsCredentialsFile(cfg.stateDir);
-    const credentialsFile = cfg.nats.credentialsFile ?? (cfg.nats.tokenFile === undefined && fs.existsSync(enrolledCreds) ? enrolledCreds : undefined);
-    nats = await connectNats({
-      servers: [...cfg.nats.servers],
-      name: `certfleet-agent ${identity.name}`,
-      // Its NATS user may subscribe only below this prefix.
-      inboxPrefix: agentInboxPrefix(identity.name),
-      ...(credentialsFile === undefined ? {} : { credentialsFile }),
-      ...(cfg.nats.tokenFile === undefined ? {} : { token: readFile(cfg.nats.tokenFile, 'nats.tokenFile').trim() }),
-      ...(cfg.nats.tlsCaFile === undefined ? {} : { tlsCaPem: readFile(cfg.nats.tlsCaFile, 'nats.tlsCaFile') }),
-      log: alog, // connectNats adds its component
-    });
+    nats = await connectNats(natsOptions);
   } catch (err) {
     // The agent's job is to keep certificates current: without NATS it still converges
     // over gRPC; it does not wait for NATS to come back before serving.
     alog.warn({ [LogKey.err]: (err as Error).message }, 'NATS unreachable at start; polling the controller over gRPC');
+    natsLater = connectNatsWhenUp(natsOptions, natsGiveUp.signal).then((h) => (nats = h));
   }
   let http01: Http01Responder | null = null;
   if (cfg.http01) {
@@ -130,7 +137,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
   const metricsModule = cfg.metrics ? await import('./metrics/index.js') : undefined;
   const instruments = metricsModule ? new metricsModule.AgentInstruments() : undefined;
   // Sync names its parts (desired, apply, sync); the installer names itself.
-  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats, http01, trust, clock, log: alog, ...(instruments ? { metrics: instruments } : {}) });
+  const sync = new Sync({ config: cfg, labels: identity.labels, link, installer, nats: nats ?? natsLater, http01, trust, clock, log: alog, ...(instruments ? { metrics: instruments } : {}) });
   // Bound before the first pass, so a bad address fails the start and no install goes uncounted.
   const metrics =
     cfg.metrics && instruments && metricsModule
@@ -151,6 +158,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger, clock: Clock = s
     sync,
     async stop() {
       renewal.stop();
+      natsGiveUp.abort();
       await sync.stop();
       await http01?.stop();
       await metrics?.stop();

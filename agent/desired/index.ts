@@ -58,8 +58,13 @@ export interface DesiredOptions {
   /** Normal resynchronisation period (ms). */
   resyncInterval: number;
   source: AssignmentSource;
-  /** NATS for instant updates; null: gRPC resynchronisation only. */
-  nats: NatsHandle | null;
+  /**
+   * NATS for instant updates; null: gRPC resynchronisation only; a promise: NATS was
+   * unreachable at start and is still being tried (shared/nats connectNatsWhenUp): the
+   * feed polls over gRPC until it resolves with a handle, then watches (and resyncs once
+   * to catch up); resolving null leaves it polling.
+   */
+  nats: NatsHandle | null | Promise<NatsHandle | null>;
   /** Where challenges are served; null: this agent answers no HTTP-01 challenges. */
   http01: ChallengeSink | null;
   trust: Trust;
@@ -87,8 +92,15 @@ export class DesiredFeed {
   private readonly challengeTimers = new Map<string, Timer>();
   private readonly recheck = new Map<string, Recheck>();
   private lastRefresh = Number.NEGATIVE_INFINITY;
+  /** The connection watched; null while there is none (yet). */
+  private nats: NatsHandle | null;
+  private stopped = false;
+  /** The next attempt to watch a NATS that connected late (see joinNats). */
+  private joinTimer: Timer | undefined;
 
-  constructor(private readonly opts: DesiredOptions) {}
+  constructor(private readonly opts: DesiredOptions) {
+    this.nats = opts.nats instanceof Promise ? null : opts.nats;
+  }
 
   /** The accepted pointer per certificate (live: it changes as records arrive). */
   records(): ReadonlyMap<string, DesiredRecord> {
@@ -101,11 +113,12 @@ export class DesiredFeed {
    */
   async start(): Promise<void> {
     if (!this.opts.trust.hasKeys()) await this.resync();
-    if (this.opts.nats) await this.startWatches(this.opts.nats);
+    if (this.nats) await this.startWatches(this.nats);
+    else if (this.opts.nats instanceof Promise) void this.opts.nats.then((h) => this.joinNats(h), () => undefined);
     await this.resync();
     this.timer = this.opts.clock
       .every(RESYNC_CHECK_MS, () => {
-        const nats = this.opts.nats;
+        const nats = this.nats;
         // No connection at all (NATS unreachable when the agent started) is offline too:
         // such an agent waited for the normal interval (5 minutes) to learn a new version.
         const offline = nats === null || !nats.isConnected();
@@ -116,6 +129,8 @@ export class DesiredFeed {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.joinTimer?.stop();
     this.timer?.stop();
     this.timer = undefined;
     this.refreshTimer?.stop();
@@ -174,6 +189,31 @@ export class DesiredFeed {
   /** Counts a malformed value of a bucket only the controller writes as a refused record. */
   private refuseMalformed(bucket: string): (key: string, reason: string) => void {
     return (key, reason) => this.opts.trust.refuse('malformed', { [LogKey.bucket]: bucket, [LogKey.kvKey]: key }, reason);
+  }
+
+  /**
+   * NATS came up after the start: watch it from now on, and resync for what was missed.
+   * Without the buckets yet (its controller not started) it tries again every
+   * RESYNC_CHECK_MS, polling meanwhile.
+   */
+  private async joinNats(nats: NatsHandle | null): Promise<void> {
+    if (nats === null || this.stopped) return;
+    try {
+      await this.startWatches(nats);
+    } catch (err) {
+      for (const w of this.watches.splice(0)) await w.stop().catch(() => undefined);
+      if (this.stopped) return;
+      if (this.joinTimer === undefined) this.opts.log.warn({ [LogKey.err]: (err as Error).message }, 'nats connected but not watched yet; polling the controller over gRPC');
+      this.joinTimer = this.opts.clock.after(RESYNC_CHECK_MS, () => void this.joinNats(nats)).unref();
+      return;
+    }
+    if (this.stopped) {
+      for (const w of this.watches.splice(0)) await w.stop();
+      return;
+    }
+    this.nats = nats;
+    this.opts.log.info('nats joined; watching desired records');
+    await this.resync();
   }
 
   private async startWatches(nats: NatsHandle): Promise<void> {

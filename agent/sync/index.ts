@@ -37,7 +37,8 @@ export interface SyncOptions {
   labels: Record<string, string>;
   link: Pick<ControllerLink, 'assignments' | 'fetchBundle' | 'reportStatus'>;
   installer: Installer;
-  nats: NatsHandle | null;
+  /** See agent/desired DesiredOptions.nats (a promise: NATS still being tried). */
+  nats: NatsHandle | null | Promise<NatsHandle | null>;
   http01: Pick<Http01Responder, 'set' | 'delete'> | null;
   /** Signing keys, generations and refusals (agent/trust). */
   trust: Trust;

@@ -7,8 +7,9 @@
  *
  * Authorisation, every call:
  *  - the caller must be a registered, not removed agent whose certificate serial is the
- *    current (or the pending renewed) one (controller/enroll authenticateAgent, read on
- *    every call so a removal or re-enrolment holds from the agent's next call):
+ *    current (or the pending renewed) one (controller/enroll authenticateAgent, checked on
+ *    every call so a removal or re-enrolment on this controller holds from the agent's
+ *    next call, one on another controller sharing the store within a second):
  *    UNAUTHENTICATED otherwise;
  *  - a certificate is the agent's when the configuration's selector for it matches the
  *    agent's registered labels (never labels the agent claims): FetchBundle of any

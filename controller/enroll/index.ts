@@ -38,6 +38,21 @@
  * Concurrency: safe for one controller process. Two concurrent redeems of one token in
  * this process cannot both succeed (an in-flight guard plus the store's atomic delete);
  * across controllers it relies on the backend's deleteObject telling who removed it.
+ *
+ * Registrations in memory (issue #13): {@link Enrollment.authenticateAgent} runs on every
+ * agent call, and reading `agents/<name>` each time was a fifth of the controller's busy
+ * time at 100 agents. It answers from a copy kept in memory:
+ *  - this Enrollment's own writes (enrol, renewal, promotion, removal) replace the copy
+ *    when the write returns, and a store read that began before a write is never kept,
+ *    so a removal is refused on the very next call on this controller;
+ *  - no refusal but a removal is decided from memory: an unknown name, or a serial that is
+ *    neither the current nor the pending one, is read again from the store first (an
+ *    enrolment or renewal on another controller is accepted at once);
+ *  - a copy is trusted for `registrationTtlMs` ({@link REGISTRATION_TTL_MS} on a shared
+ *    store such as Vault; for ever on the file store, which one controller holds
+ *    exclusively). So on a shared store a removal or re-enrolment made on ANOTHER
+ *    controller is honoured here within that time; the store offers no change signal
+ *    cheaper than the read itself.
  */
 import crypto from 'node:crypto';
 import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
@@ -46,8 +61,34 @@ import { componentLogger, LogKey, silentLogger, type Logger } from '../../shared
 import { AGENT_NAME_PATTERN } from '../../shared/wire/index.js';
 import { ObjectKey, ObjectPrefix, type CertStore } from '../store/index.js';
 
-/** The store abilities enrolment needs (any CertStore has them). */
-export type ObjectStore = Pick<CertStore, 'getObject' | 'putObject' | 'deleteObject' | 'listObjects'>;
+/**
+ * The store abilities enrolment needs (any CertStore has them). `kind` 'file' means no
+ * other controller writes it (controller/store lock), so registrations read from it stay
+ * valid until this process changes them.
+ */
+export type ObjectStore = Pick<CertStore, 'getObject' | 'putObject' | 'deleteObject' | 'listObjects'> & Partial<Pick<CertStore, 'kind'>>;
+
+/**
+ * How long a registration read from a store other controllers share is trusted in memory:
+ * the bound on how late a removal made on another controller takes effect here.
+ */
+export const REGISTRATION_TTL_MS = 1000;
+
+/** Options of {@link Enrollment}. */
+export interface EnrollmentOptions {
+  /**
+   * Milliseconds a registration read from the store is trusted (see the module comment);
+   * default {@link REGISTRATION_TTL_MS}, or Infinity when `store.kind` is 'file'. 0 reads
+   * on every call.
+   */
+  registrationTtlMs?: number;
+}
+
+/** A registration kept in memory, read (or written) at `at`. null: not enrolled. */
+interface CachedRegistration {
+  reg: AgentRegistration | null;
+  at: number;
+}
 
 export type Labels = Record<string, string>;
 
@@ -147,13 +188,19 @@ export class Enrollment {
   private readonly log: Logger;
   /** Token hashes being redeemed right now in this process. */
   private readonly redeeming = new Set<string>();
+  private readonly ttlMs: number;
+  private readonly registrations = new Map<string, CachedRegistration>();
+  /** Per name, bumped by every write of this process: a read that overlapped one is not kept. */
+  private readonly writes = new Map<string, number>();
 
   constructor(
     private readonly store: ObjectStore,
     private readonly clock: Clock,
     log: Logger = silentLogger(),
+    options: EnrollmentOptions = {},
   ) {
     this.log = componentLogger(log, 'enroll');
+    this.ttlMs = options.registrationTtlMs ?? (store.kind === 'file' ? Infinity : REGISTRATION_TTL_MS);
   }
 
   /**
@@ -260,7 +307,7 @@ export class Enrollment {
       ...(reg.certNotAfter === undefined ? {} : { certNotAfter: reg.certNotAfter }),
     };
     const previous = await this.getAgent(reg.name);
-    await this.store.putObject(ObjectKey.agent(reg.name), record);
+    await this.writeAgent(reg.name, record);
     this.log.info(
       { agent: reg.name, serial: reg.certSerial, replacedSerial: previous?.certSerial, wasRemoved: previous?.removedAt !== undefined },
       previous === null ? 'agent enrolled' : 'agent re-enrolled',
@@ -285,7 +332,7 @@ export class Enrollment {
     const record: AgentRegistration = { ...reg, removedAt: isoAt(now), removedBy: actor };
     delete record.pendingSerial;
     delete record.pendingNotAfter;
-    await this.store.putObject(ObjectKey.agent(name), record);
+    await this.writeAgent(name, record);
     let tokensWithdrawn = 0;
     for (const key of await this.store.listObjects(ObjectPrefix.enrollTokens)) {
       const raw = await this.store.getObject<unknown>(key);
@@ -320,7 +367,7 @@ export class Enrollment {
       });
     }
     const record: AgentRegistration = { ...reg, pendingSerial: serial.toLowerCase(), pendingNotAfter: notAfter };
-    await this.store.putObject(ObjectKey.agent(name), record);
+    await this.writeAgent(name, record);
     this.log.info({ [LogKey.agent]: name, serial: record.pendingSerial, notAfter, replacedPending: reg.pendingSerial }, 'agent identity renewed');
     return record;
   }
@@ -348,15 +395,25 @@ export class Enrollment {
    * agent must be enrolled, not removed, and `serial` must be its current certificate's
    * or its pending renewed one's (the first call with the pending one makes it current,
    * which retires the old). Otherwise UNAUTHENTICATED with `details.reason`; a removed
-   * agent is told who removed it and when. One store read per call (plus one write on
-   * the first call with a renewed certificate): the same read that checked the serial
-   * before removal existed, so a removal holds at once on every controller sharing the store.
+   * agent is told who removed it and when. Answers from memory where it may (module
+   * comment: a removal on this controller holds from the next call, one on another
+   * controller sharing the store within `registrationTtlMs`), otherwise one store read;
+   * plus one write on the first call with a renewed certificate.
    */
   async authenticateAgent(name: string, serial: string): Promise<AgentRegistration> {
-    const reg = await this.getAgent(name);
+    const presented = serial.toLowerCase();
+    const cached = this.remembered(name);
+    // Only an acceptance or a removal is decided from memory: anything
+    // else may be another controller's enrolment or renewal, so it is read again.
+    if (cached?.reg != null && (cached.reg.removedAt !== undefined || cached.reg.certSerial === presented)) {
+      return this.judge(name, copyRegistration(cached.reg), presented, serial);
+    }
+    return this.judge(name, await this.readAgent(name), presented, serial);
+  }
+
+  private async judge(name: string, reg: AgentRegistration | null, presented: string, serial: string): Promise<AgentRegistration> {
     if (reg === null) throw notEnrolled(name);
     if (reg.removedAt !== undefined) throw removedError(reg);
-    const presented = serial.toLowerCase();
     if (reg.certSerial === presented) return reg;
     if (reg.pendingSerial !== undefined && reg.pendingSerial === presented) {
       const promoted: AgentRegistration = { ...reg, certSerial: presented };
@@ -364,13 +421,44 @@ export class Enrollment {
       else promoted.certNotAfter = reg.pendingNotAfter;
       delete promoted.pendingSerial;
       delete promoted.pendingNotAfter;
-      await this.store.putObject(ObjectKey.agent(name), promoted);
+      await this.writeAgent(name, promoted);
       this.log.info({ [LogKey.agent]: name, serial: presented, retiredSerial: reg.certSerial }, 'renewed agent identity in use; previous certificate retired');
-      return promoted;
+      return copyRegistration(promoted);
     }
     throw new CertfleetError(ErrorCode.Unauthenticated, `agent ${name} presented a replaced certificate`, {
       details: { agent: name, reason: 'certificate replaced by a later enrolment', serial },
     });
+  }
+
+  /** The copy in memory of `name`'s registration while it is trusted, else undefined. */
+  private remembered(name: string): CachedRegistration | undefined {
+    const c = this.registrations.get(name);
+    if (c === undefined) return undefined;
+    if (this.clock.now() - c.at < this.ttlMs) return c;
+    this.registrations.delete(name);
+    return undefined;
+  }
+
+  /** Reads `name` from the store and keeps it, unless a write of this process overlapped the read. */
+  private async readAgent(name: string): Promise<AgentRegistration | null> {
+    const before = this.writes.get(name) ?? 0;
+    const at = this.clock.now();
+    const reg = await this.getAgent(name);
+    if ((this.writes.get(name) ?? 0) === before && this.ttlMs > 0) this.registrations.set(name, { reg: reg && copyRegistration(reg), at });
+    return reg;
+  }
+
+  /** Stores `name`'s registration and replaces the copy in memory once the write returned. */
+  private async writeAgent(name: string, record: AgentRegistration): Promise<void> {
+    const bump = (): void => void this.writes.set(name, (this.writes.get(name) ?? 0) + 1);
+    bump();
+    this.registrations.delete(name);
+    try {
+      await this.store.putObject(ObjectKey.agent(name), record);
+    } finally {
+      bump(); // a read begun while the write ran may have seen either value
+    }
+    if (this.ttlMs > 0) this.registrations.set(name, { reg: copyRegistration(record), at: this.clock.now() });
   }
 
   private refuse(reason: string, hash?: string, agent?: string): CertfleetError {
@@ -378,6 +466,11 @@ export class Enrollment {
     this.log.warn({ reason, [LogKey.agent]: agent, tokenHash: hash?.slice(0, 12) }, 'enrolment token refused');
     return new CertfleetError(ErrorCode.EnrollTokenInvalid, INVALID_MESSAGE);
   }
+}
+
+/** A copy the caller may keep or change without touching the one in memory. */
+function copyRegistration(reg: AgentRegistration): AgentRegistration {
+  return { ...reg, labels: { ...reg.labels } };
 }
 
 function notEnrolled(name: string): CertfleetError {

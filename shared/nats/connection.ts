@@ -274,6 +274,41 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsHandle>
   }
 }
 
+/** Pause between the background attempts of {@link connectNatsWhenUp}. */
+export const FIRST_CONNECT_RETRY_MS = 5000;
+
+/**
+ * Keeps calling {@link connectNats} every `retryMs` (default {@link FIRST_CONNECT_RETRY_MS},
+ * timed by `opts.clock`) until a server accepts, and resolves with the handle; for a
+ * process that went on without NATS when it was unreachable at start (an agent), which
+ * otherwise never joined NATS later. Every error is retried (credentials can be fixed or
+ * rotated meanwhile); each distinct one is logged once at warn. Resolves null once
+ * `signal` aborts, closing a connection that completes after that.
+ */
+export async function connectNatsWhenUp(opts: ConnectNatsOptions & { retryMs?: number }, signal: AbortSignal): Promise<NatsHandle | null> {
+  const clock = opts.clock ?? systemClock;
+  const log = componentLogger(opts.log, 'nats');
+  let lastError = '';
+  while (!signal.aborted) {
+    try {
+      await clock.sleep(opts.retryMs ?? FIRST_CONNECT_RETRY_MS, signal);
+    } catch {
+      return null; // aborted
+    }
+    try {
+      const handle = await connectNats(opts);
+      if (!signal.aborted) return handle;
+      await handle.close();
+      return null;
+    } catch (err) {
+      const message = (err as Error).message;
+      if (message !== lastError) log.warn({ [LogKey.err]: message }, 'nats still unreachable; retrying in the background');
+      lastError = message;
+    }
+  }
+  return null;
+}
+
 function readCreds(file: string): Uint8Array {
   try {
     return fs.readFileSync(file);
