@@ -179,7 +179,8 @@ export interface AcmeClient {
   /** Tells the CA the challenge is ready to be validated (RFC 8555 §7.5.1). */
   acceptChallenge(challengeUrl: string): Promise<void>;
   /**
-   * Polls the authorization until it is valid. Rejects with ACME_PROBLEM carrying the
+   * Polls the authorization until it is valid, the first time after the first poll delay
+   * (it is called right after the challenge is accepted). Rejects with ACME_PROBLEM carrying the
    * failed challenge's problem when invalid, ACME_ORDER_INVALID when deactivated, expired
    * or revoked, ACME_TIMEOUT at the poll deadline or when `signal` aborts.
    */
@@ -478,7 +479,10 @@ class AcmeClientImpl implements AcmeClient {
   }
 
   async waitForAuthorization(authzUrl: string, signal?: AbortSignal): Promise<void> {
-    const data = await this.poll('authorization', authzUrl, (d) => d['status'] !== 'pending', signal);
+    // First look after the first poll delay, not at once: right after the challenge is
+    // accepted the CA has nearly always not validated yet, and that answer ('pending')
+    // costs a signed request per authorization for nothing (issue #13).
+    const data = await this.poll('authorization', authzUrl, (d) => d['status'] !== 'pending', signal, true);
     const authz = mapAuthorization(data, authzUrl);
     if (authz.status === 'valid') {
       this.log.debug({ authzUrl, [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
@@ -591,9 +595,13 @@ class AcmeClientImpl implements AcmeClient {
    * pollMaxDelayMs, or is what the CA's Retry-After says. ACME_TIMEOUT at the deadline
    * or when `signal` aborts (an in-flight request finishes first, bounded by its timeout).
    */
-  private async poll(what: string, url: string, done: (data: RawObject) => boolean, signal?: AbortSignal): Promise<RawObject> {
+  private async poll(what: string, url: string, done: (data: RawObject) => boolean, signal?: AbortSignal, waitFirst = false): Promise<RawObject> {
     const started = this.clock.now();
     let delay = this.pollMinDelayMs;
+    if (waitFirst) {
+      await this.pollSleep(what, url, Math.min(delay, this.pollTimeoutMs), signal);
+      delay = Math.min(delay * 2, this.pollMaxDelayMs);
+    }
     for (;;) {
       if (isAborted(signal)) throw aborted(what, url, signal);
       const { data, headers } = await this.fetch(`poll ${what}`, url);
@@ -608,15 +616,19 @@ class AcmeClientImpl implements AcmeClient {
       }
       const hinted = parseRetryAfterMs(headers['retry-after'], this.clock.now());
       this.log.debug({ url, status: data['status'] }, `waiting for ${what}`);
-      try {
-        // The clock that measures the deadline also waits: under a ManualClock the poll
-        // times out on clock time, not never.
-        await this.clock.sleep(Math.min(hinted ?? delay, remaining), signal);
-      } catch (err) {
-        if (isAborted(signal)) throw aborted(what, url, signal);
-        throw err;
-      }
+      await this.pollSleep(what, url, Math.min(hinted ?? delay, remaining), signal);
       delay = Math.min(delay * 2, this.pollMaxDelayMs);
+    }
+  }
+
+  private async pollSleep(what: string, url: string, ms: number, signal?: AbortSignal): Promise<void> {
+    try {
+      // The clock that measures the deadline also waits: under a ManualClock the poll
+      // times out on clock time, not never.
+      await this.clock.sleep(ms, signal);
+    } catch (err) {
+      if (isAborted(signal)) throw aborted(what, url, signal);
+      throw err;
     }
   }
 

@@ -16,8 +16,9 @@
  *   retire:   - retiring      agents drop it at their next resync
  * ```
  *
- * Generations: one counter per certificate under `signing/generations/<name>`, persisted
- * before a record carrying it is published, so a restarted controller never reuses one.
+ * Generations: one counter per certificate under `signing/generations/<name>`, reserved
+ * in blocks and persisted before a record carrying one is published, so a restarted
+ * controller never reuses one.
  * Concurrency: only the leader signs (controller/lease); a new leader forgets the cache
  * ({@link RecordSigner.forgetGenerations}) and its records carry a newer epoch, which
  * agents compare first.
@@ -138,11 +139,21 @@ async function loadOrCreateRing(store: ObjectStore, now: number): Promise<Stored
 }
 
 /**
+ * How many generations {@link RecordSigner.nextGeneration} reserves with one store write:
+ * an issuance of a certificate with up to three names signs its challenges and its new
+ * desired pointer with one write.
+ */
+export const GENERATION_BLOCK = 4;
+
+/**
  * Signs records for the fleet: the active key of the ring read at start, and the
  * per-certificate generation counters.
  */
 export class RecordSigner {
-  private readonly generations = new Map<string, number>();
+  /** Per certificate: the last generation handed out and the highest one reserved in the store. */
+  private readonly generations = new Map<string, { last: number; reserved: number }>();
+  /** Per certificate: the reservation in progress, so the next waits for it. */
+  private readonly pending = new Map<string, Promise<void>>();
   /** Ring keys parsed for signing, by key id. */
   private readonly parsed = new Map<string, crypto.KeyObject>();
 
@@ -172,19 +183,42 @@ export class RecordSigner {
   /**
    * The next generation of `cert`'s records: above every generation handed out before
    * (persisted) and above `atLeast` (the generation of the record it replaces, which
-   * another controller may have written). Persisted before it is returned; store errors
-   * propagate (the caller's work loop retries).
+   * another controller may have written). Durable before it is returned: the store holds
+   * a reservation at or above it. Store errors propagate (the caller's work loop retries).
+   *
+   * Generations are reserved {@link GENERATION_BLOCK} at a time (one fsynced write, not
+   * one per record: an issuance signs a challenge per name and a desired pointer). The
+   * stored value is the highest generation that may have been handed out, so a restarted
+   * controller or a new leader continues above it; the unused rest of a block is skipped,
+   * which agents do not mind (they only compare). Calls for one certificate are
+   * serialised, so two concurrent reservations never store a lower value last.
    */
-  async nextGeneration(cert: string, atLeast = 0): Promise<number> {
+  nextGeneration(cert: string, atLeast = 0): Promise<number> {
+    const prev = this.pending.get(cert) ?? Promise.resolve();
+    const run = prev.then(() => this.reserve(cert, atLeast));
+    const settled = run.then(() => undefined, () => undefined);
+    this.pending.set(cert, settled);
+    void settled.then(() => {
+      if (this.pending.get(cert) === settled) this.pending.delete(cert);
+    });
+    return run;
+  }
+
+  private async reserve(cert: string, atLeast: number): Promise<number> {
     const key = ObjectKey.signingGeneration(cert);
-    let last = this.generations.get(cert);
-    if (last === undefined) {
+    let g = this.generations.get(cert);
+    if (g === undefined) {
       const stored = await this.store.getObject<{ generation?: unknown }>(key);
-      last = typeof stored?.generation === 'number' && Number.isSafeInteger(stored.generation) ? stored.generation : 0;
+      const last = typeof stored?.generation === 'number' && Number.isSafeInteger(stored.generation) ? stored.generation : 0;
+      g = { last, reserved: last };
     }
-    const next = Math.max(last, atLeast) + 1;
-    await this.store.putObject(key, { generation: next });
-    this.generations.set(cert, next);
+    const next = Math.max(g.last, atLeast) + 1;
+    let reserved = g.reserved;
+    if (next > reserved) {
+      reserved = next + GENERATION_BLOCK - 1;
+      await this.store.putObject(key, { generation: reserved });
+    }
+    this.generations.set(cert, { last: next, reserved });
     return next;
   }
 

@@ -39,6 +39,13 @@
  * A directory changed within the last {@link RACY_MS} (as the file system's timestamps
  * are coarser than the change rate) is read in full every time, the way git treats
  * a "racily clean" index entry.
+ *
+ * Rollback pins, revocation marks and agent registrations (`getObject`, issue #13: a
+ * pin was read, and found absent, for every certificate on every pass) are kept the same
+ * way: the text with the stat of the file, or for an absent one the stat of its nearest
+ * existing directory, served again while that stat is unchanged and not racy. Objects are
+ * written by rename and removed by unlink, both of which change those stats, so another
+ * controller's (or the CLI's) pin is seen at the next read.
  */
 import type { BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -59,6 +66,7 @@ import {
   parseVersionMeta,
   prepareVersion,
 } from './keys.js';
+import { ObjectPrefix } from './objects.js';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -76,6 +84,14 @@ const FILES = { cert: 'cert.pem', chain: 'chain.pem', key: 'privkey.pem', meta: 
 export const RACY_MS = 100;
 /** {@link RACY_MS} for a file system whose timestamps look coarse. */
 export const RACY_MS_COARSE = 2_000;
+
+/**
+ * Objects read on every pass of the work loop, served from memory while unchanged (module
+ * comment): rollback pins and revocation marks (read for every certificate on every pass,
+ * nearly always absent) and agent registrations (read for every agent call). None holds
+ * key material, which is not kept in memory longer than its reader needs it.
+ */
+const CACHED_OBJECT_PREFIXES: readonly string[] = [ObjectPrefix.pins, ObjectPrefix.revocations, ObjectPrefix.agents];
 
 /** Whether a directory with modification time `mtimeNs` may have changed again unseen. */
 function racy(mtimeNs: bigint): boolean {
@@ -107,6 +123,8 @@ export class FileStore implements CertStore {
   private closed = false;
   /** `latest` answers by certificate name, with the directory stat they were read under (module comment). */
   private readonly latestCache = new Map<string, { stamp: string; meta: VersionMeta }>();
+  /** Objects under {@link CACHED_OBJECT_PREFIXES}: their text (null: absent) and the stat it was read under. */
+  private readonly objectCache = new Map<string, { probe: string; stamp: string; text: string | null }>();
 
   /** Creates the store; the directory is prepared on first use (or by {@link FileStore.open}). */
   constructor(options: FileStoreOptions) {
@@ -235,13 +253,8 @@ export class FileStore implements CertStore {
     await this.ready();
     checkObjectKey(key);
     const file = this.objectPath(key);
-    let text: string;
-    try {
-      text = await fs.readFile(file, 'utf8');
-    } catch (err) {
-      if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return null;
-      throw unavailable('read object', file, err);
-    }
+    const text = CACHED_OBJECT_PREFIXES.some((p) => key.startsWith(p)) ? await this.readObjectCached(key, file) : await this.readObject(file);
+    if (text === null) return null;
     try {
       return JSON.parse(text) as T;
     } catch (err) {
@@ -257,6 +270,7 @@ export class FileStore implements CertStore {
       throw new CertfleetError(ErrorCode.UsageInvalid, `object ${key} has no JSON value`, { details: { key } });
     }
     const file = this.objectPath(key);
+    this.objectCache.delete(key);
     await this.io('write object', file, async () => {
       await ensureDir(path.dirname(file));
       await writeFileAtomic(file, text + '\n', FILE_MODE);
@@ -267,6 +281,7 @@ export class FileStore implements CertStore {
     await this.ready();
     checkObjectKey(key);
     const file = this.objectPath(key);
+    this.objectCache.delete(key);
     try {
       // unlink is atomic: of concurrent deleters exactly one sees success.
       await fs.unlink(file);
@@ -340,6 +355,54 @@ export class FileStore implements CertStore {
       await fs.access(this.root, fs.constants.W_OK);
     });
     this.log.info({ dir: this.root }, 'file store opened');
+  }
+
+  /** The text of the object in `file`, or null when there is none. */
+  private async readObject(file: string): Promise<string | null> {
+    try {
+      return await fs.readFile(file, 'utf8');
+    } catch (err) {
+      if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return null;
+      throw unavailable('read object', file, err);
+    }
+  }
+
+  /**
+   * {@link readObject} answered from memory while one stat shows nothing changed (module
+   * comment): the stat of the file when it exists (a rename over it changes its inode, an
+   * edit in place its mtime), else of its nearest existing directory (creating the file,
+   * or a directory on the way to it, changes that directory).
+   */
+  private async readObjectCached(key: string, file: string): Promise<string | null> {
+    const cached = this.objectCache.get(key);
+    if (cached !== undefined) {
+      const st = await this.statOrNull(cached.probe);
+      if (st !== null && dirStamp(st) === cached.stamp) return cached.text;
+    }
+    // Stat first, then read: a change after the stat makes the next stat differ.
+    let probe = file;
+    let st = await this.statOrNull(probe);
+    while (st === null && probe !== this.objectsDir) {
+      probe = path.dirname(probe);
+      st = await this.statOrNull(probe);
+    }
+    const text = await this.readObject(file);
+    // The read must agree with the stat (absent under a directory, present as the file).
+    if (st !== null && !racy(st.mtimeNs) && (text === null) === (probe !== file)) {
+      this.objectCache.set(key, { probe, stamp: dirStamp(st), text });
+    } else {
+      this.objectCache.delete(key);
+    }
+    return text;
+  }
+
+  private async statOrNull(p: string): Promise<BigIntStats | null> {
+    try {
+      return await fs.stat(p, { bigint: true });
+    } catch (err) {
+      if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return null;
+      throw unavailable('read object', p, err);
+    }
   }
 
   private objectPath(key: string): string {

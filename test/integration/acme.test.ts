@@ -20,6 +20,7 @@ import {
 } from '../../controller/acme/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
 import { silentLogger } from '../../shared/log/index.js';
+import { ManualClock, systemClock } from '../../shared/clock/index.js';
 import { freePort } from '../harness/process.js';
 import { startPebble, type PebbleHandle } from '../harness/pebble.js';
 
@@ -272,6 +273,38 @@ void describe('ACME adapter against Pebble', () => {
     } finally {
       observeAcmeRequests(undefined);
       relay.close();
+    }
+  });
+
+  void it('looks at an authorization first after the first poll delay on its clock, not at once after the challenge is accepted', async () => {
+    const clock = new ManualClock();
+    const c = createAcmeClient({ directoryUrl: pebble.directoryUrl, caPem: pebble.caPem, accountKeyPem: await generateAccountKey(), log, clock, pollMinDelayMs: 250 });
+    clients.push(c);
+    await c.ensureAccount();
+    await pebble.addA('first-poll.certfleet.test', CHALLENGE_IP);
+    const order = await c.placeOrder(['first-poll.certfleet.test']);
+    const authz = order.authorizations[0]!;
+    const ch = authz.challenges.find((x) => x.type === 'http-01')!;
+    challenges.keyAuths.set(ch.token, await c.keyAuthorization(ch.token));
+    await c.acceptChallenge(ch.url);
+    // Let the CA finish validating (real time), so that the one look the wait makes finds it valid.
+    while ((await c.getOrder(order.url)).authorizations[0]!.status === 'pending') await systemClock.sleep(20);
+    const looks: string[] = [];
+    observeAcmeRequests((r) => {
+      if (r.url === authz.url) looks.push(r.endpoint);
+    });
+    try {
+      let settled = false;
+      const waiting = c.waitForAuthorization(authz.url).finally(() => (settled = true));
+      for (let i = 0; i < 200 && !settled && clock.pendingTimers === 0; i++) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(looks, [], 'no request before the first delay');
+      assert.equal(settled, false);
+      assert.equal(clock.nextDue(), clock.now() + 250, 'waiting for the first poll delay on the injected clock');
+      clock.advance(250);
+      await waiting;
+      assert.deepEqual(looks, ['authz'], 'one look, after the delay');
+    } finally {
+      observeAcmeRequests(undefined);
     }
   });
 

@@ -248,6 +248,63 @@ void describe('FileStore specifics', () => {
     await store.close();
   });
 
+  void it('pins and agent registrations kept in memory are still current: another controller sets, replaces and releases a pin, an agent record is edited by hand', async () => {
+    const { dir, store } = newStore();
+    const other = await FileStore.open({ dir, log: silentLogger() });
+    const objects = path.join(dir, 'objects');
+    const age = (...rel: string[]): void => {
+      // As if last changed a minute ago (past the racy window), so answers are kept.
+      const past = new Date(Date.now() - 60_000);
+      for (const r of rel) if (fs.existsSync(path.join(objects, r))) fs.utimesSync(path.join(objects, r), past, past);
+    };
+    // No pins directory yet: absent, kept under the stat of objects/.
+    age('.', 'pins');
+    assert.equal(await store.getObject('pins/web'), null);
+    assert.equal(await store.getObject('pins/web'), null);
+    await other.putObject('pins/web', { version: 1 });
+    assert.deepEqual(await store.getObject('pins/web'), { version: 1 }, 'a pin another controller set (creating pins/) is seen');
+    age('.', 'pins', 'pins/web.json');
+    assert.deepEqual(await store.getObject('pins/web'), { version: 1 });
+    assert.equal(await store.getObject('pins/api'), null);
+    age('pins');
+    assert.equal(await store.getObject('pins/api'), null);
+    await other.putObject('pins/web', { version: 2 });
+    assert.deepEqual(await store.getObject('pins/web'), { version: 2 }, 'a replaced pin is seen');
+    await other.putObject('pins/api', { version: 3 });
+    assert.deepEqual(await store.getObject('pins/api'), { version: 3 }, 'a pin set where none was is seen');
+    age('pins', 'pins/web.json', 'pins/api.json');
+    assert.deepEqual(await store.getObject('pins/web'), { version: 2 });
+    assert.equal(await other.deleteObject('pins/web'), true);
+    assert.equal(await store.getObject('pins/web'), null, 'a released pin is seen');
+    // Revocation marks live one directory deeper; the first for a certificate creates it.
+    age('.');
+    assert.equal(await store.getObject('revocations/web/1'), null);
+    await other.putObject('revocations/web/1', { at: 'now' });
+    assert.deepEqual(await store.getObject('revocations/web/1'), { at: 'now' });
+
+    // The caller's value is its own.
+    await store.putObject('agents/a1', { name: 'a1', labels: ['x'] });
+    age('agents', 'agents/a1.json');
+    const mine = await store.getObject<{ labels: string[] }>('agents/a1');
+    mine?.labels.push('mutated');
+    assert.deepEqual(await store.getObject('agents/a1'), { name: 'a1', labels: ['x'] });
+    // Edited in place by hand, its mtime even put back: the file's ctime moves.
+    const file = path.join(objects, 'agents', 'a1.json');
+    const before = fs.statSync(file);
+    fs.writeFileSync(file, JSON.stringify({ name: 'a1', labels: ['y'] }));
+    fs.utimesSync(file, before.atime, before.mtime);
+    assert.deepEqual(await store.getObject('agents/a1'), { name: 'a1', labels: ['y'] });
+    // Its own writes and deletes.
+    age('agents', 'agents/a1.json');
+    await store.putObject('agents/a1', { name: 'a1', labels: ['z'] });
+    assert.deepEqual(await store.getObject('agents/a1'), { name: 'a1', labels: ['z'] });
+    age('agents', 'agents/a1.json');
+    assert.equal(await store.deleteObject('agents/a1'), true);
+    assert.equal(await store.getObject('agents/a1'), null);
+    await other.close();
+    await store.close();
+  });
+
   void it('fails to open with a retryable STORE_UNAVAILABLE when the directory cannot be created', async () => {
     const parent = tempDir('certfleet-filestore-');
     const file = path.join(parent, 'a-file');

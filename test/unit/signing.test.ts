@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { challengeVerdict, desiredVerdict, Trust, type RefusalReason } from '../../agent/trust/index.js';
-import { RecordSigner, SIGNING_KEYS_OBJECT_KEY, listSigningKeys, rotateSigningKeys } from '../../controller/signing/index.js';
-import { FileStore } from '../../controller/store/index.js';
+import { GENERATION_BLOCK, RecordSigner, SIGNING_KEYS_OBJECT_KEY, listSigningKeys, rotateSigningKeys } from '../../controller/signing/index.js';
+import { FileStore, ObjectKey } from '../../controller/store/index.js';
 import { ManualClock } from '../../shared/clock/index.js';
 import { ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
 import { silentLogger } from '../../shared/log/index.js';
@@ -248,11 +248,42 @@ test('generations only grow per certificate, survive a controller restart, and s
     assert.equal(await a.nextGeneration('web'), 2);
     assert.equal(await a.nextGeneration('api'), 1);
     const restarted = await RecordSigner.open(store, new ManualClock(NOW), silentLogger());
-    assert.equal(await restarted.nextGeneration('web'), 3, 'a restarted controller never reuses a generation');
+    // 3 and 4 were reserved with 1 and 2 (one block): a restart continues above the block.
+    assert.equal(await restarted.nextGeneration('web'), GENERATION_BLOCK + 1, 'a restarted controller never reuses a generation');
     assert.equal(await restarted.nextGeneration('web', 10), 11, 'above a record another controller wrote');
     const signed = await restarted.sign('desired', 'web', DESIRED);
     assert.equal(signed.generation, 12);
     assert.deepEqual(verifyRecord('desired', signed, trustedKeys(restarted.publicKeys())), { ok: true, keyId: restarted.activeKeyId() });
+  } finally {
+    await store.close();
+  }
+});
+
+test('generations are reserved a block per store write: an issuance (challenge, desired pointer) writes the counter once, concurrent callers never share one', async () => {
+  const store = await FileStore.open({ dir: tempDir('certfleet-gen-'), log: silentLogger() });
+  const writes: unknown[] = [];
+  const counted = {
+    getObject: <T>(key: string): Promise<T | null> => store.getObject<T>(key),
+    putObject: async (key: string, value: unknown): Promise<void> => {
+      if (key === ObjectKey.signingGeneration('web')) writes.push(value);
+      await store.putObject(key, value);
+    },
+  };
+  try {
+    const a = await RecordSigner.open(counted, new ManualClock(NOW), silentLogger());
+    const challenge = await a.sign('challenge', 'web', CHALLENGE);
+    const desired = await a.sign('desired', 'web', DESIRED);
+    assert.deepEqual([challenge.generation, desired.generation], [1, 2]);
+    assert.equal(writes.length, 1, 'one durable write for both records');
+    const stored = await store.getObject<{ generation: number }>(ObjectKey.signingGeneration('web'));
+    assert.ok((stored?.generation ?? 0) >= desired.generation, 'the store holds every generation handed out before its record is published');
+
+    const many = await Promise.all(Array.from({ length: 3 * GENERATION_BLOCK }, (_, i) => a.nextGeneration('web', i % 2 === 0 ? 0 : 20)));
+    assert.equal(new Set(many).size, many.length, 'no generation handed out twice');
+    const after = await store.getObject<{ generation: number }>(ObjectKey.signingGeneration('web'));
+    assert.ok((after?.generation ?? 0) >= Math.max(...many), 'concurrent reservations never leave a lower value stored last');
+    const restarted = await RecordSigner.open(store, new ManualClock(NOW), silentLogger());
+    assert.ok((await restarted.nextGeneration('web')) > Math.max(...many));
   } finally {
     await store.close();
   }
