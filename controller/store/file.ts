@@ -281,14 +281,17 @@ export class FileStore implements CertStore {
     await this.ready();
     checkObjectKey(key);
     const file = this.objectPath(key);
-    this.objectCache.delete(key);
     try {
       // unlink is atomic: of concurrent deleters exactly one sees success.
       await fs.unlink(file);
     } catch (err) {
+      // Nothing was there: a kept "absent" stays true (the issuer releases a pin, nearly
+      // always absent, at every issuance).
       if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return false;
+      this.objectCache.delete(key);
       throw unavailable('delete object', file, err);
     }
+    this.objectCache.delete(key);
     await this.io('sync object directory', path.dirname(file), () => fsyncDir(path.dirname(file)));
     return true;
   }
