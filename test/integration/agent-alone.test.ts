@@ -7,37 +7,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { makeLeaf, makeTestCa } from '../harness/certs.js';
 import { CLI } from '../harness/fleet.js';
-import { eventually, freePort, startProcess } from '../harness/process.js';
+import { writeLoneAgent } from '../harness/lone-agent.js';
+import { eventually, startProcess } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
 
 test('an agent without NATS, controller or HTTP-01 listener keeps running after its first pass', { timeout: 120_000 }, async () => {
   const dir = tempDir('certfleet-agent-alone-');
-  const ca = await makeTestCa();
-  const leaf = await makeLeaf(ca, { names: ['edge-alone'] });
-  // An enrolled identity on disk, as `agent enroll` leaves it.
-  const identity = path.join(dir, 'state', 'identity');
-  fs.mkdirSync(identity, { recursive: true, mode: 0o700 });
-  fs.writeFileSync(path.join(identity, 'agent.json'), JSON.stringify({ name: 'edge-alone', labels: { role: 'edge' } }));
-  fs.writeFileSync(path.join(identity, 'cert.pem'), leaf.certPem);
-  fs.writeFileSync(path.join(identity, 'key.pem'), leaf.keyPem, { mode: 0o600 });
-  fs.writeFileSync(path.join(dir, 'ca.pem'), ca.certPem);
-  // Nothing listens on either port.
-  const config = path.join(dir, 'agent.yaml');
-  fs.writeFileSync(
-    config,
-    [
-      `stateDir: ${path.join(dir, 'state')}`,
-      'log: { level: info }',
-      `controller: { address: "127.0.0.1:${await freePort()}", caFile: ${path.join(dir, 'ca.pem')}, serverName: localhost }`,
-      `nats: { servers: ["nats://127.0.0.1:${await freePort()}"] }`,
-      'certificates: {}',
-      '',
-    ].join('\n'),
-  );
+  // An enrolled identity on disk, as `agent enroll` leaves it; nothing listens on either port.
+  const { config } = await writeLoneAgent(dir, 'edge-alone');
   const agent = startProcess('agent', process.execPath, [CLI, 'agent', '--config', config]);
   try {
     await eventually('NATS unreachable at start', () => agent.output().includes('NATS unreachable at start'), 60_000, 200).catch((err: Error) => {

@@ -7,12 +7,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { makeLeaf, makeTestCa } from '../harness/certs.js';
 import { CLI } from '../harness/fleet.js';
 import { startNats, type NatsServer } from '../harness/nats.js';
-import { eventually, freePort, startProcess } from '../harness/process.js';
+import { writeLoneAgent } from '../harness/lone-agent.js';
+import { eventually, startProcess } from '../harness/process.js';
 import { tempDir } from '../harness/tmp.js';
 import { connectNats, openKv, type NatsHandle } from '../../shared/nats/index.js';
 import { silentLogger } from '../../shared/log/index.js';
@@ -20,27 +18,7 @@ import { Bucket } from '../../shared/wire/index.js';
 
 test('an agent whose first NATS connect failed joins NATS when a server comes up', { timeout: 120_000 }, async () => {
   const dir = tempDir('certfleet-late-nats-');
-  const ca = await makeTestCa();
-  const leaf = await makeLeaf(ca, { names: ['edge-late'] });
-  const identity = path.join(dir, 'state', 'identity');
-  fs.mkdirSync(identity, { recursive: true, mode: 0o700 });
-  fs.writeFileSync(path.join(identity, 'agent.json'), JSON.stringify({ name: 'edge-late', labels: { role: 'edge' } }));
-  fs.writeFileSync(path.join(identity, 'cert.pem'), leaf.certPem);
-  fs.writeFileSync(path.join(identity, 'key.pem'), leaf.keyPem, { mode: 0o600 });
-  fs.writeFileSync(path.join(dir, 'ca.pem'), ca.certPem);
-  const natsPort = await freePort();
-  const config = path.join(dir, 'agent.yaml');
-  fs.writeFileSync(
-    config,
-    [
-      `stateDir: ${path.join(dir, 'state')}`,
-      'log: { level: info }',
-      `controller: { address: "127.0.0.1:${await freePort()}", caFile: ${path.join(dir, 'ca.pem')}, serverName: localhost }`,
-      `nats: { servers: ["nats://127.0.0.1:${natsPort}"] }`,
-      'certificates: {}',
-      '',
-    ].join('\n'),
-  );
+  const { config, natsPort } = await writeLoneAgent(dir, 'edge-late');
   const agent = startProcess('agent', process.execPath, [CLI, 'agent', '--config', config]);
   let nats: NatsServer | undefined;
   let admin: NatsHandle | undefined;
