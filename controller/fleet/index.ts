@@ -264,7 +264,7 @@ export class Fleet {
   }
 }
 
-/** Whether two registrations say the same (every field; labels key by key). */
+/** Whether two registrations say the same (every field; labels key by key): a field added to AgentRegistration must be added here. */
 function sameRegistration(a: AgentRegistration, b: AgentRegistration): boolean {
   if (a === b) return true;
   if (
