@@ -40,8 +40,8 @@
  * are coarser than the change rate) is read in full every time, the way git treats
  * a "racily clean" index entry.
  *
- * Rollback pins, revocation marks and agent registrations (`getObject`, issue #13: a
- * pin was read, and found absent, for every certificate on every pass) are kept the same
+ * Rollback pins and revocation marks (`getObject`, issue #13: a pin was read, and found
+ * absent, for every certificate on every pass) are kept the same
  * way: the text with the stat of the file, or for an absent one the stat of its nearest
  * existing directory, served again while that stat is unchanged and not racy. Objects are
  * written by rename and removed by unlink, both of which change those stats, so another
@@ -88,10 +88,11 @@ export const RACY_MS_COARSE = 2_000;
 /**
  * Objects read on every pass of the work loop, served from memory while unchanged (module
  * comment): rollback pins and revocation marks (read for every certificate on every pass,
- * nearly always absent) and agent registrations (read for every agent call). None holds
- * key material, which is not kept in memory longer than its reader needs it.
+ * nearly always absent). Agent registrations are kept by their one reader, controller/enroll
+ * (a second copy here would only add a stat per miss there). None holds key material,
+ * which is not kept in memory longer than its reader needs it.
  */
-const CACHED_OBJECT_PREFIXES: readonly string[] = [ObjectPrefix.pins, ObjectPrefix.revocations, ObjectPrefix.agents];
+const CACHED_OBJECT_PREFIXES: readonly string[] = [ObjectPrefix.pins, ObjectPrefix.revocations];
 
 /** Whether a directory with modification time `mtimeNs` may have changed again unseen. */
 function racy(mtimeNs: bigint): boolean {
