@@ -8,7 +8,8 @@
  * the controller can persist around, so an order survives a crash (`getOrder`).
  *
  *   placeOrder ─► order: pending ─► (serve http-01, acceptChallenge, waitForAuthorization
- *   for each authz) ─► ready ─► finalize ─► processing ─► valid ─► downloadCertificate
+ *   for each authz, or waitForOrder for the last) ─► ready ─► finalize ─► processing
+ *   ─► valid ─► downloadCertificate
  *                         └──────────── any step ─► invalid (ACME_ORDER_INVALID / ACME_PROBLEM)
  *
  * Failures are CertfleetErrors: ACME_TRANSPORT (no answer; retryable), ACME_RATE_LIMITED
@@ -186,10 +187,22 @@ export interface AcmeClient {
    */
   waitForAuthorization(authzUrl: string, signal?: AbortSignal): Promise<void>;
   /**
+   * Polls the order (first after the first poll delay) until it leaves `pending`, i.e.
+   * until every authorization is valid (RFC 8555 §7.1.6), and returns it with its fresh
+   * status (`ready` as a rule). One request per look instead of one per authorization
+   * and then one for the order (issue #13). When the order turns invalid, its
+   * authorizations are read to find the failed one: the rejection is then the same
+   * ACME_PROBLEM (the challenge's problem, identifier, challengeType) or
+   * ACME_ORDER_INVALID that {@link waitForAuthorization} gives; ACME_TIMEOUT as there.
+   */
+  waitForOrder(order: AcmeOrder, signal?: AbortSignal): Promise<AcmeOrder>;
+  /**
    * Finalizes the order with `csrPem` and polls until it is valid; returns the order with
    * `certificateUrl`. Resumable: an order already processing or valid is only polled (the
    * CSR is not sent again, so the caller must keep the key it made the CSR with). Waits
    * for a pending order to become ready first. ACME_ORDER_INVALID if the order is invalid.
+   * An order passed with status `ready` (as {@link waitForOrder} returns it) is finalized
+   * without reading it again; any other is read first.
    */
   finalize(order: AcmeOrder, csrPem: string, signal?: AbortSignal): Promise<AcmeOrder>;
   /** Downloads the certificate of a valid order; ACME_ORDER_INVALID if it has none. */
@@ -488,25 +501,24 @@ class AcmeClientImpl implements AcmeClient {
       this.log.debug({ authzUrl, [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
       return;
     }
-    if (authz.status === 'invalid') {
-      const failed = authz.challenges.find((c) => c.error !== undefined);
-      const problem = failed?.error;
-      throw new CertfleetError(
-        ErrorCode.AcmeProblem,
-        `authorization for ${authz.identifier.value} failed: ${problem?.detail ?? problem?.type ?? 'no reason given'}`,
-        {
-          retryable: false,
-          details: { ...problemDetails(problem, undefined, authzUrl), identifier: authz.identifier.value, challengeType: failed?.type },
-        },
-      );
-    }
-    throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, {
-      details: { url: authzUrl, status: authz.status },
-    });
+    throw authorizationFailure(authz);
+  }
+
+  async waitForOrder(order: AcmeOrder, signal?: AbortSignal): Promise<AcmeOrder> {
+    // As for an authorization: the first look after the first poll delay.
+    const data = await this.poll('order', order.url, (d) => d['status'] !== 'pending', signal, true);
+    const fields = mapOrderFields(data, order.url);
+    if (fields.status !== 'invalid') return { ...fields, authorizations: order.authorizations };
+    // The order does not say why; the failed authorization does (read only now, on failure).
+    const fresh = await this.withAuthorizations(data, order.url);
+    const failed = fresh.authorizations.find((a) => a.status !== 'valid' && a.status !== 'pending');
+    if (failed !== undefined) throw authorizationFailure(failed);
+    throw orderInvalid(fields);
   }
 
   async finalize(order: AcmeOrder, csrPem: string, signal?: AbortSignal): Promise<AcmeOrder> {
-    let data = (await this.fetch('get order', order.url)).data;
+    // A `ready` order comes straight from waitForOrder: reading it again would say the same.
+    let data = order.status === 'ready' ? orderData(order) : (await this.fetch('get order', order.url)).data;
     if (data['status'] === 'pending') {
       // Authorizations just turned valid; the order follows on the CA's next look.
       data = await this.poll('order', order.url, (d) => d['status'] !== 'pending', signal);
@@ -519,7 +531,9 @@ class AcmeClientImpl implements AcmeClient {
       this.log.info({ [LogKey.order]: order.url }, 'order finalized');
     }
     if (data['status'] === 'processing') {
-      data = await this.poll('order', order.url, (d) => d['status'] !== 'processing', signal);
+      // The CA has just said processing: a look at once nearly always finds it still so
+      // (a signed request for nothing), so the first look waits the first poll delay.
+      data = await this.poll('order', order.url, (d) => d['status'] !== 'processing', signal, true);
     }
     const result: AcmeOrder = { ...mapOrderFields(data, order.url), authorizations: order.authorizations };
     if (result.status !== 'valid') {
@@ -696,6 +710,41 @@ function aborted(what: string, url: string, signal: AbortSignal): CertfleetError
     cause: signal.reason,
     details: { url, reason: 'aborted' },
   });
+}
+
+/**
+ * Why an authorization that is not valid (nor pending) fails the order: ACME_PROBLEM with
+ * the failed challenge's problem when invalid, ACME_ORDER_INVALID when deactivated,
+ * expired or revoked.
+ */
+function authorizationFailure(authz: AcmeAuthorization): CertfleetError {
+  if (authz.status === 'invalid') {
+    const failed = authz.challenges.find((c) => c.error !== undefined);
+    const problem = failed?.error;
+    return new CertfleetError(
+      ErrorCode.AcmeProblem,
+      `authorization for ${authz.identifier.value} failed: ${problem?.detail ?? problem?.type ?? 'no reason given'}`,
+      {
+        retryable: false,
+        details: { ...problemDetails(problem, undefined, authz.url), identifier: authz.identifier.value, challengeType: failed?.type },
+      },
+    );
+  }
+  return new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, {
+    details: { url: authz.url, status: authz.status },
+  });
+}
+
+/** An order as the CA's JSON fields the finalize step reads (`status`, `finalize`). */
+function orderData(order: AcmeOrder): RawObject {
+  return {
+    status: order.status,
+    finalize: order.finalizeUrl,
+    identifiers: order.identifiers,
+    ...(order.expires === undefined ? {} : { expires: order.expires }),
+    ...(order.replaces === undefined ? {} : { replaces: order.replaces }),
+    ...(order.profile === undefined ? {} : { profile: order.profile }),
+  };
 }
 
 function orderInvalid(order: Omit<AcmeOrder, 'authorizations'>): CertfleetError {

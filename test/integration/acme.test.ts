@@ -308,6 +308,61 @@ void describe('ACME adapter against Pebble', () => {
     }
   });
 
+  void it('waits for the last authorization through the order and finalizes the ready order without reading it again', async () => {
+    const names = ['order-wait.certfleet.test'];
+    await pebble.addA(names[0]!, CHALLENGE_IP);
+    const c = client({ accountKeyPem: await generateAccountKey() });
+    await c.ensureAccount();
+    const order = await c.placeOrder(names);
+    const authz = order.authorizations[0]!;
+    const ch = authz.challenges.find((x) => x.type === 'http-01')!;
+    challenges.keyAuths.set(ch.token, await c.keyAuthorization(ch.token));
+    const requests: string[] = [];
+    let atReady = -1;
+    observeAcmeRequests((r) => requests.push(`${r.method} ${r.endpoint}`));
+    try {
+      await c.acceptChallenge(ch.url);
+      const ready = await c.waitForOrder(order, AbortSignal.timeout(30_000));
+      assert.equal(ready.status, 'ready');
+      assert.equal(ready.authorizations, order.authorizations, 'the authorizations as passed (not read again)');
+      atReady = requests.length;
+      const finalized = await c.finalize(ready, await createCsr(await generateKey('ecdsa-p256'), names));
+      assert.equal(finalized.status, 'valid');
+      const { certPem } = await c.downloadCertificate(finalized);
+      assert.deepEqual(sans(certPem), names);
+    } finally {
+      observeAcmeRequests(undefined);
+    }
+    assert.ok(!requests.includes('post authz'), `the authorization is not polled: ${requests.join(', ')}`);
+    // Before finalize: the challenge, then looks at the order only.
+    assert.deepEqual(
+      requests.slice(0, atReady).filter((r) => r !== 'post order'),
+      ['post challenge'],
+      `only the challenge and order looks before finalize: ${requests.join(', ')}`,
+    );
+    assert.ok(atReady >= 2, `the order was looked at: ${requests.join(', ')}`);
+    // The look that found it ready is not repeated: finalize is the next request.
+    assert.equal(requests[atReady], 'post finalize', `finalize right after the ready look: ${requests.join(', ')}`);
+  });
+
+  void it('reports a failed validation found through the order as ACME_PROBLEM with the challenge’s problem, like the authorization wait', async () => {
+    const name = 'unserved-order.certfleet.test';
+    await pebble.addA(name, '127.0.0.3'); // nothing listens there
+    const c = client({ accountKeyPem: await generateAccountKey() });
+    await c.ensureAccount();
+    const order = await c.placeOrder([name]);
+    const authz = order.authorizations[0]!;
+    await c.acceptChallenge(authz.challenges.find((x) => x.type === 'http-01')!.url);
+    const err = await rejection(c.waitForOrder(order, AbortSignal.timeout(30_000)));
+    assert.ok(isCertfleetError(err, ErrorCode.AcmeProblem), String(err));
+    assert.equal(err.details['type'], 'urn:ietf:params:acme:error:connection');
+    assert.equal(err.details['identifier'], name);
+    assert.equal(err.details['challengeType'], 'http-01');
+    assert.equal(err.details['url'], authz.url, 'names the failed authorization');
+    assert.match(err.message, new RegExp(`authorization for ${name.replace(/\./g, '\\.')} failed: .+`));
+    assert.equal(err.retryable, false);
+  });
+
   void it('stops waiting for a pending authorization with ACME_TIMEOUT at the poll deadline or when aborted', async () => {
     const c = createAcmeClient({
       directoryUrl: pebble.directoryUrl,

@@ -37,6 +37,10 @@ class FakeCa {
   authzFails = false;
   /** The authorization's status as the CA reports it (valid: validated before a crash). */
   authzStatus: 'pending' | 'valid' = 'pending';
+  authzWaits = 0;
+  orderWaits = 0;
+  /** The status of each order handed to finalize. */
+  finalizedFrom: string[] = [];
   private csrPem = '';
   constructor(private readonly ca: TestCa) {}
   private order(): AcmeOrder {
@@ -68,10 +72,15 @@ class FakeCa {
       return Promise.resolve();
     },
     waitForAuthorization: () =>
-      this.authzFails
+      ++this.authzWaits && this.authzFails
         ? Promise.reject(new CertfleetError(ErrorCode.AcmeProblem, 'unauthorized', { details: { identifier: NAME } }))
         : Promise.resolve(),
+    waitForOrder: (order: AcmeOrder) =>
+      ++this.orderWaits && this.authzFails
+        ? Promise.reject(new CertfleetError(ErrorCode.AcmeProblem, 'unauthorized', { details: { identifier: NAME } }))
+        : Promise.resolve({ ...order, status: 'ready' as const }),
     finalize: (order: AcmeOrder, csrPem: string) => {
+      this.finalizedFrom.push(order.status);
       this.csrPem = csrPem;
       return Promise.resolve({ ...order, status: 'valid' as const, certificateUrl: 'https://ca.test/cert/1' });
     },
@@ -194,6 +203,16 @@ test('a saved order whose challenge timed out is resumed, charged once, and issu
   assert.equal(s.charges.length, 1, 'the resumed order is not charged again');
   assert.equal(await s.issuer.resumable('web', [NAME], 'ecdsa-p256'), null, 'the saved order is gone once issued');
   assert.equal((await s.store.latest('web'))?.fingerprint, meta.fingerprint);
+});
+
+test('the authorization of a one-name order is waited for through the order, and finalize gets the ready order that wait returned', async () => {
+  const s = setup(await makeTestCa());
+  s.serve();
+  const meta = await s.issuer.issue(s.request, 0);
+  assert.equal(meta.version, 1);
+  assert.equal(s.acme.authzWaits, 0, 'the authorization is not polled');
+  assert.equal(s.acme.orderWaits, 1);
+  assert.deepEqual(s.acme.finalizedFrom, ['ready'], 'finalize can skip reading the order again');
 });
 
 test('a resumed order whose authorization the CA validated before the crash withdraws the challenge record the crashed run published', async () => {
