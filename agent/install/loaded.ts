@@ -10,9 +10,10 @@
  * not known to be loaded. A missing or unreadable marker means "not known": the agent
  * then reruns the hook, which is always safe.
  */
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir, writeFileAtomic } from '../../shared/files/index.js';
+import { fsyncDir, writeFileReplace } from '../../shared/files/index.js';
 import type { VersionMeta } from '../../shared/model/index.js';
 
 const FILE = 'loaded.json';
@@ -26,10 +27,10 @@ export interface LoadedMarker {
 }
 
 /** The marker under `certDir` (`<stateDir>/certs/<name>`), or null when absent or unreadable. */
-export async function readLoaded(certDir: string): Promise<LoadedMarker | null> {
+export function readLoaded(certDir: string): LoadedMarker | null {
   let text: string;
   try {
-    text = await fs.readFile(path.join(certDir, FILE), 'utf8');
+    text = fsSync.readFileSync(path.join(certDir, FILE), 'utf8');
   } catch {
     return null;
   }
@@ -44,10 +45,18 @@ export async function readLoaded(certDir: string): Promise<LoadedMarker | null> 
   return null;
 }
 
-/** Records `meta` as loaded (0644: public facts). */
-export async function writeLoaded(certDir: string, meta: VersionMeta, at: string): Promise<void> {
+/**
+ * Records `meta` as loaded (0644: public facts). Atomic (renamed into place) but not
+ * fsynced: a marker lost or emptied by a crash reads as absent, and the agent then runs
+ * the hook once more, which is always safe; the marker can never wrongly claim a load,
+ * because it is written only after the load and removed durably ({@link clearLoaded})
+ * before `current` is switched to the version it names. Two fsyncs per installed
+ * version saved (issue #13). A later fsync of the same directory (the next install's
+ * `current` swap) makes it durable anyway.
+ */
+export function writeLoaded(certDir: string, meta: VersionMeta, at: string): void {
   const marker: LoadedMarker = { version: meta.version, fingerprint: meta.fingerprint, at };
-  await writeFileAtomic(path.join(certDir, FILE), JSON.stringify(marker) + '\n', 0o644);
+  writeFileReplace(path.join(certDir, FILE), JSON.stringify(marker) + '\n', 0o644);
 }
 
 /** Removes the marker durably (absent is fine): done before the switch it would misdescribe. */

@@ -6,11 +6,25 @@
  *   fsync it; fails if it exists.
  * - writeFileAtomic: replace a file atomically (temporary file beside it, fsync, rename,
  *   fsync the directory): readers see the old or the new content, never a torn one.
+ * - writeDurableAll: create several NEW files (and optionally fsync the directory they
+ *   are in), their fsyncs issued together.
+ * - writeFileReplace: replace a file atomically but NOT durably (no fsync): for a file
+ *   whose loss or a torn copy after a crash is harmless by design.
  * - fsyncDir: make a rename or a new entry in `dir` durable.
+ *
+ * Cost (issue #13, agent CPU per installed version): every fs/promises call is a
+ * thread-pool round trip (~25 µs of CPU warm, more cold). Opening, writing and closing
+ * small files and directory handles only touch the page cache, so writeDurableAll and
+ * fsyncDir do those synchronously (microseconds) and send only the fsyncs, which wait
+ * for the disk, to the thread pool.
  */
 import crypto from 'node:crypto';
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
+
+const fsyncFd = promisify(fsSync.fsync);
 
 /** Creates `file` (which must not exist) with `data` and exactly `mode`, and fsyncs it. */
 export async function writeDurable(file: string, data: string, mode: number): Promise<void> {
@@ -38,12 +52,70 @@ export async function writeFileAtomic(file: string, data: string, mode: number):
   await fsyncDir(dir);
 }
 
+/** One file for {@link writeDurableAll}. */
+export interface NewFile {
+  file: string;
+  data: string;
+  mode: number;
+}
+
+/**
+ * Creates every file of `files` (none may exist: fails with EEXIST) with its data and
+ * exactly its mode, then fsyncs them all concurrently, together with `dir` when given
+ * (the directory they were created in, so their entries are durable too). Resolves once
+ * every fsync is done; rejects with the first error after every started fsync finished
+ * (an fd is never closed under a running fsync). Files created before a failure are left
+ * for the caller (who owns the directory) to remove.
+ */
+export async function writeDurableAll(files: readonly NewFile[], dir?: string): Promise<void> {
+  const fds: number[] = [];
+  try {
+    for (const { file, data, mode } of files) {
+      const fd = fsSync.openSync(file, 'wx', mode);
+      fds.push(fd);
+      fsSync.fchmodSync(fd, mode); // the open mode is filtered by the umask; the contract is exact modes
+      fsSync.writeFileSync(fd, data, 'utf8');
+    }
+    // Opened after the creates: its fsync covers every entry made above.
+    if (dir !== undefined) fds.push(fsSync.openSync(dir, 'r'));
+    const results = await Promise.allSettled(fds.map((fd) => fsyncFd(fd)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  } finally {
+    for (const fd of fds) fsSync.closeSync(fd);
+  }
+}
+
+/**
+ * Replaces `file` with `data` (mode `mode`) atomically — readers see the old or the new
+ * content — but without any fsync: after a crash the old file, the new one, or (on some
+ * file systems) an empty one may be found. Only for files whose loss is harmless by
+ * design (agent/install's loaded marker: a missing or unreadable marker makes the agent
+ * run the reload hook once more).
+ */
+export function writeFileReplace(file: string, data: string, mode: number): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
+  try {
+    const fd = fsSync.openSync(tmp, 'wx', mode);
+    try {
+      fsSync.fchmodSync(fd, mode);
+      fsSync.writeFileSync(fd, data, 'utf8');
+    } finally {
+      fsSync.closeSync(fd);
+    }
+    fsSync.renameSync(tmp, file);
+  } catch (err) {
+    fsSync.rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
 /** fsyncs a directory, so entries created or renamed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r');
+  const fd = fsSync.openSync(dir, 'r');
   try {
-    await fh.sync();
+    await fsyncFd(fd);
   } finally {
-    await fh.close();
+    fsSync.closeSync(fd);
   }
 }

@@ -162,6 +162,63 @@ if (process.env[CRASH_CHILD_ENV] !== undefined) {
     assert.equal(fs.existsSync(path.join(stateDir, 'certs', 'web', 'versions', '3')), false);
   });
 
+  void test('retention deletes an old version directory even when something else was put in it (a subdirectory, a link)', async () => {
+    const stateDir = tempDir();
+    const inst = installer(stateDir, 2);
+    for (let v = 1; v <= 2; v++) await inst.install(await makeBundle({ name: 'web', version: v }));
+    const v1 = path.join(stateDir, 'certs', 'web', 'versions', '1');
+    fs.mkdirSync(path.join(v1, 'extra', 'deeper'), { recursive: true });
+    fs.writeFileSync(path.join(v1, 'extra', 'deeper', 'note'), 'x');
+    fs.symlinkSync('cert.pem', path.join(v1, 'alias.pem'));
+    const result = await inst.install(await makeBundle({ name: 'web', version: 3 }));
+    assert.deepEqual(result.pruned, [1]);
+    assert.equal(fs.existsSync(v1), false);
+    assert.deepEqual(await inst.versions('web'), [2, 3]);
+    assert.equal(assertCurrentComplete(stateDir, 'web'), 3);
+  });
+
+  void test('the loaded marker is written 0644 whatever the umask, read back, and leaves no temporary file; forgetLoaded removes only a marker naming that version', async () => {
+    const stateDir = tempDir();
+    const inst = installer(stateDir);
+    const bundle = await makeBundle({ name: 'web', version: 1 });
+    await inst.install(bundle);
+    assert.equal(await inst.loaded('web'), null);
+    const umask = process.umask(0o077);
+    try {
+      await inst.markLoaded('web', bundle.meta, '2026-11-30T00:00:00.000Z');
+    } finally {
+      process.umask(umask);
+    }
+    const nameDir = path.join(stateDir, 'certs', 'web');
+    assert.equal((fs.statSync(path.join(nameDir, 'loaded.json')).mode & 0o777).toString(8), '644');
+    assert.deepEqual(await inst.loaded('web'), { version: 1, fingerprint: bundle.meta.fingerprint, at: '2026-11-30T00:00:00.000Z' });
+    assert.deepEqual(leftovers(stateDir, 'web'), []);
+    await inst.forgetLoaded('web', 2);
+    assert.equal((await inst.loaded('web'))?.version, 1, 'a marker naming another version stays');
+    await inst.forgetLoaded('web', 1);
+    assert.equal(await inst.loaded('web'), null);
+    // A torn marker (a crash without fsync may leave one) reads as absent.
+    fs.writeFileSync(path.join(nameDir, 'loaded.json'), '{"version":');
+    assert.equal(await inst.loaded('web'), null);
+  });
+
+  void test('lineage links already right are left alone by the next install (same inode), a wrong one is repaired', async () => {
+    const stateDir = tempDir();
+    const live = path.join(stateDir, 'live');
+    const inst = new Installer({ stateDir, clock: new ManualClock(Date.now()), log: silentLogger(), liveDir: live });
+    await inst.install(await makeBundle({ name: 'web', version: 1 }));
+    const nameDir = path.join(stateDir, 'certs', 'web');
+    const inode = (p: string): number => fs.lstatSync(p).ino;
+    const before = { cert: inode(path.join(nameDir, 'cert.pem')), live: inode(path.join(live, 'web', 'fullchain.pem')) };
+    fs.rmSync(path.join(nameDir, 'chain.pem'));
+    fs.symlinkSync('versions/1/chain.pem', path.join(nameDir, 'chain.pem'));
+    await inst.install(await makeBundle({ name: 'web', version: 2 }));
+    assert.equal(inode(path.join(nameDir, 'cert.pem')), before.cert);
+    assert.equal(inode(path.join(live, 'web', 'fullchain.pem')), before.live);
+    assert.equal(fs.readlinkSync(path.join(nameDir, 'chain.pem')), 'current/chain.pem');
+    assert.equal(fs.readFileSync(path.join(live, 'web', 'cert.pem'), 'utf8'), fs.readFileSync(path.join(nameDir, 'versions', '2', 'cert.pem'), 'utf8'));
+  });
+
   void test('retention never deletes the current version or the one it replaced, even with K = 1 or after a rollback', async () => {
     const stateDir = tempDir();
     const one = installer(stateDir, 1);
