@@ -7,7 +7,8 @@
  *            --burst (every certificate is due at start; see below)
  *            --seconds S (how long `status` is sampled during the burst, default 60)
  *            --no-agent (skip the idle agent)
- *            --agent-node-args "ARGS" (node flags of a third idle agent, to compare settings)
+ *            --agent-node-args "ARGS" (node flags of one more idle agent, to compare settings;
+ *              repeatable: one agent each; a NAME=VALUE word goes into its environment)
  *            --agent-heap-snapshot FILE (heap snapshot of the first idle agent, by SIGUSR2)
  *
  * What it builds, on loopback: Pebble (the controller opens its ACME account at start),
@@ -75,12 +76,12 @@ interface Options {
   agent: boolean;
   json: boolean;
   cpuProf: string | undefined;
-  agentNodeArgs: string[] | undefined;
+  agentNodeArgs: string[][];
   agentHeapSnapshot: string | undefined;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { certs: 10_000, agents: 1_000, burst: false, seconds: 60, agent: true, json: false, cpuProf: undefined, agentNodeArgs: undefined, agentHeapSnapshot: undefined };
+  const o: Options = { certs: 10_000, agents: 1_000, burst: false, seconds: 60, agent: true, json: false, cpuProf: undefined, agentNodeArgs: [], agentHeapSnapshot: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
@@ -97,7 +98,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--no-agent') o.agent = false;
     else if (a === '--json') o.json = true;
     else if (a === '--agent-node-args' && v !== undefined) {
-      o.agentNodeArgs = v.split(/\s+/).filter((x) => x !== '');
+      o.agentNodeArgs.push(v.split(/\s+/).filter((x) => x !== ''));
       i++;
     } else if (a === '--agent-heap-snapshot' && v) {
       o.agentHeapSnapshot = path.resolve(v);
@@ -414,7 +415,10 @@ async function main(): Promise<void> {
         return fs.existsSync(certsDir) ? fs.readdirSync(certsDir).filter((n) => fs.existsSync(path.join(certsDir, n, 'current'))).length : 0;
       };
       /** One enrolled agent on the 10 idle certificates, started with `nodeArgs`, once it installed them. */
-      const idleAgent = async (label: string, nodeArgs: string[]): Promise<Started> => {
+      const idleAgent = async (label: string, words: string[]): Promise<Started> => {
+        const isEnv = (w: string): boolean => /^[A-Z_][A-Z0-9_]*=/.test(w);
+        const nodeArgs = words.filter((w) => !isEnv(w));
+        const env = Object.fromEntries(words.filter(isEnv).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
         const dir = path.join(root, label);
         fs.mkdirSync(dir, { recursive: true });
         const configFile = path.join(dir, 'agent.yaml');
@@ -432,7 +436,7 @@ async function main(): Promise<void> {
         const token = await timed(['token', 'create', label, '--label', 'role=idle', '--json']);
         const en = await runCli(['agent', 'enroll', '--config', configFile, '--token', (JSON.parse(token.out) as { token: string }).token]);
         if (en.code !== 0) throw new Error(`enroll: ${en.stderr}`);
-        const started = startProcess(label, process.execPath, [...nodeArgs, CLI, 'agent', '--config', configFile]);
+        const started = startProcess(label, process.execPath, [...nodeArgs, CLI, 'agent', '--config', configFile], { env: { ...process.env, ...env } });
         idle.push(started);
         await eventually(`${label} installs its 10 certificates`, () => installed(dir) >= idleCerts, 120_000, 250);
         return started;
@@ -443,7 +447,8 @@ async function main(): Promise<void> {
       const snapshotDir = o.agentHeapSnapshot === undefined ? undefined : tempDir('certfleet-heap-');
       const plain = await idleAgent('idle-1', snapshotDir === undefined ? [] : ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]);
       const unit = await idleAgent('idle-2', unitFlags);
-      const custom = o.agentNodeArgs === undefined ? undefined : await idleAgent('idle-3', o.agentNodeArgs);
+      const custom: Started[] = [];
+      for (const [i, words] of o.agentNodeArgs.entries()) custom.push(await idleAgent(`idle-${i + 3}`, words));
       await sleep(20_000);
       result['agentIdleRssMiB'] = Math.round(rssMiB(plain.child.pid ?? 0));
       result['agentIdleRssMiBUnitFlags'] = Math.round(rssMiB(unit.child.pid ?? 0));
@@ -461,7 +466,12 @@ async function main(): Promise<void> {
         await empty.stop();
       }
       result['agentUnitFlags'] = unitFlags.join(' ');
-      if (custom) result['agentIdleRssMiBCustom'] = { flags: o.agentNodeArgs?.join(' '), rssMiB: Math.round(rssMiB(custom.child.pid ?? 0)) };
+      if (custom.length > 0) {
+        result['agentIdleRssMiBCustom'] = custom.map((c, i) => {
+          const s = rssSplitMiB(c.child.pid ?? 0);
+          return { flags: o.agentNodeArgs[i]?.join(' '), rssMiB: Math.round(s.rss), anonMiB: Math.round(s.anon), fileMiB: Math.round(s.file) };
+        });
+      }
       if (snapshotDir !== undefined && o.agentHeapSnapshot !== undefined) {
         process.kill(plain.child.pid ?? 0, 'SIGUSR2');
         await eventually('heap snapshot written', () => fs.readdirSync(snapshotDir).some((f) => f.endsWith('.heapsnapshot')) && !isGrowing(snapshotDir), 60_000, 1000);

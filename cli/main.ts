@@ -3,11 +3,15 @@
  * The `certfleet` executable (package.json `bin`): runs the command line and exits with
  * its code. Everything testable lives in run.ts; this file only binds the process.
  */
-import { limitYoungGeneration } from './heap.js';
+import { limitOptimizingCompiler, limitYoungGeneration } from './heap.js';
 
-// The agent daemon keeps V8's young generation small (heap.ts says why). Set before
-// anything else loads: loading the CLI's own modules already grows it.
-if (process.argv[2] === 'agent') limitYoungGeneration(process.execArgv, process.env['NODE_OPTIONS']);
+// The agent daemon keeps V8's young generation small and runs without TurboFan (heap.ts
+// says why). Set before anything else loads: loading the CLI's own modules already grows
+// the heap and gets functions optimised.
+if (process.argv[2] === 'agent') {
+  limitYoungGeneration(process.execArgv, process.env['NODE_OPTIONS']);
+  limitOptimizingCompiler(process.execArgv, process.env['NODE_OPTIONS']);
+}
 
 const { systemClock } = await import('../shared/clock/index.js');
 const { runCli } = await import('./run.js');

@@ -5,15 +5,17 @@
  * client, the ASN.1 and X.509 libraries, the Vault client, zod (with its locales and schemas ~3 MiB
  * of heap: the agent validates with shared/check) and any controller code must not be
  * among them, and prom-client only when the metrics endpoint is configured
- * (agent/index.ts imports agent/metrics on demand).
+ * (agent/index.ts imports agent/metrics on demand). And what a real `certfleet agent`
+ * process runs with: V8's young generation kept small, TurboFan off (cli/heap.ts).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { tempDir } from '../harness/tmp.js';
+import { writeLoneAgent } from '../harness/lone-agent.js';
 
 const DIST = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -61,6 +63,37 @@ function youngGenerationAfterStart(nodeArgs: string[], limit: boolean): { set: b
   return JSON.parse(res.stdout) as { set: boolean; newSpaceMiB: number };
 }
 
+/**
+ * How many functions V8 compiled with TurboFan (`--trace-opt` prints each on stdout) in a
+ * real `certfleet agent` (dist/cli/main.js, as every start path runs it) started with
+ * `nodeArgs`, from its start until it logs that it is ready; then it is stopped. The agent
+ * is a lone one (no controller, no NATS: it starts and retries); its start alone makes
+ * TurboFan compile a dozen or more functions when nothing turns it off.
+ */
+async function turbofanCompilesUntilReady(nodeArgs: string[]): Promise<number> {
+  const dir = tempDir('certfleet-tiers-');
+  const { config } = await writeLoneAgent(dir, 'tiers');
+  const child = spawn(process.execPath, ['--trace-opt', ...nodeArgs, path.join(DIST, 'cli/main.js'), 'agent', '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  let out = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString('utf8');
+      if (out.includes('"msg":"agent ready"')) resolve();
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    void exited.then(() => reject(new Error(`the agent exited before it was ready:\n${out.slice(-3000)}`)));
+  });
+  const compiles = out.split('\n').filter((l) => l.startsWith('[compiling method') && l.includes('(target TURBOFAN)')).length;
+  child.kill('SIGTERM');
+  await exited;
+  return compiles;
+}
+
 const packageOf = (url: string): string | undefined => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1];
 
 void describe('agent footprint', () => {
@@ -95,5 +128,11 @@ void describe('agent footprint', () => {
     const explicit = youngGenerationAfterStart(['--max-semi-space-size=4'], true);
     assert.equal(explicit.set, false);
     assert.ok(explicit.newSpaceMiB > 2 && explicit.newSpaceMiB <= 8, `new space ${explicit.newSpaceMiB} MiB`);
+  });
+
+  void it('a real `certfleet agent` runs without TurboFan unless node was told a compiler tier', async () => {
+    assert.equal(await turbofanCompilesUntilReady([]), 0, 'certfleet agent compiled with TurboFan');
+    // The operator's explicit choice is left alone; this also shows the trace would see compiles.
+    assert.ok((await turbofanCompilesUntilReady(['--opt'])) > 0, 'with --opt given, the start compiles with TurboFan');
   });
 });
