@@ -128,9 +128,14 @@ export class Applier {
 
   constructor(private readonly opts: ApplyOptions) {}
 
-  /** Status of every assigned or installed certificate, as reported. */
+  /**
+   * Status of every assigned or installed certificate, as reported, by name. Names are
+   * lowercase ASCII (shared/wire CERT_NAME_PATTERN), so code-unit order is their order;
+   * localeCompare would load ICU's collation tables (~2–3 MiB of RSS) into every agent
+   * for nothing (issue #13, docs/performance.md Footprint).
+   */
   statuses(): CertStatus[] {
-    return [...this.status.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.status.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** Ends the current pass at its next certificate; no new pass installs anything. */

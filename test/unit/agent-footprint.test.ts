@@ -6,7 +6,8 @@
  * of heap: the agent validates with shared/check) and any controller code must not be
  * among them, and prom-client only when the metrics endpoint is configured
  * (agent/index.ts imports agent/metrics on demand). And what a real `certfleet agent`
- * process runs with: V8's young generation kept small, TurboFan off (cli/heap.ts).
+ * process runs with: V8's young generation kept small, TurboFan off (cli/heap.ts); and
+ * no agent code calls localeCompare, which maps ICU's collation tables into the process.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -108,6 +109,14 @@ void describe('agent footprint', () => {
     assert.deepEqual(controllerCode, []);
     // shared/config is the controller's zod flavour of shared/configfile.
     assert.deepEqual(loaded.filter((u) => u.includes('/dist/shared/config/')), []);
+  });
+
+  void it('no agent or shared module the agent loads sorts with localeCompare (ICU collation tables: ~3 MiB of RSS)', () => {
+    // cli/ modules load too (cli/run.js), but their sorting (cli/render) runs only in operator commands.
+    const ours = loadedBy(['cli/run.js', 'agent/index.js', 'agent/config/index.js']).filter((u) => /\/dist\/(agent|shared)\//.test(u));
+    assert.ok(ours.some((u) => u.endsWith('/agent/apply/index.js')), 'the hook saw agent/apply load');
+    const callers = ours.filter((u) => fs.readFileSync(fileURLToPath(u), 'utf8').includes('.localeCompare('));
+    assert.deepEqual(callers, []);
   });
 
   void it('the hook sees zod when the controller configuration module loads', () => {
