@@ -110,9 +110,15 @@ export interface Attempt {
  * Channel options for a failover client's channels: the TLS name when it differs from
  * the dialled host, and a subchannel pool of the channel's own, so that a channel built
  * after a failure connects at once instead of sharing the old one's reconnect backoff.
+ *
+ * Channelz off (`grpc.enable_channelz: 0`): grpc-js tracks every call of every channel,
+ * subchannel and socket for its channelz service by default (counters, timestamps, a
+ * trace), and no client here serves or reads channelz. That bookkeeping was ~10 % of an
+ * agent's CPU per unary call (issue #13, docs/performance.md Fan-out). Client side only:
+ * what the controller's server does is unchanged.
  */
 export function failoverChannelOptions(serverName: string | undefined, extra: grpc.ChannelOptions = {}): grpc.ChannelOptions {
-  const options: grpc.ChannelOptions = { ...extra, 'grpc.use_local_subchannel_pool': 1 };
+  const options: grpc.ChannelOptions = { ...extra, 'grpc.use_local_subchannel_pool': 1, 'grpc.enable_channelz': 0 };
   if (serverName !== undefined) {
     options['grpc.ssl_target_name_override'] = serverName;
     options['grpc.default_authority'] = serverName;

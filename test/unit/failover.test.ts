@@ -314,6 +314,32 @@ describe('the agent link with several controllers', () => {
   });
 });
 
+/** Targets of the client channels grpc-js tracks for channelz in this process. */
+function channelzTargets(): Promise<string[]> {
+  const { GetTopChannels } = grpc.getChannelzHandlers();
+  type Top = { channel: Array<{ data?: { target?: string } | null }> };
+  return new Promise((resolve, reject) => {
+    const call = { request: { start_channel_id: 0, max_results: 1000 } } as unknown as Parameters<typeof GetTopChannels>[0];
+    GetTopChannels(call, (e: unknown, res: unknown) => (e ? reject(e as Error) : resolve(((res as Top | undefined)?.channel ?? []).map((c) => c.data?.target ?? ''))));
+  });
+}
+
+describe('channelz (issue #13: per-call bookkeeping nobody reads)', () => {
+  it("the link's channels are not tracked by channelz, and calls are answered as before", async () => {
+    const a = await startAgentController();
+    const l = link([a.address], []);
+    try {
+      assert.deepEqual((await l.assignments()).assigned, [{ name: 'web', names: ['www.example.test'] }]);
+      assert.equal((await l.fetchBundle('web', 2)).meta.version, 2);
+      await l.reportStatus(report);
+      const tracked = (await channelzTargets()).filter((t) => t.includes(String(a.port)));
+      assert.deepEqual(tracked, [], 'no channel to the controller is registered with channelz');
+    } finally {
+      l.close();
+    }
+  });
+});
+
 describe('agent config: controller.address or controller.addresses', () => {
   const base = (controller: string): string => ['stateDir: /var/lib/certfleet-agent', `controller: ${controller}`, ''].join('\n');
 
