@@ -320,7 +320,7 @@ function channelzTargets(): Promise<string[]> {
   type Top = { channel: Array<{ data?: { target?: string } | null }> };
   return new Promise((resolve, reject) => {
     const call = { request: { start_channel_id: 0, max_results: 1000 } } as unknown as Parameters<typeof GetTopChannels>[0];
-    GetTopChannels(call, (e: unknown, res: unknown) => (e ? reject(e as Error) : resolve(((res as Top | undefined)?.channel ?? []).map((c) => c.data?.target ?? ''))));
+    GetTopChannels(call, (e: unknown, res: unknown) => (e ? reject(new Error('channelz GetTopChannels failed')) : resolve(((res as Top | undefined)?.channel ?? []).map((c) => c.data?.target ?? ''))));
   });
 }
 
