@@ -113,7 +113,7 @@ export interface Attempt {
  *
  * Channelz off (`grpc.enable_channelz: 0`): grpc-js tracks every call of every channel,
  * subchannel and socket for its channelz service by default (counters, timestamps, a
- * trace), and no client here serves or reads channelz. That bookkeeping was ~10 % of an
+ * trace), and no client here serves or reads channelz. That bookkeeping was up to ~10 % of an
  * agent's CPU per unary call (issue #13, docs/performance.md Fan-out). Client side only:
  * what the controller's server does is unchanged.
  */
