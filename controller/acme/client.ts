@@ -427,7 +427,8 @@ class AcmeClientImpl implements AcmeClient {
       throw explainProfile(err, profile);
     });
     const order = await this.withAuthorizations(created as unknown as RawObject, created.url);
-    this.log.info(
+    // Debug, as every ACME step: the issuance's outcome line names the order (issue #13).
+    this.log.debug(
       { [LogKey.order]: order.url, [LogKey.identifier]: names, ...(replaces === undefined ? {} : { replaces }), ...(profile === undefined ? {} : { [LogKey.profile]: profile }) },
       'order placed',
     );

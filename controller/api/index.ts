@@ -436,7 +436,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     FetchBundle: unary(log, 'FetchBundle', async (call) => {
       const id = caller(call, opts.auth, 'agent');
       const bundle = await opts.agents.fetchBundle(id, call.request.name, call.request.version);
-      log.info({ [LogKey.agent]: id.name, [LogKey.cert]: bundle.meta.name, [LogKey.version]: bundle.meta.version }, 'bundle fetched');
+      // Debug: one per agent per version; the agent's status report carries the outcome (issue #13).
+      log.debug({ [LogKey.agent]: id.name, [LogKey.cert]: bundle.meta.name, [LogKey.version]: bundle.meta.version }, 'bundle fetched');
       return { version: versionToPb(bundle.meta), certificatePem: bundle.certPem, chainPem: bundle.chainPem, privateKeyPem: bundle.keyPem };
     }),
     ReportStatus: unary(log, 'ReportStatus', async (call) => {

@@ -182,7 +182,8 @@ export class FileStore implements CertStore {
       });
       throw err;
     }
-    this.log.info({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
+    // Debug: the caller's outcome line (certificate issued, spooled version delivered) names the version.
+    this.log.debug({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
     return meta;
   }
 
