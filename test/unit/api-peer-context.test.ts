@@ -25,11 +25,11 @@ before(async () => {
   const server = await issueServerCertificate(ca, { hosts: ['localhost'], now });
   const key = await createAgentKeyAndCsr('edge-1');
   creds = { certPem: (await signAgentCsr(ca, key.csrPem, { agent: 'edge-1', now })).certPem, keyPem: key.keyPem };
-  const read = tls.TLSSocket.prototype.getPeerCertificate;
+  const read = original?.value as (this: tls.TLSSocket, ...a: unknown[]) => tls.PeerCertificate;
   tls.TLSSocket.prototype.getPeerCertificate = function (this: tls.TLSSocket, ...args: unknown[]) {
     if ((this as unknown as { server?: unknown }).server !== undefined) serverPeerReads++;
-    return (read as (...a: unknown[]) => tls.PeerCertificate).apply(this, args);
-  } as typeof read;
+    return read.apply(this, args);
+  } as typeof tls.TLSSocket.prototype.getPeerCertificate;
   api = await startApiServer({
     listen: { host: '127.0.0.1', port: 0 },
     caPem: ca.certPem,
