@@ -427,7 +427,8 @@ class AcmeClientImpl implements AcmeClient {
       throw explainProfile(err, profile);
     });
     const order = await this.withAuthorizations(created as unknown as RawObject, created.url);
-    this.log.info(
+    // Debug, as every ACME step: the issuance's outcome line names the order (issue #13).
+    this.log.debug(
       { [LogKey.order]: order.url, [LogKey.identifier]: names, ...(replaces === undefined ? {} : { replaces }), ...(profile === undefined ? {} : { [LogKey.profile]: profile }) },
       'order placed',
     );
@@ -528,7 +529,7 @@ class AcmeClientImpl implements AcmeClient {
       data = (await this.call('finalize', () =>
         this.client.finalizeOrder({ ...(data as unknown as acme.Order), url: order.url, finalize: finalizeUrl }, csrPem),
       )) as unknown as RawObject;
-      this.log.info({ [LogKey.order]: order.url }, 'order finalized');
+      this.log.debug({ [LogKey.order]: order.url }, 'order finalized');
     }
     if (data['status'] === 'processing') {
       // The CA has just said processing: a look at once nearly always finds it still so
@@ -558,7 +559,7 @@ class AcmeClientImpl implements AcmeClient {
     if (leaf === undefined) {
       throw new CertfleetError(ErrorCode.AcmeProblem, 'CA returned no certificate', { details: { url } });
     }
-    this.log.info({ [LogKey.order]: order.url }, 'certificate downloaded');
+    this.log.debug({ [LogKey.order]: order.url }, 'certificate downloaded');
     return { certPem: leaf, chainPem: rest.join('') };
   }
 

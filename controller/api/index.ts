@@ -284,13 +284,13 @@ const PEER_TLS_KEY = 'certfleet-peer-tls-error';
  * grpc-js release the hint is simply absent and the generic message remains.
  */
 function peerTlsInterceptor(): grpc.ServerInterceptor {
-  return (_method, call) =>
-    new grpc.ServerInterceptingCall(call, {
+  return (_method, call) => {
+    const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
+    const intercepting = new grpc.ServerInterceptingCall(call, {
       start: (next) =>
         next({
           onReceiveMetadata: (md, mdNext) => {
             md.remove(PEER_TLS_KEY);
-            const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
             if (socket instanceof tls.TLSSocket && !socket.authorized && socket.getPeerCertificate()?.raw) {
               // Node types it as Error but sets an OpenSSL code string (e.g. DEPTH_ZERO_SELF_SIGNED_CERT).
               const why: unknown = socket.authorizationError;
@@ -300,6 +300,33 @@ function peerTlsInterceptor(): grpc.ServerInterceptor {
           },
         }),
     });
+    if (socket instanceof tls.TLSSocket) {
+      const uncached = intercepting.getAuthContext.bind(intercepting);
+      intercepting.getAuthContext = () => authContextOf(socket, uncached);
+    }
+    return intercepting;
+  };
+}
+
+/**
+ * grpc-js's `getAuthContext` calls `getPeerCertificate()` on every call, which turns the
+ * DER certificate into a JS object (subject, issuer, fingerprints, extensions) each time:
+ * for an agent that polls and reports over one connection, the same work per call
+ * (issue #13). The TLS handshake's result cannot change for the life of a connection:
+ * Node's HTTP/2 refuses TLS renegotiation, so the verdict (`authorized`) and the peer
+ * certificate are those of the one handshake. Only a verified connection's context is
+ * kept, keyed weakly on the socket (dropped with the connection); the caller's identity
+ * (CA signature, validity at the call's time, role) and the agent's registration
+ * (revocation) are still checked on every call from that certificate.
+ */
+type AuthContext = ReturnType<grpc.ServerInterceptingCall['getAuthContext']>;
+const authContexts = new WeakMap<tls.TLSSocket, AuthContext>();
+function authContextOf(socket: tls.TLSSocket, uncached: () => AuthContext): AuthContext {
+  const known = authContexts.get(socket);
+  if (known !== undefined) return known;
+  const context = uncached();
+  if (socket.authorized && context.sslPeerCertificate?.raw) authContexts.set(socket, context);
+  return context;
 }
 
 /** What the operator is told about a presented certificate the TLS layer refused (OpenSSL verify code). */
@@ -409,7 +436,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     FetchBundle: unary(log, 'FetchBundle', async (call) => {
       const id = caller(call, opts.auth, 'agent');
       const bundle = await opts.agents.fetchBundle(id, call.request.name, call.request.version);
-      log.info({ [LogKey.agent]: id.name, [LogKey.cert]: bundle.meta.name, [LogKey.version]: bundle.meta.version }, 'bundle fetched');
+      // Debug: one per agent per version; the agent's status report carries the outcome (issue #13).
+      log.debug({ [LogKey.agent]: id.name, [LogKey.cert]: bundle.meta.name, [LogKey.version]: bundle.meta.version }, 'bundle fetched');
       return { version: versionToPb(bundle.meta), certificatePem: bundle.certPem, chainPem: bundle.chainPem, privateKeyPem: bundle.keyPem };
     }),
     ReportStatus: unary(log, 'ReportStatus', async (call) => {

@@ -47,6 +47,8 @@ export interface IssueRequest {
   dnsProvider?: string;
   /** ARI identifier of the certificate this order renews (RFC 9773 `replaces`). */
   replaces?: string;
+  /** Why it is issued ("renewal due", ...), for the outcome's log line only. */
+  reason?: string;
   /**
    * ACME certificate profile to order under (checked against the CA's directory at
    * start). A saved order placed under another profile is not resumed.
@@ -297,6 +299,7 @@ export class Issuer {
    */
   async issue(req: IssueRequest, expectedLatest: number): Promise<VersionMeta> {
     const log = this.opts.log.child({ [LogKey.cert]: req.name, ...(req.issuer === undefined ? {} : { [LogKey.issuer]: req.issuer }) });
+    const startedAt = this.opts.clock.now();
     const acme = await this.acmeFor(req);
     const { order, keyPem, key: newKey } = await this.openOrder(acme, req, expectedLatest, log);
     let issuedOrder = order;
@@ -355,7 +358,19 @@ export class Issuer {
     }
     const issued = result.meta;
     await this.deleteRecord(req.name);
-    log.info({ [LogKey.version]: issued.version, serial: issued.serial, notAfter: issued.notAfter }, 'certificate issued');
+    // The one info line of a successful issuance: the steps before it are debug lines.
+    log.info(
+      {
+        [LogKey.version]: issued.version,
+        serial: issued.serial,
+        notAfter: issued.notAfter,
+        [LogKey.order]: issuedOrder.url,
+        ...(req.reason === undefined ? {} : { [LogKey.reason]: req.reason }),
+        ...(req.replaces === undefined ? {} : { replaces: req.replaces }),
+        durationMs: this.opts.clock.now() - startedAt,
+      },
+      'certificate issued',
+    );
     this.opts.onEvent?.({ type: 'issued', cert: req.name, meta: issued });
     return issued;
   }
@@ -483,7 +498,8 @@ export class Issuer {
       throw err;
     }
     this.saved.set(req.name, pending);
-    log.info({ [LogKey.order]: order.url }, 'order placed');
+    // Per-step lines are debug: the outcome line ('certificate issued') names the order.
+    log.debug({ [LogKey.order]: order.url }, 'order placed');
     this.opts.onEvent?.({ type: 'ordered', cert: req.name, order: order.url, resumed: false });
     return { order, keyPem, key };
   }
@@ -562,7 +578,7 @@ export class Issuer {
         if (challenge.status === 'pending') await acme.acceptChallenge(challenge.url);
         if (authz === last) current = await acme.waitForOrder(order);
         else await acme.waitForAuthorization(authz.url);
-        log.info({ [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
+        log.debug({ [LogKey.identifier]: authz.identifier.value }, 'authorization valid');
         progress?.(authz.identifier.value, 'valid');
       } finally {
         await this.opts.http01.cleanup(challenge.token);
@@ -614,7 +630,7 @@ export class Issuer {
         // The last one through the order, as for HTTP-01 (authorize).
         if (i === pending.length - 1) current = await acme.waitForOrder(order);
         else await acme.waitForAuthorization(p.authzUrl);
-        log.info({ [LogKey.identifier]: p.identifier }, 'authorization valid');
+        log.debug({ [LogKey.identifier]: p.identifier }, 'authorization valid');
         progress?.(p.identifier, 'valid');
       }
     } finally {

@@ -626,13 +626,15 @@ export class Reconciler {
     const onlineAtStart = this.agentsCameOnline;
     rt.state = 'issuing';
     this.opts.metrics?.order('started');
-    log.info({ reason, replaces, ...(issuer === undefined ? {} : { [LogKey.issuer]: issuer }) }, 'issuance started');
+    // Debug: the outcome ('certificate issued' with the reason, or 'issuance failed') is the info line.
+    log.debug({ reason, replaces, ...(issuer === undefined ? {} : { [LogKey.issuer]: issuer }) }, 'issuance started');
     const job = this.opts.issuer
       .issue(
         {
           ...requestFor(cert),
           ...(replaces === undefined ? {} : { replaces }),
           ...(issuer === undefined ? {} : { issuer }),
+          reason,
           charge,
         },
         latest?.version ?? 0,

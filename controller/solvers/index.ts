@@ -283,7 +283,7 @@ export class Http01Solver {
         details: { identifier: record.identifier, lagging: [...lagging.keys()] },
       });
     }
-    log.info({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
+    log.debug({ agents: responders.map((r) => r.agent) }, 'challenge served by every agent');
   }
 
   /**

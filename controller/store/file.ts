@@ -8,15 +8,16 @@
  * <dir>/certs/<name>/<N>/cert.pem       leaf certificate
  * <dir>/certs/<name>/<N>/chain.pem      intermediates (may be empty)
  * <dir>/certs/<name>/<N>/privkey.pem    PKCS#8 private key
- * <dir>/certs/<name>/<N>/meta.json      VersionMeta, written last
+ * <dir>/certs/<name>/<N>/meta.json      VersionMeta
  * <dir>/certs/<name>/.tmp-<N>-<random>/ a version being written (or left by a crash)
  * <dir>/objects/<key>.json              internal documents; `a/b` is objects/a/b.json
  * <dir>/objects/<dir>/.<base>.tmp-<random>  an object being written
  * ```
  *
  * How a version is written, so that a crash never leaves half a version visible:
- * all four files are written and fsynced inside a fresh temp directory (meta.json
- * last), the temp directory is fsynced, then renamed to `<N>` and the parent fsynced.
+ * all four files are written and fsynced inside a fresh temp directory (at once: no
+ * reader looks in a temp directory), the temp directory is fsynced, then renamed to `<N>`
+ * and the parent fsynced.
  * The rename is the compare-and-set: rename(2) onto an existing non-empty directory
  * fails (ENOTEMPTY/EEXIST), so of two writers racing for the same `<N>` exactly one
  * wins, also across processes, and the loser gets STORE_CONFLICT. (A separate
@@ -55,7 +56,7 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
-import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
+import { fsyncDir } from '../../shared/files/index.js';
 import { systemClock } from '../../shared/clock/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
@@ -155,11 +156,16 @@ export class FileStore implements CertStore {
     try {
       await this.io('write version', tmp, async () => {
         await fs.mkdir(tmp, { mode: DIR_MODE });
-        await writeDurable(path.join(tmp, FILES.cert), input.certPem);
-        await writeDurable(path.join(tmp, FILES.chain), input.chainPem);
-        await writeDurable(path.join(tmp, FILES.key), input.keyPem);
-        // meta.json last: a directory with meta.json has everything else.
-        await writeDurable(path.join(tmp, FILES.meta), JSON.stringify(meta, null, 2) + '\n');
+        // The four files at once (issue #13: their fsyncs overlap on libuv's pool): no
+        // reader looks inside a temp directory, and the version appears only by the rename
+        // below, after every file and the directory itself are fsynced, so the order of
+        // the writes within it does not matter for a crash.
+        await Promise.all([
+          writeDurable(path.join(tmp, FILES.cert), input.certPem),
+          writeDurable(path.join(tmp, FILES.chain), input.chainPem),
+          writeDurable(path.join(tmp, FILES.key), input.keyPem),
+          writeDurable(path.join(tmp, FILES.meta), JSON.stringify(meta, null, 2) + '\n'),
+        ]);
         await fsyncDir(tmp);
       });
       try {
@@ -176,7 +182,8 @@ export class FileStore implements CertStore {
       });
       throw err;
     }
-    this.log.info({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
+    // Debug: the caller's outcome line (certificate issued, spooled version delivered) names the version.
+    this.log.debug({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
     return meta;
   }
 
@@ -274,7 +281,7 @@ export class FileStore implements CertStore {
     this.objectCache.delete(key);
     await this.io('write object', file, async () => {
       await ensureDir(path.dirname(file));
-      await writeFileAtomic(file, text + '\n', FILE_MODE);
+      await replaceDurable(file, text + '\n');
     });
   }
 
@@ -536,7 +543,42 @@ async function ensureDir(dir: string): Promise<void> {
 }
 
 
-/** Writes a new file (must not exist) with mode 0600 and fsyncs it. */
-function writeDurable(file: string, data: string): Promise<void> {
-  return writeNew(file, data, FILE_MODE);
+/**
+ * Whether a file opened with mode 0600 gets exactly 0600, i.e. the umask clears none of
+ * those bits (the usual 022 or 077). Read once: only this process's own code could change
+ * its umask, and certfleet never does.
+ */
+const UMASK_KEEPS_FILE_MODE = (process.umask() & FILE_MODE) === 0;
+
+/**
+ * Writes a new file (must not exist) with mode 0600 and fsyncs it. Like shared/files'
+ * writeDurable, but without the chmod when the open mode already came through the umask
+ * whole (issue #13: one syscall fewer per file, 5 per issuance).
+ */
+async function writeDurable(file: string, data: string): Promise<void> {
+  const fh = await fs.open(file, 'wx', FILE_MODE);
+  try {
+    if (!UMASK_KEEPS_FILE_MODE) await fh.chmod(FILE_MODE);
+    await fh.writeFile(data, 'utf8');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Replaces `file` atomically and durably (temp file beside it, fsync, rename, fsync the
+ * directory), as shared/files' writeFileAtomic, with this file's {@link writeDurable}.
+ */
+async function replaceDurable(file: string, data: string): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
+  try {
+    await writeDurable(tmp, data);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dir);
 }

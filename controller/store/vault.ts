@@ -197,7 +197,8 @@ export class VaultStore implements CertStore {
       throw this.corrupt(this.dataPath(key), name, `Vault stored version ${String(stored)}, expected ${version}`);
     }
     await this.ensureKeyMetadata(key);
-    this.log.info({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
+    // Debug: the caller's outcome line (certificate issued, spooled version delivered) names the version.
+    this.log.debug({ [LogKey.cert]: name, [LogKey.version]: version }, 'version stored');
     return meta;
   }
 

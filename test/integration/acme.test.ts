@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
+import { Writable } from 'node:stream';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import {
   createAcmeClient,
@@ -19,7 +20,7 @@ import {
   type AcmeOrder,
 } from '../../controller/acme/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
-import { silentLogger } from '../../shared/log/index.js';
+import { createRootLogger, silentLogger } from '../../shared/log/index.js';
 import { ManualClock, systemClock } from '../../shared/clock/index.js';
 import { freePort } from '../harness/process.js';
 import { startPebble, type PebbleHandle } from '../harness/pebble.js';
@@ -160,6 +161,33 @@ void describe('ACME adapter against Pebble', () => {
     assert.ok(child.checkIssued(root) && child.verify(root.publicKey), 'chain does not end at Pebble’s root');
     // And not trivially: the leaf is not signed by the root directly.
     assert.equal(leaf.verify(root.publicKey), false);
+  });
+
+  void it('writes no info line per ACME step: placing, finalizing and downloading an order are debug lines (issue #13)', async () => {
+    const names = ['steps.issue.certfleet.test'];
+    for (const n of names) await pebble.addA(n, CHALLENGE_IP);
+    const lines: Array<{ level: number; msg: string }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as { level: number; msg: string });
+        done();
+      },
+    });
+    const c = createAcmeClient({
+      directoryUrl: pebble.directoryUrl,
+      caPem: pebble.caPem,
+      accountKeyPem: await generateAccountKey(),
+      log: createRootLogger({ name: 'controller', level: 'debug', destination: sink }),
+    });
+    clients.push(c);
+    await c.ensureAccount();
+    const mark = lines.length;
+    const order = await c.placeOrder(names);
+    await issue(c, order, names, challenges);
+    await new Promise((r) => setImmediate(r));
+    const steps = lines.slice(mark);
+    assert.deepEqual(steps.filter((l) => l.level >= 30).map((l) => l.msg), [], 'nothing at info or above');
+    for (const msg of ['order placed', 'order finalized', 'certificate downloaded']) assert.ok(steps.some((l) => l.msg === msg), `${msg} is a debug line`);
   });
 
   void it('revokes a certificate with the account key and a reason; a second revoke is answered alreadyRevoked, not an error', async () => {

@@ -10,6 +10,7 @@
 import 'reflect-metadata';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { AcmeClient, AcmeOrder } from '../../controller/acme/index.js';
@@ -19,7 +20,7 @@ import { Http01Solver, type ChallengeBoard } from '../../controller/solvers/inde
 import type { Spool } from '../../controller/spool/index.js';
 import { ManualClock, systemClock } from '../../shared/clock/index.js';
 import { CertfleetError, ErrorCode, isCertfleetError } from '../../shared/errors/index.js';
-import { silentLogger } from '../../shared/log/index.js';
+import { createRootLogger, silentLogger, type Logger } from '../../shared/log/index.js';
 import type { ChallengeRecord } from '../../shared/model/index.js';
 import { makeTestCa, type TestCa } from '../harness/certs.js';
 import { MemoryStore } from './fakes/loop.js';
@@ -104,7 +105,7 @@ class FakeCa {
   } as unknown as AcmeClient;
 }
 
-function setup(ca: TestCa) {
+function setup(ca: TestCa, log: Logger = silentLogger()) {
   // The test CA's certificates are dated by the wall clock; the manual clock starts there.
   const clock = new ManualClock(systemClock.now());
   const store = new MemoryStore();
@@ -133,7 +134,7 @@ function setup(ca: TestCa) {
     // The agent's answer: 404 until the test says it serves the challenge.
     fetch: (_address, _identifier, token) => Promise.resolve(served ? { status: 200, body: `${token}.thumb` } : { status: 404, body: '' }),
   });
-  const issuer = new Issuer({ acme: acme.client, store, http01, spool: {} as Spool, clock, log: silentLogger() });
+  const issuer = new Issuer({ acme: acme.client, store, http01, spool: {} as Spool, clock, log });
   const charges: Spend[] = [];
   const refunds: Spend[] = [];
   const request: IssueRequest = {
@@ -203,6 +204,26 @@ test('a saved order whose challenge timed out is resumed, charged once, and issu
   assert.equal(s.charges.length, 1, 'the resumed order is not charged again');
   assert.equal(await s.issuer.resumable('web', [NAME], 'ecdsa-p256'), null, 'the saved order is gone once issued');
   assert.equal((await s.store.latest('web'))?.fingerprint, meta.fingerprint);
+});
+
+test('at level info a successful issuance writes one line, its outcome, naming the order, serial, reason and duration (issue #13)', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  const s = setup(await makeTestCa(), createRootLogger({ name: 'controller', level: 'info', destination: sink }));
+  s.serve();
+  const meta = await s.issuer.issue({ ...s.request, reason: 'renewal due' }, 0);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(lines.map((l) => l['msg']), ['certificate issued'], 'no line per ACME step at info');
+  const [line] = lines;
+  assert.equal(line?.['order'], 'https://ca.test/order/1');
+  assert.equal(line?.['serial'], meta.serial);
+  assert.equal(line?.['reason'], 'renewal due');
+  assert.equal(typeof line?.['durationMs'], 'number');
 });
 
 test('the authorization of a one-name order is waited for through the order, and finalize gets the ready order that wait returned', async () => {
