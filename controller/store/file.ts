@@ -56,7 +56,7 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
-import { fsyncDir } from '../../shared/files/index.js';
+import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
 import { systemClock } from '../../shared/clock/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
@@ -281,7 +281,7 @@ export class FileStore implements CertStore {
     this.objectCache.delete(key);
     await this.io('write object', file, async () => {
       await ensureDir(path.dirname(file));
-      await replaceDurable(file, text + '\n');
+      await writeFileAtomic(file, text + '\n', FILE_MODE);
     });
   }
 
@@ -542,43 +542,7 @@ async function ensureDir(dir: string): Promise<void> {
   for (const d of toSync) await fsyncDir(d);
 }
 
-
-/**
- * Whether a file opened with mode 0600 gets exactly 0600, i.e. the umask clears none of
- * those bits (the usual 022 or 077). Read once: only this process's own code could change
- * its umask, and certfleet never does.
- */
-const UMASK_KEEPS_FILE_MODE = (process.umask() & FILE_MODE) === 0;
-
-/**
- * Writes a new file (must not exist) with mode 0600 and fsyncs it. Like shared/files'
- * writeDurable, but without the chmod when the open mode already came through the umask
- * whole (issue #13: one syscall fewer per file, 5 per issuance).
- */
-async function writeDurable(file: string, data: string): Promise<void> {
-  const fh = await fs.open(file, 'wx', FILE_MODE);
-  try {
-    if (!UMASK_KEEPS_FILE_MODE) await fh.chmod(FILE_MODE);
-    await fh.writeFile(data, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Replaces `file` atomically and durably (temp file beside it, fsync, rename, fsync the
- * directory), as shared/files' writeFileAtomic, with this file's {@link writeDurable}.
- */
-async function replaceDurable(file: string, data: string): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
-  try {
-    await writeDurable(tmp, data);
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await fsyncDir(dir);
+/** Writes a new file (must not exist) with mode 0600 and fsyncs it. */
+function writeDurable(file: string, data: string): Promise<void> {
+  return writeNew(file, data, FILE_MODE);
 }

@@ -22,15 +22,28 @@ import crypto from 'node:crypto';
 import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 
-const fsyncFd = promisify(fsSync.fsync);
+/** fsync(2) of `fd` on libuv's pool (looked up at each call, so a test can count them). */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsSync.fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * Whether a file opened with `mode` gets exactly `mode`: the umask clears none of its
+ * bits (the usual 022 or 077 with 0600). Then the chmod that makes modes exact is skipped
+ * (issue #13: one thread-pool round trip fewer per file written). Read at each call, as
+ * tests and embedders may change the umask; process.umask() without an argument writes
+ * it twice, racy only with worker threads, which certfleet's daemons do not run.
+ */
+function umaskKeeps(mode: number): boolean {
+  return (process.umask() & mode) === 0;
+}
 
 /** Creates `file` (which must not exist) with `data` and exactly `mode`, and fsyncs it. */
 export async function writeDurable(file: string, data: string, mode: number): Promise<void> {
   const fh = await fs.open(file, 'wx', mode);
   try {
-    await fh.chmod(mode); // the open mode is filtered by the umask; the contract is exact modes
+    if (!umaskKeeps(mode)) await fh.chmod(mode); // the open mode is filtered by the umask; the contract is exact modes
     await fh.writeFile(data, 'utf8');
     await fh.sync();
   } finally {
@@ -73,7 +86,7 @@ export async function writeDurableAll(files: readonly NewFile[], dir?: string): 
     for (const { file, data, mode } of files) {
       const fd = fsSync.openSync(file, 'wx', mode);
       fds.push(fd);
-      fsSync.fchmodSync(fd, mode); // the open mode is filtered by the umask; the contract is exact modes
+      if (!umaskKeeps(mode)) fsSync.fchmodSync(fd, mode); // the open mode is filtered by the umask; the contract is exact modes
       fsSync.writeFileSync(fd, data, 'utf8');
     }
     // Opened after the creates: its fsync covers every entry made above.
@@ -98,7 +111,7 @@ export function writeFileReplace(file: string, data: string, mode: number): void
   try {
     const fd = fsSync.openSync(tmp, 'wx', mode);
     try {
-      fsSync.fchmodSync(fd, mode);
+      if (!umaskKeeps(mode)) fsSync.fchmodSync(fd, mode);
       fsSync.writeFileSync(fd, data, 'utf8');
     } finally {
       fsSync.closeSync(fd);

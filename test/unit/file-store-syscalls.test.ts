@@ -9,7 +9,7 @@ import { tempDir } from '../harness/tmp.js';
 import { versionInput } from '../contract/cert-store.js';
 
 test('a version and an object: four file fsyncs and two directory fsyncs for the version, one of each for the object, no chmod under umask 022, files 0600', async () => {
-  // The store reads the umask once, when loaded.
+  // shared/files skips the chmod when the umask leaves the mode whole.
   const previous = process.umask(0o022);
   try {
     const { FileStore } = await import('../../controller/store/index.js');
@@ -35,6 +35,13 @@ test('a version and an object: four file fsyncs and two directory fsyncs for the
       else counts.fileSync++;
       return sync.apply(this);
     };
+    // Directories are fsynced through fs.fsync on a descriptor (shared/files fsyncDir).
+    const fsync = fs.fsync;
+    (fs as unknown as { fsync: (fd: number, cb: fs.NoParamCallback) => void }).fsync = (fd, cb) => {
+      if (fs.fstatSync(fd).isDirectory()) counts.dirSync++;
+      else counts.fileSync++;
+      fsync(fd, cb);
+    };
     try {
       await store.putVersion('web', versionInput('web', 'one'), 1);
       assert.deepEqual(counts, { chmod: 0, fileSync: 4, dirSync: 2 }, 'a version');
@@ -45,6 +52,7 @@ test('a version and an object: four file fsyncs and two directory fsyncs for the
     } finally {
       proto.chmod = chmod;
       proto.sync = sync;
+      (fs as unknown as { fsync: typeof fsync }).fsync = fsync;
     }
     const dir = path.join(root, 'store', 'certs', 'web', '2');
     for (const f of fs.readdirSync(dir)) assert.equal(fs.statSync(path.join(dir, f)).mode & 0o777, 0o600, f);
