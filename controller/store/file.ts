@@ -30,6 +30,14 @@
  * Objects are written to a temp file, fsynced, renamed over `<key>.json` and the
  * directory fsynced: readers see the old or the new document, never a torn one.
  *
+ * Cost (issue #13): the reads the work loop makes for every certificate on every pass
+ * (the stats behind the caches below, directory listings, meta.json and object reads) and
+ * the creates and writes of a version's small files are synchronous calls: on a local
+ * disk they take microseconds, while each fs/promises call is a round trip through
+ * libuv's pool that cost more of the controller's thread than the work (a quarter of it
+ * in an issuance burst). What waits for the disk — every fsync, renames, unlinks,
+ * directory creation — stays asynchronous.
+ *
  * `latest(name)` is asked for every certificate on every pass of the work loop (issue
  * #13: 14–20 times per issued certificate in a burst, a directory listing and a meta.json
  * read each, a fifth of the controller's CPU per certificate). Its answer is kept per
@@ -48,7 +56,7 @@
  * written by rename and removed by unlink, both of which change those stats, so another
  * controller's (or the CLI's) pin is seen at the next read.
  */
-import type { BigIntStats } from 'node:fs';
+import fsSync, { type BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -56,7 +64,7 @@ import { CertfleetError, ErrorCode } from '../../shared/errors/index.js';
 import { componentLogger, LogKey, type Logger } from '../../shared/log/index.js';
 import type { Bundle, VersionMeta } from '../../shared/model/index.js';
 import { CERT_NAME_PATTERN } from '../../shared/wire/index.js';
-import { fsyncDir, writeDurable as writeNew, writeFileAtomic } from '../../shared/files/index.js';
+import { fsyncDir, writeDurableAll, writeFileAtomic, type NewFile } from '../../shared/files/index.js';
 import { systemClock } from '../../shared/clock/index.js';
 import type { CertStore, VersionInput } from './index.js';
 import {
@@ -148,7 +156,7 @@ export class FileStore implements CertStore {
     const { version, meta } = prepareVersion(name, input, expectedLatest);
     const certDir = path.join(this.certsDir, name);
     await this.io('create certificate directory', certDir, () => ensureDir(certDir));
-    const current = await this.latestNumber(name);
+    const current = this.latestNumber(name);
     if (current !== expectedLatest) throw conflict(name, expectedLatest, current);
 
     const tmp = path.join(certDir, `.tmp-${version}-${crypto.randomBytes(6).toString('hex')}`);
@@ -156,17 +164,16 @@ export class FileStore implements CertStore {
     try {
       await this.io('write version', tmp, async () => {
         await fs.mkdir(tmp, { mode: DIR_MODE });
-        // The four files at once (issue #13: their fsyncs overlap on libuv's pool): no
-        // reader looks inside a temp directory, and the version appears only by the rename
-        // below, after every file and the directory itself are fsynced, so the order of
-        // the writes within it does not matter for a crash.
-        await Promise.all([
-          writeDurable(path.join(tmp, FILES.cert), input.certPem),
-          writeDurable(path.join(tmp, FILES.chain), input.chainPem),
-          writeDurable(path.join(tmp, FILES.key), input.keyPem),
-          writeDurable(path.join(tmp, FILES.meta), JSON.stringify(meta, null, 2) + '\n'),
-        ]);
-        await fsyncDir(tmp);
+        // The four files and the temp directory's entries fsynced together (issue #13:
+        // the creates and writes of small files are synchronous, only the fsyncs go to
+        // libuv's pool): no reader looks inside a temp directory, and the version appears
+        // only by the rename below, after all of it is on disk, so the order of the writes
+        // within it does not matter for a crash.
+        const file = (base: string, data: string): NewFile => ({ file: path.join(tmp, base), data, mode: FILE_MODE });
+        await writeDurableAll(
+          [file(FILES.cert, input.certPem), file(FILES.chain, input.chainPem), file(FILES.key, input.keyPem), file(FILES.meta, JSON.stringify(meta, null, 2) + '\n')],
+          tmp,
+        );
       });
       try {
         await fs.rename(tmp, target);
@@ -207,7 +214,7 @@ export class FileStore implements CertStore {
     // Stat first, then read: a change after the stat makes the next stat differ.
     let st: BigIntStats;
     try {
-      st = await fs.stat(certDir, { bigint: true });
+      st = fsSync.statSync(certDir, { bigint: true });
     } catch (err) {
       this.latestCache.delete(name);
       if (errno(err) === 'ENOENT') return null;
@@ -216,7 +223,7 @@ export class FileStore implements CertStore {
     const stamp = dirStamp(st);
     const cached = this.latestCache.get(name);
     if (cached !== undefined && cached.stamp === stamp) return copyMeta(cached.meta);
-    const n = await this.latestNumber(name);
+    const n = this.latestNumber(name);
     if (n === 0) {
       this.latestCache.delete(name);
       return null;
@@ -232,7 +239,7 @@ export class FileStore implements CertStore {
   async listVersions(name: string): Promise<VersionMeta[]> {
     await this.ready();
     checkCertName(name);
-    const numbers = await this.versionNumbers(name);
+    const numbers = this.versionNumbers(name);
     const metas: VersionMeta[] = [];
     for (const n of numbers) {
       const dir = path.join(this.certsDir, name, String(n));
@@ -252,7 +259,7 @@ export class FileStore implements CertStore {
     for (const e of entries) {
       if (!e.isDirectory() || !CERT_NAME_PATTERN.test(e.name)) continue;
       // A name whose only entry is a temp directory has no version yet.
-      if ((await this.versionNumbers(e.name)).length > 0) names.push(e.name);
+      if (this.versionNumbers(e.name).length > 0) names.push(e.name);
     }
     return names.sort();
   }
@@ -261,7 +268,7 @@ export class FileStore implements CertStore {
     await this.ready();
     checkObjectKey(key);
     const file = this.objectPath(key);
-    const text = CACHED_OBJECT_PREFIXES.some((p) => key.startsWith(p)) ? await this.readObjectCached(key, file) : await this.readObject(file);
+    const text = CACHED_OBJECT_PREFIXES.some((p) => key.startsWith(p)) ? this.readObjectCached(key, file) : this.readObject(file);
     if (text === null) return null;
     try {
       return JSON.parse(text) as T;
@@ -369,9 +376,9 @@ export class FileStore implements CertStore {
   }
 
   /** The text of the object in `file`, or null when there is none. */
-  private async readObject(file: string): Promise<string | null> {
+  private readObject(file: string): string | null {
     try {
-      return await fs.readFile(file, 'utf8');
+      return fsSync.readFileSync(file, 'utf8');
     } catch (err) {
       if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return null;
       throw unavailable('read object', file, err);
@@ -384,20 +391,20 @@ export class FileStore implements CertStore {
    * edit in place its mtime), else of its nearest existing directory (creating the file,
    * or a directory on the way to it, changes that directory).
    */
-  private async readObjectCached(key: string, file: string): Promise<string | null> {
+  private readObjectCached(key: string, file: string): string | null {
     const cached = this.objectCache.get(key);
     if (cached !== undefined) {
-      const st = await this.statOrNull(cached.probe);
+      const st = this.statOrNull(cached.probe);
       if (st !== null && dirStamp(st) === cached.stamp) return cached.text;
     }
     // Stat first, then read: a change after the stat makes the next stat differ.
     let probe = file;
-    let st = await this.statOrNull(probe);
+    let st = this.statOrNull(probe);
     while (st === null && probe !== this.objectsDir) {
       probe = path.dirname(probe);
-      st = await this.statOrNull(probe);
+      st = this.statOrNull(probe);
     }
-    const text = await this.readObject(file);
+    const text = this.readObject(file);
     // The read must agree with the stat (absent under a directory, present as the file).
     if (st !== null && !racy(st.mtimeNs) && (text === null) === (probe !== file)) {
       this.objectCache.set(key, { probe, stamp: dirStamp(st), text });
@@ -407,9 +414,9 @@ export class FileStore implements CertStore {
     return text;
   }
 
-  private async statOrNull(p: string): Promise<BigIntStats | null> {
+  private statOrNull(p: string): BigIntStats | null {
     try {
-      return await fs.stat(p, { bigint: true });
+      return fsSync.statSync(p, { bigint: true });
     } catch (err) {
       if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return null;
       throw unavailable('read object', p, err);
@@ -420,11 +427,11 @@ export class FileStore implements CertStore {
     return path.join(this.objectsDir, ...key.split('/')) + '.json';
   }
 
-  private async versionNumbers(name: string): Promise<number[]> {
+  private versionNumbers(name: string): number[] {
     const dir = path.join(this.certsDir, name);
     let entries;
     try {
-      entries = await fs.readdir(dir, { withFileTypes: true });
+      entries = fsSync.readdirSync(dir, { withFileTypes: true });
     } catch (err) {
       if (errno(err) === 'ENOENT') return [];
       throw unavailable('list versions', dir, err);
@@ -435,8 +442,8 @@ export class FileStore implements CertStore {
       .sort((a, b) => a - b);
   }
 
-  private async latestNumber(name: string): Promise<number> {
-    const numbers = await this.versionNumbers(name);
+  private latestNumber(name: string): number {
+    const numbers = this.versionNumbers(name);
     return numbers[numbers.length - 1] ?? 0;
   }
 
@@ -445,7 +452,7 @@ export class FileStore implements CertStore {
     const file = path.join(dir, FILES.meta);
     let text: string;
     try {
-      text = await fs.readFile(file, 'utf8');
+      text = fsSync.readFileSync(file, 'utf8');
     } catch (err) {
       if (errno(err) !== 'ENOENT') throw unavailable('read version meta', file, err);
       const dirExists = await fs.stat(dir).then(
@@ -540,9 +547,4 @@ async function ensureDir(dir: string): Promise<void> {
     cur = path.join(cur, next);
   }
   for (const d of toSync) await fsyncDir(d);
-}
-
-/** Writes a new file (must not exist) with mode 0600 and fsyncs it. */
-function writeDurable(file: string, data: string): Promise<void> {
-  return writeNew(file, data, FILE_MODE);
 }

@@ -56,7 +56,8 @@ export async function writeFileAtomic(file: string, data: string, mode: number):
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
   try {
-    await writeDurable(tmp, data, mode);
+    // Created and written synchronously, fsynced on the pool (see writeDurableAll).
+    await writeDurableAll([{ file: tmp, data, mode }]);
     await fs.rename(tmp, file);
   } catch (err) {
     await fs.rm(tmp, { force: true });
