@@ -316,3 +316,28 @@ test('a follower orders nothing, and shows what the leader stored: the newest ve
     await stopNow(loop, clock);
   }
 });
+
+test('a pass over many certificates answered from memory lets I/O callbacks run between slices', async () => {
+  // 500 certificates with fresh versions: nothing due, every read answered from memory
+  // (as the file store's caches answer), so no await in the pass waits for I/O.
+  const certs = Array.from({ length: 500 }, (_, i) => cert(`c${i}`));
+  const { clock, store, loop } = setup(certs, { intervalMs: HOUR });
+  for (const c of certs) await issued(store, c.name, c.names, T0);
+  let reads = 0;
+  const latest = store.latest.bind(store);
+  store.latest = (name) => {
+    reads++;
+    return latest(name);
+  };
+  // An I/O callback queued as the pass starts (a gRPC call arriving) and when it ran.
+  let readsWhenCallbackRan = -1;
+  setImmediate(() => (readsWhenCallbackRan = reads));
+  loop.start();
+  try {
+    assert.ok(await clock.runUntil(() => reads >= certs.length, MIN), 'the pass read every certificate');
+    assert.ok(readsWhenCallbackRan >= 0, 'the callback ran');
+    assert.ok(readsWhenCallbackRan < certs.length, `the callback waited for the whole pass (${readsWhenCallbackRan} of ${certs.length} read before it)`);
+  } finally {
+    await stopNow(loop, clock);
+  }
+});
