@@ -149,7 +149,8 @@ export interface RehearsalResult {
 }
 
 /** Told when an authorization starts being answered and when the CA found it valid. */
-type AuthzProgress = (identifier: string, phase: 'start' | 'valid') => void;
+/** `reused`: the CA handed back an authorization that was already valid (no challenge needed). */
+type AuthzProgress = (identifier: string, phase: 'start' | 'valid' | 'reused') => void;
 
 export interface IssuerOptions {
   /** The account of requests that name no issuer. */
@@ -400,6 +401,8 @@ export class Issuer {
       done('order', '', true, `${order.url} (${order.authorizations.length} authorization${order.authorizations.length === 1 ? '' : 's'})`);
       const authorized = await this.authorize(this.opts.acme, req, order, log, (identifier, phase) => {
         if (phase === 'start') current = { step: 'authorization', identifier };
+        // A reused authorization still gets its row: every name of the order is accounted for.
+        else if (phase === 'reused') done('authorization', identifier, true, 'already valid at the CA (no challenge needed)');
         else done('authorization', identifier, true, `${req.challenge} valid`);
       });
       current = { step: 'finalize', identifier: '' };
@@ -549,6 +552,7 @@ export class Issuer {
         // (the start-up sweep keeps a saved order's records for it): withdrawn now.
         const published = authz.challenges.find((c) => c.type === 'http-01');
         if (published) await this.opts.http01.cleanup(published.token);
+        progress?.(authz.identifier.value, 'reused');
         continue;
       }
       progress?.(authz.identifier.value, 'start');
@@ -597,7 +601,10 @@ export class Issuer {
     if (!solver) throw new CertfleetError(ErrorCode.ConfigInvalid, `certificate ${req.name} uses dns-01 but no DNS provider is configured`);
     const pending: Array<{ authzUrl: string; challengeUrl: string; status: string; identifier: string; token: string }> = [];
     for (const authz of order.authorizations) {
-      if (authz.status === 'valid') continue;
+      if (authz.status === 'valid') {
+        progress?.(authz.wildcard ? `*.${authz.identifier.value}` : authz.identifier.value, 'reused');
+        continue;
+      }
       if (authz.status !== 'pending') {
         throw new CertfleetError(ErrorCode.AcmeOrderInvalid, `authorization for ${authz.identifier.value} is ${authz.status}`, { details: { authorization: authz.url } });
       }

@@ -83,6 +83,8 @@ describe('a two-wave rollout', { timeout: 300_000 }, () => {
       for (const ip of ['127.0.0.2', '127.0.0.3']) {
         assert.equal((await servedCertificate({ host: ip, port: fleet.tlsPort, servername: NAMES[0] ?? '' })).fingerprint, v2);
       }
+      // The completion is noted by the controller's pass after both reports: wait for it.
+      await eventually('the rollout of version 2 complete', async () => (await events()).some((e) => e.type === 'rollout-advanced' && e.version === 2 && /complete/.test(e.message)), 30_000, 300);
       const ev = await events();
       const published = ev.find((e) => e.type === 'published' && e.version === 2);
       assert.match(published?.message ?? '', /wave 1 of 3/);

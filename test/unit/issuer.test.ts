@@ -247,6 +247,16 @@ test('a resumed order whose authorization the CA validated before the crash with
   assert.deepEqual(s.removed, ['tok1'], 'the leftover record is withdrawn, not left to the periodic sweep');
 });
 
+test('a rehearsal lists an authorization the CA handed back already valid, with no challenge', async () => {
+  const s = setup(await makeTestCa());
+  s.acme.authzStatus = 'valid';
+  const steps: Array<{ step: string; identifier: string; ok: boolean; detail: string }> = [];
+  await s.issuer.rehearse(s.request, (st) => steps.push(st));
+  const authz = steps.filter((st) => st.step === 'authorization');
+  assert.deepEqual(authz.map((st) => [st.identifier, st.ok, st.detail]), [[NAME, true, 'already valid at the CA (no challenge needed)']]);
+  assert.deepEqual(s.published, [], 'nothing presented');
+});
+
 test('an order whose validation fails is dropped and its charge refunded', async () => {
   const s = setup(await makeTestCa());
   s.serve();
