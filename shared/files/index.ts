@@ -2,12 +2,11 @@
  * Durable file writes, the one implementation for every part that must not lose or tear
  * a file on a crash (stores, spool, agent installs, identities, credentials).
  *
- * - writeDurable: create a NEW file with an exact mode (not filtered by the umask) and
- *   fsync it; fails if it exists.
  * - writeFileAtomic: replace a file atomically (temporary file beside it, fsync, rename,
  *   fsync the directory): readers see the old or the new content, never a torn one.
- * - writeDurableAll: create several NEW files (and optionally fsync the directory they
- *   are in), their fsyncs issued together.
+ * - writeDurableAll: create one or several NEW files with exact modes (not filtered by
+ *   the umask; fails if one exists), and optionally fsync the directory they are in,
+ *   their fsyncs issued together.
  * - writeFileReplace: replace a file atomically but NOT durably (no fsync): for a file
  *   whose loss or a torn copy after a crash is harmless by design.
  * - fsyncDir: make a rename or a new entry in `dir` durable.
@@ -37,18 +36,6 @@ function fsyncFd(fd: number): Promise<void> {
  */
 function umaskKeeps(mode: number): boolean {
   return (process.umask() & mode) === 0;
-}
-
-/** Creates `file` (which must not exist) with `data` and exactly `mode`, and fsyncs it. */
-export async function writeDurable(file: string, data: string, mode: number): Promise<void> {
-  const fh = await fs.open(file, 'wx', mode);
-  try {
-    if (!umaskKeeps(mode)) await fh.chmod(mode); // the open mode is filtered by the umask; the contract is exact modes
-    await fh.writeFile(data, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** Replaces `file` with `data` (mode `mode`) atomically and durably. */
